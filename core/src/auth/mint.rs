@@ -1,0 +1,66 @@
+//! Token minting for tests, demos and the CLI's `wsguard token`. Production tokens come from the
+//! application's identity provider; this exists so nobody pastes long-lived tokens into scripts.
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Map, Value};
+
+use super::config::{AuthConfig, KeyFamily};
+use super::verify::now_secs;
+use crate::error::Error;
+
+/// The key a token is signed with.
+#[derive(Clone)]
+pub enum SigningKey {
+    /// The HMAC secret (for HS* configs).
+    HmacSecret(Vec<u8>),
+    /// A PEM private key (RSA, EC or Ed25519) matching the configured algorithms.
+    PrivateKeyPem(Vec<u8>),
+}
+
+/// What to put in a minted token; `iss`, `aud`, `iat` and `exp` come from the config and the clock.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// `sub`.
+    pub subject: String,
+    /// Roles, written to `auth.roles_claim` when non-empty.
+    pub roles: Vec<String>,
+    /// Scopes, written space-separated to `auth.scopes_claim` when non-empty.
+    pub scopes: Vec<String>,
+    /// Further claims (they cannot override the registered ones).
+    pub extra_claims: Map<String, Value>,
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+    /// `kid` header, for JWKS setups.
+    pub key_id: Option<String>,
+}
+
+/// Signs a token with the first configured algorithm.
+pub fn mint_token(config: &AuthConfig, key: &SigningKey, request: &TokenRequest) -> Result<String, Error> {
+    let alg = *config.algorithms.first().ok_or_else(|| Error::TokenMint("auth.algorithms is empty".into()))?;
+    if request.subject.is_empty() {
+        return Err(Error::TokenMint("the subject must not be empty".into()));
+    }
+    let encoding_key = match (key, alg.family()) {
+        (SigningKey::HmacSecret(secret), KeyFamily::Hmac) => EncodingKey::from_secret(secret),
+        (SigningKey::PrivateKeyPem(pem), KeyFamily::Rsa) => EncodingKey::from_rsa_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?,
+        (SigningKey::PrivateKeyPem(pem), KeyFamily::Ec) => EncodingKey::from_ec_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?,
+        (SigningKey::PrivateKeyPem(pem), KeyFamily::Ed) => EncodingKey::from_ed_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?,
+        _ => return Err(Error::TokenMint(format!("the key does not fit algorithm {alg:?}"))),
+    };
+    let now = now_secs();
+    let mut claims = request.extra_claims.clone();
+    if !request.roles.is_empty() {
+        claims.insert(config.roles_claim.clone(), request.roles.clone().into());
+    }
+    if !request.scopes.is_empty() {
+        claims.insert(config.scopes_claim.clone(), request.scopes.join(" ").into());
+    }
+    claims.insert("sub".into(), request.subject.clone().into());
+    claims.insert("iss".into(), config.issuer.clone().unwrap_or_default().into());
+    claims.insert("aud".into(), config.audience.clone().unwrap_or_default().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), now.saturating_add(request.ttl_secs).into());
+    let mut header = Header::new(alg.to_jwt());
+    header.kid = request.key_id.clone();
+    encode(&header, &claims, &encoding_key).map_err(|e| Error::TokenMint(e.to_string()))
+}

@@ -1,0 +1,15 @@
+//! Authentication: JWT verification against pinned algorithms and configured keys, and the
+//! `Identity` a session carries. This area decides *who*; it never decides what a session may do.
+
+mod config;
+mod identity;
+mod keys;
+mod mint;
+mod verify;
+
+pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
+pub use identity::Identity;
+pub use keys::KeyMaterial;
+pub use mint::{SigningKey, TokenRequest, mint_token};
+pub use verify::{TokenError, TokenVerifier};
+pub(crate) use verify::now_secs;

@@ -1,0 +1,355 @@
+//! The one configuration schema shared by the CLI, C, Python and Node.
+//!
+//! `Config` is composed of each area's own struct. Loading is a pipeline that reports *every*
+//! problem at once, each with its key path:
+//!
+//! 1. syntax (TOML or JSON) — one error with line and column;
+//! 2. shape — the input is checked against the JSON Schema derived from these very structs
+//!    (`additionalProperties: false` everywhere), which lists every unknown key and every wrong type
+//!    in one pass (serde's `deny_unknown_fields` alone stops at the first);
+//! 3. typed deserialization with `deny_unknown_fields` (a second, independent guard: a host that
+//!    deserializes `Config` directly still cannot slip an unknown key through);
+//! 4. semantic checks owned by each area (`validate`), and, when the server is built, the
+//!    environment and file checks (secrets, keys, certificates).
+//!
+//! Secrets never live in the config text: only the names of environment variables (`*_env`) or
+//! files (`*_file`) that hold them.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthConfig;
+use crate::error::ErrorCode;
+use crate::handshake::OriginsConfig;
+use crate::hooks::HooksConfig;
+use crate::limits::LimitsConfig;
+use crate::server::{ServerConfig, TlsConfig};
+
+/// The root configuration. Every section is optional in the text and falls back to the
+/// documented defaults (see `docs/CONFIG.md`), except `auth`, which has no usable default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener, path, connection ceiling, timeouts, trusted proxies.
+    pub server: ServerConfig,
+    /// TLS material; when present the listener speaks `wss://` only.
+    pub tls: Option<TlsConfig>,
+    /// The Origin allowlist.
+    pub origins: OriginsConfig,
+    /// JWT verification.
+    pub auth: AuthConfig,
+    /// Connection quotas, handshake rate, message size caps.
+    pub limits: LimitsConfig,
+    /// Time box and queue size for host callbacks.
+    pub hooks: HooksConfig,
+}
+
+/// One configuration problem, with the dotted key path it concerns (`server.listen`,
+/// `auth.algorithms[1]`) or `<root>` for the document as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path.
+    pub path: String,
+    /// What is wrong, for humans.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration, in document order where known.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    code: ErrorCode,
+    problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    pub(crate) fn new(code: ErrorCode, problems: Vec<ConfigProblem>) -> Self {
+        ConfigError { code, problems }
+    }
+
+    /// The stable code: `config_syntax`, `config_invalid`, `config_file` or `config_secret_missing`
+    /// (the first problem's kind when several kinds occur).
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// Every problem, each with its key path.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while an area validates itself.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    /// Records a problem.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem::new(path, message));
+    }
+
+    /// Checks that a seconds value is finite and strictly positive, and converts it.
+    pub fn positive_secs(&mut self, path: &str, secs: f64) -> Duration {
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                self.push(path, format!("must be a positive number of seconds, got {secs}"));
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many problems were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn into_result(self, code: ErrorCode) -> Result<(), ConfigError> {
+        if self.0.is_empty() { Ok(()) } else { Err(ConfigError::new(code, self.0)) }
+    }
+}
+
+impl Config {
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let value: toml::Value = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            syntax_error(format!("invalid TOML{at}: {msg}"))
+        })?;
+        let json = serde_json::to_value(value)
+            .map_err(|e| syntax_error(format!("invalid TOML value: {e}")))?;
+        Config::from_json_value(json)
+    }
+
+    /// Parses JSON text.
+    pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            syntax_error(format!("invalid JSON (line {}, column {}): {e}", e.line(), e.column()))
+        })?;
+        Config::from_json_value(value)
+    }
+
+    /// Parses text that is either JSON (first non-blank character `{`) or TOML.
+    pub fn from_text(text: &str) -> Result<Config, ConfigError> {
+        if text.trim_start().starts_with('{') {
+            Config::from_json_str(text)
+        } else {
+            Config::from_toml_str(text)
+        }
+    }
+
+    /// Reads a file: `.json` is JSON, anything else TOML.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                ErrorCode::ConfigFile,
+                vec![ConfigProblem::new("<file>", format!("cannot read {}: {e}", path.display()))],
+            )
+        })?;
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            Config::from_json_str(&text)
+        } else {
+            Config::from_toml_str(&text)
+        }
+    }
+
+    /// Builds a config from an already-parsed JSON value (a Python dict or a JS object arrive here).
+    pub fn from_json_value(value: serde_json::Value) -> Result<Config, ConfigError> {
+        let problems = shape_problems(&value);
+        if !problems.is_empty() {
+            return Err(ConfigError::new(ErrorCode::ConfigInvalid, problems));
+        }
+        let config: Config = serde_json::from_value(value).map_err(|e| {
+            // Unreachable when the schema and the structs agree; kept as a clear error anyway.
+            ConfigError::new(ErrorCode::ConfigInvalid, vec![ConfigProblem::new("<root>", e.to_string())])
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The semantic checks that need no file or environment access, every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        self.server.validate(self.tls.is_some(), &mut problems);
+        if let Some(tls) = &self.tls {
+            tls.validate(&mut problems);
+        }
+        self.origins.validate(&mut problems);
+        self.auth.validate(&mut problems);
+        self.limits.validate(&mut problems);
+        self.hooks.validate(&mut problems);
+        problems.into_result(ErrorCode::ConfigInvalid)
+    }
+
+    /// The JSON Schema of the configuration (draft 2020-12), as committed in
+    /// `docs/config.schema.json`.
+    pub fn json_schema() -> &'static serde_json::Value {
+        static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+        SCHEMA.get_or_init(|| serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default())
+    }
+
+    /// The effective configuration as pretty TOML. Holds no secret: secrets are only ever named.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+fn syntax_error(message: String) -> ConfigError {
+    ConfigError::new(ErrorCode::ConfigSyntax, vec![ConfigProblem::new("<root>", message)])
+}
+
+/// Validates the raw value against the derived schema and returns every problem.
+fn shape_problems(value: &serde_json::Value) -> Vec<ConfigProblem> {
+    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        jsonschema::options()
+            .build(Config::json_schema())
+            .map_err(|e| format!("internal error: config schema does not compile: {e}"))
+    });
+    let validator = match validator {
+        Ok(v) => v,
+        Err(e) => return vec![ConfigProblem::new("<root>", e.clone())],
+    };
+    let mut problems = Vec::new();
+    for error in validator.iter_errors(value) {
+        let path = dotted_path(error.instance_path().as_str());
+        match error.kind() {
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for key in unexpected {
+                    problems.push(ConfigProblem::new(join_path(&path, key), "unknown key"));
+                }
+            }
+            _ => problems.push(ConfigProblem::new(
+                if path.is_empty() { "<root>".to_string() } else { path },
+                error.to_string(),
+            )),
+        }
+    }
+    problems
+}
+
+fn join_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+}
+
+/// `/server/trusted_proxies/0` -> `server.trusted_proxies[0]` (RFC 6901 unescaping).
+fn dotted_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if segment.bytes().all(|b| b.is_ascii_digit()) && !segment.is_empty() && !out.is_empty() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [auth]
+        algorithms = ["HS256"]
+        hmac_secret_env = "WSGUARD_HMAC_SECRET"
+        issuer = "https://issuer.example"
+        audience = "wsguard"
+    "#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let config = Config::from_toml_str(MINIMAL).expect("valid");
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert_eq!(config.server.path, "/ws");
+        assert_eq!(config.limits.connections_per_ip, 50);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_path() {
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\npaht = \"/x\"\n[bogus]\n");
+        let err = Config::from_toml_str(&text).expect_err("unknown keys");
+        let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"server.lisen"), "{paths:?}");
+        assert!(paths.contains(&"server.paht"), "{paths:?}");
+        assert!(paths.contains(&"bogus"), "{paths:?}");
+        assert_eq!(err.code(), ErrorCode::ConfigInvalid);
+    }
+
+    #[test]
+    fn type_errors_and_unknown_keys_come_together() {
+        let text = format!("{MINIMAL}\n[server]\nmax_connections = \"many\"\n[limits]\nconections_per_ip = 3\n");
+        let err = Config::from_toml_str(&text).expect_err("invalid");
+        let paths: Vec<_> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"server.max_connections"), "{paths:?}");
+        assert!(paths.contains(&"limits.conections_per_ip"), "{paths:?}");
+    }
+
+    #[test]
+    fn json_and_toml_give_the_same_config() {
+        let json = r#"{"auth":{"algorithms":["HS256"],"hmac_secret_env":"WSGUARD_HMAC_SECRET",
+            "issuer":"https://issuer.example","audience":"wsguard"}}"#;
+        assert_eq!(Config::from_json_str(json).expect("json"), Config::from_toml_str(MINIMAL).expect("toml"));
+        assert_eq!(Config::from_text(json).expect("text"), Config::from_text(MINIMAL).expect("text"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = Config::from_toml_str("[server]\nlisten = \n").expect_err("syntax");
+        assert_eq!(err.code(), ErrorCode::ConfigSyntax);
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn pointer_paths_become_dotted() {
+        assert_eq!(dotted_path("/server/trusted_proxies/0"), "server.trusted_proxies[0]");
+        assert_eq!(dotted_path(""), "");
+        assert_eq!(dotted_path("/a~1b"), "a/b");
+    }
+}

@@ -1,0 +1,224 @@
+//! The error registry: every failure a user, a client or a binding can meet has one stable
+//! [`ErrorCode`] (a number in a per-area block and a snake_case name). Bindings branch on the code;
+//! the `Display` text is for humans and may change.
+//!
+//! This module owns the numbers and names only. How a code reaches a client (HTTP status, close code
+//! or reply) is decided in `handshake::Rejection`, `session::Disconnect` and `protocol::ReplyError`.
+
+use std::fmt;
+
+use crate::config::ConfigError;
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident = $num:literal, $name:literal; )*) => {
+        /// A stable error code. Numbers come in blocks per area: 1xxx config, 2xxx handshake,
+        /// 3xxx authentication, 4xxx per-message replies, 5xxx server runtime.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        #[repr(u32)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant = $num, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in registry order (used to generate the documented table).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The stable snake_case name (what clients and bindings compare against).
+            pub const fn name(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// The stable number.
+            pub const fn number(self) -> u32 {
+                self as u32
+            }
+
+            /// Looks a code up by its stable number.
+            pub fn from_number(number: u32) -> Option<ErrorCode> {
+                match number { $($num => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The configuration text is not valid TOML or JSON.
+    ConfigSyntax = 1001, "config_syntax";
+    /// One or more configuration keys are unknown, mistyped or out of range.
+    ConfigInvalid = 1002, "config_invalid";
+    /// A file named by the configuration (certificate, key, JWKS) could not be read or parsed.
+    ConfigFile = 1003, "config_file";
+    /// A secret named by an `*_env` key is not set in the environment.
+    ConfigSecretMissing = 1004, "config_secret_missing";
+
+    /// The upgrade request is malformed (bad header, bad key, body present, duplicated header).
+    BadRequest = 2001, "bad_request";
+    /// The request path is not the configured WebSocket path.
+    NotFound = 2002, "not_found";
+    /// The request method is not GET.
+    MethodNotAllowed = 2003, "method_not_allowed";
+    /// The request is not a WebSocket upgrade, or asks for an unsupported protocol version.
+    UpgradeRequired = 2004, "upgrade_required";
+    /// The request head is larger than `server.max_header_bytes`.
+    HeadersTooLarge = 2005, "headers_too_large";
+    /// The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.
+    HandshakeTimeout = 2006, "handshake_timeout";
+    /// The `Origin` header is missing, `null` or not in the allowlist.
+    OriginNotAllowed = 2007, "origin_not_allowed";
+    /// The server holds `server.max_connections` sessions (or is shutting down).
+    ServerFull = 2008, "server_full";
+    /// The client IP holds `limits.connections_per_ip` sessions.
+    TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip";
+    /// The user holds `limits.connections_per_user` sessions.
+    TooManyConnectionsPerUser = 2010, "too_many_connections_per_user";
+    /// The client IP exceeded `limits.handshakes_per_ip_per_sec`.
+    HandshakeRateLimited = 2011, "handshake_rate_limited";
+    /// The TLS handshake failed.
+    TlsHandshakeFailed = 2012, "tls_handshake_failed";
+    /// A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.
+    BadForwardedHeader = 2013, "bad_forwarded_header";
+    /// The `authenticate` hook refused the connection.
+    RejectedByHook = 2014, "rejected_by_hook";
+    /// The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.
+    SubprotocolRequired = 2015, "subprotocol_required";
+    /// The server is shutting down and accepts no new sessions.
+    ShuttingDown = 2016, "shutting_down";
+
+    /// No token was found in any configured source.
+    TokenMissing = 3001, "token_missing";
+    /// The token is not a well-formed JWT.
+    TokenMalformed = 3002, "token_malformed";
+    /// The token's `exp` is in the past (beyond the leeway).
+    TokenExpired = 3003, "token_expired";
+    /// The token's `nbf` or `iat` is in the future (beyond the leeway).
+    TokenNotYetValid = 3004, "token_not_yet_valid";
+    /// The signature does not verify with the configured key.
+    TokenBadSignature = 3005, "token_bad_signature";
+    /// The token's `alg` is not in `auth.algorithms` or does not fit the key type.
+    TokenAlgNotAllowed = 3006, "token_alg_not_allowed";
+    /// The token's `iss` is not `auth.issuer`.
+    TokenWrongIssuer = 3007, "token_wrong_issuer";
+    /// The token's `aud` does not contain `auth.audience`.
+    TokenWrongAudience = 3008, "token_wrong_audience";
+    /// `exp - iat` is longer than `auth.max_token_lifetime_secs`.
+    TokenLifetimeTooLong = 3009, "token_lifetime_too_long";
+    /// A claim listed in `auth.required_claims` (or `exp`, `iss`, `aud`, `sub`) is absent.
+    TokenMissingClaim = 3010, "token_missing_claim";
+    /// The token's `kid` is absent or unknown to the JWKS.
+    TokenUnknownKey = 3011, "token_unknown_key";
+    /// A registered claim has the wrong type (for example a string `exp`, a non-string `sub`).
+    TokenInvalidClaim = 3012, "token_invalid_claim";
+
+    /// The frame is not valid JSON.
+    InvalidJson = 4001, "invalid_json";
+    /// The frame is JSON but not a valid v1 frame (unknown action, unknown field, wrong type).
+    InvalidFrame = 4002, "invalid_frame";
+    /// The channel name is empty, too long or uses characters outside the allowed set.
+    InvalidChannel = 4003, "invalid_channel";
+    /// The identity may not perform this action on this channel.
+    Forbidden = 4004, "forbidden";
+    /// `unsubscribe` for a channel the session is not subscribed to.
+    NotSubscribed = 4005, "not_subscribed";
+    /// The session already holds `limits.max_subscriptions_per_connection` subscriptions.
+    TooManySubscriptions = 4006, "too_many_subscriptions";
+    /// The payload nests deeper than `limits.max_payload_depth`.
+    PayloadTooDeep = 4007, "payload_too_deep";
+    /// No RPC handler is registered for the method.
+    UnknownMethod = 4008, "unknown_method";
+    /// The RPC handler failed; the message is the handler's.
+    RpcFailed = 4009, "rpc_failed";
+    /// A host hook did not answer within `hooks.timeout_secs` (the request fails closed).
+    HookTimeout = 4010, "hook_timeout";
+
+    /// An I/O error (bind, accept, read a file).
+    Io = 5001, "io";
+    /// The TLS certificate or key could not be used.
+    TlsConfig = 5002, "tls_config";
+    /// The server is not running (already shut down).
+    NotRunning = 5003, "not_running";
+    /// No session has this id.
+    UnknownSession = 5004, "unknown_session";
+    /// A token could not be minted (bad key, bad claims).
+    TokenMint = 5005, "token_mint";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error type of every fallible public function in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; every problem is listed with its key path.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS material is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The server has already shut down.
+    #[error("the server is not running")]
+    NotRunning,
+    /// An operation on the running server was refused with a per-message code (bad channel, ...).
+    #[error("{code}: {message}")]
+    Refused {
+        /// Why.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// A token could not be minted.
+    #[error("cannot mint token: {0}")]
+    TokenMint(String),
+}
+
+impl Error {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Config(e) => e.code(),
+            Error::Io { .. } => ErrorCode::Io,
+            Error::Tls(_) => ErrorCode::TlsConfig,
+            Error::NotRunning => ErrorCode::NotRunning,
+            Error::Refused { code, .. } => *code,
+            Error::TokenMint(_) => ErrorCode::TokenMint,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn numbers_and_names_are_unique_and_round_trip() {
+        let mut numbers = HashSet::new();
+        let mut names = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(numbers.insert(code.number()), "duplicate number {}", code.number());
+            assert!(names.insert(code.name()), "duplicate name {}", code.name());
+            assert_eq!(ErrorCode::from_number(code.number()), Some(*code));
+            assert!(code.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The handshake gate: everything decided before the upgrade is accepted and before any
+//! per-connection state exists. Cheapest checks first:
+//!
+//! 1. read the request head within the deadline and `server.max_header_bytes` (408 / 431);
+//! 2. resolve the client IP (trusted proxies only) and take a handshake-rate token (429);
+//! 3. path, method, upgrade headers, version, key (404 / 405 / 426 / 400);
+//! 4. Origin allowlist (403);
+//! 5. global capacity, checked before any signature work (503);
+//! 6. token from the configured sources, JWT verification (401);
+//! 7. per-IP and per-user quotas (429 + Retry-After);
+//! 8. the host's `authenticate` hook (403, or 503 if it does not answer);
+//! 9. the connection permit is taken and the 101 response is built.
+
+mod client_ip;
+mod origin;
+mod rejection;
+mod request;
+mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+pub(crate) use client_ip::TrustedProxies;
+pub use origin::OriginsConfig;
+pub(crate) use origin::OriginAllowlist;
+pub use rejection::Rejection;
+pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
+
+use crate::auth::{Identity, TokenSource, TokenVerifier};
+use crate::error::ErrorCode;
+use crate::hooks::{HandshakeInfo, HookFailure, HookRunner};
+use crate::limits::{ConnectionQuota, KeyedRate};
+
+/// Seconds a client is told to wait when a connection quota is full: sessions are long-lived, so
+/// an immediate retry would only be refused again.
+const QUOTA_RETRY_AFTER_SECS: u64 = 5;
+
+/// Everything the handshake needs, compiled from the config once.
+pub(crate) struct HandshakeGate {
+    pub(crate) path: String,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) origins: OriginAllowlist,
+    pub(crate) proxies: TrustedProxies,
+    pub(crate) token_sources: Vec<TokenSource>,
+    pub(crate) cookie_name: String,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) per_ip: Arc<ConnectionQuota<IpAddr>>,
+    pub(crate) per_user: Arc<ConnectionQuota<String>>,
+    pub(crate) rate: KeyedRate<IpAddr>,
+    pub(crate) capacity: Arc<Semaphore>,
+    pub(crate) hooks: HookRunner,
+}
+
+/// A handshake that passed every check.
+pub(crate) struct Admitted {
+    pub(crate) identity: Identity,
+    pub(crate) client_ip: IpAddr,
+    /// Bytes that followed the request head (early frames).
+    pub(crate) leftover: Vec<u8>,
+    /// The 101 response to write.
+    pub(crate) response: Vec<u8>,
+    /// Permit and quota slots, held for the session's lifetime.
+    pub(crate) held: Box<dyn Send>,
+}
+
+/// A refused handshake with what is known about the client, for the event.
+pub(crate) struct Refused {
+    pub(crate) rejection: Rejection,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) origin: Option<String>,
+}
+
+impl HandshakeGate {
+    /// Runs the gate. `deadline` bounds the read of the request head.
+    pub(crate) async fn admit<S: AsyncRead + Unpin>(&self, stream: &mut S, peer: IpAddr, deadline: Instant) -> Result<Admitted, Refused> {
+        let refuse = |rejection, client_ip, origin| Refused { rejection, client_ip, origin };
+        let (head, leftover) = match tokio::time::timeout_at(deadline, request::read_head(stream, self.max_header_bytes)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(rejection)) => return Err(refuse(rejection, peer, None)),
+            Err(_) => {
+                return Err(refuse(Rejection::new(ErrorCode::HandshakeTimeout, "request head not received in time"), peer, None));
+            }
+        };
+        let client_ip = self.proxies.client_ip(peer, &head).map_err(|r| refuse(r, peer, None))?;
+        let origin_header = head.single("origin").map_err(|r| refuse(r, client_ip, None))?;
+        let origin = origin_header.map(|o| String::from_utf8_lossy(o).into_owned());
+        let refuse = |rejection: Rejection| Refused { rejection, client_ip, origin: origin.clone() };
+
+        if let Err(wait) = self.rate.check(&client_ip) {
+            return Err(refuse(Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded").retry_after(wait)));
+        }
+        let key = request::check_upgrade(&head, &self.path).map_err(refuse)?;
+        if let Err(why) = self.origins.check(origin_header) {
+            return Err(refuse(Rejection::new(ErrorCode::OriginNotAllowed, format!("origin {}", why.as_str()))));
+        }
+        if self.capacity.available_permits() == 0 {
+            return Err(refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")));
+        }
+        let search = token::find_token(&head, &self.token_sources, &self.cookie_name).map_err(refuse)?;
+        let Some((token, source)) = search.token else {
+            return Err(refuse(Rejection::new(ErrorCode::TokenMissing, "no token in any configured source")));
+        };
+        let identity = self
+            .verifier
+            .verify(&token)
+            .map_err(|e| refuse(Rejection::new(e.code(), format!("{e} (via {source:?})"))))?;
+        drop(token);
+
+        let ip_slot = self.per_ip.try_acquire(client_ip).ok_or_else(|| {
+            refuse(Rejection::new(ErrorCode::TooManyConnectionsPerIp, "per-IP connection quota full").retry_after(QUOTA_RETRY_AFTER_SECS))
+        })?;
+        let user_slot = self.per_user.try_acquire(identity.subject.clone()).ok_or_else(|| {
+            refuse(Rejection::new(ErrorCode::TooManyConnectionsPerUser, "per-user connection quota full").retry_after(QUOTA_RETRY_AFTER_SECS))
+        })?;
+
+        let info = HandshakeInfo {
+            client_ip,
+            origin: origin.clone(),
+            user_agent: head.single("user-agent").ok().flatten().map(|v| String::from_utf8_lossy(v).into_owned()),
+        };
+        let identity = match self.hooks.authenticate(info, identity).await {
+            Ok(Ok(identity)) => identity,
+            Ok(Err(message)) => return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, message))),
+            Err(HookFailure::TimedOut) => return Err(refuse(Rejection::new(ErrorCode::HookTimeout, "authenticate hook timed out"))),
+            Err(HookFailure::Panicked) => return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, "authenticate hook panicked"))),
+        };
+        let permit = Arc::clone(&self.capacity)
+            .try_acquire_owned()
+            .map_err(|_| refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")))?;
+
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+            derive_accept_key(key.as_bytes())
+        );
+        if search.selects_subprotocol {
+            // Only `wsguard.v1` is ever selected: the `bearer.<token>` entry is never echoed.
+            response.push_str(&format!("Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"));
+        }
+        response.push_str("\r\n");
+        Ok(Admitted {
+            identity,
+            client_ip,
+            leftover,
+            response: response.into_bytes(),
+            held: Box::new((permit, ip_slot, user_slot)),
+        })
+    }
+
+    /// Periodic upkeep: forget idle rate-limit buckets.
+    pub(crate) fn forget_idle(&self) {
+        self.rate.forget_idle();
+    }
+}
+
+/// How often idle rate-limit state is swept.
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);

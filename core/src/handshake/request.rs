@@ -1,0 +1,150 @@
+//! Reads and parses the HTTP/1.1 upgrade request head (httparse does the parsing) within the byte
+//! cap, and checks the RFC 6455 §4.2.1 requirements. Nothing here allocates per-connection state
+//! beyond the bounded read buffer.
+
+use base64::Engine;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::rejection::Rejection;
+use crate::error::ErrorCode;
+
+/// Most header lines accepted; more is answered 431 like an oversized head.
+const MAX_HEADERS: usize = 64;
+
+/// A parsed request head. Header names are lowercased; values are raw bytes.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    /// Every value of a header, in order.
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    /// The single value of a header; a repeated header is a bad request (it could be used to make
+    /// two components disagree about the value).
+    pub(crate) fn single<'a>(&'a self, name: &str) -> Result<Option<&'a [u8]>, Rejection> {
+        let mut values = self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Rejection::new(ErrorCode::BadRequest, format!("duplicate {name} header")));
+        }
+        Ok(first)
+    }
+
+    /// True when the comma-separated header contains `token` (case-insensitive).
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.all(name).any(|v| {
+            String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    }
+}
+
+/// Reads the head. Returns it with any bytes that followed it (early WebSocket frames).
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_header_bytes: usize,
+) -> Result<(RequestHead, Vec<u8>), Rejection> {
+    let mut buf = Vec::with_capacity(1024.min(max_header_bytes));
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Rejection::new(ErrorCode::BadRequest, format!("read failed: {e}")).silent())?;
+        if n == 0 {
+            return Err(Rejection::new(ErrorCode::BadRequest, "connection closed before the request head ended").silent());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                if len > max_header_bytes {
+                    return Err(Rejection::new(ErrorCode::HeadersTooLarge, "request head too large"));
+                }
+                if request.version != Some(1) {
+                    return Err(Rejection::new(ErrorCode::BadRequest, "HTTP/1.1 required"));
+                }
+                let target = request.path.unwrap_or("/");
+                let (path, query) = match target.split_once('?') {
+                    Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                    None => (target.to_string(), None),
+                };
+                let head = RequestHead {
+                    method: request.method.unwrap_or_default().to_string(),
+                    path,
+                    query,
+                    headers: request
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                        .collect(),
+                };
+                let rest = buf.split_off(len);
+                return Ok((head, rest));
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > max_header_bytes {
+                    return Err(Rejection::new(ErrorCode::HeadersTooLarge, "request head too large"));
+                }
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Rejection::new(ErrorCode::HeadersTooLarge, "too many header lines"));
+            }
+            Err(e) => return Err(Rejection::new(ErrorCode::BadRequest, format!("malformed request: {e}"))),
+        }
+    }
+}
+
+/// Checks path, method and the WebSocket upgrade headers; returns the `Sec-WebSocket-Key`.
+pub(crate) fn check_upgrade(head: &RequestHead, expected_path: &str) -> Result<String, Rejection> {
+    if head.path != expected_path {
+        return Err(Rejection::new(ErrorCode::NotFound, "unknown path"));
+    }
+    if head.method != "GET" {
+        return Err(Rejection::new(ErrorCode::MethodNotAllowed, "only GET upgrades"));
+    }
+    for name in ["host", "origin", "authorization", "sec-websocket-key", "sec-websocket-version", "upgrade", "cookie"] {
+        head.single(name)?;
+    }
+    if head.single("host")?.is_none_or(|h| h.is_empty()) {
+        return Err(Rejection::new(ErrorCode::BadRequest, "missing Host header"));
+    }
+    // A body on an upgrade request has no meaning; refusing it avoids smuggling ambiguity.
+    if head.single("transfer-encoding")?.is_some()
+        || head.single("content-length")?.is_some_and(|v| v != b"0")
+    {
+        return Err(Rejection::new(ErrorCode::BadRequest, "an upgrade request carries no body"));
+    }
+    if !head.has_token("upgrade", "websocket") || !head.has_token("connection", "upgrade") {
+        return Err(Rejection::new(ErrorCode::UpgradeRequired, "not a WebSocket upgrade request"));
+    }
+    if head.single("sec-websocket-version")? != Some(b"13") {
+        return Err(Rejection::new(ErrorCode::UpgradeRequired, "only WebSocket version 13 is supported"));
+    }
+    let key = head
+        .single("sec-websocket-key")?
+        .ok_or_else(|| Rejection::new(ErrorCode::BadRequest, "missing Sec-WebSocket-Key"))?;
+    // RFC 6455 §4.1: the key is 16 random bytes, base64-encoded.
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| Rejection::new(ErrorCode::BadRequest, "Sec-WebSocket-Key is not base64"))?;
+    if decoded.len() != 16 {
+        return Err(Rejection::new(ErrorCode::BadRequest, "Sec-WebSocket-Key must encode 16 bytes"));
+    }
+    Ok(String::from_utf8_lossy(key).into_owned())
+}
+
+/// The subprotocols the client offered, in order.
+pub(crate) fn offered_subprotocols(head: &RequestHead) -> Vec<String> {
+    head.all("sec-websocket-protocol")
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect()
+}

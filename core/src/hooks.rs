@@ -1,0 +1,209 @@
+//! The one `Hooks` trait hosts implement (Rust directly; C, Python and Node through their
+//! bindings), and the dispatcher that calls it. Every call is time-boxed by `hooks.timeout_secs`
+//! and fails closed: a hook that is slow, panics or errors never lets a request through.
+//!
+//! Hooks run *after* the core's own checks: `authenticate` after the JWT is verified, `authorize`
+//! after the channel name is validated. They can only narrow what the core allowed.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::Identity;
+use crate::config::Problems;
+use crate::error::ErrorCode;
+use crate::observe::Event;
+
+/// A boxed future returned by hooks; owned inputs keep it `'static` so bindings can await host
+/// callbacks on any thread.
+pub type HookFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// `[hooks]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    /// Seconds a hook may take before the core answers for it (deny / error). Default 2.
+    pub timeout_secs: f64,
+    /// Events buffered for `on_event`; when full, events are dropped and counted, never waited
+    /// for. Default 1024.
+    #[schemars(range(min = 1))]
+    pub event_queue_capacity: u32,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig { timeout_secs: 2.0, event_queue_capacity: 1024 }
+    }
+}
+
+impl HooksConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        problems.positive_secs("hooks.timeout_secs", self.timeout_secs);
+    }
+}
+
+/// What the `authenticate` hook sees of the handshake (never the token itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct HandshakeInfo {
+    /// Resolved client IP.
+    pub client_ip: IpAddr,
+    /// The `Origin` header, when present.
+    pub origin: Option<String>,
+    /// The `User-Agent` header, when present.
+    pub user_agent: Option<String>,
+}
+
+/// An action a session asks to perform on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelAction {
+    /// Receive publications on the channel.
+    Subscribe,
+    /// Send a publication to the channel.
+    Publish,
+}
+
+/// The question put to the `authorize` hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthorizeRequest {
+    /// The session asking.
+    pub session_id: u64,
+    /// Its verified identity.
+    pub identity: Arc<Identity>,
+    /// What it wants to do.
+    pub action: ChannelAction,
+    /// On which channel (already validated).
+    pub channel: String,
+}
+
+/// The answer of the `authorize` hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through.
+    Allow,
+    /// Refuse with `forbidden`.
+    Deny,
+}
+
+/// An RPC call from a client.
+#[derive(Debug, Clone, Serialize)]
+pub struct RpcCall {
+    /// The calling session.
+    pub session_id: u64,
+    /// Its verified identity.
+    pub identity: Arc<Identity>,
+    /// The method name from the frame.
+    pub method: String,
+    /// The payload object from the frame.
+    pub payload: Value,
+}
+
+/// Why an RPC failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcError {
+    /// No handler for the method: the client gets `unknown_method`.
+    UnknownMethod,
+    /// The handler failed: the client gets `rpc_failed` with this message (keep it free of
+    /// internals).
+    Failed(String),
+}
+
+/// Host callbacks. Every method has a default that keeps the core's decision.
+pub trait Hooks: Send + Sync + 'static {
+    /// Custom authentication after the JWT check: return the (possibly enriched) identity, or a
+    /// refusal message for the logs (the client gets 403 `rejected_by_hook`).
+    fn authenticate(&self, info: HandshakeInfo, identity: Identity) -> HookFuture<Result<Identity, String>> {
+        let _ = info;
+        Box::pin(std::future::ready(Ok(identity)))
+    }
+
+    /// Custom authorization after the core's checks. Only `Allow` lets the request through.
+    fn authorize(&self, request: AuthorizeRequest) -> HookFuture<Decision> {
+        let _ = request;
+        Box::pin(std::future::ready(Decision::Allow))
+    }
+
+    /// Handles an `rpc` frame.
+    fn rpc(&self, call: RpcCall) -> HookFuture<Result<Value, RpcError>> {
+        let _ = call;
+        Box::pin(std::future::ready(Err(RpcError::UnknownMethod)))
+    }
+
+    /// Receives security and lifecycle events from a bounded queue, one at a time, off the
+    /// connection tasks. Must not block for long: the queue drops events while it is full.
+    fn on_event(&self, event: &Event) {
+        let _ = event;
+    }
+}
+
+/// Hooks that keep every core decision.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// Calls hooks with a time box, catching panics, failing closed.
+#[derive(Clone)]
+pub(crate) struct HookRunner {
+    hooks: Arc<dyn Hooks>,
+    timeout: Duration,
+}
+
+/// Why a hook call did not produce an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HookFailure {
+    TimedOut,
+    Panicked,
+}
+
+impl HookFailure {
+    pub(crate) fn code(self) -> ErrorCode {
+        match self {
+            HookFailure::TimedOut => ErrorCode::HookTimeout,
+            HookFailure::Panicked => ErrorCode::RpcFailed,
+        }
+    }
+}
+
+impl HookRunner {
+    pub(crate) fn new(hooks: Arc<dyn Hooks>, timeout: Duration) -> Self {
+        HookRunner { hooks, timeout }
+    }
+
+    pub(crate) fn hooks(&self) -> &Arc<dyn Hooks> {
+        &self.hooks
+    }
+
+    async fn run<T>(&self, call: impl FnOnce(&dyn Hooks) -> HookFuture<T>) -> Result<T, HookFailure> {
+        let hooks = Arc::clone(&self.hooks);
+        let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(hooks.as_ref()))) {
+            Ok(f) => f,
+            Err(_) => return Err(HookFailure::Panicked),
+        };
+        match tokio::time::timeout(self.timeout, std::panic::AssertUnwindSafe(future).catch_unwind()).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(HookFailure::Panicked),
+            Err(_) => Err(HookFailure::TimedOut),
+        }
+    }
+
+    pub(crate) async fn authenticate(&self, info: HandshakeInfo, identity: Identity) -> Result<Result<Identity, String>, HookFailure> {
+        self.run(|h| h.authenticate(info, identity)).await
+    }
+
+    /// Fail-closed: anything but an explicit `Allow` in time is a denial.
+    pub(crate) async fn authorize(&self, request: AuthorizeRequest) -> Result<Decision, HookFailure> {
+        self.run(|h| h.authorize(request)).await
+    }
+
+    pub(crate) async fn rpc(&self, call: RpcCall) -> Result<Result<Value, RpcError>, HookFailure> {
+        self.run(|h| h.rpc(call)).await
+    }
+}

@@ -1,0 +1,10 @@
+//! Limits: connection quotas, rate limits and size caps. This area counts and refuses; it never
+//! decides identity or policy.
+
+mod config;
+mod quota;
+mod rate;
+
+pub use config::LimitsConfig;
+pub(crate) use quota::ConnectionQuota;
+pub(crate) use rate::KeyedRate;

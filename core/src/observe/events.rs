@@ -1,0 +1,120 @@
+//! Security and lifecycle events. Every event is logged through `tracing` with structured fields
+//! and handed to `Hooks::on_event` through a bounded queue that drops (and counts) rather than
+//! block a connection task. Events never carry a token, cookie or subprotocol value.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::stats::Stats;
+use crate::hooks::Hooks;
+
+/// A security or lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A handshake was refused before the upgrade.
+    HandshakeRejected {
+        /// Resolved client IP (the TCP peer when the refusal came before resolution).
+        client_ip: IpAddr,
+        /// HTTP status sent (0 when nothing could be sent).
+        status: u16,
+        /// Stable error code name.
+        code: &'static str,
+        /// Detail for operators.
+        detail: String,
+        /// The `Origin` header, when known.
+        origin: Option<String>,
+    },
+    /// A session started.
+    SessionOpened {
+        /// Session id.
+        session_id: u64,
+        /// `sub` of the identity.
+        user: String,
+        /// Client IP.
+        client_ip: IpAddr,
+    },
+    /// A session ended.
+    SessionClosed {
+        /// Session id.
+        session_id: u64,
+        /// `sub` of the identity.
+        user: String,
+        /// Client IP.
+        client_ip: IpAddr,
+        /// WebSocket close code sent or received.
+        close_code: u16,
+        /// Stable reason name.
+        reason: &'static str,
+        /// Session length in seconds.
+        duration_secs: f64,
+        /// Frames received.
+        messages_in: u64,
+        /// Frames sent.
+        messages_out: u64,
+    },
+    /// A client frame was refused with an error reply.
+    MessageRejected {
+        /// Session id.
+        session_id: u64,
+        /// `sub` of the identity.
+        user: String,
+        /// Stable error code name.
+        code: &'static str,
+    },
+}
+
+/// Fans events out to `tracing` and, through a bounded queue, to the hooks.
+#[derive(Clone)]
+pub(crate) struct EventSink {
+    queue: mpsc::Sender<Event>,
+    stats: Arc<Stats>,
+}
+
+impl EventSink {
+    /// Spawns the delivery task on the current runtime.
+    pub(crate) fn spawn(hooks: Arc<dyn Hooks>, capacity: usize, stats: Arc<Stats>) -> Self {
+        let (queue, mut rx) = mpsc::channel::<Event>(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let hooks = Arc::clone(&hooks);
+                // A panicking sink must not take event delivery down with it.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hooks.on_event(&event))).is_err() {
+                    tracing::error!(target: "wsguard::events", "on_event hook panicked");
+                }
+            }
+        });
+        EventSink { queue, stats }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        trace(&event);
+        if self.queue.try_send(event).is_err() {
+            self.stats.record_event_dropped();
+        }
+    }
+}
+
+fn trace(event: &Event) {
+    match event {
+        Event::HandshakeRejected { client_ip, status, code, detail, origin } => tracing::info!(
+            target: "wsguard::security", event = "handshake_rejected", %client_ip, status, code, detail, origin = origin.as_deref()
+        ),
+        Event::SessionOpened { session_id, user, client_ip } => {
+            tracing::info!(target: "wsguard::session", event = "session_opened", session_id, user, %client_ip)
+        }
+        Event::SessionClosed { session_id, user, client_ip, close_code, reason, duration_secs, messages_in, messages_out } => {
+            tracing::info!(
+                target: "wsguard::session", event = "session_closed", session_id, user, %client_ip, close_code, reason,
+                duration_secs, messages_in, messages_out
+            )
+        }
+        Event::MessageRejected { session_id, user, code } => {
+            tracing::info!(target: "wsguard::security", event = "message_rejected", session_id, user, code)
+        }
+    }
+}

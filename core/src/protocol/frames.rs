@@ -1,0 +1,115 @@
+//! Wire protocol v1 frames (JSON text). Client frames are tagged by `action`, server frames by
+//! `type`. Unknown actions and unknown fields are refused: a field the client invents (its own
+//! roles, a user id) must never be read.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A frame from the client.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Start receiving a channel.
+    Subscribe {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// The channel.
+        channel: String,
+    },
+    /// Stop receiving a channel.
+    Unsubscribe {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// The channel.
+        channel: String,
+    },
+    /// Send a publication to every subscriber of a channel.
+    Publish {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// The channel.
+        channel: String,
+        /// The publication body: a JSON object.
+        payload: Map<String, Value>,
+    },
+    /// Liveness check; answered with `pong`.
+    Ping {
+        /// Echoed in the reply.
+        id: Option<u64>,
+    },
+    /// Call a host RPC handler.
+    Rpc {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// The method name.
+        method: String,
+        /// The arguments: a JSON object (default `{}`).
+        #[serde(default)]
+        payload: Map<String, Value>,
+    },
+}
+
+impl ClientFrame {
+    /// The frame's `id`.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            ClientFrame::Subscribe { id, .. }
+            | ClientFrame::Unsubscribe { id, .. }
+            | ClientFrame::Publish { id, .. }
+            | ClientFrame::Ping { id }
+            | ClientFrame::Rpc { id, .. } => *id,
+        }
+    }
+}
+
+/// A frame to the client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// The request with this id succeeded.
+    Ack {
+        /// The request's id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// The request with this id failed; the connection stays open.
+    Error {
+        /// The request's id, when it could be read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable error code name.
+        code: &'static str,
+        /// Human-readable detail.
+        message: &'a str,
+    },
+    /// A publication on a subscribed channel.
+    Message {
+        /// The channel.
+        channel: &'a str,
+        /// The publication body.
+        payload: &'a Map<String, Value>,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The request's id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Answer to `rpc`.
+    Result {
+        /// The request's id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// What the handler returned.
+        payload: &'a Value,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// Encodes the frame once; the bytes are shared by every recipient.
+    pub fn encode(&self) -> Utf8Bytes {
+        // Serializing these types cannot fail: all keys are strings and all values are JSON.
+        Utf8Bytes::from(serde_json::to_string(self).unwrap_or_default())
+    }
+}

@@ -1,0 +1,10 @@
+//! Wire protocol v1: frames, the codec (the only parser of untrusted message bytes) and channel
+//! names. See `docs/PROTOCOL.md`.
+
+mod channel;
+mod codec;
+mod frames;
+
+pub use channel::{MAX_CHANNEL_BYTES, validate_channel};
+pub use codec::{ReplyError, decode, is_within_depth};
+pub use frames::{ClientFrame, ServerFrame};

@@ -1,0 +1,115 @@
+//! `[server]` and `[tls]`: the listener and the resources it may spend before a session exists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+
+/// `[server]`: where to listen and how much the listener may spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Socket address to listen on. Default `127.0.0.1:8080`: loopback until told otherwise.
+    pub listen: String,
+    /// The only HTTP path that upgrades; any other path gets 404. Default `/ws`.
+    pub path: String,
+    /// Ceiling on open sessions; past it the handshake gets 503. Default 10000 (fits the usual
+    /// 20k open-file cap with room for handshakes and the metrics listener).
+    #[schemars(range(min = 1))]
+    pub max_connections: u32,
+    /// Ceiling on connections still in their TLS/HTTP handshake; past it a connection is answered
+    /// 503 at once and closed. Default 1024: bounds what a slowloris flood can hold.
+    #[schemars(range(min = 1))]
+    pub max_pending_handshakes: u32,
+    /// The TLS handshake and the whole upgrade request must arrive within this many seconds
+    /// (fractional allowed), or the connection gets 408 and is closed. Default 5.
+    pub handshake_timeout_secs: f64,
+    /// Largest accepted request head (request line + headers) in bytes; past it 431. Default 8192.
+    #[schemars(range(min = 256))]
+    pub max_header_bytes: usize,
+    /// CIDRs of reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    /// Default empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// Allow plain `ws://` on a non-loopback address. Default false: tokens must not cross a
+    /// network in clear text.
+    pub allow_insecure: bool,
+    /// On shutdown, sessions get close 1001 and this many seconds to finish before the rest are
+    /// dropped. Default 10.
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            path: "/ws".into(),
+            max_connections: 10_000,
+            max_pending_handshakes: 1024,
+            handshake_timeout_secs: 5.0,
+            max_header_bytes: 8192,
+            trusted_proxies: Vec::new(),
+            allow_insecure: false,
+            shutdown_grace_secs: 10.0,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn validate(&self, has_tls: bool, problems: &mut Problems) {
+        match self.listen.parse::<SocketAddr>() {
+            Ok(addr) if !has_tls && !self.allow_insecure && !addr.ip().is_loopback() => problems.push(
+                "server.listen",
+                format!(
+                    "plain ws:// on non-loopback address {addr} is refused: configure [tls] or set server.allow_insecure = true"
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push("server.listen", format!("not a socket address ({e}): {:?}", self.listen)),
+        }
+        if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
+            problems.push("server.path", "must start with '/' and contain no '?', '#' or space");
+        }
+        problems.positive_secs("server.handshake_timeout_secs", self.handshake_timeout_secs);
+        problems.positive_secs("server.shutdown_grace_secs", self.shutdown_grace_secs);
+        self.parsed_trusted_proxies(problems);
+    }
+
+    /// Parses `trusted_proxies`; a bare address means a single host.
+    pub(crate) fn parsed_trusted_proxies(&self, problems: &mut Problems) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (i, raw) in self.trusted_proxies.iter().enumerate() {
+            match raw.parse::<IpNet>().or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => problems.push(format!("server.trusted_proxies[{i}]"), format!("not a CIDR or IP address: {raw:?}")),
+            }
+        }
+        nets
+    }
+}
+
+/// `[tls]`: PEM certificate chain and private key. When the section is present the listener
+/// speaks TLS 1.2/1.3 only (rustls, ring provider).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first. Relative paths resolve against the working
+    /// directory.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        if self.cert_file.as_os_str().is_empty() {
+            problems.push("tls.cert_file", "must not be empty");
+        }
+        if self.key_file.as_os_str().is_empty() {
+            problems.push("tls.key_file", "must not be empty");
+        }
+    }
+}
