@@ -1,1 +1,224 @@
-fn main(){}
+//! The `wsguard` command: `serve`, `check-config`, `token` and a small `connect` client.
+//! All behaviour lives in the `wsguard` core crate; this file parses arguments, installs the
+//! tracing subscriber (only the CLI does) and prints.
+
+mod connect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wsguard::auth::{KeyMaterial, SigningKey, TokenRequest, mint_token};
+use wsguard::{Config, Server};
+
+/// Embedded development configuration (see `default.toml`).
+const DEV_CONFIG: &str = include_str!("default.toml");
+/// Lifetime of the token printed in development mode.
+const DEV_TOKEN_TTL_SECS: u64 = 3600;
+
+#[derive(Parser)]
+#[command(name = "wsguard", version, about = "Hardened real-time WebSocket pub/sub server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (without --config: development mode on the embedded default config).
+    Serve {
+        /// TOML (or .json) configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        /// TOML (or .json) configuration file.
+        file: PathBuf,
+    },
+    /// Mint a token signed with the configured HMAC secret or a private key file.
+    Token {
+        /// TOML (or .json) configuration file (issuer, audience, algorithms, claim names).
+        #[arg(long)]
+        config: PathBuf,
+        /// The `sub` claim.
+        #[arg(long)]
+        sub: String,
+        /// A role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// A scope (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// An extra claim `key=value` (value parsed as JSON when it is valid JSON; repeatable).
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, serde_json::Value)>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 300)]
+        ttl_secs: u64,
+        /// PEM private key for RS*/PS*/ES*/EdDSA configs.
+        #[arg(long)]
+        private_key_file: Option<PathBuf>,
+        /// `kid` header (JWKS setups).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Connect to a server, send each stdin line as a text frame and print every frame received.
+    Connect(connect::ConnectArgs),
+}
+
+fn parse_claim(raw: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = raw.split_once('=').ok_or("expected key=value")?;
+    if key.is_empty() {
+        return Err("empty claim name".into());
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WSGUARD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Token { config, sub, roles, scopes, claims, ttl_secs, private_key_file, kid } => {
+            let request = TokenRequest {
+                subject: sub,
+                roles,
+                scopes,
+                extra_claims: claims.into_iter().collect(),
+                ttl_secs,
+                key_id: kid,
+            };
+            token(&config, &request, private_key_file)
+        }
+        Command::Connect(args) => runtime.block_on(connect::run(args)),
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+#[allow(clippy::print_stdout)]
+async fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let dev_mode = config_path.is_none();
+    let config = match &config_path {
+        Some(path) => Config::from_file(path),
+        None => Config::from_toml_str(DEV_CONFIG),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let mut builder = Server::builder(config.clone());
+    let mut dev_token = None;
+    if dev_mode {
+        let secret: [u8; 32] = rand::random();
+        let request = TokenRequest {
+            subject: "dev-user".into(),
+            roles: vec!["admin".into()],
+            scopes: vec!["demo".into()],
+            ttl_secs: DEV_TOKEN_TTL_SECS,
+            ..TokenRequest::default()
+        };
+        match mint_token(&config.auth, &SigningKey::HmacSecret(secret.to_vec()), &request) {
+            Ok(t) => dev_token = Some(t),
+            Err(e) => return fail(&e.to_string()),
+        }
+        builder = builder.key_material(KeyMaterial::HmacSecret(secret.to_vec()));
+    }
+    let server = match builder.bind().await {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let handle = server.handle();
+    if let Some(token) = dev_token {
+        let addr = server.local_addr();
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "wsguard".into());
+        println!("==================== DEVELOPMENT MODE ====================");
+        println!("Embedded default config, fresh random HS256 secret, loopback only.");
+        println!("Not for production: pass --config FILE (see docs/CONFIG.md).");
+        println!();
+        println!("Token for sub=dev-user (valid {DEV_TOKEN_TTL_SECS} s):");
+        println!("{token}");
+        println!();
+        println!("Connect (then type frames such as {{\"action\":\"subscribe\",\"id\":1,\"channel\":\"demo\"}}):");
+        println!("{exe} connect ws://{addr}/ws --origin http://localhost:{} --token {token}", addr.port());
+        println!("==========================================================");
+    }
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(target: "wsguard::cli", "signal received, shutting down");
+        stop.shutdown();
+    });
+    match server.serve().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the server still stops through its handle; wait forever.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn check_config(file: &PathBuf) -> ExitCode {
+    let config = match Config::from_file(file) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Err(e) = wsguard::check_config(&config) {
+        return fail(&e.to_string());
+    }
+    println!("# {}: valid. Effective configuration (secrets are only ever named, never shown):", file.display());
+    print!("{}", config.to_toml_string());
+    ExitCode::SUCCESS
+}
+
+#[allow(clippy::print_stdout)]
+fn token(config_path: &PathBuf, request: &TokenRequest, private_key_file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::from_file(config_path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let key = match private_key_file {
+        Some(path) => match std::fs::read(&path) {
+            Ok(pem) => SigningKey::PrivateKeyPem(pem),
+            Err(e) => return fail(&format!("cannot read {}: {e}", path.display())),
+        },
+        None => match SigningKey::from_config(&config.auth) {
+            Ok(k) => k,
+            Err(e) => return fail(&e.to_string()),
+        },
+    };
+    match mint_token(&config.auth, &key, request) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}

@@ -46,21 +46,9 @@ impl VerificationKeys {
         if let Some(KeyMaterial::HmacSecret(secret)) = material {
             return Ok(VerificationKeys::Single(DecodingKey::from_secret(secret)));
         }
-        if let Some(var) = &config.hmac_secret_env {
-            let secret = std::env::var(var).map_err(|_| {
-                ConfigError::new(
-                    ErrorCode::ConfigSecretMissing,
-                    vec![ConfigProblem::new("auth.hmac_secret_env", format!("environment variable {var} is not set or not UTF-8"))],
-                )
-            })?;
-            return hmac("auth.hmac_secret_env", secret.as_bytes());
-        }
-        if let Some(path) = &config.hmac_secret_file {
-            let bytes = std::fs::read(path)
-                .map_err(|e| file_problem("auth.hmac_secret_file", format!("cannot read {}: {e}", path.display())))?;
-            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-            let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
-            return hmac("auth.hmac_secret_file", trimmed);
+        if let Some(secret) = read_hmac_secret(config)? {
+            let key = if config.hmac_secret_env.is_some() { "auth.hmac_secret_env" } else { "auth.hmac_secret_file" };
+            return hmac(key, &secret);
         }
         if let Some(path) = &config.public_key_file {
             let pem = std::fs::read(path)
@@ -98,6 +86,27 @@ impl VerificationKeys {
         }
         Err(ConfigError::new(ErrorCode::ConfigInvalid, vec![ConfigProblem::new("auth", "no key source configured")]))
     }
+}
+
+/// Reads the HMAC secret from `hmac_secret_env` or `hmac_secret_file` (None when neither is set).
+pub(crate) fn read_hmac_secret(config: &AuthConfig) -> Result<Option<Vec<u8>>, ConfigError> {
+    if let Some(var) = &config.hmac_secret_env {
+        let secret = std::env::var(var).map_err(|_| {
+            ConfigError::new(
+                ErrorCode::ConfigSecretMissing,
+                vec![ConfigProblem::new("auth.hmac_secret_env", format!("environment variable {var} is not set or not UTF-8"))],
+            )
+        })?;
+        return Ok(Some(secret.into_bytes()));
+    }
+    if let Some(path) = &config.hmac_secret_file {
+        let bytes = std::fs::read(path)
+            .map_err(|e| file_problem("auth.hmac_secret_file", format!("cannot read {}: {e}", path.display())))?;
+        let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+        return Ok(Some(trimmed.to_vec()));
+    }
+    Ok(None)
 }
 
 fn hmac(key: &str, secret: &[u8]) -> Result<VerificationKeys, ConfigError> {

@@ -17,6 +17,18 @@ pub enum SigningKey {
     PrivateKeyPem(Vec<u8>),
 }
 
+impl SigningKey {
+    /// The HMAC secret named by `[auth]` (`hmac_secret_env` / `hmac_secret_file`).
+    pub fn from_config(config: &AuthConfig) -> Result<SigningKey, Error> {
+        match super::keys::read_hmac_secret(config)? {
+            Some(secret) => Ok(SigningKey::HmacSecret(secret)),
+            None => Err(Error::TokenMint(
+                "the config has no HMAC secret; pass the private key file that matches auth.public_key_file".into(),
+            )),
+        }
+    }
+}
+
 /// What to put in a minted token; `iss`, `aud`, `iat` and `exp` come from the config and the clock.
 #[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
