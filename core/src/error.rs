@@ -10,14 +10,14 @@ use std::fmt;
 use crate::config::ConfigError;
 
 macro_rules! error_codes {
-    ($( $(#[$doc:meta])* $variant:ident = $num:literal, $name:literal; )*) => {
+    ($( $variant:ident = $num:literal, $name:literal, $doc:literal; )*) => {
         /// A stable error code. Numbers come in blocks per area: 1xxx config, 2xxx handshake,
         /// 3xxx authentication, 4xxx per-message replies, 5xxx server runtime.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         #[repr(u32)]
         pub enum ErrorCode {
-            $( $(#[$doc])* $variant = $num, )*
+            $( #[doc = $doc] $variant = $num, )*
         }
 
         impl ErrorCode {
@@ -27,6 +27,11 @@ macro_rules! error_codes {
             /// The stable snake_case name (what clients and bindings compare against).
             pub const fn name(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// What the code means (the registry's documentation).
+            pub const fn description(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $doc,)* }
             }
 
             /// The stable number.
@@ -43,104 +48,57 @@ macro_rules! error_codes {
 }
 
 error_codes! {
-    /// The configuration text is not valid TOML or JSON.
-    ConfigSyntax = 1001, "config_syntax";
-    /// One or more configuration keys are unknown, mistyped or out of range.
-    ConfigInvalid = 1002, "config_invalid";
-    /// A file named by the configuration (certificate, key, JWKS) could not be read or parsed.
-    ConfigFile = 1003, "config_file";
-    /// A secret named by an `*_env` key is not set in the environment.
-    ConfigSecretMissing = 1004, "config_secret_missing";
+    ConfigSyntax = 1001, "config_syntax", "The configuration text is not valid TOML or JSON.";
+    ConfigInvalid = 1002, "config_invalid", "One or more configuration keys are unknown, mistyped or out of range.";
+    ConfigFile = 1003, "config_file", "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
+    ConfigSecretMissing = 1004, "config_secret_missing", "A secret named by an `*_env` key is not set in the environment.";
 
-    /// The upgrade request is malformed (bad header, bad key, body present, duplicated header).
-    BadRequest = 2001, "bad_request";
-    /// The request path is not the configured WebSocket path.
-    NotFound = 2002, "not_found";
-    /// The request method is not GET.
-    MethodNotAllowed = 2003, "method_not_allowed";
-    /// The request is not a WebSocket upgrade, or asks for an unsupported protocol version.
-    UpgradeRequired = 2004, "upgrade_required";
-    /// The request head is larger than `server.max_header_bytes`.
-    HeadersTooLarge = 2005, "headers_too_large";
-    /// The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.
-    HandshakeTimeout = 2006, "handshake_timeout";
-    /// The `Origin` header is missing, `null` or not in the allowlist.
-    OriginNotAllowed = 2007, "origin_not_allowed";
-    /// The server holds `server.max_connections` sessions (or is shutting down).
-    ServerFull = 2008, "server_full";
-    /// The client IP holds `limits.connections_per_ip` sessions.
-    TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip";
-    /// The user holds `limits.connections_per_user` sessions.
-    TooManyConnectionsPerUser = 2010, "too_many_connections_per_user";
-    /// The client IP exceeded `limits.handshakes_per_ip_per_sec`.
-    HandshakeRateLimited = 2011, "handshake_rate_limited";
-    /// The TLS handshake failed.
-    TlsHandshakeFailed = 2012, "tls_handshake_failed";
-    /// A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.
-    BadForwardedHeader = 2013, "bad_forwarded_header";
-    /// The `authenticate` hook refused the connection.
-    RejectedByHook = 2014, "rejected_by_hook";
-    /// The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.
-    SubprotocolRequired = 2015, "subprotocol_required";
-    /// The server is shutting down and accepts no new sessions.
-    ShuttingDown = 2016, "shutting_down";
+    BadRequest = 2001, "bad_request", "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
+    NotFound = 2002, "not_found", "The request path is not the configured WebSocket path.";
+    MethodNotAllowed = 2003, "method_not_allowed", "The request method is not GET.";
+    UpgradeRequired = 2004, "upgrade_required", "The request is not a WebSocket upgrade, or asks for an unsupported protocol version.";
+    HeadersTooLarge = 2005, "headers_too_large", "The request head is larger than `server.max_header_bytes`.";
+    HandshakeTimeout = 2006, "handshake_timeout", "The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.";
+    OriginNotAllowed = 2007, "origin_not_allowed", "The `Origin` header is missing, `null` or not in the allowlist.";
+    ServerFull = 2008, "server_full", "The server holds `server.max_connections` sessions (or is shutting down).";
+    TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip", "The client IP holds `limits.connections_per_ip` sessions.";
+    TooManyConnectionsPerUser = 2010, "too_many_connections_per_user", "The user holds `limits.connections_per_user` sessions.";
+    HandshakeRateLimited = 2011, "handshake_rate_limited", "The client IP exceeded `limits.handshakes_per_ip_per_sec`.";
+    TlsHandshakeFailed = 2012, "tls_handshake_failed", "The TLS handshake failed.";
+    BadForwardedHeader = 2013, "bad_forwarded_header", "A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.";
+    RejectedByHook = 2014, "rejected_by_hook", "The `authenticate` hook refused the connection.";
+    SubprotocolRequired = 2015, "subprotocol_required", "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
+    ShuttingDown = 2016, "shutting_down", "The server is shutting down and accepts no new sessions.";
 
-    /// No token was found in any configured source.
-    TokenMissing = 3001, "token_missing";
-    /// The token is not a well-formed JWT.
-    TokenMalformed = 3002, "token_malformed";
-    /// The token's `exp` is in the past (beyond the leeway).
-    TokenExpired = 3003, "token_expired";
-    /// The token's `nbf` or `iat` is in the future (beyond the leeway).
-    TokenNotYetValid = 3004, "token_not_yet_valid";
-    /// The signature does not verify with the configured key.
-    TokenBadSignature = 3005, "token_bad_signature";
-    /// The token's `alg` is not in `auth.algorithms` or does not fit the key type.
-    TokenAlgNotAllowed = 3006, "token_alg_not_allowed";
-    /// The token's `iss` is not `auth.issuer`.
-    TokenWrongIssuer = 3007, "token_wrong_issuer";
-    /// The token's `aud` does not contain `auth.audience`.
-    TokenWrongAudience = 3008, "token_wrong_audience";
-    /// `exp - iat` is longer than `auth.max_token_lifetime_secs`.
-    TokenLifetimeTooLong = 3009, "token_lifetime_too_long";
-    /// A claim listed in `auth.required_claims` (or `exp`, `iss`, `aud`, `sub`) is absent.
-    TokenMissingClaim = 3010, "token_missing_claim";
-    /// The token's `kid` is absent or unknown to the JWKS.
-    TokenUnknownKey = 3011, "token_unknown_key";
-    /// A registered claim has the wrong type (for example a string `exp`, a non-string `sub`).
-    TokenInvalidClaim = 3012, "token_invalid_claim";
+    TokenMissing = 3001, "token_missing", "No token was found in any configured source.";
+    TokenMalformed = 3002, "token_malformed", "The token is not a well-formed JWT.";
+    TokenExpired = 3003, "token_expired", "The token's `exp` is in the past (beyond the leeway).";
+    TokenNotYetValid = 3004, "token_not_yet_valid", "The token's `nbf` or `iat` is in the future (beyond the leeway).";
+    TokenBadSignature = 3005, "token_bad_signature", "The signature does not verify with the configured key.";
+    TokenAlgNotAllowed = 3006, "token_alg_not_allowed", "The token's `alg` is not in `auth.algorithms` or does not fit the key type.";
+    TokenWrongIssuer = 3007, "token_wrong_issuer", "The token's `iss` is not `auth.issuer`.";
+    TokenWrongAudience = 3008, "token_wrong_audience", "The token's `aud` does not contain `auth.audience`.";
+    TokenLifetimeTooLong = 3009, "token_lifetime_too_long", "`exp - iat` is longer than `auth.max_token_lifetime_secs`.";
+    TokenMissingClaim = 3010, "token_missing_claim", "A claim listed in `auth.required_claims` (or `exp`, `iss`, `aud`, `sub`) is absent.";
+    TokenUnknownKey = 3011, "token_unknown_key", "The token's `kid` is absent or unknown to the JWKS.";
+    TokenInvalidClaim = 3012, "token_invalid_claim", "A registered claim has the wrong type (for example a string `exp`, a non-string `sub`).";
 
-    /// The frame is not valid JSON.
-    InvalidJson = 4001, "invalid_json";
-    /// The frame is JSON but not a valid v1 frame (unknown action, unknown field, wrong type).
-    InvalidFrame = 4002, "invalid_frame";
-    /// The channel name is empty, too long or uses characters outside the allowed set.
-    InvalidChannel = 4003, "invalid_channel";
-    /// The identity may not perform this action on this channel.
-    Forbidden = 4004, "forbidden";
-    /// `unsubscribe` for a channel the session is not subscribed to.
-    NotSubscribed = 4005, "not_subscribed";
-    /// The session already holds `limits.max_subscriptions_per_connection` subscriptions.
-    TooManySubscriptions = 4006, "too_many_subscriptions";
-    /// The payload nests deeper than `limits.max_payload_depth`.
-    PayloadTooDeep = 4007, "payload_too_deep";
-    /// No RPC handler is registered for the method.
-    UnknownMethod = 4008, "unknown_method";
-    /// The RPC handler failed; the message is the handler's.
-    RpcFailed = 4009, "rpc_failed";
-    /// A host hook did not answer within `hooks.timeout_secs` (the request fails closed).
-    HookTimeout = 4010, "hook_timeout";
+    InvalidJson = 4001, "invalid_json", "The frame is not valid JSON.";
+    InvalidFrame = 4002, "invalid_frame", "The frame is JSON but not a valid v1 frame (unknown action, unknown field, wrong type).";
+    InvalidChannel = 4003, "invalid_channel", "The channel name is empty, too long or uses characters outside the allowed set.";
+    Forbidden = 4004, "forbidden", "The identity may not perform this action on this channel.";
+    NotSubscribed = 4005, "not_subscribed", "`unsubscribe` for a channel the session is not subscribed to.";
+    TooManySubscriptions = 4006, "too_many_subscriptions", "The session already holds `limits.max_subscriptions_per_connection` subscriptions.";
+    PayloadTooDeep = 4007, "payload_too_deep", "The payload nests deeper than `limits.max_payload_depth`.";
+    UnknownMethod = 4008, "unknown_method", "No RPC handler is registered for the method.";
+    RpcFailed = 4009, "rpc_failed", "The RPC handler failed; the message is the handler's.";
+    HookTimeout = 4010, "hook_timeout", "A host hook did not answer within `hooks.timeout_secs` (the request fails closed).";
 
-    /// An I/O error (bind, accept, read a file).
-    Io = 5001, "io";
-    /// The TLS certificate or key could not be used.
-    TlsConfig = 5002, "tls_config";
-    /// The server is not running (already shut down).
-    NotRunning = 5003, "not_running";
-    /// No session has this id.
-    UnknownSession = 5004, "unknown_session";
-    /// A token could not be minted (bad key, bad claims).
-    TokenMint = 5005, "token_mint";
+    Io = 5001, "io", "An I/O error (bind, accept, read a file).";
+    TlsConfig = 5002, "tls_config", "The TLS certificate or key could not be used.";
+    NotRunning = 5003, "not_running", "The server is not running (already shut down).";
+    UnknownSession = 5004, "unknown_session", "No session has this id.";
+    TokenMint = 5005, "token_mint", "A token could not be minted (bad key, bad claims).";
 }
 
 impl fmt::Display for ErrorCode {
