@@ -28,10 +28,13 @@ use crate::error::ErrorCode;
 use crate::handshake::OriginsConfig;
 use crate::hooks::HooksConfig;
 use crate::limits::LimitsConfig;
+use crate::policy::{ChannelRule, RpcRule};
+use crate::protocol::ProtocolConfig;
 use crate::server::{ServerConfig, TlsConfig};
 
 /// The root configuration. Every section is optional in the text and falls back to the
-/// documented defaults (see `docs/CONFIG.md`), except `auth`, which has no usable default.
+/// documented defaults (see `docs/CONFIG.md`), except `auth`, which has no usable default, and
+/// `channels`, whose default (none) denies every channel.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -47,6 +50,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Time box and queue size for host callbacks.
     pub hooks: HooksConfig,
+    /// Wire protocol options.
+    pub protocol: ProtocolConfig,
+    /// Channel authorization rules, matched in order; an unmatched channel is denied.
+    pub channels: Vec<ChannelRule>,
+    /// Declared RPC methods; an undeclared method is refused before host code runs.
+    pub rpc: Vec<RpcRule>,
 }
 
 /// One configuration problem, with the dotted key path it concerns (`server.listen`,
@@ -220,6 +229,7 @@ impl Config {
         self.auth.validate(&mut problems);
         self.limits.validate(&mut problems);
         self.hooks.validate(&mut problems);
+        crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)
     }
 

@@ -69,6 +69,7 @@ error_codes! {
     RejectedByHook = 2014, "rejected_by_hook", "The `authenticate` hook refused the connection.";
     SubprotocolRequired = 2015, "subprotocol_required", "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
     ShuttingDown = 2016, "shutting_down", "The server is shutting down and accepts no new sessions.";
+    ReplayCacheFull = 2017, "replay_cache_full", "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
 
     TokenMissing = 3001, "token_missing", "No token was found in any configured source.";
     TokenMalformed = 3002, "token_malformed", "The token is not a well-formed JWT.";
@@ -82,17 +83,23 @@ error_codes! {
     TokenMissingClaim = 3010, "token_missing_claim", "A claim listed in `auth.required_claims` (or `exp`, `iss`, `aud`, `sub`) is absent.";
     TokenUnknownKey = 3011, "token_unknown_key", "The token's `kid` is absent or unknown to the JWKS.";
     TokenInvalidClaim = 3012, "token_invalid_claim", "A registered claim has the wrong type (for example a string `exp`, a non-string `sub`).";
+    TokenRevoked = 3013, "token_revoked", "The token was revoked (by jti, by subject, or issued before a revocation time).";
+    TokenReplayed = 3014, "token_replayed", "`auth.single_use_jti` is on and this token's `jti` was already used.";
 
     InvalidJson = 4001, "invalid_json", "The frame is not valid JSON.";
     InvalidFrame = 4002, "invalid_frame", "The frame is JSON but not a valid v1 frame (unknown action, unknown field, wrong type).";
     InvalidChannel = 4003, "invalid_channel", "The channel name is empty, too long or uses characters outside the allowed set.";
     Forbidden = 4004, "forbidden", "The identity may not perform this action on this channel.";
     NotSubscribed = 4005, "not_subscribed", "`unsubscribe` for a channel the session is not subscribed to.";
-    TooManySubscriptions = 4006, "too_many_subscriptions", "The session already holds `limits.max_subscriptions_per_connection` subscriptions.";
+    TooManySubscriptions = 4006, "too_many_subscriptions", "The session already holds `limits.max_subscriptions` subscriptions.";
     PayloadTooDeep = 4007, "payload_too_deep", "The payload nests deeper than `limits.max_payload_depth`.";
     UnknownMethod = 4008, "unknown_method", "No RPC handler is registered for the method.";
     RpcFailed = 4009, "rpc_failed", "The RPC handler failed; the message is the handler's.";
     HookTimeout = 4010, "hook_timeout", "A host hook did not answer within `hooks.timeout_secs` (the request fails closed).";
+    RateLimited = 4011, "rate_limited", "A message rate (connection, bytes, user or channel) was exceeded; the frame was not processed. The reply carries `retry_after_ms`.";
+    Replay = 4012, "replay", "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
+    PayloadInvalid = 4013, "payload_invalid", "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
+    RefreshMismatch = 4014, "refresh_mismatch", "The refresh token's `sub` or session-bound claims differ from the session's.";
 
     Io = 5001, "io", "An I/O error (bind, accept, read a file).";
     TlsConfig = 5002, "tls_config", "The TLS certificate or key could not be used.";

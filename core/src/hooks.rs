@@ -130,7 +130,8 @@ pub trait Hooks: Send + Sync + 'static {
         Box::pin(std::future::ready(Decision::Allow))
     }
 
-    /// Handles an `rpc` frame.
+    /// Handles an `rpc` frame for a method declared in `[[rpc]]` (undeclared methods never reach
+    /// the host).
     fn rpc(&self, call: RpcCall) -> HookFuture<Result<Value, RpcError>> {
         let _ = call;
         Box::pin(std::future::ready(Err(RpcError::UnknownMethod)))
@@ -182,12 +183,16 @@ impl HookRunner {
     }
 
     async fn run<T>(&self, call: impl FnOnce(&dyn Hooks) -> HookFuture<T>) -> Result<T, HookFailure> {
+        self.run_within(self.timeout, call).await
+    }
+
+    async fn run_within<T>(&self, limit: Duration, call: impl FnOnce(&dyn Hooks) -> HookFuture<T>) -> Result<T, HookFailure> {
         let hooks = Arc::clone(&self.hooks);
         let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(hooks.as_ref()))) {
             Ok(f) => f,
             Err(_) => return Err(HookFailure::Panicked),
         };
-        match tokio::time::timeout(self.timeout, std::panic::AssertUnwindSafe(future).catch_unwind()).await {
+        match tokio::time::timeout(limit, std::panic::AssertUnwindSafe(future).catch_unwind()).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(HookFailure::Panicked),
             Err(_) => Err(HookFailure::TimedOut),
@@ -203,7 +208,8 @@ impl HookRunner {
         self.run(|h| h.authorize(request)).await
     }
 
-    pub(crate) async fn rpc(&self, call: RpcCall) -> Result<Result<Value, RpcError>, HookFailure> {
-        self.run(|h| h.rpc(call)).await
+    /// RPC handlers get their own budget (`limits.rpc_timeout_secs`).
+    pub(crate) async fn rpc(&self, call: RpcCall, limit: Duration) -> Result<Result<Value, RpcError>, HookFailure> {
+        self.run_within(limit, |h| h.rpc(call)).await
     }
 }

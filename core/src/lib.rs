@@ -45,6 +45,7 @@ pub mod hooks;
 mod hub;
 pub mod limits;
 pub mod observe;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -120,6 +120,17 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// Claim holding the scopes (space-separated string or array). Default `scope`.
     pub scopes_claim: String,
+    /// Claims an in-band `refresh` token must carry with the same values as the session's token
+    /// (besides `sub`), so a refresh can never move a session to another tenant. Default
+    /// `["tenant"]`.
+    pub session_bound_claims: Vec<String>,
+    /// Refuse a handshake token whose `jti` was already used (tokens must then carry `jti`).
+    /// Default false.
+    pub single_use_jti: bool,
+    /// Most used `jti`s remembered (each until its token's `exp`); when full of unexpired entries
+    /// new handshakes are refused with 503 (fail closed). Default 100000.
+    #[schemars(range(min = 1))]
+    pub jti_cache_capacity: u32,
 }
 
 impl Default for AuthConfig {
@@ -139,6 +150,9 @@ impl Default for AuthConfig {
             cookie_name: "wsguard_token".into(),
             roles_claim: "roles".into(),
             scopes_claim: "scope".into(),
+            session_bound_claims: vec!["tenant".into()],
+            single_use_jti: false,
+            jti_cache_capacity: 100_000,
         }
     }
 }

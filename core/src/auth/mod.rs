@@ -5,11 +5,14 @@ mod config;
 mod identity;
 mod keys;
 mod mint;
+mod revocation;
 mod verify;
 
 pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
 pub use identity::Identity;
 pub use keys::KeyMaterial;
 pub use mint::{SigningKey, TokenRequest, mint_token};
+pub(crate) use revocation::{JtiCache, JtiRefusal};
+pub use revocation::{Revocation, RevocationList};
 pub use verify::{TokenError, TokenVerifier};
 pub(crate) use verify::now_secs;

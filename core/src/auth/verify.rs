@@ -42,6 +42,10 @@ pub enum TokenError {
     UnknownKey,
     #[error("token claim {0:?} has the wrong type")]
     InvalidClaim(String),
+    #[error("token revoked")]
+    Revoked,
+    #[error("token already used")]
+    Replayed,
 }
 
 impl TokenError {
@@ -59,6 +63,8 @@ impl TokenError {
             TokenError::MissingClaim(_) => ErrorCode::TokenMissingClaim,
             TokenError::UnknownKey => ErrorCode::TokenUnknownKey,
             TokenError::InvalidClaim(_) => ErrorCode::TokenInvalidClaim,
+            TokenError::Revoked => ErrorCode::TokenRevoked,
+            TokenError::Replayed => ErrorCode::TokenReplayed,
         }
     }
 }

@@ -7,9 +7,10 @@
 //! 4. Origin allowlist (403);
 //! 5. global capacity, checked before any signature work (503);
 //! 6. token from the configured sources, JWT verification (401);
-//! 7. per-IP and per-user quotas (429 + Retry-After);
-//! 8. the host's `authenticate` hook (403, or 503 if it does not answer);
-//! 9. the connection permit is taken and the 101 response is built.
+//! 7. revocation list (401 `token_revoked`);
+//! 8. per-IP and per-user quotas (429 + Retry-After), then single-use `jti` (401 / 503 when full);
+//! 9. the host's `authenticate` hook (403, or 503 if it does not answer);
+//! 10. the connection permit is taken and the 101 response is built.
 
 mod client_ip;
 mod origin;
@@ -32,10 +33,10 @@ pub(crate) use origin::OriginAllowlist;
 pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
-use crate::auth::{Identity, TokenSource, TokenVerifier};
+use crate::auth::{Identity, JtiCache, JtiRefusal, RevocationList, TokenError, TokenSource, TokenVerifier};
 use crate::error::ErrorCode;
 use crate::hooks::{HandshakeInfo, HookFailure, HookRunner};
-use crate::limits::{ConnectionQuota, KeyedRate};
+use crate::limits::{ConnectionQuota, KeyedRate, retry_after_secs};
 
 /// Seconds a client is told to wait when a connection quota is full: sessions are long-lived, so
 /// an immediate retry would only be refused again.
@@ -49,7 +50,9 @@ pub(crate) struct HandshakeGate {
     pub(crate) proxies: TrustedProxies,
     pub(crate) token_sources: Vec<TokenSource>,
     pub(crate) cookie_name: String,
-    pub(crate) verifier: TokenVerifier,
+    pub(crate) verifier: Arc<TokenVerifier>,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) jti_cache: Option<JtiCache>,
     pub(crate) per_ip: Arc<ConnectionQuota<IpAddr>>,
     pub(crate) per_user: Arc<ConnectionQuota<String>>,
     pub(crate) rate: KeyedRate<IpAddr>,
@@ -93,7 +96,9 @@ impl HandshakeGate {
         let refuse = |rejection: Rejection| Refused { rejection, client_ip, origin: origin.clone() };
 
         if let Err(wait) = self.rate.check(&client_ip) {
-            return Err(refuse(Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded").retry_after(wait)));
+            return Err(refuse(
+                Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded").retry_after(retry_after_secs(wait)),
+            ));
         }
         let key = request::check_upgrade(&head, &self.path).map_err(refuse)?;
         if let Err(why) = self.origins.check(origin_header) {
@@ -111,6 +116,9 @@ impl HandshakeGate {
             .verify(&token)
             .map_err(|e| refuse(Rejection::new(e.code(), format!("{e} (via {source:?})"))))?;
         drop(token);
+        if self.revocations.is_revoked(&identity) {
+            return Err(refuse(Rejection::new(ErrorCode::TokenRevoked, format!("{} (via {source:?})", TokenError::Revoked))));
+        }
 
         let ip_slot = self.per_ip.try_acquire(client_ip).ok_or_else(|| {
             refuse(Rejection::new(ErrorCode::TooManyConnectionsPerIp, "per-IP connection quota full").retry_after(QUOTA_RETRY_AFTER_SECS))
@@ -119,6 +127,15 @@ impl HandshakeGate {
             refuse(Rejection::new(ErrorCode::TooManyConnectionsPerUser, "per-user connection quota full").retry_after(QUOTA_RETRY_AFTER_SECS))
         })?;
 
+        if let Some(cache) = &self.jti_cache {
+            match cache.use_once(&identity) {
+                Ok(()) => {}
+                Err(JtiRefusal::Token(e)) => return Err(refuse(Rejection::new(e.code(), e.to_string()))),
+                Err(JtiRefusal::Full) => {
+                    return Err(refuse(Rejection::new(ErrorCode::ReplayCacheFull, "used-jti cache full of unexpired entries")));
+                }
+            }
+        }
         let info = HandshakeInfo {
             client_ip,
             origin: origin.clone(),

@@ -54,11 +54,11 @@ impl Rejection {
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HandshakeTimeout => StatusCode::REQUEST_TIMEOUT,
             OriginNotAllowed | RejectedByHook => StatusCode::FORBIDDEN,
-            ServerFull | ShuttingDown | HookTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             TooManyConnectionsPerIp | TooManyConnectionsPerUser | HandshakeRateLimited => StatusCode::TOO_MANY_REQUESTS,
             TokenMissing | TokenMalformed | TokenExpired | TokenNotYetValid | TokenBadSignature | TokenAlgNotAllowed
             | TokenWrongIssuer | TokenWrongAudience | TokenLifetimeTooLong | TokenMissingClaim | TokenUnknownKey
-            | TokenInvalidClaim => StatusCode::UNAUTHORIZED,
+            | TokenInvalidClaim | TokenRevoked | TokenReplayed => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -9,13 +9,16 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub(crate) use outbox::{Outbox, Push, outbox};
+pub(crate) use outbox::{Outbox, Push};
 
 use crate::observe::Stats;
+use crate::policy::SlowConsumerPolicy;
 
-/// Channel name -> (session id -> outbox).
+type Subscribers = HashMap<u64, (Outbox, SlowConsumerPolicy)>;
+
+/// Channel name -> (session id -> outbox and the rule's slow-consumer policy).
 pub(crate) struct Hub {
-    channels: RwLock<HashMap<Arc<str>, HashMap<u64, Outbox>>>,
+    channels: RwLock<HashMap<Arc<str>, Subscribers>>,
     stats: Arc<Stats>,
 }
 
@@ -25,13 +28,13 @@ impl Hub {
     }
 
     /// Adds a subscription; false when it already existed.
-    pub(crate) fn subscribe(&self, channel: &str, session_id: u64, outbox: &Outbox) -> bool {
+    pub(crate) fn subscribe(&self, channel: &str, session_id: u64, outbox: &Outbox, policy: SlowConsumerPolicy) -> bool {
         let mut channels = self.channels.write().unwrap_or_else(PoisonError::into_inner);
         let subscribers = channels.entry(Arc::from(channel)).or_default();
         if subscribers.contains_key(&session_id) {
             return false;
         }
-        subscribers.insert(session_id, outbox.clone());
+        subscribers.insert(session_id, (outbox.clone(), policy));
         true
     }
 
@@ -50,11 +53,11 @@ impl Hub {
     pub(crate) fn publish(&self, channel: &str, frame: &Utf8Bytes) -> usize {
         self.stats.record_publication();
         let channels = self.channels.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(subscribers) = channels.get(channel) else { return 0 };
+        let Some((key, subscribers)) = channels.get_key_value(channel) else { return 0 };
         let mut queued = 0;
-        for outbox in subscribers.values() {
-            match outbox.push(frame.clone()) {
-                Push::Queued => queued += 1,
+        for (outbox, policy) in subscribers.values() {
+            match outbox.push(key, frame, *policy) {
+                Push::Queued | Push::Lossy => queued += 1,
                 Push::Overflowed => self.stats.record_slow_consumer(),
                 Push::Gone => {}
             }
@@ -75,16 +78,16 @@ mod tests {
     #[test]
     fn fan_out_shares_bytes_and_flags_slow_consumers() {
         let hub = Hub::new(Arc::new(Stats::default()));
-        let (fast, mut fast_rx) = outbox(8);
-        let (slow, slow_rx) = outbox(1);
-        assert!(hub.subscribe("c", 1, &fast));
-        assert!(!hub.subscribe("c", 1, &fast));
-        assert!(hub.subscribe("c", 2, &slow));
+        let fast = Outbox::new(8, 1024);
+        let slow = Outbox::new(1, 1024);
+        assert!(hub.subscribe("c", 1, &fast, SlowConsumerPolicy::Disconnect));
+        assert!(!hub.subscribe("c", 1, &fast, SlowConsumerPolicy::Disconnect));
+        assert!(hub.subscribe("c", 2, &slow, SlowConsumerPolicy::Disconnect));
         let frame = Utf8Bytes::from("x");
         assert_eq!(hub.publish("c", &frame), 2);
         assert_eq!(hub.publish("c", &frame), 1);
-        assert_eq!(fast_rx.rx.try_recv().expect("first").as_str(), "x");
-        drop(slow_rx);
+        assert_eq!(fast.drain(1)[0].as_str(), "x");
+        assert!(slow.is_overflowed());
         assert!(hub.unsubscribe("c", 1));
         assert!(hub.unsubscribe("c", 2));
         assert_eq!(hub.channel_count(), 0);

@@ -1,78 +1,214 @@
-//! A session's outbound queue as the hub sees it: bounded, never awaited. When it is full the
-//! session is flagged as a slow consumer and its task closes it; the hub never blocks on a client.
+//! A session's outbound queue as the hub sees it: bounded in messages and bytes, never awaited.
+//! When it is full the channel rule's slow-consumer policy decides: flag the session for
+//! disconnection, drop the oldest queued messages, or coalesce to the newest message per channel.
+//! Lost messages are counted per channel and announced with a `gap` frame before the next message
+//! of that channel. A reader that never reads costs at most the caps, and never slows the
+//! publisher or other subscribers.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// The sending half, held by the hub for each subscription.
-#[derive(Clone, Debug)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<Utf8Bytes>,
-    overflow: Arc<Overflow>,
+use crate::policy::SlowConsumerPolicy;
+use crate::protocol::ServerFrame;
+
+struct Queued {
+    channel: Arc<str>,
+    frame: Utf8Bytes,
 }
 
-/// The receiving half, held by the session task.
-#[derive(Debug)]
-pub(crate) struct OutboxReceiver {
-    pub(crate) rx: mpsc::Receiver<Utf8Bytes>,
-    pub(crate) overflow: Arc<Overflow>,
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    bytes: usize,
+    lost: HashMap<Arc<str>, u64>,
+    is_overflowed: bool,
 }
 
-/// Set once when a push finds the queue full.
-#[derive(Debug, Default)]
-pub(crate) struct Overflow {
-    is_overflowed: AtomicBool,
+struct Inner {
+    state: Mutex<State>,
     notify: Notify,
+    max_messages: usize,
+    max_bytes: usize,
 }
 
-impl Overflow {
-    /// Resolves once the queue has overflowed.
-    pub(crate) async fn wait(&self) {
+/// Shared by the hub (pushing) and the session (draining).
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    inner: Arc<Inner>,
+}
+
+/// The result of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    Queued,
+    /// Queued after dropping or replacing older messages (or the new one was dropped).
+    Lossy,
+    /// Full under `disconnect`: the session was flagged (reported once).
+    Overflowed,
+    /// Already flagged: nothing queued.
+    Gone,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Outbox {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                notify: Notify::new(),
+                max_messages: max_messages.max(1),
+                max_bytes: max_bytes.max(1),
+            }),
+        }
+    }
+
+    fn is_full(&self, state: &State, extra: usize) -> bool {
+        state.queue.len() >= self.inner.max_messages || state.bytes + extra > self.inner.max_bytes
+    }
+
+    pub(crate) fn push(&self, channel: &Arc<str>, frame: &Utf8Bytes, policy: SlowConsumerPolicy) -> Push {
+        let size = frame.len();
+        let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.is_overflowed {
+            return Push::Gone;
+        }
+        let mut result = Push::Queued;
+        if self.is_full(&state, size) {
+            match policy {
+                SlowConsumerPolicy::Disconnect => {
+                    state.is_overflowed = true;
+                    drop(state);
+                    self.inner.notify.notify_one();
+                    return Push::Overflowed;
+                }
+                SlowConsumerPolicy::Coalesce => {
+                    if let Some(i) = state.queue.iter().rposition(|q| q.channel == *channel) {
+                        let old = std::mem::replace(&mut state.queue[i].frame, frame.clone());
+                        state.bytes = state.bytes - old.len() + size;
+                        *state.lost.entry(Arc::clone(channel)).or_insert(0) += 1;
+                        // Replacing in place can still leave the byte cap exceeded by a larger
+                        // frame: drop from the front like drop_oldest until it fits.
+                        while state.bytes > self.inner.max_bytes {
+                            let Some(old) = state.queue.pop_front() else { break };
+                            state.bytes -= old.frame.len();
+                            *state.lost.entry(old.channel).or_insert(0) += 1;
+                        }
+                        drop(state);
+                        self.inner.notify.notify_one();
+                        return Push::Lossy;
+                    }
+                    self.trim(&mut state, size);
+                    result = Push::Lossy;
+                }
+                SlowConsumerPolicy::DropOldest => {
+                    self.trim(&mut state, size);
+                    result = Push::Lossy;
+                }
+            }
+            if size > self.inner.max_bytes {
+                *state.lost.entry(Arc::clone(channel)).or_insert(0) += 1;
+                return Push::Lossy;
+            }
+        }
+        state.bytes += size;
+        state.queue.push_back(Queued { channel: Arc::clone(channel), frame: frame.clone() });
+        drop(state);
+        self.inner.notify.notify_one();
+        result
+    }
+
+    /// Drops the oldest messages until `extra` more bytes and one more message fit.
+    fn trim(&self, state: &mut State, extra: usize) {
+        while !state.queue.is_empty() && (state.queue.len() >= self.inner.max_messages || state.bytes + extra > self.inner.max_bytes) {
+            if let Some(old) = state.queue.pop_front() {
+                state.bytes -= old.frame.len();
+                *state.lost.entry(old.channel).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Resolves when something is queued or the outbox overflowed.
+    pub(crate) async fn ready(&self) {
         loop {
-            let notified = self.notify.notified();
-            if self.is_overflowed.load(Ordering::Acquire) {
-                return;
+            let notified = self.inner.notify.notified();
+            {
+                let state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.is_overflowed || !state.queue.is_empty() {
+                    return;
+                }
             }
             notified.await;
         }
     }
-}
 
-/// Pushing into an outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Push {
-    Queued,
-    /// Full: the session was flagged as a slow consumer (reported once).
-    Overflowed,
-    /// Already flagged or closed: nothing to do.
-    Gone,
-}
+    pub(crate) fn is_overflowed(&self) -> bool {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner).is_overflowed
+    }
 
-pub(crate) fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let overflow = Arc::new(Overflow::default());
-    (Outbox { tx, overflow: Arc::clone(&overflow) }, OutboxReceiver { rx, overflow })
-}
-
-impl Outbox {
-    pub(crate) fn push(&self, frame: Utf8Bytes) -> Push {
-        if self.overflow.is_overflowed.load(Ordering::Acquire) {
-            return Push::Gone;
-        }
-        match self.tx.try_send(frame) {
-            Ok(()) => Push::Queued,
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Gone,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.overflow.is_overflowed.swap(true, Ordering::AcqRel) {
-                    Push::Gone
-                } else {
-                    self.overflow.notify.notify_one();
-                    Push::Overflowed
-                }
+    /// Takes up to `max` queued frames, each preceded by a `gap` frame when its channel lost
+    /// messages since the last delivery.
+    pub(crate) fn drain(&self, max: usize) -> Vec<Utf8Bytes> {
+        let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::with_capacity(max.min(state.queue.len() * 2));
+        while out.len() < max {
+            let Some(item) = state.queue.pop_front() else { break };
+            state.bytes -= item.frame.len();
+            if let Some(missed) = state.lost.remove(&item.channel) {
+                out.push(ServerFrame::Gap { channel: &item.channel, missed }.encode());
             }
+            out.push(item.frame);
         }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    #[test]
+    fn disconnect_policy_flags_once() {
+        let o = Outbox::new(1, 1024);
+        let f = Utf8Bytes::from("a");
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Queued);
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Overflowed);
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Gone);
+        assert!(o.is_overflowed());
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_and_announces_the_gap() {
+        let o = Outbox::new(2, 1024);
+        for i in 0..5 {
+            o.push(&ch("c"), &Utf8Bytes::from(format!("m{i}")), SlowConsumerPolicy::DropOldest);
+        }
+        let out: Vec<String> = o.drain(10).iter().map(|f| f.as_str().to_string()).collect();
+        assert_eq!(out, vec![r#"{"type":"gap","channel":"c","missed":3}"#, "m3", "m4"]);
+    }
+
+    #[test]
+    fn coalesce_replaces_the_queued_message_of_the_channel() {
+        let o = Outbox::new(2, 1024);
+        o.push(&ch("a"), &Utf8Bytes::from("a1"), SlowConsumerPolicy::Coalesce);
+        o.push(&ch("b"), &Utf8Bytes::from("b1"), SlowConsumerPolicy::Coalesce);
+        o.push(&ch("a"), &Utf8Bytes::from("a2"), SlowConsumerPolicy::Coalesce);
+        o.push(&ch("a"), &Utf8Bytes::from("a3"), SlowConsumerPolicy::Coalesce);
+        let out: Vec<String> = o.drain(10).iter().map(|f| f.as_str().to_string()).collect();
+        assert_eq!(out, vec![r#"{"type":"gap","channel":"a","missed":2}"#, "a3", "b1"]);
+    }
+
+    #[test]
+    fn byte_cap_bounds_memory() {
+        let o = Outbox::new(1000, 10);
+        for _ in 0..100 {
+            o.push(&ch("c"), &Utf8Bytes::from("12345"), SlowConsumerPolicy::DropOldest);
+        }
+        assert_eq!(o.drain(1000).len(), 3);
     }
 }

@@ -26,16 +26,45 @@ pub struct LimitsConfig {
     /// before more than this is buffered. Default 65536.
     #[schemars(range(min = 128))]
     pub max_message_bytes: usize,
-    /// Most channels one session may be subscribed to. Default 100.
+    /// Most channels one session may be subscribed to; past it `too_many_subscriptions`.
+    /// Default 100.
     #[schemars(range(min = 1))]
-    pub max_subscriptions_per_connection: u32,
+    pub max_subscriptions: u32,
     /// Deepest JSON nesting accepted in a frame's `payload`. Default 32.
     #[schemars(range(min = 1, max = 128))]
     pub max_payload_depth: u32,
-    /// Messages queued for one session before it counts as a slow consumer and is closed with
-    /// 4000. Default 1024.
+    /// Messages queued for one session before the channel rule's `slow_consumer` policy applies.
+    /// Default 1024.
     #[schemars(range(min = 1))]
     pub outbound_queue_messages: u32,
+    /// Bytes queued for one session before the `slow_consumer` policy applies. Default 1048576
+    /// (1 MiB): with the message cap this bounds a never-reading client's cost.
+    #[schemars(range(min = 1024))]
+    pub outbound_queue_bytes: usize,
+    /// Sustained client frames per second per connection (token bucket). Default 20.
+    pub messages_per_sec: f64,
+    /// Bucket size for `messages_per_sec`: frames accepted at once. Default 40.
+    #[schemars(range(min = 1))]
+    pub message_burst: u32,
+    /// Sustained client bytes per second per connection; the bucket holds two seconds' worth, and
+    /// at least one maximal message. Default 262144 (256 KiB/s).
+    pub bytes_per_sec: f64,
+    /// Sustained client frames per second per user across all their connections (burst: twice
+    /// that). Default 50.
+    pub user_messages_per_sec: f64,
+    /// Violations (invalid, forbidden, replayed or rate-limited frames) tolerated within
+    /// `violation_window_secs`; one more closes the session with 1008. Default 10.
+    #[schemars(range(min = 1))]
+    pub max_violations: u32,
+    /// The sliding window for `max_violations`, in seconds. Default 60.
+    pub violation_window_secs: f64,
+    /// The server pings every this many seconds. Default 20 (below common proxy idle timeouts).
+    pub ping_interval_secs: f64,
+    /// A session that sent nothing (not even a pong) for this many seconds is closed with 4003.
+    /// Default 60 (three missed pings).
+    pub idle_timeout_secs: f64,
+    /// Seconds an RPC handler may take before the client gets `hook_timeout`. Default 5.
+    pub rpc_timeout_secs: f64,
     /// A write to the client that does not complete within this many seconds closes the
     /// session. Default 10.
     pub write_timeout_secs: f64,
@@ -49,9 +78,19 @@ impl Default for LimitsConfig {
             handshakes_per_ip_per_sec: 20.0,
             max_frame_bytes: 64 * 1024,
             max_message_bytes: 64 * 1024,
-            max_subscriptions_per_connection: 100,
+            max_subscriptions: 100,
             max_payload_depth: 32,
             outbound_queue_messages: 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            messages_per_sec: 20.0,
+            message_burst: 40,
+            bytes_per_sec: 256.0 * 1024.0,
+            user_messages_per_sec: 50.0,
+            max_violations: 10,
+            violation_window_secs: 60.0,
+            ping_interval_secs: 20.0,
+            idle_timeout_secs: 60.0,
+            rpc_timeout_secs: 5.0,
             write_timeout_secs: 10.0,
         }
     }
@@ -59,9 +98,23 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     pub(crate) fn validate(&self, problems: &mut Problems) {
-        if !(self.handshakes_per_ip_per_sec.is_finite() && self.handshakes_per_ip_per_sec > 0.0) {
-            problems.push("limits.handshakes_per_ip_per_sec", "must be a positive number");
+        for (key, rate) in [
+            ("limits.handshakes_per_ip_per_sec", self.handshakes_per_ip_per_sec),
+            ("limits.messages_per_sec", self.messages_per_sec),
+            ("limits.bytes_per_sec", self.bytes_per_sec),
+            ("limits.user_messages_per_sec", self.user_messages_per_sec),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                problems.push(key, "must be a positive number");
+            }
         }
+        problems.positive_secs("limits.violation_window_secs", self.violation_window_secs);
+        let ping = problems.positive_secs("limits.ping_interval_secs", self.ping_interval_secs);
+        let idle = problems.positive_secs("limits.idle_timeout_secs", self.idle_timeout_secs);
+        if idle <= ping {
+            problems.push("limits.idle_timeout_secs", "must be longer than limits.ping_interval_secs");
+        }
+        problems.positive_secs("limits.rpc_timeout_secs", self.rpc_timeout_secs);
         if self.max_frame_bytes > self.max_message_bytes {
             problems.push("limits.max_frame_bytes", "must not exceed limits.max_message_bytes");
         }

@@ -7,4 +7,4 @@ mod rate;
 
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
-pub(crate) use rate::KeyedRate;
+pub(crate) use rate::{DirectRate, KeyedRate, retry_after_secs};

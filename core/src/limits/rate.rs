@@ -5,7 +5,41 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+fn quota(per_sec: f64, burst: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6));
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
+}
+
+/// Whole seconds to announce in `Retry-After` (at least 1).
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// One bucket (per connection): `per_sec` sustained, `burst` at once.
+pub(crate) struct DirectRate {
+    limiter: DefaultDirectRateLimiter,
+    clock: DefaultClock,
+}
+
+impl DirectRate {
+    pub(crate) fn new(per_sec: f64, burst: u32) -> Self {
+        DirectRate { limiter: DefaultDirectRateLimiter::direct(quota(per_sec, burst)), clock: DefaultClock::default() }
+    }
+
+    /// Takes `n` cells at once; on refusal returns how long to wait.
+    pub(crate) fn check_n(&self, n: u32) -> Result<(), Duration> {
+        let Some(n) = NonZeroU32::new(n) else { return Ok(()) };
+        match self.limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            // More than the bucket holds: can never pass; the size caps make this unreachable.
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+}
 
 /// A per-key rate: `per_sec` sustained, `burst` at once.
 pub(crate) struct KeyedRate<K: Eq + Hash + Clone> {
@@ -16,18 +50,12 @@ pub(crate) struct KeyedRate<K: Eq + Hash + Clone> {
 impl<K: Eq + Hash + Clone> KeyedRate<K> {
     /// `per_sec` must be positive and finite (checked by config validation).
     pub(crate) fn new(per_sec: f64, burst: u32) -> Self {
-        let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6));
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
-        KeyedRate { limiter: DefaultKeyedRateLimiter::keyed(quota), clock: DefaultClock::default() }
+        KeyedRate { limiter: DefaultKeyedRateLimiter::keyed(quota(per_sec, burst)), clock: DefaultClock::default() }
     }
 
-    /// Takes one cell; on refusal returns the whole seconds to wait (at least 1).
-    pub(crate) fn check(&self, key: &K) -> Result<(), u64> {
-        self.limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+    /// Takes one cell; on refusal returns how long to wait.
+    pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
+        self.limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Forgets keys whose buckets are full again (bounds memory under IP churn).
@@ -47,7 +75,10 @@ mod tests {
         assert!(rate.check(&1).is_ok());
         assert!(rate.check(&1).is_ok());
         let wait = rate.check(&1).expect_err("limited");
-        assert!(wait >= 1);
+        assert!(retry_after_secs(wait) >= 1);
+        let direct = DirectRate::new(10.0, 5);
+        assert!(direct.check_n(5).is_ok());
+        assert!(direct.check_n(1).is_err());
         assert!(rate.check(&2).is_ok());
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::stats::Stats;
-use crate::hooks::Hooks;
+use crate::hooks::{ChannelAction, Hooks};
 
 /// A security or lifecycle event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +65,21 @@ pub enum Event {
         user: String,
         /// Stable error code name.
         code: &'static str,
+        /// The channel rule involved, when one was (`id (reason)` for policy denials).
+        rule: Option<String>,
+    },
+    /// A dry-run rule (`enforce = false`) would have denied; the action went ahead.
+    PolicyDryRunDenied {
+        /// Session id.
+        session_id: u64,
+        /// `sub` of the identity.
+        user: String,
+        /// The action.
+        action: ChannelAction,
+        /// The rule's id.
+        rule: String,
+        /// Why it would have denied.
+        reason: &'static str,
     },
 }
 
@@ -113,8 +128,11 @@ fn trace(event: &Event) {
                 duration_secs, messages_in, messages_out
             )
         }
-        Event::MessageRejected { session_id, user, code } => {
-            tracing::info!(target: "wsguard::security", event = "message_rejected", session_id, user, code)
+        Event::MessageRejected { session_id, user, code, rule } => {
+            tracing::info!(target: "wsguard::security", event = "message_rejected", session_id, user, code, rule = rule.as_deref())
         }
+        Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
+            target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason
+        ),
     }
 }

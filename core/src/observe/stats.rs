@@ -16,6 +16,7 @@ pub(crate) struct Stats {
     publications: AtomicU64,
     slow_consumer_disconnects: AtomicU64,
     events_dropped: AtomicU64,
+    dry_run_denials: AtomicU64,
 }
 
 /// A snapshot of the server's counters.
@@ -39,6 +40,8 @@ pub struct StatsSnapshot {
     pub slow_consumer_disconnects: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
+    /// Actions a dry-run rule (`enforce = false`) would have denied.
+    pub dry_run_denials: u64,
     /// Channels with at least one subscriber.
     pub channels: u64,
 }
@@ -72,6 +75,9 @@ impl Stats {
     pub(crate) fn record_event_dropped(&self) {
         self.events_dropped.fetch_add(1, Relaxed);
     }
+    pub(crate) fn record_dry_run_denial(&self) {
+        self.dry_run_denials.fetch_add(1, Relaxed);
+    }
 
     pub(crate) fn snapshot(&self, channels: u64) -> StatsSnapshot {
         StatsSnapshot {
@@ -84,6 +90,7 @@ impl Stats {
             publications: self.publications.load(Relaxed),
             slow_consumer_disconnects: self.slow_consumer_disconnects.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
+            dry_run_denials: self.dry_run_denials.load(Relaxed),
             channels,
         }
     }

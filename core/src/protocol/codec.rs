@@ -43,21 +43,27 @@ pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyEr
         }
         ClientFrame::Publish { channel, payload, .. } => {
             validate_channel(channel).map_err(|m| ReplyError::new(id, ErrorCode::InvalidChannel, m))?;
-            if !is_within_depth(payload, max_payload_depth) {
-                return Err(ReplyError::new(id, ErrorCode::PayloadTooDeep, "payload nests too deeply"));
-            }
+            check_payload(id, payload, max_payload_depth)?;
         }
         ClientFrame::Rpc { method, payload, .. } => {
             if method.is_empty() || method.len() > 128 || !method.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ReplyError::new(id, ErrorCode::InvalidFrame, "method must be 1-128 printable ASCII bytes"));
             }
-            if !is_within_depth(payload, max_payload_depth) {
-                return Err(ReplyError::new(id, ErrorCode::PayloadTooDeep, "payload nests too deeply"));
-            }
+            check_payload(id, payload, max_payload_depth)?;
         }
-        ClientFrame::Ping { .. } => {}
+        ClientFrame::Ping { .. } | ClientFrame::Refresh { .. } => {}
     }
     Ok(frame)
+}
+
+fn check_payload(id: Option<u64>, payload: &Value, max_depth: u32) -> Result<(), ReplyError> {
+    let Value::Object(object) = payload else {
+        return Err(ReplyError::new(id, ErrorCode::InvalidFrame, "payload must be a JSON object"));
+    };
+    if !is_within_depth(object, max_depth) {
+        return Err(ReplyError::new(id, ErrorCode::PayloadTooDeep, "payload nests too deeply"));
+    }
+    Ok(())
 }
 
 /// True when the payload object (depth 1) nests at most `max_depth` levels.
@@ -105,7 +111,7 @@ mod tests {
 
     #[test]
     fn decodes_every_action() {
-        assert_eq!(decode(r#"{"action":"ping","id":7}"#, 32), Ok(ClientFrame::Ping { id: Some(7) }));
+        assert_eq!(decode(r#"{"action":"ping","id":7}"#, 32), Ok(ClientFrame::Ping { id: Some(7), seq: None }));
         assert!(matches!(decode(r#"{"action":"subscribe","channel":"a:b"}"#, 32), Ok(ClientFrame::Subscribe { id: None, .. })));
         assert!(matches!(decode(r#"{"action":"publish","id":1,"channel":"a","payload":{"x":[1]}}"#, 32), Ok(ClientFrame::Publish { .. })));
         assert!(matches!(decode(r#"{"action":"rpc","id":1,"method":"orders.create"}"#, 32), Ok(ClientFrame::Rpc { .. })));

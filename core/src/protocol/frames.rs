@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A frame from the client.
@@ -14,6 +18,8 @@ pub enum ClientFrame {
     Subscribe {
         /// Echoed in the reply.
         id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
         /// The channel.
         channel: String,
     },
@@ -21,6 +27,8 @@ pub enum ClientFrame {
     Unsubscribe {
         /// Echoed in the reply.
         id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
         /// The channel.
         channel: String,
     },
@@ -28,25 +36,40 @@ pub enum ClientFrame {
     Publish {
         /// Echoed in the reply.
         id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
         /// The channel.
         channel: String,
         /// The publication body: a JSON object.
-        payload: Map<String, Value>,
+        payload: Value,
     },
     /// Liveness check; answered with `pong`.
     Ping {
         /// Echoed in the reply.
         id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
+    },
+    /// Replace the session's token before it expires.
+    Refresh {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
+        /// The new token.
+        token: String,
     },
     /// Call a host RPC handler.
     Rpc {
         /// Echoed in the reply.
         id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
         /// The method name.
         method: String,
         /// The arguments: a JSON object (default `{}`).
-        #[serde(default)]
-        payload: Map<String, Value>,
+        #[serde(default = "empty_object")]
+        payload: Value,
     },
 }
 
@@ -57,8 +80,21 @@ impl ClientFrame {
             ClientFrame::Subscribe { id, .. }
             | ClientFrame::Unsubscribe { id, .. }
             | ClientFrame::Publish { id, .. }
-            | ClientFrame::Ping { id }
+            | ClientFrame::Ping { id, .. }
+            | ClientFrame::Refresh { id, .. }
             | ClientFrame::Rpc { id, .. } => *id,
+        }
+    }
+
+    /// The frame's `seq`.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            ClientFrame::Subscribe { seq, .. }
+            | ClientFrame::Unsubscribe { seq, .. }
+            | ClientFrame::Publish { seq, .. }
+            | ClientFrame::Ping { seq, .. }
+            | ClientFrame::Refresh { seq, .. }
+            | ClientFrame::Rpc { seq, .. } => *seq,
         }
     }
 }
@@ -82,13 +118,31 @@ pub enum ServerFrame<'a> {
         code: &'static str,
         /// Human-readable detail.
         message: &'a str,
+        /// For `rate_limited`: milliseconds until a retry can succeed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A publication on a subscribed channel.
     Message {
         /// The channel.
         channel: &'a str,
         /// The publication body.
-        payload: &'a Map<String, Value>,
+        payload: &'a Value,
+    },
+    /// Messages on `channel` were dropped for this subscriber (slow consumer policy); sent before
+    /// the next message of that channel.
+    Gap {
+        /// The channel.
+        channel: &'a str,
+        /// How many messages were lost.
+        missed: u64,
+    },
+    /// The server dropped a subscription (after a refresh, the new token no longer allows it).
+    Unsubscribed {
+        /// The channel.
+        channel: &'a str,
+        /// Stable reason name.
+        reason: &'static str,
     },
     /// Answer to `ping`.
     Pong {

@@ -3,8 +3,10 @@
 
 mod channel;
 mod codec;
+mod config;
 mod frames;
 
 pub use channel::{MAX_CHANNEL_BYTES, validate_channel};
 pub use codec::{ReplyError, decode, is_within_depth};
+pub use config::ProtocolConfig;
 pub use frames::{ClientFrame, ServerFrame};

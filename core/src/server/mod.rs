@@ -20,16 +20,17 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{ServerConfig, TlsConfig};
 
-use crate::auth::{KeyMaterial, TokenVerifier};
+use crate::auth::{JtiCache, KeyMaterial, Revocation, RevocationList, TokenVerifier};
 use crate::config::{Config, ConfigError, Problems};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::{HandshakeGate, OriginAllowlist, TrustedProxies, UPKEEP_INTERVAL};
 use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{ConnectionQuota, KeyedRate};
+use crate::policy::Policy;
 use crate::observe::{Event, EventSink, Stats, StatsSnapshot};
 use crate::protocol::{ServerFrame, is_within_depth, validate_channel};
-use crate::session::{Disconnect, Registry, SessionEnv};
+use crate::session::{Disconnect, Registry, SessionEnv, SessionLimits};
 
 /// Pause after an accept error (typically EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -55,6 +56,7 @@ pub(crate) struct Shared {
     next_session_id: AtomicU64,
     local_addr: SocketAddr,
     max_payload_depth: u32,
+    revocations: Arc<RevocationList>,
 }
 
 /// Builds a [`Server`] with hooks or host-supplied key material.
@@ -83,7 +85,8 @@ impl ServerBuilder {
     /// the address cannot be bound.
     pub async fn bind(self) -> Result<Server, Error> {
         let ServerBuilder { config, hooks, key_material } = self;
-        let (verifier, tls) = compile(&config, key_material.as_ref())?;
+        let Compiled { verifier, tls, policy } = compile(&config, key_material.as_ref())?;
+        let verifier = Arc::new(verifier);
         let listener = TcpListener::bind(&config.server.listen)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
@@ -96,6 +99,10 @@ impl ServerBuilder {
         let grace = problems.positive_secs("server.shutdown_grace_secs", config.server.shutdown_grace_secs);
         let hook_timeout = problems.positive_secs("hooks.timeout_secs", config.hooks.timeout_secs);
         let write_timeout = problems.positive_secs("limits.write_timeout_secs", config.limits.write_timeout_secs);
+        let violation_window = problems.positive_secs("limits.violation_window_secs", config.limits.violation_window_secs);
+        let ping_interval = problems.positive_secs("limits.ping_interval_secs", config.limits.ping_interval_secs);
+        let idle_timeout = problems.positive_secs("limits.idle_timeout_secs", config.limits.idle_timeout_secs);
+        let rpc_timeout = problems.positive_secs("limits.rpc_timeout_secs", config.limits.rpc_timeout_secs);
         problems.into_result(ErrorCode::ConfigInvalid)?;
 
         let limits = &config.limits;
@@ -106,6 +113,7 @@ impl ServerBuilder {
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
         let rate = limits.handshakes_per_ip_per_sec;
+        let revocations = Arc::new(RevocationList::new(config.auth.max_token_lifetime_secs + config.auth.leeway_secs));
         let gate = HandshakeGate {
             path: config.server.path.clone(),
             max_header_bytes: config.server.max_header_bytes,
@@ -113,7 +121,9 @@ impl ServerBuilder {
             proxies,
             token_sources: config.auth.token_sources.clone(),
             cookie_name: config.auth.cookie_name.clone(),
-            verifier,
+            verifier: Arc::clone(&verifier),
+            revocations: Arc::clone(&revocations),
+            jti_cache: config.auth.single_use_jti.then(|| JtiCache::new(config.auth.jti_cache_capacity as usize)),
             per_ip: ConnectionQuota::new(limits.connections_per_ip),
             per_user: ConnectionQuota::new(limits.connections_per_user),
             rate: KeyedRate::new(rate, (rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32),
@@ -126,12 +136,32 @@ impl ServerBuilder {
             events: events.clone(),
             hooks: hook_runner,
             registry: Arc::clone(&registry),
+            policy: Arc::new(policy),
+            verifier,
+            revocations: Arc::clone(&revocations),
+            user_rate: KeyedRate::new(limits.user_messages_per_sec, (limits.user_messages_per_sec * 2.0).ceil() as u32),
             shutdown: shutdown.clone(),
-            max_subscriptions: limits.max_subscriptions_per_connection as usize,
-            max_payload_depth: limits.max_payload_depth,
-            outbox_capacity: limits.outbound_queue_messages as usize,
-            write_timeout,
-            leeway_secs: config.auth.leeway_secs,
+            limits: SessionLimits {
+                max_subscriptions: limits.max_subscriptions as usize,
+                max_payload_depth: limits.max_payload_depth,
+                outbox_messages: limits.outbound_queue_messages as usize,
+                outbox_bytes: limits.outbound_queue_bytes,
+                write_timeout,
+                leeway_secs: config.auth.leeway_secs,
+                messages_per_sec: limits.messages_per_sec,
+                message_burst: limits.message_burst,
+                bytes_per_sec: limits.bytes_per_sec,
+                // Two seconds' worth, and always room for one maximal message.
+                bytes_burst: (limits.bytes_per_sec * 2.0).max(limits.max_message_bytes as f64).min(f64::from(u32::MAX)) as u32,
+                max_violations: limits.max_violations as usize,
+                violation_window,
+                ping_interval,
+                idle_timeout,
+                rpc_timeout,
+                allow_binary: config.protocol.allow_binary,
+                require_seq: config.protocol.require_seq,
+                session_bound_claims: config.auth.session_bound_claims.clone(),
+            },
         });
         // tungstenite's defaults are not hardened: cap frames and messages to the configured
         // limits, and keep the per-connection buffers small (idle connections stay cheap).
@@ -159,24 +189,33 @@ impl ServerBuilder {
             next_session_id: AtomicU64::new(1),
             local_addr,
             max_payload_depth: limits.max_payload_depth,
+            revocations,
         });
         tracing::info!(target: "wsguard::server", %local_addr, tls = shared.tls.is_some(), path = %config.server.path, "listening");
         Ok(Server { listener, shared })
     }
 }
 
-/// Loads what needs the environment or files (keys, certificates), reporting every problem.
-fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result<(TokenVerifier, Option<TlsAcceptor>), ConfigError> {
+struct Compiled {
+    verifier: TokenVerifier,
+    tls: Option<TlsAcceptor>,
+    policy: Policy,
+}
+
+/// Loads what needs the environment or files (keys, certificates, schemas), reporting every
+/// problem of every area at once.
+fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result<Compiled, ConfigError> {
     config.validate()?;
     let verifier = TokenVerifier::new(&config.auth, material);
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
-    match (verifier, tls) {
-        (Ok(v), Ok(t)) => Ok((v, t)),
-        (Err(a), Err(b)) => {
-            let problems = a.problems().iter().chain(b.problems()).cloned().collect();
-            Err(ConfigError::new(a.code(), problems))
+    let policy = Policy::load(&config.channels, &config.rpc);
+    match (verifier, tls, policy) {
+        (Ok(verifier), Ok(tls), Ok(policy)) => Ok(Compiled { verifier, tls, policy }),
+        (verifier, tls, policy) => {
+            let errors: Vec<ConfigError> = [verifier.err(), tls.err(), policy.err()].into_iter().flatten().collect();
+            let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
+            Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }
-        (Err(e), _) | (_, Err(e)) => Err(e),
     }
 }
 
@@ -315,7 +354,7 @@ impl ServerHandle {
         if !is_within_depth(object, self.shared.max_payload_depth) {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
-        let text = ServerFrame::Message { channel, payload: object }.encode();
+        let text = ServerFrame::Message { channel, payload }.encode();
         Ok(self.shared.hub.publish(channel, &text))
     }
 
@@ -336,6 +375,13 @@ impl ServerHandle {
     /// Closes every session of `user` (the `sub` claim) with 4001; returns how many.
     pub fn disconnect_user(&self, user: &str) -> usize {
         self.shared.registry.disconnect_user(user, Disconnect::DisconnectedByServer)
+    }
+
+    /// Revokes tokens: matching live sessions close at once with 4501, and matching tokens are
+    /// refused at later handshakes and refreshes.
+    pub fn revoke(&self, revocation: Revocation) {
+        tracing::info!(target: "wsguard::security", event = "revocation_applied", revocation = ?revocation);
+        self.shared.revocations.revoke(revocation);
     }
 
     /// Starts a graceful shutdown (idempotent). `Server::serve` returns when it is complete.

@@ -1,7 +1,8 @@
 //! `Disconnect`: the one place a server-ended session becomes a close code. Code ranges tell the
 //! client what to do next (docs/PROTOCOL.md):
 //!
-//! - RFC 6455 codes 1002/1003/1007/1009: the client is broken; do not reconnect unchanged.
+//! - RFC 6455 codes 1002/1003/1007/1008/1009: the client is broken or abusive; do not reconnect
+//!   unchanged.
 //! - 1001, 1011: reconnect with backoff.
 //! - 4000-4099: reconnect with backoff.
 //! - 4100-4199: reconnect at once with a fresh token.
@@ -34,8 +35,14 @@ pub enum Disconnect {
     DisconnectedByServer,
     /// A write did not complete within `limits.write_timeout_secs` (4002).
     WriteTimeout,
+    /// Too many violations within the window (1008).
+    PolicyViolation,
+    /// Nothing received (not even a pong) for `limits.idle_timeout_secs` (4003).
+    IdleTimeout,
     /// The session's token expired (4100).
     TokenExpired,
+    /// The session's token was revoked (4501).
+    Revoked,
 }
 
 impl Disconnect {
@@ -52,7 +59,10 @@ impl Disconnect {
             Disconnect::SlowConsumer => 4000,
             Disconnect::DisconnectedByServer => 4001,
             Disconnect::WriteTimeout => 4002,
+            Disconnect::PolicyViolation => 1008,
+            Disconnect::IdleTimeout => 4003,
             Disconnect::TokenExpired => 4100,
+            Disconnect::Revoked => 4501,
         }
     }
 
@@ -69,7 +79,10 @@ impl Disconnect {
             Disconnect::SlowConsumer => "slow_consumer",
             Disconnect::DisconnectedByServer => "disconnected",
             Disconnect::WriteTimeout => "write_timeout",
+            Disconnect::PolicyViolation => "too_many_violations",
+            Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::TokenExpired => "token_expired",
+            Disconnect::Revoked => "token_revoked",
         }
     }
 

@@ -1,97 +1,246 @@
-//! Turns one decoded client frame into its effect and its reply. Every refusal is an `error` reply
-//! with a stable code, counted and reported as an event; the session stays open.
+//! Turns one client frame into its effect and its replies. Every refusal is an `error` reply with
+//! a stable code, counted, reported as an event and, for the codes that signal a misbehaving
+//! client, recorded as a violation; the session stays open until the violations exceed the limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::Session;
+use super::{Disconnect, Outcome, Session};
+use crate::auth::{Identity, TokenError};
 use crate::error::ErrorCode;
 use crate::hooks::{AuthorizeRequest, ChannelAction, Decision, RpcCall, RpcError};
 use crate::observe::Event;
+use crate::policy::{SlowConsumerPolicy, Verdict, check_schema};
 use crate::protocol::{ClientFrame, ReplyError, ServerFrame, decode};
 
+/// A refused frame: the reply plus what the logs and the client need besides.
+struct Refusal {
+    error: ReplyError,
+    rule: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl From<ReplyError> for Refusal {
+    fn from(error: ReplyError) -> Self {
+        Refusal { error, rule: None, retry_after: None }
+    }
+}
+
+fn refuse(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Refusal {
+    ReplyError::new(id, code, message).into()
+}
+
+fn rate_limited(id: Option<u64>, scope: &str, wait: Duration, rule: Option<String>) -> Refusal {
+    Refusal {
+        error: ReplyError::new(id, ErrorCode::RateLimited, format!("{scope} rate exceeded")),
+        rule,
+        retry_after: Some(wait),
+    }
+}
+
+/// Codes that mean the client misbehaved (as opposed to a host failure or a benign no-op).
+fn is_violation(code: ErrorCode) -> bool {
+    !matches!(code, ErrorCode::NotSubscribed | ErrorCode::RpcFailed | ErrorCode::HookTimeout | ErrorCode::TooManySubscriptions)
+}
+
 impl Session {
-    /// Handles one text frame and returns the encoded reply.
-    pub(crate) async fn handle_text(&mut self, text: &str) -> Utf8Bytes {
-        let result = match decode(text, self.env.max_payload_depth) {
-            Ok(frame) => self.dispatch(frame).await,
-            Err(e) => Err(e),
+    /// Handles one text frame.
+    pub(crate) async fn handle_text(&mut self, text: &str) -> Outcome {
+        let result = match self.check_rates(text) {
+            Ok(()) => match decode(text, self.env.limits.max_payload_depth) {
+                Ok(frame) => self.dispatch(frame).await,
+                Err(e) => Err(e.into()),
+            },
+            Err(refusal) => Err(refusal),
         };
         match result {
-            Ok(reply) => reply,
-            Err(error) => {
+            Ok(frames) => Outcome { frames, disconnect: None },
+            Err(refusal) => {
+                let Refusal { error, rule, retry_after } = refusal;
                 self.env.stats.record_message_rejected();
                 self.env.events.emit(Event::MessageRejected {
                     session_id: self.id,
                     user: self.identity.subject.clone(),
                     code: error.code.name(),
+                    rule,
                 });
-                ServerFrame::Error { id: error.id, code: error.code.name(), message: &error.message }.encode()
+                let frame = ServerFrame::Error {
+                    id: error.id,
+                    code: error.code.name(),
+                    message: &error.message,
+                    retry_after_ms: retry_after.map(|d| d.as_millis().max(1) as u64),
+                }
+                .encode();
+                let disconnect = (is_violation(error.code) && self.record_violation()).then_some(Disconnect::PolicyViolation);
+                Outcome { frames: vec![frame], disconnect }
             }
         }
     }
 
-    async fn dispatch(&mut self, frame: ClientFrame) -> Result<Utf8Bytes, ReplyError> {
-        match frame {
-            ClientFrame::Ping { id } => Ok(ServerFrame::Pong { id }.encode()),
-            ClientFrame::Subscribe { id, channel } => {
-                if self.subscriptions.contains(&channel) {
-                    return Ok(ServerFrame::Ack { id }.encode());
-                }
-                if self.subscriptions.len() >= self.env.max_subscriptions {
-                    return Err(ReplyError::new(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
-                }
-                self.authorize(id, ChannelAction::Subscribe, &channel).await?;
-                self.env.hub.subscribe(&channel, self.id, &self.outbox);
-                self.subscriptions.insert(channel);
-                Ok(ServerFrame::Ack { id }.encode())
+    /// Connection, byte and user rates, before the frame is even parsed.
+    fn check_rates(&self, text: &str) -> Result<(), Refusal> {
+        let salvage = || serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
+        let size = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        if let Err(wait) = self.message_rate.check_n(1) {
+            return Err(rate_limited(salvage(), "connection message", wait, None));
+        }
+        if let Err(wait) = self.byte_rate.check_n(size) {
+            return Err(rate_limited(salvage(), "connection byte", wait, None));
+        }
+        if let Err(wait) = self.env.user_rate.check(&self.identity.subject) {
+            return Err(rate_limited(salvage(), "user message", wait, None));
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) -> Result<Vec<Utf8Bytes>, Refusal> {
+        let id = frame.id();
+        if self.env.limits.require_seq {
+            match frame.seq() {
+                Some(seq) if self.last_seq.is_none_or(|last| seq > last) => self.last_seq = Some(seq),
+                Some(_) => return Err(refuse(id, ErrorCode::Replay, "seq must increase strictly")),
+                None => return Err(refuse(id, ErrorCode::Replay, "seq is required")),
             }
-            ClientFrame::Unsubscribe { id, channel } => {
+        }
+        match frame {
+            ClientFrame::Ping { .. } => Ok(vec![ServerFrame::Pong { id }.encode()]),
+            ClientFrame::Subscribe { channel, .. } => {
+                if self.subscriptions.contains(&channel) {
+                    return Ok(vec![ServerFrame::Ack { id }.encode()]);
+                }
+                if self.subscriptions.len() >= self.env.limits.max_subscriptions {
+                    return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
+                }
+                let policy = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
+                self.env.hub.subscribe(&channel, self.id, &self.outbox, policy);
+                self.subscriptions.insert(channel);
+                Ok(vec![ServerFrame::Ack { id }.encode()])
+            }
+            ClientFrame::Unsubscribe { channel, .. } => {
                 if !self.subscriptions.remove(&channel) {
-                    return Err(ReplyError::new(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
+                    return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
                 }
                 self.env.hub.unsubscribe(&channel, self.id);
-                Ok(ServerFrame::Ack { id }.encode())
+                Ok(vec![ServerFrame::Ack { id }.encode()])
             }
-            ClientFrame::Publish { id, channel, payload } => {
-                self.authorize(id, ChannelAction::Publish, &channel).await?;
+            ClientFrame::Publish { channel, payload, .. } => {
+                self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
                 let frame = ServerFrame::Message { channel: &channel, payload: &payload }.encode();
                 self.env.hub.publish(&channel, &frame);
-                Ok(ServerFrame::Ack { id }.encode())
+                Ok(vec![ServerFrame::Ack { id }.encode()])
             }
-            ClientFrame::Rpc { id, method, payload } => {
-                let call = RpcCall {
-                    session_id: self.id,
-                    identity: Arc::clone(&self.identity),
-                    method,
-                    payload: payload.into(),
-                };
-                match self.env.hooks.rpc(call).await {
-                    Ok(Ok(value)) => Ok(ServerFrame::Result { id, payload: &value }.encode()),
-                    Ok(Err(RpcError::UnknownMethod)) => Err(ReplyError::new(id, ErrorCode::UnknownMethod, "no handler for this method")),
-                    Ok(Err(RpcError::Failed(message))) => Err(ReplyError::new(id, ErrorCode::RpcFailed, message)),
-                    Err(failure) => Err(ReplyError::new(id, failure.code(), "the handler did not answer")),
-                }
-            }
+            ClientFrame::Rpc { method, payload, .. } => self.rpc(id, method, payload).await,
+            ClientFrame::Refresh { token, .. } => self.refresh(id, &token).await,
         }
     }
 
-    /// The host's `authorize` hook, failing closed.
-    async fn authorize(&self, id: Option<u64>, action: ChannelAction, channel: &str) -> Result<(), ReplyError> {
-        let request = AuthorizeRequest {
-            session_id: self.id,
-            identity: Arc::clone(&self.identity),
-            action,
-            channel: channel.to_string(),
-        };
-        match self.env.hooks.authorize(request).await {
-            Ok(Decision::Allow) => Ok(()),
-            Ok(Decision::Deny) => Err(ReplyError::new(id, ErrorCode::Forbidden, "not allowed on this channel")),
-            Err(failure) if failure.code() == ErrorCode::HookTimeout => {
-                Err(ReplyError::new(id, ErrorCode::HookTimeout, "authorization did not answer in time"))
+    /// Policy (with the rule's payload schema and, for publishes, the channel rate), then the host's `authorize` hook,
+    /// failing closed. Returns the matching rule's slow-consumer policy.
+    async fn authorize(
+        &self,
+        id: Option<u64>,
+        identity: &Arc<Identity>,
+        action: ChannelAction,
+        channel: &str,
+        payload: Option<&serde_json::Value>,
+    ) -> Result<SlowConsumerPolicy, Refusal> {
+        let rule = match self.env.policy.decide(identity, action, channel) {
+            Verdict::Allow(rule) => rule,
+            Verdict::DryRunDeny { rule, reason } => {
+                self.env.stats.record_dry_run_denial();
+                self.env.events.emit(Event::PolicyDryRunDenied {
+                    session_id: self.id,
+                    user: identity.subject.clone(),
+                    action,
+                    rule: rule.id.clone(),
+                    reason: reason.as_str(),
+                });
+                rule
             }
-            Err(_) => Err(ReplyError::new(id, ErrorCode::Forbidden, "not allowed on this channel")),
+            Verdict::Deny { rule, reason } => {
+                return Err(Refusal {
+                    error: ReplyError::new(id, ErrorCode::Forbidden, "not allowed on this channel"),
+                    rule: Some(rule.map_or_else(|| format!("<none: {}>", reason.as_str()), |r| format!("{} ({})", r.id, reason.as_str()))),
+                    retry_after: None,
+                });
+            }
+        };
+        if let (Some(schema), Some(object)) = (&rule.schema, payload.and_then(|p| p.as_object())) {
+            check_schema(schema, object).map_err(|m| Refusal {
+                error: ReplyError::new(id, ErrorCode::PayloadInvalid, m),
+                rule: Some(rule.id.clone()),
+                retry_after: None,
+            })?;
+        }
+        if action == ChannelAction::Publish {
+            if let Some(rate) = &rule.publish_rate {
+                rate.check(&channel.to_string()).map_err(|wait| rate_limited(id, "channel publish", wait, Some(rule.id.clone())))?;
+            }
+        }
+        let slow_consumer = rule.slow_consumer;
+        let request = AuthorizeRequest { session_id: self.id, identity: Arc::clone(identity), action, channel: channel.to_string() };
+        match self.env.hooks.authorize(request).await {
+            Ok(Decision::Allow) => Ok(slow_consumer),
+            Ok(Decision::Deny) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
+            Err(failure) if failure.code() == ErrorCode::HookTimeout => {
+                Err(refuse(id, ErrorCode::HookTimeout, "authorization did not answer in time"))
+            }
+            Err(_) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
         }
     }
+
+    async fn rpc(&self, id: Option<u64>, method: String, payload: serde_json::Value) -> Result<Vec<Utf8Bytes>, Refusal> {
+        let declared = self.env.policy.rpc(&self.identity, &method).map_err(|code| match code {
+            ErrorCode::UnknownMethod => refuse(id, code, "no such method"),
+            _ => refuse(id, code, "not allowed to call this method"),
+        })?;
+        if let (Some(schema), Some(object)) = (&declared.schema, payload.as_object()) {
+            check_schema(schema, object).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
+        }
+        let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
+        match self.env.hooks.rpc(call, self.env.limits.rpc_timeout).await {
+            Ok(Ok(value)) => Ok(vec![ServerFrame::Result { id, payload: &value }.encode()]),
+            Ok(Err(RpcError::UnknownMethod)) => Err(refuse(id, ErrorCode::UnknownMethod, "no such method")),
+            Ok(Err(RpcError::Failed(message))) => Err(refuse(id, ErrorCode::RpcFailed, message)),
+            Err(failure) => Err(refuse(id, failure.code(), "the handler did not answer")),
+        }
+    }
+
+    /// In-band token refresh: verified like a handshake token, bound to the same subject and
+    /// session-bound claims; every subscription is re-authorized under the new identity.
+    async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<Vec<Utf8Bytes>, Refusal> {
+        let identity = self.env.verifier.verify(token).map_err(|e| refuse(id, e.code(), e.to_string()))?;
+        if self.env.revocations.is_revoked(&identity) {
+            return Err(refuse(id, ErrorCode::TokenRevoked, TokenError::Revoked.to_string()));
+        }
+        if identity.subject != self.identity.subject {
+            return Err(refuse(id, ErrorCode::RefreshMismatch, "the new token has another subject"));
+        }
+        for claim in &self.env.limits.session_bound_claims {
+            if identity.claims.get(claim) != self.identity.claims.get(claim) {
+                return Err(refuse(id, ErrorCode::RefreshMismatch, format!("the new token has another {claim:?}")));
+            }
+        }
+        let identity = Arc::new(identity);
+        let mut frames = Vec::new();
+        let mut channels: Vec<String> = self.subscriptions.iter().cloned().collect();
+        channels.sort();
+        for channel in channels {
+            if self.authorize(None, &identity, ChannelAction::Subscribe, &channel, None).await.is_err() {
+                self.env.hub.unsubscribe(&channel, self.id);
+                self.subscriptions.remove(&channel);
+                frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
+            }
+        }
+        self.identity = identity;
+        frames.push(ServerFrame::Ack { id }.encode());
+        Ok(frames)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: Option<u64>,
 }

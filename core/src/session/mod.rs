@@ -1,29 +1,33 @@
-//! One task per connection: read -> size caps (tungstenite) -> decode -> checks -> dispatch, with
-//! the outbox drained in the same loop. The session owns its subscriptions and gives every one of
+//! One task per connection: read -> size caps (tungstenite) -> rates -> decode -> replay check ->
+//! policy -> hook -> dispatch, with the outbox drained, pings sent and the token's expiry and
+//! revocations watched in the same loop. The session owns its subscriptions and gives every one of
 //! them back to the hub on every exit path.
 
 mod disconnect;
 mod dispatch;
 mod registry;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 pub use disconnect::Disconnect;
 pub(crate) use registry::Registry;
 
-use crate::auth::{Identity, now_secs};
+use crate::auth::{Identity, RevocationList, TokenVerifier, now_secs};
 use crate::hooks::HookRunner;
-use crate::hub::{Hub, Outbox, outbox};
+use crate::hub::{Hub, Outbox};
+use crate::limits::{DirectRate, KeyedRate};
 use crate::observe::{Event, EventSink, Stats};
+use crate::policy::Policy;
 
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -37,12 +41,34 @@ pub(crate) struct SessionEnv {
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,
     pub(crate) registry: Arc<Registry>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) verifier: Arc<TokenVerifier>,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) user_rate: KeyedRate<String>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) limits: SessionLimits,
+}
+
+/// Per-session limits, converted from `[limits]`, `[protocol]` and `[auth]` once.
+pub(crate) struct SessionLimits {
     pub(crate) max_subscriptions: usize,
     pub(crate) max_payload_depth: u32,
-    pub(crate) outbox_capacity: usize,
+    pub(crate) outbox_messages: usize,
+    pub(crate) outbox_bytes: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) leeway_secs: u64,
+    pub(crate) messages_per_sec: f64,
+    pub(crate) message_burst: u32,
+    pub(crate) bytes_per_sec: f64,
+    pub(crate) bytes_burst: u32,
+    pub(crate) max_violations: usize,
+    pub(crate) violation_window: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) rpc_timeout: Duration,
+    pub(crate) allow_binary: bool,
+    pub(crate) require_seq: bool,
+    pub(crate) session_bound_claims: Vec<String>,
 }
 
 /// One admitted connection.
@@ -61,6 +87,23 @@ pub(crate) struct Session {
     pub(crate) outbox: Outbox,
     pub(crate) subscriptions: HashSet<String>,
     pub(crate) env: Arc<SessionEnv>,
+    message_rate: DirectRate,
+    byte_rate: DirectRate,
+    violations: VecDeque<Instant>,
+    last_seq: Option<u64>,
+}
+
+/// The effect of one client frame on the connection.
+pub(crate) struct Outcome {
+    /// Frames to write, in order (replies, `unsubscribed` notices).
+    pub(crate) frames: Vec<Utf8Bytes>,
+    /// Set when the frame ends the session.
+    pub(crate) disconnect: Option<Disconnect>,
+}
+
+fn expiry_deadline(identity: &Identity, leeway_secs: u64) -> Instant {
+    let remaining = identity.expires_at.saturating_add(leeway_secs).saturating_sub(now_secs());
+    Instant::now() + Duration::from_secs(remaining)
 }
 
 pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, env: Arc<SessionEnv>, start: SessionStart)
@@ -68,24 +111,33 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let (outbox, mut outbox_rx) = outbox(env.outbox_capacity);
+    let limits = &env.limits;
     let control = env.registry.register(start.id, &start.identity.subject);
+    let mut revoked = env.revocations.subscribe();
     env.stats.session_opened();
     env.events.emit(Event::SessionOpened {
         session_id: start.id,
         user: start.identity.subject.clone(),
         client_ip: start.client_ip,
     });
-    let remaining = start.identity.expires_at.saturating_add(env.leeway_secs).saturating_sub(now_secs());
-    let expiry = tokio::time::sleep(Duration::from_secs(remaining));
+    let expiry = tokio::time::sleep_until(expiry_deadline(&start.identity, limits.leeway_secs));
     tokio::pin!(expiry);
+    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    let mut last_activity = Instant::now();
+    let idle = tokio::time::sleep_until(last_activity + limits.idle_timeout);
+    tokio::pin!(idle);
     let mut session = Session {
         id: start.id,
         identity: Arc::clone(&start.identity),
-        outbox,
+        outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes),
         subscriptions: HashSet::new(),
         env: Arc::clone(&env),
+        message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst),
+        byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst),
+        violations: VecDeque::new(),
+        last_seq: None,
     };
+    let outbox = session.outbox.clone();
     let mut messages_in = 0u64;
     let mut messages_out = 0u64;
 
@@ -94,48 +146,75 @@ where
             biased;
             _ = env.shutdown.cancelled() => break Disconnect::ServerShutdown,
             requested = control.wait() => break requested,
-            _ = outbox_rx.overflow.wait() => break Disconnect::SlowConsumer,
             _ = &mut expiry => break Disconnect::TokenExpired,
-            Some(first) = outbox_rx.rx.recv() => {
-                let mut batch = vec![first];
-                while batch.len() < WRITE_BATCH {
-                    match outbox_rx.rx.try_recv() {
-                        Ok(frame) => batch.push(frame),
-                        Err(_) => break,
-                    }
+            Ok(()) = revoked.changed() => {
+                if env.revocations.is_revoked(&session.identity) {
+                    break Disconnect::Revoked;
                 }
+            }
+            _ = outbox.ready() => {
+                if outbox.is_overflowed() {
+                    break Disconnect::SlowConsumer;
+                }
+                let batch = outbox.drain(WRITE_BATCH);
                 messages_out += batch.len() as u64;
                 if let Err(d) = write_all(&mut ws, batch, &env).await {
                     break d;
                 }
             }
-            incoming = ws.next() => match incoming {
-                None => break Disconnect::ClientClosed(1005),
-                Some(Ok(Message::Text(text))) => {
-                    messages_in += 1;
-                    env.stats.record_message_in();
-                    let reply = session.handle_text(&text).await;
-                    messages_out += 1;
-                    if let Err(d) = write_all(&mut ws, vec![reply], &env).await {
-                        break d;
+            _ = &mut idle => {
+                let deadline = last_activity + limits.idle_timeout;
+                if deadline <= Instant::now() {
+                    break Disconnect::IdleTimeout;
+                }
+                idle.as_mut().reset(deadline);
+            }
+            _ = ping.tick() => {
+                if let Err(d) = send_ping(&mut ws, &env).await {
+                    break d;
+                }
+            }
+            incoming = ws.next() => {
+                last_activity = Instant::now();
+                let text = match incoming {
+                    None => break Disconnect::ClientClosed(1005),
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(bytes))) if limits.allow_binary => match Utf8Bytes::try_from(bytes) {
+                        Ok(text) => text,
+                        Err(_) => break Disconnect::InvalidUtf8,
+                    },
+                    Some(Ok(Message::Binary(_))) => break Disconnect::UnsupportedData,
+                    // tungstenite queues the pong itself; flushing sends it now.
+                    Some(Ok(Message::Ping(_))) => {
+                        if let Err(d) = flush(&mut ws, &env).await {
+                            break d;
+                        }
+                        continue;
                     }
-                }
-                Some(Ok(Message::Binary(_))) => break Disconnect::UnsupportedData,
-                // tungstenite queues the pong itself; flushing sends it now.
-                Some(Ok(Message::Ping(_))) => {
-                    if let Err(d) = flush(&mut ws, &env).await {
-                        break d;
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.map_or(1005, |f| u16::from(f.code));
+                        // tungstenite answers the close; drive it out, then end.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
+                        break Disconnect::ClientClosed(code);
                     }
+                    Some(Err(e)) => break classify(&e),
+                };
+                messages_in += 1;
+                env.stats.record_message_in();
+                let previous_exp = session.identity.expires_at;
+                let outcome = session.handle_text(&text).await;
+                if session.identity.expires_at != previous_exp {
+                    expiry.as_mut().reset(expiry_deadline(&session.identity, limits.leeway_secs));
                 }
-                Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |f| u16::from(f.code));
-                    // tungstenite answers the close; drive it out, then end.
-                    let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
-                    break Disconnect::ClientClosed(code);
+                messages_out += outcome.frames.len() as u64;
+                if let Err(d) = write_all(&mut ws, outcome.frames, &env).await {
+                    break d;
                 }
-                Some(Err(e)) => break classify(&e),
-            },
+                if let Some(d) = outcome.disconnect {
+                    break d;
+                }
+            }
         }
     };
 
@@ -167,10 +246,27 @@ where
     });
 }
 
+impl Session {
+    /// Records a violation; true when the session has now exceeded `limits.max_violations` within
+    /// the window.
+    pub(crate) fn record_violation(&mut self) -> bool {
+        let now = Instant::now();
+        let window = self.env.limits.violation_window;
+        while self.violations.front().is_some_and(|t| now.duration_since(*t) > window) {
+            self.violations.pop_front();
+        }
+        self.violations.push_back(now);
+        self.violations.len() > self.env.limits.max_violations
+    }
+}
+
 async fn write_all<S>(ws: &mut WebSocketStream<S>, frames: Vec<Utf8Bytes>, env: &SessionEnv) -> Result<(), Disconnect>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if frames.is_empty() {
+        return Ok(());
+    }
     let count = frames.len() as u64;
     let write = async {
         for frame in frames {
@@ -178,7 +274,7 @@ where
         }
         ws.flush().await
     };
-    match tokio::time::timeout(env.write_timeout, write).await {
+    match tokio::time::timeout(env.limits.write_timeout, write).await {
         Ok(Ok(())) => {
             env.stats.record_messages_out(count);
             Ok(())
@@ -188,11 +284,22 @@ where
     }
 }
 
+async fn send_ping<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(env.limits.write_timeout, ws.send(Message::Ping(Bytes::new()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(classify(&e)),
+        Err(_) => Err(Disconnect::WriteTimeout),
+    }
+}
+
 async fn flush<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(env.write_timeout, ws.flush()).await {
+    match tokio::time::timeout(env.limits.write_timeout, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(classify(&e)),
         Err(_) => Err(Disconnect::WriteTimeout),

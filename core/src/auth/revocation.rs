@@ -1,0 +1,161 @@
+//! Revocation and single-use tokens. Both are checked at every handshake and refresh; live sessions
+//! re-check their identity whenever the revocation list changes.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::identity::Identity;
+use super::verify::{TokenError, now_secs};
+
+/// What to revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// One token, by its `jti`.
+    TokenId(String),
+    /// Every token of a subject issued up to now (tokens issued later stay valid).
+    Subject(String),
+    /// Every token issued before this time (seconds since the Unix epoch).
+    IssuedBefore(u64),
+}
+
+#[derive(Default)]
+struct Lists {
+    /// jti -> when the entry may be forgotten (the revocation time plus the longest lifetime).
+    token_ids: HashMap<String, u64>,
+    /// sub -> revocation time: tokens with `iat` at or before it are revoked.
+    subjects: HashMap<String, u64>,
+    issued_before: u64,
+}
+
+/// The revocation list, with a change counter live sessions watch.
+pub struct RevocationList {
+    lists: Mutex<Lists>,
+    max_lifetime_secs: u64,
+    changed: watch::Sender<u64>,
+}
+
+impl RevocationList {
+    /// An empty list; entries are kept as long as a token issued before them could be valid.
+    pub fn new(max_lifetime_secs: u64) -> Self {
+        RevocationList { lists: Mutex::new(Lists::default()), max_lifetime_secs, changed: watch::Sender::new(0) }
+    }
+
+    /// Adds a revocation and wakes every session to re-check itself.
+    pub fn revoke(&self, revocation: Revocation) {
+        let now = now_secs();
+        {
+            let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forget entries no token can still match.
+            lists.token_ids.retain(|_, until| *until > now);
+            let horizon = now.saturating_sub(self.max_lifetime_secs);
+            lists.subjects.retain(|_, at| *at > horizon);
+            match revocation {
+                Revocation::TokenId(jti) => {
+                    lists.token_ids.insert(jti, now + self.max_lifetime_secs);
+                }
+                Revocation::Subject(sub) => {
+                    lists.subjects.insert(sub, now);
+                }
+                Revocation::IssuedBefore(t) => lists.issued_before = lists.issued_before.max(t),
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// True when the identity's token is revoked.
+    pub fn is_revoked(&self, identity: &Identity) -> bool {
+        let lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
+        // A token without iat cannot prove it was issued after a revocation: treat it as old.
+        let issued = identity.issued_at.unwrap_or(0);
+        identity.token_id.as_ref().is_some_and(|j| lists.token_ids.contains_key(j))
+            || lists.subjects.get(&identity.subject).is_some_and(|at| issued <= *at)
+            || issued < lists.issued_before
+    }
+
+    /// A receiver that changes whenever a revocation is added.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// Used `jti`s, for `auth.single_use_jti`.
+pub(crate) struct JtiCache {
+    used: Mutex<HashMap<String, u64>>,
+    capacity: usize,
+}
+
+/// Why a single-use check failed.
+pub(crate) enum JtiRefusal {
+    Token(TokenError),
+    Full,
+}
+
+impl JtiCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        JtiCache { used: Mutex::new(HashMap::new()), capacity }
+    }
+
+    /// Records the identity's jti; refuses a jti seen before (until its exp).
+    pub(crate) fn use_once(&self, identity: &Identity) -> Result<(), JtiRefusal> {
+        let jti = identity.token_id.as_ref().ok_or(JtiRefusal::Token(TokenError::MissingClaim("jti".into())))?;
+        let now = now_secs();
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        if used.get(jti).is_some_and(|exp| *exp >= now) {
+            return Err(JtiRefusal::Token(TokenError::Replayed));
+        }
+        if used.len() >= self.capacity {
+            used.retain(|_, exp| *exp >= now);
+            if used.len() >= self.capacity {
+                return Err(JtiRefusal::Full);
+            }
+        }
+        used.insert(jti.clone(), identity.expires_at);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(sub: &str, jti: Option<&str>, iat: Option<u64>) -> Identity {
+        Identity {
+            subject: sub.into(),
+            roles: vec![],
+            scopes: vec![],
+            expires_at: now_secs() + 60,
+            issued_at: iat,
+            token_id: jti.map(str::to_string),
+            claims: Default::default(),
+        }
+    }
+
+    #[test]
+    fn revocations_match_by_jti_subject_and_time() {
+        let list = RevocationList::new(900);
+        let now = now_secs();
+        let a = identity("alice", Some("j1"), Some(now - 10));
+        assert!(!list.is_revoked(&a));
+        list.revoke(Revocation::TokenId("j1".into()));
+        assert!(list.is_revoked(&a));
+        let b = identity("bob", None, Some(now - 10));
+        list.revoke(Revocation::Subject("bob".into()));
+        assert!(list.is_revoked(&b));
+        assert!(!list.is_revoked(&identity("bob", None, Some(now + 5))));
+        list.revoke(Revocation::IssuedBefore(now));
+        assert!(list.is_revoked(&identity("carol", None, Some(now - 1))));
+    }
+
+    #[test]
+    fn jti_is_single_use_and_the_cache_is_bounded() {
+        let cache = JtiCache::new(1);
+        assert!(cache.use_once(&identity("a", Some("x"), None)).is_ok());
+        assert!(matches!(cache.use_once(&identity("a", Some("x"), None)), Err(JtiRefusal::Token(TokenError::Replayed))));
+        assert!(matches!(cache.use_once(&identity("a", Some("y"), None)), Err(JtiRefusal::Full)));
+        assert!(matches!(cache.use_once(&identity("a", None, None)), Err(JtiRefusal::Token(TokenError::MissingClaim(_)))));
+    }
+}

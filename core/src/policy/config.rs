@@ -1,0 +1,126 @@
+//! `[[channels]]` and `[[rpc]]`: declarative authorization rules.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::pattern::ChannelPattern;
+use crate::config::Problems;
+
+/// What a session needs to perform one action. Empty (`{}`) allows any authenticated session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Requirement {
+    /// Scopes the token must all carry.
+    pub scopes: Vec<String>,
+    /// Roles of which the token must carry at least one (empty: no role needed).
+    pub roles: Vec<String>,
+    /// Claims the token must carry with exactly this string value; `"{name}"` stands for the
+    /// segment the pattern captured as `name`.
+    pub claims: BTreeMap<String, String>,
+}
+
+/// What happens when a subscriber's outbound queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Close the session with 4000 (default: a consumer that cannot keep up reconnects and
+    /// resynchronises instead of silently missing data).
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued messages to make room; the subscriber gets a `gap` frame.
+    DropOldest,
+    /// Replace the queued message of the same channel with the newest one (latest-value
+    /// channels such as prices); falls back to `drop_oldest` when none is queued.
+    Coalesce,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// One `[[channels]]` rule. Rules are matched in order; the first whose pattern matches decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRule {
+    /// Name used in logs, events and metrics. Default: the pattern.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The channel pattern, e.g. `tenant:{tenant}:orders`.
+    pub pattern: String,
+    /// Who may subscribe; absent: nobody.
+    #[serde(default)]
+    pub subscribe: Option<Requirement>,
+    /// Who may publish; absent: nobody.
+    #[serde(default)]
+    pub publish: Option<Requirement>,
+    /// JSON Schema file every publish payload on matching channels must satisfy. Compiled once at
+    /// load; remote `$ref`s are never fetched.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+    /// `false` is a dry run: denials are logged and counted but allowed. Default true.
+    #[serde(default = "enabled")]
+    pub enforce: bool,
+    /// Sustained publishes per second on each matching channel (burst: twice that). Default:
+    /// unlimited (the per-connection and per-user rates still apply).
+    #[serde(default)]
+    pub publish_per_sec: Option<f64>,
+    /// Policy for subscribers whose outbound queue is full. Default `disconnect`.
+    #[serde(default)]
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+/// One `[[rpc]]` method. Methods that are not declared are refused before any host code runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RpcRule {
+    /// The method name, e.g. `orders.create`.
+    pub method: String,
+    /// Roles of which the caller must carry one (empty: none needed).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes the caller must all carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// JSON Schema file the call's payload must satisfy.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+}
+
+pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut Problems) {
+    for (i, rule) in channels.iter().enumerate() {
+        let at = format!("channels[{i}]");
+        match ChannelPattern::parse(&rule.pattern) {
+            Ok(pattern) => {
+                for (action, req) in [("subscribe", &rule.subscribe), ("publish", &rule.publish)] {
+                    for (claim, value) in req.iter().flat_map(|r| r.claims.iter()) {
+                        if let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+                            if !pattern.has_capture(name) {
+                                problems.push(format!("{at}.{action}.claims.{claim}"), format!("the pattern has no capture {{{name}}}"));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{at}.pattern"), e),
+        }
+        if rule.subscribe.is_none() && rule.publish.is_none() {
+            problems.push(&at, "allows nothing: add `subscribe` and/or `publish` (an unmatched channel is denied anyway)");
+        }
+        if let Some(rate) = rule.publish_per_sec {
+            if !(rate.is_finite() && rate > 0.0) {
+                problems.push(format!("{at}.publish_per_sec"), "must be a positive number");
+            }
+        }
+    }
+    for (i, rule) in rpc.iter().enumerate() {
+        if rule.method.is_empty() || rule.method.len() > 128 || !rule.method.bytes().all(|b| b.is_ascii_graphic()) {
+            problems.push(format!("rpc[{i}].method"), "must be 1-128 printable ASCII bytes");
+        }
+        if rpc[..i].iter().any(|r| r.method == rule.method) {
+            problems.push(format!("rpc[{i}].method"), format!("{:?} is declared twice", rule.method));
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Policy: declarative channel and RPC authorization, default deny. Rules are matched in order and
+//! the first rule whose pattern matches decides; a channel no rule matches is denied; an action a
+//! rule does not list is denied. This area decides *what* an identity may do; it never reads the
+//! network or calls host code (the `authorize` hook runs after it, and can only deny further).
+
+mod config;
+mod pattern;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+pub use config::{ChannelRule, Requirement, RpcRule, SlowConsumerPolicy};
+pub(crate) use config::validate;
+
+use crate::auth::Identity;
+use crate::config::{ConfigError, ConfigProblem};
+use crate::error::ErrorCode;
+use crate::hooks::ChannelAction;
+use crate::limits::KeyedRate;
+use pattern::{Captures, ChannelPattern};
+
+/// Why the policy denied (for logs and events; the client only sees `forbidden`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No rule matches the channel.
+    NoRule,
+    /// The matching rule does not list this action.
+    ActionNotListed,
+    /// A required scope is missing.
+    MissingScope,
+    /// None of the required roles is present.
+    MissingRole,
+    /// A required claim is absent or has another value.
+    ClaimMismatch,
+}
+
+impl DenyReason {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoRule => "no_rule",
+            DenyReason::ActionNotListed => "action_not_listed",
+            DenyReason::MissingScope => "missing_scope",
+            DenyReason::MissingRole => "missing_role",
+            DenyReason::ClaimMismatch => "claim_mismatch",
+        }
+    }
+}
+
+/// A compiled channel rule.
+pub(crate) struct Rule {
+    pub(crate) id: String,
+    pattern: ChannelPattern,
+    subscribe: Option<Requirement>,
+    publish: Option<Requirement>,
+    pub(crate) schema: Option<Arc<jsonschema::Validator>>,
+    pub(crate) enforce: bool,
+    pub(crate) publish_rate: Option<KeyedRate<String>>,
+    pub(crate) slow_consumer: SlowConsumerPolicy,
+}
+
+/// A compiled RPC declaration.
+pub(crate) struct RpcMethod {
+    roles: Vec<String>,
+    scopes: Vec<String>,
+    pub(crate) schema: Option<Arc<jsonschema::Validator>>,
+}
+
+/// The policy's answer for one channel action.
+pub(crate) enum Verdict<'a> {
+    /// Allowed by `rule`.
+    Allow(&'a Rule),
+    /// Denied; `rule` is None when no rule matched.
+    Deny { rule: Option<&'a Rule>, reason: DenyReason },
+    /// A dry-run rule would have denied; the action goes ahead.
+    DryRunDeny { rule: &'a Rule, reason: DenyReason },
+}
+
+/// All compiled rules.
+#[derive(Default)]
+pub(crate) struct Policy {
+    rules: Vec<Rule>,
+    rpc: HashMap<String, RpcMethod>,
+}
+
+fn schema_from_file(key: &str, path: &Path) -> Result<Arc<jsonschema::Validator>, ConfigProblem> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigProblem::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let schema: Value =
+        serde_json::from_str(&text).map_err(|e| ConfigProblem::new(key, format!("{}: not JSON: {e}", path.display())))?;
+    // Default features are off: no retriever is compiled in, so a remote `$ref` fails here.
+    jsonschema::options()
+        .build(&schema)
+        .map(Arc::new)
+        .map_err(|e| ConfigProblem::new(key, format!("{}: not a usable JSON Schema: {e}", path.display())))
+}
+
+impl Policy {
+    /// Compiles rules, reading schema files; every problem is reported.
+    pub(crate) fn load(channels: &[ChannelRule], rpc: &[RpcRule]) -> Result<Policy, ConfigError> {
+        let mut problems = Vec::new();
+        let mut policy = Policy::default();
+        for (i, rule) in channels.iter().enumerate() {
+            let Ok(pattern) = ChannelPattern::parse(&rule.pattern) else { continue };
+            let schema = match &rule.schema_file {
+                Some(path) => match schema_from_file(&format!("channels[{i}].schema_file"), path) {
+                    Ok(s) => Some(s),
+                    Err(p) => {
+                        problems.push(p);
+                        None
+                    }
+                },
+                None => None,
+            };
+            policy.rules.push(Rule {
+                id: rule.id.clone().unwrap_or_else(|| rule.pattern.clone()),
+                pattern,
+                subscribe: rule.subscribe.clone(),
+                publish: rule.publish.clone(),
+                schema,
+                enforce: rule.enforce,
+                publish_rate: rule.publish_per_sec.map(|r| KeyedRate::new(r, (r * 2.0).ceil() as u32)),
+                slow_consumer: rule.slow_consumer,
+            });
+        }
+        for (i, method) in rpc.iter().enumerate() {
+            let schema = match &method.schema_file {
+                Some(path) => match schema_from_file(&format!("rpc[{i}].schema_file"), path) {
+                    Ok(s) => Some(s),
+                    Err(p) => {
+                        problems.push(p);
+                        None
+                    }
+                },
+                None => None,
+            };
+            policy
+                .rpc
+                .insert(method.method.clone(), RpcMethod { roles: method.roles.clone(), scopes: method.scopes.clone(), schema });
+        }
+        if problems.is_empty() { Ok(policy) } else { Err(ConfigError::new(ErrorCode::ConfigFile, problems)) }
+    }
+
+    /// Decides `action` on `channel` (already validated) for `identity`.
+    pub(crate) fn decide(&self, identity: &Identity, action: ChannelAction, channel: &str) -> Verdict<'_> {
+        let Some((rule, captures)) = self.rules.iter().find_map(|r| r.pattern.matches(channel).map(|c| (r, c))) else {
+            return Verdict::Deny { rule: None, reason: DenyReason::NoRule };
+        };
+        let requirement = match action {
+            ChannelAction::Subscribe => rule.subscribe.as_ref(),
+            ChannelAction::Publish => rule.publish.as_ref(),
+        };
+        let outcome = match requirement {
+            None => Err(DenyReason::ActionNotListed),
+            Some(req) => check(req, identity, &captures),
+        };
+        match outcome {
+            Ok(()) => Verdict::Allow(rule),
+            Err(reason) if rule.enforce => Verdict::Deny { rule: Some(rule), reason },
+            Err(reason) => Verdict::DryRunDeny { rule, reason },
+        }
+    }
+
+    /// The declaration of `method`, if the identity may call it.
+    pub(crate) fn rpc(&self, identity: &Identity, method: &str) -> Result<&RpcMethod, ErrorCode> {
+        let declared = self.rpc.get(method).ok_or(ErrorCode::UnknownMethod)?;
+        let requirement = Requirement { scopes: declared.scopes.clone(), roles: declared.roles.clone(), claims: Default::default() };
+        check(&requirement, identity, &Captures::new()).map_err(|_| ErrorCode::Forbidden)?;
+        Ok(declared)
+    }
+}
+
+fn check(req: &Requirement, identity: &Identity, captures: &Captures) -> Result<(), DenyReason> {
+    if !req.scopes.iter().all(|s| identity.has_scope(s)) {
+        return Err(DenyReason::MissingScope);
+    }
+    if !req.roles.is_empty() && !req.roles.iter().any(|r| identity.has_role(r)) {
+        return Err(DenyReason::MissingRole);
+    }
+    for (claim, expected) in &req.claims {
+        let expected = match expected.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+            Some(name) => captures.get(name).map(String::as_str).ok_or(DenyReason::ClaimMismatch)?,
+            None => expected.as_str(),
+        };
+        if identity.claims.get(claim).and_then(Value::as_str) != Some(expected) {
+            return Err(DenyReason::ClaimMismatch);
+        }
+    }
+    Ok(())
+}
+
+/// Validates a payload against a compiled schema; the error is a short human description.
+pub(crate) fn check_schema(schema: &jsonschema::Validator, payload: &Map<String, Value>) -> Result<(), String> {
+    let value = Value::Object(payload.clone());
+    match schema.iter_errors(&value).next() {
+        None => Ok(()),
+        Some(e) => Err(format!("payload does not match the schema at {}: {e}", e.instance_path().as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(scopes: &[&str], roles: &[&str], claims: Value) -> Identity {
+        Identity {
+            subject: "u".into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: 0,
+            issued_at: None,
+            token_id: None,
+            claims: claims.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn policy(toml_rules: &str) -> Policy {
+        #[derive(serde::Deserialize)]
+        struct Rules {
+            channels: Vec<ChannelRule>,
+        }
+        let rules: Rules = toml::from_str(toml_rules).expect("rules");
+        Policy::load(&rules.channels, &[]).expect("policy")
+    }
+
+    const ORDERS: &str = r#"
+        [[channels]]
+        pattern = "tenant:{tenant}:orders"
+        subscribe = { scopes = ["orders:read"], claims = { tenant = "{tenant}" } }
+        publish = { scopes = ["orders:write"], claims = { tenant = "{tenant}" }, roles = ["admin", "service"] }
+        [[channels]]
+        pattern = "public"
+        subscribe = {}
+    "#;
+
+    fn is_allowed(v: Verdict<'_>) -> bool {
+        matches!(v, Verdict::Allow(_))
+    }
+
+    #[test]
+    fn tenant_claims_bind_to_captured_segments() {
+        let p = policy(ORDERS);
+        let acme = identity(&["orders:read"], &[], serde_json::json!({"tenant": "acme"}));
+        assert!(is_allowed(p.decide(&acme, ChannelAction::Subscribe, "tenant:acme:orders")));
+        assert!(!is_allowed(p.decide(&acme, ChannelAction::Subscribe, "tenant:evil:orders")));
+        assert!(!is_allowed(p.decide(&acme, ChannelAction::Publish, "tenant:acme:orders")));
+        let writer = identity(&["orders:read", "orders:write"], &["service"], serde_json::json!({"tenant": "acme"}));
+        assert!(is_allowed(p.decide(&writer, ChannelAction::Publish, "tenant:acme:orders")));
+        let no_role = identity(&["orders:write"], &["viewer"], serde_json::json!({"tenant": "acme"}));
+        assert!(matches!(p.decide(&no_role, ChannelAction::Publish, "tenant:acme:orders"), Verdict::Deny { reason: DenyReason::MissingRole, .. }));
+    }
+
+    #[test]
+    fn unmatched_channels_and_unlisted_actions_are_denied() {
+        let p = policy(ORDERS);
+        let anyone = identity(&[], &[], serde_json::json!({}));
+        assert!(is_allowed(p.decide(&anyone, ChannelAction::Subscribe, "public")));
+        assert!(matches!(p.decide(&anyone, ChannelAction::Publish, "public"), Verdict::Deny { reason: DenyReason::ActionNotListed, .. }));
+        assert!(matches!(p.decide(&anyone, ChannelAction::Subscribe, "private"), Verdict::Deny { reason: DenyReason::NoRule, rule: None }));
+    }
+
+    #[test]
+    fn dry_run_rules_allow_but_report() {
+        let p = policy("[[channels]]\npattern = \"x\"\nenforce = false\nsubscribe = { roles = [\"admin\"] }\n");
+        let anyone = identity(&[], &[], serde_json::json!({}));
+        assert!(matches!(p.decide(&anyone, ChannelAction::Subscribe, "x"), Verdict::DryRunDeny { .. }));
+    }
+}
