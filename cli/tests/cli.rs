@@ -72,7 +72,20 @@ fn token_mints_a_jwt_with_the_requested_claims() {
     let dir = scratch("token");
     let path = write_config(&dir, "");
     let out = Command::new(BIN)
-        .args(["token", "--sub", "alice", "--role", "admin", "--scope", "orders:read", "--claim", "tenant=acme", "--ttl-secs", "60", "--config"])
+        .args([
+            "token",
+            "--sub",
+            "alice",
+            "--role",
+            "admin",
+            "--scope",
+            "orders:read",
+            "--claim",
+            "tenant=acme",
+            "--ttl-secs",
+            "60",
+            "--config",
+        ])
         .arg(&path)
         .output()
         .expect("run");
@@ -103,7 +116,10 @@ impl Drop for Running {
 /// pins 8080), so the SIGTERM test uses a config file with port 0 and reads the bound address from
 /// the log.
 fn start_server(dir: &std::path::Path) -> (Running, String) {
-    let path = write_config(dir, "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[origins]\nallow_missing = true\n");
+    let path = write_config(
+        dir,
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[origins]\nallow_missing = true\n",
+    );
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
@@ -122,7 +138,8 @@ fn start_server(dir: &std::path::Path) -> (Running, String) {
     let addr = loop {
         let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its address");
         if let Some(rest) = line.split("local_addr").nth(1) {
-            let addr: String = rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| !c.is_whitespace()).collect();
+            let addr: String =
+                rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| !c.is_whitespace()).collect();
             let addr = addr.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string();
             break addr;
         }
@@ -143,7 +160,10 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
     let mut request = format!("ws://{addr}/ws").into_client_request().expect("request");
     request.headers_mut().insert("authorization", format!("Bearer {}", token.trim()).parse().expect("header"));
     let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(5), client_async(request, tcp)).await.expect("timeout").expect("upgrade");
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(5), client_async(request, tcp))
+        .await
+        .expect("timeout")
+        .expect("upgrade");
 
     let status = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -177,9 +197,14 @@ fn dev_mode_prints_a_token_and_a_connect_command() {
     if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
         return;
     }
-    let mut child = Running(Command::new(BIN).arg("serve").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn"));
+    let mut child =
+        Running(Command::new(BIN).arg("serve").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn"));
     let stdout = child.0.stdout.take().expect("stdout");
-    let lines: Vec<String> = BufReader::new(stdout).lines().map_while(Result::ok).take_while(|l| !l.starts_with("=====") || l.contains("DEVELOPMENT")).collect();
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("=====") || l.contains("DEVELOPMENT"))
+        .collect();
     let text = lines.join("\n");
     assert!(text.contains("DEVELOPMENT MODE"), "{text}");
     let command = lines.iter().find(|l| l.contains(" connect ws://127.0.0.1:8080/ws")).expect("connect command");
@@ -188,7 +213,13 @@ fn dev_mode_prints_a_token_and_a_connect_command() {
     // The printed command really connects: send a ping, expect the pong.
     let mut args = command.split_whitespace();
     let exe = args.next().expect("exe");
-    let mut client = Command::new(exe).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("client");
+    let mut client = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client");
     {
         use std::io::Write;
         let mut stdin = client.stdin.take().expect("stdin");

@@ -1,7 +1,8 @@
 //! The one configuration schema shared by the CLI, C, Python and Node.
 //!
-//! `Config` is composed of each area's own struct. Loading is a pipeline that reports *every*
-//! problem at once, each with its key path:
+//! `Config` is composed of each area's own struct. Loading is a pipeline; each stage reports
+//! *every* problem it finds at once, each with its key path (a later stage runs only when the
+//! earlier ones passed):
 //!
 //! 1. syntax (TOML or JSON) — one error with line and column;
 //! 2. shape — the input is checked against the JSON Schema derived from these very structs
@@ -166,26 +167,20 @@ impl Config {
                 .unwrap_or_default();
             syntax_error(format!("invalid TOML{at}: {msg}"))
         })?;
-        let json = serde_json::to_value(value)
-            .map_err(|e| syntax_error(format!("invalid TOML value: {e}")))?;
+        let json = serde_json::to_value(value).map_err(|e| syntax_error(format!("invalid TOML value: {e}")))?;
         Config::from_json_value(json)
     }
 
     /// Parses JSON text.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            syntax_error(format!("invalid JSON (line {}, column {}): {e}", e.line(), e.column()))
-        })?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| syntax_error(format!("invalid JSON (line {}, column {}): {e}", e.line(), e.column())))?;
         Config::from_json_value(value)
     }
 
     /// Parses text that is either JSON (first non-blank character `{`) or TOML.
     pub fn from_text(text: &str) -> Result<Config, ConfigError> {
-        if text.trim_start().starts_with('{') {
-            Config::from_json_str(text)
-        } else {
-            Config::from_toml_str(text)
-        }
+        if text.trim_start().starts_with('{') { Config::from_json_str(text) } else { Config::from_toml_str(text) }
     }
 
     /// Reads a file: `.json` is JSON, anything else TOML.
@@ -271,10 +266,8 @@ fn shape_problems(value: &serde_json::Value) -> Vec<ConfigProblem> {
                     problems.push(ConfigProblem::new(join_path(&path, key), "unknown key"));
                 }
             }
-            _ => problems.push(ConfigProblem::new(
-                if path.is_empty() { "<root>".to_string() } else { path },
-                error.to_string(),
-            )),
+            _ => problems
+                .push(ConfigProblem::new(if path.is_empty() { "<root>".to_string() } else { path }, error.to_string())),
         }
     }
     problems

@@ -51,7 +51,7 @@ error_codes! {
     ConfigSyntax = 1001, "config_syntax", "The configuration text is not valid TOML or JSON.";
     ConfigInvalid = 1002, "config_invalid", "One or more configuration keys are unknown, mistyped or out of range.";
     ConfigFile = 1003, "config_file", "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", "A secret named by an `*_env` key is not set in the environment.";
+    ConfigSecretMissing = 1004, "config_secret_missing", "The HMAC secret is unusable: its `*_env` variable is not set, or it is shorter than 32 bytes.";
 
     BadRequest = 2001, "bad_request", "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
     NotFound = 2002, "not_found", "The request path is not the configured WebSocket path.";
@@ -60,7 +60,7 @@ error_codes! {
     HeadersTooLarge = 2005, "headers_too_large", "The request head is larger than `server.max_header_bytes`.";
     HandshakeTimeout = 2006, "handshake_timeout", "The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.";
     OriginNotAllowed = 2007, "origin_not_allowed", "The `Origin` header is missing, `null` or not in the allowlist.";
-    ServerFull = 2008, "server_full", "The server holds `server.max_connections` sessions (or is shutting down).";
+    ServerFull = 2008, "server_full", "The server holds `server.max_connections` sessions, or `server.max_pending_handshakes` handshakes are in flight.";
     TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip", "The client IP holds `limits.connections_per_ip` sessions.";
     TooManyConnectionsPerUser = 2010, "too_many_connections_per_user", "The user holds `limits.connections_per_user` sessions.";
     HandshakeRateLimited = 2011, "handshake_rate_limited", "The client IP exceeded `limits.handshakes_per_ip_per_sec`.";
@@ -93,16 +93,15 @@ error_codes! {
     NotSubscribed = 4005, "not_subscribed", "`unsubscribe` for a channel the session is not subscribed to.";
     TooManySubscriptions = 4006, "too_many_subscriptions", "The session already holds `limits.max_subscriptions` subscriptions.";
     PayloadTooDeep = 4007, "payload_too_deep", "The payload nests deeper than `limits.max_payload_depth`.";
-    UnknownMethod = 4008, "unknown_method", "No RPC handler is registered for the method.";
-    RpcFailed = 4009, "rpc_failed", "The RPC handler failed; the message is the handler's.";
-    HookTimeout = 4010, "hook_timeout", "A host hook did not answer within `hooks.timeout_secs` (the request fails closed).";
+    UnknownMethod = 4008, "unknown_method", "The RPC method is not declared in `[[rpc]]` (refused before any host code runs).";
+    RpcFailed = 4009, "rpc_failed", "The RPC handler failed (the message is the handler's), or no handler is registered for a declared method.";
+    HookTimeout = 4010, "hook_timeout", "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake it is answered 503.";
     RateLimited = 4011, "rate_limited", "A message rate (connection, bytes, user or channel) was exceeded; the frame was not processed. The reply carries `retry_after_ms`.";
     Replay = 4012, "replay", "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
     PayloadInvalid = 4013, "payload_invalid", "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
     RefreshMismatch = 4014, "refresh_mismatch", "The refresh token's `sub` or session-bound claims differ from the session's.";
 
     Io = 5001, "io", "An I/O error (bind, accept, read a file).";
-    TlsConfig = 5002, "tls_config", "The TLS certificate or key could not be used.";
     NotRunning = 5003, "not_running", "The server is not running (already shut down).";
     UnknownSession = 5004, "unknown_session", "No session has this id.";
     TokenMint = 5005, "token_mint", "A token could not be minted (bad key, bad claims).";
@@ -130,9 +129,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The TLS material is unusable.
-    #[error("tls: {0}")]
-    Tls(String),
     /// The server has already shut down.
     #[error("the server is not running")]
     NotRunning,
@@ -155,7 +151,6 @@ impl Error {
         match self {
             Error::Config(e) => e.code(),
             Error::Io { .. } => ErrorCode::Io,
-            Error::Tls(_) => ErrorCode::TlsConfig,
             Error::NotRunning => ErrorCode::NotRunning,
             Error::Refused { code, .. } => *code,
             Error::TokenMint(_) => ErrorCode::TokenMint,

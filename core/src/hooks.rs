@@ -186,7 +186,11 @@ impl HookRunner {
         self.run_within(self.timeout, call).await
     }
 
-    async fn run_within<T>(&self, limit: Duration, call: impl FnOnce(&dyn Hooks) -> HookFuture<T>) -> Result<T, HookFailure> {
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        call: impl FnOnce(&dyn Hooks) -> HookFuture<T>,
+    ) -> Result<T, HookFailure> {
         let hooks = Arc::clone(&self.hooks);
         let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(hooks.as_ref()))) {
             Ok(f) => f,
@@ -199,7 +203,11 @@ impl HookRunner {
         }
     }
 
-    pub(crate) async fn authenticate(&self, info: HandshakeInfo, identity: Identity) -> Result<Result<Identity, String>, HookFailure> {
+    pub(crate) async fn authenticate(
+        &self,
+        info: HandshakeInfo,
+        identity: Identity,
+    ) -> Result<Result<Identity, String>, HookFailure> {
         self.run(|h| h.authenticate(info, identity)).await
     }
 

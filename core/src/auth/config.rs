@@ -116,7 +116,7 @@ pub struct AuthConfig {
     pub token_sources: Vec<TokenSource>,
     /// Cookie holding the token when `cookie` is a source. Default `wsguard_token`.
     pub cookie_name: String,
-    /// Claim holding the roles (string array). Default `roles`.
+    /// Claim holding the roles (string array, or a space-separated string). Default `roles`.
     pub roles_claim: String,
     /// Claim holding the scopes (space-separated string or array). Default `scope`.
     pub scopes_claim: String,
@@ -178,8 +178,13 @@ impl AuthConfig {
         ];
         let set: Vec<&str> = sources.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
         match (set.as_slice(), self.family()) {
-            ([], _) => problems.push("auth", "configure exactly one key source: hmac_secret_env, hmac_secret_file, public_key_file or jwks_file"),
-            ([_, _, ..], _) => problems.push("auth", format!("configure exactly one key source, found {}", set.join(", "))),
+            ([], _) => problems.push(
+                "auth",
+                "configure exactly one key source: hmac_secret_env, hmac_secret_file, public_key_file or jwks_file",
+            ),
+            ([_, _, ..], _) => {
+                problems.push("auth", format!("configure exactly one key source, found {}", set.join(", ")))
+            }
             (["auth.hmac_secret_env" | "auth.hmac_secret_file"], Some(f)) if f != KeyFamily::Hmac => {
                 problems.push("auth.algorithms", "an HMAC secret needs HS256, HS384 or HS512")
             }
@@ -207,7 +212,9 @@ impl AuthConfig {
                 problems.push(format!("auth.token_sources[{i}]"), "listed twice");
             }
         }
-        if self.cookie_name.is_empty() || !self.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if self.cookie_name.is_empty()
+            || !self.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             problems.push("auth.cookie_name", "must be a non-empty cookie name of [A-Za-z0-9._-]");
         }
         for (key, value) in [("auth.roles_claim", &self.roles_claim), ("auth.scopes_claim", &self.scopes_claim)] {

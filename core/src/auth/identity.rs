@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 pub struct Identity {
     /// The `sub` claim.
     pub subject: String,
-    /// Roles from `auth.roles_claim` (a string array; anything else counts as none).
+    /// Roles from `auth.roles_claim` (a string array or a space-separated string; anything else
+    /// counts as none).
     pub roles: Vec<String>,
     /// Scopes from `auth.scopes_claim` (space-separated string or string array).
     pub scopes: Vec<String>,

@@ -57,9 +57,19 @@ impl VerificationKeys {
                 Some(KeyFamily::Rsa) => DecodingKey::from_rsa_pem(&pem),
                 Some(KeyFamily::Ec) => DecodingKey::from_ec_pem(&pem),
                 Some(KeyFamily::Ed) => DecodingKey::from_ed_pem(&pem),
-                _ => return Err(file_problem("auth.algorithms", "a public key needs RS*, PS*, ES* or EdDSA algorithms".into())),
+                _ => {
+                    return Err(file_problem(
+                        "auth.algorithms",
+                        "a public key needs RS*, PS*, ES* or EdDSA algorithms".into(),
+                    ));
+                }
             }
-            .map_err(|e| file_problem("auth.public_key_file", format!("{}: not a PEM public key of the configured algorithm family: {e}", path.display())))?;
+            .map_err(|e| {
+                file_problem(
+                    "auth.public_key_file",
+                    format!("{}: not a PEM public key of the configured algorithm family: {e}", path.display()),
+                )
+            })?;
             return Ok(VerificationKeys::Single(key));
         }
         if let Some(path) = &config.jwks_file {
@@ -94,7 +104,10 @@ pub(crate) fn read_hmac_secret(config: &AuthConfig) -> Result<Option<Vec<u8>>, C
         let secret = std::env::var(var).map_err(|_| {
             ConfigError::new(
                 ErrorCode::ConfigSecretMissing,
-                vec![ConfigProblem::new("auth.hmac_secret_env", format!("environment variable {var} is not set or not UTF-8"))],
+                vec![ConfigProblem::new(
+                    "auth.hmac_secret_env",
+                    format!("environment variable {var} is not set or not UTF-8"),
+                )],
             )
         })?;
         return Ok(Some(secret.into_bytes()));

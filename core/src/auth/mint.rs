@@ -54,9 +54,15 @@ pub fn mint_token(config: &AuthConfig, key: &SigningKey, request: &TokenRequest)
     }
     let encoding_key = match (key, alg.family()) {
         (SigningKey::HmacSecret(secret), KeyFamily::Hmac) => EncodingKey::from_secret(secret),
-        (SigningKey::PrivateKeyPem(pem), KeyFamily::Rsa) => EncodingKey::from_rsa_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?,
-        (SigningKey::PrivateKeyPem(pem), KeyFamily::Ec) => EncodingKey::from_ec_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?,
-        (SigningKey::PrivateKeyPem(pem), KeyFamily::Ed) => EncodingKey::from_ed_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?,
+        (SigningKey::PrivateKeyPem(pem), KeyFamily::Rsa) => {
+            EncodingKey::from_rsa_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?
+        }
+        (SigningKey::PrivateKeyPem(pem), KeyFamily::Ec) => {
+            EncodingKey::from_ec_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?
+        }
+        (SigningKey::PrivateKeyPem(pem), KeyFamily::Ed) => {
+            EncodingKey::from_ed_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?
+        }
         _ => return Err(Error::TokenMint(format!("the key does not fit algorithm {alg:?}"))),
     };
     let now = now_secs();

@@ -14,5 +14,5 @@ pub use keys::KeyMaterial;
 pub use mint::{SigningKey, TokenRequest, mint_token};
 pub(crate) use revocation::{JtiCache, JtiRefusal};
 pub use revocation::{Revocation, RevocationList};
-pub use verify::{TokenError, TokenVerifier};
 pub(crate) use verify::now_secs;
+pub use verify::{TokenError, TokenVerifier};

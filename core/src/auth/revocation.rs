@@ -1,5 +1,5 @@
-//! Revocation and single-use tokens. Both are checked at every handshake and refresh; live sessions
-//! re-check their identity whenever the revocation list changes.
+//! Revocation and single-use tokens. Both are checked at every handshake and every in-band
+//! refresh; live sessions re-check their identity whenever the revocation list changes.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -86,6 +86,8 @@ impl RevocationList {
 pub(crate) struct JtiCache {
     used: Mutex<HashMap<String, u64>>,
     capacity: usize,
+    /// Tokens are accepted until `exp + leeway`, so a jti is remembered that long.
+    leeway_secs: u64,
 }
 
 /// Why a single-use check failed.
@@ -95,8 +97,8 @@ pub(crate) enum JtiRefusal {
 }
 
 impl JtiCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        JtiCache { used: Mutex::new(HashMap::new()), capacity }
+    pub(crate) fn new(capacity: usize, leeway_secs: u64) -> Self {
+        JtiCache { used: Mutex::new(HashMap::new()), capacity, leeway_secs }
     }
 
     /// Records the identity's jti; refuses a jti seen before (until its exp).
@@ -113,7 +115,7 @@ impl JtiCache {
                 return Err(JtiRefusal::Full);
             }
         }
-        used.insert(jti.clone(), identity.expires_at);
+        used.insert(jti.clone(), identity.expires_at.saturating_add(self.leeway_secs));
         Ok(())
     }
 }
@@ -152,10 +154,16 @@ mod tests {
 
     #[test]
     fn jti_is_single_use_and_the_cache_is_bounded() {
-        let cache = JtiCache::new(1);
+        let cache = JtiCache::new(1, 5);
         assert!(cache.use_once(&identity("a", Some("x"), None)).is_ok());
-        assert!(matches!(cache.use_once(&identity("a", Some("x"), None)), Err(JtiRefusal::Token(TokenError::Replayed))));
+        assert!(matches!(
+            cache.use_once(&identity("a", Some("x"), None)),
+            Err(JtiRefusal::Token(TokenError::Replayed))
+        ));
         assert!(matches!(cache.use_once(&identity("a", Some("y"), None)), Err(JtiRefusal::Full)));
-        assert!(matches!(cache.use_once(&identity("a", None, None)), Err(JtiRefusal::Token(TokenError::MissingClaim(_)))));
+        assert!(matches!(
+            cache.use_once(&identity("a", None, None)),
+            Err(JtiRefusal::Token(TokenError::MissingClaim(_)))
+        ));
     }
 }

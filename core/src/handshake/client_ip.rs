@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::request::RequestHead;
 use super::rejection::Rejection;
+use super::request::RequestHead;
 use crate::error::ErrorCode;
 
 /// The compiled `server.trusted_proxies`.
@@ -43,6 +43,11 @@ impl TrustedProxies {
         };
         let mut client = peer;
         for hop in hops.iter().rev() {
+            // RFC 7239 §6: `unknown` and obfuscated (`_x`) identifiers hide the next hop; the last
+            // address we could verify stands for the client.
+            if hop.eq_ignore_ascii_case("unknown") || hop.starts_with('_') {
+                break;
+            }
             let ip = parse_hop(hop).ok_or_else(|| {
                 Rejection::new(ErrorCode::BadForwardedHeader, format!("unparseable forwarded hop {hop:?}"))
             })?;
@@ -69,10 +74,10 @@ fn forwarded_for_values(value: &[u8]) -> Vec<Result<String, Rejection>> {
     let mut out = Vec::new();
     for element in text.split(',') {
         for pair in element.split(';') {
-            if let Some((k, v)) = pair.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("for") {
-                    out.push(Ok(v.trim().trim_matches('"').to_string()));
-                }
+            if let Some((k, v)) = pair.split_once('=')
+                && k.trim().eq_ignore_ascii_case("for")
+            {
+                out.push(Ok(v.trim().trim_matches('"').to_string()));
             }
         }
     }
@@ -90,7 +95,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Some(rest) = hop.strip_prefix('[') {
         return rest.split_once(']').and_then(|(a, _)| a.parse().ok()).map(canonical);
     }
-    hop.rsplit_once(':').and_then(|(a, p)| p.parse::<u16>().ok().and(a.parse::<std::net::Ipv4Addr>().ok())).map(IpAddr::V4)
+    hop.rsplit_once(':')
+        .and_then(|(a, p)| p.parse::<u16>().ok().and(a.parse::<std::net::Ipv4Addr>().ok()))
+        .map(IpAddr::V4)
 }
 
 #[cfg(test)]

@@ -2,15 +2,18 @@
 //! per-connection state exists. Cheapest checks first:
 //!
 //! 1. read the request head within the deadline and `server.max_header_bytes` (408 / 431);
+//!    a duplicated `Origin` header is refused here (400);
 //! 2. resolve the client IP (trusted proxies only) and take a handshake-rate token (429);
 //! 3. path, method, upgrade headers, version, key (404 / 405 / 426 / 400);
 //! 4. Origin allowlist (403);
 //! 5. global capacity, checked before any signature work (503);
 //! 6. token from the configured sources, JWT verification (401);
 //! 7. revocation list (401 `token_revoked`);
-//! 8. per-IP and per-user quotas (429 + Retry-After), then single-use `jti` (401 / 503 when full);
-//! 9. the host's `authenticate` hook (403, or 503 if it does not answer);
-//! 10. the connection permit is taken and the 101 response is built.
+//! 8. per-IP and per-user quotas (429 + Retry-After);
+//! 9. the host's `authenticate` hook (403, or 503 if it does not answer); it may enrich the
+//!    identity but not change its `sub`;
+//! 10. the connection permit is taken (503), the single-use `jti` is spent (401 / 503 when the
+//!     cache is full) and the 101 response is built.
 
 mod client_ip;
 mod origin;
@@ -28,8 +31,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 pub(crate) use client_ip::TrustedProxies;
-pub use origin::OriginsConfig;
 pub(crate) use origin::OriginAllowlist;
+pub use origin::OriginsConfig;
 pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
@@ -52,7 +55,7 @@ pub(crate) struct HandshakeGate {
     pub(crate) cookie_name: String,
     pub(crate) verifier: Arc<TokenVerifier>,
     pub(crate) revocations: Arc<RevocationList>,
-    pub(crate) jti_cache: Option<JtiCache>,
+    pub(crate) jti_cache: Option<Arc<JtiCache>>,
     pub(crate) per_ip: Arc<ConnectionQuota<IpAddr>>,
     pub(crate) per_user: Arc<ConnectionQuota<String>>,
     pub(crate) rate: KeyedRate<IpAddr>,
@@ -81,15 +84,25 @@ pub(crate) struct Refused {
 
 impl HandshakeGate {
     /// Runs the gate. `deadline` bounds the read of the request head.
-    pub(crate) async fn admit<S: AsyncRead + Unpin>(&self, stream: &mut S, peer: IpAddr, deadline: Instant) -> Result<Admitted, Refused> {
+    pub(crate) async fn admit<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        peer: IpAddr,
+        deadline: Instant,
+    ) -> Result<Admitted, Refused> {
         let refuse = |rejection, client_ip, origin| Refused { rejection, client_ip, origin };
-        let (head, leftover) = match tokio::time::timeout_at(deadline, request::read_head(stream, self.max_header_bytes)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(rejection)) => return Err(refuse(rejection, peer, None)),
-            Err(_) => {
-                return Err(refuse(Rejection::new(ErrorCode::HandshakeTimeout, "request head not received in time"), peer, None));
-            }
-        };
+        let (head, leftover) =
+            match tokio::time::timeout_at(deadline, request::read_head(stream, self.max_header_bytes)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(rejection)) => return Err(refuse(rejection, peer, None)),
+                Err(_) => {
+                    return Err(refuse(
+                        Rejection::new(ErrorCode::HandshakeTimeout, "request head not received in time"),
+                        peer,
+                        None,
+                    ));
+                }
+            };
         let client_ip = self.proxies.client_ip(peer, &head).map_err(|r| refuse(r, peer, None))?;
         let origin_header = head.single("origin").map_err(|r| refuse(r, client_ip, None))?;
         let origin = origin_header.map(|o| String::from_utf8_lossy(o).into_owned());
@@ -97,7 +110,8 @@ impl HandshakeGate {
 
         if let Err(wait) = self.rate.check(&client_ip) {
             return Err(refuse(
-                Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded").retry_after(retry_after_secs(wait)),
+                Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded")
+                    .retry_after(retry_after_secs(wait)),
             ));
         }
         let key = request::check_upgrade(&head, &self.path).map_err(refuse)?;
@@ -117,39 +131,62 @@ impl HandshakeGate {
             .map_err(|e| refuse(Rejection::new(e.code(), format!("{e} (via {source:?})"))))?;
         drop(token);
         if self.revocations.is_revoked(&identity) {
-            return Err(refuse(Rejection::new(ErrorCode::TokenRevoked, format!("{} (via {source:?})", TokenError::Revoked))));
+            return Err(refuse(Rejection::new(
+                ErrorCode::TokenRevoked,
+                format!("{} (via {source:?})", TokenError::Revoked),
+            )));
         }
 
         let ip_slot = self.per_ip.try_acquire(client_ip).ok_or_else(|| {
-            refuse(Rejection::new(ErrorCode::TooManyConnectionsPerIp, "per-IP connection quota full").retry_after(QUOTA_RETRY_AFTER_SECS))
+            refuse(
+                Rejection::new(ErrorCode::TooManyConnectionsPerIp, "per-IP connection quota full")
+                    .retry_after(QUOTA_RETRY_AFTER_SECS),
+            )
         })?;
         let user_slot = self.per_user.try_acquire(identity.subject.clone()).ok_or_else(|| {
-            refuse(Rejection::new(ErrorCode::TooManyConnectionsPerUser, "per-user connection quota full").retry_after(QUOTA_RETRY_AFTER_SECS))
+            refuse(
+                Rejection::new(ErrorCode::TooManyConnectionsPerUser, "per-user connection quota full")
+                    .retry_after(QUOTA_RETRY_AFTER_SECS),
+            )
         })?;
 
-        if let Some(cache) = &self.jti_cache {
-            match cache.use_once(&identity) {
-                Ok(()) => {}
-                Err(JtiRefusal::Token(e)) => return Err(refuse(Rejection::new(e.code(), e.to_string()))),
-                Err(JtiRefusal::Full) => {
-                    return Err(refuse(Rejection::new(ErrorCode::ReplayCacheFull, "used-jti cache full of unexpired entries")));
-                }
-            }
-        }
         let info = HandshakeInfo {
             client_ip,
             origin: origin.clone(),
             user_agent: head.single("user-agent").ok().flatten().map(|v| String::from_utf8_lossy(v).into_owned()),
         };
+        let subject = identity.subject.clone();
         let identity = match self.hooks.authenticate(info, identity).await {
+            // Hooks may enrich an identity, never swap it: quotas, revocation and disconnects are
+            // keyed by the token's `sub`.
+            Ok(Ok(identity)) if identity.subject != subject => {
+                return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, "authenticate hook changed the subject")));
+            }
             Ok(Ok(identity)) => identity,
             Ok(Err(message)) => return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, message))),
-            Err(HookFailure::TimedOut) => return Err(refuse(Rejection::new(ErrorCode::HookTimeout, "authenticate hook timed out"))),
-            Err(HookFailure::Panicked) => return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, "authenticate hook panicked"))),
+            Err(HookFailure::TimedOut) => {
+                return Err(refuse(Rejection::new(ErrorCode::HookTimeout, "authenticate hook timed out")));
+            }
+            Err(HookFailure::Panicked) => {
+                return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, "authenticate hook panicked")));
+            }
         };
         let permit = Arc::clone(&self.capacity)
             .try_acquire_owned()
             .map_err(|_| refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")))?;
+        // Spent last, so a token refused for any other reason stays usable.
+        if let Some(cache) = &self.jti_cache {
+            match cache.use_once(&identity) {
+                Ok(()) => {}
+                Err(JtiRefusal::Token(e)) => return Err(refuse(Rejection::new(e.code(), e.to_string()))),
+                Err(JtiRefusal::Full) => {
+                    return Err(refuse(Rejection::new(
+                        ErrorCode::ReplayCacheFull,
+                        "used-jti cache full of unexpired entries",
+                    )));
+                }
+            }
+        }
 
         let mut response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
@@ -169,7 +206,7 @@ impl HandshakeGate {
         })
     }
 
-    /// Periodic upkeep: forget idle rate-limit buckets.
+    /// Periodic upkeep: forget idle handshake-rate buckets.
     pub(crate) fn forget_idle(&self) {
         self.rate.forget_idle();
     }

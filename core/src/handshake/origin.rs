@@ -89,7 +89,9 @@ impl OriginAllowlist {
                 }
                 None => problems.push(
                     format!("origins.allow[{i}]"),
-                    format!("not an origin (scheme://host[:port], optional leading '*.' on the host, no path): {raw:?}"),
+                    format!(
+                        "not an origin (scheme://host[:port], optional leading '*.' on the host, no path): {raw:?}"
+                    ),
                 ),
             }
         }
@@ -151,9 +153,9 @@ fn parse_origin(raw: &str, allow_wildcard: bool) -> Option<(String, String, u16)
     let name = if allow_wildcard { host.strip_prefix("*.").unwrap_or(&host) } else { host.as_str() };
     let is_valid_name = !name.is_empty()
         && (name.starts_with('[')
-            || name.split('.').all(|label| {
-                !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            }));
+            || name
+                .split('.')
+                .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
     is_valid_name.then_some((scheme, host, port))
 }
 
@@ -208,7 +210,10 @@ mod tests {
     #[test]
     fn bad_config_entries_are_reported() {
         let mut problems = Problems::default();
-        let config = OriginsConfig { allow: vec!["example.com".into(), "https://a.com/x".into(), "ftp://a.com".into()], allow_missing: false };
+        let config = OriginsConfig {
+            allow: vec!["example.com".into(), "https://a.com/x".into(), "ftp://a.com".into()],
+            allow_missing: false,
+        };
         OriginAllowlist::compile(&config, &mut problems);
         assert_eq!(problems.len(), 3);
     }

@@ -56,9 +56,9 @@ impl Rejection {
             OriginNotAllowed | RejectedByHook => StatusCode::FORBIDDEN,
             ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             TooManyConnectionsPerIp | TooManyConnectionsPerUser | HandshakeRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            TokenMissing | TokenMalformed | TokenExpired | TokenNotYetValid | TokenBadSignature | TokenAlgNotAllowed
-            | TokenWrongIssuer | TokenWrongAudience | TokenLifetimeTooLong | TokenMissingClaim | TokenUnknownKey
-            | TokenInvalidClaim | TokenRevoked | TokenReplayed => StatusCode::UNAUTHORIZED,
+            TokenMissing | TokenMalformed | TokenExpired | TokenNotYetValid | TokenBadSignature
+            | TokenAlgNotAllowed | TokenWrongIssuer | TokenWrongAudience | TokenLifetimeTooLong | TokenMissingClaim
+            | TokenUnknownKey | TokenInvalidClaim | TokenRevoked | TokenReplayed => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -82,6 +82,10 @@ impl Rejection {
             head.push_str(&format!("Retry-After: {secs}\r\n"));
         }
         match status {
+            // RFC 6750 §3.1: no error code when the request carried no token at all.
+            StatusCode::UNAUTHORIZED if self.code == ErrorCode::TokenMissing => {
+                head.push_str("WWW-Authenticate: Bearer\r\n")
+            }
             StatusCode::UNAUTHORIZED => head.push_str(&format!(
                 "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"{}\"\r\n",
                 self.code.name()

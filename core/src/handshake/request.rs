@@ -39,9 +39,7 @@ impl RequestHead {
 
     /// True when the comma-separated header contains `token` (case-insensitive).
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.all(name).any(|v| {
-            String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        self.all(name).any(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 }
 
@@ -58,7 +56,9 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
             .await
             .map_err(|e| Rejection::new(ErrorCode::BadRequest, format!("read failed: {e}")).silent())?;
         if n == 0 {
-            return Err(Rejection::new(ErrorCode::BadRequest, "connection closed before the request head ended").silent());
+            return Err(
+                Rejection::new(ErrorCode::BadRequest, "connection closed before the request head ended").silent()
+            );
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -80,11 +80,7 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
                     method: request.method.unwrap_or_default().to_string(),
                     path,
                     query,
-                    headers: request
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                        .collect(),
+                    headers: request.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect(),
                 };
                 let rest = buf.split_off(len);
                 return Ok((head, rest));
@@ -117,9 +113,7 @@ pub(crate) fn check_upgrade(head: &RequestHead, expected_path: &str) -> Result<S
         return Err(Rejection::new(ErrorCode::BadRequest, "missing Host header"));
     }
     // A body on an upgrade request has no meaning; refusing it avoids smuggling ambiguity.
-    if head.single("transfer-encoding")?.is_some()
-        || head.single("content-length")?.is_some_and(|v| v != b"0")
-    {
+    if head.single("transfer-encoding")?.is_some() || head.single("content-length")?.is_some_and(|v| v != b"0") {
         return Err(Rejection::new(ErrorCode::BadRequest, "an upgrade request carries no body"));
     }
     if !head.has_token("upgrade", "websocket") || !head.has_token("connection", "upgrade") {

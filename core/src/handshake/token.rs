@@ -20,7 +20,11 @@ pub(crate) struct TokenSearch {
     pub(crate) selects_subprotocol: bool,
 }
 
-pub(crate) fn find_token(head: &RequestHead, sources: &[TokenSource], cookie_name: &str) -> Result<TokenSearch, Rejection> {
+pub(crate) fn find_token(
+    head: &RequestHead,
+    sources: &[TokenSource],
+    cookie_name: &str,
+) -> Result<TokenSearch, Rejection> {
     let offered = offered_subprotocols(head);
     let offers_v1 = offered.iter().any(|p| p == SUBPROTOCOL);
     let bearer_offer = offered.iter().find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX));

@@ -28,7 +28,13 @@ impl Hub {
     }
 
     /// Adds a subscription; false when it already existed.
-    pub(crate) fn subscribe(&self, channel: &str, session_id: u64, outbox: &Outbox, policy: SlowConsumerPolicy) -> bool {
+    pub(crate) fn subscribe(
+        &self,
+        channel: &str,
+        session_id: u64,
+        outbox: &Outbox,
+        policy: SlowConsumerPolicy,
+    ) -> bool {
         let mut channels = self.channels.write().unwrap_or_else(PoisonError::into_inner);
         let subscribers = channels.entry(Arc::from(channel)).or_default();
         if subscribers.contains_key(&session_id) {

@@ -121,7 +121,9 @@ impl Outbox {
 
     /// Drops the oldest messages until `extra` more bytes and one more message fit.
     fn trim(&self, state: &mut State, extra: usize) {
-        while !state.queue.is_empty() && (state.queue.len() >= self.inner.max_messages || state.bytes + extra > self.inner.max_bytes) {
+        while !state.queue.is_empty()
+            && (state.queue.len() >= self.inner.max_messages || state.bytes + extra > self.inner.max_bytes)
+        {
             if let Some(old) = state.queue.pop_front() {
                 state.bytes -= old.frame.len();
                 *state.lost.entry(old.channel).or_insert(0) += 1;

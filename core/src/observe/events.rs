@@ -122,7 +122,16 @@ fn trace(event: &Event) {
         Event::SessionOpened { session_id, user, client_ip } => {
             tracing::info!(target: "wsguard::session", event = "session_opened", session_id, user, %client_ip)
         }
-        Event::SessionClosed { session_id, user, client_ip, close_code, reason, duration_secs, messages_in, messages_out } => {
+        Event::SessionClosed {
+            session_id,
+            user,
+            client_ip,
+            close_code,
+            reason,
+            duration_secs,
+            messages_in,
+            messages_out,
+        } => {
             tracing::info!(
                 target: "wsguard::session", event = "session_closed", session_id, user, %client_ip, close_code, reason,
                 duration_secs, messages_in, messages_out

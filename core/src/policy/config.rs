@@ -96,10 +96,13 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
             Ok(pattern) => {
                 for (action, req) in [("subscribe", &rule.subscribe), ("publish", &rule.publish)] {
                     for (claim, value) in req.iter().flat_map(|r| r.claims.iter()) {
-                        if let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
-                            if !pattern.has_capture(name) {
-                                problems.push(format!("{at}.{action}.claims.{claim}"), format!("the pattern has no capture {{{name}}}"));
-                            }
+                        if let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}'))
+                            && !pattern.has_capture(name)
+                        {
+                            problems.push(
+                                format!("{at}.{action}.claims.{claim}"),
+                                format!("the pattern has no capture {{{name}}}"),
+                            );
                         }
                     }
                 }
@@ -107,12 +110,13 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
             Err(e) => problems.push(format!("{at}.pattern"), e),
         }
         if rule.subscribe.is_none() && rule.publish.is_none() {
-            problems.push(&at, "allows nothing: add `subscribe` and/or `publish` (an unmatched channel is denied anyway)");
+            problems
+                .push(&at, "allows nothing: add `subscribe` and/or `publish` (an unmatched channel is denied anyway)");
         }
-        if let Some(rate) = rule.publish_per_sec {
-            if !(rate.is_finite() && rate > 0.0) {
-                problems.push(format!("{at}.publish_per_sec"), "must be a positive number");
-            }
+        if let Some(rate) = rule.publish_per_sec
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            problems.push(format!("{at}.publish_per_sec"), "must be a positive number");
         }
     }
     for (i, rule) in rpc.iter().enumerate() {

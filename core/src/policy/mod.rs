@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-pub use config::{ChannelRule, Requirement, RpcRule, SlowConsumerPolicy};
 pub(crate) use config::validate;
+pub use config::{ChannelRule, Requirement, RpcRule, SlowConsumerPolicy};
 
 use crate::auth::Identity;
 use crate::config::{ConfigError, ConfigProblem};
@@ -87,9 +87,10 @@ pub(crate) struct Policy {
 }
 
 fn schema_from_file(key: &str, path: &Path) -> Result<Arc<jsonschema::Validator>, ConfigProblem> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigProblem::new(key, format!("cannot read {}: {e}", path.display())))?;
-    let schema: Value =
-        serde_json::from_str(&text).map_err(|e| ConfigProblem::new(key, format!("{}: not JSON: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigProblem::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let schema: Value = serde_json::from_str(&text)
+        .map_err(|e| ConfigProblem::new(key, format!("{}: not JSON: {e}", path.display())))?;
     // Default features are off: no retriever is compiled in, so a remote `$ref` fails here.
     jsonschema::options()
         .build(&schema)
@@ -136,9 +137,10 @@ impl Policy {
                 },
                 None => None,
             };
-            policy
-                .rpc
-                .insert(method.method.clone(), RpcMethod { roles: method.roles.clone(), scopes: method.scopes.clone(), schema });
+            policy.rpc.insert(
+                method.method.clone(),
+                RpcMethod { roles: method.roles.clone(), scopes: method.scopes.clone(), schema },
+            );
         }
         if problems.is_empty() { Ok(policy) } else { Err(ConfigError::new(ErrorCode::ConfigFile, problems)) }
     }
@@ -163,10 +165,18 @@ impl Policy {
         }
     }
 
+    /// Forgets idle per-channel publish buckets (bounds memory under channel churn).
+    pub(crate) fn forget_idle(&self) {
+        for rate in self.rules.iter().filter_map(|r| r.publish_rate.as_ref()) {
+            rate.forget_idle();
+        }
+    }
+
     /// The declaration of `method`, if the identity may call it.
     pub(crate) fn rpc(&self, identity: &Identity, method: &str) -> Result<&RpcMethod, ErrorCode> {
         let declared = self.rpc.get(method).ok_or(ErrorCode::UnknownMethod)?;
-        let requirement = Requirement { scopes: declared.scopes.clone(), roles: declared.roles.clone(), claims: Default::default() };
+        let requirement =
+            Requirement { scopes: declared.scopes.clone(), roles: declared.roles.clone(), claims: Default::default() };
         check(&requirement, identity, &Captures::new()).map_err(|_| ErrorCode::Forbidden)?;
         Ok(declared)
     }
@@ -249,7 +259,10 @@ mod tests {
         let writer = identity(&["orders:read", "orders:write"], &["service"], serde_json::json!({"tenant": "acme"}));
         assert!(is_allowed(p.decide(&writer, ChannelAction::Publish, "tenant:acme:orders")));
         let no_role = identity(&["orders:write"], &["viewer"], serde_json::json!({"tenant": "acme"}));
-        assert!(matches!(p.decide(&no_role, ChannelAction::Publish, "tenant:acme:orders"), Verdict::Deny { reason: DenyReason::MissingRole, .. }));
+        assert!(matches!(
+            p.decide(&no_role, ChannelAction::Publish, "tenant:acme:orders"),
+            Verdict::Deny { reason: DenyReason::MissingRole, .. }
+        ));
     }
 
     #[test]
@@ -257,8 +270,14 @@ mod tests {
         let p = policy(ORDERS);
         let anyone = identity(&[], &[], serde_json::json!({}));
         assert!(is_allowed(p.decide(&anyone, ChannelAction::Subscribe, "public")));
-        assert!(matches!(p.decide(&anyone, ChannelAction::Publish, "public"), Verdict::Deny { reason: DenyReason::ActionNotListed, .. }));
-        assert!(matches!(p.decide(&anyone, ChannelAction::Subscribe, "private"), Verdict::Deny { reason: DenyReason::NoRule, rule: None }));
+        assert!(matches!(
+            p.decide(&anyone, ChannelAction::Publish, "public"),
+            Verdict::Deny { reason: DenyReason::ActionNotListed, .. }
+        ));
+        assert!(matches!(
+            p.decide(&anyone, ChannelAction::Subscribe, "private"),
+            Verdict::Deny { reason: DenyReason::NoRule, rule: None }
+        ));
     }
 
     #[test]

@@ -35,7 +35,8 @@ mod tests {
 
     #[test]
     fn refuses_wildcards_controls_lookalikes_and_empties() {
-        for bad in ["", "a*", "a>", "a b", "a\u{0}", "a\n", "\u{430}dmin", "a::b", ":a", "a:", "{x}", &"x".repeat(129)] {
+        for bad in ["", "a*", "a>", "a b", "a\u{0}", "a\n", "\u{430}dmin", "a::b", ":a", "a:", "{x}", &"x".repeat(129)]
+        {
             assert!(validate_channel(bad).is_err(), "{bad:?}");
         }
     }

@@ -112,9 +112,18 @@ mod tests {
     #[test]
     fn decodes_every_action() {
         assert_eq!(decode(r#"{"action":"ping","id":7}"#, 32), Ok(ClientFrame::Ping { id: Some(7), seq: None }));
-        assert!(matches!(decode(r#"{"action":"subscribe","channel":"a:b"}"#, 32), Ok(ClientFrame::Subscribe { id: None, .. })));
-        assert!(matches!(decode(r#"{"action":"publish","id":1,"channel":"a","payload":{"x":[1]}}"#, 32), Ok(ClientFrame::Publish { .. })));
-        assert!(matches!(decode(r#"{"action":"rpc","id":1,"method":"orders.create"}"#, 32), Ok(ClientFrame::Rpc { .. })));
+        assert!(matches!(
+            decode(r#"{"action":"subscribe","channel":"a:b"}"#, 32),
+            Ok(ClientFrame::Subscribe { id: None, .. })
+        ));
+        assert!(matches!(
+            decode(r#"{"action":"publish","id":1,"channel":"a","payload":{"x":[1]}}"#, 32),
+            Ok(ClientFrame::Publish { .. })
+        ));
+        assert!(matches!(
+            decode(r#"{"action":"rpc","id":1,"method":"orders.create"}"#, 32),
+            Ok(ClientFrame::Rpc { .. })
+        ));
     }
 
     #[test]
@@ -133,7 +142,8 @@ mod tests {
     #[test]
     fn validates_channels_and_depth() {
         assert_eq!(code(r#"{"action":"subscribe","channel":"a*"}"#), ErrorCode::InvalidChannel);
-        let deep = format!(r#"{{"action":"publish","channel":"a","payload":{{"x":{}1{}}}}}"#, "[".repeat(40), "]".repeat(40));
+        let deep =
+            format!(r#"{{"action":"publish","channel":"a","payload":{{"x":{}1{}}}}}"#, "[".repeat(40), "]".repeat(40));
         assert_eq!(code(&deep), ErrorCode::PayloadTooDeep);
     }
 

@@ -18,15 +18,17 @@ pub struct ServerConfig {
     /// The only HTTP path that upgrades; any other path gets 404. Default `/ws`.
     pub path: String,
     /// Ceiling on open sessions; past it the handshake gets 503. Default 10000 (fits the usual
-    /// 20k open-file cap with room for handshakes and the metrics listener).
+    /// 20k open-file cap with room for in-flight handshakes).
     #[schemars(range(min = 1))]
     pub max_connections: u32,
     /// Ceiling on connections still in their TLS/HTTP handshake; past it a connection is answered
-    /// 503 at once and closed. Default 1024: bounds what a slowloris flood can hold.
+    /// 503 at once and closed (over TLS it is closed without a response: no HTTP can be spoken
+    /// before TLS). Default 1024: bounds what a slowloris flood can hold.
     #[schemars(range(min = 1))]
     pub max_pending_handshakes: u32,
     /// The TLS handshake and the whole upgrade request must arrive within this many seconds
-    /// (fractional allowed), or the connection gets 408 and is closed. Default 5.
+    /// (fractional allowed), or the connection gets 408 and is closed (closed without a response
+    /// when the TLS handshake itself did not finish). Default 5.
     pub handshake_timeout_secs: f64,
     /// Largest accepted request head (request line + headers) in bytes; past it 431. Default 8192.
     #[schemars(range(min = 256))]
@@ -84,7 +86,9 @@ impl ServerConfig {
         for (i, raw) in self.trusted_proxies.iter().enumerate() {
             match raw.parse::<IpNet>().or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from)) {
                 Ok(net) => nets.push(net.trunc()),
-                Err(_) => problems.push(format!("server.trusted_proxies[{i}]"), format!("not a CIDR or IP address: {raw:?}")),
+                Err(_) => {
+                    problems.push(format!("server.trusted_proxies[{i}]"), format!("not a CIDR or IP address: {raw:?}"))
+                }
             }
         }
         nets

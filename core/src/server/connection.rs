@@ -18,7 +18,12 @@ use crate::observe::Event;
 use crate::session::{self, SessionStart};
 
 /// Handles one connection to the end of its session.
-pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, pending: tokio::sync::OwnedSemaphorePermit) {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + shared.handshake_timeout;
     match &shared.tls {
@@ -26,18 +31,34 @@ pub(crate) async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => upgrade(shared, tls, peer, deadline, pending).await,
             Ok(Err(e)) => reject_silently(&shared, peer, ErrorCode::TlsHandshakeFailed, e.to_string()),
-            Err(_) => reject_silently(&shared, peer, ErrorCode::HandshakeTimeout, "TLS handshake not completed in time".into()),
+            Err(_) => reject_silently(
+                &shared,
+                peer,
+                ErrorCode::HandshakeTimeout,
+                "TLS handshake not completed in time".into(),
+            ),
         },
     }
 }
 
 fn reject_silently(shared: &Shared, peer: SocketAddr, code: ErrorCode, detail: String) {
     shared.stats.record_handshake_rejected();
-    shared.events.emit(Event::HandshakeRejected { client_ip: peer.ip(), status: 0, code: code.name(), detail, origin: None });
+    shared.events.emit(Event::HandshakeRejected {
+        client_ip: peer.ip(),
+        status: 0,
+        code: code.name(),
+        detail,
+        origin: None,
+    });
 }
 
-async fn upgrade<S>(shared: Arc<Shared>, mut stream: S, peer: SocketAddr, deadline: Instant, pending: tokio::sync::OwnedSemaphorePermit)
-where
+async fn upgrade<S>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: SocketAddr,
+    deadline: Instant,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let admitted = shared.gate.admit(&mut stream, peer.ip(), deadline).await;
@@ -80,7 +101,8 @@ where
         return;
     }
     drop(pending);
-    let ws = WebSocketStream::from_partially_read(stream, admitted.leftover, Role::Server, Some(shared.ws_config)).await;
+    let ws =
+        WebSocketStream::from_partially_read(stream, admitted.leftover, Role::Server, Some(shared.ws_config)).await;
     let start = SessionStart {
         id: shared.next_session_id.fetch_add(1, Ordering::Relaxed),
         identity: Arc::new(admitted.identity),

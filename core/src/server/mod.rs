@@ -27,8 +27,8 @@ use crate::handshake::{HandshakeGate, OriginAllowlist, TrustedProxies, UPKEEP_IN
 use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{ConnectionQuota, KeyedRate};
-use crate::policy::Policy;
 use crate::observe::{Event, EventSink, Stats, StatsSnapshot};
+use crate::policy::Policy;
 use crate::protocol::{ServerFrame, is_within_depth, validate_channel};
 use crate::session::{Disconnect, Registry, SessionEnv, SessionLimits};
 
@@ -95,11 +95,13 @@ impl ServerBuilder {
         let mut problems = Problems::default();
         let origins = OriginAllowlist::compile(&config.origins, &mut problems);
         let proxies = TrustedProxies::new(config.server.parsed_trusted_proxies(&mut problems));
-        let handshake_timeout = problems.positive_secs("server.handshake_timeout_secs", config.server.handshake_timeout_secs);
+        let handshake_timeout =
+            problems.positive_secs("server.handshake_timeout_secs", config.server.handshake_timeout_secs);
         let grace = problems.positive_secs("server.shutdown_grace_secs", config.server.shutdown_grace_secs);
         let hook_timeout = problems.positive_secs("hooks.timeout_secs", config.hooks.timeout_secs);
         let write_timeout = problems.positive_secs("limits.write_timeout_secs", config.limits.write_timeout_secs);
-        let violation_window = problems.positive_secs("limits.violation_window_secs", config.limits.violation_window_secs);
+        let violation_window =
+            problems.positive_secs("limits.violation_window_secs", config.limits.violation_window_secs);
         let ping_interval = problems.positive_secs("limits.ping_interval_secs", config.limits.ping_interval_secs);
         let idle_timeout = problems.positive_secs("limits.idle_timeout_secs", config.limits.idle_timeout_secs);
         let rpc_timeout = problems.positive_secs("limits.rpc_timeout_secs", config.limits.rpc_timeout_secs);
@@ -108,12 +110,20 @@ impl ServerBuilder {
         let limits = &config.limits;
         let stats = Arc::new(Stats::default());
         let hook_runner = HookRunner::new(hooks, hook_timeout);
-        let events = EventSink::spawn(Arc::clone(hook_runner.hooks()), config.hooks.event_queue_capacity as usize, Arc::clone(&stats));
+        let events = EventSink::spawn(
+            Arc::clone(hook_runner.hooks()),
+            config.hooks.event_queue_capacity as usize,
+            Arc::clone(&stats),
+        );
         let hub = Arc::new(Hub::new(Arc::clone(&stats)));
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
         let rate = limits.handshakes_per_ip_per_sec;
         let revocations = Arc::new(RevocationList::new(config.auth.max_token_lifetime_secs + config.auth.leeway_secs));
+        let jti_cache = config
+            .auth
+            .single_use_jti
+            .then(|| Arc::new(JtiCache::new(config.auth.jti_cache_capacity as usize, config.auth.leeway_secs)));
         let gate = HandshakeGate {
             path: config.server.path.clone(),
             max_header_bytes: config.server.max_header_bytes,
@@ -123,7 +133,7 @@ impl ServerBuilder {
             cookie_name: config.auth.cookie_name.clone(),
             verifier: Arc::clone(&verifier),
             revocations: Arc::clone(&revocations),
-            jti_cache: config.auth.single_use_jti.then(|| JtiCache::new(config.auth.jti_cache_capacity as usize)),
+            jti_cache: jti_cache.clone(),
             per_ip: ConnectionQuota::new(limits.connections_per_ip),
             per_user: ConnectionQuota::new(limits.connections_per_user),
             rate: KeyedRate::new(rate, (rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32),
@@ -139,6 +149,7 @@ impl ServerBuilder {
             policy: Arc::new(policy),
             verifier,
             revocations: Arc::clone(&revocations),
+            jti_cache,
             user_rate: KeyedRate::new(limits.user_messages_per_sec, (limits.user_messages_per_sec * 2.0).ceil() as u32),
             shutdown: shutdown.clone(),
             limits: SessionLimits {
@@ -152,7 +163,8 @@ impl ServerBuilder {
                 message_burst: limits.message_burst,
                 bytes_per_sec: limits.bytes_per_sec,
                 // Two seconds' worth, and always room for one maximal message.
-                bytes_burst: (limits.bytes_per_sec * 2.0).max(limits.max_message_bytes as f64).min(f64::from(u32::MAX)) as u32,
+                bytes_burst: (limits.bytes_per_sec * 2.0).max(limits.max_message_bytes as f64).min(f64::from(u32::MAX))
+                    as u32,
                 max_violations: limits.max_violations as usize,
                 violation_window,
                 ping_interval,
@@ -264,7 +276,11 @@ impl Server {
                 loop {
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => break,
-                        _ = tick.tick() => shared.gate.forget_idle(),
+                        _ = tick.tick() => {
+                            shared.gate.forget_idle();
+                            shared.session_env.user_rate.forget_idle();
+                            shared.session_env.policy.forget_idle();
+                        }
                     }
                 }
             })
@@ -348,7 +364,10 @@ impl ServerHandle {
         }
         validate_channel(channel).map_err(|m| Error::Refused { code: ErrorCode::InvalidChannel, message: m.into() })?;
         let Value::Object(object) = payload else {
-            return Err(Error::Refused { code: ErrorCode::InvalidFrame, message: "payload must be a JSON object".into() });
+            return Err(Error::Refused {
+                code: ErrorCode::InvalidFrame,
+                message: "payload must be a JSON object".into(),
+            });
         };
         // The same depth rule as client publications: subscribers never see deeper payloads.
         if !is_within_depth(object, self.shared.max_payload_depth) {

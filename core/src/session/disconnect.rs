@@ -3,7 +3,7 @@
 //!
 //! - RFC 6455 codes 1002/1003/1007/1008/1009: the client is broken or abusive; do not reconnect
 //!   unchanged.
-//! - 1001, 1011: reconnect with backoff.
+//! - 1001: reconnect with backoff.
 //! - 4000-4099: reconnect with backoff.
 //! - 4100-4199: reconnect at once with a fresh token.
 //! - 4500-4599: do not reconnect.
@@ -33,7 +33,8 @@ pub enum Disconnect {
     SlowConsumer,
     /// An operator or the host disconnected the session (4001).
     DisconnectedByServer,
-    /// A write did not complete within `limits.write_timeout_secs` (4002).
+    /// A write did not complete within `limits.write_timeout_secs` (4002, recorded only: no close
+    /// frame can be sent to a peer that does not read, so the client sees 1006).
     WriteTimeout,
     /// Too many violations within the window (1008).
     PolicyViolation,

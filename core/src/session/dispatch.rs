@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{Disconnect, Outcome, Session};
-use crate::auth::{Identity, TokenError};
+use crate::auth::{Identity, JtiRefusal, TokenError};
 use crate::error::ErrorCode;
 use crate::hooks::{AuthorizeRequest, ChannelAction, Decision, RpcCall, RpcError};
 use crate::observe::Event;
@@ -42,7 +42,10 @@ fn rate_limited(id: Option<u64>, scope: &str, wait: Duration, rule: Option<Strin
 
 /// Codes that mean the client misbehaved (as opposed to a host failure or a benign no-op).
 fn is_violation(code: ErrorCode) -> bool {
-    !matches!(code, ErrorCode::NotSubscribed | ErrorCode::RpcFailed | ErrorCode::HookTimeout | ErrorCode::TooManySubscriptions)
+    !matches!(
+        code,
+        ErrorCode::NotSubscribed | ErrorCode::RpcFailed | ErrorCode::HookTimeout | ErrorCode::TooManySubscriptions
+    )
 }
 
 impl Session {
@@ -73,7 +76,8 @@ impl Session {
                     retry_after_ms: retry_after.map(|d| d.as_millis().max(1) as u64),
                 }
                 .encode();
-                let disconnect = (is_violation(error.code) && self.record_violation()).then_some(Disconnect::PolicyViolation);
+                let disconnect =
+                    (is_violation(error.code) && self.record_violation()).then_some(Disconnect::PolicyViolation);
                 Outcome { frames: vec![frame], disconnect }
             }
         }
@@ -162,7 +166,10 @@ impl Session {
             Verdict::Deny { rule, reason } => {
                 return Err(Refusal {
                     error: ReplyError::new(id, ErrorCode::Forbidden, "not allowed on this channel"),
-                    rule: Some(rule.map_or_else(|| format!("<none: {}>", reason.as_str()), |r| format!("{} ({})", r.id, reason.as_str()))),
+                    rule: Some(rule.map_or_else(
+                        || format!("<none: {}>", reason.as_str()),
+                        |r| format!("{} ({})", r.id, reason.as_str()),
+                    )),
                     retry_after: None,
                 });
             }
@@ -174,13 +181,19 @@ impl Session {
                 retry_after: None,
             })?;
         }
-        if action == ChannelAction::Publish {
-            if let Some(rate) = &rule.publish_rate {
-                rate.check(&channel.to_string()).map_err(|wait| rate_limited(id, "channel publish", wait, Some(rule.id.clone())))?;
-            }
+        if action == ChannelAction::Publish
+            && let Some(rate) = &rule.publish_rate
+        {
+            rate.check(&channel.to_string())
+                .map_err(|wait| rate_limited(id, "channel publish", wait, Some(rule.id.clone())))?;
         }
         let slow_consumer = rule.slow_consumer;
-        let request = AuthorizeRequest { session_id: self.id, identity: Arc::clone(identity), action, channel: channel.to_string() };
+        let request = AuthorizeRequest {
+            session_id: self.id,
+            identity: Arc::clone(identity),
+            action,
+            channel: channel.to_string(),
+        };
         match self.env.hooks.authorize(request).await {
             Ok(Decision::Allow) => Ok(slow_consumer),
             Ok(Decision::Deny) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
@@ -191,7 +204,12 @@ impl Session {
         }
     }
 
-    async fn rpc(&self, id: Option<u64>, method: String, payload: serde_json::Value) -> Result<Vec<Utf8Bytes>, Refusal> {
+    async fn rpc(
+        &self,
+        id: Option<u64>,
+        method: String,
+        payload: serde_json::Value,
+    ) -> Result<Vec<Utf8Bytes>, Refusal> {
         let declared = self.env.policy.rpc(&self.identity, &method).map_err(|code| match code {
             ErrorCode::UnknownMethod => refuse(id, code, "no such method"),
             _ => refuse(id, code, "not allowed to call this method"),
@@ -202,7 +220,9 @@ impl Session {
         let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
         match self.env.hooks.rpc(call, self.env.limits.rpc_timeout).await {
             Ok(Ok(value)) => Ok(vec![ServerFrame::Result { id, payload: &value }.encode()]),
-            Ok(Err(RpcError::UnknownMethod)) => Err(refuse(id, ErrorCode::UnknownMethod, "no such method")),
+            // Declared in config but the host registered no handler: a host problem, not the
+            // client's, so it must not count as a violation.
+            Ok(Err(RpcError::UnknownMethod)) => Err(refuse(id, ErrorCode::RpcFailed, "no handler for this method")),
             Ok(Err(RpcError::Failed(message))) => Err(refuse(id, ErrorCode::RpcFailed, message)),
             Err(failure) => Err(refuse(id, failure.code(), "the handler did not answer")),
         }
@@ -214,6 +234,12 @@ impl Session {
         let identity = self.env.verifier.verify(token).map_err(|e| refuse(id, e.code(), e.to_string()))?;
         if self.env.revocations.is_revoked(&identity) {
             return Err(refuse(id, ErrorCode::TokenRevoked, TokenError::Revoked.to_string()));
+        }
+        if let Some(cache) = &self.env.jti_cache {
+            cache.use_once(&identity).map_err(|refusal| match refusal {
+                JtiRefusal::Token(e) => refuse(id, e.code(), e.to_string()),
+                JtiRefusal::Full => refuse(id, ErrorCode::ReplayCacheFull, "used-jti cache full"),
+            })?;
         }
         if identity.subject != self.identity.subject {
             return Err(refuse(id, ErrorCode::RefreshMismatch, "the new token has another subject"));

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use disconnect::Disconnect;
 pub(crate) use registry::Registry;
 
-use crate::auth::{Identity, RevocationList, TokenVerifier, now_secs};
+use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::hooks::HookRunner;
 use crate::hub::{Hub, Outbox};
 use crate::limits::{DirectRate, KeyedRate};
@@ -44,6 +44,7 @@ pub(crate) struct SessionEnv {
     pub(crate) policy: Arc<Policy>,
     pub(crate) verifier: Arc<TokenVerifier>,
     pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) jti_cache: Option<Arc<JtiCache>>,
     pub(crate) user_rate: KeyedRate<String>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) limits: SessionLimits,
