@@ -44,3 +44,45 @@ fn error_code_table_is_current() {
     }
     check("docs/ERROR_CODES.md", &table);
 }
+
+fn doc(relative: &str) -> String {
+    std::fs::read_to_string(repo_file(relative)).expect("doc file")
+}
+
+#[test]
+fn protocol_doc_names_every_error_code_and_close_code() {
+    let protocol = doc("docs/PROTOCOL.md");
+    for code in ErrorCode::ALL {
+        assert!(
+            protocol.contains(&format!("`{}`", code.name())),
+            "docs/PROTOCOL.md does not mention `{}`",
+            code.name()
+        );
+    }
+    for disconnect in wsguard::Disconnect::SERVER_SIDE {
+        assert!(
+            protocol.contains(&disconnect.code().to_string()),
+            "docs/PROTOCOL.md lacks close code {}",
+            disconnect.code()
+        );
+        assert!(protocol.contains(disconnect.reason()), "docs/PROTOCOL.md lacks close reason {}", disconnect.reason());
+    }
+}
+
+#[test]
+fn config_doc_names_every_key() {
+    let config_doc = doc("docs/CONFIG.md");
+    let schema = Config::json_schema();
+    let mut missing = Vec::new();
+    let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
+    let sections = std::iter::once(schema.clone()).chain(defs.into_values());
+    for section in sections {
+        for key in section["properties"].as_object().into_iter().flat_map(|p| p.keys()) {
+            let forms = [format!("`{key}`"), format!("[{key}]"), format!("[[{key}]]")];
+            if !forms.iter().any(|f| config_doc.contains(f.as_str())) {
+                missing.push(key.clone());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/CONFIG.md does not document: {missing:?}");
+}

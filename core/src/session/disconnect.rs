@@ -47,6 +47,22 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
+    /// Every way the server ends a session (the client-side ones excluded), for docs and tests.
+    pub const SERVER_SIDE: &'static [Disconnect] = &[
+        Disconnect::ServerShutdown,
+        Disconnect::ProtocolError,
+        Disconnect::UnsupportedData,
+        Disconnect::InvalidUtf8,
+        Disconnect::MessageTooBig,
+        Disconnect::SlowConsumer,
+        Disconnect::DisconnectedByServer,
+        Disconnect::WriteTimeout,
+        Disconnect::PolicyViolation,
+        Disconnect::IdleTimeout,
+        Disconnect::TokenExpired,
+        Disconnect::Revoked,
+    ];
+
     /// The close code sent (or received, for `ClientClosed`).
     pub fn code(self) -> u16 {
         match self {
