@@ -144,6 +144,17 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
+/// Runs a blocking host callback (a C function, a Python call that takes the GIL) on tokio's
+/// blocking pool, so it never stalls a connection thread. The core's timeout still applies; when
+/// the callback panics or the pool is gone, `fallback` (the fail-closed answer) is returned.
+pub fn run_blocking<T, F>(callback: F, fallback: T) -> HookFuture<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    Box::pin(async move { tokio::task::spawn_blocking(callback).await.unwrap_or(fallback) })
+}
+
 /// Hooks that keep every core decision.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHooks;

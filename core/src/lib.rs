@@ -55,5 +55,5 @@ pub use config::{Config, ConfigError, ConfigProblem};
 pub use error::{Error, ErrorCode};
 pub use hooks::{Hooks, NoHooks};
 pub use observe::{Event, StatsSnapshot};
-pub use server::{Server, ServerBuilder, ServerHandle, check_config};
+pub use server::{EmbeddedServer, Server, ServerBuilder, ServerHandle, check_config};
 pub use session::Disconnect;

@@ -3,6 +3,7 @@
 
 mod config;
 mod connection;
+mod embedded;
 mod tls;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{ServerConfig, TlsConfig};
+pub use embedded::EmbeddedServer;
 
 use crate::auth::{JtiCache, KeyMaterial, Revocation, RevocationList, TokenVerifier};
 use crate::config::{Config, ConfigError, Problems};
@@ -53,6 +55,8 @@ pub(crate) struct Shared {
     stopped: CancellationToken,
     pending: Arc<Semaphore>,
     grace: Duration,
+    /// A grace chosen at shutdown time (`shutdown_within`), overriding `grace`.
+    grace_override: std::sync::Mutex<Option<Duration>>,
     next_session_id: AtomicU64,
     local_addr: SocketAddr,
     max_payload_depth: u32,
@@ -198,6 +202,7 @@ impl ServerBuilder {
             stopped: CancellationToken::new(),
             pending: Arc::new(Semaphore::new(config.server.max_pending_handshakes as usize)),
             grace,
+            grace_override: std::sync::Mutex::new(None),
             next_session_id: AtomicU64::new(1),
             local_addr,
             max_payload_depth: limits.max_payload_depth,
@@ -311,9 +316,10 @@ impl Server {
             });
         }
         drop(listener);
-        tracing::info!(target: "wsguard::server", grace_secs = shared.grace.as_secs_f64(), "shutting down");
+        let grace = shared.grace_override.lock().ok().and_then(|g| *g).unwrap_or(shared.grace);
+        tracing::info!(target: "wsguard::server", grace_secs = grace.as_secs_f64(), "shutting down");
         tracker.close();
-        if tokio::time::timeout(shared.grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(target: "wsguard::server", "grace period over, dropping remaining connections");
             shared.hard_stop.cancel();
             tracker.wait().await;
@@ -405,6 +411,14 @@ impl ServerHandle {
 
     /// Starts a graceful shutdown (idempotent). `Server::serve` returns when it is complete.
     pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Starts a graceful shutdown with this grace instead of `server.shutdown_grace_secs`.
+    pub fn shutdown_within(&self, grace: Duration) {
+        if let Ok(mut g) = self.shared.grace_override.lock() {
+            *g = Some(grace);
+        }
         self.shared.shutdown.cancel();
     }
 
