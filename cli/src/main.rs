@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use wsguard::auth::{KeyMaterial, SigningKey, TokenRequest, mint_token};
+use wsguard::observe::LogFormat;
 use wsguard::{Config, Server};
 
 /// Embedded development configuration (see `default.toml`).
@@ -78,20 +79,30 @@ fn parse_claim(raw: &str) -> Result<(String, serde_json::Value), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WSGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    let runtime = |worker_threads: u32| {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 0 {
+            builder.worker_threads(worker_threads as usize);
+        }
+        builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
     };
     match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Serve { config: path } => {
+            let config = match &path {
+                Some(path) => Config::from_file(path),
+                None => Config::from_toml_str(DEV_CONFIG),
+            };
+            match config {
+                Ok(config) => {
+                    init_logging(config.observability.log_format, &config.observability.log_level);
+                    match runtime(config.server.worker_threads) {
+                        Ok(rt) => rt.block_on(serve(config, path)),
+                        Err(e) => fail(&e),
+                    }
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
         Command::CheckConfig { file } => check_config(&file),
         Command::Token { config, sub, roles, scopes, claims, ttl_secs, private_key_file, kid } => {
             let request = TokenRequest {
@@ -104,7 +115,22 @@ fn main() -> ExitCode {
             };
             token(&config, &request, private_key_file)
         }
-        Command::Connect(args) => runtime.block_on(connect::run(args)),
+        Command::Connect(args) => match runtime(1) {
+            Ok(rt) => rt.block_on(connect::run(args)),
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+/// Installs the process-wide subscriber (only the CLI does this; the library never does).
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSGUARD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
 }
 
@@ -115,16 +141,9 @@ fn fail(message: &str) -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)]
-async fn serve(config_path: Option<PathBuf>) -> ExitCode {
-    let dev_mode = config_path.is_none();
-    let config = match &config_path {
-        Some(path) => Config::from_file(path),
-        None => Config::from_toml_str(DEV_CONFIG),
-    };
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => return fail(&e.to_string()),
-    };
+/// Runs the server; without a config file it is development mode. SIGHUP re-reads the file.
+async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
+    let dev_mode = path.is_none();
     let mut builder = Server::builder(config.clone());
     let mut dev_token = None;
     if dev_mode {
@@ -167,9 +186,34 @@ async fn serve(config_path: Option<PathBuf>) -> ExitCode {
         tracing::info!(target: "wsguard::cli", "signal received, shutting down");
         stop.shutdown();
     });
+    tokio::spawn(reload_on_hangup(handle.clone(), path));
     match server.serve().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// SIGHUP: re-read the config file and apply it; an invalid file is refused (every problem is
+/// logged by the core) and the running configuration stays.
+async fn reload_on_hangup(handle: wsguard::ServerHandle, path: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        let Some(path) = &path else {
+            tracing::warn!(target: "wsguard::cli", "SIGHUP ignored: development mode has no config file to re-read");
+            continue;
+        };
+        match Config::from_file(path) {
+            Ok(config) => match handle.reload(config) {
+                Ok(()) => tracing::info!(target: "wsguard::cli", path = %path.display(), "configuration reloaded"),
+                Err(e) => {
+                    tracing::error!(target: "wsguard::cli", error = %e, "reload refused; the running configuration stays")
+                }
+            },
+            Err(e) => {
+                tracing::error!(target: "wsguard::cli", error = %e, "reload refused; the running configuration stays")
+            }
+        }
     }
 }
 

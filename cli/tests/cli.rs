@@ -25,7 +25,7 @@ fn write_config(dir: &std::path::Path, body: &str) -> PathBuf {
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef-test-secret\n").expect("secret");
     let path = dir.join("wsguard.toml");
     let text = format!(
-        "[auth]\nhmac_secret_file = \"{}\"\nissuer = \"https://issuer.test\"\naudience = \"wsguard\"\n{body}",
+        "[observability]\nmetrics_listen = \"127.0.0.1:0\"\nlog_format = \"pretty\"\n[auth]\nhmac_secret_file = \"{}\"\nissuer = \"https://issuer.test\"\naudience = \"wsguard\"\n{body}",
         secret.display()
     );
     std::fs::write(&path, text).expect("config");
@@ -193,8 +193,10 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
 
 #[test]
 fn dev_mode_prints_a_token_and_a_connect_command() {
-    // Development mode binds 127.0.0.1:8080; skip quietly when something else holds the port.
-    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
+    // Development mode binds 127.0.0.1:8080 and the admin listener 127.0.0.1:9090; skip quietly
+    // when something else holds either port.
+    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() || std::net::TcpListener::bind("127.0.0.1:9090").is_err()
+    {
         return;
     }
     let mut child =

@@ -28,7 +28,8 @@ use crate::auth::AuthConfig;
 use crate::error::ErrorCode;
 use crate::handshake::OriginsConfig;
 use crate::hooks::HooksConfig;
-use crate::limits::LimitsConfig;
+use crate::limits::{AbuseConfig, LimitsConfig};
+use crate::observe::ObservabilityConfig;
 use crate::policy::{ChannelRule, RpcRule};
 use crate::protocol::ProtocolConfig;
 use crate::server::{ServerConfig, TlsConfig};
@@ -53,6 +54,10 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// Wire protocol options.
     pub protocol: ProtocolConfig,
+    /// Admin listener (metrics, health) and logging.
+    pub observability: ObservabilityConfig,
+    /// Automatic bans and anomaly detection; off unless present.
+    pub abuse: Option<AbuseConfig>,
     /// Channel authorization rules, matched in order; an unmatched channel is denied.
     pub channels: Vec<ChannelRule>,
     /// Declared RPC methods; an undeclared method is refused before host code runs.
@@ -224,6 +229,10 @@ impl Config {
         self.auth.validate(&mut problems);
         self.limits.validate(&mut problems);
         self.hooks.validate(&mut problems);
+        self.observability.validate(&mut problems);
+        if let Some(abuse) = &self.abuse {
+            abuse.validate(&mut problems);
+        }
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)
     }

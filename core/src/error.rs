@@ -70,6 +70,8 @@ error_codes! {
     SubprotocolRequired = 2015, "subprotocol_required", "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
     ShuttingDown = 2016, "shutting_down", "The server is shutting down and accepts no new sessions.";
     ReplayCacheFull = 2017, "replay_cache_full", "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
+    Banned = 2018, "banned", "The client IP or user is temporarily banned (`[abuse]` or an operator ban); answered 403.";
+    OverMemoryBudget = 2019, "over_memory_budget", "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
 
     TokenMissing = 3001, "token_missing", "No token was found in any configured source.";
     TokenMalformed = 3002, "token_malformed", "The token is not a well-formed JWT.";

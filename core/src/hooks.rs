@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::config::Problems;
 use crate::error::ErrorCode;
-use crate::observe::Event;
+use crate::observe::{Event, Stats};
 
 /// A boxed future returned by hooks; owned inputs keep it `'static` so bindings can await host
 /// callbacks on any thread.
@@ -108,7 +108,7 @@ pub struct RpcCall {
 /// Why an RPC failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcError {
-    /// No handler for the method: the client gets `unknown_method`.
+    /// No handler for the (declared) method: the client gets `rpc_failed`.
     UnknownMethod,
     /// The handler failed: the client gets `rpc_failed` with this message (keep it free of
     /// internals).
@@ -117,8 +117,11 @@ pub enum RpcError {
 
 /// Host callbacks. Every method has a default that keeps the core's decision.
 pub trait Hooks: Send + Sync + 'static {
-    /// Custom authentication after the JWT check: return the (possibly enriched) identity, or a
-    /// refusal message for the logs (the client gets 403 `rejected_by_hook`).
+    /// Custom authentication after the JWT check, at the handshake and again at every in-band
+    /// `refresh`: return the identity with roles, scopes or claims enriched, or a refusal message
+    /// for the logs (the client gets 403 `rejected_by_hook`, or a `rejected_by_hook` reply to the
+    /// refresh). The token's registered facts (`sub`, `exp`, `iat`, `jti`) cannot be changed: a
+    /// changed `sub` is refused, the others are restored.
     fn authenticate(&self, info: HandshakeInfo, identity: Identity) -> HookFuture<Result<Identity, String>> {
         let _ = info;
         Box::pin(std::future::ready(Ok(identity)))
@@ -166,6 +169,7 @@ impl Hooks for NoHooks {}
 pub(crate) struct HookRunner {
     hooks: Arc<dyn Hooks>,
     timeout: Duration,
+    stats: Arc<Stats>,
 }
 
 /// Why a hook call did not produce an answer.
@@ -185,50 +189,75 @@ impl HookFailure {
 }
 
 impl HookRunner {
-    pub(crate) fn new(hooks: Arc<dyn Hooks>, timeout: Duration) -> Self {
-        HookRunner { hooks, timeout }
+    pub(crate) fn new(hooks: Arc<dyn Hooks>, timeout: Duration, stats: Arc<Stats>) -> Self {
+        HookRunner { hooks, timeout, stats }
     }
 
-    pub(crate) fn hooks(&self) -> &Arc<dyn Hooks> {
-        &self.hooks
-    }
-
-    async fn run<T>(&self, call: impl FnOnce(&dyn Hooks) -> HookFuture<T>) -> Result<T, HookFailure> {
-        self.run_within(self.timeout, call).await
+    async fn run<T>(
+        &self,
+        hook: &'static str,
+        call: impl FnOnce(&dyn Hooks) -> HookFuture<T>,
+    ) -> Result<T, HookFailure> {
+        self.run_within(self.timeout, hook, call).await
     }
 
     async fn run_within<T>(
         &self,
         limit: Duration,
+        hook: &'static str,
         call: impl FnOnce(&dyn Hooks) -> HookFuture<T>,
     ) -> Result<T, HookFailure> {
-        let hooks = Arc::clone(&self.hooks);
-        let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(hooks.as_ref()))) {
-            Ok(f) => f,
-            Err(_) => return Err(HookFailure::Panicked),
+        let started = std::time::Instant::now();
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(self.hooks.as_ref()))) {
+            Err(_) => Err(HookFailure::Panicked),
+            Ok(future) => {
+                match tokio::time::timeout(limit, std::panic::AssertUnwindSafe(future).catch_unwind()).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(_)) => Err(HookFailure::Panicked),
+                    Err(_) => Err(HookFailure::TimedOut),
+                }
+            }
         };
-        match tokio::time::timeout(limit, std::panic::AssertUnwindSafe(future).catch_unwind()).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(HookFailure::Panicked),
-            Err(_) => Err(HookFailure::TimedOut),
-        }
+        let failure = match &result {
+            Ok(_) => None,
+            Err(HookFailure::TimedOut) => Some("timeout"),
+            Err(HookFailure::Panicked) => Some("panic"),
+        };
+        self.stats.record_hook(hook, started.elapsed().as_secs_f64(), failure);
+        result
     }
 
+    /// The `authenticate` hook with the core's guarantees: fail closed, `sub` unchanged, the
+    /// token's registered facts (`exp`, `iat`, `jti`) restored whatever the hook returned.
     pub(crate) async fn authenticate(
         &self,
         info: HandshakeInfo,
         identity: Identity,
-    ) -> Result<Result<Identity, String>, HookFailure> {
-        self.run(|h| h.authenticate(info, identity)).await
+    ) -> Result<Identity, (ErrorCode, String)> {
+        let original = identity.clone();
+        match self.run("authenticate", |h| h.authenticate(info, identity)).await {
+            Ok(Ok(identity)) if identity.subject != original.subject => {
+                Err((ErrorCode::RejectedByHook, "authenticate hook changed the subject".into()))
+            }
+            Ok(Ok(mut identity)) => {
+                identity.expires_at = original.expires_at;
+                identity.issued_at = original.issued_at;
+                identity.token_id = original.token_id;
+                Ok(identity)
+            }
+            Ok(Err(message)) => Err((ErrorCode::RejectedByHook, message)),
+            Err(HookFailure::TimedOut) => Err((ErrorCode::HookTimeout, "authenticate hook timed out".into())),
+            Err(HookFailure::Panicked) => Err((ErrorCode::RejectedByHook, "authenticate hook panicked".into())),
+        }
     }
 
     /// Fail-closed: anything but an explicit `Allow` in time is a denial.
     pub(crate) async fn authorize(&self, request: AuthorizeRequest) -> Result<Decision, HookFailure> {
-        self.run(|h| h.authorize(request)).await
+        self.run("authorize", |h| h.authorize(request)).await
     }
 
     /// RPC handlers get their own budget (`limits.rpc_timeout_secs`).
     pub(crate) async fn rpc(&self, call: RpcCall, limit: Duration) -> Result<Result<Value, RpcError>, HookFailure> {
-        self.run_within(limit, |h| h.rpc(call)).await
+        self.run_within(limit, "rpc", |h| h.rpc(call)).await
     }
 }

@@ -12,6 +12,8 @@ fn config() -> Config {
         r#"
         [server]
         listen = "127.0.0.1:0"
+        [observability]
+        metrics_listen = ""
         [auth]
         hmac_secret_env = "UNUSED_BECAUSE_KEY_MATERIAL_IS_GIVEN"
         issuer = "https://issuer.test"

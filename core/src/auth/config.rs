@@ -124,11 +124,11 @@ pub struct AuthConfig {
     /// (besides `sub`), so a refresh can never move a session to another tenant. Default
     /// `["tenant"]`.
     pub session_bound_claims: Vec<String>,
-    /// Refuse a handshake token whose `jti` was already used (tokens must then carry `jti`).
-    /// Default false.
+    /// Refuse a token (at the handshake or in an in-band `refresh`) whose `jti` was already used;
+    /// tokens must then carry `jti`. Default false.
     pub single_use_jti: bool,
-    /// Most used `jti`s remembered (each until its token's `exp`); when full of unexpired entries
-    /// new handshakes are refused with 503 (fail closed). Default 100000.
+    /// Most used `jti`s remembered (each until its token's `exp` plus `leeway_secs`); when full of
+    /// unexpired entries new handshakes are refused with 503 (fail closed). Default 100000.
     #[schemars(range(min = 1))]
     pub jti_cache_capacity: u32,
 }

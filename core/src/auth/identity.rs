@@ -1,11 +1,12 @@
 //! `Identity`: who a session is, derived only from a verified token (never from anything the client
 //! sends later).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The verified identity of a session.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Identity {
     /// The `sub` claim.
     pub subject: String,

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::identity::Identity;
 use super::verify::{TokenError, now_secs};
 
 /// What to revoke.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Revocation {
     /// One token, by its `jti`.
@@ -101,7 +101,7 @@ impl JtiCache {
         JtiCache { used: Mutex::new(HashMap::new()), capacity, leeway_secs }
     }
 
-    /// Records the identity's jti; refuses a jti seen before (until its exp).
+    /// Records the identity's jti; refuses a jti seen before (remembered until exp + leeway).
     pub(crate) fn use_once(&self, identity: &Identity) -> Result<(), JtiRefusal> {
         let jti = identity.token_id.as_ref().ok_or(JtiRefusal::Token(TokenError::MissingClaim("jti".into())))?;
         let now = now_secs();

@@ -2,12 +2,14 @@
 //! per-connection state exists. Cheapest checks first:
 //!
 //! 1. read the request head within the deadline and `server.max_header_bytes` (408 / 431);
-//!    a duplicated `Origin` header is refused here (400);
-//! 2. resolve the client IP (trusted proxies only) and take a handshake-rate token (429);
+//! 2. resolve the client IP (trusted proxies only; 400 for an unparseable forwarded header),
+//!    refuse a duplicated `Origin` header (400), refuse a banned IP (403) and take a
+//!    handshake-rate token (429);
 //! 3. path, method, upgrade headers, version, key (404 / 405 / 426 / 400);
 //! 4. Origin allowlist (403);
-//! 5. global capacity, checked before any signature work (503);
-//! 6. token from the configured sources, JWT verification (401);
+//! 5. global capacity and the memory budget, checked before any signature work (503);
+//! 6. token from the configured sources, JWT verification (401, counted towards an IP ban), user
+//!    ban (403);
 //! 7. revocation list (401 `token_revoked`);
 //! 8. per-IP and per-user quotas (429 + Retry-After);
 //! 9. the host's `authenticate` hook (403, or 503 if it does not answer); it may enrich the
@@ -38,8 +40,9 @@ pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
 use crate::auth::{Identity, JtiCache, JtiRefusal, RevocationList, TokenError, TokenSource, TokenVerifier};
 use crate::error::ErrorCode;
-use crate::hooks::{HandshakeInfo, HookFailure, HookRunner};
-use crate::limits::{ConnectionQuota, KeyedRate, retry_after_secs};
+use crate::hooks::{HandshakeInfo, HookRunner};
+use crate::limits::{BanTarget, Bans, ConnectionQuota, KeyedRate, retry_after_secs};
+use crate::observe::{EventSink, Stats};
 
 /// Seconds a client is told to wait when a connection quota is full: sessions are long-lived, so
 /// an immediate retry would only be refused again.
@@ -61,7 +64,16 @@ pub(crate) struct HandshakeGate {
     pub(crate) rate: KeyedRate<IpAddr>,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) hooks: HookRunner,
+    pub(crate) bans: Arc<Bans>,
+    pub(crate) events: EventSink,
+    pub(crate) stats: Arc<Stats>,
+    /// `limits.max_memory_bytes` (0: off).
+    pub(crate) max_memory_bytes: u64,
 }
+
+/// Per-session memory estimate for admission: tungstenite's read (4 KiB) and write (8 KiB)
+/// buffers, the task, the outbox and bookkeeping, rounded up.
+const SESSION_MEMORY_ESTIMATE_BYTES: u64 = 32 * 1024;
 
 /// A handshake that passed every check.
 pub(crate) struct Admitted {
@@ -73,6 +85,8 @@ pub(crate) struct Admitted {
     pub(crate) response: Vec<u8>,
     /// Permit and quota slots, held for the session's lifetime.
     pub(crate) held: Box<dyn Send>,
+    /// What the `authenticate` hook saw (it sees the same again at every refresh).
+    pub(crate) info: HandshakeInfo,
 }
 
 /// A refused handshake with what is known about the client, for the event.
@@ -108,6 +122,9 @@ impl HandshakeGate {
         let origin = origin_header.map(|o| String::from_utf8_lossy(o).into_owned());
         let refuse = |rejection: Rejection| Refused { rejection, client_ip, origin: origin.clone() };
 
+        if let Some(secs) = self.bans.remaining(&BanTarget::Ip(client_ip)) {
+            return Err(refuse(Rejection::new(ErrorCode::Banned, "client IP is banned").retry_after(secs)));
+        }
         if let Err(wait) = self.rate.check(&client_ip) {
             return Err(refuse(
                 Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded")
@@ -121,15 +138,29 @@ impl HandshakeGate {
         if self.capacity.available_permits() == 0 {
             return Err(refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")));
         }
+        if self.max_memory_bytes > 0
+            && self.stats.sessions_active() * SESSION_MEMORY_ESTIMATE_BYTES + self.stats.queued_bytes()
+                >= self.max_memory_bytes
+        {
+            return Err(refuse(Rejection::new(ErrorCode::OverMemoryBudget, "limits.max_memory_bytes reached")));
+        }
         let search = token::find_token(&head, &self.token_sources, &self.cookie_name).map_err(refuse)?;
+        let auth_failure = |rejection: Rejection| {
+            let strike = self.bans.record_auth_failure(client_ip);
+            self.bans.announce([strike], &self.events, &self.stats);
+            refuse(rejection)
+        };
         let Some((token, source)) = search.token else {
-            return Err(refuse(Rejection::new(ErrorCode::TokenMissing, "no token in any configured source")));
+            return Err(auth_failure(Rejection::new(ErrorCode::TokenMissing, "no token in any configured source")));
         };
         let identity = self
             .verifier
             .verify(&token)
-            .map_err(|e| refuse(Rejection::new(e.code(), format!("{e} (via {source:?})"))))?;
+            .map_err(|e| auth_failure(Rejection::new(e.code(), format!("{e} (via {source:?})"))))?;
         drop(token);
+        if let Some(secs) = self.bans.remaining(&BanTarget::User(identity.subject.clone())) {
+            return Err(refuse(Rejection::new(ErrorCode::Banned, "user is banned").retry_after(secs)));
+        }
         if self.revocations.is_revoked(&identity) {
             return Err(refuse(Rejection::new(
                 ErrorCode::TokenRevoked,
@@ -155,22 +186,11 @@ impl HandshakeGate {
             origin: origin.clone(),
             user_agent: head.single("user-agent").ok().flatten().map(|v| String::from_utf8_lossy(v).into_owned()),
         };
-        let subject = identity.subject.clone();
-        let identity = match self.hooks.authenticate(info, identity).await {
-            // Hooks may enrich an identity, never swap it: quotas, revocation and disconnects are
-            // keyed by the token's `sub`.
-            Ok(Ok(identity)) if identity.subject != subject => {
-                return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, "authenticate hook changed the subject")));
-            }
-            Ok(Ok(identity)) => identity,
-            Ok(Err(message)) => return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, message))),
-            Err(HookFailure::TimedOut) => {
-                return Err(refuse(Rejection::new(ErrorCode::HookTimeout, "authenticate hook timed out")));
-            }
-            Err(HookFailure::Panicked) => {
-                return Err(refuse(Rejection::new(ErrorCode::RejectedByHook, "authenticate hook panicked")));
-            }
-        };
+        let identity = self
+            .hooks
+            .authenticate(info.clone(), identity)
+            .await
+            .map_err(|(code, message)| refuse(Rejection::new(code, message)))?;
         let permit = Arc::clone(&self.capacity)
             .try_acquire_owned()
             .map_err(|_| refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")))?;
@@ -203,6 +223,7 @@ impl HandshakeGate {
             leftover,
             response: response.into_bytes(),
             held: Box::new((permit, ip_slot, user_slot)),
+            info,
         })
     }
 
@@ -212,5 +233,5 @@ impl HandshakeGate {
     }
 }
 
-/// How often idle rate-limit state is swept.
-pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the server's upkeep runs (ban expiry, anomaly baselines).
+pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);

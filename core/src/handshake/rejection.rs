@@ -53,8 +53,10 @@ impl Rejection {
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HandshakeTimeout => StatusCode::REQUEST_TIMEOUT,
-            OriginNotAllowed | RejectedByHook => StatusCode::FORBIDDEN,
-            ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            OriginNotAllowed | RejectedByHook | Banned => StatusCode::FORBIDDEN,
+            ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull | OverMemoryBudget => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             TooManyConnectionsPerIp | TooManyConnectionsPerUser | HandshakeRateLimited => StatusCode::TOO_MANY_REQUESTS,
             TokenMissing | TokenMalformed | TokenExpired | TokenNotYetValid | TokenBadSignature
             | TokenAlgNotAllowed | TokenWrongIssuer | TokenWrongAudience | TokenLifetimeTooLong | TokenMissingClaim

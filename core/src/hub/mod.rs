@@ -57,13 +57,16 @@ impl Hub {
 
     /// Pushes `frame` to every subscriber of `channel`; returns how many queued it.
     pub(crate) fn publish(&self, channel: &str, frame: &Utf8Bytes) -> usize {
-        self.stats.record_publication();
         let channels = self.channels.read().unwrap_or_else(PoisonError::into_inner);
         let Some((key, subscribers)) = channels.get_key_value(channel) else { return 0 };
         let mut queued = 0;
         for (outbox, policy) in subscribers.values() {
             match outbox.push(key, frame, *policy) {
-                Push::Queued | Push::Lossy => queued += 1,
+                Push::Queued => queued += 1,
+                Push::Lossy(dropped) => {
+                    queued += 1;
+                    self.stats.record_outbound_dropped(dropped);
+                }
                 Push::Overflowed => self.stats.record_slow_consumer(),
                 Push::Gone => {}
             }
@@ -84,8 +87,9 @@ mod tests {
     #[test]
     fn fan_out_shares_bytes_and_flags_slow_consumers() {
         let hub = Hub::new(Arc::new(Stats::default()));
-        let fast = Outbox::new(8, 1024);
-        let slow = Outbox::new(1, 1024);
+        let stats = Arc::new(Stats::default());
+        let fast = Outbox::new(8, 1024, Arc::clone(&stats));
+        let slow = Outbox::new(1, 1024, stats);
         assert!(hub.subscribe("c", 1, &fast, SlowConsumerPolicy::Disconnect));
         assert!(!hub.subscribe("c", 1, &fast, SlowConsumerPolicy::Disconnect));
         assert!(hub.subscribe("c", 2, &slow, SlowConsumerPolicy::Disconnect));

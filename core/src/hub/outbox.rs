@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::observe::Stats;
 use crate::policy::SlowConsumerPolicy;
 use crate::protocol::ServerFrame;
 
@@ -32,6 +33,15 @@ struct Inner {
     notify: Notify,
     max_messages: usize,
     max_bytes: usize,
+    /// Keeps `wsguard_outbound_queued_bytes` (the memory-admission estimate) current.
+    stats: Arc<Stats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let bytes = self.state.get_mut().map(|s| s.bytes).unwrap_or(0);
+        self.stats.add_queued_bytes(-(bytes as i64));
+    }
 }
 
 /// Shared by the hub (pushing) and the session (draining).
@@ -44,8 +54,8 @@ pub(crate) struct Outbox {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
     Queued,
-    /// Queued after dropping or replacing older messages (or the new one was dropped).
-    Lossy,
+    /// Queued after dropping or replacing this many older messages (or the new one was dropped).
+    Lossy(u64),
     /// Full under `disconnect`: the session was flagged (reported once).
     Overflowed,
     /// Already flagged: nothing queued.
@@ -53,13 +63,14 @@ pub(crate) enum Push {
 }
 
 impl Outbox {
-    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_messages: usize, max_bytes: usize, stats: Arc<Stats>) -> Self {
         Outbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 notify: Notify::new(),
                 max_messages: max_messages.max(1),
                 max_bytes: max_bytes.max(1),
+                stats,
             }),
         }
     }
@@ -74,7 +85,8 @@ impl Outbox {
         if state.is_overflowed {
             return Push::Gone;
         }
-        let mut result = Push::Queued;
+        let bytes_before = state.bytes;
+        let mut dropped = 0;
         if self.is_full(&state, size) {
             match policy {
                 SlowConsumerPolicy::Disconnect => {
@@ -83,52 +95,58 @@ impl Outbox {
                     self.inner.notify.notify_one();
                     return Push::Overflowed;
                 }
-                SlowConsumerPolicy::Coalesce => {
+                SlowConsumerPolicy::Coalesce if state.queue.iter().any(|q| q.channel == *channel) => {
                     if let Some(i) = state.queue.iter().rposition(|q| q.channel == *channel) {
                         let old = std::mem::replace(&mut state.queue[i].frame, frame.clone());
                         state.bytes = state.bytes - old.len() + size;
                         *state.lost.entry(Arc::clone(channel)).or_insert(0) += 1;
-                        // Replacing in place can still leave the byte cap exceeded by a larger
-                        // frame: drop from the front like drop_oldest until it fits.
-                        while state.bytes > self.inner.max_bytes {
-                            let Some(old) = state.queue.pop_front() else { break };
-                            state.bytes -= old.frame.len();
-                            *state.lost.entry(old.channel).or_insert(0) += 1;
-                        }
-                        drop(state);
-                        self.inner.notify.notify_one();
-                        return Push::Lossy;
+                        dropped += 1;
                     }
-                    self.trim(&mut state, size);
-                    result = Push::Lossy;
+                    // Replacing in place can still leave the byte cap exceeded by a larger
+                    // frame: drop from the front like drop_oldest until it fits.
+                    dropped += self.trim(&mut state, 0, false);
+                    self.account(&state, bytes_before);
+                    drop(state);
+                    self.inner.notify.notify_one();
+                    return Push::Lossy(dropped);
                 }
-                SlowConsumerPolicy::DropOldest => {
-                    self.trim(&mut state, size);
-                    result = Push::Lossy;
+                SlowConsumerPolicy::Coalesce | SlowConsumerPolicy::DropOldest => {
+                    dropped += self.trim(&mut state, size, true);
                 }
             }
             if size > self.inner.max_bytes {
                 *state.lost.entry(Arc::clone(channel)).or_insert(0) += 1;
-                return Push::Lossy;
+                self.account(&state, bytes_before);
+                return Push::Lossy(dropped + 1);
             }
         }
         state.bytes += size;
         state.queue.push_back(Queued { channel: Arc::clone(channel), frame: frame.clone() });
+        self.account(&state, bytes_before);
         drop(state);
         self.inner.notify.notify_one();
-        result
+        if dropped == 0 { Push::Queued } else { Push::Lossy(dropped) }
     }
 
-    /// Drops the oldest messages until `extra` more bytes and one more message fit.
-    fn trim(&self, state: &mut State, extra: usize) {
+    fn account(&self, state: &State, bytes_before: usize) {
+        self.inner.stats.add_queued_bytes(state.bytes as i64 - bytes_before as i64);
+    }
+
+    /// Drops the oldest messages until `extra` more bytes (and, with `room_for_one`, one more
+    /// message) fit; returns how many were dropped.
+    fn trim(&self, state: &mut State, extra: usize, room_for_one: bool) -> u64 {
+        let mut dropped = 0;
         while !state.queue.is_empty()
-            && (state.queue.len() >= self.inner.max_messages || state.bytes + extra > self.inner.max_bytes)
+            && ((room_for_one && state.queue.len() >= self.inner.max_messages)
+                || state.bytes + extra > self.inner.max_bytes)
         {
             if let Some(old) = state.queue.pop_front() {
                 state.bytes -= old.frame.len();
                 *state.lost.entry(old.channel).or_insert(0) += 1;
+                dropped += 1;
             }
         }
+        dropped
     }
 
     /// Resolves when something is queued or the outbox overflowed.
@@ -153,6 +171,7 @@ impl Outbox {
     /// messages since the last delivery.
     pub(crate) fn drain(&self, max: usize) -> Vec<Utf8Bytes> {
         let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes_before = state.bytes;
         let mut out = Vec::with_capacity(max.min(state.queue.len() * 2));
         while out.len() < max {
             let Some(item) = state.queue.pop_front() else { break };
@@ -162,6 +181,7 @@ impl Outbox {
             }
             out.push(item.frame);
         }
+        self.account(&state, bytes_before);
         out
     }
 }
@@ -174,9 +194,13 @@ mod tests {
         Arc::from(name)
     }
 
+    fn outbox(messages: usize, bytes: usize) -> Outbox {
+        Outbox::new(messages, bytes, Arc::new(Stats::default()))
+    }
+
     #[test]
     fn disconnect_policy_flags_once() {
-        let o = Outbox::new(1, 1024);
+        let o = outbox(1, 1024);
         let f = Utf8Bytes::from("a");
         assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Queued);
         assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Overflowed);
@@ -186,7 +210,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_newest_and_announces_the_gap() {
-        let o = Outbox::new(2, 1024);
+        let o = outbox(2, 1024);
         for i in 0..5 {
             o.push(&ch("c"), &Utf8Bytes::from(format!("m{i}")), SlowConsumerPolicy::DropOldest);
         }
@@ -196,7 +220,7 @@ mod tests {
 
     #[test]
     fn coalesce_replaces_the_queued_message_of_the_channel() {
-        let o = Outbox::new(2, 1024);
+        let o = outbox(2, 1024);
         o.push(&ch("a"), &Utf8Bytes::from("a1"), SlowConsumerPolicy::Coalesce);
         o.push(&ch("b"), &Utf8Bytes::from("b1"), SlowConsumerPolicy::Coalesce);
         o.push(&ch("a"), &Utf8Bytes::from("a2"), SlowConsumerPolicy::Coalesce);
@@ -207,10 +231,23 @@ mod tests {
 
     #[test]
     fn byte_cap_bounds_memory() {
-        let o = Outbox::new(1000, 10);
+        let o = outbox(1000, 10);
         for _ in 0..100 {
             o.push(&ch("c"), &Utf8Bytes::from("12345"), SlowConsumerPolicy::DropOldest);
         }
         assert_eq!(o.drain(1000).len(), 3);
+    }
+
+    #[test]
+    fn queued_bytes_are_accounted_and_released() {
+        let stats = Arc::new(Stats::default());
+        let o = Outbox::new(10, 1024, Arc::clone(&stats));
+        o.push(&ch("c"), &Utf8Bytes::from("12345"), SlowConsumerPolicy::DropOldest);
+        o.push(&ch("c"), &Utf8Bytes::from("123"), SlowConsumerPolicy::DropOldest);
+        assert_eq!(stats.queued_bytes(), 8);
+        o.drain(1);
+        assert_eq!(stats.queued_bytes(), 3);
+        drop(o);
+        assert_eq!(stats.queued_bytes(), 0);
     }
 }

@@ -66,6 +66,10 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: f64,
     /// Seconds an RPC handler may take before the client gets `hook_timeout`. Default 5.
     pub rpc_timeout_secs: f64,
+    /// New handshakes are refused with 503 `over_memory_budget` once the estimated memory of
+    /// sessions (a fixed per-session estimate) plus queued outbound bytes reaches this. 0
+    /// disables. Default 2147483648 (2 GiB).
+    pub max_memory_bytes: u64,
     /// A write to the client that does not complete within this many seconds closes the
     /// session. Default 10.
     pub write_timeout_secs: f64,
@@ -92,6 +96,7 @@ impl Default for LimitsConfig {
             ping_interval_secs: 20.0,
             idle_timeout_secs: 60.0,
             rpc_timeout_secs: 5.0,
+            max_memory_bytes: 2 * 1024 * 1024 * 1024,
             write_timeout_secs: 10.0,
         }
     }

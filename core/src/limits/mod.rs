@@ -1,10 +1,13 @@
 //! Limits: connection quotas, rate limits and size caps. This area counts and refuses; it never
 //! decides identity or policy.
 
+mod abuse;
 mod config;
 mod quota;
 mod rate;
 
+pub use abuse::{AbuseConfig, BanInfo, BanTarget};
+pub(crate) use abuse::{Bans, RateBaseline};
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
 pub(crate) use rate::{DirectRate, KeyedRate, retry_after_secs};

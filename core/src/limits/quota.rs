@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Per-key session counter with a fixed ceiling.
 #[derive(Debug)]
 pub(crate) struct ConnectionQuota<K: Eq + Hash + Clone> {
-    limit: u32,
+    /// Changed by a config reload; existing slots are kept even above a lowered limit.
+    limit: AtomicU32,
     counts: Mutex<HashMap<K, u32>>,
 }
 
@@ -21,18 +23,23 @@ pub(crate) struct QuotaSlot<K: Eq + Hash + Clone> {
 
 impl<K: Eq + Hash + Clone> ConnectionQuota<K> {
     pub(crate) fn new(limit: u32) -> Arc<Self> {
-        Arc::new(ConnectionQuota { limit, counts: Mutex::new(HashMap::new()) })
+        Arc::new(ConnectionQuota { limit: AtomicU32::new(limit), counts: Mutex::new(HashMap::new()) })
     }
 
     /// Takes a slot, or returns None when `key` is at its ceiling.
     pub(crate) fn try_acquire(self: &Arc<Self>, key: K) -> Option<QuotaSlot<K>> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(key.clone()).or_insert(0);
-        if *count >= self.limit {
+        if *count >= self.limit.load(Ordering::Relaxed) {
             return None;
         }
         *count += 1;
         Some(QuotaSlot { quota: Arc::clone(self), key })
+    }
+
+    /// Sets a new ceiling (config reload).
+    pub(crate) fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Current count for `key`.

@@ -9,7 +9,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::stats::Stats;
+use crate::auth::Revocation;
 use crate::hooks::{ChannelAction, Hooks};
+use crate::limits::BanTarget;
 
 /// A security or lifecycle event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,6 +69,43 @@ pub enum Event {
         code: &'static str,
         /// The channel rule involved, when one was (`id (reason)` for policy denials).
         rule: Option<String>,
+    },
+    /// An IP or user was banned.
+    BanApplied {
+        /// Who.
+        target: BanTarget,
+        /// `auth_failures`, `violations` or `operator`.
+        reason: &'static str,
+        /// For how long.
+        ban_secs: f64,
+    },
+    /// A ban ended.
+    BanLifted {
+        /// Who.
+        target: BanTarget,
+        /// `expired` or `operator`.
+        reason: &'static str,
+    },
+    /// A channel rule's publish rate jumped above `abuse.anomaly_factor` times its baseline.
+    Anomaly {
+        /// The rule id.
+        rule: String,
+        /// Publishes per second over the last interval.
+        rate_per_sec: f64,
+        /// The moving baseline before this interval.
+        baseline_per_sec: f64,
+    },
+    /// A configuration reload was applied, or refused (then nothing changed).
+    ConfigReloaded {
+        /// Whether the new configuration is in force.
+        is_applied: bool,
+        /// Every problem, when refused.
+        problems: Vec<String>,
+    },
+    /// Tokens were revoked.
+    RevocationApplied {
+        /// What was revoked.
+        revocation: Revocation,
     },
     /// A dry-run rule (`enforce = false`) would have denied; the action went ahead.
     PolicyDryRunDenied {
@@ -139,6 +178,24 @@ fn trace(event: &Event) {
         }
         Event::MessageRejected { session_id, user, code, rule } => {
             tracing::info!(target: "wsguard::security", event = "message_rejected", session_id, user, code, rule = rule.as_deref())
+        }
+        Event::BanApplied { target, reason, ban_secs } => {
+            tracing::warn!(target: "wsguard::security", event = "ban_applied", target = ?target, reason, ban_secs)
+        }
+        Event::BanLifted { target, reason } => {
+            tracing::info!(target: "wsguard::security", event = "ban_lifted", target = ?target, reason)
+        }
+        Event::Anomaly { rule, rate_per_sec, baseline_per_sec } => {
+            tracing::warn!(target: "wsguard::security", event = "anomaly", rule, rate_per_sec, baseline_per_sec)
+        }
+        Event::ConfigReloaded { is_applied: true, .. } => {
+            tracing::info!(target: "wsguard::server", event = "config_reloaded", applied = true)
+        }
+        Event::ConfigReloaded { problems, .. } => {
+            tracing::error!(target: "wsguard::server", event = "config_reloaded", applied = false, problems = ?problems)
+        }
+        Event::RevocationApplied { revocation } => {
+            tracing::info!(target: "wsguard::security", event = "revocation_applied", revocation = ?revocation)
         }
         Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
             target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason

@@ -1,25 +1,131 @@
-//! Server counters, readable at any time through `ServerHandle::stats`.
+//! Every metric the server exports, in one place. A registry per server (never a global recorder);
+//! labels are bounded: stable code names, actions, scopes, hooks and configured rule ids — never a
+//! raw channel, user or IP. `ServerHandle::stats()` reads the same figures as a snapshot.
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `wsguard_sessions_active` | gauge | |
+//! | `wsguard_sessions_total` | counter | |
+//! | `wsguard_handshakes_total` | counter | `result` (accepted/rejected), `code` |
+//! | `wsguard_messages_in_total` | counter | `action` |
+//! | `wsguard_messages_out_total` | counter | `kind` (reply/delivery) |
+//! | `wsguard_messages_rejected_total` | counter | `code` |
+//! | `wsguard_rate_limited_total` | counter | `scope` |
+//! | `wsguard_disconnects_total` | counter | `code`, `reason` |
+//! | `wsguard_session_duration_seconds` | histogram | |
+//! | `wsguard_outbound_dropped_total` | counter | |
+//! | `wsguard_slow_consumer_disconnects_total` | counter | |
+//! | `wsguard_publications_total` | counter | `rule` |
+//! | `wsguard_policy_dry_run_denials_total` | counter | `rule` |
+//! | `wsguard_hook_duration_seconds` | histogram | `hook` |
+//! | `wsguard_hook_failures_total` | counter | `hook`, `failure` (timeout/panic) |
+//! | `wsguard_bans_active` | gauge | |
+//! | `wsguard_bans_total` | counter | `kind` (ip/user) |
+//! | `wsguard_anomalies_total` | counter | `rule` |
+//! | `wsguard_events_dropped_total` | counter | |
+//! | `wsguard_outbound_queued_bytes` | gauge | |
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-/// Live counters (relaxed atomics: each is exact, a snapshot is not a transaction).
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    sessions_active: AtomicU64,
-    sessions_total: AtomicU64,
-    handshakes_rejected: AtomicU64,
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
-    messages_rejected: AtomicU64,
-    publications: AtomicU64,
-    slow_consumer_disconnects: AtomicU64,
-    events_dropped: AtomicU64,
-    dry_run_denials: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    result: &'static str,
+    code: &'static str,
 }
 
-/// A snapshot of the server's counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabel {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisconnectLabels {
+    code: u16,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabel {
+    hook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookFailureLabels {
+    hook: &'static str,
+    failure: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 4.0, 9))
+}
+
+/// The server's metrics (cheap to update: counters are atomics behind `Arc`s).
+pub(crate) struct Stats {
+    registry: Registry,
+    sessions_active: Gauge,
+    sessions_total: Counter,
+    handshakes: Family<HandshakeLabels, Counter>,
+    messages_in: Family<ActionLabel, Counter>,
+    messages_out: Family<KindLabel, Counter>,
+    messages_rejected: Family<CodeLabel, Counter>,
+    rate_limited: Family<ScopeLabel, Counter>,
+    disconnects: Family<DisconnectLabels, Counter>,
+    session_duration: Histogram,
+    outbound_dropped: Counter,
+    slow_consumer_disconnects: Counter,
+    publications: Family<RuleLabel, Counter>,
+    dry_run_denials: Family<RuleLabel, Counter>,
+    hook_duration: HistogramFamily<HookLabel>,
+    hook_failures: Family<HookFailureLabels, Counter>,
+    bans_active: Gauge,
+    bans_total: Family<KindLabel, Counter>,
+    anomalies: Family<RuleLabel, Counter>,
+    events_dropped: Counter,
+    queued_bytes: Gauge,
+    /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
+    /// family lock is ever held across two lookups).
+    replies_out: Counter,
+    deliveries_out: Counter,
+    // Totals kept beside the labelled families so snapshots need no family walk.
+    handshakes_rejected: AtomicU64,
+    messages_in_total: AtomicU64,
+    messages_rejected_total: AtomicU64,
+    publications_total: AtomicU64,
+    dry_run_total: AtomicU64,
+}
+
+/// A snapshot of the server's counters (the same figures `/metrics` exports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
     /// Sessions open now.
@@ -36,62 +142,224 @@ pub struct StatsSnapshot {
     pub messages_rejected: u64,
     /// Publications accepted (from clients and from the server side).
     pub publications: u64,
+    /// Messages dropped by `drop_oldest` / `coalesce` slow-consumer policies.
+    pub outbound_dropped: u64,
     /// Sessions closed because their outbound queue was full.
     pub slow_consumer_disconnects: u64,
     /// Events dropped because the event queue was full.
     pub events_dropped: u64,
     /// Actions a dry-run rule (`enforce = false`) would have denied.
     pub dry_run_denials: u64,
+    /// Bans in force.
+    pub bans_active: u64,
+    /// Bytes queued in all outboxes.
+    pub outbound_queued_bytes: u64,
     /// Channels with at least one subscriber.
     pub channels: u64,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wsguard");
+        let stats = Stats {
+            sessions_active: Gauge::default(),
+            sessions_total: Counter::default(),
+            handshakes: Family::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            messages_rejected: Family::default(),
+            rate_limited: Family::default(),
+            disconnects: Family::default(),
+            session_duration: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            outbound_dropped: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            publications: Family::default(),
+            dry_run_denials: Family::default(),
+            hook_duration: HistogramFamily::new_with_constructor(latency_histogram),
+            hook_failures: Family::default(),
+            bans_active: Gauge::default(),
+            bans_total: Family::default(),
+            anomalies: Family::default(),
+            events_dropped: Counter::default(),
+            queued_bytes: Gauge::default(),
+            handshakes_rejected: AtomicU64::new(0),
+            messages_in_total: AtomicU64::new(0),
+            messages_rejected_total: AtomicU64::new(0),
+            publications_total: AtomicU64::new(0),
+            dry_run_total: AtomicU64::new(0),
+            registry: Registry::default(),
+            replies_out: Counter::default(),
+            deliveries_out: Counter::default(),
+        };
+        let replies_out = stats.messages_out.get_or_create(&KindLabel { kind: "reply" }).clone();
+        let deliveries_out = stats.messages_out.get_or_create(&KindLabel { kind: "delivery" }).clone();
+        registry.register("sessions_active", "Sessions open now", stats.sessions_active.clone());
+        registry.register("sessions", "Sessions opened", stats.sessions_total.clone());
+        registry.register("handshakes", "Handshakes by result and code", stats.handshakes.clone());
+        registry.register("messages_in", "Client frames by action", stats.messages_in.clone());
+        registry.register("messages_out", "Frames sent to clients by kind", stats.messages_out.clone());
+        registry.register(
+            "messages_rejected",
+            "Client frames answered with an error, by code",
+            stats.messages_rejected.clone(),
+        );
+        registry.register("rate_limited", "Rate-limit refusals by scope", stats.rate_limited.clone());
+        registry.register("disconnects", "Sessions ended, by close code and reason", stats.disconnects.clone());
+        registry.register("session_duration_seconds", "Session lifetimes", stats.session_duration.clone());
+        registry.register(
+            "outbound_dropped",
+            "Messages dropped by slow-consumer policies",
+            stats.outbound_dropped.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Sessions closed because their outbound queue was full",
+            stats.slow_consumer_disconnects.clone(),
+        );
+        registry.register("publications", "Publications by channel rule", stats.publications.clone());
+        registry.register(
+            "policy_dry_run_denials",
+            "Actions a dry-run rule would have denied",
+            stats.dry_run_denials.clone(),
+        );
+        registry.register("hook_duration_seconds", "Host hook latency", stats.hook_duration.clone());
+        registry.register("hook_failures", "Host hooks that timed out or panicked", stats.hook_failures.clone());
+        registry.register("bans_active", "Bans in force", stats.bans_active.clone());
+        registry.register("bans", "Bans applied, by kind", stats.bans_total.clone());
+        registry.register("anomalies", "Publish-rate anomalies by channel rule", stats.anomalies.clone());
+        registry.register(
+            "events_dropped",
+            "Events dropped because the event queue was full",
+            stats.events_dropped.clone(),
+        );
+        registry.register("outbound_queued_bytes", "Bytes queued in all outboxes", stats.queued_bytes.clone());
+        Stats { registry, replies_out, deliveries_out, ..stats }
+    }
+}
+
 impl Stats {
+    /// The Prometheus text exposition.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
     pub(crate) fn session_opened(&self) {
-        self.sessions_active.fetch_add(1, Relaxed);
-        self.sessions_total.fetch_add(1, Relaxed);
+        self.sessions_active.inc();
+        self.sessions_total.inc();
     }
-    pub(crate) fn session_closed(&self) {
-        self.sessions_active.fetch_sub(1, Relaxed);
+    pub(crate) fn session_closed(&self, code: u16, reason: &'static str, duration_secs: f64) {
+        self.sessions_active.dec();
+        self.disconnects.get_or_create(&DisconnectLabels { code, reason }).inc();
+        self.session_duration.observe(duration_secs);
     }
-    pub(crate) fn record_handshake_rejected(&self) {
-        self.handshakes_rejected.fetch_add(1, Relaxed);
+    pub(crate) fn record_handshake(&self, code: Option<&'static str>) {
+        let labels = match code {
+            None => HandshakeLabels { result: "accepted", code: "ok" },
+            Some(code) => {
+                self.handshakes_rejected.fetch_add(1, Relaxed);
+                HandshakeLabels { result: "rejected", code }
+            }
+        };
+        self.handshakes.get_or_create(&labels).inc();
     }
-    pub(crate) fn record_message_in(&self) {
-        self.messages_in.fetch_add(1, Relaxed);
+    pub(crate) fn record_message_in(&self, action: &'static str) {
+        self.messages_in_total.fetch_add(1, Relaxed);
+        self.messages_in.get_or_create(&ActionLabel { action }).inc();
     }
-    pub(crate) fn record_messages_out(&self, n: u64) {
-        self.messages_out.fetch_add(n, Relaxed);
+    /// `is_delivery`: publications from the outbox, as opposed to replies.
+    pub(crate) fn record_messages_out(&self, is_delivery: bool, n: u64) {
+        if is_delivery { &self.deliveries_out } else { &self.replies_out }.inc_by(n);
     }
-    pub(crate) fn record_message_rejected(&self) {
-        self.messages_rejected.fetch_add(1, Relaxed);
+    pub(crate) fn record_message_rejected(&self, code: &'static str) {
+        self.messages_rejected_total.fetch_add(1, Relaxed);
+        self.messages_rejected.get_or_create(&CodeLabel { code }).inc();
     }
-    pub(crate) fn record_publication(&self) {
-        self.publications.fetch_add(1, Relaxed);
+    pub(crate) fn record_rate_limited(&self, scope: &'static str) {
+        self.rate_limited.get_or_create(&ScopeLabel { scope }).inc();
+    }
+    pub(crate) fn record_publication(&self, rule: &str) {
+        self.publications_total.fetch_add(1, Relaxed);
+        self.publications.get_or_create(&RuleLabel { rule: rule.to_string() }).inc();
+    }
+    pub(crate) fn record_outbound_dropped(&self, n: u64) {
+        self.outbound_dropped.inc_by(n);
     }
     pub(crate) fn record_slow_consumer(&self) {
-        self.slow_consumer_disconnects.fetch_add(1, Relaxed);
+        self.slow_consumer_disconnects.inc();
     }
     pub(crate) fn record_event_dropped(&self) {
-        self.events_dropped.fetch_add(1, Relaxed);
+        self.events_dropped.inc();
     }
-    pub(crate) fn record_dry_run_denial(&self) {
-        self.dry_run_denials.fetch_add(1, Relaxed);
+    pub(crate) fn publications_for(&self, rule: &str) -> u64 {
+        self.publications.get_or_create(&RuleLabel { rule: rule.to_string() }).get()
+    }
+    pub(crate) fn record_dry_run_denial(&self, rule: &str) {
+        self.dry_run_total.fetch_add(1, Relaxed);
+        self.dry_run_denials.get_or_create(&RuleLabel { rule: rule.to_string() }).inc();
+    }
+    pub(crate) fn record_hook(&self, hook: &'static str, secs: f64, failure: Option<&'static str>) {
+        self.hook_duration.get_or_create(&HookLabel { hook }).observe(secs);
+        if let Some(failure) = failure {
+            self.hook_failures.get_or_create(&HookFailureLabels { hook, failure }).inc();
+        }
+    }
+    pub(crate) fn record_ban(&self, kind: &'static str) {
+        self.bans_total.get_or_create(&KindLabel { kind }).inc();
+    }
+    pub(crate) fn set_bans_active(&self, n: usize) {
+        self.bans_active.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    pub(crate) fn record_anomaly(&self, rule: &str) {
+        self.anomalies.get_or_create(&RuleLabel { rule: rule.to_string() }).inc();
+    }
+    pub(crate) fn add_queued_bytes(&self, delta: i64) {
+        self.queued_bytes.inc_by(delta);
+    }
+    pub(crate) fn queued_bytes(&self) -> u64 {
+        u64::try_from(self.queued_bytes.get()).unwrap_or(0)
+    }
+    pub(crate) fn sessions_active(&self) -> u64 {
+        u64::try_from(self.sessions_active.get()).unwrap_or(0)
     }
 
     pub(crate) fn snapshot(&self, channels: u64) -> StatsSnapshot {
+        let out = self.replies_out.get() + self.deliveries_out.get();
         StatsSnapshot {
-            sessions_active: self.sessions_active.load(Relaxed),
-            sessions_total: self.sessions_total.load(Relaxed),
+            sessions_active: self.sessions_active(),
+            sessions_total: self.sessions_total.get(),
             handshakes_rejected: self.handshakes_rejected.load(Relaxed),
-            messages_in: self.messages_in.load(Relaxed),
-            messages_out: self.messages_out.load(Relaxed),
-            messages_rejected: self.messages_rejected.load(Relaxed),
-            publications: self.publications.load(Relaxed),
-            slow_consumer_disconnects: self.slow_consumer_disconnects.load(Relaxed),
-            events_dropped: self.events_dropped.load(Relaxed),
-            dry_run_denials: self.dry_run_denials.load(Relaxed),
+            messages_in: self.messages_in_total.load(Relaxed),
+            messages_out: out,
+            messages_rejected: self.messages_rejected_total.load(Relaxed),
+            publications: self.publications_total.load(Relaxed),
+            outbound_dropped: self.outbound_dropped.get(),
+            slow_consumer_disconnects: self.slow_consumer_disconnects.get(),
+            events_dropped: self.events_dropped.get(),
+            dry_run_denials: self.dry_run_total.load(Relaxed),
+            bans_active: u64::try_from(self.bans_active.get()).unwrap_or(0),
+            outbound_queued_bytes: self.queued_bytes(),
             channels,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_uses_the_documented_names() {
+        let stats = Stats::default();
+        stats.record_handshake(Some("token_expired"));
+        stats.record_message_in("publish");
+        stats.record_rate_limited("user");
+        let text = stats.encode();
+        assert!(text.contains("wsguard_handshakes_total{result=\"rejected\",code=\"token_expired\"} 1"), "{text}");
+        assert!(text.contains("wsguard_messages_in_total{action=\"publish\"} 1"), "{text}");
+        assert!(text.contains("wsguard_rate_limited_total{scope=\"user\"} 1"), "{text}");
+        assert!(text.contains("# TYPE wsguard_session_duration_seconds histogram"), "{text}");
+        assert_eq!(stats.snapshot(0).handshakes_rejected, 1);
     }
 }

@@ -165,6 +165,11 @@ impl Policy {
         }
     }
 
+    /// The rule ids, in order.
+    pub(crate) fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+
     /// Forgets idle per-channel publish buckets (bounds memory under channel churn).
     pub(crate) fn forget_idle(&self) {
         for rate in self.rules.iter().filter_map(|r| r.publish_rate.as_ref()) {

@@ -86,6 +86,18 @@ impl ClientFrame {
         }
     }
 
+    /// The action's wire name (a bounded metrics label).
+    pub fn action_name(&self) -> &'static str {
+        match self {
+            ClientFrame::Subscribe { .. } => "subscribe",
+            ClientFrame::Unsubscribe { .. } => "unsubscribe",
+            ClientFrame::Publish { .. } => "publish",
+            ClientFrame::Ping { .. } => "ping",
+            ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Rpc { .. } => "rpc",
+        }
+    }
+
     /// The frame's `seq`.
     pub fn seq(&self) -> Option<u64> {
         match self {

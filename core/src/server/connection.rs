@@ -1,5 +1,5 @@
 //! One accepted TCP connection: TLS (when configured), the handshake gate, the 101 or the refusal,
-//! then the session.
+//! then the session. The connection uses one snapshot of the reloadable configuration throughout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,32 +7,35 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::Shared;
+use super::live::{Core, Live};
 use crate::error::ErrorCode;
-use crate::handshake::Rejection;
+use crate::handshake::{Refused, Rejection};
 use crate::observe::Event;
 use crate::session::{self, SessionStart};
 
 /// Handles one connection to the end of its session.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    live: Arc<Live>,
     tcp: TcpStream,
     peer: SocketAddr,
-    pending: tokio::sync::OwnedSemaphorePermit,
+    pending: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
-    let deadline = Instant::now() + shared.handshake_timeout;
-    match &shared.tls {
-        None => upgrade(shared, tcp, peer, deadline, pending).await,
+    let deadline = Instant::now() + live.handshake_timeout;
+    match &live.tls {
+        None => upgrade(&shared, &live, tcp, peer, deadline, pending).await,
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => upgrade(shared, tls, peer, deadline, pending).await,
-            Ok(Err(e)) => reject_silently(&shared, peer, ErrorCode::TlsHandshakeFailed, e.to_string()),
+            Ok(Ok(tls)) => upgrade(&shared, &live, tls, peer, deadline, pending).await,
+            Ok(Err(e)) => reject_silently(&shared.core, peer, ErrorCode::TlsHandshakeFailed, e.to_string()),
             Err(_) => reject_silently(
-                &shared,
+                &shared.core,
                 peer,
                 ErrorCode::HandshakeTimeout,
                 "TLS handshake not completed in time".into(),
@@ -41,9 +44,9 @@ pub(crate) async fn handle(
     }
 }
 
-fn reject_silently(shared: &Shared, peer: SocketAddr, code: ErrorCode, detail: String) {
-    shared.stats.record_handshake_rejected();
-    shared.events.emit(Event::HandshakeRejected {
+fn reject_silently(core: &Core, peer: SocketAddr, code: ErrorCode, detail: String) {
+    core.stats.record_handshake(Some(code.name()));
+    core.events.emit(Event::HandshakeRejected {
         client_ip: peer.ip(),
         status: 0,
         code: code.name(),
@@ -53,18 +56,20 @@ fn reject_silently(shared: &Shared, peer: SocketAddr, code: ErrorCode, detail: S
 }
 
 async fn upgrade<S>(
-    shared: Arc<Shared>,
+    shared: &Shared,
+    live: &Live,
     mut stream: S,
     peer: SocketAddr,
     deadline: Instant,
-    pending: tokio::sync::OwnedSemaphorePermit,
+    pending: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let admitted = shared.gate.admit(&mut stream, peer.ip(), deadline).await;
+    let core = &shared.core;
+    let admitted = live.gate.admit(&mut stream, peer.ip(), deadline).await;
     // A handshake that finishes while the server drains must not start a session.
     let admitted = match admitted {
-        Ok(_) if shared.shutdown.is_cancelled() => Err(crate::handshake::Refused {
+        Ok(_) if core.shutdown.is_cancelled() => Err(Refused {
             rejection: Rejection::new(ErrorCode::ShuttingDown, "server is shutting down"),
             client_ip: peer.ip(),
             origin: None,
@@ -75,8 +80,8 @@ async fn upgrade<S>(
         Ok(admitted) => admitted,
         Err(refused) => {
             let rejection = &refused.rejection;
-            shared.stats.record_handshake_rejected();
-            shared.events.emit(Event::HandshakeRejected {
+            core.stats.record_handshake(Some(rejection.code().name()));
+            core.events.emit(Event::HandshakeRejected {
                 client_ip: refused.client_ip,
                 status: if rejection.is_silent() { 0 } else { rejection.status().as_u16() },
                 code: rejection.code().name(),
@@ -97,17 +102,18 @@ async fn upgrade<S>(
         stream.write_all(&admitted.response).await?;
         stream.flush().await
     };
-    if !matches!(tokio::time::timeout_at(deadline + shared.handshake_timeout, write).await, Ok(Ok(()))) {
+    if !matches!(tokio::time::timeout_at(deadline + live.handshake_timeout, write).await, Ok(Ok(()))) {
         return;
     }
     drop(pending);
-    let ws =
-        WebSocketStream::from_partially_read(stream, admitted.leftover, Role::Server, Some(shared.ws_config)).await;
+    core.stats.record_handshake(None);
+    let ws = WebSocketStream::from_partially_read(stream, admitted.leftover, Role::Server, Some(live.ws_config)).await;
     let start = SessionStart {
         id: shared.next_session_id.fetch_add(1, Ordering::Relaxed),
         identity: Arc::new(admitted.identity),
         client_ip: admitted.client_ip,
         held: admitted.held,
+        info: admitted.info,
     };
-    session::run(ws, Arc::clone(&shared.session_env), start).await;
+    session::run(ws, Arc::clone(&live.session_env), start).await;
 }

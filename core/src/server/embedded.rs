@@ -23,8 +23,9 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Binds and starts serving on `worker_threads` runtime threads (at least 1); returns once
-    /// the listener is bound. Blocking: call it off any async executor's thread.
+    /// Binds and starts serving on its own runtime; returns once the listeners are bound.
+    /// `worker_threads` overrides `server.worker_threads` when non-zero (0 in both: one per CPU).
+    /// Blocking: call it off any async executor's thread.
     ///
     /// Errors: the same as [`crate::ServerBuilder::bind`], plus [`Error::Io`] when the runtime
     /// cannot start.
@@ -34,8 +35,13 @@ impl EmbeddedServer {
         key_material: Option<KeyMaterial>,
         worker_threads: usize,
     ) -> Result<Self, Error> {
+        let threads = match (worker_threads, config.server.worker_threads) {
+            (0, 0) => std::thread::available_parallelism().map_or(1, usize::from),
+            (0, configured) => configured as usize,
+            (given, _) => given,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads.max(1))
+            .worker_threads(threads)
             .thread_name("wsguard-worker")
             .enable_all()
             .build()

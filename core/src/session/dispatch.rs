@@ -15,16 +15,24 @@ use crate::observe::Event;
 use crate::policy::{SlowConsumerPolicy, Verdict, check_schema};
 use crate::protocol::{ClientFrame, ReplyError, ServerFrame, decode};
 
+/// What an allowed channel action carries on.
+struct Allowed {
+    slow_consumer: SlowConsumerPolicy,
+    rule_id: String,
+}
+
 /// A refused frame: the reply plus what the logs and the client need besides.
 struct Refusal {
     error: ReplyError,
     rule: Option<String>,
     retry_after: Option<Duration>,
+    /// For `rate_limited`: which limit (a metrics label).
+    scope: Option<&'static str>,
 }
 
 impl From<ReplyError> for Refusal {
     fn from(error: ReplyError) -> Self {
-        Refusal { error, rule: None, retry_after: None }
+        Refusal { error, rule: None, retry_after: None, scope: None }
     }
 }
 
@@ -32,9 +40,10 @@ fn refuse(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Refus
     ReplyError::new(id, code, message).into()
 }
 
-fn rate_limited(id: Option<u64>, scope: &str, wait: Duration, rule: Option<String>) -> Refusal {
+fn rate_limited(id: Option<u64>, scope: &'static str, wait: Duration, rule: Option<String>) -> Refusal {
     Refusal {
-        error: ReplyError::new(id, ErrorCode::RateLimited, format!("{scope} rate exceeded")),
+        error: ReplyError::new(id, ErrorCode::RateLimited, format!("{} rate exceeded", scope.replace('_', " "))),
+        scope: Some(scope),
         rule,
         retry_after: Some(wait),
     }
@@ -44,7 +53,11 @@ fn rate_limited(id: Option<u64>, scope: &str, wait: Duration, rule: Option<Strin
 fn is_violation(code: ErrorCode) -> bool {
     !matches!(
         code,
-        ErrorCode::NotSubscribed | ErrorCode::RpcFailed | ErrorCode::HookTimeout | ErrorCode::TooManySubscriptions
+        ErrorCode::NotSubscribed
+            | ErrorCode::RpcFailed
+            | ErrorCode::HookTimeout
+            | ErrorCode::TooManySubscriptions
+            | ErrorCode::ReplayCacheFull
     )
 }
 
@@ -53,16 +66,28 @@ impl Session {
     pub(crate) async fn handle_text(&mut self, text: &str) -> Outcome {
         let result = match self.check_rates(text) {
             Ok(()) => match decode(text, self.env.limits.max_payload_depth) {
-                Ok(frame) => self.dispatch(frame).await,
-                Err(e) => Err(e.into()),
+                Ok(frame) => {
+                    self.env.stats.record_message_in(frame.action_name());
+                    self.dispatch(frame).await
+                }
+                Err(e) => {
+                    self.env.stats.record_message_in("invalid");
+                    Err(e.into())
+                }
             },
-            Err(refusal) => Err(refusal),
+            Err(refusal) => {
+                self.env.stats.record_message_in("rate_limited");
+                Err(refusal)
+            }
         };
         match result {
             Ok(frames) => Outcome { frames, disconnect: None },
             Err(refusal) => {
-                let Refusal { error, rule, retry_after } = refusal;
-                self.env.stats.record_message_rejected();
+                let Refusal { error, rule, retry_after, scope } = refusal;
+                if let Some(scope) = scope {
+                    self.env.stats.record_rate_limited(scope);
+                }
+                self.env.stats.record_message_rejected(error.code.name());
                 self.env.events.emit(Event::MessageRejected {
                     session_id: self.id,
                     user: self.identity.subject.clone(),
@@ -88,13 +113,13 @@ impl Session {
         let salvage = || serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
         let size = u32::try_from(text.len()).unwrap_or(u32::MAX);
         if let Err(wait) = self.message_rate.check_n(1) {
-            return Err(rate_limited(salvage(), "connection message", wait, None));
+            return Err(rate_limited(salvage(), "connection_messages", wait, None));
         }
         if let Err(wait) = self.byte_rate.check_n(size) {
-            return Err(rate_limited(salvage(), "connection byte", wait, None));
+            return Err(rate_limited(salvage(), "connection_bytes", wait, None));
         }
         if let Err(wait) = self.env.user_rate.check(&self.identity.subject) {
-            return Err(rate_limited(salvage(), "user message", wait, None));
+            return Err(rate_limited(salvage(), "user", wait, None));
         }
         Ok(())
     }
@@ -117,8 +142,8 @@ impl Session {
                 if self.subscriptions.len() >= self.env.limits.max_subscriptions {
                     return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
                 }
-                let policy = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
-                self.env.hub.subscribe(&channel, self.id, &self.outbox, policy);
+                let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
+                self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
                 self.subscriptions.insert(channel);
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
@@ -130,7 +155,9 @@ impl Session {
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Publish { channel, payload, .. } => {
-                self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
+                let allowed =
+                    self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
+                self.env.stats.record_publication(&allowed.rule_id);
                 let frame = ServerFrame::Message { channel: &channel, payload: &payload }.encode();
                 self.env.hub.publish(&channel, &frame);
                 Ok(vec![ServerFrame::Ack { id }.encode()])
@@ -149,11 +176,12 @@ impl Session {
         action: ChannelAction,
         channel: &str,
         payload: Option<&serde_json::Value>,
-    ) -> Result<SlowConsumerPolicy, Refusal> {
-        let rule = match self.env.policy.decide(identity, action, channel) {
+    ) -> Result<Allowed, Refusal> {
+        let policy = self.env.policy.load_full();
+        let rule = match policy.decide(identity, action, channel) {
             Verdict::Allow(rule) => rule,
             Verdict::DryRunDeny { rule, reason } => {
-                self.env.stats.record_dry_run_denial();
+                self.env.stats.record_dry_run_denial(&rule.id);
                 self.env.events.emit(Event::PolicyDryRunDenied {
                     session_id: self.id,
                     user: identity.subject.clone(),
@@ -171,6 +199,7 @@ impl Session {
                         |r| format!("{} ({})", r.id, reason.as_str()),
                     )),
                     retry_after: None,
+                    scope: None,
                 });
             }
         };
@@ -179,15 +208,16 @@ impl Session {
                 error: ReplyError::new(id, ErrorCode::PayloadInvalid, m),
                 rule: Some(rule.id.clone()),
                 retry_after: None,
+                scope: None,
             })?;
         }
         if action == ChannelAction::Publish
             && let Some(rate) = &rule.publish_rate
         {
             rate.check(&channel.to_string())
-                .map_err(|wait| rate_limited(id, "channel publish", wait, Some(rule.id.clone())))?;
+                .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.clone())))?;
         }
-        let slow_consumer = rule.slow_consumer;
+        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: rule.id.clone() };
         let request = AuthorizeRequest {
             session_id: self.id,
             identity: Arc::clone(identity),
@@ -195,7 +225,7 @@ impl Session {
             channel: channel.to_string(),
         };
         match self.env.hooks.authorize(request).await {
-            Ok(Decision::Allow) => Ok(slow_consumer),
+            Ok(Decision::Allow) => Ok(allowed),
             Ok(Decision::Deny) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
             Err(failure) if failure.code() == ErrorCode::HookTimeout => {
                 Err(refuse(id, ErrorCode::HookTimeout, "authorization did not answer in time"))
@@ -210,7 +240,8 @@ impl Session {
         method: String,
         payload: serde_json::Value,
     ) -> Result<Vec<Utf8Bytes>, Refusal> {
-        let declared = self.env.policy.rpc(&self.identity, &method).map_err(|code| match code {
+        let policy = self.env.policy.load_full();
+        let declared = policy.rpc(&self.identity, &method).map_err(|code| match code {
             ErrorCode::UnknownMethod => refuse(id, code, "no such method"),
             _ => refuse(id, code, "not allowed to call this method"),
         })?;
@@ -230,16 +261,26 @@ impl Session {
 
     /// In-band token refresh: verified like a handshake token, bound to the same subject and
     /// session-bound claims; every subscription is re-authorized under the new identity.
+    /// Re-checks every subscription for `identity` under the current rules (after a refresh or a
+    /// reload); drops the ones no longer allowed and returns their `unsubscribed` frames.
+    pub(crate) async fn reauthorize(&mut self, identity: &Arc<Identity>) -> Vec<Utf8Bytes> {
+        let mut frames = Vec::new();
+        let mut channels: Vec<String> = self.subscriptions.iter().cloned().collect();
+        channels.sort();
+        for channel in channels {
+            if self.authorize(None, identity, ChannelAction::Subscribe, &channel, None).await.is_err() {
+                self.env.hub.unsubscribe(&channel, self.id);
+                self.subscriptions.remove(&channel);
+                frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
+            }
+        }
+        frames
+    }
+
     async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<Vec<Utf8Bytes>, Refusal> {
-        let identity = self.env.verifier.verify(token).map_err(|e| refuse(id, e.code(), e.to_string()))?;
+        let identity = self.env.verifier.load().verify(token).map_err(|e| refuse(id, e.code(), e.to_string()))?;
         if self.env.revocations.is_revoked(&identity) {
             return Err(refuse(id, ErrorCode::TokenRevoked, TokenError::Revoked.to_string()));
-        }
-        if let Some(cache) = &self.env.jti_cache {
-            cache.use_once(&identity).map_err(|refusal| match refusal {
-                JtiRefusal::Token(e) => refuse(id, e.code(), e.to_string()),
-                JtiRefusal::Full => refuse(id, ErrorCode::ReplayCacheFull, "used-jti cache full"),
-            })?;
         }
         if identity.subject != self.identity.subject {
             return Err(refuse(id, ErrorCode::RefreshMismatch, "the new token has another subject"));
@@ -249,17 +290,22 @@ impl Session {
                 return Err(refuse(id, ErrorCode::RefreshMismatch, format!("the new token has another {claim:?}")));
             }
         }
-        let identity = Arc::new(identity);
-        let mut frames = Vec::new();
-        let mut channels: Vec<String> = self.subscriptions.iter().cloned().collect();
-        channels.sort();
-        for channel in channels {
-            if self.authorize(None, &identity, ChannelAction::Subscribe, &channel, None).await.is_err() {
-                self.env.hub.unsubscribe(&channel, self.id);
-                self.subscriptions.remove(&channel);
-                frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
-            }
+        // The same hook as at the handshake: a refreshed identity is enriched the same way.
+        let identity = self
+            .env
+            .hooks
+            .authenticate(self.info.clone(), identity)
+            .await
+            .map_err(|(code, message)| refuse(id, code, message))?;
+        // Spent last, so a refresh refused for any other reason leaves the token usable.
+        if let Some(cache) = &self.env.jti_cache {
+            cache.use_once(&identity).map_err(|refusal| match refusal {
+                JtiRefusal::Token(e) => refuse(id, e.code(), e.to_string()),
+                JtiRefusal::Full => refuse(id, ErrorCode::ReplayCacheFull, "used-jti cache full"),
+            })?;
         }
+        let identity = Arc::new(identity);
+        let mut frames = self.reauthorize(&identity).await;
         self.identity = identity;
         frames.push(ServerFrame::Ack { id }.encode());
         Ok(frames)

@@ -12,8 +12,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
@@ -23,9 +25,9 @@ pub use disconnect::Disconnect;
 pub(crate) use registry::Registry;
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
-use crate::hooks::HookRunner;
+use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::hub::{Hub, Outbox};
-use crate::limits::{DirectRate, KeyedRate};
+use crate::limits::{Bans, DirectRate, KeyedRate};
 use crate::observe::{Event, EventSink, Stats};
 use crate::policy::Policy;
 
@@ -41,11 +43,16 @@ pub(crate) struct SessionEnv {
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,
     pub(crate) registry: Arc<Registry>,
-    pub(crate) policy: Arc<Policy>,
-    pub(crate) verifier: Arc<TokenVerifier>,
+    /// Swapped by reloads; read at every decision.
+    pub(crate) policy: Arc<ArcSwap<Policy>>,
+    /// Bumped by reloads: every session re-authorizes its subscriptions.
+    pub(crate) policy_changed: Arc<watch::Sender<u64>>,
+    /// Swapped by reloads; verifies in-band refresh tokens.
+    pub(crate) verifier: Arc<ArcSwap<TokenVerifier>>,
     pub(crate) revocations: Arc<RevocationList>,
     pub(crate) jti_cache: Option<Arc<JtiCache>>,
     pub(crate) user_rate: KeyedRate<String>,
+    pub(crate) bans: Arc<Bans>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) limits: SessionLimits,
 }
@@ -79,6 +86,8 @@ pub(crate) struct SessionStart {
     pub(crate) client_ip: IpAddr,
     /// Quota slots and the connection permit, released when the session ends.
     pub(crate) held: Box<dyn Send>,
+    /// What the `authenticate` hook saw at the handshake.
+    pub(crate) info: HandshakeInfo,
 }
 
 /// Per-session state the dispatcher works on.
@@ -92,6 +101,8 @@ pub(crate) struct Session {
     byte_rate: DirectRate,
     violations: VecDeque<Instant>,
     last_seq: Option<u64>,
+    info: HandshakeInfo,
+    client_ip: IpAddr,
 }
 
 /// The effect of one client frame on the connection.
@@ -115,6 +126,11 @@ where
     let limits = &env.limits;
     let control = env.registry.register(start.id, &start.identity.subject);
     let mut revoked = env.revocations.subscribe();
+    // A revocation between the handshake's check and this subscription would otherwise be missed.
+    if env.revocations.is_revoked(&start.identity) {
+        revoked.mark_changed();
+    }
+    let mut policy_changed = env.policy_changed.subscribe();
     env.stats.session_opened();
     env.events.emit(Event::SessionOpened {
         session_id: start.id,
@@ -130,13 +146,15 @@ where
     let mut session = Session {
         id: start.id,
         identity: Arc::clone(&start.identity),
-        outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes),
+        outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
         subscriptions: HashSet::new(),
         env: Arc::clone(&env),
         message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst),
         byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst),
         violations: VecDeque::new(),
         last_seq: None,
+        info: start.info.clone(),
+        client_ip: start.client_ip,
     };
     let outbox = session.outbox.clone();
     let mut messages_in = 0u64;
@@ -153,13 +171,21 @@ where
                     break Disconnect::Revoked;
                 }
             }
+            Ok(()) = policy_changed.changed() => {
+                let identity = Arc::clone(&session.identity);
+                let frames = session.reauthorize(&identity).await;
+                messages_out += frames.len() as u64;
+                if let Err(d) = write_all(&mut ws, frames, false, &env).await {
+                    break d;
+                }
+            }
             _ = outbox.ready() => {
                 if outbox.is_overflowed() {
                     break Disconnect::SlowConsumer;
                 }
                 let batch = outbox.drain(WRITE_BATCH);
                 messages_out += batch.len() as u64;
-                if let Err(d) = write_all(&mut ws, batch, &env).await {
+                if let Err(d) = write_all(&mut ws, batch, true, &env).await {
                     break d;
                 }
             }
@@ -202,14 +228,13 @@ where
                     Some(Err(e)) => break classify(&e),
                 };
                 messages_in += 1;
-                env.stats.record_message_in();
                 let previous_exp = session.identity.expires_at;
                 let outcome = session.handle_text(&text).await;
                 if session.identity.expires_at != previous_exp {
                     expiry.as_mut().reset(expiry_deadline(&session.identity, limits.leeway_secs));
                 }
                 messages_out += outcome.frames.len() as u64;
-                if let Err(d) = write_all(&mut ws, outcome.frames, &env).await {
+                if let Err(d) = write_all(&mut ws, outcome.frames, false, &env).await {
                     break d;
                 }
                 if let Some(d) = outcome.disconnect {
@@ -234,14 +259,15 @@ where
         let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
     }
     drop(start.held);
-    env.stats.session_closed();
+    let duration_secs = started.elapsed().as_secs_f64();
+    env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
     env.events.emit(Event::SessionClosed {
         session_id: session.id,
         user: session.identity.subject.clone(),
         client_ip: start.client_ip,
         close_code: disconnect.code(),
         reason: disconnect.reason(),
-        duration_secs: started.elapsed().as_secs_f64(),
+        duration_secs,
         messages_in,
         messages_out,
     });
@@ -257,11 +283,18 @@ impl Session {
             self.violations.pop_front();
         }
         self.violations.push_back(now);
+        let strikes = self.env.bans.record_violation(self.client_ip, &self.identity.subject);
+        self.env.bans.announce(strikes, &self.env.events, &self.env.stats);
         self.violations.len() > self.env.limits.max_violations
     }
 }
 
-async fn write_all<S>(ws: &mut WebSocketStream<S>, frames: Vec<Utf8Bytes>, env: &SessionEnv) -> Result<(), Disconnect>
+async fn write_all<S>(
+    ws: &mut WebSocketStream<S>,
+    frames: Vec<Utf8Bytes>,
+    is_delivery: bool,
+    env: &SessionEnv,
+) -> Result<(), Disconnect>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -277,7 +310,7 @@ where
     };
     match tokio::time::timeout(env.limits.write_timeout, write).await {
         Ok(Ok(())) => {
-            env.stats.record_messages_out(count);
+            env.stats.record_messages_out(is_delivery, count);
             Ok(())
         }
         Ok(Err(e)) => Err(classify(&e)),

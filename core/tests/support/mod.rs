@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::handshake::client::Response;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsguard::auth::{SigningKey, TokenRequest, mint_token};
-use wsguard::{Config, Server, ServerHandle};
+use wsguard::{Config, Hooks, Server, ServerHandle};
 
 /// Upper bound on every network wait.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -105,6 +105,18 @@ pub struct Setup {
     auth: Vec<String>,
     limits: Vec<String>,
     has_tls: bool,
+    extra: Vec<String>,
+    hooks: Option<HostHooks>,
+}
+
+/// The host's hooks for [`Setup::hooks`] (a wrapper so `Setup` stays `Debug`).
+#[derive(Clone)]
+struct HostHooks(Arc<dyn Hooks>);
+
+impl std::fmt::Debug for HostHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostHooks(..)")
+    }
 }
 
 impl Setup {
@@ -137,6 +149,19 @@ impl Setup {
         self
     }
 
+    /// Appends raw TOML after the generated sections (after the default `room:{n}` rule), for
+    /// tables such as `[protocol]`, `[hooks]`, further `[[channels]]` rules or `[[rpc]]` methods.
+    pub fn extra(mut self, toml: &str) -> Setup {
+        self.extra.push(toml.to_string());
+        self
+    }
+
+    /// Starts the server with these host hooks instead of `NoHooks`.
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Setup {
+        self.hooks = Some(HostHooks(hooks));
+        self
+    }
+
     /// Serves `wss://` with a fresh rcgen certificate for `localhost`.
     pub fn tls(mut self) -> Setup {
         self.has_tls = true;
@@ -156,6 +181,8 @@ impl Setup {
             self.auth.join("\n")
         ));
         text.push_str(&format!("[limits]\n{}\n", self.limits.join("\n")));
+        // Every test server gets its own ephemeral admin port (the default 9090 would collide).
+        text.push_str("[observability]\nmetrics_listen = \"127.0.0.1:0\"\n");
         let mut cert = None;
         if self.has_tls {
             let generated =
@@ -172,6 +199,10 @@ impl Setup {
         // Channel policy is default-deny: every authenticated session may use `room:*`, and no
         // other channel.
         text.push_str("[[channels]]\npattern = \"room:{n}\"\nsubscribe = {}\npublish = {}\n");
+        for extra in &self.extra {
+            text.push_str(extra);
+            text.push('\n');
+        }
         (text, cert)
     }
 
@@ -180,7 +211,11 @@ impl Setup {
         let dir = TempDir::new();
         let (text, cert) = self.toml(&dir);
         let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));
-        let server = Server::builder(config.clone()).bind().await.unwrap_or_else(|e| panic!("bind failed: {e}"));
+        let mut builder = Server::builder(config.clone());
+        if let Some(HostHooks(hooks)) = self.hooks {
+            builder = builder.hooks(hooks);
+        }
+        let server = builder.bind().await.unwrap_or_else(|e| panic!("bind failed: {e}"));
         let handle = server.handle();
         let addr = server.local_addr();
         let task = tokio::spawn(server.serve());
@@ -219,6 +254,27 @@ impl TestServer {
     pub fn token_with_ttl(&self, subject: &str, ttl_secs: u64) -> String {
         let request = TokenRequest { subject: subject.to_string(), ttl_secs, ..TokenRequest::default() };
         mint_token(&self.config.auth, &SigningKey::HmacSecret(SECRET.to_vec()), &request).expect("mint a test token")
+    }
+
+    /// A token minted from `request` (subject, roles, scopes, extra claims such as `tenant` or
+    /// `jti`, lifetime) with the server's secret.
+    pub fn mint(&self, request: &TokenRequest) -> String {
+        mint_token(&self.config.auth, &SigningKey::HmacSecret(SECRET.to_vec()), request).expect("mint a test token")
+    }
+
+    /// The host's stats snapshot, read on a detached thread and bounded by [`WAIT`], so a lock
+    /// that never comes free fails the test instead of hanging the suite (a `spawn_blocking` task
+    /// would hang it anyway: dropping the runtime waits for blocking tasks).
+    pub async fn stats(&self) -> wsguard::StatsSnapshot {
+        let handle = self.handle.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(handle.stats());
+        });
+        tokio::time::timeout(WAIT, rx)
+            .await
+            .expect("ServerHandle::stats answers in time (a deadlock otherwise)")
+            .expect("ServerHandle::stats did not panic")
     }
 
     /// Sends a raw request and reads the response.

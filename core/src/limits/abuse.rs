@@ -1,0 +1,344 @@
+//! `[abuse]`: automatic temporary bans (fail2ban, built in) and publish-rate anomaly detection.
+//! Off unless the section is present. An IP that reaches `max_auth_failures` refused tokens, or an
+//! IP or user that reaches `max_violations` message violations, within `window_secs`, is refused
+//! at the handshake with 403 `banned` for `ban_secs`. `exempt` CIDRs are never banned. Bans can be
+//! listed, applied and lifted through the `ServerHandle`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::observe::{Event, EventSink, Stats};
+
+/// `[abuse]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AbuseConfig {
+    /// Refused tokens (401) from one IP within `window_secs` that ban the IP. Default 20.
+    #[schemars(range(min = 1))]
+    pub max_auth_failures: u32,
+    /// Message violations from one IP or one user within `window_secs` that ban it. Default 50.
+    #[schemars(range(min = 1))]
+    pub max_violations: u32,
+    /// The counting window in seconds. Default 60.
+    pub window_secs: f64,
+    /// How long a ban lasts, in seconds. Default 300.
+    pub ban_secs: f64,
+    /// CIDRs (or single addresses) never banned, e.g. monitoring probes. Default empty.
+    pub exempt: Vec<String>,
+    /// A channel rule whose publish rate exceeds this many times its moving baseline emits an
+    /// `anomaly` event. Default 10.
+    pub anomaly_factor: f64,
+    /// Publish rates (per second) below this never count as anomalies (quiet rules are noisy in
+    /// ratio terms). Default 10.
+    pub anomaly_min_rate_per_sec: f64,
+}
+
+impl Default for AbuseConfig {
+    fn default() -> Self {
+        AbuseConfig {
+            max_auth_failures: 20,
+            max_violations: 50,
+            window_secs: 60.0,
+            ban_secs: 300.0,
+            exempt: Vec::new(),
+            anomaly_factor: 10.0,
+            anomaly_min_rate_per_sec: 10.0,
+        }
+    }
+}
+
+impl AbuseConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        problems.positive_secs("abuse.window_secs", self.window_secs);
+        problems.positive_secs("abuse.ban_secs", self.ban_secs);
+        self.parsed_exempt(problems);
+        if !(self.anomaly_factor.is_finite() && self.anomaly_factor > 1.0) {
+            problems.push("abuse.anomaly_factor", "must be a number greater than 1");
+        }
+        if !(self.anomaly_min_rate_per_sec.is_finite() && self.anomaly_min_rate_per_sec >= 0.0) {
+            problems.push("abuse.anomaly_min_rate_per_sec", "must be a non-negative number");
+        }
+    }
+
+    fn parsed_exempt(&self, problems: &mut Problems) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (i, raw) in self.exempt.iter().enumerate() {
+            match raw.parse::<IpNet>().or_else(|_| raw.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => problems.push(format!("abuse.exempt[{i}]"), format!("not a CIDR or IP address: {raw:?}")),
+            }
+        }
+        nets
+    }
+}
+
+/// Who a ban applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum BanTarget {
+    /// A client IP (as resolved through trusted proxies).
+    Ip(IpAddr),
+    /// A user (`sub`).
+    User(String),
+}
+
+impl BanTarget {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            BanTarget::Ip(_) => "ip",
+            BanTarget::User(_) => "user",
+        }
+    }
+}
+
+/// A ban in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BanInfo {
+    /// Who.
+    pub target: BanTarget,
+    /// Why: `auth_failures`, `violations` or `operator`.
+    pub reason: &'static str,
+    /// Seconds until it lifts by itself.
+    pub remaining_secs: f64,
+}
+
+struct Ban {
+    reason: &'static str,
+    until: Instant,
+}
+
+/// What a recorded strike led to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Strike {
+    Counted,
+    Banned { target: BanTarget, reason: &'static str, ban_secs: f64 },
+}
+
+/// Ban state. Without `[abuse]` it still holds operator bans; automatic bans need the section.
+pub(crate) struct Bans {
+    config: Option<(AbuseConfig, Vec<IpNet>, Duration, Duration)>,
+    bans: Mutex<HashMap<BanTarget, Ban>>,
+    strikes: Mutex<HashMap<(BanTarget, &'static str), VecDeque<Instant>>>,
+}
+
+impl Bans {
+    pub(crate) fn new(config: Option<&AbuseConfig>) -> Self {
+        let config = config.map(|c| {
+            let mut problems = Problems::default();
+            let exempt = c.parsed_exempt(&mut problems);
+            let window = Duration::try_from_secs_f64(c.window_secs).unwrap_or(Duration::from_secs(60));
+            let ban = Duration::try_from_secs_f64(c.ban_secs).unwrap_or(Duration::from_secs(300));
+            (c.clone(), exempt, window, ban)
+        });
+        Bans { config, bans: Mutex::new(HashMap::new()), strikes: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn anomaly_settings(&self) -> Option<(f64, f64)> {
+        self.config.as_ref().map(|(c, ..)| (c.anomaly_factor, c.anomaly_min_rate_per_sec))
+    }
+
+    fn is_exempt(&self, target: &BanTarget) -> bool {
+        match (target, &self.config) {
+            (BanTarget::Ip(ip), Some((_, exempt, ..))) => exempt.iter().any(|n| n.contains(ip)),
+            _ => false,
+        }
+    }
+
+    /// Seconds left on a ban of `target`, if it is banned.
+    pub(crate) fn remaining(&self, target: &BanTarget) -> Option<u64> {
+        let bans = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
+        let ban = bans.get(target)?;
+        let left = ban.until.checked_duration_since(Instant::now())?;
+        Some(left.as_secs().max(1))
+    }
+
+    /// Counts an auth failure (401) from `ip`.
+    pub(crate) fn record_auth_failure(&self, ip: IpAddr) -> Strike {
+        match &self.config {
+            Some((c, ..)) => self.strike(BanTarget::Ip(ip), "auth_failures", c.max_auth_failures),
+            None => Strike::Counted,
+        }
+    }
+
+    /// Counts a message violation against an IP and a user.
+    pub(crate) fn record_violation(&self, ip: IpAddr, user: &str) -> Vec<Strike> {
+        match &self.config {
+            Some((c, ..)) => vec![
+                self.strike(BanTarget::Ip(ip), "violations", c.max_violations),
+                self.strike(BanTarget::User(user.to_string()), "violations", c.max_violations),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    fn strike(&self, target: BanTarget, reason: &'static str, limit: u32) -> Strike {
+        let Some((_, _, window, ban)) = &self.config else { return Strike::Counted };
+        if self.is_exempt(&target) {
+            return Strike::Counted;
+        }
+        let now = Instant::now();
+        let reached = {
+            let mut strikes = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+            let times = strikes.entry((target.clone(), reason)).or_default();
+            while times.front().is_some_and(|t| now.duration_since(*t) > *window) {
+                times.pop_front();
+            }
+            times.push_back(now);
+            let reached = times.len() >= limit as usize;
+            if reached {
+                strikes.remove(&(target.clone(), reason));
+            }
+            reached
+        };
+        if !reached {
+            return Strike::Counted;
+        }
+        self.ban(target.clone(), *ban, reason);
+        Strike::Banned { target, reason, ban_secs: ban.as_secs_f64() }
+    }
+
+    /// Bans `target` for `duration` (exempt IPs excepted); true when applied.
+    pub(crate) fn ban(&self, target: BanTarget, duration: Duration, reason: &'static str) -> bool {
+        if self.is_exempt(&target) {
+            return false;
+        }
+        let until = Instant::now() + duration;
+        self.bans.lock().unwrap_or_else(PoisonError::into_inner).insert(target, Ban { reason, until });
+        true
+    }
+
+    /// Lifts a ban; true when there was one.
+    pub(crate) fn lift(&self, target: &BanTarget) -> bool {
+        self.bans.lock().unwrap_or_else(PoisonError::into_inner).remove(target).is_some()
+    }
+
+    /// Bans in force.
+    pub(crate) fn list(&self) -> Vec<BanInfo> {
+        let now = Instant::now();
+        let bans = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
+        bans.iter()
+            .filter_map(|(target, ban)| {
+                let left = ban.until.checked_duration_since(now)?;
+                Some(BanInfo { target: target.clone(), reason: ban.reason, remaining_secs: left.as_secs_f64() })
+            })
+            .collect()
+    }
+
+    /// Removes expired bans and stale strike windows; returns the bans that expired.
+    pub(crate) fn sweep(&self) -> Vec<BanTarget> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.bans.lock().unwrap_or_else(PoisonError::into_inner).retain(|target, ban| {
+            let keep = ban.until > now;
+            if !keep {
+                expired.push(target.clone());
+            }
+            keep
+        });
+        if let Some((_, _, window, _)) = &self.config {
+            self.strikes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) <= *window));
+        }
+        expired
+    }
+
+    /// Reports the bans that strikes applied (event + metrics).
+    pub(crate) fn announce(&self, strikes: impl IntoIterator<Item = Strike>, events: &EventSink, stats: &Stats) {
+        for strike in strikes {
+            if let Strike::Banned { target, reason, ban_secs } = strike {
+                stats.record_ban(target.kind());
+                stats.set_bans_active(self.active());
+                events.emit(Event::BanApplied { target, reason, ban_secs });
+            }
+        }
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.bans.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// A moving baseline of one rule's publish rate.
+#[derive(Debug, Default)]
+pub(crate) struct RateBaseline {
+    last_count: u64,
+    baseline: Option<f64>,
+}
+
+impl RateBaseline {
+    /// Feeds the rule's publication total; returns `(rate, baseline)` when the rate is anomalous.
+    pub(crate) fn observe(&mut self, count: u64, interval_secs: f64, factor: f64, min_rate: f64) -> Option<(f64, f64)> {
+        let rate = count.saturating_sub(self.last_count) as f64 / interval_secs.max(1e-3);
+        self.last_count = count;
+        let anomalous = match self.baseline {
+            Some(b) => rate >= min_rate && rate > factor * b.max(1e-9),
+            None => false,
+        };
+        let previous = self.baseline.unwrap_or(rate);
+        // EWMA with alpha 0.2; anomalous samples move the baseline slowly so a sustained attack
+        // keeps being reported for a while instead of becoming the new normal at once.
+        let alpha = if anomalous { 0.02 } else { 0.2 };
+        self.baseline = Some(previous + alpha * (rate - previous));
+        anomalous.then_some((rate, previous))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bans(max: u32) -> Bans {
+        let config =
+            AbuseConfig { max_auth_failures: max, exempt: vec!["10.0.0.0/8".into()], ..AbuseConfig::default() };
+        Bans::new(Some(&config))
+    }
+
+    #[test]
+    fn strikes_ban_after_the_limit_and_exempt_nets_are_spared() {
+        let b = bans(3);
+        let ip: IpAddr = "203.0.113.1".parse().expect("ip");
+        assert_eq!(b.record_auth_failure(ip), Strike::Counted);
+        assert_eq!(b.record_auth_failure(ip), Strike::Counted);
+        assert!(matches!(b.record_auth_failure(ip), Strike::Banned { .. }));
+        assert!(b.remaining(&BanTarget::Ip(ip)).is_some());
+        assert_eq!(b.list().len(), 1);
+        assert!(b.lift(&BanTarget::Ip(ip)));
+        assert!(b.remaining(&BanTarget::Ip(ip)).is_none());
+        let exempt: IpAddr = "10.1.2.3".parse().expect("ip");
+        for _ in 0..10 {
+            assert_eq!(b.record_auth_failure(exempt), Strike::Counted);
+        }
+    }
+
+    #[test]
+    fn without_the_section_nothing_is_banned_automatically() {
+        let b = Bans::new(None);
+        let ip: IpAddr = "203.0.113.1".parse().expect("ip");
+        for _ in 0..100 {
+            assert_eq!(b.record_auth_failure(ip), Strike::Counted);
+        }
+        assert!(b.ban(BanTarget::Ip(ip), Duration::from_secs(5), "operator"));
+        assert!(b.remaining(&BanTarget::Ip(ip)).is_some());
+    }
+
+    #[test]
+    fn baseline_flags_a_burst() {
+        let mut r = RateBaseline::default();
+        let mut count = 0;
+        for _ in 0..10 {
+            count += 50;
+            assert!(r.observe(count, 5.0, 10.0, 10.0).is_none());
+        }
+        count += 5000;
+        assert!(r.observe(count, 5.0, 10.0, 10.0).is_some());
+    }
+}

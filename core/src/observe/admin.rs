@@ -1,0 +1,88 @@
+//! The admin listener: `/metrics` (Prometheus/OpenMetrics text), `/healthz` (the process is
+//! alive) and `/readyz` (503 while draining). It stays up until the drain is over so an
+//! orchestrator sees the drain happen. Requests are tiny, read with a deadline and a byte cap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::stats::Stats;
+
+const MAX_REQUEST_BYTES: usize = 4096;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves until `stop` is cancelled. `draining` turns `/readyz` to 503.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let stats = Arc::clone(&stats);
+        let draining = draining.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &stats, &draining)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, stats: &Stats, draining: &CancellationToken) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    let (method, path) = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let path = request.path.unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+                break (request.method.unwrap_or("").to_string(), path);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => {}
+            _ => return respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await,
+        }
+    };
+    if method != "GET" && method != "HEAD" {
+        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+    }
+    match path.as_str() {
+        "/metrics" => {
+            let body = stats.encode();
+            respond(&mut stream, "200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", &body).await
+        }
+        "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        "/readyz" if draining.is_cancelled() => {
+            respond(&mut stream, "503 Service Unavailable", "text/plain", "draining\n").await
+        }
+        "/readyz" => respond(&mut stream, "200 OK", "text/plain", "ready\n").await,
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

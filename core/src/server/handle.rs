@@ -1,0 +1,188 @@
+//! `ServerHandle`: what a host holds to control a running server from any thread or task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Shared;
+use super::live::{Compiled, build_live, compile, restart_only_changes};
+use crate::auth::Revocation;
+use crate::config::{Config, ConfigError};
+use crate::error::{Error, ErrorCode};
+use crate::limits::{BanInfo, BanTarget};
+use crate::observe::{Event, StatsSnapshot};
+use crate::protocol::{ServerFrame, is_within_depth, validate_channel};
+use crate::session::Disconnect;
+
+/// Controls a running server. Cheap to clone; every method may be called from any thread.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        ServerHandle { shared }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The admin listener's address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics_addr
+    }
+
+    /// Publishes `payload` (a JSON object) to every subscriber of `channel`, encoded once.
+    /// Returns how many sessions it was queued for. Server-side publishes bypass channel rules
+    /// (the host is trusted) but not the channel-name and payload-shape rules.
+    ///
+    /// Errors: `invalid_channel`, `invalid_frame` (payload not an object), `payload_too_deep`,
+    /// `not_running`.
+    pub fn publish(&self, channel: &str, payload: &Value) -> Result<usize, Error> {
+        let core = &self.shared.core;
+        if core.shutdown.is_cancelled() {
+            return Err(Error::NotRunning);
+        }
+        validate_channel(channel).map_err(|m| Error::Refused { code: ErrorCode::InvalidChannel, message: m.into() })?;
+        let Value::Object(object) = payload else {
+            return Err(Error::Refused {
+                code: ErrorCode::InvalidFrame,
+                message: "payload must be a JSON object".into(),
+            });
+        };
+        // The same depth rule as client publications: subscribers never see deeper payloads.
+        if !is_within_depth(object, self.shared.live.load().max_payload_depth) {
+            return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
+        }
+        let text = ServerFrame::Message { channel, payload }.encode();
+        core.stats.record_publication("server");
+        Ok(core.hub.publish(channel, &text))
+    }
+
+    /// A snapshot of the server's counters (the figures `/metrics` exports).
+    pub fn stats(&self) -> StatsSnapshot {
+        let core = &self.shared.core;
+        core.stats.snapshot(core.hub.channel_count() as u64)
+    }
+
+    /// The Prometheus/OpenMetrics text that `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        self.shared.core.stats.encode()
+    }
+
+    /// Closes one session with 4001. Errors: `unknown_session`.
+    pub fn disconnect_session(&self, session_id: u64) -> Result<(), Error> {
+        if self.shared.core.registry.disconnect_session(session_id, Disconnect::DisconnectedByServer) {
+            Ok(())
+        } else {
+            Err(Error::Refused { code: ErrorCode::UnknownSession, message: format!("no session {session_id}") })
+        }
+    }
+
+    /// Closes every session of `user` (the `sub` claim) with 4001; returns how many.
+    pub fn disconnect_user(&self, user: &str) -> usize {
+        self.shared.core.registry.disconnect_user(user, Disconnect::DisconnectedByServer)
+    }
+
+    /// Revokes tokens: matching live sessions close at once with 4501, and matching tokens are
+    /// refused at later handshakes and refreshes.
+    pub fn revoke(&self, revocation: Revocation) {
+        let core = &self.shared.core;
+        core.revocations.revoke(revocation.clone());
+        core.events.emit(Event::RevocationApplied { revocation });
+    }
+
+    /// Bans in force.
+    pub fn bans(&self) -> Vec<BanInfo> {
+        self.shared.core.bans.list()
+    }
+
+    /// Bans `target` for `duration` (an operator ban; `abuse.exempt` IPs excepted). Live sessions
+    /// of the target are not closed: combine with `disconnect_user` when that is wanted.
+    pub fn ban(&self, target: BanTarget, duration: Duration) -> bool {
+        let core = &self.shared.core;
+        let applied = core.bans.ban(target.clone(), duration, "operator");
+        if applied {
+            core.stats.record_ban(target.kind());
+            core.stats.set_bans_active(core.bans.active());
+            core.events.emit(Event::BanApplied { target, reason: "operator", ban_secs: duration.as_secs_f64() });
+        }
+        applied
+    }
+
+    /// Lifts a ban; true when there was one.
+    pub fn lift_ban(&self, target: &BanTarget) -> bool {
+        let core = &self.shared.core;
+        let lifted = core.bans.lift(target);
+        if lifted {
+            core.stats.set_bans_active(core.bans.active());
+            core.events.emit(Event::BanLifted { target: target.clone(), reason: "operator" });
+        }
+        lifted
+    }
+
+    /// Applies a new configuration without dropping a connection: TLS certificate and key, JWT
+    /// keys, origins, channel and RPC rules, limits and timeouts. The new config is validated
+    /// completely first (including files); if anything is wrong, nothing changes and every
+    /// problem is returned. Open sessions keep running under their limits; new handshakes use
+    /// the new settings; subscriptions the new rules forbid are dropped with an `unsubscribed`
+    /// frame. Keys that shape listeners or long-lived state (`server.listen`,
+    /// `server.max_connections`, ...) cannot change and are reported as problems.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let core = &self.shared.core;
+        let mut current = self.shared.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = (|| {
+            let restart_only = restart_only_changes(&current, &config);
+            if !restart_only.is_empty() {
+                return Err(ConfigError::new(ErrorCode::ConfigInvalid, restart_only));
+            }
+            let Compiled { verifier, tls, policy } = compile(&config, core.key_material.as_ref())?;
+            let verifier = Arc::new(verifier);
+            let live = build_live(&config, core, Arc::clone(&verifier), tls)?;
+            core.verifier.store(verifier);
+            core.policy.store(Arc::new(policy));
+            self.shared.live.store(Arc::new(live));
+            core.policy_changed.send_modify(|epoch| *epoch += 1);
+            Ok(())
+        })();
+        match &outcome {
+            Ok(()) => {
+                *current = config;
+                core.events.emit(Event::ConfigReloaded { is_applied: true, problems: Vec::new() });
+            }
+            Err(e) => core.events.emit(Event::ConfigReloaded {
+                is_applied: false,
+                problems: e.problems().iter().map(ToString::to_string).collect(),
+            }),
+        }
+        outcome
+    }
+
+    /// Starts a graceful shutdown (idempotent). `Server::serve` returns when it is complete.
+    pub fn shutdown(&self) {
+        self.shared.core.shutdown.cancel();
+    }
+
+    /// Starts a graceful shutdown with this grace instead of `server.shutdown_grace_secs`.
+    pub fn shutdown_within(&self, grace: Duration) {
+        if let Ok(mut g) = self.shared.grace_override.lock() {
+            *g = Some(grace);
+        }
+        self.shared.core.shutdown.cancel();
+    }
+
+    /// True once shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.core.shutdown.is_cancelled()
+    }
+
+    /// Resolves when `serve` has returned.
+    pub async fn stopped(&self) {
+        self.shared.stopped.cancelled().await;
+    }
+}

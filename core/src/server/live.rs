@@ -1,0 +1,205 @@
+//! The split between what a running server keeps for its whole life (`Core`: counters, the hub,
+//! live sessions, quotas, bans, revocations) and what a config reload replaces (`Live`: the
+//! handshake gate, TLS, limits for new sessions). Both bind and reload build a `Live` through the
+//! same function, so a reloaded server is configured exactly like a freshly started one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use super::tls;
+use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
+use crate::config::{Config, ConfigError, ConfigProblem, Problems};
+use crate::error::ErrorCode;
+use crate::handshake::{HandshakeGate, OriginAllowlist, TrustedProxies};
+use crate::hooks::{HookRunner, Hooks};
+use crate::hub::Hub;
+use crate::limits::{Bans, ConnectionQuota, KeyedRate};
+use crate::observe::{EventSink, Stats};
+use crate::policy::Policy;
+use crate::session::{Registry, SessionEnv, SessionLimits};
+
+/// What survives reloads.
+pub(crate) struct Core {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) events: EventSink,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) capacity: Arc<Semaphore>,
+    pub(crate) per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
+    pub(crate) per_user: Arc<ConnectionQuota<String>>,
+    pub(crate) bans: Arc<Bans>,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) jti_cache: Arc<JtiCache>,
+    pub(crate) hooks: Arc<dyn Hooks>,
+    /// Shared with every session, old and new: a reload's rules apply to open sessions too.
+    pub(crate) policy: Arc<ArcSwap<Policy>>,
+    /// Shared with every session for in-band refresh.
+    pub(crate) verifier: Arc<ArcSwap<TokenVerifier>>,
+    /// Bumped on every reload; sessions then re-authorize their subscriptions.
+    pub(crate) policy_changed: Arc<watch::Sender<u64>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) key_material: Option<KeyMaterial>,
+}
+
+/// What a reload replaces; a connection takes one snapshot when it is accepted.
+pub(crate) struct Live {
+    pub(crate) gate: HandshakeGate,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) session_env: Arc<SessionEnv>,
+    pub(crate) grace: Duration,
+    pub(crate) max_payload_depth: u32,
+}
+
+/// The parts of a config that need the environment or files (keys, certificates, schemas).
+pub(crate) struct Compiled {
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) policy: Policy,
+}
+
+/// Loads keys, certificates and schemas, reporting every problem of every area at once.
+pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result<Compiled, ConfigError> {
+    config.validate()?;
+    let verifier = TokenVerifier::new(&config.auth, material);
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose();
+    let policy = Policy::load(&config.channels, &config.rpc);
+    match (verifier, tls, policy) {
+        (Ok(verifier), Ok(tls), Ok(policy)) => Ok(Compiled { verifier, tls, policy }),
+        (verifier, tls, policy) => {
+            let errors: Vec<ConfigError> = [verifier.err(), tls.err(), policy.err()].into_iter().flatten().collect();
+            let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
+            Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
+        }
+    }
+}
+
+/// Keys that a reload cannot change (they shape listeners, queues or long-lived state).
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let mut check = |key: &str, changed: bool| {
+        if changed {
+            problems.push(ConfigProblem::new(key, "cannot change on reload; restart the server"));
+        }
+    };
+    check("server.listen", old.server.listen != new.server.listen);
+    check("server.max_connections", old.server.max_connections != new.server.max_connections);
+    check("server.max_pending_handshakes", old.server.max_pending_handshakes != new.server.max_pending_handshakes);
+    check("tls", old.tls.is_some() != new.tls.is_some());
+    check("observability", old.observability != new.observability);
+    check("abuse", old.abuse != new.abuse);
+    check("hooks.event_queue_capacity", old.hooks.event_queue_capacity != new.hooks.event_queue_capacity);
+    check("auth.jti_cache_capacity", old.auth.jti_cache_capacity != new.auth.jti_cache_capacity);
+    problems
+}
+
+/// Builds the reloadable part from a validated config. Applies the new quota ceilings to the
+/// shared counters.
+pub(crate) fn build_live(
+    config: &Config,
+    core: &Core,
+    verifier: Arc<TokenVerifier>,
+    tls: Option<TlsAcceptor>,
+) -> Result<Live, ConfigError> {
+    let mut problems = Problems::default();
+    let origins = OriginAllowlist::compile(&config.origins, &mut problems);
+    let proxies = TrustedProxies::new(config.server.parsed_trusted_proxies(&mut problems));
+    let handshake_timeout =
+        problems.positive_secs("server.handshake_timeout_secs", config.server.handshake_timeout_secs);
+    let grace = problems.positive_secs("server.shutdown_grace_secs", config.server.shutdown_grace_secs);
+    let hook_timeout = problems.positive_secs("hooks.timeout_secs", config.hooks.timeout_secs);
+    let limits = &config.limits;
+    let write_timeout = problems.positive_secs("limits.write_timeout_secs", limits.write_timeout_secs);
+    let violation_window = problems.positive_secs("limits.violation_window_secs", limits.violation_window_secs);
+    let ping_interval = problems.positive_secs("limits.ping_interval_secs", limits.ping_interval_secs);
+    let idle_timeout = problems.positive_secs("limits.idle_timeout_secs", limits.idle_timeout_secs);
+    let rpc_timeout = problems.positive_secs("limits.rpc_timeout_secs", limits.rpc_timeout_secs);
+    problems.into_result(ErrorCode::ConfigInvalid)?;
+
+    core.per_ip.set_limit(limits.connections_per_ip);
+    core.per_user.set_limit(limits.connections_per_user);
+    let hooks = HookRunner::new(Arc::clone(&core.hooks), hook_timeout, Arc::clone(&core.stats));
+    let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
+    let rate = limits.handshakes_per_ip_per_sec;
+    let gate = HandshakeGate {
+        path: config.server.path.clone(),
+        max_header_bytes: config.server.max_header_bytes,
+        origins,
+        proxies,
+        token_sources: config.auth.token_sources.clone(),
+        cookie_name: config.auth.cookie_name.clone(),
+        verifier,
+        revocations: Arc::clone(&core.revocations),
+        jti_cache: jti_cache.clone(),
+        per_ip: Arc::clone(&core.per_ip),
+        per_user: Arc::clone(&core.per_user),
+        rate: KeyedRate::new(rate, (rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32),
+        capacity: Arc::clone(&core.capacity),
+        hooks: hooks.clone(),
+        bans: Arc::clone(&core.bans),
+        events: core.events.clone(),
+        stats: Arc::clone(&core.stats),
+        max_memory_bytes: limits.max_memory_bytes,
+    };
+    let session_env = Arc::new(SessionEnv {
+        hub: Arc::clone(&core.hub),
+        stats: Arc::clone(&core.stats),
+        events: core.events.clone(),
+        hooks,
+        registry: Arc::clone(&core.registry),
+        policy: Arc::clone(&core.policy),
+        policy_changed: Arc::clone(&core.policy_changed),
+        verifier: Arc::clone(&core.verifier),
+        revocations: Arc::clone(&core.revocations),
+        jti_cache,
+        bans: Arc::clone(&core.bans),
+        user_rate: KeyedRate::new(limits.user_messages_per_sec, (limits.user_messages_per_sec * 2.0).ceil() as u32),
+        shutdown: core.shutdown.clone(),
+        limits: SessionLimits {
+            max_subscriptions: limits.max_subscriptions as usize,
+            max_payload_depth: limits.max_payload_depth,
+            outbox_messages: limits.outbound_queue_messages as usize,
+            outbox_bytes: limits.outbound_queue_bytes,
+            write_timeout,
+            leeway_secs: config.auth.leeway_secs,
+            messages_per_sec: limits.messages_per_sec,
+            message_burst: limits.message_burst,
+            bytes_per_sec: limits.bytes_per_sec,
+            // Two seconds' worth, and always room for one maximal message.
+            bytes_burst: (limits.bytes_per_sec * 2.0).max(limits.max_message_bytes as f64).min(f64::from(u32::MAX))
+                as u32,
+            max_violations: limits.max_violations as usize,
+            violation_window,
+            ping_interval,
+            idle_timeout,
+            rpc_timeout,
+            allow_binary: config.protocol.allow_binary,
+            require_seq: config.protocol.require_seq,
+            session_bound_claims: config.auth.session_bound_claims.clone(),
+        },
+    });
+    // tungstenite's defaults are not hardened: cap frames and messages to the configured limits,
+    // and keep the per-connection buffers small (idle connections stay cheap).
+    let ws_config = WebSocketConfig::default()
+        .max_frame_size(Some(limits.max_frame_bytes))
+        .max_message_size(Some(limits.max_message_bytes))
+        .read_buffer_size(4096)
+        .write_buffer_size(8192)
+        .max_write_buffer_size(8192 + 4 * limits.max_message_bytes);
+    Ok(Live {
+        gate,
+        tls,
+        handshake_timeout,
+        ws_config,
+        session_env,
+        grace,
+        max_payload_depth: limits.max_payload_depth,
+    })
+}
