@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project. This is the README's test command and what CI runs.
+# Runs every check and test of the project: Rust, C, Python and Node. This is the README's test
+# command and what CI runs. Each language's script installs what it needs from the package
+# registries on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,5 +13,16 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Rust tests (unit, integration over loopback, CLI, generated-file drift)"
+step "Rust tests (unit, integration over loopback, CLI, generated-file and docs drift)"
 cargo test --workspace --locked
+
+step "C ABI (header drift, C11 test under valgrind, C++17 example)"
+bash ffi/tests/run.sh
+
+step "Node module (napi build, generated-file drift, node --test)"
+bash bindings-node/test.sh
+
+if [[ -f bindings-python/tests/run.sh ]]; then
+    step "Python package (maturin wheel, stubtest, pytest)"
+    bash bindings-python/tests/run.sh
+fi

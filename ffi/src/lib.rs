@@ -1,5 +1,45 @@
-//! C ABI over the wsguard core (see issue: C ABI).
+//! C ABI over the wsguard core: `libwsguard.so` / `libwsguard.a` and the generated
+//! `include/wsguard.h` (cbindgen, `ffi/cbindgen.toml`; the API conventions are in the header's
+//! preamble and in `ffi/README.md`).
 //!
-//! Placeholder workspace member: it links the core so the workspace layout is fixed, and exports
-//! nothing yet. Its own issue adds the adapter; per STYLE.md it must stay a thin layer that converts
-//! input, calls one core function and converts the output.
+//! A thin adapter, per STYLE.md: each export checks and converts its arguments (`boundary`),
+//! calls one core function and converts the result (`result`). It owns no behaviour: defaults,
+//! validation, time boxes and every security check stay in the core. What it must not do: let a
+//! panic or a Rust error cross into C, write an out-parameter on failure, or call a C callback
+//! on a runtime worker thread where it could stall connections.
+//!
+//! `unsafe` is confined to dereferencing what C hands in (and calling C back); every block says
+//! why it holds.
+#![allow(unsafe_code)]
+
+// Declaration order is the order of the generated header: codes and errors, then the objects
+// in the order a host meets them.
+mod result;
+
+mod boundary;
+
+mod config;
+
+mod server;
+
+mod hooks;
+
+mod rpc;
+
+pub use boundary::{wsg_str, wsg_string_free};
+pub use config::{wsg_config, wsg_config_check, wsg_config_free, wsg_config_from_file, wsg_config_from_text};
+pub use hooks::{
+    WSG_CHANNEL_ACTION_PUBLISH, WSG_CHANNEL_ACTION_SUBSCRIBE, WSG_DECISION_ALLOW, WSG_DECISION_DENY,
+    wsg_authenticate_callback, wsg_authorize_callback, wsg_authorize_request, wsg_channel_action, wsg_decision,
+    wsg_event_callback, wsg_handshake, wsg_hooks, wsg_rpc_callback, wsg_user_data_drop_callback,
+};
+pub use result::*;
+pub use rpc::{
+    wsg_rpc_call, wsg_rpc_call_fail, wsg_rpc_call_free, wsg_rpc_call_identity_json, wsg_rpc_call_method,
+    wsg_rpc_call_payload_json, wsg_rpc_call_respond, wsg_rpc_call_session_id, wsg_rpc_call_subject,
+};
+pub use server::{
+    wsg_server, wsg_server_disconnect_session, wsg_server_disconnect_user, wsg_server_free, wsg_server_local_port,
+    wsg_server_publish, wsg_server_revoke_issued_before, wsg_server_revoke_jti, wsg_server_revoke_sub,
+    wsg_server_start, wsg_server_stats_json, wsg_server_stop,
+};

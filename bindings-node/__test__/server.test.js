@@ -1,0 +1,196 @@
+'use strict'
+// The server's lifecycle and its host-side API (core: server/): listen and close, publish,
+// disconnect, revoke and stats, over real sockets with the `ws` client and real tokens.
+
+const assert = require('node:assert/strict')
+const { execFileSync, spawn } = require('node:child_process')
+const path = require('node:path')
+const { after, before, test } = require('node:test')
+
+const { Server } = require('..')
+const { connect, makeConfig, makeSecret, mintToken } = require('./support')
+
+const { file: secretFile, secret } = makeSecret()
+let server
+
+before(async () => {
+  server = new Server(makeConfig(secretFile))
+  await server.listen()
+})
+
+after(() => server.close({ graceSecs: 1 }))
+
+test('listen() resolves with the bound port; close() is idempotent and works before listen()', async () => {
+  const other = new Server(makeConfig(secretFile))
+  assert.equal(other.port, null)
+  const port = await other.listen()
+  assert.ok(port > 0)
+  assert.equal(other.port, port)
+  assert.equal(other.address, `127.0.0.1:${port}`)
+  await other.close({ graceSecs: 0.5 })
+  await other.close()
+  await assert.rejects(other.listen(), { code: 'not_running', errno: 5003 })
+  await new Server(makeConfig(secretFile)).close()
+})
+
+test('close() during listen() leaves nothing running', async () => {
+  const other = new Server(makeConfig(secretFile))
+  const listening = other.listen().then(
+    () => 'listened',
+    (error) => error.code,
+  )
+  await other.close()
+  // Whichever finished first, the server is stopped afterwards.
+  assert.ok(['listened', 'not_running'].includes(await listening))
+  assert.throws(() => other.publish('news', {}), { code: 'not_running' })
+})
+
+test('close() rejects a bad grace period before touching the server', async () => {
+  const other = new Server(makeConfig(secretFile))
+  assert.throws(() => other.close({ graceSecs: -1 }), { code: 'InvalidArg' })
+  await other.close()
+})
+
+test('a server-side publish reaches a subscriber', async () => {
+  const client = await connect(server.port, mintToken(secret))
+  assert.deepEqual(await client.request({ action: 'subscribe', channel: 'news' }), { type: 'ack', id: 1 })
+  assert.equal(server.publish('news', { headline: 'hello', n: 1 }), 1)
+  assert.deepEqual(await client.nextMessage(), {
+    type: 'message',
+    channel: 'news',
+    payload: { headline: 'hello', n: 1 },
+  })
+  assert.equal(server.publish('nobody-here', { x: 1 }), 0)
+  await client.close()
+})
+
+test('publish errors carry the core code', () => {
+  assert.throws(() => server.publish('bad channel', {}), { code: 'invalid_channel', errno: 4003 })
+  assert.throws(() => server.publish('news', [1, 2]), { code: 'invalid_frame', errno: 4002 })
+  assert.throws(() => new Server(makeConfig(secretFile)).publish('news', {}), { code: 'not_running' })
+})
+
+test('revoke by jti closes the live session with 4501 and refuses the token afterwards', async () => {
+  const token = mintToken(secret, { sub: 'revoked-by-jti', jti: 'jti-1' })
+  const client = await connect(server.port, token)
+  server.revoke({ jti: 'jti-1' })
+  assert.equal((await client.closed).code, 4501)
+  await assert.rejects(connect(server.port, token), (error) => {
+    assert.equal(error.status, 401)
+    assert.match(error.body, /token_revoked/)
+    return true
+  })
+})
+
+test('revoke by subject and by time', async () => {
+  const bySub = await connect(server.port, mintToken(secret, { sub: 'mallory' }))
+  server.revoke({ sub: 'mallory' })
+  assert.equal((await bySub.closed).code, 4501)
+
+  const past = Math.floor(Date.now() / 1000) - 100
+  const old = await connect(server.port, mintToken(secret, { sub: 'old', iat: past }))
+  server.revoke({ issuedBefore: new Date((past + 1) * 1000) })
+  assert.equal((await old.closed).code, 4501)
+
+  assert.throws(() => server.revoke({}), { code: 'InvalidArg' })
+  assert.throws(() => server.revoke({ jti: 'a', sub: 'b' }), { code: 'InvalidArg' })
+})
+
+/** Resolves with the next event of `kind` for `user`. */
+function nextEvent(kind, user) {
+  return new Promise((resolve) => {
+    const listener = (event) => {
+      if (event.user !== user) return
+      server.off(kind, listener)
+      resolve(event)
+    }
+    server.on(kind, listener)
+  })
+}
+
+test('disconnect by session id and by user closes with 4001', async () => {
+  const opened = nextEvent('session_opened', 'bob')
+  const first = await connect(server.port, mintToken(secret, { sub: 'bob' }))
+  const { session_id: sessionId } = await opened
+  const closed = nextEvent('session_closed', 'bob')
+  assert.equal(server.disconnect(sessionId), 1)
+  assert.equal((await first.closed).code, 4001)
+  // Once the server has finished the session, its id is unknown.
+  await closed
+  assert.throws(() => server.disconnect(sessionId), { code: 'unknown_session', errno: 5004 })
+
+  const a = await connect(server.port, mintToken(secret, { sub: 'carol' }))
+  const b = await connect(server.port, mintToken(secret, { sub: 'carol' }))
+  assert.equal(server.disconnect({ user: 'carol' }), 2)
+  assert.equal((await a.closed).code, 4001)
+  assert.equal((await b.closed).code, 4001)
+})
+
+test('stats() answers at once on a fresh server', async () => {
+  // In a child process: a stats() that blocks would block this test runner's thread too.
+  const script = `
+    const { Server } = require('..')
+    const { makeConfig, makeSecret } = require('./support')
+    const server = new Server(makeConfig(makeSecret().file))
+    server.listen().then(() => {
+      console.log(JSON.stringify(server.stats()))
+      return server.close()
+    })
+  `
+  const out = execFileSync(process.execPath, ['-e', script], { cwd: __dirname, encoding: 'utf8', timeout: 10_000 })
+  const stats = JSON.parse(out)
+  assert.equal(stats.sessions_active, 0)
+  assert.equal(stats.sessions_total, 0)
+})
+
+test('stats() reports the core counters', async () => {
+  const before = server.stats()
+  const client = await connect(server.port, mintToken(secret, { sub: 'stats' }))
+  await client.request({ action: 'ping' })
+  const during = server.stats()
+  assert.equal(typeof during.sessions_active, 'number')
+  assert.ok(during.sessions_active >= 1)
+  assert.ok(during.sessions_total > before.sessions_total)
+  assert.ok(during.messages_in > before.messages_in)
+  await client.close()
+})
+
+test('a listening server keeps the process alive, like a listening net.Server', async () => {
+  const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'listen-forever.js'), secretFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  try {
+    const port = await new Promise((resolve, reject) => {
+      child.stdout.once('data', (chunk) => resolve(Number(String(chunk).trim())))
+      child.once('exit', (code) => reject(new Error(`exited early with ${code}`)))
+    })
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const client = await connect(port, mintToken(secret))
+    assert.equal(child.exitCode, null)
+    await client.close()
+  } finally {
+    child.kill('SIGKILL')
+  }
+})
+
+test('the process exits by itself after close(), with a client still connected', async () => {
+  const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'exit-after-close.js'), secretFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  const started = Date.now()
+  const code = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`the child did not exit within 10 s; output: ${output}`))
+    }, 10_000)
+    child.on('exit', (exitCode) => {
+      clearTimeout(timer)
+      resolve(exitCode)
+    })
+  })
+  assert.equal(code, 0, output)
+  assert.match(output, /closed/)
+  assert.ok(Date.now() - started < 10_000)
+})

@@ -1,0 +1,347 @@
+//! `JsServer` (exported as `Server`): a core `EmbeddedServer` driven from JavaScript.
+//!
+//! Every method converts its arguments, calls one core function and converts the result. The
+//! blocking core calls (`EmbeddedServer::start` binds, `stop` drains sessions) run as napi
+//! `AsyncTask`s on libuv's worker pool, so the JavaScript thread never waits; the server's tokio
+//! runtime belongs to the `EmbeddedServer`, not to this module or the process.
+//!
+//! Event-loop contract: while the server listens, one referenced `KeepAlive` holds Node's loop
+//! open (as a listening `net.Server` does) and keeps this object from being collected; `close()`
+//! releases it, and every other threadsafe function is weak, so the process exits normally.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{AsyncTask, FnArgs, Function, Object, This, Unknown};
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi::{Env, Status, Task};
+use napi_derive::napi;
+use serde_json::Value;
+use wsguard::auth::Revocation;
+use wsguard::{Config, ConfigError, EmbeddedServer, ServerHandle};
+
+use crate::callback::JsCallback;
+use crate::errors::{core_error, invalid_argument};
+use crate::hooks::JsHooks;
+use crate::json;
+
+/// A wsguard server: hardened WebSocket pub/sub with JWT auth, channel policy and RPC.
+#[napi(js_name = "Server")]
+pub struct JsServer {
+    /// Taken by the first `listen()` (or dropped by `close()`).
+    config: Mutex<Option<Config>>,
+    hooks: Arc<JsHooks>,
+    shared: Arc<Shared>,
+}
+
+/// What the JavaScript object and its background tasks share.
+#[derive(Default)]
+struct Shared {
+    running: Mutex<Running>,
+    /// Set once the server has started; stays readable after `close()` (final `stats()`).
+    handle: OnceLock<ServerHandle>,
+    keep_alive: Mutex<Option<KeepAlive>>,
+}
+
+#[derive(Default)]
+struct Running {
+    server: Option<EmbeddedServer>,
+    /// `close()` was called: a `listen()` finishing later stops its server at once.
+    is_closed: bool,
+}
+
+/// A referenced threadsafe function over a no-op bound to the server object: it holds Node's event
+/// loop open and the server object alive while the server listens. Dropping it releases both.
+type KeepAlive = ThreadsafeFunction<(), (), (), Status, false, false>;
+
+/// Options of `close()`.
+#[napi(object)]
+pub struct CloseOptions {
+    /// Seconds to let sessions finish after they were told to close (1001) before they are
+    /// dropped. Default: the configured `server.shutdown_grace_secs`.
+    pub grace_secs: Option<f64>,
+}
+
+/// Which sessions `disconnect()` closes (besides a session id).
+#[napi(object)]
+pub struct DisconnectTarget {
+    /// Every session of this user (the token's `sub`).
+    pub user: String,
+}
+
+/// What `revoke()` revokes; exactly one field.
+#[napi(object)]
+pub struct RevokeTarget {
+    /// One token, by its `jti`.
+    pub jti: Option<String>,
+    /// Every token of this subject issued up to now.
+    pub sub: Option<String>,
+    /// Every token issued before this time, in seconds since the Unix epoch (like `iat`).
+    pub issued_before: Option<f64>,
+}
+
+#[napi]
+impl JsServer {
+    /// Loads and validates the configuration: an object, TOML or JSON text, or the path of an
+    /// existing `.toml` / `.json` file. Throws every problem at once (`code` `config_*`).
+    #[napi(constructor, ts_args_type = "config: Record<string, unknown> | string")]
+    pub fn new(env: Env, config: Value) -> napi::Result<Self> {
+        let config = load_config(config).map_err(|e| core_error(&env, &wsguard::Error::Config(e)))?;
+        let hooks = Arc::new(JsHooks::new(config.hooks.event_queue_capacity));
+        Ok(JsServer { config: Mutex::new(Some(config)), hooks, shared: Arc::default() })
+    }
+
+    /// Loads keys and certificates, binds and starts serving; resolves with the bound port.
+    /// Rejects with the core's error (`config_*`, `io`); may be called once.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn listen(&self, env: Env, this: This<'_>) -> napi::Result<AsyncTask<Listen>> {
+        let keep_alive = keep_alive(&env, &this.object)?;
+        Ok(AsyncTask::new(Listen {
+            config: self.config.lock().unwrap_or_else(PoisonError::into_inner).take(),
+            hooks: Arc::clone(&self.hooks),
+            shared: Arc::clone(&self.shared),
+            keep_alive: Some(keep_alive),
+        }))
+    }
+
+    /// The bound port once listening, else `null`.
+    #[napi(getter)]
+    pub fn port(&self) -> Option<u32> {
+        self.shared.handle.get().map(|h| u32::from(h.local_addr().port()))
+    }
+
+    /// The bound address (`127.0.0.1:8080`) once listening, else `null`.
+    #[napi(getter)]
+    pub fn address(&self) -> Option<String> {
+        self.shared.handle.get().map(|h| h.local_addr().to_string())
+    }
+
+    /// Stops accepting, closes every session with 1001, waits up to the grace period, stops the
+    /// runtime and releases every JavaScript function. Idempotent; also fine before `listen()`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self, options: Option<CloseOptions>) -> napi::Result<AsyncTask<Close>> {
+        let grace = match options.and_then(|o| o.grace_secs) {
+            None => None,
+            Some(secs) => Some(
+                Duration::try_from_secs_f64(secs)
+                    .map_err(|_| invalid_argument("graceSecs must be a non-negative number of seconds"))?,
+            ),
+        };
+        drop(self.config.lock().unwrap_or_else(PoisonError::into_inner).take());
+        self.shared.running.lock().unwrap_or_else(PoisonError::into_inner).is_closed = true;
+        // The pending task holds the loop open until the drain is over.
+        drop(self.shared.keep_alive.lock().unwrap_or_else(PoisonError::into_inner).take());
+        Ok(AsyncTask::new(Close { grace, hooks: Arc::clone(&self.hooks), shared: Arc::clone(&self.shared) }))
+    }
+
+    /// Handles `rpc` frames for `method` (which must be declared in `[[rpc]]`). The answer (or
+    /// the Promise's value) is the client's `result`; a throw or rejection answers `rpc_failed`
+    /// with its message. Replaces an earlier handler for the same method.
+    #[napi(
+        strict,
+        ts_args_type = "method: string, handler: (session: Record<string, any>, payload: Record<string, any>) => unknown"
+    )]
+    pub fn rpc(
+        &self,
+        method: String,
+        handler: Function<'_, FnArgs<(Value, Value)>, Unknown<'static>>,
+    ) -> napi::Result<()> {
+        self.hooks.set_rpc(method, JsCallback::new(&handler)?);
+        Ok(())
+    }
+
+    /// Custom authentication after the token check (handshake and in-band refresh): `true`
+    /// admits the identity as is, an identity object (`{ ...identity, roles }`) admits it
+    /// enriched, anything else (or a throw) refuses the client with 403 `rejected_by_hook`.
+    #[napi(
+        strict,
+        ts_args_type = "handler: (identity: Record<string, any>, handshake: Record<string, any>) => unknown"
+    )]
+    pub fn authenticate(&self, handler: Function<'_, FnArgs<(Value, Value)>, Unknown<'static>>) -> napi::Result<()> {
+        self.hooks.set_authenticate(JsCallback::new(&handler)?);
+        Ok(())
+    }
+
+    /// Custom channel authorization after the core's rules: only an answer of `true` allows.
+    #[napi(strict, ts_args_type = "handler: (request: Record<string, any>) => boolean | Promise<boolean>")]
+    pub fn authorize(&self, handler: Function<'_, Value, Unknown<'static>>) -> napi::Result<()> {
+        self.hooks.set_authorize(JsCallback::new(&handler)?);
+        Ok(())
+    }
+
+    /// Receives every security and lifecycle event (the core's `Event`, as an object with `kind`).
+    #[napi(strict, ts_args_type = "listener: (event: Record<string, any>) => void")]
+    pub fn on_event(&self, listener: Function<'_, Value, Unknown<'static>>) -> napi::Result<()> {
+        self.hooks.set_event_listener(JsCallback::new(&listener)?);
+        Ok(())
+    }
+
+    /// Publishes `payload` (an object) to every subscriber of `channel`; returns how many
+    /// sessions it was queued for. Throws `invalid_channel`, `invalid_frame`, `payload_too_deep`,
+    /// `not_running`.
+    #[napi(ts_args_type = "channel: string, payload: Record<string, unknown>")]
+    pub fn publish(&self, env: Env, channel: String, payload: Value) -> napi::Result<u32> {
+        let count = self.handle(&env)?.publish(&channel, &json::from_js(payload)).map_err(|e| core_error(&env, &e))?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Closes one session (by id) or every session of a user with 4001; returns how many.
+    /// Throws `unknown_session` for an id that is not open.
+    #[napi(ts_args_type = "target: number | DisconnectTarget")]
+    pub fn disconnect(&self, env: Env, target: napi::Either<i64, DisconnectTarget>) -> napi::Result<u32> {
+        let handle = self.handle(&env)?;
+        match target {
+            napi::Either::A(id) => {
+                let id = u64::try_from(id).map_err(|_| invalid_argument("a session id is a non-negative integer"))?;
+                handle.disconnect_session(id).map_err(|e| core_error(&env, &e))?;
+                Ok(1)
+            }
+            napi::Either::B(DisconnectTarget { user }) => {
+                Ok(u32::try_from(handle.disconnect_user(&user)).unwrap_or(u32::MAX))
+            }
+        }
+    }
+
+    /// Revokes tokens: matching sessions close at once with 4501 and later handshakes and
+    /// refreshes with a matching token are refused (`token_revoked`).
+    #[napi]
+    pub fn revoke(&self, env: Env, target: RevokeTarget) -> napi::Result<()> {
+        let revocation = match target {
+            RevokeTarget { jti: Some(jti), sub: None, issued_before: None } => Revocation::TokenId(jti),
+            RevokeTarget { jti: None, sub: Some(sub), issued_before: None } => Revocation::Subject(sub),
+            RevokeTarget { jti: None, sub: None, issued_before: Some(secs) } if secs.is_finite() && secs >= 0.0 => {
+                Revocation::IssuedBefore(secs as u64)
+            }
+            _ => return Err(invalid_argument("revoke takes exactly one of jti, sub, issuedBefore (seconds)")),
+        };
+        self.handle(&env)?.revoke(revocation);
+        Ok(())
+    }
+
+    /// A snapshot of the server's counters (the core's `StatsSnapshot`, snake_case keys).
+    #[napi(ts_return_type = "Record<string, number>")]
+    pub fn stats(&self, env: Env) -> napi::Result<Value> {
+        let snapshot = self.handle(&env)?.stats();
+        serde_json::to_value(snapshot).map_err(|e| napi::Error::new(Status::GenericFailure, e.to_string()))
+    }
+
+    fn handle(&self, env: &Env) -> napi::Result<&ServerHandle> {
+        self.shared.handle.get().ok_or_else(|| core_error(env, &wsguard::Error::NotRunning))
+    }
+}
+
+/// A string is a file path when such a file exists, else TOML or JSON text; anything else is
+/// the configuration object itself.
+fn load_config(input: Value) -> Result<Config, ConfigError> {
+    match input {
+        Value::String(text) if Path::new(&text).is_file() => Config::from_file(&text),
+        Value::String(text) => Config::from_text(&text),
+        object => Config::from_json_value(json::from_js(object)),
+    }
+}
+
+fn keep_alive(env: &Env, server: &Object<'_>) -> napi::Result<KeepAlive> {
+    let noop: Function<'_, (), ()> = env.create_function_from_closure("wsguardKeepAlive", |_| Ok(()))?;
+    noop.bind(server)?.build_threadsafe_function::<()>().callee_handled::<false>().build()
+}
+
+/// `listen()`: starts the embedded server on a libuv worker thread.
+pub struct Listen {
+    config: Option<Config>,
+    hooks: Arc<JsHooks>,
+    shared: Arc<Shared>,
+    keep_alive: Option<KeepAlive>,
+}
+
+impl Task for Listen {
+    type Output = Result<u16, wsguard::Error>;
+    type JsValue = u32;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let Some(config) = self.config.take() else {
+            // Already started, or closed: there is no configuration left to start from.
+            return Ok(Err(wsguard::Error::NotRunning));
+        };
+        // The core has no setting for this yet; one worker per CPU is what `#[tokio::main]`
+        // gives the CLI.
+        let hooks: Arc<dyn wsguard::Hooks> = Arc::clone(&self.hooks) as Arc<dyn wsguard::Hooks>;
+        let mut server = match EmbeddedServer::start(config, hooks, None, 0) {
+            Ok(server) => server,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut running = self.shared.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.is_closed {
+            drop(running);
+            let _ = server.stop(Some(Duration::ZERO));
+            return Ok(Err(wsguard::Error::NotRunning));
+        }
+        let port = server.local_addr().port();
+        let _ = self.shared.handle.set(server.handle().clone());
+        running.server = Some(server);
+        Ok(Ok(port))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<u32> {
+        let port = output.map_err(|e| core_error(&env, &e))?;
+        let running = self.shared.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if !running.is_closed {
+            *self.shared.keep_alive.lock().unwrap_or_else(PoisonError::into_inner) = self.keep_alive.take();
+        }
+        Ok(u32::from(port))
+    }
+}
+
+/// `close()`: drains and stops the embedded server on a libuv worker thread.
+pub struct Close {
+    grace: Option<Duration>,
+    hooks: Arc<JsHooks>,
+    shared: Arc<Shared>,
+}
+
+impl Task for Close {
+    type Output = Result<(), wsguard::Error>;
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let server = self.shared.running.lock().unwrap_or_else(PoisonError::into_inner).server.take();
+        let stopped = match server {
+            Some(mut server) => server.stop(self.grace),
+            None => Ok(()),
+        };
+        self.hooks.release();
+        Ok(stopped)
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<()> {
+        output.map_err(|e| core_error(&env, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = "[auth]\nhmac_secret_env = \"X\"\nissuer = \"https://i\"\naudience = \"a\"\n";
+
+    #[test]
+    fn every_input_form_ends_in_the_same_config() {
+        let from_text = load_config(Value::String(TOML.into())).expect("toml text");
+        let object = serde_json::json!({ "auth": { "hmac_secret_env": "X", "issuer": "https://i", "audience": "a" } });
+        assert_eq!(load_config(object.clone()).expect("object"), from_text);
+        assert_eq!(load_config(Value::String(object.to_string())).expect("json text"), from_text);
+        let dir = std::env::temp_dir().join(format!("wsguard-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("wsguard.toml");
+        std::fs::write(&file, TOML).expect("write");
+        let from_file = load_config(Value::String(file.display().to_string()));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(from_file.expect("file"), from_text);
+    }
+
+    #[test]
+    fn a_string_that_names_no_file_is_parsed_as_text() {
+        let error = load_config(Value::String("/no/such/wsguard.toml".into())).expect_err("not a config");
+        assert_eq!(error.code(), wsguard::ErrorCode::ConfigSyntax);
+    }
+}
