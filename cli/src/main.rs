@@ -178,6 +178,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         println!();
         println!("Connect (then type frames such as {{\"action\":\"subscribe\",\"id\":1,\"channel\":\"demo\"}}):");
         println!("{exe} connect ws://{addr}/ws --origin http://localhost:{} --token {token}", addr.port());
+        println!();
+        println!("Or open the demo page in a browser:");
+        println!("http://localhost:{}/#token={token}", addr.port());
         println!("==========================================================");
     }
     let stop = handle.clone();

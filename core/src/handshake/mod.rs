@@ -69,11 +69,24 @@ pub(crate) struct HandshakeGate {
     pub(crate) stats: Arc<Stats>,
     /// `limits.max_memory_bytes` (0: off).
     pub(crate) max_memory_bytes: u64,
+    /// `server.demo_page`.
+    pub(crate) demo_page: bool,
 }
 
 /// Per-session memory estimate for admission: tungstenite's read (4 KiB) and write (8 KiB)
 /// buffers, the task, the outbox and bookkeeping, rounded up.
 const SESSION_MEMORY_ESTIMATE_BYTES: u64 = 32 * 1024;
+
+/// The demo page (`server.demo_page`), served at `/` to plain GETs.
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// What the gate decided for a request that was not refused.
+pub(crate) enum Admission {
+    /// Upgrade to a session.
+    Upgrade(Admitted),
+    /// Answer with this complete HTTP response and close (the demo page).
+    Page(Vec<u8>),
+}
 
 /// A handshake that passed every check.
 pub(crate) struct Admitted {
@@ -103,7 +116,7 @@ impl HandshakeGate {
         stream: &mut S,
         peer: IpAddr,
         deadline: Instant,
-    ) -> Result<Admitted, Refused> {
+    ) -> Result<Admission, Refused> {
         let refuse = |rejection, client_ip, origin| Refused { rejection, client_ip, origin };
         let (head, leftover) =
             match tokio::time::timeout_at(deadline, request::read_head(stream, self.max_header_bytes)).await {
@@ -130,6 +143,9 @@ impl HandshakeGate {
                 Rejection::new(ErrorCode::HandshakeRateLimited, "handshake rate exceeded")
                     .retry_after(retry_after_secs(wait)),
             ));
+        }
+        if self.demo_page && head.path == "/" && head.method == "GET" {
+            return Ok(Admission::Page(page_response(DEMO_PAGE)));
         }
         let key = request::check_upgrade(&head, &self.path).map_err(refuse)?;
         if let Err(why) = self.origins.check(origin_header) {
@@ -217,20 +233,32 @@ impl HandshakeGate {
             response.push_str(&format!("Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"));
         }
         response.push_str("\r\n");
-        Ok(Admitted {
+        Ok(Admission::Upgrade(Admitted {
             identity,
             client_ip,
             leftover,
             response: response.into_bytes(),
             held: Box::new((permit, ip_slot, user_slot)),
             info,
-        })
+        }))
     }
 
     /// Periodic upkeep: forget idle handshake-rate buckets.
     pub(crate) fn forget_idle(&self) {
         self.rate.forget_idle();
     }
+}
+
+/// A complete `200 OK` HTML response. The page's script is inline, so the content security
+/// policy allows exactly that and connections to this host only.
+fn page_response(html: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'\r\n\
+         X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n{html}",
+        html.len()
+    )
+    .into_bytes()
 }
 
 /// How often the server's upkeep runs (ban expiry, anomaly baselines).

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// Allow plain `ws://` on a non-loopback address. Default false: tokens must not cross a
     /// network in clear text.
     pub allow_insecure: bool,
+    /// Serve a small demo page at `/` (connect, subscribe, publish, see refusals). For development
+    /// mode and first steps; keep it off in production. Default false.
+    pub demo_page: bool,
     /// Runtime worker threads of a server that owns its runtime (the C, Python and Node bindings;
     /// the CLI too). 0: one per CPU. Default 0.
     pub worker_threads: u32,
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             max_header_bytes: 8192,
             trusted_proxies: Vec::new(),
             allow_insecure: false,
+            demo_page: false,
             worker_threads: 0,
             shutdown_grace_secs: 10.0,
         }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::Shared;
 use super::live::{Core, Live};
 use crate::error::ErrorCode;
-use crate::handshake::{Refused, Rejection};
+use crate::handshake::{Admission, Refused, Rejection};
 use crate::observe::Event;
 use crate::session::{self, SessionStart};
 
@@ -69,7 +69,7 @@ async fn upgrade<S>(
     let admitted = live.gate.admit(&mut stream, peer.ip(), deadline).await;
     // A handshake that finishes while the server drains must not start a session.
     let admitted = match admitted {
-        Ok(_) if core.shutdown.is_cancelled() => Err(Refused {
+        Ok(Admission::Upgrade(_)) if core.shutdown.is_cancelled() => Err(Refused {
             rejection: Rejection::new(ErrorCode::ShuttingDown, "server is shutting down"),
             client_ip: peer.ip(),
             origin: None,
@@ -77,7 +77,15 @@ async fn upgrade<S>(
         other => other,
     };
     let admitted = match admitted {
-        Ok(admitted) => admitted,
+        Ok(Admission::Upgrade(admitted)) => admitted,
+        Ok(Admission::Page(response)) => {
+            let write = async {
+                stream.write_all(&response).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+            return;
+        }
         Err(refused) => {
             let rejection = &refused.rejection;
             core.stats.record_handshake(Some(rejection.code().name()));

@@ -147,6 +147,7 @@ pub(crate) fn build_live(
         events: core.events.clone(),
         stats: Arc::clone(&core.stats),
         max_memory_bytes: limits.max_memory_bytes,
+        demo_page: config.server.demo_page,
     };
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
@@ -181,6 +182,7 @@ pub(crate) fn build_live(
             idle_timeout,
             rpc_timeout,
             allow_binary: config.protocol.allow_binary,
+            is_echo: config.protocol.echo,
             require_seq: config.protocol.require_seq,
             session_bound_claims: config.auth.session_bound_claims.clone(),
         },

@@ -124,6 +124,12 @@ impl ServerBuilder {
             events,
         };
         let live = build_live(&config, &core, verifier, tls)?;
+        if config.protocol.echo {
+            tracing::warn!(
+                target: "wsguard::server",
+                "protocol.echo is on: conformance-test mode, messages are echoed undecoded; never use it in production"
+            );
+        }
         tracing::info!(
             target: "wsguard::server", %local_addr, tls = live.tls.is_some(), path = %config.server.path,
             metrics = ?metrics_addr, "listening"

@@ -75,6 +75,7 @@ pub(crate) struct SessionLimits {
     pub(crate) idle_timeout: Duration,
     pub(crate) rpc_timeout: Duration,
     pub(crate) allow_binary: bool,
+    pub(crate) is_echo: bool,
     pub(crate) require_seq: bool,
     pub(crate) session_bound_claims: Vec<String>,
 }
@@ -204,6 +205,18 @@ where
             incoming = ws.next() => {
                 last_activity = Instant::now();
                 let text = match incoming {
+                    // Conformance mode: the message went through every transport check (size caps,
+                    // UTF-8, framing) and is sent back unchanged, nothing decoded.
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) if limits.is_echo => {
+                        messages_in += 1;
+                        messages_out += 1;
+                        let sent = tokio::time::timeout(limits.write_timeout, ws.send(message)).await;
+                        match sent {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => break classify(&e),
+                            Err(_) => break Disconnect::WriteTimeout,
+                        }
+                    }
                     None => break Disconnect::ClientClosed(1005),
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) if limits.allow_binary => match Utf8Bytes::try_from(bytes) {

@@ -339,6 +339,123 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// The admin listener's address (`/metrics`, `/healthz`, `/readyz`); [`Setup`] always enables
+    /// it on an ephemeral loopback port.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.handle.metrics_addr().expect("Setup enables the admin listener")
+    }
+
+    /// One request to the admin listener over a fresh TCP connection.
+    pub async fn admin(&self, method: &str, path: &str) -> HttpResponse {
+        admin_request(self.metrics_addr(), method, path).await
+    }
+
+    /// `GET /metrics`, parsed.
+    pub async fn scrape(&self) -> Metrics {
+        let response = self.admin("GET", "/metrics").await;
+        assert_eq!(response.status, 200, "{response:?}");
+        Metrics::parse(&response.body)
+    }
+
+    /// Writes a fresh rcgen certificate and key for `localhost` into the server's fixture
+    /// directory and returns a copy of the server's config naming them (for
+    /// `ServerHandle::reload`), with the certificate clients must then trust.
+    pub fn config_with_new_certificate(&self) -> (Config, CertificateDer<'static>) {
+        let (cert_file, key_file, cert) = write_certificate(&self._dir);
+        let mut config = self.config.clone();
+        let tls = config.tls.as_mut().expect("the server was started with Setup::tls()");
+        tls.cert_file = cert_file;
+        tls.key_file = key_file;
+        (config, cert)
+    }
+
+    /// A path inside the server's fixture directory that does not exist.
+    pub fn missing_file(&self, name: &str) -> PathBuf {
+        let path = self._dir.path().join(name);
+        assert!(!path.exists(), "{} exists", path.display());
+        path
+    }
+
+    /// A WebSocket handshake over TLS trusting only `cert` (not necessarily the one the server
+    /// started with). A failed TLS handshake comes back as `WsError::Io`.
+    pub async fn try_wss_trusting(
+        &self,
+        cert: &CertificateDer<'static>,
+        connect: &Connect,
+    ) -> Result<(Wss, Response), WsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).expect("trust the test certificate");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tcp = self.tcp().await;
+        let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.expect("TLS handshake in time")?;
+        handshake(tls, &format!("wss://localhost:{}{}", self.addr.port(), connect.target), connect).await
+    }
+}
+
+/// Writes a fresh rcgen certificate and key for `localhost` into `dir` under new names; returns
+/// both paths and the certificate.
+pub fn write_certificate(dir: &TempDir) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("generate a test certificate");
+    let cert_file = dir.write(&format!("cert-{n}.pem"), generated.cert.pem().as_bytes());
+    let key_file = dir.write(&format!("key-{n}.pem"), generated.signing_key.serialize_pem().as_bytes());
+    (cert_file, key_file, generated.cert.der().clone())
+}
+
+/// One request (`method path`, no body) to an admin listener over a fresh TCP connection, read to
+/// the end of its `Content-Length` body.
+pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect to the admin listener in time")
+        .expect("connect to the admin listener");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    write_all(&mut stream, request.as_bytes()).await;
+    read_response(&mut stream).await
+}
+
+/// A parsed Prometheus text exposition: each sample's series (name and labels, exactly as
+/// exported, e.g. `wsguard_handshakes_total{result="rejected",code="not_found"}`) and its value.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(std::collections::HashMap<String, f64>);
+
+impl Metrics {
+    /// Parses every sample line (comments and `# EOF` skipped).
+    pub fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) =
+                    line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {line:?}\n{text}"));
+                let value: f64 = value.parse().unwrap_or_else(|e| panic!("bad sample value in {line:?}: {e}"));
+                (series.to_string(), value)
+            })
+            .collect();
+        Metrics(samples)
+    }
+
+    /// A sample's value, 0 when the series was never exported (labelled counters appear on first
+    /// use).
+    pub fn get(&self, series: &str) -> f64 {
+        self.0.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// True when the series was exported.
+    pub fn has(&self, series: &str) -> bool {
+        self.0.contains_key(series)
+    }
+}
+
 /// Client-side options of a WebSocket handshake.
 #[derive(Debug, Clone)]
 pub struct Connect {
