@@ -83,7 +83,7 @@ const DEMO_PAGE: &str = include_str!("demo.html");
 /// What the gate decided for a request that was not refused.
 pub(crate) enum Admission {
     /// Upgrade to a session.
-    Upgrade(Admitted),
+    Upgrade(Box<Admitted>),
     /// Answer with this complete HTTP response and close (the demo page).
     Page(Vec<u8>),
 }
@@ -233,14 +233,14 @@ impl HandshakeGate {
             response.push_str(&format!("Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n"));
         }
         response.push_str("\r\n");
-        Ok(Admission::Upgrade(Admitted {
+        Ok(Admission::Upgrade(Box::new(Admitted {
             identity,
             client_ip,
             leftover,
             response: response.into_bytes(),
             held: Box::new((permit, ip_slot, user_slot)),
             info,
-        }))
+        })))
     }
 
     /// Periodic upkeep: forget idle handshake-rate buckets.
