@@ -605,3 +605,99 @@ async fn reload_with_new_rules_unsubscribes_what_they_forbid() {
     assert_frame(&recv_json(&mut ws).await, &json!({"type": "message", "channel": "room:1", "payload": {"n": 1}}));
     assert_eq!(server.handle.publish("news:1", &json!({"n": 2})).expect("publish"), 0);
 }
+
+// ---- core bugs found by this suite (ignored until fixed in core) --------------------------------
+
+/// RFC 9110 §9.3.2: a response to HEAD carries no content. core/src/observe/admin.rs answers HEAD
+/// exactly like GET, body included.
+#[tokio::test]
+#[ignore = "core bug: the admin listener sends a body in reply to HEAD (observe/admin.rs respond)"]
+async fn head_is_answered_without_a_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Setup::new().start().await;
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(server.metrics_addr()))
+        .await
+        .expect("connect in time")
+        .expect("connect to the admin listener");
+    stream.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").await.expect("write the request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.expect("EOF in time").expect("read the response");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n"), "nothing may follow the head of a HEAD response: {text:?}");
+}
+
+/// `Retry-After` must not send a client back before the ban ends; the rate-limit refusals round
+/// up (limits/rate.rs `retry_after_secs`), bans round down (limits/abuse.rs `Bans::remaining`).
+#[tokio::test]
+#[ignore = "core bug: a ban's Retry-After is rounded down (limits/abuse.rs Bans::remaining)"]
+async fn a_ban_retry_after_does_not_undershoot_the_ban() {
+    let server = Setup::new().start().await;
+    assert!(server.handle.ban(BanTarget::User("mallory".into()), Duration::from_millis(2900)));
+    let refused = server.exchange(&RawRequest::authorized(&server.token("mallory"))).await;
+    assert_banned(&refused);
+    assert_eq!(refused.header("retry-after"), Some("3"), "{refused:?}");
+}
+
+/// The memory check counts open sessions only: handshakes that passed it but have not started
+/// their session yet (here held by a slow `authenticate` hook) are not counted, so concurrent
+/// handshakes overshoot the budget by up to `max_pending_handshakes` sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "core bug: memory admission does not count handshakes in flight (handshake/mod.rs)"]
+async fn concurrent_handshakes_cannot_overshoot_the_memory_budget() {
+    struct SlowAuthenticate;
+    impl Hooks for SlowAuthenticate {
+        fn authenticate(
+            &self,
+            _info: wsguard::hooks::HandshakeInfo,
+            identity: wsguard::Identity,
+        ) -> wsguard::hooks::HookFuture<Result<wsguard::Identity, String>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(identity)
+            })
+        }
+    }
+    // Room for one session (the per-session estimate is 32 KiB), not two.
+    let server =
+        Arc::new(Setup::new().limits("max_memory_bytes = 40000").hooks(Arc::new(SlowAuthenticate)).start().await);
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { server.try_ws(&Connect::new().bearer(&server.token(&format!("user{i}")))).await })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    for attempt in attempts {
+        if let Ok((ws, _)) = attempt.await.expect("the handshake task did not panic") {
+            admitted.push(ws);
+        }
+    }
+    assert!(admitted.len() <= 2, "{} sessions admitted under a budget for one", admitted.len());
+}
+
+/// docs/OPERATIONS.md lists `server.worker_threads` as not reloadable; live.rs
+/// `restart_only_changes` does not check it, so a reload that changes it is accepted and ignored.
+#[tokio::test]
+#[ignore = "core bug: reload accepts a changed server.worker_threads (server/live.rs restart_only_changes)"]
+async fn reload_refuses_a_worker_threads_change() {
+    let server = Setup::new().start().await;
+    let mut config = server.config.clone();
+    config.server.worker_threads = 7;
+    let refused = server.handle.reload(config).expect_err("worker_threads needs a restart");
+    assert!(refused.problems().iter().any(|p| p.path == "server.worker_threads"), "{refused}");
+}
+
+/// docs/OPERATIONS.md: a refused reload returns every problem; `compile` (server/live.rs) stops
+/// at the first failing stage, so file problems are not reported beside semantic ones.
+#[tokio::test]
+#[ignore = "core bug: a reload with semantic and file problems reports only the semantic ones (server/live.rs compile)"]
+async fn a_refused_reload_reports_semantic_and_file_problems_together() {
+    let server = Setup::new().start().await;
+    let mut config = server.config.clone();
+    config.auth.issuer = None;
+    config.auth.hmac_secret_file = Some(server.missing_file("absent.secret"));
+    let refused = server.handle.reload(config).expect_err("an invalid config is refused");
+    let paths: Vec<&str> = refused.problems().iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"auth.issuer") && paths.len() >= 2, "{refused}");
+}

@@ -20,8 +20,8 @@
 mod client_ip;
 mod origin;
 mod rejection;
-mod request;
-mod token;
+pub(crate) mod request;
+pub(crate) mod token;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! network or calls host code (the `authorize` hook runs after it, and can only deny further).
 
 mod config;
-mod pattern;
+pub(crate) mod pattern;
 
 use std::collections::HashMap;
 use std::path::Path;
