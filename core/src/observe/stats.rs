@@ -83,6 +83,9 @@ struct HookFailureLabels {
     failure: &'static str,
 }
 
+/// Every `action` label value of `wsguard_messages_in_total`.
+const ACTIONS: [&str; 8] = ["subscribe", "unsubscribe", "publish", "ping", "rpc", "refresh", "invalid", "rate_limited"];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -117,6 +120,9 @@ pub(crate) struct Stats {
     /// family lock is ever held across two lookups).
     replies_out: Counter,
     deliveries_out: Counter,
+    /// `messages_in{action}` for every action, resolved once (one lookup-free increment per
+    /// client frame).
+    messages_in_by_action: [(&'static str, Counter); ACTIONS.len()],
     // Totals kept beside the labelled families so snapshots need no family walk.
     handshakes_rejected: AtomicU64,
     messages_in_total: AtomicU64,
@@ -190,7 +196,10 @@ impl Default for Stats {
             registry: Registry::default(),
             replies_out: Counter::default(),
             deliveries_out: Counter::default(),
+            messages_in_by_action: ACTIONS.map(|a| (a, Counter::default())),
         };
+        let messages_in_by_action =
+            ACTIONS.map(|action| (action, stats.messages_in.get_or_create(&ActionLabel { action }).clone()));
         let replies_out = stats.messages_out.get_or_create(&KindLabel { kind: "reply" }).clone();
         let deliveries_out = stats.messages_out.get_or_create(&KindLabel { kind: "delivery" }).clone();
         registry.register("sessions_active", "Sessions open now", stats.sessions_active.clone());
@@ -233,7 +242,7 @@ impl Default for Stats {
             stats.events_dropped.clone(),
         );
         registry.register("outbound_queued_bytes", "Bytes queued in all outboxes", stats.queued_bytes.clone());
-        Stats { registry, replies_out, deliveries_out, ..stats }
+        Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
 }
 
@@ -266,7 +275,14 @@ impl Stats {
     }
     pub(crate) fn record_message_in(&self, action: &'static str) {
         self.messages_in_total.fetch_add(1, Relaxed);
-        self.messages_in.get_or_create(&ActionLabel { action }).inc();
+        match self.messages_in_by_action.iter().find(|(a, _)| *a == action) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                self.messages_in.get_or_create(&ActionLabel { action }).inc();
+            }
+        }
     }
     /// `is_delivery`: publications from the outbox, as opposed to replies.
     pub(crate) fn record_messages_out(&self, is_delivery: bool, n: u64) {
