@@ -611,7 +611,7 @@ async fn reload_with_new_rules_unsubscribes_what_they_forbid() {
 /// RFC 9110 §9.3.2: a response to HEAD carries no content. core/src/observe/admin.rs answers HEAD
 /// exactly like GET, body included.
 #[tokio::test]
-#[ignore = "core bug: the admin listener sends a body in reply to HEAD (observe/admin.rs respond)"]
+
 async fn head_is_answered_without_a_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Setup::new().start().await;
@@ -630,7 +630,7 @@ async fn head_is_answered_without_a_body() {
 /// `Retry-After` must not send a client back before the ban ends; the rate-limit refusals round
 /// up (limits/rate.rs `retry_after_secs`), bans round down (limits/abuse.rs `Bans::remaining`).
 #[tokio::test]
-#[ignore = "core bug: a ban's Retry-After is rounded down (limits/abuse.rs Bans::remaining)"]
+
 async fn a_ban_retry_after_does_not_undershoot_the_ban() {
     let server = Setup::new().start().await;
     assert!(server.handle.ban(BanTarget::User("mallory".into()), Duration::from_millis(2900)));
@@ -643,7 +643,7 @@ async fn a_ban_retry_after_does_not_undershoot_the_ban() {
 /// their session yet (here held by a slow `authenticate` hook) are not counted, so concurrent
 /// handshakes overshoot the budget by up to `max_pending_handshakes` sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "core bug: memory admission does not count handshakes in flight (handshake/mod.rs)"]
+
 async fn concurrent_handshakes_cannot_overshoot_the_memory_budget() {
     struct SlowAuthenticate;
     impl Hooks for SlowAuthenticate {
@@ -679,7 +679,7 @@ async fn concurrent_handshakes_cannot_overshoot_the_memory_budget() {
 /// docs/OPERATIONS.md lists `server.worker_threads` as not reloadable; live.rs
 /// `restart_only_changes` does not check it, so a reload that changes it is accepted and ignored.
 #[tokio::test]
-#[ignore = "core bug: reload accepts a changed server.worker_threads (server/live.rs restart_only_changes)"]
+
 async fn reload_refuses_a_worker_threads_change() {
     let server = Setup::new().start().await;
     let mut config = server.config.clone();
@@ -691,7 +691,7 @@ async fn reload_refuses_a_worker_threads_change() {
 /// docs/OPERATIONS.md: a refused reload returns every problem; `compile` (server/live.rs) stops
 /// at the first failing stage, so file problems are not reported beside semantic ones.
 #[tokio::test]
-#[ignore = "core bug: a reload with semantic and file problems reports only the semantic ones (server/live.rs compile)"]
+
 async fn a_refused_reload_reports_semantic_and_file_problems_together() {
     let server = Setup::new().start().await;
     let mut config = server.config.clone();

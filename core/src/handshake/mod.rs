@@ -69,8 +69,44 @@ pub(crate) struct HandshakeGate {
     pub(crate) stats: Arc<Stats>,
     /// `limits.max_memory_bytes` (0: off).
     pub(crate) max_memory_bytes: u64,
+    /// Sessions (and handshakes past the memory check) counted against `max_memory_bytes`;
+    /// shared across reloads.
+    pub(crate) memory: Arc<MemoryBudget>,
     /// `server.demo_page`.
     pub(crate) demo_page: bool,
+}
+
+/// Admission against `limits.max_memory_bytes`: each admitted handshake reserves one session's
+/// estimate until its session ends.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBudget {
+    reserved_sessions: std::sync::atomic::AtomicU64,
+}
+
+/// One reserved session estimate, returned on drop.
+pub(crate) struct MemoryReservation(Option<Arc<MemoryBudget>>);
+
+impl Drop for MemoryReservation {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.0 {
+            budget.reserved_sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl MemoryBudget {
+    /// Reserves one session's estimate, or None when that would reach `max_bytes` (0: no limit).
+    fn reserve(self: &Arc<Self>, max_bytes: u64, queued_bytes: u64) -> Option<MemoryReservation> {
+        if max_bytes == 0 {
+            return Some(MemoryReservation(None));
+        }
+        let before = self.reserved_sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if before * SESSION_MEMORY_ESTIMATE_BYTES + queued_bytes >= max_bytes {
+            self.reserved_sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return None;
+        }
+        Some(MemoryReservation(Some(Arc::clone(self))))
+    }
 }
 
 /// Per-session memory estimate for admission: tungstenite's read (4 KiB) and write (8 KiB)
@@ -154,12 +190,11 @@ impl HandshakeGate {
         if self.capacity.available_permits() == 0 {
             return Err(refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")));
         }
-        if self.max_memory_bytes > 0
-            && self.stats.sessions_active() * SESSION_MEMORY_ESTIMATE_BYTES + self.stats.queued_bytes()
-                >= self.max_memory_bytes
-        {
-            return Err(refuse(Rejection::new(ErrorCode::OverMemoryBudget, "limits.max_memory_bytes reached")));
-        }
+        // Reserved, not just checked: concurrent handshakes cannot all pass on the same reading.
+        let memory = self
+            .memory
+            .reserve(self.max_memory_bytes, self.stats.queued_bytes())
+            .ok_or_else(|| refuse(Rejection::new(ErrorCode::OverMemoryBudget, "limits.max_memory_bytes reached")))?;
         let search = token::find_token(&head, &self.token_sources, &self.cookie_name).map_err(refuse)?;
         let auth_failure = |rejection: Rejection| {
             let strike = self.bans.record_auth_failure(client_ip);
@@ -178,7 +213,7 @@ impl HandshakeGate {
             return Err(refuse(Rejection::new(ErrorCode::Banned, "user is banned").retry_after(secs)));
         }
         if self.revocations.is_revoked(&identity) {
-            return Err(refuse(Rejection::new(
+            return Err(auth_failure(Rejection::new(
                 ErrorCode::TokenRevoked,
                 format!("{} (via {source:?})", TokenError::Revoked),
             )));
@@ -214,7 +249,7 @@ impl HandshakeGate {
         if let Some(cache) = &self.jti_cache {
             match cache.use_once(&identity) {
                 Ok(()) => {}
-                Err(JtiRefusal::Token(e)) => return Err(refuse(Rejection::new(e.code(), e.to_string()))),
+                Err(JtiRefusal::Token(e)) => return Err(auth_failure(Rejection::new(e.code(), e.to_string()))),
                 Err(JtiRefusal::Full) => {
                     return Err(refuse(Rejection::new(
                         ErrorCode::ReplayCacheFull,
@@ -238,7 +273,7 @@ impl HandshakeGate {
             client_ip,
             leftover,
             response: response.into_bytes(),
-            held: Box::new((permit, ip_slot, user_slot)),
+            held: Box::new((permit, ip_slot, user_slot, memory)),
             info,
         })))
     }

@@ -156,7 +156,8 @@ impl Bans {
         let bans = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
         let ban = bans.get(target)?;
         let left = ban.until.checked_duration_since(Instant::now())?;
-        Some(left.as_secs().max(1))
+        // Round up: a client told to come back must not come back while still banned.
+        Some(crate::limits::retry_after_secs(left))
     }
 
     /// Counts an auth failure (401) from `ip`.

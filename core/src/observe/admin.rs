@@ -57,32 +57,49 @@ async fn answer(mut stream: TcpStream, stats: &Stats, draining: &CancellationTok
                 break (request.method.unwrap_or("").to_string(), path);
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => {}
-            _ => return respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await,
+            _ => return respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n", true).await,
         }
     };
     if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n", true).await;
     }
+    let has_body = method == "GET";
     match path.as_str() {
         "/metrics" => {
             let body = stats.encode();
-            respond(&mut stream, "200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", &body).await
+            respond(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+                has_body,
+            )
+            .await
         }
-        "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n", has_body).await,
         "/readyz" if draining.is_cancelled() => {
-            respond(&mut stream, "503 Service Unavailable", "text/plain", "draining\n").await
+            respond(&mut stream, "503 Service Unavailable", "text/plain", "draining\n", has_body).await
         }
-        "/readyz" => respond(&mut stream, "200 OK", "text/plain", "ready\n").await,
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+        "/readyz" => respond(&mut stream, "200 OK", "text/plain", "ready\n", has_body).await,
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n", has_body).await,
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+/// Writes a response; `has_body` is false for HEAD (same headers, no body: RFC 9110 §9.3.2).
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+    has_body: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    if has_body {
+        stream.write_all(body.as_bytes()).await?;
+    }
     stream.shutdown().await
 }

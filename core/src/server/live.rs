@@ -16,7 +16,7 @@ use super::tls;
 use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
 use crate::config::{Config, ConfigError, ConfigProblem, Problems};
 use crate::error::ErrorCode;
-use crate::handshake::{HandshakeGate, OriginAllowlist, TrustedProxies};
+use crate::handshake::{HandshakeGate, MemoryBudget, OriginAllowlist, TrustedProxies};
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate};
@@ -45,6 +45,7 @@ pub(crate) struct Core {
     pub(crate) policy_changed: Arc<watch::Sender<u64>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) key_material: Option<KeyMaterial>,
+    pub(crate) memory: Arc<MemoryBudget>,
 }
 
 /// What a reload replaces; a connection takes one snapshot when it is accepted.
@@ -67,14 +68,16 @@ pub(crate) struct Compiled {
 
 /// Loads keys, certificates and schemas, reporting every problem of every area at once.
 pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result<Compiled, ConfigError> {
-    config.validate()?;
+    // Semantic problems and file problems are reported together.
+    let semantic = config.validate().err();
     let verifier = TokenVerifier::new(&config.auth, material);
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
     let policy = Policy::load(&config.channels, &config.rpc);
-    match (verifier, tls, policy) {
-        (Ok(verifier), Ok(tls), Ok(policy)) => Ok(Compiled { verifier, tls, policy }),
-        (verifier, tls, policy) => {
-            let errors: Vec<ConfigError> = [verifier.err(), tls.err(), policy.err()].into_iter().flatten().collect();
+    match (semantic, verifier, tls, policy) {
+        (None, Ok(verifier), Ok(tls), Ok(policy)) => Ok(Compiled { verifier, tls, policy }),
+        (semantic, verifier, tls, policy) => {
+            let errors: Vec<ConfigError> =
+                [semantic, verifier.err(), tls.err(), policy.err()].into_iter().flatten().collect();
             let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
             Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }
@@ -90,6 +93,7 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
         }
     };
     check("server.listen", old.server.listen != new.server.listen);
+    check("server.worker_threads", old.server.worker_threads != new.server.worker_threads);
     check("server.max_connections", old.server.max_connections != new.server.max_connections);
     check("server.max_pending_handshakes", old.server.max_pending_handshakes != new.server.max_pending_handshakes);
     check("tls", old.tls.is_some() != new.tls.is_some());
@@ -147,6 +151,7 @@ pub(crate) fn build_live(
         events: core.events.clone(),
         stats: Arc::clone(&core.stats),
         max_memory_bytes: limits.max_memory_bytes,
+        memory: Arc::clone(&core.memory),
         demo_page: config.server.demo_page,
     };
     let session_env = Arc::new(SessionEnv {

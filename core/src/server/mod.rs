@@ -120,6 +120,7 @@ impl ServerBuilder {
             policy_changed: Arc::new(watch::Sender::new(0)),
             shutdown: CancellationToken::new(),
             key_material,
+            memory: Arc::default(),
             stats,
             events,
         };
