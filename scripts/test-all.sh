@@ -22,7 +22,5 @@ bash ffi/tests/run.sh
 step "Node module (napi build, generated-file drift, node --test)"
 bash bindings-node/test.sh
 
-if [[ -f bindings-python/tests/run.sh ]]; then
-    step "Python package (maturin wheel, stubtest, pytest)"
-    bash bindings-python/tests/run.sh
-fi
+step "Python package (abi3 wheel via maturin, stubtest, mypy, pytest)"
+bash bindings-python/tests/run.sh

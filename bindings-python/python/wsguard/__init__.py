@@ -1,0 +1,154 @@
+"""wsguard: a hardened WebSocket pub/sub server, driven from Python.
+
+The Rust core does every check (TLS, Origin allowlist, JWT verification, quotas, rate limits,
+strict frame decoding, channel policy); this package only starts it, passes it your handlers and
+converts values. Quickstart::
+
+    import wsguard
+
+    server = wsguard.Server("wsguard.toml")      # or a dict, or TOML/JSON text
+
+    @server.rpc("orders.create")                 # must be declared in [[rpc]]
+    async def create_order(session, payload):
+        return {"order_id": 42, "by": session.subject}
+
+    async def main():
+        async with server:                       # start_async() ... stop_async()
+            server.publish("news", {"headline": "hello"})
+            await asyncio.Event().wait()
+
+Errors derive from ``WsguardError`` and carry the core's stable ``code`` / ``code_name``;
+``ConfigError`` (also a ``ValueError``) lists every configuration problem with its key path.
+Core ``tracing`` events are logged to the ``wsguard`` logger (``wsguard.server``,
+``wsguard.security``, ``wsguard.session``, ...); levels are read at each ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+from types import TracebackType
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Mapping, Optional, Type, TypeVar, Union
+
+from . import _native
+from ._errors import ConfigError, WsguardError
+from ._native import AuthorizeRequest, HandshakeInfo, Identity, Session
+
+__all__ = [
+    "AuthorizeRequest",
+    "ConfigError",
+    "HandshakeInfo",
+    "Identity",
+    "ConfigInput",
+    "Server",
+    "Session",
+    "WsguardError",
+    "serve",
+]
+
+__version__: str = _native.__version__
+
+#: A configuration: a mapping (the same keys as the TOML file), TOML or JSON text, or a path to a
+#: ``.toml`` / ``.json`` file.
+ConfigInput = Union[Mapping[str, Any], str, "os.PathLike[str]"]
+
+#: ``rpc(session, payload) -> result``: any JSON value, or a coroutine of one. Raising gives the
+#: client ``rpc_failed`` with ``str(exc)`` as its message.
+RpcHandler = Callable[[Session, Dict[str, Any]], Any]
+#: ``authenticate(info, identity)``: ``True`` admits, a dict with ``roles`` / ``scopes`` /
+#: ``claims`` admits with an enriched identity, anything else (or raising) refuses (403).
+AuthenticateHandler = Callable[[HandshakeInfo, Identity], Union[bool, Dict[str, Any], Awaitable[Union[bool, Dict[str, Any]]]]]
+#: ``authorize(request) -> bool``: only ``True`` allows; anything else (or raising) gives ``forbidden``.
+AuthorizeHandler = Callable[[AuthorizeRequest], Union[bool, Awaitable[bool]]]
+#: ``on_event(event)``: a dict whose ``kind`` names the event (``session_opened``, ...).
+EventHandler = Callable[[Dict[str, Any]], Optional[Awaitable[None]]]
+
+R = TypeVar("R", bound=RpcHandler)
+A = TypeVar("A", bound=AuthenticateHandler)
+Z = TypeVar("Z", bound=AuthorizeHandler)
+E = TypeVar("E", bound=EventHandler)
+S = TypeVar("S", bound="Server")
+
+
+class Server(_native.Server):
+    """A wsguard server on its own threads. ``Server(config)`` validates the whole configuration
+    (keys, secrets, key files) and raises ``ConfigError`` listing every problem.
+
+    Handlers may be plain functions or ``async def``; coroutines run on the asyncio loop that
+    started the server (``start_async``, ``async with server``, ``serve``), plain functions on
+    the server's threads with the GIL held only while they run. Every handler is time-boxed by
+    the core (``hooks.timeout_secs``, ``limits.rpc_timeout_secs``) and fails closed.
+    """
+
+    def rpc(self, method: str) -> Callable[[R], R]:
+        """Registers the handler of RPC ``method`` (which must be declared in ``[[rpc]]``)."""
+
+        def register(handler: R) -> R:
+            self._set_rpc_handler(method, handler)
+            return handler
+
+        return register
+
+    def authenticate(self, handler: A) -> A:
+        """Registers the hook called after the token is verified, before the upgrade."""
+        self._set_authenticate_handler(handler)
+        return handler
+
+    def authorize(self, handler: Z) -> Z:
+        """Registers the hook asked after the channel rules allowed a subscribe or publish."""
+        self._set_authorize_handler(handler)
+        return handler
+
+    def on_event(self, handler: E) -> E:
+        """Registers the receiver of security and lifecycle events (in order, off the core)."""
+        self._set_event_handler(handler)
+        return handler
+
+    async def start_async(self) -> None:
+        """Starts the server from asyncio; coroutine handlers will run on the running loop."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.start, loop)
+
+    async def stop_async(self, grace_secs: Optional[float] = None) -> None:
+        """Stops the server without blocking the loop (coroutine handlers can finish). Use it
+        instead of ``stop()`` in async code: ``stop()`` blocks the loop it is called on."""
+        await asyncio.get_running_loop().run_in_executor(None, self.stop, grace_secs)
+
+    def __enter__(self: S) -> S:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self: S) -> S:
+        await self.start_async()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        await self.stop_async()
+
+
+@contextlib.asynccontextmanager
+async def serve(config: ConfigInput) -> AsyncIterator[Server]:
+    """``async with wsguard.serve(config) as server:`` starts a server on the running loop and
+    stops it on exit. Register handlers on ``server`` inside the block, or build a ``Server``
+    and use ``async with server:`` to register them before the first client arrives."""
+    async with Server(config) as server:
+        yield server
+
+
+# A running server's threads must end before the interpreter does.
+atexit.register(_native.stop_all)

@@ -1,0 +1,391 @@
+//! `Server` (exported as `wsguard._native.Server`, subclassed by `wsguard.Server`): a core
+//! `EmbeddedServer` plus the Python handlers its hooks call.
+//!
+//! Lifecycle: `Idle -> Starting -> Running -> Stopping -> Idle`. The state lock is only ever
+//! held for a moment and never across a GIL release: `start` and `stop` leave a marker state,
+//! release the lock, then run the core's blocking call with the GIL released.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use wsguard::auth::Revocation;
+use wsguard::{Config, EmbeddedServer, ServerHandle};
+
+use crate::errors::{not_running, to_py};
+use crate::events::{self, Dispatcher, EventQueue};
+use crate::handler::EventLoop;
+use crate::hooks::{Handlers, PyHooks};
+use crate::{config, json};
+
+/// How often `serve_forever` wakes up to run Python's signal handlers (Ctrl-C).
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+enum State {
+    Idle,
+    Starting,
+    Running(Box<Running>),
+    Stopping(ServerHandle),
+}
+
+struct Running {
+    server: EmbeddedServer,
+    handle: ServerHandle,
+    events: Arc<EventQueue>,
+    dispatcher: Dispatcher,
+}
+
+/// What a `Server` object holds; shared with the exit registry.
+struct Inner {
+    /// The configuration the next `start` uses (the last one applied by `reload`).
+    config: Mutex<Config>,
+    handlers: Arc<Handlers>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// Servers that may be running, stopped by `stop_all` when the interpreter exits (registered
+/// with `atexit` by the package), so no runtime thread outlives the interpreter.
+static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// True on a thread of a server's runtime or event dispatcher, where a blocking `stop` would
+/// wait for the very thread it runs on.
+fn on_server_thread() -> bool {
+    matches!(std::thread::current().name(), Some("wsguard-worker") | Some(events::THREAD_NAME))
+}
+
+impl Inner {
+    fn config(&self) -> Config {
+        self.config.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, state: State) {
+        *self.lock() = state;
+        self.changed.notify_all();
+    }
+
+    /// The control handle while the server runs.
+    fn handle(&self, py: Python<'_>) -> PyResult<ServerHandle> {
+        match &*self.lock() {
+            State::Running(running) => Ok(running.handle.clone()),
+            State::Stopping(handle) => Ok(handle.clone()),
+            State::Idle | State::Starting => Err(not_running(py)),
+        }
+    }
+
+    fn start(self: &Arc<Self>, py: Python<'_>, event_loop: EventLoop) -> PyResult<()> {
+        if on_server_thread() {
+            // A runtime cannot be built (nor blocked on) from inside another one.
+            return Err(PyErr::new::<pyo3::exceptions::PyRuntimeError, _>("start() cannot be called from a handler"));
+        }
+        {
+            let mut state = self.lock();
+            match &*state {
+                State::Running(_) => return Ok(()),
+                State::Starting | State::Stopping(_) => {
+                    return Err(PyErr::new::<pyo3::exceptions::PyRuntimeError, _>(
+                        "the server is starting or stopping",
+                    ));
+                }
+                State::Idle => *state = State::Starting,
+            }
+        }
+        let started = self.start_idle(py, event_loop);
+        match started {
+            Ok(running) => {
+                self.set(State::Running(Box::new(running)));
+                let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+                live.retain(|w| w.strong_count() > 0);
+                live.push(Arc::downgrade(self));
+                Ok(())
+            }
+            Err(e) => {
+                self.set(State::Idle);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_idle(&self, py: Python<'_>, event_loop: EventLoop) -> PyResult<Running> {
+        if event_loop.is_none() {
+            let inspect = py.import("inspect")?;
+            for handler in self.handlers.all() {
+                if inspect.call_method1("iscoroutinefunction", (handler.bind(py),))?.is_truthy()? {
+                    return Err(PyTypeError::new_err(
+                        "coroutine handlers run on the event loop that starts the server: \
+                         use `await server.start_async()` or `async with wsguard.serve(...)`",
+                    ));
+                }
+            }
+        }
+        crate::refresh_log_levels();
+        let config = self.config();
+        let capacity = config.hooks.event_queue_capacity as usize;
+        let (events, dispatcher) = events::spawn(Arc::clone(&self.handlers), event_loop.clone(), capacity)
+            .map_err(|e| to_py(py, wsguard::Error::Refused { code: wsguard::ErrorCode::Io, message: e.to_string() }))?;
+        let hooks = Arc::new(PyHooks { handlers: Arc::clone(&self.handlers), event_loop, events: Arc::clone(&events) });
+        // Worker threads: 0 leaves the choice to `server.worker_threads`.
+        match py.detach(move || EmbeddedServer::start(config, hooks, None, 0)) {
+            Ok(server) => {
+                let handle = server.handle().clone();
+                Ok(Running { server, handle, events, dispatcher })
+            }
+            Err(e) => {
+                events.close();
+                py.detach(|| dispatcher.finish(Duration::from_secs(1)));
+                Err(to_py(py, e))
+            }
+        }
+    }
+
+    fn stop(&self, py: Python<'_>, grace: Option<Duration>) -> PyResult<()> {
+        if on_server_thread() {
+            // Called from a handler: start the shutdown; `serve_forever` or a later `stop` from
+            // the host's own thread completes it.
+            if let Ok(handle) = self.handle(py) {
+                match grace {
+                    Some(grace) => handle.shutdown_within(grace),
+                    None => handle.shutdown(),
+                }
+            }
+            return Ok(());
+        }
+        let running = {
+            let mut state = self.lock();
+            loop {
+                match std::mem::replace(&mut *state, State::Idle) {
+                    State::Running(running) => {
+                        *state = State::Stopping(running.handle.clone());
+                        break Some(running);
+                    }
+                    State::Idle => break None,
+                    other => {
+                        // Another thread is starting or stopping it: wait for that to finish.
+                        *state = other;
+                        drop(state);
+                        py.detach(|| {
+                            let state = self.lock();
+                            let _ = self.changed.wait_timeout(state, SIGNAL_CHECK_INTERVAL);
+                        });
+                        state = self.lock();
+                    }
+                }
+            }
+        };
+        let Some(running) = running else { return Ok(()) };
+        let Running { mut server, handle: _, events, dispatcher } = *running;
+        let event_drain =
+            Duration::try_from_secs_f64(self.config().hooks.timeout_secs).unwrap_or(Duration::from_secs(1));
+        let result = py.detach(move || {
+            let result = server.stop(grace);
+            events.close();
+            dispatcher.finish(event_drain);
+            result
+        });
+        self.set(State::Idle);
+        result.map_err(|e| to_py(py, e))
+    }
+
+    fn serve_forever(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        if matches!(&*self.lock(), State::Idle) {
+            self.start(py, None)?;
+        }
+        loop {
+            let shutdown_requested = py.detach(|| {
+                let state = self.lock();
+                let (state, _) =
+                    self.changed.wait_timeout(state, SIGNAL_CHECK_INTERVAL).unwrap_or_else(PoisonError::into_inner);
+                match &*state {
+                    State::Idle => None,
+                    State::Running(running) => Some(running.handle.is_shutting_down()),
+                    State::Starting | State::Stopping(_) => Some(false),
+                }
+            });
+            match shutdown_requested {
+                None => return Ok(()),
+                Some(true) => return self.stop(py, None),
+                Some(false) => {}
+            }
+            if let Err(interrupted) = py.check_signals() {
+                self.stop(py, None)?;
+                return Err(interrupted);
+            }
+        }
+    }
+}
+
+/// A wsguard server. See `wsguard.Server` for the documented, typed interface.
+#[pyclass(name = "Server", module = "wsguard._native", subclass, frozen)]
+pub(crate) struct PyServer {
+    inner: Arc<Inner>,
+}
+
+#[pymethods]
+impl PyServer {
+    #[new]
+    fn new(config: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let config = config::load(config)?;
+        Ok(PyServer {
+            inner: Arc::new(Inner {
+                config: Mutex::new(config),
+                handlers: Arc::default(),
+                state: Mutex::new(State::Idle),
+                changed: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Binds and starts serving on the server's own threads; returns once listening. Coroutine
+    /// handlers run on `event_loop`. Idempotent while running.
+    #[pyo3(signature = (event_loop = None))]
+    fn start(&self, py: Python<'_>, event_loop: Option<Py<PyAny>>) -> PyResult<()> {
+        self.inner.start(py, event_loop.map(Arc::new))
+    }
+
+    /// Closes every session with 1001, waits up to `grace_secs` (default
+    /// `server.shutdown_grace_secs`) and stops the threads. Idempotent.
+    #[pyo3(signature = (grace_secs = None))]
+    fn stop(&self, py: Python<'_>, grace_secs: Option<f64>) -> PyResult<()> {
+        let grace = grace_secs
+            .map(|secs| {
+                Duration::try_from_secs_f64(secs).map_err(|e| PyValueError::new_err(format!("grace_secs: {e}")))
+            })
+            .transpose()?;
+        self.inner.stop(py, grace)
+    }
+
+    /// Starts the server if needed and blocks until it is stopped (from another thread, from a
+    /// handler, or by Ctrl-C, which stops it and raises `KeyboardInterrupt`).
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.serve_forever(py)
+    }
+
+    /// True between a successful `start` and `stop`.
+    #[getter]
+    fn is_running(&self) -> bool {
+        matches!(&*self.inner.lock(), State::Running(_))
+    }
+
+    /// The bound port (useful with port 0).
+    #[getter]
+    fn port(&self, py: Python<'_>) -> PyResult<u16> {
+        Ok(self.inner.handle(py)?.local_addr().port())
+    }
+
+    /// The bound address as `(host, port)`.
+    #[getter]
+    fn address(&self, py: Python<'_>) -> PyResult<(String, u16)> {
+        let addr: SocketAddr = self.inner.handle(py)?.local_addr();
+        Ok((addr.ip().to_string(), addr.port()))
+    }
+
+    #[pyo3(name = "_set_rpc_handler")]
+    fn set_rpc_handler(&self, method: String, handler: Py<PyAny>) {
+        self.inner.handlers.set_rpc(method, Arc::new(handler));
+    }
+
+    #[pyo3(name = "_set_authenticate_handler")]
+    fn set_authenticate_handler(&self, handler: Py<PyAny>) {
+        self.inner.handlers.set_authenticate(Arc::new(handler));
+    }
+
+    #[pyo3(name = "_set_authorize_handler")]
+    fn set_authorize_handler(&self, handler: Py<PyAny>) {
+        self.inner.handlers.set_authorize(Arc::new(handler));
+    }
+
+    #[pyo3(name = "_set_event_handler")]
+    fn set_event_handler(&self, handler: Py<PyAny>) {
+        self.inner.handlers.set_on_event(Arc::new(handler));
+    }
+
+    /// Publishes `payload` (a JSON object) to every subscriber of `channel`; returns how many
+    /// sessions it was queued for.
+    fn publish(&self, py: Python<'_>, channel: &str, payload: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let payload = json::to_value(payload)?;
+        let handle = self.inner.handle(py)?;
+        py.detach(|| handle.publish(channel, &payload)).map_err(|e| to_py(py, e))
+    }
+
+    /// Closes one session (`session_id`) or every session of a user (`user`, the `sub` claim)
+    /// with 4001; returns how many were closed.
+    #[pyo3(signature = (session_id = None, user = None))]
+    fn disconnect(&self, py: Python<'_>, session_id: Option<u64>, user: Option<String>) -> PyResult<usize> {
+        let handle = self.inner.handle(py)?;
+        match (session_id, user) {
+            (Some(id), None) => py.detach(|| handle.disconnect_session(id)).map(|()| 1).map_err(|e| to_py(py, e)),
+            (None, Some(user)) => Ok(py.detach(|| handle.disconnect_user(&user))),
+            _ => Err(PyTypeError::new_err("disconnect() takes exactly one of session_id= or user=")),
+        }
+    }
+
+    /// Revokes tokens by `jti`, by subject (`sub`, tokens issued until now) or by time
+    /// (`issued_before`, seconds since the epoch): matching sessions close with 4501 and matching
+    /// tokens are refused from now on.
+    #[pyo3(signature = (jti = None, sub = None, issued_before = None))]
+    fn revoke(
+        &self,
+        py: Python<'_>,
+        jti: Option<String>,
+        sub: Option<String>,
+        issued_before: Option<u64>,
+    ) -> PyResult<()> {
+        let revocation = match (jti, sub, issued_before) {
+            (Some(jti), None, None) => Revocation::TokenId(jti),
+            (None, Some(sub), None) => Revocation::Subject(sub),
+            (None, None, Some(t)) => Revocation::IssuedBefore(t),
+            _ => return Err(PyTypeError::new_err("revoke() takes exactly one of jti=, sub= or issued_before=")),
+        };
+        let handle = self.inner.handle(py)?;
+        py.detach(|| handle.revoke(revocation));
+        Ok(())
+    }
+
+    /// Applies a new configuration (same forms as the constructor) without dropping a
+    /// connection. Everything is checked first; on any problem nothing changes and
+    /// `ConfigError` lists every problem (keys that need a restart included).
+    fn reload(&self, py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<()> {
+        let config = config::parse(config)?;
+        let handle = self.inner.handle(py)?;
+        let applied = config.clone();
+        py.detach(|| handle.reload(config)).map_err(|e| crate::errors::config_error(py, &e))?;
+        *self.inner.config.lock().unwrap_or_else(PoisonError::into_inner) = applied;
+        Ok(())
+    }
+
+    /// The bans in force, each as `{"target": {"kind": "ip"|"user", "value": ...}, "reason": ...,
+    /// "remaining_secs": ...}`.
+    fn bans<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.handle(py)?;
+        let bans = py.detach(|| serde_json::to_value(handle.bans()));
+        let bans = bans.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        json::to_py(py, &bans)
+    }
+
+    /// A snapshot of the server's counters.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.handle(py)?;
+        let snapshot = py.detach(|| serde_json::to_value(handle.stats()));
+        let snapshot = snapshot.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        json::to_py(py, &snapshot)
+    }
+}
+
+/// Stops every server still running (registered with `atexit` by the package).
+#[pyfunction]
+pub(crate) fn stop_all(py: Python<'_>) -> PyResult<()> {
+    let live: Vec<Arc<Inner>> = std::mem::take(&mut *LIVE.lock().unwrap_or_else(PoisonError::into_inner))
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for inner in live {
+        inner.stop(py, None)?;
+    }
+    Ok(())
+}
