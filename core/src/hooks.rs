@@ -164,6 +164,9 @@ pub struct NoHooks;
 
 impl Hooks for NoHooks {}
 
+/// JWT registered claims (RFC 7519 §4.1) a hook can never change.
+const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+
 /// Calls hooks with a time box, catching panics, failing closed.
 #[derive(Clone)]
 pub(crate) struct HookRunner {
@@ -243,6 +246,13 @@ impl HookRunner {
                 identity.expires_at = original.expires_at;
                 identity.issued_at = original.issued_at;
                 identity.token_id = original.token_id;
+                // The registered claims as the token carried them, whatever the hook returned.
+                for name in REGISTERED_CLAIMS {
+                    match original.claims.get(name) {
+                        Some(value) => identity.claims.insert(name.to_string(), value.clone()),
+                        None => identity.claims.remove(name),
+                    };
+                }
                 Ok(identity)
             }
             Ok(Err(message)) => Err((ErrorCode::RejectedByHook, message)),
