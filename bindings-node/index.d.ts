@@ -64,8 +64,43 @@ export declare class Server {
   revoke(target: RevokeTarget): void
   /** A snapshot of the server's counters (the core's `StatsSnapshot`, snake_case keys). */
   stats(): Record<string, number>
+  /**
+   * Applies a new configuration (the constructor's forms: an object, TOML or JSON text, or a
+   * file path) without dropping a connection. The core checks everything first, files
+   * included; on any problem nothing changes and the Promise rejects with every problem
+   * (`code` `config_*`, keys that need a restart included). Once applied, subscriptions the
+   * new channel rules forbid are dropped with an `unsubscribed` frame. Parsing and checking
+   * run off the JavaScript thread. Rejects with `not_running` before `listen()`.
+   */
+  reload(config: Record<string, unknown> | string): Promise<void>
+  /**
+   * The bans in force (operator and automatic alike), each as the core's `BanInfo`:
+   * `{ target: { kind: 'ip' | 'user', value }, reason, remaining_secs }`. Throws `not_running`
+   * before `listen()`.
+   */
+  bans(): Array<Record<string, any>>
+  /**
+   * Bans an IP or a user for `secs` seconds: new handshakes are refused with 403 `banned`
+   * (open sessions stay open; combine with `disconnect()` or `revoke()` for that). A ban in
+   * force is replaced. Returns whether it was applied (`false` for an IP in `abuse.exempt`).
+   * Throws `InvalidArg` for a malformed target or a negative or non-finite `secs`.
+   */
+  ban(target: BanTarget, secs: number): boolean
+  /** Lifts the ban of an IP or a user (operator or automatic); returns whether there was one. */
+  liftBan(target: BanTarget): boolean
 }
 export type JsServer = Server
+
+/** Whom `ban()` and `liftBan()` target; exactly one field. */
+export interface BanTarget {
+  /**
+   * A client IP (IPv4 or IPv6 text), as the server resolves it through
+   * `server.trusted_proxies`.
+   */
+  ip?: string
+  /** A user: the token's `sub`. */
+  user?: string
+}
 
 /** Options of `close()`. */
 export interface CloseOptions {

@@ -8,9 +8,9 @@
  * What it offers: configuration from TOML/JSON text or a file (the same schema and the same
  * validation messages as the `wsguard` CLI); a server that runs on its own threads (start, stop
  * with grace, free); publish, disconnect a session or a user, revoke tokens (by jti, subject or
- * issue time), stats as JSON; host hooks (authenticate, authorize, rpc, event) as a struct of
- * optional function pointers. Not yet in the core, so not here: ban lists and configuration
- * reload (a later version adds them).
+ * issue time), ban and unban an IP or a user and list the bans as JSON, stats as JSON, reload the
+ * configuration without dropping a connection; host hooks (authenticate, authorize, rpc, event)
+ * as a struct of optional function pointers.
  *
  * API conventions (the C contract)
  * --------------------------------
@@ -19,7 +19,8 @@
  *   owns it and releases it with the matching function: `wsg_config_from_*` / `wsg_config_free`,
  *   `wsg_server_start` / `wsg_server_free`, the `rpc` callback / exactly one of
  *   `wsg_rpc_call_respond`, `wsg_rpc_call_fail`, `wsg_rpc_call_free`. Strings the library
- *   allocates (`wsg_server_stats_json`) are freed with `wsg_string_free`, never with free().
+ *   allocates (`wsg_server_stats_json`, `wsg_server_bans_json`) are freed with
+ *   `wsg_string_free`, never with free().
  *   Every `_free(NULL)` is a no-op. Using a handle after freeing it is undefined behaviour.
  * - Results: every fallible function returns `wsg_result`: `WSG_OK` (0) or an error code whose
  *   number and name (`wsg_result_name`) are those of the core's error registry, identical in
@@ -27,9 +28,10 @@
  *   server). The 9xxx block is C-only: `WSG_NULL_ARGUMENT`, `WSG_PANIC`, `WSG_INVALID_UTF8`,
  *   `WSG_INVALID_ARGUMENT`, `WSG_INSUFFICIENT_BUFFER`, `WSG_WRONG_THREAD`. Branch on the code.
  * - Error messages: after a failure, `wsg_last_error_length` / `wsg_last_error_message` give a
- *   detailed message for humans (for a bad configuration, one `key.path: problem` line per
- *   problem, exactly as `wsguard check-config` prints them). The message is per thread, set by
- *   every failing call and cleared by every succeeding call on that thread.
+ *   detailed message for humans (for a bad configuration or a refused reload, one
+ *   `key.path: problem` line per problem, exactly as `wsguard check-config` prints them). The
+ *   message is per thread, set by every failing call and cleared by every succeeding call on
+ *   that thread.
  * - Out-parameters are the trailing `*_out` pointers. They are written only on success, and
  *   required unless the function says "may be NULL".
  * - Strings are passed as UTF-8 pointer + length (`const char *s, size_t s_len`); they need not
@@ -557,8 +559,8 @@ typedef struct wsg_hooks {
 #define WSG_INVALID_UTF8 9003
 
 /**
- * C ABI only: a numeric argument is out of range (a NaN grace period, a length above
- * `PTRDIFF_MAX`).
+ * C ABI only: an argument is out of range or does not parse (a NaN grace period or ban length,
+ * a length above `PTRDIFF_MAX`, text that is not an IP address).
  */
 #define WSG_INVALID_ARGUMENT 9004
 
@@ -636,8 +638,8 @@ const char *wsg_result_name(wsg_result result);
 const char *wsg_version(void);
 
 /**
- * Frees a string this library allocated (`wsg_server_stats_json`). `wsg_string_free(NULL)` is a
- * no-op. Any thread.
+ * Frees a string this library allocated (`wsg_server_stats_json`, `wsg_server_bans_json`).
+ * `wsg_string_free(NULL)` is a no-op. Any thread.
  *
  * # Safety
  *
@@ -860,6 +862,125 @@ wsg_result wsg_server_revoke_issued_before(const struct wsg_server *server, uint
  * write.
  */
 wsg_result wsg_server_stats_json(const struct wsg_server *server, char **json_out, size_t *len_out);
+
+/**
+ * Applies a new configuration to a running server without dropping a connection: TLS
+ * certificate and key, JWT keys, origins, channel and RPC rules, limits and timeouts. `config`
+ * is copied (it may be freed right away).
+ *
+ * The core checks the new configuration completely first, reading its secret, keys,
+ * certificates and schema files; on any problem nothing changes, the server keeps serving under
+ * its current configuration and the result is the problem's code, with every problem and its
+ * key path in `wsg_last_error_message` (as `wsguard check-config` prints them). Keys that shape
+ * listeners or long-lived state (`server.listen`, `server.max_connections`, `tls` on/off,
+ * `observability`, `abuse`, ...) cannot change and are reported as problems too. Once applied,
+ * new handshakes use the new settings, open sessions keep running, and subscriptions the new
+ * channel rules forbid are dropped with an `unsubscribed` frame. Either way the event hook
+ * receives a `config_reloaded` event.
+ *
+ * Errors: `WSG_CONFIG_INVALID`, `WSG_CONFIG_FILE`, `WSG_CONFIG_SECRET_MISSING`,
+ * `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks (it reads files, so it may take a
+ * moment); concurrent reloads of one server apply one after the other.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `config` a live configuration.
+ */
+wsg_result wsg_server_reload(const struct wsg_server *server, const struct wsg_config *config);
+
+/**
+ * The bans in force as a JSON array (`[]` when there is none), operator bans from
+ * `wsg_server_ban_*` and automatic bans from the `[abuse]` section alike. Each element is
+ * `{"target":{"kind":"ip","value":"203.0.113.7"},"reason":"operator","remaining_secs":59.5}`:
+ * `kind` is `ip` or `user` (then `value` is the `sub`), `reason` is `auth_failures`,
+ * `violations` or `operator`, `remaining_secs` the seconds until the ban lifts by itself. On success `*json_out` receives a NUL-terminated string the caller
+ * frees with `wsg_string_free`, and `*len_out` (which may be NULL) its length without the NUL.
+ * Errors: `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `json_out` valid for one write; `len_out` NULL or valid for one
+ * write.
+ */
+wsg_result wsg_server_bans_json(const struct wsg_server *server,
+                                char **json_out,
+                                size_t *len_out);
+
+/**
+ * Bans a client IP (`ip_len` bytes of text, IPv4 or IPv6, e.g. `"203.0.113.7"`; the address
+ * the server resolves through `server.trusted_proxies`) for `secs` seconds: its handshakes are
+ * refused with 403 `banned` and a `Retry-After`. A ban already in force is replaced. Sessions
+ * already open stay open (combine with `wsg_server_disconnect_*` when that is wanted); IPs in
+ * `abuse.exempt` are never banned. On success `*applied_out` (which may be NULL) says whether
+ * the ban was applied (false for an exempt IP).
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (not an IP address; `secs` negative, NaN or infinite),
+ * `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `ip` readable for `ip_len` bytes; `applied_out` NULL or valid
+ * for one write.
+ */
+wsg_result wsg_server_ban_ip(const struct wsg_server *server,
+                             const char *ip,
+                             size_t ip_len,
+                             double secs,
+                             bool *applied_out);
+
+/**
+ * Bans a user (`sub_len` bytes: the token's `sub` claim) for `secs` seconds: handshakes with a
+ * token of that subject are refused with 403 `banned` and a `Retry-After`. A ban already in
+ * force is replaced. Sessions already open stay open (combine with
+ * `wsg_server_disconnect_user` or `wsg_server_revoke_sub` when that is wanted). On success
+ * `*applied_out` (which may be NULL) says whether the ban was applied.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (`secs` negative, NaN or infinite), `WSG_INVALID_UTF8`,
+ * `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `sub` readable for `sub_len` bytes; `applied_out` NULL or
+ * valid for one write.
+ */
+wsg_result wsg_server_ban_user(const struct wsg_server *server,
+                               const char *sub,
+                               size_t sub_len,
+                               double secs,
+                               bool *applied_out);
+
+/**
+ * Lifts the ban of a client IP (`ip_len` bytes of text, IPv4 or IPv6), operator or automatic.
+ * On success `*lifted_out` (which may be NULL) says whether there was one.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (not an IP address), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`.
+ * Any thread, including hook callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `ip` readable for `ip_len` bytes; `lifted_out` NULL or valid
+ * for one write.
+ */
+wsg_result wsg_server_lift_ban_ip(const struct wsg_server *server,
+                                  const char *ip,
+                                  size_t ip_len,
+                                  bool *lifted_out);
+
+/**
+ * Lifts the ban of a user (`sub_len` bytes: the `sub` claim), operator or automatic. On
+ * success `*lifted_out` (which may be NULL) says whether there was one.
+ *
+ * Errors: `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `sub` readable for `sub_len` bytes; `lifted_out` NULL or valid
+ * for one write.
+ */
+wsg_result wsg_server_lift_ban_user(const struct wsg_server *server,
+                                    const char *sub,
+                                    size_t sub_len,
+                                    bool *lifted_out);
 
 /**
  * The session that made the call (0 when `call` is NULL).

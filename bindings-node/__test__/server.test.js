@@ -1,6 +1,7 @@
 'use strict'
 // The server's lifecycle and its host-side API (core: server/): listen and close, publish,
-// disconnect, revoke and stats, over real sockets with the `ws` client and real tokens.
+// disconnect, revoke, stats and reload, over real sockets with the `ws` client and real tokens.
+// (Bans are in limits.test.js.)
 
 const assert = require('node:assert/strict')
 const { execFileSync, spawn } = require('node:child_process')
@@ -153,6 +154,73 @@ test('stats() reports the core counters', async () => {
   assert.ok(during.sessions_total > before.sessions_total)
   assert.ok(during.messages_in > before.messages_in)
   await client.close()
+})
+
+test('reload() with rules that forbid a subscribed channel drops it with an unsubscribed frame', async () => {
+  const client = await connect(server.port, mintToken(secret, { sub: 'reloaded' }))
+  assert.deepEqual(await client.request({ action: 'subscribe', channel: 'private' }), { type: 'ack', id: 1 })
+  const reloaded = new Promise((resolve) => server.once('config_reloaded', resolve))
+
+  const newsOnly = makeConfig(secretFile)
+  newsOnly.channels = [{ pattern: 'news', subscribe: {}, publish: {} }]
+  assert.equal(await server.reload(newsOnly), undefined)
+  assert.deepEqual(await client.nextNotice(), { type: 'unsubscribed', channel: 'private', reason: 'forbidden' })
+  assert.deepEqual(await reloaded, { kind: 'config_reloaded', is_applied: true, problems: [] })
+  // The new rules hold for the open session too.
+  assert.equal((await client.request({ action: 'subscribe', channel: 'private' })).code, 'forbidden')
+  assert.deepEqual(await client.request({ action: 'subscribe', channel: 'news' }), { type: 'ack', id: 3 })
+
+  // Back to the original rules, this time from JSON text (the constructor's forms all work).
+  await server.reload(JSON.stringify(makeConfig(secretFile)))
+  assert.deepEqual(await client.request({ action: 'subscribe', channel: 'private' }), { type: 'ack', id: 4 })
+  await client.close()
+})
+
+test('an invalid reload() rejects with every problem and the server keeps serving unchanged', async () => {
+  const client = await connect(server.port, mintToken(secret, { sub: 'steady' }))
+  assert.deepEqual(await client.request({ action: 'subscribe', channel: 'private' }), { type: 'ack', id: 1 })
+
+  const missingSecret = makeConfig(secretFile)
+  missingSecret.auth = { ...missingSecret.auth, hmac_secret_file: '/nonexistent/wsguard-reload.secret' }
+  missingSecret.channels = [{ pattern: 'news', subscribe: {} }]
+  await assert.rejects(server.reload(missingSecret), (error) => {
+    assert.ok(error instanceof Error)
+    assert.equal(error.code, 'config_file')
+    assert.equal(error.errno, 1003)
+    assert.match(error.message, /auth\.hmac_secret_file/)
+    assert.deepEqual(
+      error.problems.map((p) => p.path),
+      ['auth.hmac_secret_file'],
+    )
+    return true
+  })
+
+  const restartOnly = makeConfig(secretFile)
+  restartOnly.server = { ...restartOnly.server, listen: '127.0.0.1:1' }
+  await assert.rejects(server.reload(restartOnly), (error) => {
+    assert.equal(error.code, 'config_invalid')
+    assert.equal(error.errno, 1002)
+    assert.ok(error.problems.some((p) => p.path === 'server.listen'), JSON.stringify(error.problems))
+    return true
+  })
+  const misspelled = makeConfig(secretFile)
+  misspelled.channels = [{ pattern: 'news', subscribe: {}, publsh: {} }]
+  await assert.rejects(server.reload(misspelled), { code: 'config_invalid', message: /channels\[0\]\.publsh/ })
+  await assert.rejects(server.reload('[server\n'), { code: 'config_syntax', errno: 1001 })
+
+  // Nothing changed: the subscription stands, publications reach it, new clients get in.
+  assert.equal(server.publish('private', { still: 'serving' }), 1)
+  assert.deepEqual((await client.nextMessage()).payload, { still: 'serving' })
+  assert.deepEqual(client.notices, [])
+  const newcomer = await connect(server.port, mintToken(secret, { sub: 'newcomer' }))
+  assert.deepEqual(await newcomer.request({ action: 'subscribe', channel: 'private' }), { type: 'ack', id: 1 })
+  await newcomer.close()
+  await client.close()
+})
+
+test('reload() rejects with not_running before listen()', async () => {
+  const idle = new Server(makeConfig(secretFile))
+  await assert.rejects(idle.reload(makeConfig(secretFile)), { code: 'not_running', errno: 5003 })
 })
 
 test('a listening server keeps the process alive, like a listening net.Server', async () => {

@@ -62,8 +62,9 @@ function mintToken(secret, claims = {}) {
 }
 
 /** A connected client: `request(frame)` resolves with the reply to its id; `messages` collects
- * publications; `closed` resolves with `{ code, reason }`. Rejects when the handshake fails, with
- * the HTTP status on the error. */
+ * publications and `notices` the other frames the server sends unasked (`unsubscribed`, `gap`);
+ * `closed` resolves with `{ code, reason }`. Rejects when the handshake fails, with the HTTP
+ * status and body on the error. */
 function connect(port, token) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, ['wsguard.v1'], {
@@ -72,6 +73,8 @@ function connect(port, token) {
     const pending = new Map()
     const messages = []
     const messageWaiters = []
+    const notices = []
+    const noticeWaiters = []
     let nextId = 1
     const closed = new Promise((done) => {
       ws.on('close', (code, reason) => done({ code, reason: reason.toString() }))
@@ -84,6 +87,9 @@ function connect(port, token) {
       } else if (frame.type === 'message') {
         messages.push(frame)
         messageWaiters.splice(0).forEach((wake) => wake())
+      } else {
+        notices.push(frame)
+        noticeWaiters.splice(0).forEach((wake) => wake())
       }
     })
     ws.on('unexpected-response', (_req, res) => {
@@ -102,6 +108,7 @@ function connect(port, token) {
         ws,
         closed,
         messages,
+        notices,
         request(frame) {
           const id = nextId++
           return new Promise((done) => {
@@ -112,6 +119,10 @@ function connect(port, token) {
         async nextMessage() {
           while (messages.length === 0) await new Promise((wake) => messageWaiters.push(wake))
           return messages.shift()
+        },
+        async nextNotice() {
+          while (notices.length === 0) await new Promise((wake) => noticeWaiters.push(wake))
+          return notices.shift()
         },
         close() {
           ws.close()

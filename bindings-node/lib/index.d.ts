@@ -1,6 +1,8 @@
 // Types of the public `wsguard` API (lib/index.js). The option shapes (`CloseOptions`,
 // `DisconnectTarget`, `ConfigProblem`) are generated from the Rust binding into ../index.d.ts;
 // the data shapes below are the Rust core's serialized structs, with their snake_case keys.
+// `RevokeTarget` and `BanTarget` are stricter here than the generated interfaces: exactly one
+// field.
 
 import { EventEmitter } from 'node:events'
 
@@ -76,6 +78,19 @@ export interface Stats {
   [counter: string]: number
 }
 
+/** Whom `ban()` and `liftBan()` target: a client IP (IPv4 or IPv6 text) or a user (`sub`). */
+export type BanTarget = { ip: string } | { user: string }
+
+/** A ban in force (the core's `BanInfo`). */
+export interface BanInfo {
+  /** Whom: `{ kind: 'ip', value: '203.0.113.7' }` or `{ kind: 'user', value: sub }`. */
+  target: { kind: 'ip' | 'user'; value: string }
+  /** Why: `auth_failures` or `violations` (automatic, `[abuse]`) or `operator` (`ban()`). */
+  reason: 'auth_failures' | 'violations' | 'operator'
+  /** Seconds until it lifts by itself. */
+  remaining_secs: number
+}
+
 /** What `revoke()` revokes: exactly one of the fields. */
 export type RevokeTarget =
   | { jti: string }
@@ -124,6 +139,25 @@ export declare class Server extends EventEmitter {
   revoke(target: RevokeTarget): void
   /** A snapshot of the server's counters. */
   stats(): Stats
+  /** The bans in force, operator and automatic (`[abuse]`) alike. */
+  bans(): BanInfo[]
+  /**
+   * Bans an IP or a user for `secs` seconds: new handshakes get 403 `banned` (open sessions stay
+   * open: combine with `disconnect()` or `revoke()`). Replaces a ban in force. Returns whether it
+   * was applied (`false` for an IP in `abuse.exempt`). Throws `InvalidArg` for a malformed target
+   * or a negative or non-finite `secs`.
+   */
+  ban(target: BanTarget, secs: number): boolean
+  /** Lifts the ban of an IP or a user; returns whether there was one. */
+  liftBan(target: BanTarget): boolean
+  /**
+   * Applies a new configuration (an object, TOML/JSON text or a file path, as the constructor)
+   * without dropping a connection. Everything is checked first; on any problem nothing changes
+   * and it rejects with a `WsguardError` listing every problem (keys that need a restart, such as
+   * `server.listen`, included). Subscriptions the new channel rules forbid are dropped with an
+   * `unsubscribed` frame.
+   */
+  reload(config: Config | string): Promise<void>
 
   /** Every event; also emitted under its `kind` (`server.on('session_closed', ...)`). */
   on(event: 'event', listener: (event: ServerEvent) => void): this

@@ -88,6 +88,29 @@ class Server extends EventEmitter {
   stats() {
     return this.#native.stats()
   }
+
+  /** The bans in force, operator and automatic alike. */
+  bans() {
+    return this.#native.bans()
+  }
+
+  /** Bans `{ ip }` or `{ user }` for `secs` seconds; returns whether the ban was applied. */
+  ban(target, secs) {
+    return this.#native.ban(target, secs)
+  }
+
+  /** Lifts the ban of `{ ip }` or `{ user }`; returns whether there was one. */
+  liftBan(target) {
+    return this.#native.liftBan(target)
+  }
+
+  /**
+   * Applies a new configuration (the constructor's forms) without dropping a connection.
+   * `async` so that every failure, an argument the native side refuses included, is a rejection.
+   */
+  async reload(config) {
+    return this.#native.reload(config)
+  }
 }
 
 module.exports = { Server }

@@ -4,7 +4,9 @@
 //! method converts its JavaScript arguments, calls one core function and converts the result. It
 //! holds no default, validation or security check of its own.
 //!
-//! - `server`: `JsServer`, exported as `Server` (lifecycle, publish, disconnect, revoke, stats);
+//! - `server`: `JsServer`, exported as `Server` (lifecycle, publish, disconnect, revoke, stats,
+//!   reload);
+//! - `bans`: `Server.bans()`, `ban()` and `liftBan()` over the core's ban list;
 //! - `hooks`: the core's `Hooks` trait answered by registered JavaScript functions;
 //! - `callback`: `JsCallback`, the one typed wrapper over napi's `ThreadsafeFunction` through
 //!   which every JavaScript function is called;
@@ -20,5 +22,10 @@ mod hooks;
 mod json;
 mod server;
 
+// After `server`: napi-derive names the second `#[napi] impl JsServer` block (in `bans`) after
+// the struct's `js_name` (`Server`) only when it has already expanded `server`'s struct.
+mod bans;
+
+pub use bans::JsBanTarget;
 pub use errors::ConfigProblem;
-pub use server::{Close, CloseOptions, DisconnectTarget, JsServer, Listen, RevokeTarget};
+pub use server::{Close, CloseOptions, DisconnectTarget, JsServer, Listen, Reload, RevokeTarget};

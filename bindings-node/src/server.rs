@@ -226,7 +226,18 @@ impl JsServer {
         serde_json::to_value(snapshot).map_err(|e| napi::Error::new(Status::GenericFailure, e.to_string()))
     }
 
-    fn handle(&self, env: &Env) -> napi::Result<&ServerHandle> {
+    /// Applies a new configuration (the constructor's forms: an object, TOML or JSON text, or a
+    /// file path) without dropping a connection. The core checks everything first, files
+    /// included; on any problem nothing changes and the Promise rejects with every problem
+    /// (`code` `config_*`, keys that need a restart included). Once applied, subscriptions the
+    /// new channel rules forbid are dropped with an `unsubscribed` frame. Parsing and checking
+    /// run off the JavaScript thread. Rejects with `not_running` before `listen()`.
+    #[napi(ts_args_type = "config: Record<string, unknown> | string", ts_return_type = "Promise<void>")]
+    pub fn reload(&self, config: Value) -> AsyncTask<Reload> {
+        AsyncTask::new(Reload { config: Some(config), shared: Arc::clone(&self.shared) })
+    }
+
+    pub(crate) fn handle(&self, env: &Env) -> napi::Result<&ServerHandle> {
         self.shared.handle.get().ok_or_else(|| core_error(env, &wsguard::Error::NotRunning))
     }
 }
@@ -289,6 +300,28 @@ impl Task for Listen {
             *self.shared.keep_alive.lock().unwrap_or_else(PoisonError::into_inner) = self.keep_alive.take();
         }
         Ok(u32::from(port))
+    }
+}
+
+/// `reload()`: parses the configuration and applies it on a libuv worker thread (both may read
+/// files).
+pub struct Reload {
+    config: Option<Value>,
+    shared: Arc<Shared>,
+}
+
+impl Task for Reload {
+    type Output = Result<(), wsguard::Error>;
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let Some(handle) = self.shared.handle.get() else { return Ok(Err(wsguard::Error::NotRunning)) };
+        let Some(input) = self.config.take() else { return Ok(Ok(())) };
+        Ok(load_config(input).and_then(|config| handle.reload(config)).map_err(wsguard::Error::Config))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<()> {
+        output.map_err(|e| core_error(&env, &e))
     }
 }
 

@@ -1,5 +1,5 @@
 // A minimal C++17 service on wsguard: RPC answered on the service's own worker threads, an
-// authorize rule, a publication, stats, a graceful stop.
+// authorize rule, a publication, stats, a ban and its lifting, a reload, a graceful stop.
 //
 // Usage: example CONFIG.toml   (the config must declare the RPC method "echo")
 #include "wsguard.hpp"
@@ -52,6 +52,12 @@ int main(int argc, char **argv) {
         std::size_t delivered = server.publish("room:1", R"({"hello":"from C++"})");
         std::printf("example: published to %zu subscribers\n", delivered);
         std::printf("example: stats %s\n", server.stats_json().c_str());
+        server.ban_user("mallory", 60.0);
+        std::printf("example: bans %s\n", server.bans_json().c_str());
+        std::printf("example: lifted %d\n", int{server.lift_ban_user("mallory")});
+        // Reloading re-reads the file (a refused reload throws, listing every problem).
+        server.reload(wsguard::Config::from_file(argv[1]));
+        std::printf("example: reloaded\n");
         server.stop(1.0);
         try {
             server.publish("room:1", "{}");

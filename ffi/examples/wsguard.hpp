@@ -212,6 +212,42 @@ public:
         wsg_string_free(json);
         return copy;
     }
+    /// The bans in force as a JSON array of `{"target":{"kind","value"},"reason","remaining_secs"}`.
+    std::string bans_json() const {
+        char *json = nullptr;
+        std::size_t len = 0;
+        detail::check(wsg_server_bans_json(get(), &json, &len));
+        std::string copy(json, len);
+        wsg_string_free(json);
+        return copy;
+    }
+    /// Bans an IP (text) for `secs` seconds; false when `abuse.exempt` covers it.
+    bool ban_ip(std::string_view ip, double secs) const {
+        bool applied = false;
+        detail::check(wsg_server_ban_ip(get(), ip.data(), ip.size(), secs, &applied));
+        return applied;
+    }
+    /// Bans a user (`sub`) for `secs` seconds.
+    bool ban_user(std::string_view sub, double secs) const {
+        bool applied = false;
+        detail::check(wsg_server_ban_user(get(), sub.data(), sub.size(), secs, &applied));
+        return applied;
+    }
+    /// Lifts an IP's ban; true when there was one.
+    bool lift_ban_ip(std::string_view ip) const {
+        bool lifted = false;
+        detail::check(wsg_server_lift_ban_ip(get(), ip.data(), ip.size(), &lifted));
+        return lifted;
+    }
+    /// Lifts a user's ban; true when there was one.
+    bool lift_ban_user(std::string_view sub) const {
+        bool lifted = false;
+        detail::check(wsg_server_lift_ban_user(get(), sub.data(), sub.size(), &lifted));
+        return lifted;
+    }
+    /// Applies a new configuration without dropping a connection; on any problem nothing changes
+    /// and the Error's message lists every problem with its key path.
+    void reload(const Config &config) const { detail::check(wsg_server_reload(get(), config.get())); }
     /// Graceful stop; a negative grace means `server.shutdown_grace_secs`. Blocking.
     void stop(double grace_secs = -1.0) { detail::check(wsg_server_stop(ptr_.get(), grace_secs)); }
 

@@ -126,8 +126,8 @@ pub(crate) fn give_string(text: String) -> (*mut c_char, usize) {
     (c.into_raw(), len)
 }
 
-/// Frees a string this library allocated (`wsg_server_stats_json`). `wsg_string_free(NULL)` is a
-/// no-op. Any thread.
+/// Frees a string this library allocated (`wsg_server_stats_json`, `wsg_server_bans_json`).
+/// `wsg_string_free(NULL)` is a no-op. Any thread.
 ///
 /// # Safety
 ///

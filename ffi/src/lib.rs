@@ -22,10 +22,15 @@ mod config;
 
 mod server;
 
+mod bans;
+
 mod hooks;
 
 mod rpc;
 
+pub use bans::{
+    wsg_server_ban_ip, wsg_server_ban_user, wsg_server_bans_json, wsg_server_lift_ban_ip, wsg_server_lift_ban_user,
+};
 pub use boundary::{wsg_str, wsg_string_free};
 pub use config::{wsg_config, wsg_config_check, wsg_config_free, wsg_config_from_file, wsg_config_from_text};
 pub use hooks::{
@@ -40,6 +45,6 @@ pub use rpc::{
 };
 pub use server::{
     wsg_server, wsg_server_disconnect_session, wsg_server_disconnect_user, wsg_server_free, wsg_server_local_port,
-    wsg_server_publish, wsg_server_revoke_issued_before, wsg_server_revoke_jti, wsg_server_revoke_sub,
-    wsg_server_start, wsg_server_stats_json, wsg_server_stop,
+    wsg_server_publish, wsg_server_reload, wsg_server_revoke_issued_before, wsg_server_revoke_jti,
+    wsg_server_revoke_sub, wsg_server_start, wsg_server_stats_json, wsg_server_stop,
 };

@@ -149,8 +149,8 @@ pub const WSG_NULL_ARGUMENT: wsg_result = 9001;
 pub const WSG_PANIC: wsg_result = 9002;
 /// C ABI only: a string argument is not valid UTF-8.
 pub const WSG_INVALID_UTF8: wsg_result = 9003;
-/// C ABI only: a numeric argument is out of range (a NaN grace period, a length above
-/// `PTRDIFF_MAX`).
+/// C ABI only: an argument is out of range or does not parse (a NaN grace period or ban length,
+/// a length above `PTRDIFF_MAX`, text that is not an IP address).
 pub const WSG_INVALID_ARGUMENT: wsg_result = 9004;
 /// C ABI only: the caller's buffer is too small; nothing was written.
 pub const WSG_INSUFFICIENT_BUFFER: wsg_result = 9005;

@@ -19,7 +19,7 @@ use crate::result::{Failure, WSG_INVALID_ARGUMENT, WSG_WRONG_THREAD, guard, guar
 /// concurrently, including from inside hook callbacks.
 #[allow(non_camel_case_types)]
 pub struct wsg_server {
-    handle: ServerHandle,
+    pub(crate) handle: ServerHandle,
     embedded: Mutex<EmbeddedServer>,
 }
 
@@ -329,6 +329,37 @@ pub unsafe extern "C" fn wsg_server_stats_json(
             write_out(json_out, json);
             write_out(len_out, len);
         }
+        Ok(())
+    })
+}
+
+/// Applies a new configuration to a running server without dropping a connection: TLS
+/// certificate and key, JWT keys, origins, channel and RPC rules, limits and timeouts. `config`
+/// is copied (it may be freed right away).
+///
+/// The core checks the new configuration completely first, reading its secret, keys,
+/// certificates and schema files; on any problem nothing changes, the server keeps serving under
+/// its current configuration and the result is the problem's code, with every problem and its
+/// key path in `wsg_last_error_message` (as `wsguard check-config` prints them). Keys that shape
+/// listeners or long-lived state (`server.listen`, `server.max_connections`, `tls` on/off,
+/// `observability`, `abuse`, ...) cannot change and are reported as problems too. Once applied,
+/// new handshakes use the new settings, open sessions keep running, and subscriptions the new
+/// channel rules forbid are dropped with an `unsubscribed` frame. Either way the event hook
+/// receives a `config_reloaded` event.
+///
+/// Errors: `WSG_CONFIG_INVALID`, `WSG_CONFIG_FILE`, `WSG_CONFIG_SECRET_MISSING`,
+/// `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks (it reads files, so it may take a
+/// moment); concurrent reloads of one server apply one after the other.
+///
+/// # Safety
+///
+/// `server` must be a live server; `config` a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsg_server_reload(server: *const wsg_server, config: *const wsg_config) -> wsg_result {
+    guard("wsg_server_reload", || {
+        // SAFETY: caller contract on `server` and `config`.
+        let (server, config) = unsafe { (borrow_handle(server, "server")?, borrow_handle(config, "config")?) };
+        server.handle.reload(config.config.clone())?;
         Ok(())
     })
 }

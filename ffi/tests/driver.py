@@ -1,6 +1,8 @@
 """Drives ffi/tests/c/test_server.c: real WebSocket clients against a server started from C.
 
-Usage: driver.py --secret FILE [--slow] -- COMMAND...   (COMMAND runs test_server, maybe under valgrind)
+Usage: driver.py --secret FILE --config FILE [--wait S] [--deadline S] -- COMMAND...
+       (COMMAND runs test_server, maybe under valgrind; --config is the TOML file it serves, which
+       the reload checks vary)
 
 The C program prints `PORT n`, then obeys one command per line on stdin (see handle_command() in
 test_server.c) and reports its own checks as `ok NAME` / `not ok NAME: ...` lines. This driver
@@ -13,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import copy
 import re
 import sys
 import time
+import tomllib
 
 import jwt
 import websockets
@@ -26,9 +30,10 @@ AUDIENCE = "wsguard"
 
 
 class Run:
-    def __init__(self, proc: asyncio.subprocess.Process, secret: bytes, wait: float):
+    def __init__(self, proc: asyncio.subprocess.Process, secret: bytes, config: dict, wait: float):
         self.proc = proc
         self.secret = secret
+        self.config = config  # the served configuration, as parsed from --config
         self.wait = wait  # upper bound on any single wait
         self.lines: list[str] = []
         self.seen = asyncio.Condition()
@@ -118,13 +123,22 @@ class Run:
         except ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else None
 
-    async def refusal_status(self, sub: str, token: str | None = None) -> int | None:
+    async def refusal(self, sub: str, token: str | None = None) -> tuple[int, str]:
+        """The handshake's HTTP status and body: (101, "") when the upgrade succeeds."""
         try:
             ws = await self.connect(sub, token=token)
         except InvalidStatus as refused:
-            return refused.response.status_code
+            return refused.response.status_code, refused.response.body.decode("utf-8", "replace")
         await ws.close()
-        return 101
+        return 101, ""
+
+    async def refusal_status(self, sub: str, token: str | None = None) -> int:
+        return (await self.refusal(sub, token))[0]
+
+    async def reload(self, config: dict) -> re.Match[str]:
+        """Reloads the C server with `config` (sent as one line of JSON); the reply's groups are
+        the code, its name and the one-line message."""
+        return await self.command("reload_json " + json.dumps(config), r"reloaded (\d+) (\w+) ?(.*)$")
 
     # ---- bookkeeping -----------------------------------------------------------------------
     def check(self, name: str, ok: bool, detail: object = "") -> None:
@@ -252,6 +266,91 @@ async def scenario(run: Run) -> None:
         code = await run.close_code(erin)
         run.check("revoke_jti_closes_with_4501", reply.group(1) == "0" and code == 4501, (reply.group(0), code))
 
+    async def bans():
+        reply = await run.command("ban_user frank 60", r"banned (\d+) (\d+)")
+        status, body = await run.refusal("frank")
+        run.check("ban_user_refuses_handshake_with_403_banned",
+                  reply.groups() == ("0", "1") and status == 403 and '"banned"' in body, (reply.group(0), status, body))
+        event = await run.expect(r'event (\{"kind":"ban_applied".*"value":"frank".*\})')
+        run.check("ban_emits_ban_applied_event",
+                  json.loads(event.group(1)) == {"kind": "ban_applied", "target": {"kind": "user", "value": "frank"},
+                                                 "reason": "operator", "ban_secs": 60.0}, event.group(1))
+
+        reply = await run.command("bans", r"bans (\d+) (.*)")
+        listed = json.loads(reply.group(2))
+        run.check("bans_json_lists_the_user_ban",
+                  reply.group(1) == "0" and len(listed) == 1
+                  and listed[0]["target"] == {"kind": "user", "value": "frank"}
+                  and listed[0]["reason"] == "operator" and 0 < listed[0]["remaining_secs"] <= 60, listed)
+
+        reply = await run.command("lift_ban_user frank", r"lifted (\d+) (\d+)")
+        frank, _ = await run.open_session("frank")
+        run.check("lift_ban_user_lets_the_user_connect", reply.groups() == ("0", "1"), reply.group(0))
+        await frank.close()
+        reply = await run.command("lift_ban_user frank", r"lifted (\d+) (\d+)")
+        run.check("lift_without_ban_reports_nothing_lifted", reply.groups() == ("0", "0"), reply.group(0))
+        reply = await run.command("bans", r"bans (\d+) (.*)")
+        run.check("bans_json_empty_after_lift", reply.groups() == ("0", "[]"), reply.group(0))
+
+        # Every test client connects from 127.0.0.1: banned, new handshakes fail; open ones go on.
+        reply = await run.command("ban_ip 127.0.0.1 60", r"banned (\d+) (\d+)")
+        status, body = await run.refusal("grace")
+        pong = await run.call(alice, {"action": "ping", "id": 20})
+        run.check("ban_ip_refuses_new_handshakes_keeps_open_sessions",
+                  reply.groups() == ("0", "1") and status == 403 and '"banned"' in body
+                  and pong == {"type": "pong", "id": 20}, (reply.group(0), status, body, pong))
+        reply = await run.command("lift_ban_ip 127.0.0.1", r"lifted (\d+) (\d+)")
+        status, _ = await run.refusal("grace")
+        run.check("lift_ban_ip_lets_the_ip_connect", reply.groups() == ("0", "1") and status == 101,
+                  (reply.group(0), status))
+
+    async def reloads():
+        # A configuration whose secret file is missing: refused with every problem's key path, and
+        # nothing changes (alice keeps her subscription to room:1, new sessions still open).
+        missing_secret = copy.deepcopy(run.config)
+        missing_secret["auth"]["hmac_secret_file"] = "/nonexistent/wsguard-reload.secret"
+        reply = await run.reload(missing_secret)
+        run.check("reload_missing_secret_file_is_config_file_with_key_path",
+                  reply.group(1) == "1003" and reply.group(2) == "config_file"
+                  and "auth.hmac_secret_file" in reply.group(3), reply.group(0))
+        event = await run.expect(r'event (\{"kind":"config_reloaded".*\})')
+        run.check("refused_reload_emits_config_reloaded_not_applied",
+                  json.loads(event.group(1)).get("is_applied") is False, event.group(1))
+
+        restart_only = copy.deepcopy(run.config)
+        restart_only["server"]["listen"] = "127.0.0.1:1"
+        reply = await run.reload(restart_only)
+        run.check("reload_restart_only_key_is_config_invalid_with_key_path",
+                  reply.group(1) == "1002" and reply.group(2) == "config_invalid"
+                  and "server.listen" in reply.group(3), reply.group(0))
+        await run.expect(r'event \{"kind":"config_reloaded".*"is_applied":false')
+
+        published = await run.command('publish room:1 {"after":"refused reloads"}', r"published (\d+) (\d+)")
+        message = await run.recv(alice)
+        henry, _ = await run.open_session("henry")
+        await henry.close()
+        run.check("server_keeps_serving_after_refused_reloads",
+                  published.groups() == ("0", "1") and message["payload"] == {"after": "refused reloads"},
+                  (published.group(0), message))
+
+        # New channel rules without room:{id}: alice's subscription is dropped with a notice.
+        lobby_only = copy.deepcopy(run.config)
+        lobby_only["channels"] = [{"pattern": "lobby", "subscribe": {}, "publish": {}}]
+        reply = await run.reload(lobby_only)
+        notice = await run.recv(alice)
+        run.check("reload_forbidding_a_channel_sends_unsubscribed",
+                  reply.group(1) == "0" and reply.group(2) == "ok"
+                  and notice == {"type": "unsubscribed", "channel": "room:1", "reason": "forbidden"},
+                  (reply.group(0), notice))
+        event = await run.expect(r'event (\{"kind":"config_reloaded".*\})')
+        run.check("applied_reload_emits_config_reloaded",
+                  json.loads(event.group(1)) == {"kind": "config_reloaded", "is_applied": True, "problems": []},
+                  event.group(1))
+        denied = await run.call(alice, {"action": "subscribe", "id": 21, "channel": "room:2"})
+        allowed = await run.call(alice, {"action": "subscribe", "id": 22, "channel": "lobby"})
+        run.check("reloaded_rules_apply_to_open_sessions",
+                  denied.get("code") == "forbidden" and allowed == {"type": "ack", "id": 22}, (denied, allowed))
+
     async def stop_drains():
         waiter = asyncio.ensure_future(run.close_code(alice))
         reply = await run.command("stop 5", r"stopped (\d+)")
@@ -262,7 +361,8 @@ async def scenario(run: Run) -> None:
         ("rpc_sync", rpc_sync), ("rpc_later", rpc_later), ("rpc_failures", rpc_failures),
         ("rpc_time_box", rpc_time_box), ("authorize_deny", authorize_deny), ("publish_from_c", publish_from_c),
         ("authenticate_refusal", authenticate_refusal), ("stats", stats),
-        ("disconnects_and_revocations", disconnects_and_revocations), ("stop_drains", stop_drains),
+        ("disconnects_and_revocations", disconnects_and_revocations), ("bans", bans), ("reloads", reloads),
+        ("stop_drains", stop_drains),
     ]:
         await run.step(name, body)
 
@@ -270,17 +370,20 @@ async def scenario(run: Run) -> None:
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--secret", required=True)
+    parser.add_argument("--config", required=True, help="the TOML configuration the C program serves")
     parser.add_argument("--wait", type=float, default=10.0, help="bound on any single wait, seconds")
     parser.add_argument("--deadline", type=float, default=300.0, help="bound on the whole run, seconds")
     parser.add_argument("command", nargs="+")
     args = parser.parse_args()
     with open(args.secret, "rb") as f:
         secret = f.read().rstrip(b"\r\n")
+    with open(args.config, "rb") as f:
+        config = tomllib.load(f)
 
     proc = await asyncio.create_subprocess_exec(
         *args.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
-    run = Run(proc, secret, args.wait)
+    run = Run(proc, secret, config, args.wait)
     pump = asyncio.ensure_future(run.pump())
     try:
         await asyncio.wait_for(scenario(run), args.deadline)

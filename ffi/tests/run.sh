@@ -138,7 +138,7 @@ driver() {
     shift 3
     local log=$WORK/$name.log
     timeout --kill-after=10 $((deadline + 30)) python3 ffi/tests/driver.py --secret "$WORK/hmac.secret" \
-        --wait "$wait" --deadline "$deadline" -- "$@" >"$log" 2>&1 || true
+        --config "$WORK/server.toml" --wait "$wait" --deadline "$deadline" -- "$@" >"$log" 2>&1 || true
     grep -E '^(PASS|FAIL) |not ok ' "$log" || true
     local summary
     summary=$(grep -E '^driver: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || true)

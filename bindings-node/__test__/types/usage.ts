@@ -1,6 +1,6 @@
 // Compiled (never run) by module.test.js: a typed use of the public API. A change in
 // lib/index.d.ts or the generated index.d.ts that breaks ordinary code fails here.
-import { Server, type Identity, type ServerEvent, type Stats, type WsguardError } from 'wsguard'
+import { Server, type BanInfo, type Identity, type ServerEvent, type Stats, type WsguardError } from 'wsguard'
 
 async function main(): Promise<void> {
   let server: Server
@@ -26,7 +26,15 @@ async function main(): Promise<void> {
   server.revoke({ jti: 'abc' })
   server.revoke({ issuedBefore: new Date() })
   const stats: Stats = server.stats()
-  console.log(port, queued, closed, stats.sessions_active, server.port, server.address)
+  const applied: boolean = server.ban({ user: 'mallory' }, 60) && server.ban({ ip: '203.0.113.7' }, 1.5)
+  const lifted: boolean = server.liftBan({ ip: '203.0.113.7' })
+  // @ts-expect-error: a ban target names an ip or a user
+  server.ban({}, 60)
+  const bans: BanInfo[] = server.bans()
+  const kinds: Array<'ip' | 'user'> = bans.map((b) => b.target.kind)
+  await server.reload({ channels: [] })
+  await server.reload('[server]\nlisten = "127.0.0.1:0"\n')
+  console.log(port, queued, closed, stats.sessions_active, server.port, server.address, applied, lifted, kinds)
   await server.close({ graceSecs: 1 })
 }
 

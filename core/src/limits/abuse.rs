@@ -210,7 +210,10 @@ impl Bans {
         if self.is_exempt(&target) {
             return false;
         }
-        let until = Instant::now() + duration;
+        // Saturate: an absurd duration (an operator typo, a host passing u64::MAX) is "very long",
+        // never a panic.
+        let now = Instant::now();
+        let until = now.checked_add(duration).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         self.bans.lock().unwrap_or_else(PoisonError::into_inner).insert(target, Ban { reason, until });
         true
     }

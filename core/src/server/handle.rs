@@ -132,9 +132,16 @@ impl ServerHandle {
     /// problem is returned. Open sessions keep running under their limits; new handshakes use
     /// the new settings; subscriptions the new rules forbid are dropped with an `unsubscribed`
     /// frame. Keys that shape listeners or long-lived state (`server.listen`,
-    /// `server.max_connections`, ...) cannot change and are reported as problems.
+    /// `server.max_connections`, ...) cannot change and are reported as problems. After shutdown
+    /// it fails with `not_running`.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
         let core = &self.shared.core;
+        if core.shutdown.is_cancelled() {
+            return Err(ConfigError::new(
+                ErrorCode::NotRunning,
+                vec![crate::config::ConfigProblem::new("<server>", "the server is not running")],
+            ));
+        }
         let mut current = self.shared.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = (|| {
             let restart_only = restart_only_changes(&current, &config);

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,14 +298,36 @@ static void host_rpc(void *user_data, wsg_rpc_call *call) {
 
 /* ---- part 2: the server, driven over stdin ----------------------------------------------- */
 
+/* `reload_json CONFIG`: parses the text (one line of JSON) and reloads the server with it; replies
+ * `reloaded CODE NAME MESSAGE`, the message on one line (its line breaks as " | "). */
+static void reload_from_text(wsg_server *server, const char *text) {
+    wsg_config *config = NULL;
+    wsg_result r = wsg_config_from_text(text, strlen(text), &config);
+    if (r == WSG_OK) {
+        r = wsg_server_reload(server, config);
+        wsg_config_free(config); /* the server keeps its own copy */
+    }
+    char *message = r == WSG_OK ? NULL : last_error();
+    for (char *p = message; p != NULL && *p != '\0'; p++)
+        if (*p == '\n') *p = '|';
+    say("reloaded %u %s %s", r, wsg_result_name(r), message ? message : "");
+    free(message);
+}
+
 /* One command line from the driver; returns 0 after `stop`. */
 static int handle_command(wsg_server *server, char *line) {
     char *newline = strchr(line, '\n');
     if (newline) *newline = '\0';
+    if (strncmp(line, "reload_json ", 12) == 0) {
+        /* The argument is the rest of the line, spaces included. */
+        reload_from_text(server, line + 12);
+        return 1;
+    }
     char *verb = strtok(line, " ");
     char *arg1 = strtok(NULL, " ");
     char *rest = strtok(NULL, "");
     size_t count = 0;
+    bool flag = false;
     wsg_result r;
     if (verb == NULL) return 1;
     if (strcmp(verb, "publish") == 0 && arg1 && rest) {
@@ -331,6 +354,23 @@ static int handle_command(wsg_server *server, char *line) {
     } else if (strcmp(verb, "revoke_issued_before") == 0 && arg1) {
         r = wsg_server_revoke_issued_before(server, strtoull(arg1, NULL, 10));
         say("revoked %u", r);
+    } else if (strcmp(verb, "bans") == 0) {
+        char *json = NULL;
+        r = wsg_server_bans_json(server, &json, NULL);
+        say("bans %u %s", r, r == WSG_OK ? json : "[]");
+        wsg_string_free(json);
+    } else if (strcmp(verb, "ban_ip") == 0 && arg1 && rest) {
+        r = wsg_server_ban_ip(server, arg1, strlen(arg1), strtod(rest, NULL), &flag);
+        say("banned %u %d %s", r, (int)flag, wsg_result_name(r));
+    } else if (strcmp(verb, "ban_user") == 0 && arg1 && rest) {
+        r = wsg_server_ban_user(server, arg1, strlen(arg1), strtod(rest, NULL), &flag);
+        say("banned %u %d %s", r, (int)flag, wsg_result_name(r));
+    } else if (strcmp(verb, "lift_ban_ip") == 0 && arg1) {
+        r = wsg_server_lift_ban_ip(server, arg1, strlen(arg1), &flag);
+        say("lifted %u %d %s", r, (int)flag, wsg_result_name(r));
+    } else if (strcmp(verb, "lift_ban_user") == 0 && arg1) {
+        r = wsg_server_lift_ban_user(server, arg1, strlen(arg1), &flag);
+        say("lifted %u %d %s", r, (int)flag, wsg_result_name(r));
     } else if (strcmp(verb, "stop") == 0 && arg1) {
         r = wsg_server_stop(server, strtod(arg1, NULL));
         say("stopped %u %s", r, wsg_result_name(r));
@@ -339,6 +379,61 @@ static int handle_command(wsg_server *server, char *line) {
         say("unknown_command %s", verb);
     }
     return 1;
+}
+
+/* The ban and reload functions' argument conventions, on the running server, leaving no ban behind. */
+static void check_ban_and_reload_arguments(wsg_server *server) {
+    char *json = NULL;
+    size_t len = 0;
+    wsg_result r = wsg_server_bans_json(server, &json, &len);
+    check(r == WSG_OK && json != NULL && strcmp(json, "[]") == 0 && len == 2, "bans_json_empty_at_start",
+          json ? json : wsg_result_name(r));
+    wsg_string_free(json);
+    json = NULL;
+    r = wsg_server_bans_json(NULL, &json, NULL);
+    check(r == WSG_NULL_ARGUMENT && json == NULL, "bans_json_null_server_is_null_argument", wsg_result_name(r));
+    r = wsg_server_bans_json(server, NULL, NULL);
+    check(r == WSG_NULL_ARGUMENT, "bans_json_null_out_is_null_argument", wsg_result_name(r));
+
+    /* Out-parameters stay untouched on failure: 7 is neither true nor false. */
+    bool flag = false;
+    unsigned char sentinel = 7;
+    memcpy(&flag, &sentinel, 1);
+    r = wsg_server_ban_ip(server, "not-an-ip", 9, 60.0, &flag);
+    char *message = last_error();
+    check(r == WSG_INVALID_ARGUMENT && memcmp(&flag, &sentinel, 1) == 0 && message && strstr(message, "not-an-ip"),
+          "ban_ip_bad_address_is_invalid_argument", message ? message : wsg_result_name(r));
+    free(message);
+    r = wsg_server_ban_user(server, "x", 1, NAN, &flag);
+    check(r == WSG_INVALID_ARGUMENT, "ban_nan_secs_is_invalid_argument", wsg_result_name(r));
+    r = wsg_server_ban_user(server, "x", 1, -1.0, &flag);
+    check(r == WSG_INVALID_ARGUMENT, "ban_negative_secs_is_invalid_argument", wsg_result_name(r));
+    r = wsg_server_ban_user(server, NULL, 3, 1.0, NULL);
+    check(r == WSG_NULL_ARGUMENT, "ban_null_sub_is_null_argument", wsg_result_name(r));
+    r = wsg_server_lift_ban_ip(server, "", 0, NULL);
+    check(r == WSG_INVALID_ARGUMENT, "lift_ban_empty_ip_is_invalid_argument", wsg_result_name(r));
+    check(memcmp(&flag, &sentinel, 1) == 0, "ban_out_param_untouched_on_failure", "applied_out was written");
+
+    /* An IPv6 ban in the list, then lifted: the list is empty again. */
+    r = wsg_server_ban_ip(server, "2001:db8::7", 11, 30.0, &flag);
+    check(r == WSG_OK && flag, "ban_ipv6_applied", wsg_result_name(r));
+    r = wsg_server_bans_json(server, &json, NULL);
+    check(r == WSG_OK && json && strstr(json, "{\"target\":{\"kind\":\"ip\",\"value\":\"2001:db8::7\"},") &&
+              strstr(json, "\"reason\":\"operator\""),
+          "bans_json_lists_ip_ban", json ? json : wsg_result_name(r));
+    wsg_string_free(json);
+    r = wsg_server_lift_ban_ip(server, "2001:db8::7", 11, &flag);
+    check(r == WSG_OK && flag, "lift_ban_ip_reports_lifted", wsg_result_name(r));
+    r = wsg_server_lift_ban_ip(server, "2001:db8::7", 11, &flag);
+    check(r == WSG_OK && !flag, "lift_ban_without_ban_reports_nothing_lifted", wsg_result_name(r));
+    r = wsg_server_bans_json(server, &json, NULL);
+    check(r == WSG_OK && json && strcmp(json, "[]") == 0, "bans_json_empty_after_lift", json ? json : "");
+    wsg_string_free(json);
+
+    r = wsg_server_reload(server, NULL);
+    check(r == WSG_NULL_ARGUMENT, "reload_null_config_is_null_argument", wsg_result_name(r));
+    r = wsg_server_reload(NULL, NULL);
+    check(r == WSG_NULL_ARGUMENT, "reload_null_server_is_null_argument", wsg_result_name(r));
 }
 
 static void check_after_stop(wsg_server *server) {
@@ -414,6 +509,7 @@ int main(int argc, char **argv) {
     uint16_t port = 0;
     r = wsg_server_local_port(server, &port);
     check(r == WSG_OK && port != 0, "local_port", wsg_result_name(r));
+    check_ban_and_reload_arguments(server);
     say("PORT %u", (unsigned)port);
 
     char line[4096];
