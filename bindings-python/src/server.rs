@@ -12,6 +12,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use wsguard::auth::Revocation;
+use wsguard::limits::BanTarget;
 use wsguard::{Config, EmbeddedServer, ServerHandle};
 
 use crate::errors::{not_running, to_py};
@@ -368,12 +369,41 @@ impl PyServer {
         json::to_py(py, &bans)
     }
 
+    /// Bans `ip=` or `user=` (exactly one) for `secs` seconds; returns False when the target is
+    /// exempt (`abuse.exempt`). Open sessions are not closed.
+    #[pyo3(signature = (*, ip=None, user=None, secs))]
+    fn ban(&self, py: Python<'_>, ip: Option<String>, user: Option<String>, secs: f64) -> PyResult<bool> {
+        let target = ban_target(ip, user)?;
+        let duration = Duration::try_from_secs_f64(secs)
+            .map_err(|_| PyValueError::new_err("secs must be a non-negative finite number of seconds"))?;
+        let handle = self.inner.handle(py)?;
+        Ok(py.detach(|| handle.ban(target, duration)))
+    }
+
+    /// Lifts the ban of `ip=` or `user=` (exactly one); returns whether there was one.
+    #[pyo3(signature = (*, ip=None, user=None))]
+    fn lift_ban(&self, py: Python<'_>, ip: Option<String>, user: Option<String>) -> PyResult<bool> {
+        let target = ban_target(ip, user)?;
+        let handle = self.inner.handle(py)?;
+        Ok(py.detach(|| handle.lift_ban(&target)))
+    }
+
     /// A snapshot of the server's counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let handle = self.inner.handle(py)?;
         let snapshot = py.detach(|| serde_json::to_value(handle.stats()));
         let snapshot = snapshot.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
         json::to_py(py, &snapshot)
+    }
+}
+
+fn ban_target(ip: Option<String>, user: Option<String>) -> PyResult<BanTarget> {
+    match (ip, user) {
+        (Some(ip), None) => {
+            ip.parse().map(BanTarget::Ip).map_err(|_| PyValueError::new_err(format!("not an IP address: {ip:?}")))
+        }
+        (None, Some(user)) => Ok(BanTarget::User(user)),
+        _ => Err(PyTypeError::new_err("takes exactly one of ip= or user=")),
     }
 }
 

@@ -134,3 +134,18 @@ def test_bans_lists_automatic_bans(config: Dict[str, Any], mint: Mint) -> None:
         bans = server.bans()
         assert [(b["target"], b["reason"]) for b in bans] == [({"kind": "ip", "value": "127.0.0.1"}, "auth_failures")]
         assert bans[0]["remaining_secs"] > 0
+        assert server.lift_ban(ip="127.0.0.1") is True
+        assert server.bans() == []
+
+
+def test_operator_ban_refuses_the_user_until_lifted(config: Dict[str, Any], mint: Mint) -> None:
+    with wsguard.Server(config) as server:
+        assert server.ban(user="mallory", secs=60) is True
+        with pytest.raises(InvalidStatus) as caught:
+            connect(url(server), additional_headers={"Authorization": f"Bearer {mint('mallory')}"}, proxy=None)
+        assert caught.value.response.status_code == 403
+        with pytest.raises(TypeError):
+            server.ban(secs=1)
+        assert server.lift_ban(user="mallory") is True
+        with connect(url(server), additional_headers={"Authorization": f"Bearer {mint('mallory')}"}, proxy=None):
+            pass
