@@ -25,8 +25,12 @@ pub(crate) struct DirectRate {
 }
 
 impl DirectRate {
-    pub(crate) fn new(per_sec: f64, burst: u32) -> Self {
-        DirectRate { limiter: DefaultDirectRateLimiter::direct(quota(per_sec, burst)), clock: DefaultClock::default() }
+    /// `clock` is shared: building a clock calibrates the TSC (CPUID), far too costly per session.
+    pub(crate) fn new(per_sec: f64, burst: u32, clock: &DefaultClock) -> Self {
+        DirectRate {
+            limiter: DefaultDirectRateLimiter::direct_with_clock(quota(per_sec, burst), clock.clone()),
+            clock: clock.clone(),
+        }
     }
 
     /// Takes `n` cells at once; on refusal returns how long to wait.
@@ -76,7 +80,7 @@ mod tests {
         assert!(rate.check(&1).is_ok());
         let wait = rate.check(&1).expect_err("limited");
         assert!(retry_after_secs(wait) >= 1);
-        let direct = DirectRate::new(10.0, 5);
+        let direct = DirectRate::new(10.0, 5, &DefaultClock::default());
         assert!(direct.check_n(5).is_ok());
         assert!(direct.check_n(1).is_err());
         assert!(rate.check(&2).is_ok());

@@ -168,6 +168,7 @@ pub(crate) fn build_live(
         bans: Arc::clone(&core.bans),
         user_rate: KeyedRate::new(limits.user_messages_per_sec, (limits.user_messages_per_sec * 2.0).ceil() as u32),
         shutdown: core.shutdown.clone(),
+        clock: governor::clock::DefaultClock::default(),
         limits: SessionLimits {
             max_subscriptions: limits.max_subscriptions as usize,
             max_payload_depth: limits.max_payload_depth,

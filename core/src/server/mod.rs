@@ -87,8 +87,7 @@ impl ServerBuilder {
     pub async fn bind(self) -> Result<Server, Error> {
         let ServerBuilder { config, hooks, key_material } = self;
         let Compiled { verifier, tls, policy } = compile(&config, key_material.as_ref())?;
-        let listener = TcpListener::bind(&config.server.listen)
-            .await
+        let listener = listen(&config.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
         let admin = match config.observability.metrics_listen.as_str() {
@@ -251,6 +250,20 @@ impl Server {
         shared.stopped.cancel();
         Ok(())
     }
+}
+
+/// Connection bursts queue in the kernel rather than being refused: the backlog is explicit
+/// (the OS default can be as low as 128) and capped by `net.core.somaxconn` anyway.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let address: SocketAddr =
+        address.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // Restarts must not wait for TIME_WAIT sockets of the previous process.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Periodic upkeep: ban expiry, publish-rate anomalies, and (less often) sweeping idle rate-limit

@@ -1,0 +1,99 @@
+"""Turns bench/run.sh's raw.jsonl into the markdown table of docs/PERFORMANCE.md.
+
+Each figure is the median over the repetitions of one (scenario, server) pair; each wsguard figure
+is also given as a ratio to the raw tokio-tungstenite baseline measured in the same run.
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+BASE = "baseline-tt"
+
+
+def key(r):
+    s = r["scenario"]
+    if s in ("echo", "pipelined"):
+        return f"{s} c={r['conns']} w={r['window']}"
+    if s.startswith("fanout"):
+        return f"{s} subs={r['subs']}" + (f" rate={r['rate']:g}/s" if r["rate"] else f" w={r['window']}")
+    if s == "handshake":
+        return f"handshake c={r['conns']}"
+    if s == "idle":
+        return f"idle {r['conns']}"
+    return s
+
+
+def med(rows, field):
+    vals = [r[field] for r in rows if isinstance(r.get(field), (int, float))]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def fmt(x, digits=1):
+    if x != x:  # NaN
+        return "—"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def ratio(a, b):
+    return "—" if not b or a != a or b != b else f"{a / b:.2f}×"
+
+
+def main(path):
+    groups = defaultdict(list)
+    order = []
+    for line in open(path):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        k = key(r)
+        if k not in order:
+            order.append(k)
+        groups[(k, r["label"])].append(r)
+
+    print("| scenario | server | runs | ops/s | p50 µs | p99 µs | server CPU µs/op | CPU ratio | ops/s ratio | p99 ratio | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    idle_rows = []
+    for k in order:
+        if k.startswith("idle"):
+            idle_rows.append(k)
+            continue
+        b = groups.get((k, BASE), [])
+        for label in (BASE, "wsguard"):
+            rows = groups.get((k, label), [])
+            if not rows:
+                continue
+            ops, p50, p99, cpu = (med(rows, f) for f in ("ops_per_sec", "p50_us", "p99_us", "server_cpu_us_per_op"))
+            errs = sum(r.get("errors", 0) for r in rows)
+            if label == BASE:
+                rc = ro = rp = ""
+            else:
+                rc = ratio(cpu, med(b, "server_cpu_us_per_op"))
+                ro = ratio(ops, med(b, "ops_per_sec"))
+                rp = ratio(p99, med(b, "p99_us"))
+            print(f"| {k} | {label} | {len(rows)} | {fmt(ops)} | {fmt(p50)} | {fmt(p99)} | {fmt(cpu, 2)} | {rc} | {ro} | {rp} | {errs} |")
+    if idle_rows:
+        print()
+        print("| idle connections | server | runs | held | server RSS before KiB | after KiB | KiB per connection | ratio | connect s | errors |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for k in idle_rows:
+            b = groups.get((k, BASE), [])
+            for label in (BASE, "wsguard"):
+                rows = groups.get((k, label), [])
+                if not rows:
+                    continue
+                per = med(rows, "rss_kb_per_conn")
+                rt = "" if label == BASE else ratio(per, med(b, "rss_kb_per_conn"))
+                print(
+                    f"| {k} | {label} | {len(rows)} | {fmt(med(rows, 'held'), 0)} | {fmt(med(rows, 'server_rss_before_kb'), 0)} "
+                    f"| {fmt(med(rows, 'server_rss_after_kb'), 0)} | {fmt(per, 2)} | {rt} | {fmt(med(rows, 'connect_secs'), 1)} "
+                    f"| {sum(r.get('errors', 0) for r in rows)} |"
+                )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

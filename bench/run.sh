@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# wsguard benchmark: wsguard (full hardened pipeline) side by side with a raw tokio-tungstenite
+# baseline, in one run, on this machine. Not part of the test run; never asserts timings.
+#
+#   bash bench/run.sh            # full run, ~6-8 min on the 2-core machine
+#   bash bench/run.sh --quick    # smoke run, < 2 min (1 repetition, 1 s windows, no 18k idle)
+#
+# Server pinned to core 0, load generator to core 1 (taskset). Every figure is the median of
+# REPS runs; each run starts a fresh server process; the servers alternate order per repetition.
+# Output: bench/results/<UTC timestamp>/{raw.jsonl,table.md} and the table on stdout.
+# Method and results: docs/PERFORMANCE.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+
+if [[ $QUICK == 1 ]]; then
+  REPS=1; SECS=1; WARM=0.5; BIG_IDLE=0
+else
+  REPS=${REPS:-3}; SECS=${SECS:-4}; WARM=${WARM:-1}; BIG_IDLE=${BIG_IDLE:-18000}
+fi
+SERVERS=(baseline-tt wsguard)
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+T_START=$SECONDS
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  echo "== building (root: wsguard-cli; bench: loadgen + baselines)" >&2
+  (cd "$ROOT" && cargo build --release -p wsguard-cli --locked -q)
+  cargo build --release --manifest-path "$ROOT/bench/Cargo.toml" -q
+fi
+T_BUILT=$SECONDS
+WSG="$ROOT/target/release/wsguard"
+BIN="$ROOT/bench/target/release"
+LG=(taskset -c "$CLIENT_CPU" "$BIN/loadgen")
+
+OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT"
+RAW="$OUT/raw.jsonl"
+WORK="$(mktemp -d)"
+SPID=""
+cleanup() {
+  if [[ -n "$SPID" ]]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+WSGUARD_HMAC_SECRET="$(head -c 48 /dev/urandom | base64 -w0)"
+export WSGUARD_HMAC_SECRET
+PORT=19100
+render_config() { # port -> config path
+  sed -e "s|@PORT@|$1|" -e "s|@SCHEMA@|$ROOT/bench/config/payload.schema.json|" \
+    "$ROOT/bench/config/wsguard.toml.in" >"$WORK/wsguard-$1.toml"
+  echo "$WORK/wsguard-$1.toml"
+}
+"$WSG" check-config "$(render_config 19099)" >/dev/null
+TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs 900 | tail -n1)"
+
+start_server() { # name -> sets SPID, URL
+  PORT=$((PORT + 1))
+  case "$1" in
+    baseline-tt)
+      taskset -c "$SERVER_CPU" "$BIN/baseline_tt" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
+      ;;
+    wsguard)
+      taskset -c "$SERVER_CPU" "$WSG" serve --config "$(render_config $PORT)" >"$WORK/$1.log" 2>&1 &
+      ;;
+  esac
+  SPID=$!
+  URL="ws://127.0.0.1:$PORT/ws"
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then sleep 0.2; return 0; fi
+    sleep 0.1
+  done
+  echo "server $1 did not start; log:" >&2; cat "$WORK/$1.log" >&2; exit 1
+}
+stop_server() {
+  kill "$SPID" 2>/dev/null || true
+  wait "$SPID" 2>/dev/null || true
+  SPID=""
+}
+
+# run_case <scenario args...>: every server, REPS times, alternating the order.
+run_case() {
+  local rep srv order
+  for rep in $(seq "$REPS"); do
+    if ((rep % 2)); then order=("${SERVERS[@]}"); else order=(wsguard baseline-tt); fi
+    for srv in "${order[@]}"; do
+      start_server "$srv"
+      "${LG[@]}" "$@" --url "$URL" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
+        --warmup-secs "$WARM" --secs "$SECS" | tee -a "$RAW" >&2
+      stop_server
+    done
+  done
+}
+
+HS_SRC=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9
+echo "== echo ping-pong" >&2;        run_case echo --conns 50 --window 1
+echo "== pipelined" >&2;             run_case echo --conns 50 --window 16
+echo "== fan-out, max rate" >&2;     run_case fanout --subs 100 --window 8
+echo "== fan-out, fixed rate" >&2;   run_case fanout --subs 100 --rate 200
+echo "== handshake" >&2;             run_case handshake --conns 16 --src-addrs "$HS_SRC"
+echo "== idle 1k" >&2;               run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.20
+if ((BIG_IDLE > 0)); then
+  echo "== idle ${BIG_IDLE} (6 client processes, 6 source addresses)" >&2
+  SAVE=$REPS; REPS=1
+  run_case idle-multi --conns "$BIG_IDLE" --procs 6 \
+    --src-addrs 127.0.0.21,127.0.0.22,127.0.0.23,127.0.0.24,127.0.0.25,127.0.0.26
+  REPS=$SAVE
+fi
+
+{
+  echo "# wsguard benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs);" \
+    "kernel $(uname -r); reps=$REPS secs=$SECS warmup=$WARM; server on cpu $SERVER_CPU, load on cpu $CLIENT_CPU"
+  echo
+  python3 "$ROOT/bench/report.py" "$RAW"
+} >"$OUT/table.md"
+cat "$OUT/table.md"
+echo "results: $OUT (build $((T_BUILT - T_START)) s, benchmark $((SECONDS - T_BUILT)) s)" >&2

@@ -1,0 +1,134 @@
+//! Raw tokio-tungstenite baseline: the least a server must do to answer wsguard's benchmark
+//! traffic. No auth, no origin check, no rate limits, no schema — only what the load generator
+//! needs: `{"action":"ping","id":n}` -> `{"type":"pong","id":n}`, `subscribe` -> ack, and
+//! `publish` -> encode the `message` frame once and push the shared bytes to every subscriber.
+//!
+//! The read buffer is 4 KiB (tungstenite's 128 KiB default costs ~140 KiB per idle connection and
+//! makes the baseline slower, not faster). One task per connection, like wsguard.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+#[derive(Parser)]
+struct Args {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: std::net::SocketAddr,
+    /// Per-subscriber outbound queue (publications); a full queue drops the publication.
+    #[arg(long, default_value_t = 4096)]
+    queue: usize,
+}
+
+/// Channel name -> (subscriber id, sender of pre-encoded publications).
+type Hub = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Utf8Bytes>)>>>>;
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    action: &'a str,
+    id: Option<u64>,
+    #[serde(borrow)]
+    channel: Option<&'a str>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+fn reply(kind: &str, id: Option<u64>) -> Utf8Bytes {
+    match id {
+        Some(id) => format!("{{\"type\":\"{kind}\",\"id\":{id}}}").into(),
+        None => format!("{{\"type\":\"{kind}\"}}").into(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let socket = if args.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(args.listen)?;
+    // Same explicit backlog as a hardened server should use: 128 overflows under bursts.
+    let listener: TcpListener = socket.listen(4096)?;
+    let hub: Hub = Arc::default();
+    let mut next_id = 0u64;
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        tokio::spawn(serve(stream, hub.clone(), next_id, args.queue));
+    }
+}
+
+async fn serve(stream: tokio::net::TcpStream, hub: Hub, conn_id: u64, queue: usize) {
+    let config =
+        WebSocketConfig::default().read_buffer_size(4096).max_message_size(Some(65536)).max_frame_size(Some(65536));
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(queue);
+    let mut subscribed: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+                    if ws.send(Message::text("{\"type\":\"error\",\"code\":\"invalid_json\"}")).await.is_err() { break; }
+                    continue;
+                };
+                let out = match (frame.action, frame.channel, frame.payload) {
+                    ("ping", _, _) => reply("pong", frame.id),
+                    ("subscribe", Some(ch), _) => {
+                        hub.lock().expect("hub").entry(ch.to_owned()).or_default().push((conn_id, tx.clone()));
+                        subscribed.push(ch.to_owned());
+                        reply("ack", frame.id)
+                    }
+                    ("publish", Some(ch), Some(payload)) => {
+                        // Encode once; every subscriber gets a clone of the same bytes.
+                        let msg: Utf8Bytes = format!(
+                            "{{\"type\":\"message\",\"channel\":{},\"payload\":{}}}",
+                            serde_json::to_string(ch).unwrap_or_default(),
+                            payload.get()
+                        ).into();
+                        if let Some(subs) = hub.lock().expect("hub").get(ch) {
+                            for (_, sub) in subs {
+                                let _ = sub.try_send(msg.clone());
+                            }
+                        }
+                        reply("ack", frame.id)
+                    }
+                    _ => Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"invalid_frame\"}"),
+                };
+                if ws.send(Message::Text(out)).await.is_err() { break; }
+            }
+            Some(msg) = rx.recv() => {
+                // Batch: queue everything already waiting, flush once.
+                if ws.feed(Message::Text(msg)).await.is_err() { break; }
+                let mut ok = true;
+                while let Ok(more) = rx.try_recv() {
+                    if ws.feed(Message::Text(more)).await.is_err() { ok = false; break; }
+                }
+                if !ok || ws.flush().await.is_err() { break; }
+            }
+        }
+    }
+    let mut hub = hub.lock().expect("hub");
+    for ch in subscribed {
+        if let Some(subs) = hub.get_mut(&ch) {
+            subs.retain(|(id, _)| *id != conn_id);
+        }
+    }
+}
