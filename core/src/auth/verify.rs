@@ -143,7 +143,15 @@ impl TokenVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&ALWAYS_REQUIRED);
-        let data = decode::<Map<String, Value>>(token, key, &validation).map_err(|e| map_error(e.kind()))?;
+        let data = decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e.kind() {
+            // jsonwebtoken reports a registered claim it cannot parse (a string `exp`) as absent.
+            // It checks claims only after the signature, so looking at the (authenticated) claims
+            // here only refines the error code; it never admits anything.
+            ErrorKind::MissingRequiredClaim(claim) if is_present(token, claim) => {
+                TokenError::InvalidClaim(claim.clone())
+            }
+            kind => map_error(kind),
+        })?;
         self.check_claims(data.claims, now)
     }
 
@@ -189,6 +197,12 @@ impl TokenVerifier {
             claims,
         })
     }
+}
+
+/// True when the token's payload carries `claim` with a non-null value.
+fn is_present(token: &str, claim: &str) -> bool {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token)
+        .is_ok_and(|claims| claims.get(claim).is_some_and(|v| !v.is_null()))
 }
 
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {

@@ -163,6 +163,17 @@ impl Outbox {
         }
     }
 
+    /// Resolves once the outbox has overflowed (raced against a stalled delivery write).
+    pub(crate) async fn overflowed(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            if self.is_overflowed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub(crate) fn is_overflowed(&self) -> bool {
         self.inner.state.lock().unwrap_or_else(PoisonError::into_inner).is_overflowed
     }

@@ -180,10 +180,10 @@ fn trace(event: &Event) {
             tracing::info!(target: "wsguard::security", event = "message_rejected", session_id, user, code, rule = rule.as_deref())
         }
         Event::BanApplied { target, reason, ban_secs } => {
-            tracing::warn!(target: "wsguard::security", event = "ban_applied", target = ?target, reason, ban_secs)
+            tracing::warn!(target: "wsguard::security", event = "ban_applied", ban_target = ?target, reason, ban_secs)
         }
         Event::BanLifted { target, reason } => {
-            tracing::info!(target: "wsguard::security", event = "ban_lifted", target = ?target, reason)
+            tracing::info!(target: "wsguard::security", event = "ban_lifted", ban_target = ?target, reason)
         }
         Event::Anomaly { rule, rate_per_sec, baseline_per_sec } => {
             tracing::warn!(target: "wsguard::security", event = "anomaly", rule, rate_per_sec, baseline_per_sec)

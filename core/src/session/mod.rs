@@ -188,7 +188,12 @@ where
                 }
                 let batch = outbox.drain(WRITE_BATCH);
                 messages_out += batch.len() as u64;
-                if let Err(d) = write_all(&mut ws, batch, true, &env).await {
+                // A stalled client must not hide its overflow behind the write timeout.
+                let written = tokio::select! {
+                    written = write_all(&mut ws, batch, true, &env) => written,
+                    _ = outbox.overflowed() => Err(Disconnect::SlowConsumer),
+                };
+                if let Err(d) = written {
                     break d;
                 }
             }
