@@ -22,5 +22,11 @@ bash ffi/tests/run.sh
 step "Node module (napi build, generated-file drift, node --test)"
 bash bindings-node/test.sh
 
+step "RFC 6455 conformance (Autobahn|Testsuite against the release binary, echo mode)"
+bash tests/conformance/run.sh
+
+step "Adversarial black-box suite (release binary, attacks while a canary streams)"
+bash tests/adversarial/run.sh
+
 step "Python package (abi3 wheel via maturin, stubtest, mypy, pytest)"
 bash bindings-python/tests/run.sh
