@@ -141,12 +141,12 @@ fn parse_origin(raw: &str, allow_wildcard: bool) -> Option<(String, String, u16)
         addr.parse::<std::net::Ipv6Addr>().ok()?;
         let port = match after {
             "" => default_port,
-            p => p.strip_prefix(':')?.parse().ok()?,
+            p => parse_port(p.strip_prefix(':')?)?,
         };
         (format!("[{}]", addr.to_ascii_lowercase()), port)
     } else {
         match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_ascii_lowercase(), p.parse::<u16>().ok()?),
+            Some((h, p)) => (h.to_ascii_lowercase(), parse_port(p)?),
             None => (rest.to_ascii_lowercase(), default_port),
         }
     };
@@ -157,6 +157,15 @@ fn parse_origin(raw: &str, allow_wildcard: bool) -> Option<(String, String, u16)
                 .split('.')
                 .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
     is_valid_name.then_some((scheme, host, port))
+}
+
+/// A port in decimal digits only: `u16::from_str` alone also takes a leading `+`, which no browser
+/// sends and which would let `http://host:+80` stand for `http://host`.
+fn parse_port(digits: &str) -> Option<u16> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -202,6 +211,8 @@ mod tests {
         assert_eq!(l.check(Some(b"http://localhost:8080/path")), Err(OriginRefusal::Malformed));
         assert_eq!(l.check(Some(b"http://user@localhost:8080")), Err(OriginRefusal::Malformed));
         assert_eq!(l.check(Some(&[0xff, 0xfe])), Err(OriginRefusal::Malformed));
+        // Found by the `origin` fuzz target: `+` is not a digit.
+        assert_eq!(l.check(Some(b"http://localhost:+8080")), Err(OriginRefusal::Malformed));
         let l = list(&["null"], true);
         assert_eq!(l.check(None), Ok(()));
         assert_eq!(l.check(Some(b"null")), Ok(()));
@@ -211,10 +222,15 @@ mod tests {
     fn bad_config_entries_are_reported() {
         let mut problems = Problems::default();
         let config = OriginsConfig {
-            allow: vec!["example.com".into(), "https://a.com/x".into(), "ftp://a.com".into()],
+            allow: vec![
+                "example.com".into(),
+                "https://a.com/x".into(),
+                "ftp://a.com".into(),
+                "http://a.com:+80".into(),
+            ],
             allow_missing: false,
         };
         OriginAllowlist::compile(&config, &mut problems);
-        assert_eq!(problems.len(), 3);
+        assert_eq!(problems.len(), 4);
     }
 }

@@ -8,7 +8,9 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 fn quota(per_sec: f64, burst: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6));
+    // Clamped to 1 ns: above ~1e9/s the period rounds to zero, and `with_period(0)` is None,
+    // which must never fall back to the tightest quota (found by fuzzing review).
+    let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6)).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
 }
@@ -81,6 +83,8 @@ mod tests {
         let wait = rate.check(&1).expect_err("limited");
         assert!(retry_after_secs(wait) >= 1);
         let direct = DirectRate::new(10.0, 5, &DefaultClock::default());
+        let unlimited = DirectRate::new(1e10, 10, &DefaultClock::default());
+        assert!((0..1000).all(|_| unlimited.check_n(1).is_ok()));
         assert!(direct.check_n(5).is_ok());
         assert!(direct.check_n(1).is_err());
         assert!(rate.check(&2).is_ok());
