@@ -28,5 +28,11 @@ bash tests/conformance/run.sh
 step "Adversarial black-box suite (release binary, attacks while a canary streams)"
 bash tests/adversarial/run.sh
 
+step "Fuzzing (cargo-fuzz; replays the committed seeds, then a bounded run per target)"
+FUZZ_SECS="${FUZZ_SECS:-10}" bash fuzz/run.sh
+
+step "Real browser (Debian Chromium via playwright-core: demo page, refused origin, CSWSH)"
+bash tests/browser/run.sh
+
 step "Python package (abi3 wheel via maturin, stubtest, mypy, pytest)"
 bash bindings-python/tests/run.sh
