@@ -25,6 +25,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::cluster::ClusterConfig;
 use crate::error::ErrorCode;
 use crate::handshake::OriginsConfig;
 use crate::hooks::HooksConfig;
@@ -62,6 +63,8 @@ pub struct Config {
     pub channels: Vec<ChannelRule>,
     /// Declared RPC methods; an undeclared method is refused before host code runs.
     pub rpc: Vec<RpcRule>,
+    /// Multi-node fan-out, cluster-wide revocations, bans and per-user quotas through a broker.
+    pub cluster: ClusterConfig,
 }
 
 /// One configuration problem, with the dotted key path it concerns (`server.listen`,
@@ -234,6 +237,7 @@ impl Config {
             abuse.validate(&mut problems);
         }
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
+        self.cluster.validate(&mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)
     }
 

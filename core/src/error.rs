@@ -72,6 +72,7 @@ error_codes! {
     ReplayCacheFull = 2017, "replay_cache_full", "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
     Banned = 2018, "banned", "The client IP or user is temporarily banned (`[abuse]` or an operator ban); answered 403.";
     OverMemoryBudget = 2019, "over_memory_budget", "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
+    QuotaUnavailable = 2020, "quota_unavailable", "The cluster-wide per-user quota store (Redis) could not be reached and `cluster.quota_failure = \"closed\"`; answered 503.";
 
     TokenMissing = 3001, "token_missing", "No token was found in any configured source.";
     TokenMalformed = 3002, "token_malformed", "The token is not a well-formed JWT.";
@@ -102,6 +103,7 @@ error_codes! {
     Replay = 4012, "replay", "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
     PayloadInvalid = 4013, "payload_invalid", "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
     RefreshMismatch = 4014, "refresh_mismatch", "The refresh token's `sub` or session-bound claims differ from the session's.";
+    BrokerUnavailable = 4015, "broker_unavailable", "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes.";
 
     Io = 5001, "io", "An I/O error (bind, accept, read a file).";
     NotRunning = 5003, "not_running", "The server is not running (already shut down).";

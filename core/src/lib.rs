@@ -38,6 +38,7 @@
 //! ```
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 #[doc(hidden)]

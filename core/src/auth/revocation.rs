@@ -46,24 +46,42 @@ impl RevocationList {
 
     /// Adds a revocation and wakes every session to re-check itself.
     pub fn revoke(&self, revocation: Revocation) {
+        self.revoke_at(revocation, now_secs());
+    }
+
+    /// Adds a revocation made at `at` (seconds since the Unix epoch; another node's revocation
+    /// arrives later than it was made). Wakes the sessions and returns true when it changed
+    /// anything (applying the same revocation twice is a no-op).
+    pub(crate) fn revoke_at(&self, revocation: Revocation, at: u64) -> bool {
         let now = now_secs();
-        {
+        let changed = {
             let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);
             // Forget entries no token can still match.
             lists.token_ids.retain(|_, until| *until > now);
             let horizon = now.saturating_sub(self.max_lifetime_secs);
-            lists.subjects.retain(|_, at| *at > horizon);
+            lists.subjects.retain(|_, revoked_at| *revoked_at > horizon);
             match revocation {
                 Revocation::TokenId(jti) => {
-                    lists.token_ids.insert(jti, now + self.max_lifetime_secs);
+                    let until = at.saturating_add(self.max_lifetime_secs);
+                    until > now && lists.token_ids.insert(jti, until).is_none()
                 }
                 Revocation::Subject(sub) => {
-                    lists.subjects.insert(sub, now);
+                    let entry = lists.subjects.entry(sub).or_insert(0);
+                    let is_newer = at > *entry;
+                    *entry = (*entry).max(at);
+                    is_newer
                 }
-                Revocation::IssuedBefore(t) => lists.issued_before = lists.issued_before.max(t),
+                Revocation::IssuedBefore(t) => {
+                    let is_newer = t > lists.issued_before;
+                    lists.issued_before = lists.issued_before.max(t);
+                    is_newer
+                }
             }
+        };
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
         }
-        self.changed.send_modify(|n| *n += 1);
+        changed
     }
 
     /// True when the identity's token is revoked.
@@ -150,6 +168,20 @@ mod tests {
         assert!(!list.is_revoked(&identity("bob", None, Some(now + 5))));
         list.revoke(Revocation::IssuedBefore(now));
         assert!(list.is_revoked(&identity("carol", None, Some(now - 1))));
+    }
+
+    #[test]
+    fn revocations_made_elsewhere_keep_their_time_and_apply_once() {
+        let list = RevocationList::new(900);
+        let now = now_secs();
+        // Made 100 s ago on another node: a token issued 50 s ago is not covered.
+        assert!(list.revoke_at(Revocation::Subject("dave".into()), now - 100));
+        assert!(!list.is_revoked(&identity("dave", None, Some(now - 50))));
+        assert!(list.is_revoked(&identity("dave", None, Some(now - 150))));
+        assert!(!list.revoke_at(Revocation::Subject("dave".into()), now - 100));
+        assert!(list.revoke_at(Revocation::TokenId("j".into()), now));
+        assert!(!list.revoke_at(Revocation::TokenId("j".into()), now));
+        assert!(!list.revoke_at(Revocation::TokenId("old".into()), now - 1000), "expired before it arrived");
     }
 
     #[test]

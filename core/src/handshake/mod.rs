@@ -38,6 +38,7 @@ pub use origin::OriginsConfig;
 pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
+use crate::cluster::{LeaseOutcome, LeaseQuota};
 use crate::auth::{Identity, JtiCache, JtiRefusal, RevocationList, TokenError, TokenSource, TokenVerifier};
 use crate::error::ErrorCode;
 use crate::hooks::{HandshakeInfo, HookRunner};
@@ -74,6 +75,8 @@ pub(crate) struct HandshakeGate {
     pub(crate) memory: Arc<MemoryBudget>,
     /// `server.demo_page`.
     pub(crate) demo_page: bool,
+    /// Cluster-wide per-user quota (`[cluster]` with Redis), checked after this node's own.
+    pub(crate) cluster_quota: Option<Arc<LeaseQuota>>,
 }
 
 /// Admission against `limits.max_memory_bytes`: each admitted handshake reserves one session's
@@ -225,12 +228,26 @@ impl HandshakeGate {
                     .retry_after(QUOTA_RETRY_AFTER_SECS),
             )
         })?;
-        let user_slot = self.per_user.try_acquire(identity.subject.clone()).ok_or_else(|| {
+        let user_full = || {
             refuse(
                 Rejection::new(ErrorCode::TooManyConnectionsPerUser, "per-user connection quota full")
                     .retry_after(QUOTA_RETRY_AFTER_SECS),
             )
-        })?;
+        };
+        let user_slot = self.per_user.try_acquire(identity.subject.clone()).ok_or_else(user_full)?;
+        let cluster_lease = match &self.cluster_quota {
+            None => None,
+            Some(quota) => match quota.acquire(&identity.subject, self.per_user.limit()).await {
+                LeaseOutcome::Admitted(lease) => lease,
+                LeaseOutcome::Full => return Err(user_full()),
+                LeaseOutcome::Unavailable => {
+                    return Err(refuse(
+                        Rejection::new(ErrorCode::QuotaUnavailable, "cluster quota store unreachable")
+                            .retry_after(QUOTA_RETRY_AFTER_SECS),
+                    ));
+                }
+            },
+        };
 
         let info = HandshakeInfo {
             client_ip,
@@ -273,7 +290,7 @@ impl HandshakeGate {
             client_ip,
             leftover,
             response: response.into_bytes(),
-            held: Box::new((permit, ip_slot, user_slot, memory)),
+            held: Box::new((permit, ip_slot, user_slot, cluster_lease, memory)),
             info,
         })))
     }

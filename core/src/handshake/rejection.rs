@@ -54,7 +54,7 @@ impl Rejection {
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HandshakeTimeout => StatusCode::REQUEST_TIMEOUT,
             OriginNotAllowed | RejectedByHook | Banned => StatusCode::FORBIDDEN,
-            ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull | OverMemoryBudget => {
+            ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull | OverMemoryBudget | QuotaUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             TooManyConnectionsPerIp | TooManyConnectionsPerUser | HandshakeRateLimited => StatusCode::TOO_MANY_REQUESTS,

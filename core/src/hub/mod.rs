@@ -1,6 +1,8 @@
 //! The hub: channel registry and fan-out. A publication is encoded once by the caller and the same
 //! bytes are pushed into every subscriber's outbox. The hub never calls into session code and
-//! never waits on a client.
+//! never waits on a client. It tells the cluster's [`Interest`] when a channel gets its first
+//! local subscriber and when the last one leaves, so the node subscribes at the broker only to
+//! channels someone here listens to.
 
 mod outbox;
 
@@ -11,8 +13,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub(crate) use outbox::{Outbox, Push};
 
+use crate::cluster::Interest;
 use crate::observe::Stats;
 use crate::policy::SlowConsumerPolicy;
+use crate::protocol::ServerFrame;
 
 type Subscribers = HashMap<u64, (Outbox, SlowConsumerPolicy)>;
 
@@ -20,11 +24,18 @@ type Subscribers = HashMap<u64, (Outbox, SlowConsumerPolicy)>;
 pub(crate) struct Hub {
     channels: RwLock<HashMap<Arc<str>, Subscribers>>,
     stats: Arc<Stats>,
+    interest: Option<Arc<Interest>>,
 }
 
 impl Hub {
+    #[cfg(test)]
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
-        Hub { channels: RwLock::new(HashMap::new()), stats }
+        Hub { channels: RwLock::new(HashMap::new()), stats, interest: None }
+    }
+
+    /// A hub that reports channel interest to the cluster.
+    pub(crate) fn with_interest(stats: Arc<Stats>, interest: Arc<Interest>) -> Self {
+        Hub { channels: RwLock::new(HashMap::new()), stats, interest: Some(interest) }
     }
 
     /// Adds a subscription; false when it already existed.
@@ -36,11 +47,18 @@ impl Hub {
         policy: SlowConsumerPolicy,
     ) -> bool {
         let mut channels = self.channels.write().unwrap_or_else(PoisonError::into_inner);
-        let subscribers = channels.entry(Arc::from(channel)).or_default();
-        if subscribers.contains_key(&session_id) {
-            return false;
+        if let Some(subscribers) = channels.get_mut(channel) {
+            if subscribers.contains_key(&session_id) {
+                return false;
+            }
+            subscribers.insert(session_id, (outbox.clone(), policy));
+            return true;
         }
-        subscribers.insert(session_id, (outbox.clone(), policy));
+        let key: Arc<str> = Arc::from(channel);
+        if let Some(interest) = &self.interest {
+            interest.add(&key);
+        }
+        channels.insert(key, HashMap::from([(session_id, (outbox.clone(), policy))]));
         true
     }
 
@@ -51,6 +69,9 @@ impl Hub {
         let removed = subscribers.remove(&session_id).is_some();
         if subscribers.is_empty() {
             channels.remove(channel);
+            if let Some(interest) = &self.interest {
+                interest.remove(channel);
+            }
         }
         removed
     }
@@ -72,6 +93,20 @@ impl Hub {
             }
         }
         queued
+    }
+
+    /// Tells every subscriber of every channel that messages may have been lost (`gap` with
+    /// `reason`), e.g. after the broker was unreachable.
+    pub(crate) fn announce_gap(&self, reason: &'static str) {
+        let channels = self.channels.read().unwrap_or_else(PoisonError::into_inner);
+        for (channel, subscribers) in channels.iter() {
+            let frame = ServerFrame::Gap { channel, missed: None, reason: Some(reason) }.encode();
+            for (outbox, policy) in subscribers.values() {
+                if outbox.push(channel, &frame, *policy) == Push::Overflowed {
+                    self.stats.record_slow_consumer();
+                }
+            }
+        }
     }
 
     /// Number of channels with subscribers.
@@ -102,5 +137,28 @@ mod tests {
         assert!(hub.unsubscribe("c", 2));
         assert_eq!(hub.channel_count(), 0);
         assert_eq!(hub.publish("c", &frame), 0);
+    }
+
+    #[test]
+    fn first_subscriber_and_last_leaver_drive_interest_and_gaps_reach_everyone() {
+        let interest = Arc::new(Interest::default());
+        let hub = Hub::with_interest(Arc::new(Stats::default()), Arc::clone(&interest));
+        let stats = Arc::new(Stats::default());
+        let a = Outbox::new(8, 1024, Arc::clone(&stats));
+        let b = Outbox::new(8, 1024, stats);
+        hub.subscribe("c", 1, &a, SlowConsumerPolicy::Disconnect);
+        hub.subscribe("c", 2, &b, SlowConsumerPolicy::Disconnect);
+        hub.subscribe("d", 2, &b, SlowConsumerPolicy::Disconnect);
+        let mut wanted: Vec<String> = interest.wanted().iter().map(|c| c.to_string()).collect();
+        wanted.sort();
+        assert_eq!(wanted, ["c", "d"]);
+        hub.announce_gap("broker_reconnected");
+        assert_eq!(a.drain(8)[0].as_str(), r#"{"type":"gap","channel":"c","reason":"broker_reconnected"}"#);
+        assert_eq!(b.drain(8).len(), 2);
+        hub.unsubscribe("c", 1);
+        assert_eq!(interest.wanted().len(), 2, "c still has a subscriber");
+        hub.unsubscribe("c", 2);
+        hub.unsubscribe("d", 2);
+        assert!(interest.wanted().is_empty());
     }
 }

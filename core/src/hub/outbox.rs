@@ -188,7 +188,7 @@ impl Outbox {
             let Some(item) = state.queue.pop_front() else { break };
             state.bytes -= item.frame.len();
             if let Some(missed) = state.lost.remove(&item.channel) {
-                out.push(ServerFrame::Gap { channel: &item.channel, missed }.encode());
+                out.push(ServerFrame::Gap { channel: &item.channel, missed: Some(missed), reason: None }.encode());
             }
             out.push(item.frame);
         }

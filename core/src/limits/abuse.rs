@@ -121,11 +121,24 @@ pub(crate) enum Strike {
     Banned { target: BanTarget, reason: &'static str, ban_secs: f64 },
 }
 
+/// Told of every ban applied on this node (the cluster forwards it to the other nodes).
+pub(crate) type BanListener = Box<dyn Fn(&BanTarget, &'static str, Duration) + Send + Sync>;
+
 /// Ban state. Without `[abuse]` it still holds operator bans; automatic bans need the section.
 pub(crate) struct Bans {
     config: Option<(AbuseConfig, Vec<IpNet>, Duration, Duration)>,
     bans: Mutex<HashMap<BanTarget, Ban>>,
     strikes: Mutex<HashMap<(BanTarget, &'static str), VecDeque<Instant>>>,
+    listener: std::sync::OnceLock<BanListener>,
+}
+
+/// The `&'static str` for a ban reason received from another node.
+pub(crate) fn ban_reason(reason: &str) -> &'static str {
+    match reason {
+        "auth_failures" => "auth_failures",
+        "violations" => "violations",
+        _ => "operator",
+    }
 }
 
 impl Bans {
@@ -137,7 +150,12 @@ impl Bans {
             let ban = Duration::try_from_secs_f64(c.ban_secs).unwrap_or(Duration::from_secs(300));
             (c.clone(), exempt, window, ban)
         });
-        Bans { config, bans: Mutex::new(HashMap::new()), strikes: Mutex::new(HashMap::new()) }
+        Bans {
+            config,
+            bans: Mutex::new(HashMap::new()),
+            strikes: Mutex::new(HashMap::new()),
+            listener: std::sync::OnceLock::new(),
+        }
     }
 
     pub(crate) fn anomaly_settings(&self) -> Option<(f64, f64)> {
@@ -205,8 +223,28 @@ impl Bans {
         Strike::Banned { target, reason, ban_secs: ban.as_secs_f64() }
     }
 
-    /// Bans `target` for `duration` (exempt IPs excepted); true when applied.
+    /// Installs the listener told of bans applied on this node (once).
+    pub(crate) fn set_listener(&self, listener: BanListener) {
+        let _ = self.listener.set(listener);
+    }
+
+    /// Bans `target` for `duration` (exempt IPs excepted); true when applied. The listener hears
+    /// of it.
     pub(crate) fn ban(&self, target: BanTarget, duration: Duration, reason: &'static str) -> bool {
+        let applied = self.insert(target.clone(), duration, reason, false);
+        if applied && let Some(listener) = self.listener.get() {
+            listener(&target, reason, duration);
+        }
+        applied
+    }
+
+    /// Applies a ban another node made (exempt IPs excepted); true when it is new or lasts
+    /// longer than the one in force. The listener does not hear of it.
+    pub(crate) fn apply_remote(&self, target: BanTarget, duration: Duration, reason: &'static str) -> bool {
+        self.insert(target, duration, reason, true)
+    }
+
+    fn insert(&self, target: BanTarget, duration: Duration, reason: &'static str, only_if_longer: bool) -> bool {
         if self.is_exempt(&target) {
             return false;
         }
@@ -214,7 +252,12 @@ impl Bans {
         // never a panic.
         let now = Instant::now();
         let until = now.checked_add(duration).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        self.bans.lock().unwrap_or_else(PoisonError::into_inner).insert(target, Ban { reason, until });
+        let mut bans = self.bans.lock().unwrap_or_else(PoisonError::into_inner);
+        // Remote bans travel with whole seconds: a re-sent ban is not "longer" by rounding.
+        if only_if_longer && bans.get(&target).is_some_and(|b| b.until + Duration::from_secs(1) >= until) {
+            return false;
+        }
+        bans.insert(target, Ban { reason, until });
         true
     }
 

@@ -7,7 +7,7 @@ mod quota;
 mod rate;
 
 pub use abuse::{AbuseConfig, BanInfo, BanTarget};
-pub(crate) use abuse::{Bans, RateBaseline};
+pub(crate) use abuse::{Bans, RateBaseline, ban_reason};
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
 pub(crate) use rate::{DirectRate, KeyedRate, retry_after_secs};

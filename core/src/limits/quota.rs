@@ -37,6 +37,11 @@ impl<K: Eq + Hash + Clone> ConnectionQuota<K> {
         Some(QuotaSlot { quota: Arc::clone(self), key })
     }
 
+    /// The ceiling.
+    pub(crate) fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     /// Sets a new ceiling (config reload).
     pub(crate) fn set_limit(&self, limit: u32) {
         self.limit.store(limit, Ordering::Relaxed);

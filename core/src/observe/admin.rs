@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus/OpenMetrics text), `/healthz` (the process is
-//! alive) and `/readyz` (503 while draining). It stays up until the drain is over so an
+//! alive) and `/readyz` (503 while draining, or while a `[cluster]` broker is unreachable). It stays up until the drain is over so an
 //! orchestrator sees the drain happen. Requests are tiny, read with a deadline and a byte cap.
 
 use std::sync::Arc;
@@ -10,14 +10,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
+use crate::cluster::Cluster;
 
 const MAX_REQUEST_BYTES: usize = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves until `stop` is cancelled. `draining` turns `/readyz` to 503.
+/// Serves until `stop` is cancelled. `draining`, or the cluster not being ready, turns `/readyz`
+/// to 503.
 pub(crate) async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
+    cluster: Arc<Cluster>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -33,14 +36,20 @@ pub(crate) async fn serve(
             },
         };
         let stats = Arc::clone(&stats);
+        let cluster = Arc::clone(&cluster);
         let draining = draining.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &stats, &draining)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &stats, &cluster, &draining)).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, stats: &Stats, draining: &CancellationToken) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    stats: &Stats,
+    cluster: &Cluster,
+    draining: &CancellationToken,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     let (method, path) = loop {
@@ -79,6 +88,9 @@ async fn answer(mut stream: TcpStream, stats: &Stats, draining: &CancellationTok
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n", has_body).await,
         "/readyz" if draining.is_cancelled() => {
             respond(&mut stream, "503 Service Unavailable", "text/plain", "draining\n", has_body).await
+        }
+        "/readyz" if !cluster.is_ready() => {
+            respond(&mut stream, "503 Service Unavailable", "text/plain", "broker unreachable\n", has_body).await
         }
         "/readyz" => respond(&mut stream, "200 OK", "text/plain", "ready\n", has_body).await,
         _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n", has_body).await,

@@ -107,6 +107,21 @@ pub enum Event {
         /// What was revoked.
         revocation: Revocation,
     },
+    /// The cluster broker connection is up (subscriptions restored).
+    BrokerConnected {
+        /// `redis` or `nats`.
+        broker: &'static str,
+        /// True after an outage: local subscribers were sent a `gap` frame.
+        is_reconnect: bool,
+    },
+    /// The cluster broker connection was lost; the node reconnects with backoff and is not ready
+    /// meanwhile.
+    BrokerDisconnected {
+        /// `redis` or `nats`.
+        broker: &'static str,
+        /// Why.
+        error: String,
+    },
     /// A dry-run rule (`enforce = false`) would have denied; the action went ahead.
     PolicyDryRunDenied {
         /// Session id.
@@ -196,6 +211,12 @@ fn trace(event: &Event) {
         }
         Event::RevocationApplied { revocation } => {
             tracing::info!(target: "wsguard::security", event = "revocation_applied", revocation = ?revocation)
+        }
+        Event::BrokerConnected { broker, is_reconnect } => {
+            tracing::info!(target: "wsguard::cluster", event = "broker_connected", broker, is_reconnect)
+        }
+        Event::BrokerDisconnected { broker, error } => {
+            tracing::warn!(target: "wsguard::cluster", event = "broker_disconnected", broker, error)
         }
         Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
             target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason

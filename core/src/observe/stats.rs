@@ -24,6 +24,12 @@
 //! | `wsguard_anomalies_total` | counter | `rule` |
 //! | `wsguard_events_dropped_total` | counter | |
 //! | `wsguard_outbound_queued_bytes` | gauge | |
+//! | `wsguard_broker_connected` | gauge | |
+//! | `wsguard_broker_messages_total` | counter | `direction` (published/received), `kind` (publication/control) |
+//! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota) |
+//! | `wsguard_broker_reconnects_total` | counter | |
+//! | `wsguard_broker_subscriptions` | gauge | |
+//! | `wsguard_broker_lag_seconds` | histogram | |
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -49,6 +55,17 @@ struct ActionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerMessageLabels {
+    direction: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +133,12 @@ pub(crate) struct Stats {
     anomalies: Family<RuleLabel, Counter>,
     events_dropped: Counter,
     queued_bytes: Gauge,
+    broker_connected: Gauge,
+    broker_messages: Family<BrokerMessageLabels, Counter>,
+    broker_errors: Family<OpLabel, Counter>,
+    broker_reconnects: Counter,
+    broker_subscriptions: Gauge,
+    broker_lag: Histogram,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -188,6 +211,12 @@ impl Default for Stats {
             anomalies: Family::default(),
             events_dropped: Counter::default(),
             queued_bytes: Gauge::default(),
+            broker_connected: Gauge::default(),
+            broker_messages: Family::default(),
+            broker_errors: Family::default(),
+            broker_reconnects: Counter::default(),
+            broker_subscriptions: Gauge::default(),
+            broker_lag: latency_histogram(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -242,6 +271,28 @@ impl Default for Stats {
             stats.events_dropped.clone(),
         );
         registry.register("outbound_queued_bytes", "Bytes queued in all outboxes", stats.queued_bytes.clone());
+        registry.register(
+            "broker_connected",
+            "1 while the cluster broker is connected (always 1 with broker = memory)",
+            stats.broker_connected.clone(),
+        );
+        registry.register(
+            "broker_messages",
+            "Messages exchanged with the cluster broker, by direction and kind",
+            stats.broker_messages.clone(),
+        );
+        registry.register("broker_errors", "Cluster broker failures, by operation", stats.broker_errors.clone());
+        registry.register("broker_reconnects", "Reconnections to the cluster broker", stats.broker_reconnects.clone());
+        registry.register(
+            "broker_subscriptions",
+            "Channels this node is subscribed to at the broker",
+            stats.broker_subscriptions.clone(),
+        );
+        registry.register(
+            "broker_lag_seconds",
+            "Time from publication on another node to receipt here (node clocks)",
+            stats.broker_lag.clone(),
+        );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
 }
@@ -335,6 +386,27 @@ impl Stats {
     }
     pub(crate) fn queued_bytes(&self) -> u64 {
         u64::try_from(self.queued_bytes.get()).unwrap_or(0)
+    }
+    pub(crate) fn set_broker_connected(&self, connected: bool) {
+        self.broker_connected.set(i64::from(connected));
+    }
+    pub(crate) fn record_broker_published(&self, kind: &'static str) {
+        self.broker_messages.get_or_create(&BrokerMessageLabels { direction: "published", kind }).inc();
+    }
+    pub(crate) fn record_broker_received(&self, kind: &'static str) {
+        self.broker_messages.get_or_create(&BrokerMessageLabels { direction: "received", kind }).inc();
+    }
+    pub(crate) fn record_broker_error(&self, op: &'static str) {
+        self.broker_errors.get_or_create(&OpLabel { op }).inc();
+    }
+    pub(crate) fn record_broker_reconnect(&self) {
+        self.broker_reconnects.inc();
+    }
+    pub(crate) fn set_broker_subscriptions(&self, n: usize) {
+        self.broker_subscriptions.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    pub(crate) fn observe_broker_lag(&self, secs: f64) {
+        self.broker_lag.observe(secs);
     }
     pub(crate) fn sessions_active(&self) -> u64 {
         u64::try_from(self.sessions_active.get()).unwrap_or(0)

@@ -141,13 +141,18 @@ pub enum ServerFrame<'a> {
         /// The publication body.
         payload: &'a Value,
     },
-    /// Messages on `channel` were dropped for this subscriber (slow consumer policy); sent before
-    /// the next message of that channel.
+    /// Messages on `channel` may have been lost for this subscriber: dropped by the slow-consumer
+    /// policy (sent before the next message of that channel, with the count), or missed while
+    /// the cluster broker was unreachable (sent when it is back, with a `reason`, no count).
     Gap {
         /// The channel.
         channel: &'a str,
-        /// How many messages were lost.
-        missed: u64,
+        /// How many messages were lost, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missed: Option<u64>,
+        /// Why, when not the slow-consumer policy (`broker_reconnected`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
     },
     /// The server dropped a subscription (after a refresh, the new token no longer allows it).
     Unsubscribed {

@@ -41,8 +41,12 @@ impl ServerHandle {
     /// Returns how many sessions it was queued for. Server-side publishes bypass channel rules
     /// (the host is trusted) but not the channel-name and payload-shape rules.
     ///
+    /// With a `[cluster]` broker the publication also goes to the other nodes (without waiting
+    /// for the broker's confirmation; failures are counted in `wsguard_broker_errors_total`).
+    ///
     /// Errors: `invalid_channel`, `invalid_frame` (payload not an object), `payload_too_deep`,
-    /// `not_running`.
+    /// `not_running`, `broker_unavailable` (the broker is unreachable: delivered on this node
+    /// only).
     pub fn publish(&self, channel: &str, payload: &Value) -> Result<usize, Error> {
         let core = &self.shared.core;
         if core.shutdown.is_cancelled() {
@@ -61,7 +65,12 @@ impl ServerHandle {
         }
         let text = ServerFrame::Message { channel, payload }.encode();
         core.stats.record_publication("server");
-        Ok(core.hub.publish(channel, &text))
+        let queued = core.hub.publish(channel, &text);
+        core.cluster.publish_detached(channel, &text).map_err(|why| Error::Refused {
+            code: ErrorCode::BrokerUnavailable,
+            message: format!("{why}: queued for {queued} session(s) on this node only"),
+        })?;
+        Ok(queued)
     }
 
     /// A snapshot of the server's counters (the figures `/metrics` exports).
@@ -90,10 +99,13 @@ impl ServerHandle {
     }
 
     /// Revokes tokens: matching live sessions close at once with 4501, and matching tokens are
-    /// refused at later handshakes and refreshes.
+    /// refused at later handshakes and refreshes. With a `[cluster]` broker every node applies
+    /// it too (see docs/OPERATIONS.md for the bound).
     pub fn revoke(&self, revocation: Revocation) {
         let core = &self.shared.core;
-        core.revocations.revoke(revocation.clone());
+        let at = crate::auth::now_secs();
+        core.revocations.revoke_at(revocation.clone(), at);
+        core.cluster.revoked(revocation.clone(), at);
         core.events.emit(Event::RevocationApplied { revocation });
     }
 
@@ -103,7 +115,8 @@ impl ServerHandle {
     }
 
     /// Bans `target` for `duration` (an operator ban; `abuse.exempt` IPs excepted). Live sessions
-    /// of the target are not closed: combine with `disconnect_user` when that is wanted.
+    /// of the target are not closed: combine with `disconnect_user` when that is wanted. With a
+    /// `[cluster]` broker every node applies the ban too.
     pub fn ban(&self, target: BanTarget, duration: Duration) -> bool {
         let core = &self.shared.core;
         let applied = core.bans.ban(target.clone(), duration, "operator");
@@ -115,10 +128,11 @@ impl ServerHandle {
         applied
     }
 
-    /// Lifts a ban; true when there was one.
+    /// Lifts a ban; true when there was one here. With a `[cluster]` broker every node lifts it.
     pub fn lift_ban(&self, target: &BanTarget) -> bool {
         let core = &self.shared.core;
         let lifted = core.bans.lift(target);
+        core.cluster.lifted(target.clone());
         if lifted {
             core.stats.set_bans_active(core.bans.active());
             core.events.emit(Event::BanLifted { target: target.clone(), reason: "operator" });

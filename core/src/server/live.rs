@@ -17,6 +17,7 @@ use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
 use crate::config::{Config, ConfigError, ConfigProblem, Problems};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, OriginAllowlist, TrustedProxies};
+use crate::cluster::Cluster;
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate};
@@ -29,6 +30,7 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: EventSink,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) cluster: Arc<Cluster>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
@@ -101,6 +103,7 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
     check("abuse", old.abuse != new.abuse);
     check("hooks.event_queue_capacity", old.hooks.event_queue_capacity != new.hooks.event_queue_capacity);
     check("auth.jti_cache_capacity", old.auth.jti_cache_capacity != new.auth.jti_cache_capacity);
+    check("cluster", old.cluster != new.cluster);
     problems
 }
 
@@ -153,9 +156,11 @@ pub(crate) fn build_live(
         max_memory_bytes: limits.max_memory_bytes,
         memory: Arc::clone(&core.memory),
         demo_page: config.server.demo_page,
+        cluster_quota: core.cluster.quota(),
     };
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
+        cluster: Arc::clone(&core.cluster),
         stats: Arc::clone(&core.stats),
         events: core.events.clone(),
         hooks,

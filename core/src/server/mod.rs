@@ -25,6 +25,7 @@ pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
 
 use crate::auth::{JtiCache, KeyMaterial, RevocationList};
+use crate::cluster::{Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::UPKEEP_INTERVAL;
@@ -104,20 +105,47 @@ impl ServerBuilder {
         let events =
             EventSink::spawn(Arc::clone(&hooks), config.hooks.event_queue_capacity as usize, Arc::clone(&stats));
         let verifier = Arc::new(verifier);
+        let interest = Arc::new(Interest::default());
+        let hub = Arc::new(Hub::with_interest(Arc::clone(&stats), Arc::clone(&interest)));
+        let horizon_secs = config.auth.max_token_lifetime_secs + config.auth.leeway_secs;
+        let revocations = Arc::new(RevocationList::new(horizon_secs));
+        let bans = Arc::new(Bans::new(config.abuse.as_ref()));
+        let shutdown = CancellationToken::new();
+        let cluster = Cluster::new(
+            &config.cluster,
+            horizon_secs,
+            NodeParts {
+                hub: Arc::clone(&hub),
+                interest,
+                revocations: Arc::clone(&revocations),
+                bans: Arc::clone(&bans),
+                events: events.clone(),
+                stats: Arc::clone(&stats),
+                shutdown: shutdown.clone(),
+            },
+        );
+        // Weak: the cluster holds the bans, the bans must not keep the cluster alive.
+        let weak = Arc::downgrade(&cluster);
+        bans.set_listener(Box::new(move |target, reason, duration| {
+            if let Some(cluster) = weak.upgrade() {
+                cluster.banned(target.clone(), reason, duration);
+            }
+        }));
         let core = Core {
-            hub: Arc::new(Hub::new(Arc::clone(&stats))),
+            hub,
+            cluster,
             registry: Arc::new(Registry::default()),
             capacity: Arc::new(Semaphore::new(config.server.max_connections as usize)),
             per_ip: ConnectionQuota::new(config.limits.connections_per_ip),
             per_user: ConnectionQuota::new(config.limits.connections_per_user),
-            bans: Arc::new(Bans::new(config.abuse.as_ref())),
-            revocations: Arc::new(RevocationList::new(config.auth.max_token_lifetime_secs + config.auth.leeway_secs)),
+            bans,
+            revocations,
             jti_cache: Arc::new(JtiCache::new(config.auth.jti_cache_capacity as usize, config.auth.leeway_secs)),
             hooks,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             verifier: Arc::new(ArcSwap::new(Arc::clone(&verifier))),
             policy_changed: Arc::new(watch::Sender::new(0)),
-            shutdown: CancellationToken::new(),
+            shutdown,
             key_material,
             memory: Arc::default(),
             stats,
@@ -202,10 +230,12 @@ impl Server {
             tokio::spawn(crate::observe::admin::serve(
                 listener,
                 Arc::clone(&core.stats),
+                Arc::clone(&core.cluster),
                 core.shutdown.clone(),
                 admin_stop.clone(),
             ))
         });
+        core.cluster.start();
         let upkeep = tokio::spawn(upkeep(Arc::clone(&shared)));
         loop {
             let (tcp, peer) = tokio::select! {
@@ -243,6 +273,7 @@ impl Server {
             tracker.wait().await;
         }
         upkeep.abort();
+        core.cluster.stop().await;
         admin_stop.cancel();
         if let Some(task) = admin_task {
             let _ = task.await;

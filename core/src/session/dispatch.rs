@@ -58,6 +58,7 @@ fn is_violation(code: ErrorCode) -> bool {
             | ErrorCode::HookTimeout
             | ErrorCode::TooManySubscriptions
             | ErrorCode::ReplayCacheFull
+            | ErrorCode::BrokerUnavailable
     )
 }
 
@@ -144,6 +145,8 @@ impl Session {
                 }
                 let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
                 self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                // Acknowledged once the broker delivers the channel here (other nodes' messages).
+                self.env.cluster.subscribed(&channel).await;
                 self.subscriptions.insert(channel);
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
@@ -160,6 +163,13 @@ impl Session {
                 self.env.stats.record_publication(&allowed.rule_id);
                 let frame = ServerFrame::Message { channel: &channel, payload: &payload }.encode();
                 self.env.hub.publish(&channel, &frame);
+                if let Err(why) = self.env.cluster.publish(&channel, &frame).await {
+                    return Err(refuse(
+                        id,
+                        ErrorCode::BrokerUnavailable,
+                        format!("{why}: delivered to subscribers on this node only"),
+                    ));
+                }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Rpc { method, payload, .. } => self.rpc(id, method, payload).await,

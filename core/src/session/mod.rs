@@ -26,6 +26,7 @@ pub(crate) use registry::Registry;
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::hooks::{HandshakeInfo, HookRunner};
+use crate::cluster::Cluster;
 use crate::hub::{Hub, Outbox};
 use crate::limits::{Bans, DirectRate, KeyedRate};
 use crate::observe::{Event, EventSink, Stats};
@@ -39,6 +40,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// What every session shares.
 pub(crate) struct SessionEnv {
     pub(crate) hub: Arc<Hub>,
+    pub(crate) cluster: Arc<Cluster>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,

@@ -1,0 +1,204 @@
+//! `[cluster]`: which broker joins the nodes, and how cluster-wide quotas behave.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+
+/// Which broker carries publications and control messages between nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerKind {
+    /// One node: publications stay in this process (the default).
+    #[default]
+    Memory,
+    /// Redis pub/sub (`url = "redis://host:6379"`).
+    Redis,
+    /// NATS core pub/sub (`url = "nats://host:4222"`, or `tls://` for TLS).
+    Nats,
+}
+
+impl BrokerKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Memory => "memory",
+            BrokerKind::Redis => "redis",
+            BrokerKind::Nats => "nats",
+        }
+    }
+}
+
+/// What a handshake gets when the cluster quota store cannot be asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaFailure {
+    /// Admit, counting against this node's own per-user quota only (the default).
+    #[default]
+    Open,
+    /// Refuse with 503 `quota_unavailable`.
+    Closed,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `memory` (single node, default), `redis` or `nats`.
+    pub broker: BrokerKind,
+    /// The broker's URL: `redis://[user:password@]host:port[/db]` or `nats://host:port` /
+    /// `tls://host:port`. Required for `redis` and `nats`; must be empty for `memory`.
+    pub url: String,
+    /// This node's name, unique in the cluster (letters, digits, `_`, `-`, `.`; at most 64
+    /// bytes). Empty (default): generated from the process id and the start time.
+    pub node_id: String,
+    /// Prefix of every broker subject and key, so several clusters can share a broker (letters,
+    /// digits, `_`, `-`; at most 64 bytes). Default `wsguard`.
+    pub channel_prefix: String,
+    /// Redis URL where cluster-wide per-user connection counts are kept. Empty (default): the
+    /// broker's `url` when `broker = "redis"`, otherwise per-user quotas stay per node.
+    pub quota_redis_url: String,
+    /// When the quota store cannot be reached: `open` (admit; this node's own per-user quota
+    /// still applies) or `closed` (refuse with 503 `quota_unavailable`). Default `open`.
+    pub quota_failure: QuotaFailure,
+    /// Lifetime of a session's entry in the cluster quota; nodes renew their entries every third
+    /// of it, so the entries of a node that dies vanish within this time. Default 30.
+    pub lease_ttl_secs: f64,
+    /// How long a publish waits for the broker's confirmation before the client gets a
+    /// `broker_unavailable` error (and how long a handshake waits for the quota store).
+    /// Default 2.
+    pub broker_timeout_secs: f64,
+    /// Longest pause between reconnection attempts (the pause doubles from 0.1 s). Default 5.
+    pub reconnect_max_secs: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            broker: BrokerKind::Memory,
+            url: String::new(),
+            node_id: String::new(),
+            channel_prefix: "wsguard".into(),
+            quota_redis_url: String::new(),
+            quota_failure: QuotaFailure::Open,
+            lease_ttl_secs: 30.0,
+            broker_timeout_secs: 2.0,
+            reconnect_max_secs: 5.0,
+        }
+    }
+}
+
+const MAX_NAME_BYTES: usize = 64;
+
+impl ClusterConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        match self.broker {
+            BrokerKind::Memory if !self.url.is_empty() => {
+                problems.push("cluster.url", "only used with broker = \"redis\" or \"nats\"");
+            }
+            BrokerKind::Memory => {}
+            BrokerKind::Redis => check_redis_url("cluster.url", &self.url, problems),
+            BrokerKind::Nats => {
+                if self.url.is_empty() {
+                    problems.push("cluster.url", "required with broker = \"nats\"");
+                } else if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
+                    problems.push("cluster.url", "must start with nats:// or tls://");
+                }
+            }
+        }
+        if !self.quota_redis_url.is_empty() {
+            check_redis_url("cluster.quota_redis_url", &self.quota_redis_url, problems);
+            if self.broker == BrokerKind::Memory {
+                problems.push("cluster.quota_redis_url", "only used with broker = \"redis\" or \"nats\"");
+            }
+        }
+        if !self.node_id.is_empty() && !is_name(&self.node_id, true) {
+            problems.push("cluster.node_id", "use 1-64 letters, digits, '_', '-' or '.'");
+        }
+        if !is_name(&self.channel_prefix, false) {
+            problems.push("cluster.channel_prefix", "use 1-64 letters, digits, '_' or '-'");
+        }
+        problems.positive_secs("cluster.lease_ttl_secs", self.lease_ttl_secs);
+        problems.positive_secs("cluster.broker_timeout_secs", self.broker_timeout_secs);
+        problems.positive_secs("cluster.reconnect_max_secs", self.reconnect_max_secs);
+    }
+
+    /// The Redis URL holding cluster-wide quotas, if any.
+    pub(crate) fn quota_url(&self) -> Option<&str> {
+        match (self.broker, self.quota_redis_url.as_str()) {
+            (BrokerKind::Memory, _) => None,
+            (_, url) if !url.is_empty() => Some(url),
+            (BrokerKind::Redis, _) => Some(&self.url),
+            _ => None,
+        }
+    }
+}
+
+fn is_name(s: &str, allow_dot: bool) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_BYTES
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (allow_dot && b == b'.'))
+}
+
+fn check_redis_url(path: &str, url: &str, problems: &mut Problems) {
+    if url.is_empty() {
+        problems.push(path, "required with broker = \"redis\"");
+    } else if url.starts_with("rediss://") {
+        problems.push(path, "rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel");
+    } else if !url.starts_with("redis://") {
+        problems.push(path, "must start with redis://");
+    } else if let Err(e) = redis::Client::open(url) {
+        problems.push(path, format!("not a valid Redis URL: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(config: &ClusterConfig) -> Vec<String> {
+        let mut p = Problems::default();
+        config.validate(&mut p);
+        match p.into_result(crate::error::ErrorCode::ConfigInvalid) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn default_is_a_valid_single_node() {
+        assert!(problems(&ClusterConfig::default()).is_empty());
+        assert_eq!(ClusterConfig::default().quota_url(), None);
+    }
+
+    #[test]
+    fn urls_must_match_the_broker() {
+        let c = ClusterConfig { url: "redis://x".into(), ..Default::default() };
+        assert_eq!(problems(&c), ["cluster.url: only used with broker = \"redis\" or \"nats\""]);
+        let c = ClusterConfig { broker: BrokerKind::Redis, ..Default::default() };
+        assert_eq!(problems(&c).len(), 1);
+        let c = ClusterConfig { broker: BrokerKind::Nats, url: "redis://x".into(), ..Default::default() };
+        assert_eq!(problems(&c), ["cluster.url: must start with nats:// or tls://"]);
+        let c = ClusterConfig { broker: BrokerKind::Redis, url: "rediss://x".into(), ..Default::default() };
+        assert!(problems(&c)[0].contains("not supported"));
+        let c = ClusterConfig {
+            broker: BrokerKind::Nats,
+            url: "nats://127.0.0.1:4222".into(),
+            node_id: "a b".into(),
+            channel_prefix: "x.y".into(),
+            lease_ttl_secs: 0.0,
+            ..Default::default()
+        };
+        let p = problems(&c);
+        assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn quota_store_follows_the_broker_unless_given() {
+        let redis = ClusterConfig { broker: BrokerKind::Redis, url: "redis://r:1".into(), ..Default::default() };
+        assert_eq!(redis.quota_url(), Some("redis://r:1"));
+        let nats = ClusterConfig { broker: BrokerKind::Nats, url: "nats://n:1".into(), ..Default::default() };
+        assert_eq!(nats.quota_url(), None);
+        let nats = ClusterConfig { quota_redis_url: "redis://q:1".into(), ..nats };
+        assert_eq!(nats.quota_url(), Some("redis://q:1"));
+    }
+}

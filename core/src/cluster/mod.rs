@@ -1,0 +1,569 @@
+//! Several nodes, one service: publications, revocations and bans cross nodes through an existing
+//! broker (Redis pub/sub or NATS), and per-user connection quotas are counted cluster-wide in
+//! Redis. `[cluster] broker = "memory"` (the default) keeps everything in this process.
+//!
+//! - Fan-out: a node subscribes at the broker only to channels it has local subscribers for
+//!   (the hub reports the first subscriber and the last one leaving to [`Interest`]); the
+//!   publishing node encodes the `message` frame once and every node delivers those bytes.
+//! - Delivery is at most once. A publish the broker did not confirm gets a `broker_unavailable`
+//!   error (the local subscribers did get it); while the broker is down the node is not ready,
+//!   reconnects with backoff, re-subscribes, and sends every local subscriber a `gap` frame.
+//! - Control messages (revocations, bans, lifted bans) go to every node on the control subject.
+//!   Each node keeps the ones it originated while they can still matter and re-sends them when
+//!   it reconnects or another node announces itself, so a node that missed them catches up.
+
+mod config;
+mod nats;
+mod quota;
+mod redis;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
+pub(crate) use quota::{LeaseOutcome, LeaseQuota};
+use wire::{Control, ControlEnvelope, Subjects};
+
+use crate::auth::{Revocation, RevocationList};
+use crate::hub::Hub;
+use crate::limits::{BanTarget, Bans};
+use crate::observe::{Event, EventSink, Stats};
+
+/// Longest a subscribe waits for the broker to confirm the subscription before it is
+/// acknowledged anyway (a subscription confirmed later may have missed messages in between).
+const SUBSCRIBE_CONFIRM_WAIT: Duration = Duration::from_secs(1);
+/// At most this many originated control messages are kept for re-sending.
+const MAX_ORIGINATED: usize = 10_000;
+/// First reconnection pause; it doubles up to `cluster.reconnect_max_secs`.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+
+/// A broker connection: publishes, and a task that keeps the connection and the subscriptions
+/// up and hands what arrives to the [`Link`].
+pub(crate) trait Broker: Send + Sync {
+    /// Publishes `payload` on `subject`; resolves once the broker accepted it.
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), String>>;
+    /// Runs until `link.shutdown` is cancelled: connect (retrying with backoff), subscribe to the
+    /// control subject and to every channel of interest, forward what arrives, reconnect.
+    fn run(self: Arc<Self>, link: Arc<Link>) -> BoxFuture<'static, ()>;
+}
+
+/// The single-node broker: there is no other node to reach.
+struct MemoryBroker;
+
+impl Broker for MemoryBroker {
+    fn publish(&self, _subject: String, _payload: Bytes) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn run(self: Arc<Self>, _link: Arc<Link>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// The channels this node wants from the broker (those with local subscribers) and those the
+/// broker has confirmed.
+#[derive(Default)]
+pub(crate) struct Interest {
+    wanted: Mutex<HashSet<Arc<str>>>,
+    changed: Notify,
+    active: Mutex<HashSet<Arc<str>>>,
+    active_changed: watch::Sender<u64>,
+}
+
+impl Interest {
+    /// The hub got the first local subscriber of `channel`.
+    pub(crate) fn add(&self, channel: &Arc<str>) {
+        self.wanted.lock().unwrap_or_else(PoisonError::into_inner).insert(Arc::clone(channel));
+        self.changed.notify_one();
+    }
+
+    /// The last local subscriber of `channel` left.
+    pub(crate) fn remove(&self, channel: &str) {
+        self.wanted.lock().unwrap_or_else(PoisonError::into_inner).remove(channel);
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn wanted(&self) -> HashSet<Arc<str>> {
+        self.wanted.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Resolves when the wanted set may have changed.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Records what the broker now delivers.
+    pub(crate) fn set_active(&self, active: HashSet<Arc<str>>) {
+        *self.active.lock().unwrap_or_else(PoisonError::into_inner) = active;
+        self.active_changed.send_modify(|n| *n += 1);
+    }
+
+    fn is_active(&self, channel: &str) -> bool {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner).contains(channel)
+    }
+
+    async fn wait_active(&self, channel: &str) {
+        let mut changes = self.active_changed.subscribe();
+        while !self.is_active(channel) {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What a broker task shares with the node.
+pub(crate) struct Link {
+    pub(crate) kind: BrokerKind,
+    pub(crate) url: String,
+    pub(crate) node_id: Arc<str>,
+    pub(crate) subjects: Subjects,
+    pub(crate) interest: Arc<Interest>,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) stats: Arc<Stats>,
+    connected: AtomicBool,
+    /// Connection changes for the supervisor (`true`: connected).
+    state: watch::Sender<bool>,
+    inbound: Inbound,
+}
+
+/// Where received messages go.
+struct Inbound {
+    hub: Arc<Hub>,
+    revocations: Arc<RevocationList>,
+    bans: Arc<Bans>,
+    events: EventSink,
+    /// Another node said hello: re-send what this node originated.
+    hello: mpsc::UnboundedSender<()>,
+    /// Lifted bans, so this node stops re-sending them.
+    lifted: mpsc::UnboundedSender<BanTarget>,
+}
+
+impl Link {
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The broker task (re)connected and subscribed to the control subject and the channels.
+    pub(crate) fn set_connected(&self, connected: bool, detail: &str) {
+        if self.connected.swap(connected, Ordering::AcqRel) == connected {
+            return;
+        }
+        self.stats.set_broker_connected(connected);
+        if !connected {
+            self.interest.set_active(HashSet::new());
+            self.inbound.events.emit(Event::BrokerDisconnected { broker: self.kind.name(), error: detail.to_string() });
+        }
+        self.state.send_replace(connected);
+    }
+
+    /// Pause before reconnection attempt `attempt` (0-based).
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        RECONNECT_MIN.saturating_mul(1u32 << attempt.min(16)).min(self.reconnect_max)
+    }
+
+    /// Handles one message from the broker.
+    pub(crate) fn deliver(&self, subject: &str, payload: &[u8]) {
+        if subject == self.subjects.control() {
+            self.control(payload);
+            return;
+        }
+        let Some(channel) = self.subjects.channel_of(subject) else {
+            self.stats.record_broker_error("decode");
+            return;
+        };
+        let Some(publication) = wire::decode_publication(payload) else {
+            self.stats.record_broker_error("decode");
+            return;
+        };
+        if publication.node == &*self.node_id {
+            return;
+        }
+        self.stats.record_broker_received("publication");
+        self.stats.observe_broker_lag(now_ms().saturating_sub(publication.sent_ms) as f64 / 1000.0);
+        let frame = Utf8Bytes::from(publication.frame.to_string());
+        self.inbound.hub.publish(&channel, &frame);
+    }
+
+    fn control(&self, payload: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<ControlEnvelope>(payload) else {
+            self.stats.record_broker_error("decode");
+            return;
+        };
+        if envelope.node == *self.node_id {
+            return;
+        }
+        self.stats.record_broker_received("control");
+        let inbound = &self.inbound;
+        match envelope.control {
+            Control::Hello => {
+                let _ = inbound.hello.send(());
+            }
+            Control::Revoke { revocation, at } => {
+                if inbound.revocations.revoke_at(revocation.clone(), at) {
+                    inbound.events.emit(Event::RevocationApplied { revocation });
+                }
+            }
+            Control::Ban { target, reason, until } => {
+                let left = Duration::from_secs(until.saturating_sub(crate::auth::now_secs()));
+                let reason = crate::limits::ban_reason(&reason);
+                if !left.is_zero() && inbound.bans.apply_remote(target.clone(), left, reason) {
+                    self.stats.record_ban(target.kind());
+                    self.stats.set_bans_active(inbound.bans.active());
+                    inbound.events.emit(Event::BanApplied { target, reason, ban_secs: left.as_secs_f64() });
+                }
+            }
+            Control::Lift { target } => {
+                if inbound.bans.lift(&target) {
+                    self.stats.set_bans_active(inbound.bans.active());
+                    inbound.events.emit(Event::BanLifted { target: target.clone(), reason: "operator" });
+                }
+                let _ = inbound.lifted.send(target);
+            }
+        }
+    }
+}
+
+/// Revocations and bans this node originated, re-sent after reconnects and hellos.
+#[derive(Default)]
+struct Originated {
+    revocations: Vec<(Revocation, u64)>,
+    bans: HashMap<BanTarget, (&'static str, u64)>,
+}
+
+/// The node's cluster membership.
+pub(crate) struct Cluster {
+    kind: BrokerKind,
+    node_id: Arc<str>,
+    broker: Arc<dyn Broker>,
+    link: Arc<Link>,
+    quota: Option<Arc<LeaseQuota>>,
+    originated: Mutex<Originated>,
+    /// Revocations older than this (seconds) can no longer match a valid token.
+    horizon_secs: u64,
+    timeout: Duration,
+    runtime: tokio::runtime::Handle,
+    stats: Arc<Stats>,
+    /// Taken by `start`.
+    receivers: Mutex<Option<(mpsc::UnboundedReceiver<()>, mpsc::UnboundedReceiver<BanTarget>)>>,
+}
+
+/// What the cluster needs from the node to apply what other nodes send.
+pub(crate) struct NodeParts {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) interest: Arc<Interest>,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) bans: Arc<Bans>,
+    pub(crate) events: EventSink,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Cluster {
+    /// Builds the cluster side of a node from a validated config. Must run inside the server's
+    /// runtime; connects nothing yet (see [`Cluster::start`]).
+    pub(crate) fn new(config: &ClusterConfig, horizon_secs: u64, parts: NodeParts) -> Arc<Cluster> {
+        let node_id: Arc<str> = if config.node_id.is_empty() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+                .unwrap_or(0);
+            format!("node-{}-{nanos:08x}", std::process::id()).into()
+        } else {
+            config.node_id.as_str().into()
+        };
+        let (hello, hello_rx) = mpsc::unbounded_channel();
+        let (lifted, lifted_rx) = mpsc::unbounded_channel();
+        let timeout = Duration::try_from_secs_f64(config.broker_timeout_secs).unwrap_or(Duration::from_secs(2));
+        let link = Arc::new(Link {
+            kind: config.broker,
+            url: config.url.clone(),
+            node_id: Arc::clone(&node_id),
+            subjects: Subjects::new(config.broker, &config.channel_prefix),
+            interest: parts.interest,
+            reconnect_max: Duration::try_from_secs_f64(config.reconnect_max_secs).unwrap_or(Duration::from_secs(5)),
+            shutdown: parts.shutdown.clone(),
+            stats: Arc::clone(&parts.stats),
+            connected: AtomicBool::new(config.broker == BrokerKind::Memory),
+            state: watch::Sender::new(false),
+            inbound: Inbound {
+                hub: parts.hub,
+                revocations: parts.revocations,
+                bans: parts.bans,
+                events: parts.events,
+                hello,
+                lifted,
+            },
+        });
+        let broker: Arc<dyn Broker> = match config.broker {
+            BrokerKind::Memory => Arc::new(MemoryBroker),
+            BrokerKind::Redis => Arc::new(redis::RedisBroker::new(&config.url, timeout)),
+            BrokerKind::Nats => Arc::new(nats::NatsBroker::default()),
+        };
+        let quota = config.quota_url().map(|url| {
+            LeaseQuota::new(
+                url,
+                &config.channel_prefix,
+                &node_id,
+                Duration::try_from_secs_f64(config.lease_ttl_secs).unwrap_or(Duration::from_secs(30)),
+                timeout,
+                config.quota_failure,
+                Arc::clone(&parts.stats),
+            )
+        });
+        parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
+        Arc::new(Cluster {
+            kind: config.broker,
+            node_id,
+            broker,
+            link,
+            quota,
+            originated: Mutex::default(),
+            horizon_secs,
+            timeout,
+            runtime: tokio::runtime::Handle::current(),
+            stats: parts.stats,
+            receivers: Mutex::new(Some((hello_rx, lifted_rx))),
+        })
+    }
+
+    /// Starts the broker connection, the re-sender and the quota renewals; they run until the
+    /// node's shutdown token is cancelled.
+    pub(crate) fn start(self: &Arc<Self>) {
+        if self.kind == BrokerKind::Memory {
+            return;
+        }
+        tracing::info!(
+            target: "wsguard::cluster", broker = self.kind.name(), node_id = &*self.node_id,
+            cluster_quota = self.quota.is_some(), "joining the cluster"
+        );
+        if self.kind == BrokerKind::Nats && self.quota.is_none() {
+            tracing::warn!(
+                target: "wsguard::cluster",
+                "per-user connection quotas are per node: set cluster.quota_redis_url to count them cluster-wide"
+            );
+        }
+        self.runtime.spawn(Arc::clone(&self.broker).run(Arc::clone(&self.link)));
+        if let Some(quota) = &self.quota {
+            self.runtime.spawn(Arc::clone(quota).run(self.link.shutdown.clone()));
+        }
+        let Some((hello, lifted)) = self.receivers.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return;
+        };
+        self.runtime.spawn(Arc::clone(self).supervise(hello, lifted));
+    }
+
+    /// Reacts to connection changes and to other nodes' hellos.
+    async fn supervise(
+        self: Arc<Self>,
+        mut hello: mpsc::UnboundedReceiver<()>,
+        mut lifted: mpsc::UnboundedReceiver<BanTarget>,
+    ) {
+        let mut state = self.link.state.subscribe();
+        let mut has_connected = false;
+        loop {
+            tokio::select! {
+                _ = self.link.shutdown.cancelled() => return,
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !*state.borrow_and_update() {
+                        continue;
+                    }
+                    let is_reconnect = has_connected;
+                    has_connected = true;
+                    if is_reconnect {
+                        self.stats.record_broker_reconnect();
+                        // Publications from other nodes may have been missed while disconnected.
+                        self.link.inbound.hub.announce_gap("broker_reconnected");
+                    }
+                    self.link.inbound.events.emit(Event::BrokerConnected { broker: self.kind.name(), is_reconnect });
+                    self.send_control(Control::Hello).await;
+                    self.resend_originated().await;
+                }
+                Some(()) = hello.recv() => self.resend_originated().await,
+                Some(target) = lifted.recv() => {
+                    self.originated.lock().unwrap_or_else(PoisonError::into_inner).bans.remove(&target);
+                }
+            }
+        }
+    }
+
+    async fn resend_originated(&self) {
+        let now = crate::auth::now_secs();
+        let messages: Vec<Control> = {
+            let mut o = self.originated.lock().unwrap_or_else(PoisonError::into_inner);
+            let horizon = now.saturating_sub(self.horizon_secs);
+            o.revocations.retain(|(_, at)| *at > horizon);
+            o.bans.retain(|_, (_, until)| *until > now);
+            o.revocations
+                .iter()
+                .map(|(revocation, at)| Control::Revoke { revocation: revocation.clone(), at: *at })
+                .chain(o.bans.iter().map(|(target, (reason, until))| Control::Ban {
+                    target: target.clone(),
+                    reason: (*reason).to_string(),
+                    until: *until,
+                }))
+                .collect()
+        };
+        for message in messages {
+            self.send_control(message).await;
+        }
+    }
+
+    async fn send_control(&self, control: Control) {
+        if self.kind == BrokerKind::Memory || !self.link.is_connected() {
+            return;
+        }
+        let envelope = ControlEnvelope { node: self.node_id.to_string(), sent_ms: now_ms(), control };
+        let payload = serde_json::to_vec(&envelope).unwrap_or_default();
+        let publish = self.broker.publish(self.link.subjects.control().to_string(), payload.into());
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(())) => self.stats.record_broker_published("control"),
+            Ok(Err(e)) => {
+                self.stats.record_broker_error("publish");
+                tracing::warn!(target: "wsguard::cluster", error = %e, "control message not published");
+            }
+            Err(_) => self.stats.record_broker_error("publish"),
+        }
+    }
+
+    /// Sends a control message to the other nodes (now if connected; in any case again after a
+    /// reconnect, while it can still matter).
+    fn broadcast(self: &Arc<Self>, control: Control) {
+        if self.kind == BrokerKind::Memory {
+            return;
+        }
+        {
+            let mut o = self.originated.lock().unwrap_or_else(PoisonError::into_inner);
+            match &control {
+                Control::Revoke { revocation, at } => {
+                    o.revocations.push((revocation.clone(), *at));
+                    if o.revocations.len() > MAX_ORIGINATED {
+                        o.revocations.remove(0);
+                    }
+                }
+                Control::Ban { target, reason, until } => {
+                    if o.bans.len() < MAX_ORIGINATED {
+                        o.bans.insert(target.clone(), (crate::limits::ban_reason(reason), *until));
+                    }
+                }
+                Control::Lift { target } => {
+                    o.bans.remove(target);
+                }
+                Control::Hello => {}
+            }
+        }
+        let cluster = Arc::clone(self);
+        self.runtime.spawn(async move { cluster.send_control(control).await });
+    }
+
+    /// A revocation made on this node.
+    pub(crate) fn revoked(self: &Arc<Self>, revocation: Revocation, at: u64) {
+        self.broadcast(Control::Revoke { revocation, at });
+    }
+
+    /// A ban applied on this node (automatic or operator).
+    pub(crate) fn banned(self: &Arc<Self>, target: BanTarget, reason: &'static str, duration: Duration) {
+        let until = crate::auth::now_secs().saturating_add(duration.as_secs().max(1));
+        self.broadcast(Control::Ban { target, reason: reason.to_string(), until });
+    }
+
+    /// A ban lifted on this node by an operator.
+    pub(crate) fn lifted(self: &Arc<Self>, target: BanTarget) {
+        self.broadcast(Control::Lift { target });
+    }
+
+    /// False while a configured broker is unreachable (`/readyz` answers 503).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.link.is_connected()
+    }
+
+    pub(crate) fn quota(&self) -> Option<Arc<LeaseQuota>> {
+        self.quota.clone()
+    }
+
+    /// Waits (briefly) until the broker delivers `channel` to this node, so an acknowledged
+    /// subscription sees publications made on other nodes after the ack.
+    pub(crate) async fn subscribed(&self, channel: &str) {
+        if self.kind == BrokerKind::Memory || !self.link.is_connected() {
+            return;
+        }
+        if tokio::time::timeout(SUBSCRIBE_CONFIRM_WAIT, self.link.interest.wait_active(channel)).await.is_err() {
+            self.stats.record_broker_error("subscribe");
+        }
+    }
+
+    /// Sends an already-delivered-locally `message` frame to the other nodes and waits for the
+    /// broker's confirmation. An error means the other nodes did not get it.
+    pub(crate) async fn publish(&self, channel: &str, frame: &str) -> Result<(), &'static str> {
+        if self.kind == BrokerKind::Memory {
+            return Ok(());
+        }
+        let publish = self.start_publish(channel, frame)?;
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(())) => {
+                self.stats.record_broker_published("publication");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.stats.record_broker_error("publish");
+                tracing::debug!(target: "wsguard::cluster", error = %e, "publish failed");
+                Err("the broker refused the publication")
+            }
+            Err(_) => {
+                self.stats.record_broker_error("publish");
+                Err("the broker did not confirm the publication in time")
+            }
+        }
+    }
+
+    fn start_publish(&self, channel: &str, frame: &str) -> Result<BoxFuture<'static, Result<(), String>>, &'static str> {
+        if !self.link.is_connected() {
+            self.stats.record_broker_error("publish");
+            return Err("the broker is unreachable");
+        }
+        let payload = wire::encode_publication(&self.node_id, now_ms(), frame);
+        Ok(self.broker.publish(self.link.subjects.channel(channel), payload.into()))
+    }
+
+    /// The host's publish: like [`Cluster::publish`] but without waiting (the host API is
+    /// synchronous); fails at once only when the broker is known to be unreachable.
+    pub(crate) fn publish_detached(self: &Arc<Self>, channel: &str, frame: &str) -> Result<(), &'static str> {
+        if self.kind == BrokerKind::Memory {
+            return Ok(());
+        }
+        let publish = self.start_publish(channel, frame)?;
+        let cluster = Arc::clone(self);
+        self.runtime.spawn(async move {
+            match tokio::time::timeout(cluster.timeout, publish).await {
+                Ok(Ok(())) => cluster.stats.record_broker_published("publication"),
+                _ => cluster.stats.record_broker_error("publish"),
+            }
+        });
+        Ok(())
+    }
+
+    /// Flushes released quota entries (called once the sessions have ended).
+    pub(crate) async fn stop(&self) {
+        if let Some(quota) = &self.quota {
+            quota.flush(self.timeout).await;
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,155 @@
+//! NATS core pub/sub through async-nats. The client reconnects and re-subscribes by itself; its
+//! connection events drive readiness and the `gap` announcement. One forwarding task per
+//! subscribed channel; dropping a subscription unsubscribes it at the server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Broker, Link};
+
+#[derive(Default)]
+pub(crate) struct NatsBroker {
+    client: Mutex<Option<async_nats::Client>>,
+}
+
+impl NatsBroker {
+    fn client(&self) -> Option<async_nats::Client> {
+        self.client.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+fn forward(link: &Arc<Link>, mut subscriber: async_nats::Subscriber) -> JoinHandle<()> {
+    let link = Arc::clone(link);
+    tokio::spawn(async move {
+        while let Some(message) = subscriber.next().await {
+            link.deliver(message.subject.as_str(), &message.payload);
+        }
+    })
+}
+
+async fn reconcile(
+    link: &Arc<Link>,
+    client: &async_nats::Client,
+    subscribed: &mut HashMap<Arc<str>, JoinHandle<()>>,
+) -> Result<(), String> {
+    let wanted = link.interest.wanted();
+    subscribed.retain(|channel, task| {
+        let keep = wanted.contains(channel);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for channel in &wanted {
+        if subscribed.contains_key(channel) {
+            continue;
+        }
+        let subscriber = client.subscribe(link.subjects.channel(channel)).await.map_err(|e| {
+            link.stats.record_broker_error("subscribe");
+            e.to_string()
+        })?;
+        subscribed.insert(Arc::clone(channel), forward(link, subscriber));
+    }
+    // The server has processed every SUB once the PING sent by flush is answered.
+    client.flush().await.map_err(|e| {
+        link.stats.record_broker_error("subscribe");
+        e.to_string()
+    })?;
+    link.stats.set_broker_subscriptions(wanted.len());
+    link.interest.set_active(wanted.into_iter().collect::<HashSet<_>>());
+    Ok(())
+}
+
+impl Broker for NatsBroker {
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), String>> {
+        let client = self.client();
+        Box::pin(async move {
+            let Some(client) = client else { return Err("not connected".into()) };
+            // async-nats buffers publishes while disconnected; that would be a silent success.
+            if client.connection_state() != async_nats::connection::State::Connected {
+                return Err("not connected".into());
+            }
+            client.publish(subject, payload).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn run(self: Arc<Self>, link: Arc<Link>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let (events, mut events_rx) = mpsc::unbounded_channel();
+            let reconnect_link = Arc::clone(&link);
+            let options = async_nats::ConnectOptions::new()
+                .name(format!("wsguard {}", link.node_id))
+                .no_echo()
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .reconnect_delay_callback(move |attempts| {
+                    reconnect_link.backoff(u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX))
+                })
+                .event_callback(move |event| {
+                    let events = events.clone();
+                    async move {
+                        let _ = events.send(event);
+                    }
+                });
+            let client = tokio::select! {
+                _ = link.shutdown.cancelled() => return,
+                client = options.connect(link.url.as_str()) => match client {
+                    Ok(client) => client,
+                    Err(e) => {
+                        link.stats.record_broker_error("connect");
+                        tracing::error!(target: "wsguard::cluster", broker = "nats", error = %e, "cannot start the NATS client");
+                        return;
+                    }
+                },
+            };
+            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.clone());
+            let control = match client.subscribe(link.subjects.control().to_string()).await {
+                Ok(subscriber) => forward(&link, subscriber),
+                Err(e) => {
+                    link.stats.record_broker_error("subscribe");
+                    tracing::error!(target: "wsguard::cluster", broker = "nats", error = %e, "cannot subscribe to the control subject");
+                    return;
+                }
+            };
+            let mut subscribed: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
+            let mut is_up = false;
+            loop {
+                tokio::select! {
+                    _ = link.shutdown.cancelled() => break,
+                    Some(event) = events_rx.recv() => match event {
+                        async_nats::Event::Connected => {
+                            is_up = true;
+                            match reconcile(&link, &client, &mut subscribed).await {
+                                Ok(()) => link.set_connected(true, ""),
+                                Err(e) => tracing::warn!(target: "wsguard::cluster", broker = "nats", error = %e, "re-subscribing failed"),
+                            }
+                        }
+                        async_nats::Event::Disconnected => {
+                            is_up = false;
+                            link.stats.record_broker_error("connect");
+                            link.set_connected(false, "disconnected from the NATS server");
+                            tracing::warn!(target: "wsguard::cluster", broker = "nats", "broker unreachable; reconnecting");
+                        }
+                        other => tracing::debug!(target: "wsguard::cluster", broker = "nats", event = %other, "NATS event"),
+                    },
+                    _ = link.interest.changed() => {
+                        if is_up && let Err(e) = reconcile(&link, &client, &mut subscribed).await {
+                            tracing::warn!(target: "wsguard::cluster", broker = "nats", error = %e, "subscription change failed");
+                        }
+                    }
+                }
+            }
+            control.abort();
+            for task in subscribed.into_values() {
+                task.abort();
+            }
+            *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        })
+    }
+}
