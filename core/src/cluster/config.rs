@@ -143,7 +143,10 @@ fn check_redis_url(path: &str, url: &str, problems: &mut Problems) {
     if url.is_empty() {
         problems.push(path, "required with broker = \"redis\"");
     } else if url.starts_with("rediss://") {
-        problems.push(path, "rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel");
+        problems.push(
+            path,
+            "rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel",
+        );
     } else if !url.starts_with("redis://") {
         problems.push(path, "must start with redis://");
     } else if let Err(e) = redis::Client::open(url) {

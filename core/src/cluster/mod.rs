@@ -529,7 +529,11 @@ impl Cluster {
         }
     }
 
-    fn start_publish(&self, channel: &str, frame: &str) -> Result<BoxFuture<'static, Result<(), String>>, &'static str> {
+    fn start_publish(
+        &self,
+        channel: &str,
+        frame: &str,
+    ) -> Result<BoxFuture<'static, Result<(), String>>, &'static str> {
         if !self.link.is_connected() {
             self.stats.record_broker_error("publish");
             return Err("the broker is unreachable");

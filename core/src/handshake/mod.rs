@@ -38,8 +38,8 @@ pub use origin::OriginsConfig;
 pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
-use crate::cluster::{LeaseOutcome, LeaseQuota};
 use crate::auth::{Identity, JtiCache, JtiRefusal, RevocationList, TokenError, TokenSource, TokenVerifier};
+use crate::cluster::{LeaseOutcome, LeaseQuota};
 use crate::error::ErrorCode;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::limits::{BanTarget, Bans, ConnectionQuota, KeyedRate, retry_after_secs};

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::tls;
 use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, ConfigProblem, Problems};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, OriginAllowlist, TrustedProxies};
-use crate::cluster::Cluster;
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate};

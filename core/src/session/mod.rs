@@ -25,8 +25,8 @@ pub use disconnect::Disconnect;
 pub(crate) use registry::Registry;
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
-use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::cluster::Cluster;
+use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::hub::{Hub, Outbox};
 use crate::limits::{Bans, DirectRate, KeyedRate};
 use crate::observe::{Event, EventSink, Stats};

@@ -519,8 +519,8 @@ impl Connect {
         self
     }
 }
-
-async fn handshake<S>(stream: S, url: &str, connect: &Connect) -> Result<(WebSocketStream<S>, Response), WsError>
+/// A WebSocket handshake over any stream (the client side of `try_ws`).
+pub async fn handshake<S>(stream: S, url: &str, connect: &Connect) -> Result<(WebSocketStream<S>, Response), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
