@@ -379,6 +379,12 @@ typedef struct wsg_hooks {
 #define WSG_OVER_MEMORY_BUDGET 2019
 
 /**
+ * The cluster-wide per-user quota store (Redis) could not be reached and
+ * `cluster.quota_failure = "closed"`; answered 503.
+ */
+#define WSG_QUOTA_UNAVAILABLE 2020
+
+/**
  * No token was found in any configured source.
  */
 #define WSG_TOKEN_MISSING 3001
@@ -520,6 +526,12 @@ typedef struct wsg_hooks {
  * The refresh token's `sub` or session-bound claims differ from the session's.
  */
 #define WSG_REFRESH_MISMATCH 4014
+
+/**
+ * The cluster broker is unreachable or did not confirm the publication in time: it reached the
+ * subscribers on this node only (`wsg_server_publish`, or a client's `publish`).
+ */
+#define WSG_BROKER_UNAVAILABLE 4015
 
 /**
  * An I/O error (bind, accept, read a file, start the runtime threads).

@@ -76,6 +76,8 @@ fn binary_or_skip(test: &str, binary: &str) -> bool {
     found
 }
 
+/// Says so on stderr: a skipped test must be visible in the test output.
+#[allow(clippy::print_stderr)]
 fn skip(test: &str, why: &str) {
     assert!(
         std::env::var("WSGUARD_REQUIRE_BROKERS").as_deref() != Ok("1"),

@@ -70,6 +70,9 @@ pub const WSG_REPLAY_CACHE_FULL: wsg_result = 2017;
 pub const WSG_BANNED: wsg_result = 2018;
 /// The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.
 pub const WSG_OVER_MEMORY_BUDGET: wsg_result = 2019;
+/// The cluster-wide per-user quota store (Redis) could not be reached and
+/// `cluster.quota_failure = "closed"`; answered 503.
+pub const WSG_QUOTA_UNAVAILABLE: wsg_result = 2020;
 
 /// No token was found in any configured source.
 pub const WSG_TOKEN_MISSING: wsg_result = 3001;
@@ -131,6 +134,9 @@ pub const WSG_REPLAY: wsg_result = 4012;
 pub const WSG_PAYLOAD_INVALID: wsg_result = 4013;
 /// The refresh token's `sub` or session-bound claims differ from the session's.
 pub const WSG_REFRESH_MISMATCH: wsg_result = 4014;
+/// The cluster broker is unreachable or did not confirm the publication in time: it reached the
+/// subscribers on this node only (`wsg_server_publish`, or a client's `publish`).
+pub const WSG_BROKER_UNAVAILABLE: wsg_result = 4015;
 
 /// An I/O error (bind, accept, read a file, start the runtime threads).
 pub const WSG_IO: wsg_result = 5001;
