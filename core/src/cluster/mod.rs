@@ -132,6 +132,8 @@ pub(crate) struct Link {
     pub(crate) shutdown: CancellationToken,
     pub(crate) stats: Arc<Stats>,
     connected: AtomicBool,
+    /// Set at the first connection: later connections are reconnections.
+    has_connected: AtomicBool,
     /// Connection changes for the supervisor (`true`: connected).
     state: watch::Sender<bool>,
     inbound: Inbound,
@@ -154,12 +156,19 @@ impl Link {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// The broker task (re)connected and subscribed to the control subject and the channels.
+    /// The broker task (re)connected and subscribed to the control subject and the channels, or
+    /// lost the connection. Called before messages of the new connection are delivered, so after
+    /// a reconnection the `gap` frames come before them.
     pub(crate) fn set_connected(&self, connected: bool, detail: &str) {
         if self.connected.swap(connected, Ordering::AcqRel) == connected {
             return;
         }
         self.stats.set_broker_connected(connected);
+        if connected && self.has_connected.swap(true, Ordering::AcqRel) {
+            self.stats.record_broker_reconnect();
+            // Publications from other nodes may have been missed while disconnected.
+            self.inbound.hub.announce_gap("broker_reconnected");
+        }
         if !connected {
             self.interest.set_active(HashSet::new());
             self.inbound.events.emit(Event::BrokerDisconnected { broker: self.kind.name(), error: detail.to_string() });
@@ -295,6 +304,7 @@ impl Cluster {
             shutdown: parts.shutdown.clone(),
             stats: Arc::clone(&parts.stats),
             connected: AtomicBool::new(config.broker == BrokerKind::Memory),
+            has_connected: AtomicBool::new(false),
             state: watch::Sender::new(false),
             inbound: Inbound {
                 hub: parts.hub,
@@ -383,11 +393,6 @@ impl Cluster {
                     }
                     let is_reconnect = has_connected;
                     has_connected = true;
-                    if is_reconnect {
-                        self.stats.record_broker_reconnect();
-                        // Publications from other nodes may have been missed while disconnected.
-                        self.link.inbound.hub.announce_gap("broker_reconnected");
-                    }
                     self.link.inbound.events.emit(Event::BrokerConnected { broker: self.kind.name(), is_reconnect });
                     self.send_control(Control::Hello).await;
                     self.resend_originated().await;

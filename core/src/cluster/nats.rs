@@ -75,7 +75,10 @@ impl Broker for NatsBroker {
             if client.connection_state() != async_nats::connection::State::Connected {
                 return Err("not connected".into());
             }
-            client.publish(subject, payload).await.map_err(|e| e.to_string())
+            client.publish(subject, payload).await.map_err(|e| e.to_string())?;
+            // NATS core has no publish acknowledgement: the PING/PONG of a flush proves the server
+            // received everything written before it.
+            client.flush().await.map_err(|e| e.to_string())
         })
     }
 

@@ -216,7 +216,7 @@ impl LeaseQuota {
 
     /// Renews leases and sends releases until `shutdown`.
     pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut renew = tokio::time::interval(self.ttl / 3);
+        let mut renew = tokio::time::interval((self.ttl / 3).max(std::time::Duration::from_millis(10)));
         renew.tick().await;
         loop {
             let mut released = self.released.lock().await;
