@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 
 use super::{Broker, Link};
 
+/// Longest wait for the server to answer a round trip.
+const ROUND_TRIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Default)]
 pub(crate) struct NatsBroker {
     client: Mutex<Option<async_nats::Client>>,
@@ -56,14 +59,26 @@ async fn reconcile(
         })?;
         subscribed.insert(Arc::clone(channel), forward(link, subscriber));
     }
-    // The server has processed every SUB once the PING sent by flush is answered.
-    client.flush().await.map_err(|e| {
+    round_trip(link, client).await.map_err(|e| {
         link.stats.record_broker_error("subscribe");
-        e.to_string()
+        e
     })?;
     link.stats.set_broker_subscriptions(wanted.len());
     link.interest.set_active(wanted.into_iter().collect::<HashSet<_>>());
     Ok(())
+}
+
+/// Resolves once the server has processed everything this client sent before (its SUBs in
+/// particular). `flush` only proves the bytes were written; a request nobody answers comes back
+/// from the server itself as "no responders", after the commands before it.
+async fn round_trip(link: &Link, client: &async_nats::Client) -> Result<(), String> {
+    let subject = format!("{}.sync.{}", link.subjects.control(), client.new_inbox());
+    let request = async_nats::Request::new().timeout(Some(ROUND_TRIP_TIMEOUT));
+    match client.send_request(subject, request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Broker for NatsBroker {
@@ -76,8 +91,8 @@ impl Broker for NatsBroker {
                 return Err("not connected".into());
             }
             client.publish(subject, payload).await.map_err(|e| e.to_string())?;
-            // NATS core has no publish acknowledgement: the PING/PONG of a flush proves the server
-            // received everything written before it.
+            // NATS core has no publish acknowledgement: confirmed means written to the server's
+            // connection (docs/OPERATIONS.md states what that leaves open).
             client.flush().await.map_err(|e| e.to_string())
         })
     }
