@@ -14,7 +14,9 @@ const AUDIENCE = 'wsguard'
 /** A fresh directory holding a 48-byte secret; removed when the test process exits. */
 function makeSecret() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsguard-node-'))
-  const secret = crypto.randomBytes(48)
+  // Printable bytes: the server strips one trailing newline from a secret file (docs/CONFIG.md), so
+  // raw random bytes ending in \n or \r\n would make a token signed with them fail.
+  const secret = Buffer.from(crypto.randomBytes(48).toString('base64url'))
   const file = path.join(dir, 'hmac.secret')
   fs.writeFileSync(file, secret)
   process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
