@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 
 use super::{Broker, Link};
 
+/// How often a connected client that failed to re-subscribe tries again.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest wait for the server to answer a round trip.
 const ROUND_TRIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -59,10 +61,7 @@ async fn reconcile(
         })?;
         subscribed.insert(Arc::clone(channel), forward(link, subscriber));
     }
-    round_trip(link, client).await.map_err(|e| {
-        link.stats.record_broker_error("subscribe");
-        e
-    })?;
+    round_trip(link, client).await.inspect_err(|_| link.stats.record_broker_error("subscribe"))?;
     link.stats.set_broker_subscriptions(wanted.len());
     link.interest.set_active(wanted.into_iter().collect::<HashSet<_>>());
     Ok(())
@@ -137,6 +136,8 @@ impl Broker for NatsBroker {
             };
             let mut subscribed: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
             let mut is_up = false;
+            // Connected but not yet re-subscribed (a failed round trip): try again on this tick.
+            let mut retry = tokio::time::interval(RETRY_EVERY);
             loop {
                 tokio::select! {
                     _ = link.shutdown.cancelled() => break,
@@ -159,6 +160,11 @@ impl Broker for NatsBroker {
                     _ = link.interest.changed() => {
                         if is_up && let Err(e) = reconcile(&link, &client, &mut subscribed).await {
                             tracing::warn!(target: "wsguard::cluster", broker = "nats", error = %e, "subscription change failed");
+                        }
+                    }
+                    _ = retry.tick(), if is_up && !link.is_connected() => {
+                        if reconcile(&link, &client, &mut subscribed).await.is_ok() {
+                            link.set_connected(true, "");
                         }
                     }
                 }

@@ -185,6 +185,9 @@ pub struct StatsSnapshot {
     pub outbound_queued_bytes: u64,
     /// Channels with at least one subscriber.
     pub channels: u64,
+    /// False while a `[cluster]` broker is unreachable (`/readyz` answers 503); always true with
+    /// `broker = "memory"`.
+    pub broker_connected: bool,
 }
 
 impl Default for Stats {
@@ -429,6 +432,7 @@ impl Stats {
             bans_active: u64::try_from(self.bans_active.get()).unwrap_or(0),
             outbound_queued_bytes: self.queued_bytes(),
             channels,
+            broker_connected: self.broker_connected.get() == 1,
         }
     }
 }
@@ -449,5 +453,8 @@ mod tests {
         assert!(text.contains("wsguard_rate_limited_total{scope=\"user\"} 1"), "{text}");
         assert!(text.contains("# TYPE wsguard_session_duration_seconds histogram"), "{text}");
         assert_eq!(stats.snapshot(0).handshakes_rejected, 1);
+        assert!(!stats.snapshot(0).broker_connected);
+        stats.set_broker_connected(true);
+        assert!(stats.snapshot(0).broker_connected);
     }
 }
