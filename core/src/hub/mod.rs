@@ -28,7 +28,6 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    #[cfg(test)]
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
         Hub { channels: RwLock::new(HashMap::new()), stats, interest: None }
     }

@@ -25,7 +25,7 @@ pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
 
 use crate::auth::{JtiCache, KeyMaterial, RevocationList};
-use crate::cluster::{Cluster, Interest, NodeParts};
+use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::UPKEEP_INTERVAL;
@@ -106,7 +106,12 @@ impl ServerBuilder {
             EventSink::spawn(Arc::clone(&hooks), config.hooks.event_queue_capacity as usize, Arc::clone(&stats));
         let verifier = Arc::new(verifier);
         let interest = Arc::new(Interest::default());
-        let hub = Arc::new(Hub::with_interest(Arc::clone(&stats), Arc::clone(&interest)));
+        // A single node has no broker to tell about channel interest.
+        let hub = Arc::new(if config.cluster.broker == BrokerKind::Memory {
+            Hub::new(Arc::clone(&stats))
+        } else {
+            Hub::with_interest(Arc::clone(&stats), Arc::clone(&interest))
+        });
         let horizon_secs = config.auth.max_token_lifetime_secs + config.auth.leeway_secs;
         let revocations = Arc::new(RevocationList::new(horizon_secs));
         let bans = Arc::new(Bans::new(config.abuse.as_ref()));
