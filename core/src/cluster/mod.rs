@@ -363,6 +363,8 @@ impl Cluster {
                 "per-user connection quotas are per node: set cluster.quota_redis_url to count them cluster-wide"
             );
         }
+        // Watched before the broker task starts, so even the first connection is seen.
+        let state = self.link.state.subscribe();
         self.runtime.spawn(Arc::clone(&self.broker).run(Arc::clone(&self.link)));
         if let Some(quota) = &self.quota {
             self.runtime.spawn(Arc::clone(quota).run(self.link.shutdown.clone()));
@@ -370,16 +372,16 @@ impl Cluster {
         let Some((hello, lifted)) = self.receivers.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return;
         };
-        self.runtime.spawn(Arc::clone(self).supervise(hello, lifted));
+        self.runtime.spawn(Arc::clone(self).supervise(state, hello, lifted));
     }
 
     /// Reacts to connection changes and to other nodes' hellos.
     async fn supervise(
         self: Arc<Self>,
+        mut state: watch::Receiver<bool>,
         mut hello: mpsc::UnboundedReceiver<()>,
         mut lifted: mpsc::UnboundedReceiver<BanTarget>,
     ) {
-        let mut state = self.link.state.subscribe();
         let mut has_connected = false;
         loop {
             tokio::select! {
