@@ -279,7 +279,8 @@ typedef struct wsg_hooks {
 #define WSG_CONFIG_FILE 1003
 
 /**
- * The HMAC secret is unusable: its `*_env` variable is not set, or it is shorter than 32 bytes.
+ * A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`) is not
+ * set, or the HMAC secret is shorter than 32 bytes.
  */
 #define WSG_CONFIG_SECRET_MISSING 1004
 

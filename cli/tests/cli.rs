@@ -233,3 +233,104 @@ fn dev_mode_prints_a_token_and_a_connect_command() {
     }
     let _ = client.wait();
 }
+
+/// Reads `/readyz`'s status code from the admin listener.
+fn readyz(admin: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The broker password comes from the environment variable named by `cluster.password_env`,
+/// never from the config text: right password, the node becomes ready; wrong one, it says why.
+#[test]
+fn broker_password_comes_from_the_environment() {
+    let found = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
+    if !found {
+        assert!(
+            std::env::var("WSGUARD_REQUIRE_BROKERS").as_deref() != Ok("1"),
+            "redis-server is not installed, and WSGUARD_REQUIRE_BROKERS=1 forbids skipping"
+        );
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let password = format!("pw-{}", std::process::id());
+    let _redis = Running(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--requirepass", &password])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server"),
+    );
+    let dir = scratch("broker-password");
+    let path = write_config(
+        &dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[origins]\nallow_missing = true\n[cluster]\nbroker = \"redis\"\n\
+             url = \"redis://127.0.0.1:{port}\"\npassword_env = \"WSGUARD_TEST_BROKER_PASSWORD\"\nreconnect_max_secs = 0.2\n"
+        ),
+    );
+    let serve = |password: &str| {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("WSGUARD_LOG", "info")
+            .env("WSGUARD_TEST_BROKER_PASSWORD", password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (Running(child), rx)
+    };
+    let admin_of = |rx: &std::sync::mpsc::Receiver<String>| loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its admin address");
+        if let Some(rest) = line.split("metrics").nth(1).filter(|_| line.contains("listening")) {
+            let addr: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            break addr;
+        }
+    };
+
+    let (_good, rx) = serve(&password);
+    let admin = admin_of(&rx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&admin) != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "never ready with the right password");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (_bad, rx) = serve("wrong-password");
+    let admin = admin_of(&rx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("a log line");
+        if line.contains("broker unreachable") {
+            assert!(line.to_lowercase().contains("pass"), "the reason names the password problem: {line}");
+            break;
+        }
+    }
+    assert_eq!(readyz(&admin), Some(503));
+
+    // A password in the URL is refused before anything starts.
+    let bad =
+        write_config(&dir, &format!("[cluster]\nbroker = \"redis\"\nurl = \"redis://:{password}@127.0.0.1:{port}\"\n"));
+    let out = Command::new(BIN).args(["check-config"]).arg(&bad).output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.url") && stderr.contains("password_env"), "{stderr}");
+    assert!(!stderr.contains(&password), "the password is echoed: {stderr}");
+}

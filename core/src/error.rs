@@ -51,7 +51,7 @@ error_codes! {
     ConfigSyntax = 1001, "config_syntax", "The configuration text is not valid TOML or JSON.";
     ConfigInvalid = 1002, "config_invalid", "One or more configuration keys are unknown, mistyped or out of range.";
     ConfigFile = 1003, "config_file", "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", "The HMAC secret is unusable: its `*_env` variable is not set, or it is shorter than 32 bytes.";
+    ConfigSecretMissing = 1004, "config_secret_missing", "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`) is not set, or the HMAC secret is shorter than 32 bytes.";
 
     BadRequest = 2001, "bad_request", "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
     NotFound = 2002, "not_found", "The request path is not the configured WebSocket path.";

@@ -29,7 +29,8 @@ pub const WSG_CONFIG_SYNTAX: wsg_result = 1001;
 pub const WSG_CONFIG_INVALID: wsg_result = 1002;
 /// A file named by the configuration (certificate, key, JWKS) could not be read or parsed.
 pub const WSG_CONFIG_FILE: wsg_result = 1003;
-/// The HMAC secret is unusable: its `*_env` variable is not set, or it is shorter than 32 bytes.
+/// A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`) is not
+/// set, or the HMAC secret is shorter than 32 bytes.
 pub const WSG_CONFIG_SECRET_MISSING: wsg_result = 1004;
 
 /// The upgrade request is malformed.

@@ -45,9 +45,14 @@ pub enum QuotaFailure {
 pub struct ClusterConfig {
     /// `memory` (single node, default), `redis` or `nats`.
     pub broker: BrokerKind,
-    /// The broker's URL: `redis://[user:password@]host:port[/db]` or `nats://host:port` /
-    /// `tls://host:port`. Required for `redis` and `nats`; must be empty for `memory`.
+    /// The broker's URL: `redis://[user@]host:port[/db]` or `nats://[user@]host:port` /
+    /// `tls://[user@]host:port`. Required for `redis` and `nats`; must be empty for `memory`.
+    /// Never a password: see `password_env`.
     pub url: String,
+    /// Name of the environment variable holding the broker's password (Redis `AUTH`, with the
+    /// URL's user as ACL user; NATS: the password of the URL's user, or a token when the URL
+    /// names no user). Also used for `quota_redis_url`. Empty (default): no password.
+    pub password_env: String,
     /// This node's name, unique in the cluster (letters, digits, `_`, `-`, `.`; at most 64
     /// bytes). Empty (default): generated from the process id and the start time.
     pub node_id: String,
@@ -76,6 +81,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             broker: BrokerKind::Memory,
             url: String::new(),
+            password_env: String::new(),
             node_id: String::new(),
             channel_prefix: "wsguard".into(),
             quota_redis_url: String::new(),
@@ -102,8 +108,20 @@ impl ClusterConfig {
                     problems.push("cluster.url", "required with broker = \"nats\"");
                 } else if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
                     problems.push("cluster.url", "must start with nats:// or tls://");
+                } else if userinfo(&self.url).is_some() && self.password_env.is_empty() {
+                    // `nats://secret@host` is a token: a secret in the config text.
+                    problems.push("cluster.url", "a user (or token) in a NATS URL needs cluster.password_env; put tokens in that variable, not in the URL");
                 }
             }
+        }
+        for (path, url) in [("cluster.url", &self.url), ("cluster.quota_redis_url", &self.quota_redis_url)] {
+            if userinfo(url).is_some_and(|u| u.contains(':')) {
+                problems
+                    .push(path, "holds a password: put it in the environment variable named by cluster.password_env");
+            }
+        }
+        if !self.password_env.is_empty() && self.broker == BrokerKind::Memory {
+            problems.push("cluster.password_env", "only used with broker = \"redis\" or \"nats\"");
         }
         if !self.quota_redis_url.is_empty() {
             check_redis_url("cluster.quota_redis_url", &self.quota_redis_url, problems);
@@ -131,6 +149,55 @@ impl ClusterConfig {
             _ => None,
         }
     }
+}
+
+/// The `user[:password]` part of a URL's authority, if any.
+pub(crate) fn userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    authority.rsplit_once('@').map(|(info, _)| info)
+}
+
+/// The URL without its `user@` part, and the user.
+pub(crate) fn split_user(url: &str) -> (String, Option<String>) {
+    match (userinfo(url), url.split_once("://")) {
+        (Some(info), Some((scheme, rest))) => {
+            let host = &rest[info.len() + 1..];
+            (format!("{scheme}://{host}"), Some(info.to_string()))
+        }
+        _ => (url.to_string(), None),
+    }
+}
+
+/// Reads `cluster.password_env` (at bind, with the other environment checks).
+pub(crate) fn read_password(config: &ClusterConfig) -> Result<Option<String>, crate::config::ConfigError> {
+    if config.password_env.is_empty() || config.broker == BrokerKind::Memory {
+        return Ok(None);
+    }
+    match std::env::var(&config.password_env) {
+        Ok(password) if !password.is_empty() => Ok(Some(password)),
+        _ => Err(crate::config::ConfigError::new(
+            crate::error::ErrorCode::ConfigSecretMissing,
+            vec![crate::config::ConfigProblem::new(
+                "cluster.password_env",
+                format!("environment variable {} is not set, empty or not UTF-8", config.password_env),
+            )],
+        )),
+    }
+}
+
+/// A Redis client for `url`, with the password when there is one.
+pub(crate) fn redis_client(url: &str, password: Option<&str>) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let info = match password {
+        Some(password) => {
+            let settings = info.redis_settings().clone().set_password(password);
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    };
+    redis::Client::open(info)
 }
 
 fn is_name(s: &str, allow_dot: bool) -> bool {
@@ -193,6 +260,21 @@ mod tests {
         };
         let p = problems(&c);
         assert_eq!(p.len(), 3, "{p:?}");
+    }
+
+    #[test]
+    fn passwords_never_live_in_urls() {
+        let c = ClusterConfig { broker: BrokerKind::Redis, url: "redis://u:pw@r:1".into(), ..Default::default() };
+        assert!(problems(&c)[0].contains("holds a password"), "{:?}", problems(&c));
+        let c = ClusterConfig { broker: BrokerKind::Redis, url: "redis://u@r:1".into(), ..Default::default() };
+        assert!(problems(&c).is_empty());
+        let c = ClusterConfig { broker: BrokerKind::Nats, url: "nats://s3cret@n:1".into(), ..Default::default() };
+        assert!(problems(&c)[0].contains("password_env"));
+        let c = ClusterConfig { password_env: "P".into(), ..c };
+        assert!(problems(&c).is_empty());
+        assert_eq!(split_user("nats://bob@n:1/x"), ("nats://n:1/x".to_string(), Some("bob".to_string())));
+        assert_eq!(split_user("nats://n:1"), ("nats://n:1".to_string(), None));
+        assert_eq!(userinfo("redis://h:1/0?x=a@b"), None);
     }
 
     #[test]

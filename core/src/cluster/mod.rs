@@ -29,6 +29,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use config::read_password;
 pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 use wire::{Control, ControlEnvelope, Subjects};
@@ -124,6 +125,7 @@ impl Interest {
 /// What a broker task shares with the node.
 pub(crate) struct Link {
     pub(crate) kind: BrokerKind,
+    /// Without its `user@` part (the user is in the broker's options).
     pub(crate) url: String,
     pub(crate) node_id: Arc<str>,
     pub(crate) subjects: Subjects,
@@ -281,7 +283,12 @@ pub(crate) struct NodeParts {
 impl Cluster {
     /// Builds the cluster side of a node from a validated config. Must run inside the server's
     /// runtime; connects nothing yet (see [`Cluster::start`]).
-    pub(crate) fn new(config: &ClusterConfig, horizon_secs: u64, parts: NodeParts) -> Arc<Cluster> {
+    pub(crate) fn new(
+        config: &ClusterConfig,
+        password: Option<&str>,
+        horizon_secs: u64,
+        parts: NodeParts,
+    ) -> Arc<Cluster> {
         let node_id: Arc<str> = if config.node_id.is_empty() {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -317,20 +324,11 @@ impl Cluster {
         });
         let broker: Arc<dyn Broker> = match config.broker {
             BrokerKind::Memory => Arc::new(MemoryBroker),
-            BrokerKind::Redis => Arc::new(redis::RedisBroker::new(&config.url, timeout)),
-            BrokerKind::Nats => Arc::new(nats::NatsBroker::default()),
+            BrokerKind::Redis => Arc::new(redis::RedisBroker::new(&config.url, password, timeout)),
+            BrokerKind::Nats => Arc::new(nats::NatsBroker::new(password)),
         };
-        let quota = config.quota_url().map(|url| {
-            LeaseQuota::new(
-                url,
-                &config.channel_prefix,
-                &node_id,
-                Duration::try_from_secs_f64(config.lease_ttl_secs).unwrap_or(Duration::from_secs(30)),
-                timeout,
-                config.quota_failure,
-                Arc::clone(&parts.stats),
-            )
-        });
+        let quota =
+            config.quota_url().map(|url| LeaseQuota::new(config, url, password, &node_id, Arc::clone(&parts.stats)));
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
             kind: config.broker,

@@ -18,12 +18,16 @@ const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest wait for the server to answer a round trip.
 const ROUND_TRIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-#[derive(Default)]
 pub(crate) struct NatsBroker {
     client: Mutex<Option<async_nats::Client>>,
+    password: Option<String>,
 }
 
 impl NatsBroker {
+    pub(crate) fn new(password: Option<&str>) -> Self {
+        NatsBroker { client: Mutex::new(None), password: password.map(str::to_string) }
+    }
+
     fn client(&self) -> Option<async_nats::Client> {
         self.client.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -100,7 +104,13 @@ impl Broker for NatsBroker {
         Box::pin(async move {
             let (events, mut events_rx) = mpsc::unbounded_channel();
             let reconnect_link = Arc::clone(&link);
-            let options = async_nats::ConnectOptions::new()
+            let (url, user) = super::config::split_user(&link.url);
+            let options = match (user, self.password.clone()) {
+                (Some(user), Some(password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
+                (None, Some(token)) => async_nats::ConnectOptions::with_token(token),
+                _ => async_nats::ConnectOptions::new(),
+            };
+            let options = options
                 .name(format!("wsguard {}", link.node_id))
                 .no_echo()
                 .retry_on_initial_connect()
@@ -116,7 +126,7 @@ impl Broker for NatsBroker {
                 });
             let client = tokio::select! {
                 _ = link.shutdown.cancelled() => return,
-                client = options.connect(link.url.as_str()) => match client {
+                client = options.connect(url.as_str()) => match client {
                     Ok(client) => client,
                     Err(e) => {
                         link.stats.record_broker_error("connect");

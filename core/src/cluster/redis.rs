@@ -18,14 +18,20 @@ const HEALTH_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) struct RedisBroker {
     url: String,
+    password: Option<String>,
     timeout: Duration,
     /// The publishing connection while connected.
     publisher: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl RedisBroker {
-    pub(crate) fn new(url: &str, timeout: Duration) -> Self {
-        RedisBroker { url: url.to_string(), timeout, publisher: Mutex::new(None) }
+    pub(crate) fn new(url: &str, password: Option<&str>, timeout: Duration) -> Self {
+        RedisBroker {
+            url: url.to_string(),
+            password: password.map(str::to_string),
+            timeout,
+            publisher: Mutex::new(None),
+        }
     }
 
     fn publisher(&self) -> Option<MultiplexedConnection> {
@@ -33,7 +39,7 @@ impl RedisBroker {
     }
 
     async fn connect(&self) -> Result<(MultiplexedConnection, redis::aio::PubSub), String> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let client = super::config::redis_client(&self.url, self.password.as_deref()).map_err(|e| e.to_string())?;
         let connect = async {
             let publisher = client.get_multiplexed_async_connection().await?;
             let pubsub = client.get_async_pubsub().await?;

@@ -162,7 +162,7 @@ impl ServerHandle {
             if !restart_only.is_empty() {
                 return Err(ConfigError::new(ErrorCode::ConfigInvalid, restart_only));
             }
-            let Compiled { verifier, tls, policy } = compile(&config, core.key_material.as_ref())?;
+            let Compiled { verifier, tls, policy, .. } = compile(&config, core.key_material.as_ref())?;
             let verifier = Arc::new(verifier);
             let live = build_live(&config, core, Arc::clone(&verifier), tls)?;
             core.verifier.store(verifier);

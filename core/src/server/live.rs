@@ -66,6 +66,8 @@ pub(crate) struct Compiled {
     pub(crate) verifier: TokenVerifier,
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) policy: Policy,
+    /// `cluster.password_env`'s value.
+    pub(crate) broker_password: Option<String>,
 }
 
 /// Loads keys, certificates and schemas, reporting every problem of every area at once.
@@ -75,11 +77,14 @@ pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result
     let verifier = TokenVerifier::new(&config.auth, material);
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
     let policy = Policy::load(&config.channels, &config.rpc);
-    match (semantic, verifier, tls, policy) {
-        (None, Ok(verifier), Ok(tls), Ok(policy)) => Ok(Compiled { verifier, tls, policy }),
-        (semantic, verifier, tls, policy) => {
+    let password = crate::cluster::read_password(&config.cluster);
+    match (semantic, verifier, tls, policy, password) {
+        (None, Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password)) => {
+            Ok(Compiled { verifier, tls, policy, broker_password })
+        }
+        (semantic, verifier, tls, policy, password) => {
             let errors: Vec<ConfigError> =
-                [semantic, verifier.err(), tls.err(), policy.err()].into_iter().flatten().collect();
+                [semantic, verifier.err(), tls.err(), policy.err(), password.err()].into_iter().flatten().collect();
             let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
             Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }

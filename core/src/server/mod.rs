@@ -87,7 +87,7 @@ impl ServerBuilder {
     /// cannot be bound.
     pub async fn bind(self) -> Result<Server, Error> {
         let ServerBuilder { config, hooks, key_material } = self;
-        let Compiled { verifier, tls, policy } = compile(&config, key_material.as_ref())?;
+        let Compiled { verifier, tls, policy, broker_password } = compile(&config, key_material.as_ref())?;
         let listener = listen(&config.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
@@ -118,6 +118,7 @@ impl ServerBuilder {
         let shutdown = CancellationToken::new();
         let cluster = Cluster::new(
             &config.cluster,
+            broker_password.as_deref(),
             horizon_secs,
             NodeParts {
                 hub: Arc::clone(&hub),
