@@ -173,11 +173,19 @@ async fn publication_crosses_nodes(kind: Kind, test: &str) {
     assert_eq!(recv_json(&mut on_a).await["payload"]["n"], 3, "no duplicate of n=2 on A");
     assert_eq!(recv_json(&mut also_on_b).await["payload"]["n"], 3, "no duplicate of n=2 on B");
 
+    // A name with NATS separators and the escape character maps to one literal subject and back.
+    subscribe(&mut on_a, "room:v1.2_x").await;
+    publish(&mut publisher, 4, "room:v1.2_x", json!({"n": 4})).await;
+    assert_frame(
+        &recv_json(&mut on_a).await,
+        &json!({"type": "message", "channel": "room:v1.2_x", "payload": {"n": 4}}),
+    );
+
     let metrics = a.scrape().await;
     assert_eq!(metrics.get("wsguard_broker_connected"), 1.0);
     assert!(metrics.get("wsguard_broker_messages_total{direction=\"received\",kind=\"publication\"}") >= 2.0);
     assert!(metrics.get("wsguard_broker_messages_total{direction=\"published\",kind=\"publication\"}") >= 1.0);
-    assert_eq!(metrics.get("wsguard_broker_subscriptions"), 1.0);
+    assert_eq!(metrics.get("wsguard_broker_subscriptions"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
