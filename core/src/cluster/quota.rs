@@ -76,6 +76,9 @@ pub(crate) struct LeaseQuota {
     releases: mpsc::UnboundedSender<(String, String)>,
     released: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, String)>>,
     stats: Arc<Stats>,
+    /// The scripts, hashed once (`EVALSHA`, loaded on first use).
+    acquire_script: redis::Script,
+    renew_script: redis::Script,
 }
 
 impl LeaseQuota {
@@ -107,6 +110,8 @@ impl LeaseQuota {
             releases,
             released: tokio::sync::Mutex::new(released),
             stats,
+            acquire_script: redis::Script::new(ACQUIRE),
+            renew_script: redis::Script::new(RENEW),
         })
     }
 
@@ -150,7 +155,7 @@ impl LeaseQuota {
         let ttl_ms = self.ttl.as_millis() as u64;
         let admitted = self
             .with_connection(|mut c| {
-                let script = redis::Script::new(ACQUIRE);
+                let script = &self.acquire_script;
                 let member = member.clone();
                 let key = key.clone();
                 async move { script.key(key).arg(limit).arg(ttl_ms).arg(member).invoke_async::<i64>(&mut c).await }
@@ -204,7 +209,7 @@ impl LeaseQuota {
         let prefix = &self.key_prefix;
         let _ = self
             .with_connection(|mut c| async move {
-                let script = redis::Script::new(RENEW);
+                let script = &self.renew_script;
                 for (user, members) in by_user {
                     let mut invocation = script.key(format!("{prefix}{user}"));
                     invocation.arg(ttl_ms);
