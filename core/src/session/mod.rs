@@ -6,6 +6,7 @@
 mod disconnect;
 mod dispatch;
 mod registry;
+mod transport;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
@@ -13,16 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 pub use disconnect::Disconnect;
 pub(crate) use registry::Registry;
+use transport::{Traffic, read_batch, send_ping, write_all};
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::hooks::{HandshakeInfo, HookRunner};
@@ -133,7 +135,7 @@ where
     if env.revocations.is_revoked(&start.identity) {
         revoked.mark_changed();
     }
-    let mut policy_changed = env.policy_changed.subscribe();
+    let policy_changed = env.policy_changed.subscribe();
     env.stats.session_opened();
     env.events.emit(Event::SessionOpened {
         session_id: start.id,
@@ -160,44 +162,75 @@ where
         client_ip: start.client_ip,
     };
     let outbox = session.outbox.clone();
-    let mut messages_in = 0u64;
-    let mut messages_out = 0u64;
+    let mut traffic = Traffic::default();
+    // Deliveries and reload notices are drained into this one buffer, reused for the whole
+    // session: a delivery costs no allocation once it has grown to a batch.
+    let mut frames: Vec<Utf8Bytes> = Vec::new();
+
+    // The waits on rare events are created once and polled in place; building, registering and
+    // dropping a fresh waiter on each of them for every message cost about 12 % of the server's
+    // CPU (docs/PERFORMANCE.md). A wait that fires is re-armed with `set`.
+    let shutdown = env.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let requested = control.wait();
+    tokio::pin!(requested);
+    let revocation = next_change(revoked);
+    tokio::pin!(revocation);
+    let mut is_revocation_open = true;
+    let reload = next_change(policy_changed);
+    tokio::pin!(reload);
+    let mut is_reload_open = true;
+    let outbox_ready = outbox.ready();
+    tokio::pin!(outbox_ready);
 
     let disconnect = loop {
         tokio::select! {
             biased;
-            _ = env.shutdown.cancelled() => break Disconnect::ServerShutdown,
-            requested = control.wait() => break requested,
-            _ = &mut expiry => break Disconnect::TokenExpired,
-            Ok(()) = revoked.changed() => {
-                if env.revocations.is_revoked(&session.identity) {
-                    break Disconnect::Revoked;
+            () = &mut shutdown => break Disconnect::ServerShutdown,
+            requested = &mut requested => break requested,
+            () = &mut expiry => break Disconnect::TokenExpired,
+            (receiver, is_open) = &mut revocation, if is_revocation_open => {
+                // A closed channel (the server is going away) disables the branch for good.
+                is_revocation_open = is_open;
+                if is_open {
+                    if env.revocations.is_revoked(&session.identity) {
+                        break Disconnect::Revoked;
+                    }
+                    revocation.set(next_change(receiver));
                 }
             }
-            Ok(()) = policy_changed.changed() => {
-                let identity = Arc::clone(&session.identity);
-                let frames = session.reauthorize(&identity).await;
-                messages_out += frames.len() as u64;
-                if let Err(d) = write_all(&mut ws, frames, false, &env).await {
-                    break d;
+            (receiver, is_open) = &mut reload, if is_reload_open => {
+                is_reload_open = is_open;
+                if is_open {
+                    // Re-armed first: a reload during the re-authorization is seen next time.
+                    reload.set(next_change(receiver));
+                    let identity = Arc::clone(&session.identity);
+                    frames.extend(session.reauthorize(&identity).await);
+                    traffic.messages_out += frames.len() as u64;
+                    if let Err(d) = write_all(&mut ws, &mut frames, false, &env).await {
+                        break d;
+                    }
                 }
             }
-            _ = outbox.ready() => {
+            () = &mut outbox_ready => {
                 if outbox.is_overflowed() {
                     break Disconnect::SlowConsumer;
                 }
-                let batch = outbox.drain(WRITE_BATCH);
-                messages_out += batch.len() as u64;
+                outbox.drain_into(WRITE_BATCH, &mut frames);
+                traffic.messages_out += frames.len() as u64;
                 // A stalled client must not hide its overflow behind the write timeout.
                 let written = tokio::select! {
-                    written = write_all(&mut ws, batch, true, &env) => written,
+                    written = write_all(&mut ws, &mut frames, true, &env) => written,
                     _ = outbox.overflowed() => Err(Disconnect::SlowConsumer),
                 };
                 if let Err(d) = written {
                     break d;
                 }
+                // Re-armed only now: while it waits it holds the outbox's one notification,
+                // which `overflowed` above must be able to receive.
+                outbox_ready.set(outbox.ready());
             }
-            _ = &mut idle => {
+            () = &mut idle => {
                 let deadline = last_activity + limits.idle_timeout;
                 if deadline <= Instant::now() {
                     break Disconnect::IdleTimeout;
@@ -211,53 +244,8 @@ where
             }
             incoming = ws.next() => {
                 last_activity = Instant::now();
-                let text = match incoming {
-                    // Conformance mode: the message went through every transport check (size caps,
-                    // UTF-8, framing) and is sent back unchanged, nothing decoded.
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) if limits.is_echo => {
-                        messages_in += 1;
-                        messages_out += 1;
-                        let sent = tokio::time::timeout(limits.write_timeout, ws.send(message)).await;
-                        match sent {
-                            Ok(Ok(())) => continue,
-                            Ok(Err(e)) => break classify(&e),
-                            Err(_) => break Disconnect::WriteTimeout,
-                        }
-                    }
-                    None => break Disconnect::ClientClosed(1005),
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(bytes))) if limits.allow_binary => match Utf8Bytes::try_from(bytes) {
-                        Ok(text) => text,
-                        Err(_) => break Disconnect::InvalidUtf8,
-                    },
-                    Some(Ok(Message::Binary(_))) => break Disconnect::UnsupportedData,
-                    // tungstenite queues the pong itself; flushing sends it now.
-                    Some(Ok(Message::Ping(_))) => {
-                        if let Err(d) = flush(&mut ws, &env).await {
-                            break d;
-                        }
-                        continue;
-                    }
-                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(frame))) => {
-                        let code = frame.map_or(1005, |f| u16::from(f.code));
-                        // tungstenite answers the close; drive it out, then end.
-                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
-                        break Disconnect::ClientClosed(code);
-                    }
-                    Some(Err(e)) => break classify(&e),
-                };
-                messages_in += 1;
-                let previous_exp = session.identity.expires_at;
-                let outcome = session.handle_text(&text).await;
-                if session.identity.expires_at != previous_exp {
-                    expiry.as_mut().reset(expiry_deadline(&session.identity, limits.leeway_secs));
-                }
-                messages_out += outcome.frames.len() as u64;
-                if let Err(d) = write_all(&mut ws, outcome.frames, false, &env).await {
-                    break d;
-                }
-                if let Some(d) = outcome.disconnect {
+                let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic);
+                if let Some(d) = batch.await {
                     break d;
                 }
             }
@@ -288,9 +276,17 @@ where
         close_code: disconnect.code(),
         reason: disconnect.reason(),
         duration_secs,
-        messages_in,
-        messages_out,
+        messages_in: traffic.messages_in,
+        messages_out: traffic.messages_out,
     });
+}
+
+/// Waits for the next change of a watch channel. It owns the receiver and hands it back, so the
+/// wait can live across loop iterations and be re-armed with the same receiver; `false` when the
+/// sender is gone.
+async fn next_change<T>(mut receiver: watch::Receiver<T>) -> (watch::Receiver<T>, bool) {
+    let is_open = receiver.changed().await.is_ok();
+    (receiver, is_open)
 }
 
 impl Session {
@@ -306,66 +302,5 @@ impl Session {
         let strikes = self.env.bans.record_violation(self.client_ip, &self.identity.subject);
         self.env.bans.announce(strikes, &self.env.events, &self.env.stats);
         self.violations.len() > self.env.limits.max_violations
-    }
-}
-
-async fn write_all<S>(
-    ws: &mut WebSocketStream<S>,
-    frames: Vec<Utf8Bytes>,
-    is_delivery: bool,
-    env: &SessionEnv,
-) -> Result<(), Disconnect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if frames.is_empty() {
-        return Ok(());
-    }
-    let count = frames.len() as u64;
-    let write = async {
-        for frame in frames {
-            ws.feed(Message::Text(frame)).await?;
-        }
-        ws.flush().await
-    };
-    match tokio::time::timeout(env.limits.write_timeout, write).await {
-        Ok(Ok(())) => {
-            env.stats.record_messages_out(is_delivery, count);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Disconnect::WriteTimeout),
-    }
-}
-
-async fn send_ping<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(env.limits.write_timeout, ws.send(Message::Ping(Bytes::new()))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Disconnect::WriteTimeout),
-    }
-}
-
-async fn flush<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(env.limits.write_timeout, ws.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Disconnect::WriteTimeout),
-    }
-}
-
-/// Maps a tungstenite error to the close code RFC 6455 §7.4.1 prescribes.
-fn classify(error: &WsError) -> Disconnect {
-    match error {
-        WsError::Capacity(_) => Disconnect::MessageTooBig,
-        WsError::Utf8(_) => Disconnect::InvalidUtf8,
-        WsError::Protocol(_) => Disconnect::ProtocolError,
-        _ => Disconnect::ConnectionLost,
     }
 }
