@@ -5,12 +5,15 @@
 
 mod disconnect;
 mod dispatch;
+mod gate;
 mod registry;
 mod transport;
 
 use std::collections::{HashSet, VecDeque};
+use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,6 +26,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 pub use disconnect::Disconnect;
+use gate::Gate;
 pub(crate) use registry::Registry;
 use transport::{Traffic, read_batch, send_ping, write_all};
 
@@ -167,9 +171,10 @@ where
     // session: a delivery costs no allocation once it has grown to a batch.
     let mut frames: Vec<Utf8Bytes> = Vec::new();
 
-    // The waits on rare events are created once and polled in place; building, registering and
-    // dropping a fresh waiter on each of them for every message cost about 12 % of the server's
-    // CPU (docs/PERFORMANCE.md). A wait that fires is re-armed with `set`.
+    // The waits are created once and polled in place, not rebuilt for every message (each
+    // rebuild registered and dropped a `Notify` waiter). The rare ones are polled through the
+    // gate, only in passes after one of them woke the task ([`Gate`]). A wait that fires is
+    // re-armed with `set`, and the gate told to poll it once so it registers again.
     let shutdown = env.shutdown.cancelled();
     tokio::pin!(shutdown);
     let requested = control.wait();
@@ -182,14 +187,20 @@ where
     let mut is_reload_open = true;
     let outbox_ready = outbox.ready();
     tokio::pin!(outbox_ready);
+    let gate = Gate::new();
 
     let disconnect = loop {
+        let is_due = gate.take_due();
+        // Biased: the order is the priority. A shutdown, a disconnect request, an expired token
+        // or a revocation wins over a delivery or a client message that is ready at the same
+        // time; in a pass that does not poll them, `gate.woken()` (ahead of deliveries and
+        // reads) sends the loop round to a pass that does.
         tokio::select! {
             biased;
-            () = &mut shutdown => break Disconnect::ServerShutdown,
-            requested = &mut requested => break requested,
-            () = &mut expiry => break Disconnect::TokenExpired,
-            (receiver, is_open) = &mut revocation, if is_revocation_open => {
+            () = gate.gated(shutdown.as_mut()), if is_due => break Disconnect::ServerShutdown,
+            requested = gate.gated(requested.as_mut()), if is_due => break requested,
+            () = gate.gated(expiry.as_mut()), if is_due => break Disconnect::TokenExpired,
+            (receiver, is_open) = gate.gated(revocation.as_mut()), if is_due && is_revocation_open => {
                 // A closed channel (the server is going away) disables the branch for good.
                 is_revocation_open = is_open;
                 if is_open {
@@ -197,13 +208,15 @@ where
                         break Disconnect::Revoked;
                     }
                     revocation.set(next_change(receiver));
+                    gate.mark_due();
                 }
             }
-            (receiver, is_open) = &mut reload, if is_reload_open => {
+            (receiver, is_open) = gate.gated(reload.as_mut()), if is_due && is_reload_open => {
                 is_reload_open = is_open;
                 if is_open {
                     // Re-armed first: a reload during the re-authorization is seen next time.
                     reload.set(next_change(receiver));
+                    gate.mark_due();
                     let identity = Arc::clone(&session.identity);
                     frames.extend(session.reauthorize(&identity).await);
                     traffic.messages_out += frames.len() as u64;
@@ -212,16 +225,24 @@ where
                     }
                 }
             }
+            () = gate.woken(), if !is_due => {}
             () = &mut outbox_ready => {
                 if outbox.is_overflowed() {
                     break Disconnect::SlowConsumer;
                 }
                 outbox.drain_into(WRITE_BATCH, &mut frames);
                 traffic.messages_out += frames.len() as u64;
-                // A stalled client must not hide its overflow behind the write timeout.
-                let written = tokio::select! {
-                    written = write_all(&mut ws, &mut frames, true, &env) => written,
-                    _ = outbox.overflowed() => Err(Disconnect::SlowConsumer),
+                let write = write_all(&mut ws, &mut frames, true, &env);
+                tokio::pin!(write);
+                // Usually the write is done at its first poll; only one that has to wait races
+                // the overflow: a stalled client must not hide it behind the write timeout.
+                let written = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                    Poll::Ready(written) => written,
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        written = &mut write => written,
+                        () = outbox.overflowed() => Err(Disconnect::SlowConsumer),
+                    },
                 };
                 if let Err(d) = written {
                     break d;
@@ -230,22 +251,29 @@ where
                 // which `overflowed` above must be able to receive.
                 outbox_ready.set(outbox.ready());
             }
-            () = &mut idle => {
+            () = gate.gated(idle.as_mut()), if is_due => {
                 let deadline = last_activity + limits.idle_timeout;
                 if deadline <= Instant::now() {
                     break Disconnect::IdleTimeout;
                 }
                 idle.as_mut().reset(deadline);
+                gate.mark_due();
             }
-            _ = ping.tick() => {
+            _ = gate.gated_poll(|cx| ping.poll_tick(cx)), if is_due => {
+                gate.mark_due();
                 if let Err(d) = send_ping(&mut ws, &env).await {
                     break d;
                 }
             }
             incoming = ws.next() => {
                 last_activity = Instant::now();
-                let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic);
-                if let Some(d) = batch.await {
+                let expires = expiry.deadline();
+                let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic).await;
+                if expiry.deadline() != expires {
+                    // A refresh moved the expiry.
+                    gate.mark_due();
+                }
+                if let Some(d) = batch {
                     break d;
                 }
             }
