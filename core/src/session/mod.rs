@@ -218,7 +218,8 @@ where
                     reload.set(next_change(receiver));
                     gate.mark_due();
                     let identity = Arc::clone(&session.identity);
-                    frames.extend(session.reauthorize(&identity).await);
+                    // Boxed, like `read_batch` below: see there.
+                    frames.extend(Box::pin(session.reauthorize(&identity)).await);
                     traffic.messages_out += frames.len() as u64;
                     if let Err(d) = write_all(&mut ws, &mut frames, false, &env).await {
                         break d;
@@ -268,7 +269,11 @@ where
             incoming = ws.next() => {
                 last_activity = Instant::now();
                 let expires = expiry.deadline();
-                let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic).await;
+                // Boxed: the message pipeline's future (about 2 KiB) would otherwise be part of
+                // this task's future, which every idle connection holds for its whole life. One
+                // allocation per batch of client messages (none per delivery) buys that back.
+                let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic);
+                let batch = Box::pin(batch).await;
                 if expiry.deadline() != expires {
                     // A refresh moved the expiry.
                     gate.mark_due();
