@@ -189,10 +189,7 @@ impl Outbox {
         while out.len() < limit {
             let Some(item) = state.queue.pop_front() else { break };
             state.bytes -= item.frame.len();
-            // The map is empty unless something was lost: skip the hashing then.
-            if !state.lost.is_empty()
-                && let Some(missed) = state.lost.remove(&item.channel)
-            {
+            if let Some(missed) = state.lost.remove(&item.channel) {
                 out.push(ServerFrame::Gap { channel: &item.channel, missed }.encode());
             }
             out.push(item.frame);
