@@ -178,13 +178,15 @@ impl Outbox {
         self.inner.state.lock().unwrap_or_else(PoisonError::into_inner).is_overflowed
     }
 
-    /// Takes up to `max` queued frames, each preceded by a `gap` frame when its channel lost
-    /// messages since the last delivery.
-    pub(crate) fn drain(&self, max: usize) -> Vec<Utf8Bytes> {
+    /// Moves up to `max` queued frames to the end of `out`, each preceded by a `gap` frame when
+    /// its channel lost messages since the last delivery. `out` is the session's reusable write
+    /// buffer: once it has grown to a batch, draining allocates nothing (only a `gap` frame, when
+    /// one is due, is encoded into a new string).
+    pub(crate) fn drain_into(&self, max: usize, out: &mut Vec<Utf8Bytes>) {
         let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes_before = state.bytes;
-        let mut out = Vec::with_capacity(max.min(state.queue.len() * 2));
-        while out.len() < max {
+        let limit = out.len() + max;
+        while out.len() < limit {
             let Some(item) = state.queue.pop_front() else { break };
             state.bytes -= item.frame.len();
             if let Some(missed) = state.lost.remove(&item.channel) {
@@ -193,6 +195,13 @@ impl Outbox {
             out.push(item.frame);
         }
         self.account(&state, bytes_before);
+    }
+
+    /// [`Outbox::drain_into`] a fresh vector.
+    #[cfg(test)]
+    pub(crate) fn drain(&self, max: usize) -> Vec<Utf8Bytes> {
+        let mut out = Vec::new();
+        self.drain_into(max, &mut out);
         out
     }
 }

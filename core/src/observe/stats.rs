@@ -31,7 +31,9 @@
 //! | `wsguard_broker_subscriptions` | gauge | |
 //! | `wsguard_broker_lag_seconds` | histogram | |
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -146,6 +148,10 @@ pub(crate) struct Stats {
     /// `messages_in{action}` for every action, resolved once (one lookup-free increment per
     /// client frame).
     messages_in_by_action: [(&'static str, Counter); ACTIONS.len()],
+    /// `publications{rule}` by rule id, resolved on first use: counting a publication then
+    /// neither allocates a label nor locks the family. Rule ids come from the configuration, so
+    /// this stays as small as the family itself.
+    publications_by_rule: RwLock<HashMap<Box<str>, Counter>>,
     // Totals kept beside the labelled families so snapshots need no family walk.
     handshakes_rejected: AtomicU64,
     messages_in_total: AtomicU64,
@@ -229,6 +235,7 @@ impl Default for Stats {
             replies_out: Counter::default(),
             deliveries_out: Counter::default(),
             messages_in_by_action: ACTIONS.map(|a| (a, Counter::default())),
+            publications_by_rule: RwLock::default(),
         };
         let messages_in_by_action =
             ACTIONS.map(|action| (action, stats.messages_in.get_or_create(&ActionLabel { action }).clone()));
@@ -351,7 +358,13 @@ impl Stats {
     }
     pub(crate) fn record_publication(&self, rule: &str) {
         self.publications_total.fetch_add(1, Relaxed);
-        self.publications.get_or_create(&RuleLabel { rule: rule.to_string() }).inc();
+        if let Some(counter) = self.publications_by_rule.read().unwrap_or_else(PoisonError::into_inner).get(rule) {
+            counter.inc();
+            return;
+        }
+        let counter = self.publications.get_or_create(&RuleLabel { rule: rule.to_string() }).clone();
+        counter.inc();
+        self.publications_by_rule.write().unwrap_or_else(PoisonError::into_inner).insert(rule.into(), counter);
     }
     pub(crate) fn record_outbound_dropped(&self, n: u64) {
         self.outbound_dropped.inc_by(n);

@@ -52,7 +52,8 @@ impl DenyReason {
 
 /// A compiled channel rule.
 pub(crate) struct Rule {
-    pub(crate) id: String,
+    /// Shared, not copied, by every decision that names it (a publication's metrics label).
+    pub(crate) id: Arc<str>,
     pattern: ChannelPattern,
     subscribe: Option<Requirement>,
     publish: Option<Requirement>,
@@ -116,7 +117,7 @@ impl Policy {
                 None => None,
             };
             policy.rules.push(Rule {
-                id: rule.id.clone().unwrap_or_else(|| rule.pattern.clone()),
+                id: Arc::from(rule.id.as_deref().unwrap_or(&rule.pattern)),
                 pattern,
                 subscribe: rule.subscribe.clone(),
                 publish: rule.publish.clone(),
@@ -167,7 +168,7 @@ impl Policy {
 
     /// The rule ids, in order.
     pub(crate) fn rule_ids(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.id.as_str())
+        self.rules.iter().map(|r| &*r.id)
     }
 
     /// Forgets idle per-channel publish buckets (bounds memory under channel churn).

@@ -18,7 +18,7 @@ use crate::protocol::{ClientFrame, ReplyError, ServerFrame, decode};
 /// What an allowed channel action carries on.
 struct Allowed {
     slow_consumer: SlowConsumerPolicy,
-    rule_id: String,
+    rule_id: Arc<str>,
 }
 
 /// A refused frame: the reply plus what the logs and the client need besides.
@@ -196,7 +196,7 @@ impl Session {
                     session_id: self.id,
                     user: identity.subject.clone(),
                     action,
-                    rule: rule.id.clone(),
+                    rule: rule.id.to_string(),
                     reason: reason.as_str(),
                 });
                 rule
@@ -216,7 +216,7 @@ impl Session {
         if let (Some(schema), Some(object)) = (&rule.schema, payload.and_then(|p| p.as_object())) {
             check_schema(schema, object).map_err(|m| Refusal {
                 error: ReplyError::new(id, ErrorCode::PayloadInvalid, m),
-                rule: Some(rule.id.clone()),
+                rule: Some(rule.id.to_string()),
                 retry_after: None,
                 scope: None,
             })?;
@@ -225,9 +225,9 @@ impl Session {
             && let Some(rate) = &rule.publish_rate
         {
             rate.check(&channel.to_string())
-                .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.clone())))?;
+                .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.to_string())))?;
         }
-        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: rule.id.clone() };
+        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id) };
         let request = AuthorizeRequest {
             session_id: self.id,
             identity: Arc::clone(identity),

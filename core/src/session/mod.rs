@@ -5,24 +5,30 @@
 
 mod disconnect;
 mod dispatch;
+mod gate;
 mod registry;
+mod transport;
 
 use std::collections::{HashSet, VecDeque};
+use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 pub use disconnect::Disconnect;
+use gate::Gate;
 pub(crate) use registry::Registry;
+use transport::{Traffic, read_batch, send_ping, write_all};
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::cluster::Cluster;
@@ -123,176 +129,207 @@ fn expiry_deadline(identity: &Identity, leeway_secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(remaining)
 }
 
-pub(crate) async fn run<S>(mut ws: WebSocketStream<S>, env: Arc<SessionEnv>, start: SessionStart)
+/// Runs one session to its end.
+// A function returning an `async move` block rather than an `async fn`: an `async fn` keeps its
+// arguments twice in its future (as captured arguments and as the locals they are moved into),
+// and the WebSocket stream and the start record are about 450 bytes that every idle connection
+// would hold twice.
+#[allow(clippy::manual_async_fn, reason = "the async fn form doubles the arguments in the future")]
+pub(crate) fn run<S>(mut ws: WebSocketStream<S>, env: Arc<SessionEnv>, start: SessionStart) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let started = Instant::now();
-    let limits = &env.limits;
-    let control = env.registry.register(start.id, &start.identity.subject);
-    let mut revoked = env.revocations.subscribe();
-    // A revocation between the handshake's check and this subscription would otherwise be missed.
-    if env.revocations.is_revoked(&start.identity) {
-        revoked.mark_changed();
-    }
-    let mut policy_changed = env.policy_changed.subscribe();
-    env.stats.session_opened();
-    env.events.emit(Event::SessionOpened {
-        session_id: start.id,
-        user: start.identity.subject.clone(),
-        client_ip: start.client_ip,
-    });
-    let expiry = tokio::time::sleep_until(expiry_deadline(&start.identity, limits.leeway_secs));
-    tokio::pin!(expiry);
-    let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-    let mut last_activity = Instant::now();
-    let idle = tokio::time::sleep_until(last_activity + limits.idle_timeout);
-    tokio::pin!(idle);
-    let mut session = Session {
-        id: start.id,
-        identity: Arc::clone(&start.identity),
-        outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
-        subscriptions: HashSet::new(),
-        env: Arc::clone(&env),
-        message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst, &env.clock),
-        byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
-        violations: VecDeque::new(),
-        last_seq: None,
-        info: start.info.clone(),
-        client_ip: start.client_ip,
-    };
-    let outbox = session.outbox.clone();
-    let mut messages_in = 0u64;
-    let mut messages_out = 0u64;
+    async move {
+        let started = Instant::now();
+        let limits = &env.limits;
+        let control = env.registry.register(start.id, &start.identity.subject);
+        let mut revoked = env.revocations.subscribe();
+        // A revocation between the handshake's check and this subscription would otherwise be missed.
+        if env.revocations.is_revoked(&start.identity) {
+            revoked.mark_changed();
+        }
+        let policy_changed = env.policy_changed.subscribe();
+        env.stats.session_opened();
+        env.events.emit(Event::SessionOpened {
+            session_id: start.id,
+            user: start.identity.subject.clone(),
+            client_ip: start.client_ip,
+        });
+        let expiry = tokio::time::sleep_until(expiry_deadline(&start.identity, limits.leeway_secs));
+        tokio::pin!(expiry);
+        let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        let mut last_activity = Instant::now();
+        let idle = tokio::time::sleep_until(last_activity + limits.idle_timeout);
+        tokio::pin!(idle);
+        let mut session = Session {
+            id: start.id,
+            identity: Arc::clone(&start.identity),
+            outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
+            subscriptions: HashSet::new(),
+            env: Arc::clone(&env),
+            message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst, &env.clock),
+            byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
+            violations: VecDeque::new(),
+            last_seq: None,
+            info: start.info.clone(),
+            client_ip: start.client_ip,
+        };
+        let outbox = session.outbox.clone();
+        let mut traffic = Traffic::default();
+        // Deliveries and reload notices are drained into this one buffer, reused for the whole
+        // session: a delivery costs no allocation once it has grown to a batch.
+        let mut frames: Vec<Utf8Bytes> = Vec::new();
 
-    let disconnect = loop {
-        tokio::select! {
-            biased;
-            _ = env.shutdown.cancelled() => break Disconnect::ServerShutdown,
-            requested = control.wait() => break requested,
-            _ = &mut expiry => break Disconnect::TokenExpired,
-            Ok(()) = revoked.changed() => {
-                if env.revocations.is_revoked(&session.identity) {
-                    break Disconnect::Revoked;
-                }
-            }
-            Ok(()) = policy_changed.changed() => {
-                let identity = Arc::clone(&session.identity);
-                let frames = session.reauthorize(&identity).await;
-                messages_out += frames.len() as u64;
-                if let Err(d) = write_all(&mut ws, frames, false, &env).await {
-                    break d;
-                }
-            }
-            _ = outbox.ready() => {
-                if outbox.is_overflowed() {
-                    break Disconnect::SlowConsumer;
-                }
-                let batch = outbox.drain(WRITE_BATCH);
-                messages_out += batch.len() as u64;
-                // A stalled client must not hide its overflow behind the write timeout.
-                let written = tokio::select! {
-                    written = write_all(&mut ws, batch, true, &env) => written,
-                    _ = outbox.overflowed() => Err(Disconnect::SlowConsumer),
-                };
-                if let Err(d) = written {
-                    break d;
-                }
-            }
-            _ = &mut idle => {
-                let deadline = last_activity + limits.idle_timeout;
-                if deadline <= Instant::now() {
-                    break Disconnect::IdleTimeout;
-                }
-                idle.as_mut().reset(deadline);
-            }
-            _ = ping.tick() => {
-                if let Err(d) = send_ping(&mut ws, &env).await {
-                    break d;
-                }
-            }
-            incoming = ws.next() => {
-                last_activity = Instant::now();
-                let text = match incoming {
-                    // Conformance mode: the message went through every transport check (size caps,
-                    // UTF-8, framing) and is sent back unchanged, nothing decoded.
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) if limits.is_echo => {
-                        messages_in += 1;
-                        messages_out += 1;
-                        let sent = tokio::time::timeout(limits.write_timeout, ws.send(message)).await;
-                        match sent {
-                            Ok(Ok(())) => continue,
-                            Ok(Err(e)) => break classify(&e),
-                            Err(_) => break Disconnect::WriteTimeout,
+        // The waits are created once and polled in place, not rebuilt for every message (each
+        // rebuild registered and dropped a `Notify` waiter). The rare ones are polled through the
+        // gate, only in passes after one of them woke the task ([`Gate`]). A wait that fires is
+        // re-armed with `set`, and the gate told to poll it once so it registers again.
+        let shutdown = env.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let requested = control.wait();
+        tokio::pin!(requested);
+        let revocation = next_change(revoked);
+        tokio::pin!(revocation);
+        let mut is_revocation_open = true;
+        let reload = next_change(policy_changed);
+        tokio::pin!(reload);
+        let mut is_reload_open = true;
+        let outbox_ready = outbox.ready();
+        tokio::pin!(outbox_ready);
+        let gate = Gate::new();
+
+        let disconnect = loop {
+            let is_due = gate.take_due();
+            // Biased: the order is the priority. A shutdown, a disconnect request, an expired token
+            // or a revocation wins over a delivery or a client message that is ready at the same
+            // time; in a pass that does not poll them, `gate.woken()` (ahead of deliveries and
+            // reads) sends the loop round to a pass that does.
+            tokio::select! {
+                biased;
+                () = gate.gated(shutdown.as_mut()), if is_due => break Disconnect::ServerShutdown,
+                requested = gate.gated(requested.as_mut()), if is_due => break requested,
+                () = gate.gated(expiry.as_mut()), if is_due => break Disconnect::TokenExpired,
+                (receiver, is_open) = gate.gated(revocation.as_mut()), if is_due && is_revocation_open => {
+                    // A closed channel (the server is going away) disables the branch for good.
+                    is_revocation_open = is_open;
+                    if is_open {
+                        if env.revocations.is_revoked(&session.identity) {
+                            break Disconnect::Revoked;
                         }
+                        revocation.set(next_change(receiver));
+                        gate.mark_due();
                     }
-                    None => break Disconnect::ClientClosed(1005),
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(bytes))) if limits.allow_binary => match Utf8Bytes::try_from(bytes) {
-                        Ok(text) => text,
-                        Err(_) => break Disconnect::InvalidUtf8,
-                    },
-                    Some(Ok(Message::Binary(_))) => break Disconnect::UnsupportedData,
-                    // tungstenite queues the pong itself; flushing sends it now.
-                    Some(Ok(Message::Ping(_))) => {
-                        if let Err(d) = flush(&mut ws, &env).await {
+                }
+                (receiver, is_open) = gate.gated(reload.as_mut()), if is_due && is_reload_open => {
+                    is_reload_open = is_open;
+                    if is_open {
+                        // Re-armed first: a reload during the re-authorization is seen next time.
+                        reload.set(next_change(receiver));
+                        gate.mark_due();
+                        let identity = Arc::clone(&session.identity);
+                        // Boxed, like `read_batch` below: see there.
+                        frames.extend(Box::pin(session.reauthorize(&identity)).await);
+                        traffic.messages_out += frames.len() as u64;
+                        if let Err(d) = write_all(&mut ws, &mut frames, false, &env).await {
                             break d;
                         }
-                        continue;
                     }
-                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(frame))) => {
-                        let code = frame.map_or(1005, |f| u16::from(f.code));
-                        // tungstenite answers the close; drive it out, then end.
-                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
-                        break Disconnect::ClientClosed(code);
+                }
+                () = gate.woken(), if !is_due => {}
+                () = &mut outbox_ready => {
+                    if outbox.is_overflowed() {
+                        break Disconnect::SlowConsumer;
                     }
-                    Some(Err(e)) => break classify(&e),
-                };
-                messages_in += 1;
-                let previous_exp = session.identity.expires_at;
-                let outcome = session.handle_text(&text).await;
-                if session.identity.expires_at != previous_exp {
-                    expiry.as_mut().reset(expiry_deadline(&session.identity, limits.leeway_secs));
+                    outbox.drain_into(WRITE_BATCH, &mut frames);
+                    traffic.messages_out += frames.len() as u64;
+                    let write = write_all(&mut ws, &mut frames, true, &env);
+                    tokio::pin!(write);
+                    // Usually the write is done at its first poll; only one that has to wait races
+                    // the overflow: a stalled client must not hide it behind the write timeout.
+                    let written = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                        Poll::Ready(written) => written,
+                        Poll::Pending => tokio::select! {
+                            biased;
+                            written = &mut write => written,
+                            () = outbox.overflowed() => Err(Disconnect::SlowConsumer),
+                        },
+                    };
+                    if let Err(d) = written {
+                        break d;
+                    }
+                    // Re-armed only now: while it waits it holds the outbox's one notification,
+                    // which `overflowed` above must be able to receive.
+                    outbox_ready.set(outbox.ready());
                 }
-                messages_out += outcome.frames.len() as u64;
-                if let Err(d) = write_all(&mut ws, outcome.frames, false, &env).await {
-                    break d;
+                () = gate.gated(idle.as_mut()), if is_due => {
+                    let deadline = last_activity + limits.idle_timeout;
+                    if deadline <= Instant::now() {
+                        break Disconnect::IdleTimeout;
+                    }
+                    idle.as_mut().reset(deadline);
+                    gate.mark_due();
                 }
-                if let Some(d) = outcome.disconnect {
-                    break d;
+                _ = gate.gated_poll(|cx| ping.poll_tick(cx)), if is_due => {
+                    gate.mark_due();
+                    if let Err(d) = send_ping(&mut ws, &env).await {
+                        break d;
+                    }
                 }
-            }
-        }
-    };
-
-    for channel in session.subscriptions.drain() {
-        env.hub.unsubscribe(&channel, session.id);
-    }
-    env.registry.remove(session.id);
-    if let Some(frame) = disconnect.close_frame() {
-        // Send the close frame, then give the client a moment to answer it (RFC 6455 §7.1.1: the
-        // server should let the client see the close before the TCP connection goes).
-        let closing = async {
-            if ws.close(Some(frame)).await.is_ok() {
-                while let Some(Ok(_)) = ws.next().await {}
+                incoming = ws.next() => {
+                    last_activity = Instant::now();
+                    let expires = expiry.deadline();
+                    // Boxed: the message pipeline's future (about 2 KiB) would otherwise be part of
+                    // this task's future, which every idle connection holds for its whole life. One
+                    // allocation per batch of client messages (none per delivery) buys that back.
+                    let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic);
+                    let batch = Box::pin(batch).await;
+                    if expiry.deadline() != expires {
+                        // A refresh moved the expiry.
+                        gate.mark_due();
+                    }
+                    if let Some(d) = batch {
+                        break d;
+                    }
+                }
             }
         };
-        let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
+
+        for channel in session.subscriptions.drain() {
+            env.hub.unsubscribe(&channel, session.id);
+        }
+        env.registry.remove(session.id);
+        if let Some(frame) = disconnect.close_frame() {
+            // Send the close frame, then give the client a moment to answer it (RFC 6455 §7.1.1: the
+            // server should let the client see the close before the TCP connection goes).
+            let closing = async {
+                if ws.close(Some(frame)).await.is_ok() {
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
+        }
+        drop(start.held);
+        let duration_secs = started.elapsed().as_secs_f64();
+        env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
+        env.events.emit(Event::SessionClosed {
+            session_id: session.id,
+            user: session.identity.subject.clone(),
+            client_ip: start.client_ip,
+            close_code: disconnect.code(),
+            reason: disconnect.reason(),
+            duration_secs,
+            messages_in: traffic.messages_in,
+            messages_out: traffic.messages_out,
+        });
     }
-    drop(start.held);
-    let duration_secs = started.elapsed().as_secs_f64();
-    env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
-    env.events.emit(Event::SessionClosed {
-        session_id: session.id,
-        user: session.identity.subject.clone(),
-        client_ip: start.client_ip,
-        close_code: disconnect.code(),
-        reason: disconnect.reason(),
-        duration_secs,
-        messages_in,
-        messages_out,
-    });
+}
+
+/// Waits for the next change of a watch channel. It owns the receiver and hands it back, so the
+/// wait can live across loop iterations and be re-armed with the same receiver; `false` when the
+/// sender is gone.
+async fn next_change<T>(mut receiver: watch::Receiver<T>) -> (watch::Receiver<T>, bool) {
+    let is_open = receiver.changed().await.is_ok();
+    (receiver, is_open)
 }
 
 impl Session {
@@ -308,66 +345,5 @@ impl Session {
         let strikes = self.env.bans.record_violation(self.client_ip, &self.identity.subject);
         self.env.bans.announce(strikes, &self.env.events, &self.env.stats);
         self.violations.len() > self.env.limits.max_violations
-    }
-}
-
-async fn write_all<S>(
-    ws: &mut WebSocketStream<S>,
-    frames: Vec<Utf8Bytes>,
-    is_delivery: bool,
-    env: &SessionEnv,
-) -> Result<(), Disconnect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if frames.is_empty() {
-        return Ok(());
-    }
-    let count = frames.len() as u64;
-    let write = async {
-        for frame in frames {
-            ws.feed(Message::Text(frame)).await?;
-        }
-        ws.flush().await
-    };
-    match tokio::time::timeout(env.limits.write_timeout, write).await {
-        Ok(Ok(())) => {
-            env.stats.record_messages_out(is_delivery, count);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Disconnect::WriteTimeout),
-    }
-}
-
-async fn send_ping<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(env.limits.write_timeout, ws.send(Message::Ping(Bytes::new()))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Disconnect::WriteTimeout),
-    }
-}
-
-async fn flush<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(env.limits.write_timeout, ws.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Disconnect::WriteTimeout),
-    }
-}
-
-/// Maps a tungstenite error to the close code RFC 6455 §7.4.1 prescribes.
-fn classify(error: &WsError) -> Disconnect {
-    match error {
-        WsError::Capacity(_) => Disconnect::MessageTooBig,
-        WsError::Utf8(_) => Disconnect::InvalidUtf8,
-        WsError::Protocol(_) => Disconnect::ProtocolError,
-        _ => Disconnect::ConnectionLost,
     }
 }
