@@ -1,7 +1,8 @@
 """Turns bench/run.sh's raw.jsonl into the markdown table of docs/PERFORMANCE.md.
 
 Each figure is the median over the repetitions of one (scenario, server) pair; each wsguard figure
-is also given as a ratio to the raw tokio-tungstenite baseline measured in the same run.
+is also given as a ratio to the raw tokio-tungstenite baseline measured in the same run (so is the
+fastwebsockets baseline's, for comparison).
 """
 
 import json
@@ -63,7 +64,7 @@ def main(path):
             idle_rows.append(k)
             continue
         b = groups.get((k, BASE), [])
-        for label in (BASE, "wsguard"):
+        for label in (BASE, "baseline-fws", "wsguard"):
             rows = groups.get((k, label), [])
             if not rows:
                 continue
@@ -82,7 +83,7 @@ def main(path):
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k in idle_rows:
             b = groups.get((k, BASE), [])
-            for label in (BASE, "wsguard"):
+            for label in (BASE, "baseline-fws", "wsguard"):
                 rows = groups.get((k, label), [])
                 if not rows:
                     continue

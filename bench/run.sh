@@ -20,7 +20,7 @@ if [[ $QUICK == 1 ]]; then
 else
   REPS=${REPS:-3}; SECS=${SECS:-4}; WARM=${WARM:-1}; BIG_IDLE=${BIG_IDLE:-18000}
 fi
-SERVERS=(baseline-tt wsguard)
+SERVERS=(baseline-tt baseline-fws wsguard)
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
@@ -63,6 +63,9 @@ start_server() { # name -> sets SPID, URL
     baseline-tt)
       taskset -c "$SERVER_CPU" "$BIN/baseline_tt" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
       ;;
+    baseline-fws)
+      taskset -c "$SERVER_CPU" "$BIN/baseline_fws" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
+      ;;
     wsguard)
       taskset -c "$SERVER_CPU" "$WSG" serve --config "$(render_config $PORT)" >"$WORK/$1.log" 2>&1 &
       ;;
@@ -85,7 +88,8 @@ stop_server() {
 run_case() {
   local rep srv order
   for rep in $(seq "$REPS"); do
-    if ((rep % 2)); then order=("${SERVERS[@]}"); else order=(wsguard baseline-tt); fi
+    # Alternate the order from one repetition to the next (forward, then reversed).
+    if ((rep % 2)); then order=("${SERVERS[@]}"); else order=(wsguard baseline-fws baseline-tt); fi
     for srv in "${order[@]}"; do
       start_server "$srv"
       "${LG[@]}" "$@" --url "$URL" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
