@@ -14,6 +14,10 @@ BASE = "baseline-tt"
 
 
 def key(r):
+    return ("wss " if r.get("tls") else "") + plain_key(r)
+
+
+def plain_key(r):
     s = r["scenario"]
     if s in ("echo", "pipelined"):
         return f"{s} c={r['conns']} w={r['window']}"
@@ -60,7 +64,7 @@ def main(path):
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     idle_rows = []
     for k in order:
-        if k.startswith("idle"):
+        if k.startswith(("idle", "wss idle")):
             idle_rows.append(k)
             continue
         b = groups.get((k, BASE), [])

@@ -57,21 +57,32 @@ render_config() { # port -> config path
 "$WSG" check-config "$(render_config 19099)" >/dev/null
 TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs 900 | tail -n1)"
 
+# The TLS scenarios: a self-signed certificate for localhost, trusted by the load generator.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+TLS=0 # 1: start the servers with TLS and connect over wss://
+
 start_server() { # name -> sets SPID, URL
   PORT=$((PORT + 1))
+  local tls_args=() config
+  if ((TLS)); then tls_args=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"); fi
   case "$1" in
     baseline-tt)
-      taskset -c "$SERVER_CPU" "$BIN/baseline_tt" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
+      taskset -c "$SERVER_CPU" "$BIN/baseline_tt" --listen "127.0.0.1:$PORT" "${tls_args[@]}" >"$WORK/$1.log" 2>&1 &
       ;;
     baseline-fws)
       taskset -c "$SERVER_CPU" "$BIN/baseline_fws" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
       ;;
     wsguard)
-      taskset -c "$SERVER_CPU" "$WSG" serve --config "$(render_config $PORT)" >"$WORK/$1.log" 2>&1 &
+      config="$(render_config $PORT)"
+      if ((TLS)); then
+        printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem" >>"$config"
+      fi
+      taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
       ;;
   esac
   SPID=$!
-  URL="ws://127.0.0.1:$PORT/ws"
+  if ((TLS)); then URL="wss://127.0.0.1:$PORT/ws"; else URL="ws://127.0.0.1:$PORT/ws"; fi
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then sleep 0.2; return 0; fi
     sleep 0.1
@@ -89,10 +100,15 @@ run_case() {
   local rep srv order
   for rep in $(seq "$REPS"); do
     # Alternate the order from one repetition to the next (forward, then reversed).
-    if ((rep % 2)); then order=("${SERVERS[@]}"); else order=(wsguard baseline-fws baseline-tt); fi
+    order=("${SERVERS[@]}")
+    if ! ((rep % 2)); then
+      local i reversed=()
+      for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do reversed+=("${SERVERS[i]}"); done
+      order=("${reversed[@]}")
+    fi
     for srv in "${order[@]}"; do
       start_server "$srv"
-      "${LG[@]}" "$@" --url "$URL" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
+      "${LG[@]}" "$@" --url "$URL" --ca-file "$WORK/cert.pem" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
         --warmup-secs "$WARM" --secs "$SECS" | tee -a "$RAW" >&2
       stop_server
     done
@@ -113,6 +129,14 @@ if ((BIG_IDLE > 0)); then
     --src-addrs 127.0.0.21,127.0.0.22,127.0.0.23,127.0.0.24,127.0.0.25,127.0.0.26
   REPS=$SAVE
 fi
+
+# Over TLS: wsguard against the TLS baseline (the same tokio-tungstenite baseline behind rustls).
+TLS=1; SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(baseline-tt wsguard)
+echo "== wss: echo ping-pong" >&2;      run_case echo --conns 50 --window 1
+echo "== wss: fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200
+echo "== wss: handshake" >&2;           run_case handshake --conns 16 --src-addrs "$HS_SRC"
+echo "== wss: idle 1k" >&2;             run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.30
+TLS=0; SERVERS=("${SAVE_SERVERS[@]}")
 
 {
   echo "# wsguard benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -26,6 +26,29 @@ struct Args {
     /// Per-subscriber outbound queue (publications); a full queue drops the publication.
     #[arg(long, default_value_t = 4096)]
     queue: usize,
+    /// Serve `wss://` with this PEM certificate chain (with `--tls-key`): the TLS baseline.
+    #[arg(long)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for `--tls-cert`.
+    #[arg(long)]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// A rustls acceptor (ring, TLS 1.2 and 1.3), like wsguard's.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> =
+        CertificateDer::pem_file_iter(cert).expect("--tls-cert readable").map(|c| c.expect("PEM certificate")).collect();
+    let key = PrivateKeyDer::from_pem_file(key).expect("--tls-key PEM");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("certificate and key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// Channel name -> (subscriber id, sender of pre-encoded publications).
@@ -57,6 +80,10 @@ async fn main() -> std::io::Result<()> {
     // Same explicit backlog as a hardened server should use: 128 overflows under bursts.
     let listener: TcpListener = socket.listen(4096)?;
     let hub: Hub = Arc::default();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)),
+        _ => None,
+    };
     let mut next_id = 0u64;
     loop {
         let (stream, _) = match listener.accept().await {
@@ -65,11 +92,26 @@ async fn main() -> std::io::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         next_id += 1;
-        tokio::spawn(serve(stream, hub.clone(), next_id, args.queue));
+        match &tls {
+            None => {
+                tokio::spawn(serve(stream, hub.clone(), next_id, args.queue));
+            }
+            Some(acceptor) => {
+                let (acceptor, hub, queue) = (acceptor.clone(), hub.clone(), args.queue);
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream, hub, next_id, queue).await;
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn serve(stream: tokio::net::TcpStream, hub: Hub, conn_id: u64, queue: usize) {
+async fn serve<S>(stream: S, hub: Hub, conn_id: u64, queue: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config =
         WebSocketConfig::default().read_buffer_size(4096).max_message_size(Some(65536)).max_frame_size(Some(65536));
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {

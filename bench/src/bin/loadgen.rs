@@ -31,7 +31,76 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
+
+/// A plain or TLS client connection (`ws://` or `wss://`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS client configuration for `wss://` URLs: trusts only `--ca-file` (built once).
+fn tls_connector(ca_file: &str) -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca_file).expect("--ca-file readable") {
+                roots.add(cert.expect("--ca-file PEM")).expect("a CA certificate");
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        })
+        .clone()
+}
 
 /// Linux `USER_HZ`: /proc/PID/stat counts CPU time in these ticks (`getconf CLK_TCK`).
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
@@ -74,6 +143,9 @@ struct Common {
     /// Label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
+    /// PEM file with the CA (or self-signed) certificate to trust for `wss://` URLs.
+    #[arg(long, default_value = "")]
+    ca_file: String,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +257,13 @@ async fn connect(c: &Common, src: Option<IpAddr>) -> Result<Ws, String> {
     }
     let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    let stream = if c.url.starts_with("wss://") {
+        let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let tls = tls_connector(&c.ca_file).connect(name, stream).await.map_err(|e| e.to_string())?;
+        Stream::Tls(Box::new(tls))
+    } else {
+        Stream::Plain(stream)
+    };
     let mut req = c.url.as_str().into_client_request().map_err(|e| e.to_string())?;
     let h = req.headers_mut();
     h.insert("origin", HeaderValue::from_str(&c.origin).map_err(|e| e.to_string())?);
@@ -257,6 +336,7 @@ fn report(
     let mut v = json!({
         "scenario": scenario,
         "label": c.label,
+        "tls": c.url.starts_with("wss://"),
         "ops": ops,
         "secs": secs,
         "ops_per_sec": ops as f64 / secs,
@@ -603,7 +683,7 @@ fn idle_multi(c: Common, conns: usize, procs: usize) -> String {
         let child = std::process::Command::new(&exe)
             .args(["idle", "--url", &c.url, "--origin", &c.origin, "--token", &c.token])
             .args(["--server-pid", &c.server_pid.to_string(), "--conns", &share.to_string()])
-            .args(["--src-addrs", &src])
+            .args(["--src-addrs", &src, "--ca-file", &c.ca_file])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -631,6 +711,7 @@ fn idle_multi(c: Common, conns: usize, procs: usize) -> String {
     json!({
         "scenario": "idle",
         "label": c.label,
+        "tls": c.url.starts_with("wss://"),
         "conns": conns,
         "held": held,
         "errors": errors,
