@@ -120,10 +120,27 @@ fn start_server(dir: &std::path::Path) -> (Running, String) {
         dir,
         "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_secs = 5\n[origins]\nallow_missing = true\n",
     );
+    let (child, rx) = serve_logging(&path, &[]);
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its address");
+        if let Some(rest) = line.split("local_addr").nth(1) {
+            let addr: String =
+                rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| !c.is_whitespace()).collect();
+            let addr = addr.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string();
+            break addr;
+        }
+    };
+    (child, addr)
+}
+
+/// Starts `wsguard serve --config path` at log level info with extra environment variables;
+/// its log lines (stderr) arrive on the receiver.
+fn serve_logging(path: &std::path::Path, env: &[(&str, &str)]) -> (Running, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
-        .arg(&path)
+        .arg(path)
         .env("WSGUARD_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -135,16 +152,7 @@ fn start_server(dir: &std::path::Path) -> (Running, String) {
             let _ = tx.send(line);
         }
     });
-    let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its address");
-        if let Some(rest) = line.split("local_addr").nth(1) {
-            let addr: String =
-                rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| !c.is_whitespace()).collect();
-            let addr = addr.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string();
-            break addr;
-        }
-    };
-    (Running(child), addr)
+    (Running(child), rx)
 }
 
 #[tokio::test]
@@ -274,25 +282,7 @@ fn broker_password_comes_from_the_environment() {
              url = \"redis://127.0.0.1:{port}\"\npassword_env = \"WSGUARD_TEST_BROKER_PASSWORD\"\nreconnect_max_secs = 0.2\n"
         ),
     );
-    let serve = |password: &str| {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("WSGUARD_LOG", "info")
-            .env("WSGUARD_TEST_BROKER_PASSWORD", password)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        (Running(child), rx)
-    };
+    let serve = |password: &str| serve_logging(&path, &[("WSGUARD_TEST_BROKER_PASSWORD", password)]);
     let admin_of = |rx: &std::sync::mpsc::Receiver<String>| loop {
         let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its admin address");
         if let Some(rest) = line.split("metrics").nth(1).filter(|_| line.contains("listening")) {
