@@ -166,12 +166,15 @@ impl Link {
             return;
         }
         self.stats.set_broker_connected(connected);
-        if connected && self.has_connected.swap(true, Ordering::AcqRel) {
-            self.stats.record_broker_reconnect();
-            // Publications from other nodes may have been missed while disconnected.
-            self.inbound.hub.announce_gap("broker_reconnected");
-        }
-        if !connected {
+        if connected {
+            let is_reconnect = self.has_connected.swap(true, Ordering::AcqRel);
+            if is_reconnect {
+                self.stats.record_broker_reconnect();
+                // Publications from other nodes may have been missed while disconnected.
+                self.inbound.hub.announce_gap("broker_reconnected");
+            }
+            self.inbound.events.emit(Event::BrokerConnected { broker: self.kind.name(), is_reconnect });
+        } else {
             self.interest.set_active(HashSet::new());
             self.inbound.events.emit(Event::BrokerDisconnected { broker: self.kind.name(), error: detail.to_string() });
         }
@@ -254,8 +257,6 @@ struct Originated {
 
 /// The node's cluster membership.
 pub(crate) struct Cluster {
-    kind: BrokerKind,
-    node_id: Arc<str>,
     broker: Arc<dyn Broker>,
     link: Arc<Link>,
     quota: Option<Arc<LeaseQuota>>,
@@ -331,8 +332,6 @@ impl Cluster {
             config.quota_url().map(|url| LeaseQuota::new(config, url, password, &node_id, Arc::clone(&parts.stats)));
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
-            kind: config.broker,
-            node_id,
             broker,
             link,
             quota,
@@ -348,14 +347,14 @@ impl Cluster {
     /// Starts the broker connection, the re-sender and the quota renewals; they run until the
     /// node's shutdown token is cancelled.
     pub(crate) fn start(self: &Arc<Self>) {
-        if self.kind == BrokerKind::Memory {
+        if self.link.kind == BrokerKind::Memory {
             return;
         }
         tracing::info!(
-            target: "wsguard::cluster", broker = self.kind.name(), node_id = &*self.node_id,
+            target: "wsguard::cluster", broker = self.link.kind.name(), node_id = &*self.link.node_id,
             cluster_quota = self.quota.is_some(), "joining the cluster"
         );
-        if self.kind == BrokerKind::Nats && self.quota.is_none() {
+        if self.link.kind == BrokerKind::Nats && self.quota.is_none() {
             tracing::warn!(
                 target: "wsguard::cluster",
                 "per-user connection quotas are per node: set cluster.quota_redis_url to count them cluster-wide"
@@ -380,7 +379,6 @@ impl Cluster {
         mut hello: mpsc::UnboundedReceiver<()>,
         mut lifted: mpsc::UnboundedReceiver<BanTarget>,
     ) {
-        let mut has_connected = false;
         loop {
             tokio::select! {
                 _ = self.link.shutdown.cancelled() => return,
@@ -391,9 +389,6 @@ impl Cluster {
                     if !*state.borrow_and_update() {
                         continue;
                     }
-                    let is_reconnect = has_connected;
-                    has_connected = true;
-                    self.link.inbound.events.emit(Event::BrokerConnected { broker: self.kind.name(), is_reconnect });
                     self.send_control(Control::Hello).await;
                     self.resend_originated().await;
                 }
@@ -428,10 +423,10 @@ impl Cluster {
     }
 
     async fn send_control(&self, control: Control) {
-        if self.kind == BrokerKind::Memory || !self.link.is_connected() {
+        if self.link.kind == BrokerKind::Memory || !self.link.is_connected() {
             return;
         }
-        let envelope = ControlEnvelope { node: self.node_id.to_string(), sent_ms: now_ms(), control };
+        let envelope = ControlEnvelope { node: self.link.node_id.to_string(), sent_ms: now_ms(), control };
         let payload = serde_json::to_vec(&envelope).unwrap_or_default();
         let publish = self.broker.publish(self.link.subjects.control().to_string(), payload.into());
         match tokio::time::timeout(self.timeout, publish).await {
@@ -447,7 +442,7 @@ impl Cluster {
     /// Sends a control message to the other nodes (now if connected; in any case again after a
     /// reconnect, while it can still matter).
     fn broadcast(self: &Arc<Self>, control: Control) {
-        if self.kind == BrokerKind::Memory {
+        if self.link.kind == BrokerKind::Memory {
             return;
         }
         {
@@ -502,7 +497,7 @@ impl Cluster {
     /// Waits (briefly) until the broker delivers `channel` to this node, so an acknowledged
     /// subscription sees publications made on other nodes after the ack.
     pub(crate) async fn subscribed(&self, channel: &str) {
-        if self.kind == BrokerKind::Memory || !self.link.is_connected() {
+        if self.link.kind == BrokerKind::Memory || !self.link.is_connected() {
             return;
         }
         if tokio::time::timeout(SUBSCRIBE_CONFIRM_WAIT, self.link.interest.wait_active(channel)).await.is_err() {
@@ -513,7 +508,7 @@ impl Cluster {
     /// Sends an already-delivered-locally `message` frame to the other nodes and waits for the
     /// broker's confirmation. An error means the other nodes did not get it.
     pub(crate) async fn publish(&self, channel: &str, frame: &str) -> Result<(), &'static str> {
-        if self.kind == BrokerKind::Memory {
+        if self.link.kind == BrokerKind::Memory {
             return Ok(());
         }
         let publish = self.start_publish(channel, frame)?;
@@ -543,14 +538,14 @@ impl Cluster {
             self.stats.record_broker_error("publish");
             return Err("the broker is unreachable");
         }
-        let payload = wire::encode_publication(&self.node_id, now_ms(), frame);
+        let payload = wire::encode_publication(&self.link.node_id, now_ms(), frame);
         Ok(self.broker.publish(self.link.subjects.channel(channel), payload.into()))
     }
 
     /// The host's publish: like [`Cluster::publish`] but without waiting (the host API is
     /// synchronous); fails at once only when the broker is known to be unreachable.
     pub(crate) fn publish_detached(self: &Arc<Self>, channel: &str, frame: &str) -> Result<(), &'static str> {
-        if self.kind == BrokerKind::Memory {
+        if self.link.kind == BrokerKind::Memory {
             return Ok(());
         }
         let publish = self.start_publish(channel, frame)?;
