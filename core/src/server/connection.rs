@@ -1,26 +1,34 @@
 //! One accepted TCP connection: TLS (when configured), the handshake gate, the 101 or the refusal,
 //! then the session. The connection uses one snapshot of the reloadable configuration throughout.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::task::TaskTracker;
 
 use super::Shared;
+use super::burst::BurstReader;
 use super::live::{Core, Live};
 use crate::error::ErrorCode;
 use crate::handshake::{Admission, Refused, Rejection};
 use crate::observe::Event;
 use crate::session::{self, SessionStart};
 
-/// Handles one connection to the end of its session.
-pub(crate) async fn handle(
+/// Starts the task that handles one connection to the end of its session. A plain and a TLS
+/// connection get tasks of different types: a task's future is sized for its largest state, and
+/// one type for both would give every plain connection the TLS path's size (TLS stream, acceptor).
+pub(crate) fn spawn(
+    tracker: &TaskTracker,
     shared: Arc<Shared>,
     live: Arc<Live>,
     tcp: TcpStream,
@@ -29,18 +37,43 @@ pub(crate) async fn handle(
 ) {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + live.handshake_timeout;
-    match &live.tls {
-        None => upgrade(&shared, &live, tcp, peer, deadline, pending).await,
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => upgrade(&shared, &live, tls, peer, deadline, pending).await,
-            Ok(Err(e)) => reject_silently(&shared.core, peer, ErrorCode::TlsHandshakeFailed, e.to_string()),
-            Err(_) => reject_silently(
-                &shared.core,
-                peer,
-                ErrorCode::HandshakeTimeout,
-                "TLS handshake not completed in time".into(),
-            ),
-        },
+    let hard_stop = shared.hard_stop.clone();
+    if live.tls.is_some() {
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = hard_stop.cancelled() => {}
+                () = accept_tls(&shared, &live, tcp, peer, deadline, pending) => {}
+            }
+        });
+    } else {
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = hard_stop.cancelled() => {}
+                () = upgrade(&shared, &live, tcp, peer, deadline, pending) => {}
+            }
+        });
+    }
+}
+
+async fn accept_tls(
+    shared: &Shared,
+    live: &Live,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    pending: OwnedSemaphorePermit,
+) {
+    let Some(acceptor) = &live.tls else { return };
+    // Boxed, like the handshake in `upgrade`: freed once the TLS handshake is done.
+    match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(tcp))).await {
+        Ok(Ok(tls)) => upgrade(shared, live, tls, peer, deadline, pending).await,
+        Ok(Err(e)) => reject_silently(&shared.core, peer, ErrorCode::TlsHandshakeFailed, e.to_string()),
+        Err(_) => reject_silently(
+            &shared.core,
+            peer,
+            ErrorCode::HandshakeTimeout,
+            "TLS handshake not completed in time".into(),
+        ),
     }
 }
 
@@ -55,14 +88,42 @@ fn reject_silently(core: &Core, peer: SocketAddr, code: ErrorCode, detail: Strin
     });
 }
 
-async fn upgrade<S>(
+/// The handshake, then the session. The two run one after the other in one place: the handshake's
+/// future is boxed and freed when it ends, and only the session's future stays in this task for
+/// the connection's life. A task's future is sized for its largest state, and a local moved into
+/// an `.await` keeps its slot, so the plain `async` form (`let ws = ..; run(ws, ..).await`) held the
+/// admission's request head buffer and a second copy of the stream (1.2 KiB over TLS) in every idle
+/// connection: 8.4 KiB of future where the session needs about 3 KiB (docs/PERFORMANCE.md, idle
+/// memory).
+fn upgrade<'a, S>(
+    shared: &'a Shared,
+    live: &'a Live,
+    stream: S,
+    peer: SocketAddr,
+    deadline: Instant,
+    pending: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+{
+    let env = Arc::clone(&live.session_env);
+    Box::pin(handshake(shared, live, stream, peer, deadline, pending)).then(move |admitted| match admitted {
+        Some((ws, start)) => Either::Left(session::run(ws, env, start)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// The WebSocket handshake on an accepted (and decrypted) stream: the admission gate, then the 101
+/// or the refusal. Returns the session's stream and start record once the 101 is written.
+async fn handshake<S>(
     shared: &Shared,
     live: &Live,
     mut stream: S,
     peer: SocketAddr,
     deadline: Instant,
     pending: OwnedSemaphorePermit,
-) where
+) -> Option<(WebSocketStream<BurstReader<S>>, SessionStart)>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let core = &shared.core;
@@ -84,7 +145,7 @@ async fn upgrade<S>(
                 stream.shutdown().await
             };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
-            return;
+            return None;
         }
         Err(refused) => {
             let rejection = &refused.rejection;
@@ -103,7 +164,7 @@ async fn upgrade<S>(
                 };
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
             }
-            return;
+            return None;
         }
     };
     let write = async {
@@ -111,11 +172,17 @@ async fn upgrade<S>(
         stream.flush().await
     };
     if !matches!(tokio::time::timeout_at(deadline + live.handshake_timeout, write).await, Ok(Ok(()))) {
-        return;
+        return None;
     }
     drop(pending);
     core.stats.record_handshake(None);
-    let ws = WebSocketStream::from_partially_read(stream, admitted.leftover, Role::Server, Some(live.ws_config)).await;
+    let ws = WebSocketStream::from_partially_read(
+        BurstReader::new(stream),
+        admitted.leftover,
+        Role::Server,
+        Some(live.ws_config),
+    )
+    .await;
     let start = SessionStart {
         id: shared.next_session_id.fetch_add(1, Ordering::Relaxed),
         identity: Arc::new(admitted.identity),
@@ -123,5 +190,5 @@ async fn upgrade<S>(
         held: admitted.held,
         info: admitted.info,
     };
-    session::run(ws, Arc::clone(&live.session_env), start).await;
+    Some((ws, start))
 }

@@ -204,11 +204,12 @@ pub(crate) fn build_live(
         },
     });
     // tungstenite's defaults are not hardened: cap frames and messages to the configured limits,
-    // and keep the per-connection buffers small (idle connections stay cheap).
+    // and keep the per-connection buffers small (idle connections stay cheap; `BurstReader`
+    // buffers the larger reads only while data is arriving).
     let ws_config = WebSocketConfig::default()
         .max_frame_size(Some(limits.max_frame_bytes))
         .max_message_size(Some(limits.max_message_bytes))
-        .read_buffer_size(4096)
+        .read_buffer_size(super::burst::SESSION_READ_BUFFER)
         .write_buffer_size(8192)
         .max_write_buffer_size(8192 + 4 * limits.max_message_bytes);
     Ok(Live {

@@ -1,6 +1,7 @@
 //! `Server` (bind, accept loop, graceful shutdown, upkeep) and the state shared by its tasks. The
 //! control surface for hosts is `ServerHandle` (handle.rs); the reloadable part is in live.rs.
 
+mod burst;
 mod config;
 mod connection;
 mod embedded;
@@ -260,14 +261,7 @@ impl Server {
                 refuse_overload(core, &live, &tcp, peer);
                 continue;
             };
-            let task_shared = Arc::clone(&shared);
-            let hard_stop = shared.hard_stop.clone();
-            tracker.spawn(async move {
-                tokio::select! {
-                    _ = hard_stop.cancelled() => {}
-                    _ = connection::handle(task_shared, live, tcp, peer, pending) => {}
-                }
-            });
+            connection::spawn(&tracker, Arc::clone(&shared), live, tcp, peer, pending);
         }
         drop(listener);
         let grace = shared.grace_override.lock().ok().and_then(|g| *g).unwrap_or(shared.live.load().grace);
