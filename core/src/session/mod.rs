@@ -171,7 +171,7 @@ where
             byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
             violations: VecDeque::new(),
             last_seq: None,
-            info: start.info.clone(),
+            info: start.info,
             client_ip: start.client_ip,
         };
         let outbox = session.outbox.clone();
