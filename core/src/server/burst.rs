@@ -3,15 +3,16 @@
 //! tungstenite keeps a read buffer for the connection's whole life and reads at most its size per
 //! call. Sized for throughput (4 KiB or more) it is most of what an idle connection costs; sized
 //! small, a burst of pipelined messages or one large message takes many system calls.
-//! [`BurstReader`] lets tungstenite's buffer be small (`SESSION_READ_BUFFER`): a read goes straight
-//! into tungstenite's buffer, and only when that comes back full (more is probably waiting) does
-//! the next read go through a [`BURST_READ`]-byte buffer of our own, which is freed as soon as it
-//! is drained after a short read (the burst is over) or the socket has nothing more. An idle
-//! connection holds no buffer here at all.
+//! [`BurstReader`] lets tungstenite's buffer be small (`SESSION_READ_BUFFER`): every read from the
+//! socket goes into one scratch buffer per worker thread ([`SCRATCH_BYTES`], so a whole burst is
+//! one system call), tungstenite gets what fits in its buffer, and only the rest of the burst is
+//! kept, in a buffer of its exact size that is freed as soon as tungstenite has taken it. An idle
+//! connection holds no read buffer here at all.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,65 +21,58 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// client message fits in one read.
 pub(crate) const SESSION_READ_BUFFER: usize = 512;
 
-/// The size of one read from the socket during a burst.
-pub(crate) const BURST_READ: usize = 16 * 1024;
+/// The largest read from the socket: one per worker thread, shared by its connections.
+pub(crate) const SCRATCH_BYTES: usize = 16 * 1024;
 
-/// A stream whose reads are buffered only during bursts (see the module docs). Writes pass
-/// through unchanged.
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// A stream whose reads are buffered only for the rest of a burst (see the module docs). Writes
+/// pass through unchanged.
 pub(crate) struct BurstReader<S> {
     inner: S,
     /// Read from `inner` and not handed out yet; no allocation between bursts.
     pending: BytesMut,
-    /// The last read filled what it was given: read through `pending` until a read comes back short.
-    in_burst: bool,
 }
 
 impl<S> BurstReader<S> {
     pub(crate) fn new(inner: S) -> Self {
-        Self { inner, pending: BytesMut::new(), in_burst: false }
-    }
-
-    fn end_burst(&mut self) {
-        self.in_burst = false;
-        self.pending = BytesMut::new();
+        Self { inner, pending: BytesMut::new() }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for BurstReader<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.pending.is_empty() {
-            if !this.in_burst {
-                let before = out.filled().len();
-                ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
-                // Filled to the brim: more is probably waiting, read it in larger reads.
-                this.in_burst = out.filled().len() > before && out.remaining() == 0;
-                return Poll::Ready(Ok(()));
+        if !this.pending.is_empty() {
+            let count = this.pending.len().min(out.remaining());
+            out.put_slice(&this.pending[..count]);
+            this.pending.advance(count);
+            if this.pending.is_empty() {
+                this.pending = BytesMut::new();
             }
-            this.pending.reserve(BURST_READ);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.pending) {
-                Poll::Ready(Ok(0)) => {
-                    this.end_burst();
-                    return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(()));
+        }
+        SCRATCH.with(|scratch| {
+            // Not borrowed elsewhere: a read from the stream never calls back into this code.
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            };
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let got = read.filled();
+                    let count = got.len().min(out.remaining());
+                    out.put_slice(&got[..count]);
+                    if got.len() > count {
+                        this.pending = BytesMut::from(&got[count..]);
+                    }
+                    Poll::Ready(Ok(()))
                 }
-                Poll::Ready(Ok(read)) => this.in_burst = read >= BURST_READ,
-                Poll::Ready(Err(e)) => {
-                    this.end_burst();
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    this.end_burst();
-                    return Poll::Pending;
-                }
+                other => other,
             }
-        }
-        let count = this.pending.len().min(out.remaining());
-        out.put_slice(&this.pending[..count]);
-        this.pending.advance(count);
-        if this.pending.is_empty() && !this.in_burst {
-            this.end_burst();
-        }
-        Poll::Ready(Ok(()))
+        })
     }
 }
 
@@ -114,38 +108,33 @@ mod tests {
 
     use super::*;
 
-    /// Reads `total` bytes through a `BurstReader` in `chunk`-byte reads, the way tungstenite does.
-    async fn read_through(data: Vec<u8>, chunk: usize) -> (Vec<u8>, bool) {
+    #[tokio::test]
+    async fn a_large_message_read_in_small_chunks_arrives_whole_and_in_order() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let total = data.len();
+        let sent = data.clone();
         let writer = tokio::spawn(async move {
-            client.write_all(&data).await.unwrap_or_default();
+            client.write_all(&sent).await.unwrap_or_default();
             client
         });
         let mut reader = BurstReader::new(server);
         let mut got = Vec::new();
-        let mut buf = vec![0u8; chunk];
-        let mut saw_burst = false;
-        while got.len() < total {
+        let mut buf = [0u8; SESSION_READ_BUFFER];
+        let mut saw_rest_kept = false;
+        while got.len() < data.len() {
             let read = reader.read(&mut buf).await.unwrap_or(0);
             assert!(read > 0, "early EOF after {} bytes", got.len());
             got.extend_from_slice(&buf[..read]);
-            saw_burst |= reader.pending.capacity() > 0;
+            saw_rest_kept |= !reader.pending.is_empty();
         }
         let _client = writer.await;
-        (got, saw_burst)
-    }
-
-    #[tokio::test]
-    async fn a_large_message_read_in_small_chunks_arrives_whole_and_in_order() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let (got, saw_burst) = read_through(data.clone(), SESSION_READ_BUFFER).await;
         assert_eq!(got, data);
-        assert!(saw_burst, "a read that fills the caller's buffer must switch to burst reads");
+        assert!(saw_rest_kept, "what does not fit the caller's buffer is kept for the next read");
+        assert_eq!(reader.pending.capacity(), 0, "drained: nothing stays allocated");
     }
 
     #[tokio::test]
-    async fn a_small_message_is_read_straight_through_and_nothing_stays_allocated() {
+    async fn a_small_message_is_read_whole_and_nothing_stays_allocated() {
         let (mut client, server) = tokio::io::duplex(4096);
         let mut reader = BurstReader::new(server);
         client.write_all(b"hello").await.unwrap_or_default();
@@ -153,25 +142,29 @@ mod tests {
         let read = reader.read(&mut buf).await.unwrap_or(0);
         assert_eq!(&buf[..read], b"hello");
         assert_eq!(reader.pending.capacity(), 0);
-        assert!(!reader.in_burst);
     }
 
     #[tokio::test]
-    async fn the_burst_buffer_is_freed_once_the_socket_has_nothing_more() {
+    async fn a_burst_is_one_read_from_the_stream_and_its_rest_is_freed_once_taken() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let mut reader = BurstReader::new(server);
-        client.write_all(&[7u8; 3000]).await.unwrap_or_default();
+        let burst: Vec<u8> = (0..3000u32).map(|i| (i % 7) as u8).collect();
+        client.write_all(&burst).await.unwrap_or_default();
         let mut buf = [0u8; SESSION_READ_BUFFER];
-        let mut total = 0;
-        while total < 3000 {
-            total += reader.read(&mut buf).await.unwrap_or(0);
+        let first = reader.read(&mut buf).await.unwrap_or(0);
+        assert_eq!(first, SESSION_READ_BUFFER);
+        assert_eq!(reader.pending.len(), 3000 - SESSION_READ_BUFFER, "the whole burst came in one read");
+        let mut got = buf[..first].to_vec();
+        while got.len() < burst.len() {
+            let read = reader.read(&mut buf).await.unwrap_or(0);
+            got.extend_from_slice(&buf[..read]);
         }
-        // Drained; the next read finds nothing and must give the buffer back while it waits.
+        assert_eq!(got, burst);
+        assert_eq!(reader.pending.capacity(), 0);
+        // Nothing more was sent: the next read waits, holding no buffer.
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), reader.read(&mut buf)).await;
         assert!(waiting.is_err(), "nothing was sent, the read must wait");
         assert_eq!(reader.pending.capacity(), 0);
-        assert!(!reader.in_burst);
-        // And the stream still works afterwards.
         client.write_all(b"more").await.unwrap_or_default();
         let read = reader.read(&mut buf).await.unwrap_or(0);
         assert_eq!(&buf[..read], b"more");
