@@ -50,6 +50,10 @@ pub(crate) struct Outbox {
     inner: Arc<Inner>,
 }
 
+/// The outbox overflowed under the `disconnect` policy: the session must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overflowed;
+
 /// The result of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
@@ -181,27 +185,35 @@ impl Outbox {
     /// Moves up to `max` queued frames to the end of `out`, each preceded by a `gap` frame when
     /// its channel lost messages since the last delivery. `out` is the session's reusable write
     /// buffer: once it has grown to a batch, draining allocates nothing (only a `gap` frame, when
-    /// one is due, is encoded into a new string).
-    pub(crate) fn drain_into(&self, max: usize, out: &mut Vec<Utf8Bytes>) {
+    /// one is due, is encoded into a new string). Moves nothing and returns `Err` when the outbox
+    /// has overflowed (one lock for both questions: this runs once per delivery wake-up).
+    pub(crate) fn drain_into(&self, max: usize, out: &mut Vec<Utf8Bytes>) -> Result<(), Overflowed> {
         let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.is_overflowed {
+            return Err(Overflowed);
+        }
         let bytes_before = state.bytes;
         let limit = out.len() + max;
         while out.len() < limit {
             let Some(item) = state.queue.pop_front() else { break };
             state.bytes -= item.frame.len();
-            if let Some(missed) = state.lost.remove(&item.channel) {
+            // Checked first: hashing the channel name for every delivery showed in the profile.
+            if !state.lost.is_empty()
+                && let Some(missed) = state.lost.remove(&item.channel)
+            {
                 out.push(ServerFrame::Gap { channel: &item.channel, missed: Some(missed), reason: None }.encode());
             }
             out.push(item.frame);
         }
         self.account(&state, bytes_before);
+        Ok(())
     }
 
     /// [`Outbox::drain_into`] a fresh vector.
     #[cfg(test)]
     pub(crate) fn drain(&self, max: usize) -> Vec<Utf8Bytes> {
         let mut out = Vec::new();
-        self.drain_into(max, &mut out);
+        let _ = self.drain_into(max, &mut out);
         out
     }
 }

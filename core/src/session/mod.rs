@@ -237,10 +237,9 @@ where
                 }
                 () = gate.woken(), if !is_due => {}
                 () = &mut outbox_ready => {
-                    if outbox.is_overflowed() {
+                    if outbox.drain_into(WRITE_BATCH, &mut frames).is_err() {
                         break Disconnect::SlowConsumer;
                     }
-                    outbox.drain_into(WRITE_BATCH, &mut frames);
                     traffic.messages_out += frames.len() as u64;
                     let write = write_all(&mut ws, &mut frames, true, &env);
                     tokio::pin!(write);
