@@ -230,7 +230,7 @@ where
                         // Boxed, like `read_batch` below: see there.
                         frames.extend(Box::pin(session.reauthorize(&identity)).await);
                         traffic.messages_out += frames.len() as u64;
-                        if let Err(d) = write_all(&mut ws, &mut frames, false, &env).await {
+                        if let Err(d) = Box::pin(write_all(&mut ws, &mut frames, false, &env)).await {
                             break d;
                         }
                     }
@@ -270,7 +270,10 @@ where
                 }
                 _ = gate.gated_poll(|cx| ping.poll_tick(cx)), if is_due => {
                     gate.mark_due();
-                    if let Err(d) = send_ping(&mut ws, &env).await {
+                    // Boxed, like the reload's write above and the close below: rare, and inline
+                    // each would be the largest state of this future, which every idle
+                    // connection holds for its whole life (docs/PERFORMANCE.md, idle memory).
+                    if let Err(d) = Box::pin(send_ping(&mut ws, &env)).await {
                         break d;
                     }
                 }
@@ -305,7 +308,7 @@ where
                     while let Some(Ok(_)) = ws.next().await {}
                 }
             };
-            let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_WAIT, closing)).await;
         }
         drop(start.held);
         let duration_secs = started.elapsed().as_secs_f64();
