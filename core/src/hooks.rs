@@ -171,6 +171,10 @@ const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", 
 #[derive(Clone)]
 pub(crate) struct HookRunner {
     hooks: Arc<dyn Hooks>,
+    /// False when the host installed no hooks ([`ServerBuilder::hooks`](crate::ServerBuilder::hooks)
+    /// never called): every hook then keeps the core's decision, so `authenticate` and `authorize`
+    /// are answered here without the call, its time box, its copies and its metric.
+    has_host_hooks: bool,
     timeout: Duration,
     stats: Arc<Stats>,
 }
@@ -192,8 +196,13 @@ impl HookFailure {
 }
 
 impl HookRunner {
-    pub(crate) fn new(hooks: Arc<dyn Hooks>, timeout: Duration, stats: Arc<Stats>) -> Self {
-        HookRunner { hooks, timeout, stats }
+    pub(crate) fn new(hooks: Arc<dyn Hooks>, has_host_hooks: bool, timeout: Duration, stats: Arc<Stats>) -> Self {
+        HookRunner { hooks, has_host_hooks, timeout, stats }
+    }
+
+    /// True when `authorize` would call the host (callers skip building its request otherwise).
+    pub(crate) fn has_host_hooks(&self) -> bool {
+        self.has_host_hooks
     }
 
     async fn run<T>(
@@ -237,6 +246,9 @@ impl HookRunner {
         info: HandshakeInfo,
         identity: Identity,
     ) -> Result<Identity, (ErrorCode, String)> {
+        if !self.has_host_hooks {
+            return Ok(identity);
+        }
         let original = identity.clone();
         match self.run("authenticate", |h| h.authenticate(info, identity)).await {
             Ok(Ok(identity)) if identity.subject != original.subject => {
@@ -263,11 +275,79 @@ impl HookRunner {
 
     /// Fail-closed: anything but an explicit `Allow` in time is a denial.
     pub(crate) async fn authorize(&self, request: AuthorizeRequest) -> Result<Decision, HookFailure> {
+        if !self.has_host_hooks {
+            return Ok(Decision::Allow);
+        }
         self.run("authorize", |h| h.authorize(request)).await
     }
 
     /// RPC handlers get their own budget (`limits.rpc_timeout_secs`).
     pub(crate) async fn rpc(&self, call: RpcCall, limit: Duration) -> Result<Result<Value, RpcError>, HookFailure> {
         self.run_within(limit, "rpc", |h| h.rpc(call)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use serde_json::Map;
+
+    use super::*;
+
+    /// Hooks that refuse everything: installed, they decide; not installed, the core's decision
+    /// stands.
+    struct DenyAll;
+
+    impl Hooks for DenyAll {
+        fn authenticate(&self, _info: HandshakeInfo, _identity: Identity) -> HookFuture<Result<Identity, String>> {
+            Box::pin(std::future::ready(Err("refused".to_string())))
+        }
+        fn authorize(&self, _request: AuthorizeRequest) -> HookFuture<Decision> {
+            Box::pin(std::future::ready(Decision::Deny))
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            subject: "alice".into(),
+            roles: vec![],
+            scopes: vec![],
+            expires_at: 4_000_000_000,
+            issued_at: None,
+            token_id: None,
+            claims: Map::new(),
+        }
+    }
+
+    fn info() -> HandshakeInfo {
+        HandshakeInfo { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), origin: None, user_agent: None }
+    }
+
+    fn request() -> AuthorizeRequest {
+        AuthorizeRequest {
+            session_id: 1,
+            identity: Arc::new(identity()),
+            action: ChannelAction::Subscribe,
+            channel: "c".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn installed_hooks_are_called_and_decide() {
+        let runner = HookRunner::new(Arc::new(DenyAll), true, Duration::from_secs(1), Arc::new(Stats::default()));
+        assert!(runner.has_host_hooks());
+        assert!(runner.authenticate(info(), identity()).await.is_err());
+        assert_eq!(runner.authorize(request()).await, Ok(Decision::Deny));
+    }
+
+    #[tokio::test]
+    async fn without_host_hooks_the_core_decision_stands_and_nothing_is_called() {
+        // The runner is told no hooks were installed: even hooks that would refuse are not asked.
+        let runner = HookRunner::new(Arc::new(DenyAll), false, Duration::from_secs(1), Arc::new(Stats::default()));
+        assert!(!runner.has_host_hooks());
+        let kept = runner.authenticate(info(), identity()).await.map(|i| i.subject);
+        assert_eq!(kept, Ok("alice".to_string()));
+        assert_eq!(runner.authorize(request()).await, Ok(Decision::Allow));
     }
 }

@@ -105,12 +105,7 @@ mod tests {
     use super::*;
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            path: "/ws".into(),
-            query: None,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
-        }
+        RequestHead::from_parts("GET", "/ws", None, headers)
     }
 
     fn proxies(nets: &[&str]) -> TrustedProxies {

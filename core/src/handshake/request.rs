@@ -2,6 +2,8 @@
 //! cap, and checks the RFC 6455 §4.2.1 requirements. Nothing here allocates per-connection state
 //! beyond the bounded read buffer.
 
+use std::ops::Range;
+
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -11,25 +13,56 @@ use crate::error::ErrorCode;
 /// Most header lines accepted; more is answered 431 like an oversized head.
 const MAX_HEADERS: usize = 64;
 
-/// A parsed request head. Header names are lowercased; values are raw bytes.
+/// A parsed request head. Header names are matched case-insensitively; values are raw bytes.
+/// The headers are ranges into the head's own bytes (one buffer, no copy per header line).
 #[derive(Debug)]
 pub(crate) struct RequestHead {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) query: Option<String>,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    raw: Vec<u8>,
+    /// (name, value) of each header line, as ranges of `raw`.
+    headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl RequestHead {
+    /// A head from its parts (tests, and anything that did not come off a socket).
+    #[cfg(test)]
+    pub(crate) fn from_parts(method: &str, path: &str, query: Option<&str>, headers: &[(&str, &str)]) -> Self {
+        let mut raw = Vec::new();
+        let mut ranges = Vec::new();
+        for (name, value) in headers {
+            let name_start = raw.len();
+            raw.extend_from_slice(name.as_bytes());
+            let value_start = raw.len();
+            raw.extend_from_slice(value.as_bytes());
+            ranges.push((name_start..value_start, value_start..raw.len()));
+        }
+        RequestHead {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.map(str::to_string),
+            raw,
+            headers: ranges,
+        }
+    }
+
     /// Every value of a header, in order.
     pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.values(name)
+    }
+
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.raw[v.clone()])
     }
 
     /// The single value of a header; a repeated header is a bad request (it could be used to make
     /// two components disagree about the value).
     pub(crate) fn single<'a>(&'a self, name: &str) -> Result<Option<&'a [u8]>, Rejection> {
-        let mut values = self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+        let mut values = self.values(name);
         let first = values.next();
         if values.next().is_some() {
             return Err(Rejection::new(ErrorCode::BadRequest, format!("duplicate {name} header")));
@@ -40,6 +73,16 @@ impl RequestHead {
     /// True when the comma-separated header contains `token` (case-insensitive).
     fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name).any(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    }
+}
+
+/// Where `part` (a slice of `whole`, as httparse returns them) starts and ends in `whole`; an
+/// empty range for anything outside it (an empty slice need not point into `whole`).
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() => start..end,
+        _ => 0..0,
     }
 }
 
@@ -76,13 +119,14 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
                     Some((p, q)) => (p.to_string(), Some(q.to_string())),
                     None => (target.to_string(), None),
                 };
-                let head = RequestHead {
-                    method: request.method.unwrap_or_default().to_string(),
-                    path,
-                    query,
-                    headers: request.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect(),
-                };
+                let headers = request
+                    .headers
+                    .iter()
+                    .map(|h| (range_in(&buf, h.name.as_bytes()), range_in(&buf, h.value)))
+                    .collect();
+                let method = request.method.unwrap_or_default().to_string();
                 let rest = buf.split_off(len);
+                let head = RequestHead { method, path, query, raw: buf, headers };
                 return Ok((head, rest));
             }
             Ok(httparse::Status::Partial) => {
@@ -141,4 +185,31 @@ pub(crate) fn offered_subprotocols(head: &RequestHead) -> Vec<String> {
         .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(text: &str) -> (RequestHead, Vec<u8>) {
+        let mut bytes = text.as_bytes();
+        read_head(&mut bytes, 8192).await.unwrap_or_else(|r| panic!("refused: {r:?}"))
+    }
+
+    #[tokio::test]
+    async fn headers_are_found_whatever_their_case_and_empty_values_are_kept() {
+        let (head, rest) = parse(
+            "GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nsec-WebSocket-Protocol: p1, p2\r\nSEC-WEBSOCKET-PROTOCOL: p3\r\n\r\nEARLY",
+        )
+        .await;
+        assert_eq!((head.method.as_str(), head.path.as_str(), head.query.as_deref()), ("GET", "/ws", Some("x=1")));
+        assert_eq!(head.single("host").ok().flatten(), Some(&b"a"[..]));
+        assert_eq!(head.single("HOST").ok().flatten(), Some(&b"a"[..]));
+        assert_eq!(head.single("x-empty").ok().flatten(), Some(&b""[..]));
+        let protocols: Vec<&[u8]> = head.all("sec-websocket-protocol").collect();
+        assert_eq!(protocols, vec![&b"p1, p2"[..], &b"p3"[..]]);
+        assert!(head.single("sec-websocket-protocol").is_err(), "a repeated header is refused by `single`");
+        assert_eq!(head.single("absent").ok().flatten(), None);
+        assert_eq!(rest, b"EARLY");
+    }
 }

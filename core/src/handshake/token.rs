@@ -64,12 +64,7 @@ mod tests {
     use super::*;
 
     fn head(query: Option<&str>, headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            path: "/ws".into(),
-            query: query.map(str::to_string),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
-        }
+        RequestHead::from_parts("GET", "/ws", query, headers)
     }
 
     const ALL: [TokenSource; 3] = [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie];

@@ -140,13 +140,17 @@ pub enum Event {
 /// Fans events out to `tracing` and, through a bounded queue, to the hooks.
 #[derive(Clone)]
 pub(crate) struct EventSink {
-    queue: mpsc::Sender<Event>,
+    /// `None` when the host installed no hooks: nobody reads the events but `tracing`.
+    queue: Option<mpsc::Sender<Event>>,
     stats: Arc<Stats>,
 }
 
 impl EventSink {
-    /// Spawns the delivery task on the current runtime.
-    pub(crate) fn spawn(hooks: Arc<dyn Hooks>, capacity: usize, stats: Arc<Stats>) -> Self {
+    /// Spawns the delivery task on the current runtime (none without host hooks).
+    pub(crate) fn spawn(hooks: Option<Arc<dyn Hooks>>, capacity: usize, stats: Arc<Stats>) -> Self {
+        let Some(hooks) = hooks else {
+            return EventSink { queue: None, stats };
+        };
         let (queue, mut rx) = mpsc::channel::<Event>(capacity.max(1));
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
@@ -157,12 +161,14 @@ impl EventSink {
                 }
             }
         });
-        EventSink { queue, stats }
+        EventSink { queue: Some(queue), stats }
     }
 
     pub(crate) fn emit(&self, event: Event) {
         trace(&event);
-        if self.queue.try_send(event).is_err() {
+        if let Some(queue) = &self.queue
+            && queue.try_send(event).is_err()
+        {
             self.stats.record_event_dropped();
         }
     }

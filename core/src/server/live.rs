@@ -39,6 +39,8 @@ pub(crate) struct Core {
     pub(crate) revocations: Arc<RevocationList>,
     pub(crate) jti_cache: Arc<JtiCache>,
     pub(crate) hooks: Arc<dyn Hooks>,
+    /// False when the host installed no hooks (see `HookRunner`).
+    pub(crate) has_host_hooks: bool,
     /// Shared with every session, old and new: a reload's rules apply to open sessions too.
     pub(crate) policy: Arc<ArcSwap<Policy>>,
     /// Shared with every session for in-band refresh.
@@ -137,7 +139,7 @@ pub(crate) fn build_live(
 
     core.per_ip.set_limit(limits.connections_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
-    let hooks = HookRunner::new(Arc::clone(&core.hooks), hook_timeout, Arc::clone(&core.stats));
+    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
     let rate = limits.handshakes_per_ip_per_sec;
     let gate = HandshakeGate {

@@ -63,14 +63,15 @@ pub(crate) struct Shared {
 /// Builds a [`Server`] with hooks or host-supplied key material.
 pub struct ServerBuilder {
     config: Config,
-    hooks: Arc<dyn Hooks>,
+    /// `None`: the host installed none (the core skips the hook calls and the event queue).
+    hooks: Option<Arc<dyn Hooks>>,
     key_material: Option<KeyMaterial>,
 }
 
 impl ServerBuilder {
     /// Installs the host's hooks (default: [`NoHooks`]).
     pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
-        self.hooks = hooks;
+        self.hooks = Some(hooks);
         self
     }
 
@@ -88,6 +89,8 @@ impl ServerBuilder {
     /// cannot be bound.
     pub async fn bind(self) -> Result<Server, Error> {
         let ServerBuilder { config, hooks, key_material } = self;
+        let has_host_hooks = hooks.is_some();
+        let hooks = hooks.unwrap_or_else(|| Arc::new(NoHooks));
         let Compiled { verifier, tls, policy, broker_password } = compile(&config, key_material.as_ref())?;
         let listener = listen(&config.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
@@ -103,8 +106,11 @@ impl ServerBuilder {
         let metrics_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
         let stats = Arc::new(Stats::default());
-        let events =
-            EventSink::spawn(Arc::clone(&hooks), config.hooks.event_queue_capacity as usize, Arc::clone(&stats));
+        let events = EventSink::spawn(
+            has_host_hooks.then(|| Arc::clone(&hooks)),
+            config.hooks.event_queue_capacity as usize,
+            Arc::clone(&stats),
+        );
         let verifier = Arc::new(verifier);
         let interest = Arc::new(Interest::default());
         // A single node has no broker to tell about channel interest.
@@ -149,6 +155,7 @@ impl ServerBuilder {
             revocations,
             jti_cache: Arc::new(JtiCache::new(config.auth.jti_cache_capacity as usize, config.auth.leeway_secs)),
             hooks,
+            has_host_hooks,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             verifier: Arc::new(ArcSwap::new(Arc::clone(&verifier))),
             policy_changed: Arc::new(watch::Sender::new(0)),
@@ -202,7 +209,7 @@ pub struct Server {
 impl Server {
     /// A builder for a server with hooks or host-supplied keys.
     pub fn builder(config: Config) -> ServerBuilder {
-        ServerBuilder { config, hooks: Arc::new(NoHooks), key_material: None }
+        ServerBuilder { config, hooks: None, key_material: None }
     }
 
     /// Binds a server without hooks.
