@@ -69,7 +69,8 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// Installs the host's hooks (default: [`NoHooks`]).
+    /// Installs the host's hooks. Without hooks the core's decisions stand (what [`NoHooks`]
+    /// answers) and nothing is called: no hook time box, no `authorize` request, no event queue.
     pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
         self.hooks = Some(hooks);
         self
