@@ -19,10 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
+use wsguard_bench::{ClientFrame, listen, reply};
 
 #[derive(Parser)]
 struct Args {
@@ -37,30 +35,10 @@ struct Args {
 /// Channel name -> (subscriber id, sender of pre-encoded publications).
 type Hub = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Bytes>)>>>>;
 
-#[derive(Deserialize)]
-struct ClientFrame<'a> {
-    action: &'a str,
-    id: Option<u64>,
-    #[serde(borrow)]
-    channel: Option<&'a str>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-}
-
-fn reply(kind: &str, id: Option<u64>) -> Vec<u8> {
-    match id {
-        Some(id) => format!("{{\"type\":\"{kind}\",\"id\":{id}}}").into_bytes(),
-        None => format!("{{\"type\":\"{kind}\"}}").into_bytes(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let socket = if args.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(args.listen)?;
-    let listener: TcpListener = socket.listen(4096)?;
+    let listener = listen(args.listen)?;
     let hub: Hub = Arc::default();
     let mut next_id = 0u64;
     loop {
@@ -137,11 +115,11 @@ async fn serve(
         let out = match serde_json::from_slice::<ClientFrame>(&frame.payload) {
             Err(_) => b"{\"type\":\"error\",\"code\":\"invalid_json\"}".to_vec(),
             Ok(f) => match (f.action, f.channel, f.payload) {
-                ("ping", _, _) => reply("pong", f.id),
+                ("ping", _, _) => reply("pong", f.id).into_bytes(),
                 ("subscribe", Some(ch), _) => {
                     hub.lock().expect("hub").entry(ch.to_owned()).or_default().push((conn_id, tx.clone()));
                     subscribed.push(ch.to_owned());
-                    reply("ack", f.id)
+                    reply("ack", f.id).into_bytes()
                 }
                 ("publish", Some(ch), Some(payload)) => {
                     // Encode once; every subscriber gets a clone of the same bytes.
@@ -155,7 +133,7 @@ async fn serve(
                             let _ = sub.try_send(msg.clone());
                         }
                     }
-                    reply("ack", f.id)
+                    reply("ack", f.id).into_bytes()
                 }
                 _ => b"{\"type\":\"error\",\"code\":\"invalid_frame\"}".to_vec(),
             },

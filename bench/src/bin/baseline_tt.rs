@@ -11,12 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use wsguard_bench::{ClientFrame, listen, reply};
 
 #[derive(Parser)]
 struct Args {
@@ -38,8 +36,10 @@ struct Args {
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<_> =
-        CertificateDer::pem_file_iter(cert).expect("--tls-cert readable").map(|c| c.expect("PEM certificate")).collect();
+    let certs: Vec<_> = CertificateDer::pem_file_iter(cert)
+        .expect("--tls-cert readable")
+        .map(|c| c.expect("PEM certificate"))
+        .collect();
     let key = PrivateKeyDer::from_pem_file(key).expect("--tls-key PEM");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -54,31 +54,10 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::
 /// Channel name -> (subscriber id, sender of pre-encoded publications).
 type Hub = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Utf8Bytes>)>>>>;
 
-#[derive(Deserialize)]
-struct Frame<'a> {
-    action: &'a str,
-    id: Option<u64>,
-    #[serde(borrow)]
-    channel: Option<&'a str>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-}
-
-fn reply(kind: &str, id: Option<u64>) -> Utf8Bytes {
-    match id {
-        Some(id) => format!("{{\"type\":\"{kind}\",\"id\":{id}}}").into(),
-        None => format!("{{\"type\":\"{kind}\"}}").into(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let socket = if args.listen.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(args.listen)?;
-    // Same explicit backlog as a hardened server should use: 128 overflows under bursts.
-    let listener: TcpListener = socket.listen(4096)?;
+    let listener = listen(args.listen)?;
     let hub: Hub = Arc::default();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)),
@@ -127,16 +106,16 @@ where
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+                let Ok(frame) = serde_json::from_str::<ClientFrame>(text.as_str()) else {
                     if ws.send(Message::text("{\"type\":\"error\",\"code\":\"invalid_json\"}")).await.is_err() { break; }
                     continue;
                 };
                 let out = match (frame.action, frame.channel, frame.payload) {
-                    ("ping", _, _) => reply("pong", frame.id),
+                    ("ping", _, _) => reply("pong", frame.id).into(),
                     ("subscribe", Some(ch), _) => {
                         hub.lock().expect("hub").entry(ch.to_owned()).or_default().push((conn_id, tx.clone()));
                         subscribed.push(ch.to_owned());
-                        reply("ack", frame.id)
+                        reply("ack", frame.id).into()
                     }
                     ("publish", Some(ch), Some(payload)) => {
                         // Encode once; every subscriber gets a clone of the same bytes.
@@ -150,7 +129,7 @@ where
                                 let _ = sub.try_send(msg.clone());
                             }
                         }
-                        reply("ack", frame.id)
+                        reply("ack", frame.id).into()
                     }
                     _ => Utf8Bytes::from_static("{\"type\":\"error\",\"code\":\"invalid_frame\"}"),
                 };

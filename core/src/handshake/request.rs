@@ -48,11 +48,7 @@ impl RequestHead {
     }
 
     /// Every value of a header, in order.
-    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.values(name)
-    }
-
-    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    pub(crate) fn all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.headers
             .iter()
             .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
@@ -62,7 +58,7 @@ impl RequestHead {
     /// The single value of a header; a repeated header is a bad request (it could be used to make
     /// two components disagree about the value).
     pub(crate) fn single<'a>(&'a self, name: &str) -> Result<Option<&'a [u8]>, Rejection> {
-        let mut values = self.values(name);
+        let mut values = self.all(name);
         let first = values.next();
         if values.next().is_some() {
             return Err(Rejection::new(ErrorCode::BadRequest, format!("duplicate {name} header")));
