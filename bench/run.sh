@@ -4,6 +4,9 @@
 #
 #   bash bench/run.sh            # full run, ~6-8 min on the 2-core machine
 #   bash bench/run.sh --quick    # smoke run, < 2 min (1 repetition, 1 s windows, no 18k idle)
+#   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
+#                                # (space-separated: echo pipelined fanout-max fanout-rate
+#                                # handshake idle; "wss" selects the TLS ones)
 #
 # Server pinned to core 0, load generator to core 1 (taskset). Every figure is the median of
 # REPS runs; each run starts a fresh server process; the servers alternate order per repetition.
@@ -95,6 +98,14 @@ stop_server() {
   SPID=""
 }
 
+# want <name>: is this scenario selected by ONLY (all are when it is empty)?
+want() {
+  [[ -z "${ONLY:-}" ]] && return 0
+  local w
+  for w in $ONLY; do [[ "$1" == *"$w"* ]] && return 0; done
+  return 1
+}
+
 # run_case <scenario args...>: every server, REPS times, alternating the order.
 run_case() {
   local rep srv order
@@ -116,13 +127,13 @@ run_case() {
 }
 
 HS_SRC=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9
-echo "== echo ping-pong" >&2;        run_case echo --conns 50 --window 1
-echo "== pipelined" >&2;             run_case echo --conns 50 --window 16
-echo "== fan-out, max rate" >&2;     run_case fanout --subs 100 --window 8
-echo "== fan-out, fixed rate" >&2;   run_case fanout --subs 100 --rate 200
-echo "== handshake" >&2;             run_case handshake --conns 16 --src-addrs "$HS_SRC"
-echo "== idle 1k" >&2;               run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.20
-if ((BIG_IDLE > 0)); then
+if want echo; then echo "== echo ping-pong" >&2; run_case echo --conns 50 --window 1; fi
+if want pipelined; then echo "== pipelined" >&2; run_case echo --conns 50 --window 16; fi
+if want fanout-max; then echo "== fan-out, max rate" >&2; run_case fanout --subs 100 --window 8; fi
+if want fanout-rate; then echo "== fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
+if want handshake; then echo "== handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi
+if want idle; then echo "== idle 1k" >&2; run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.20; fi
+if ((BIG_IDLE > 0)) && want idle-big; then
   echo "== idle ${BIG_IDLE} (6 client processes, 6 source addresses)" >&2
   SAVE=$REPS; REPS=1
   run_case idle-multi --conns "$BIG_IDLE" --procs 6 \
@@ -132,10 +143,10 @@ fi
 
 # Over TLS: wsguard against the TLS baseline (the same tokio-tungstenite baseline behind rustls).
 TLS=1; SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(baseline-tt wsguard)
-echo "== wss: echo ping-pong" >&2;      run_case echo --conns 50 --window 1
-echo "== wss: fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200
-echo "== wss: handshake" >&2;           run_case handshake --conns 16 --src-addrs "$HS_SRC"
-echo "== wss: idle 1k" >&2;             run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.30
+if want wss-echo; then echo "== wss: echo ping-pong" >&2; run_case echo --conns 50 --window 1; fi
+if want wss-fanout-rate; then echo "== wss: fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
+if want wss-handshake; then echo "== wss: handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi
+if want wss-idle; then echo "== wss: idle 1k" >&2; run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.30; fi
 TLS=0; SERVERS=("${SAVE_SERVERS[@]}")
 
 {

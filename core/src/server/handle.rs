@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorCode};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
 use crate::protocol::{ServerFrame, is_within_depth, validate_channel};
-use crate::session::Disconnect;
+use crate::session::{Disconnect, Signal};
 
 /// Controls a running server. Cheap to clone; every method may be called from any thread.
 #[derive(Clone)]
@@ -168,7 +168,8 @@ impl ServerHandle {
             core.verifier.store(verifier);
             core.policy.store(Arc::new(policy));
             self.shared.live.store(Arc::new(live));
-            core.policy_changed.send_modify(|epoch| *epoch += 1);
+            // Every session re-authorizes its subscriptions against the new policy.
+            core.registry.signal_all(Signal::Reload);
             Ok(())
         })();
         match &outcome {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
@@ -45,8 +45,6 @@ pub(crate) struct Core {
     pub(crate) policy: Arc<ArcSwap<Policy>>,
     /// Shared with every session for in-band refresh.
     pub(crate) verifier: Arc<ArcSwap<TokenVerifier>>,
-    /// Bumped on every reload; sessions then re-authorize their subscriptions.
-    pub(crate) policy_changed: Arc<watch::Sender<u64>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) key_material: Option<KeyMaterial>,
     pub(crate) memory: Arc<MemoryBudget>,
@@ -173,7 +171,6 @@ pub(crate) fn build_live(
         hooks,
         registry: Arc::clone(&core.registry),
         policy: Arc::clone(&core.policy),
-        policy_changed: Arc::clone(&core.policy_changed),
         verifier: Arc::clone(&core.verifier),
         revocations: Arc::clone(&core.revocations),
         jti_cache,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,7 +34,7 @@ use crate::hooks::{Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
 use crate::observe::{Event, EventSink, Stats};
-use crate::session::Registry;
+use crate::session::{Registry, Signal};
 use live::{Compiled, Core, Live, build_live, compile};
 
 /// Pause after an accept error (typically EMFILE) so the loop does not spin.
@@ -159,7 +159,6 @@ impl ServerBuilder {
             has_host_hooks,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             verifier: Arc::new(ArcSwap::new(Arc::clone(&verifier))),
-            policy_changed: Arc::new(watch::Sender::new(0)),
             shutdown,
             key_material,
             memory: Arc::default(),
@@ -252,6 +251,7 @@ impl Server {
         });
         core.cluster.start();
         let upkeep = tokio::spawn(upkeep(Arc::clone(&shared)));
+        let relay = tokio::spawn(relay_signals(Arc::clone(&shared)));
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = core.shutdown.cancelled() => break,
@@ -281,6 +281,7 @@ impl Server {
             tracker.wait().await;
         }
         upkeep.abort();
+        relay.abort();
         core.cluster.stop().await;
         admin_stop.cancel();
         if let Some(task) = admin_task {
@@ -303,6 +304,32 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Relays the server-wide changes every session must see (shutdown, a new revocation) to the
+/// live sessions through the registry, so that a session waits on its own control alone rather
+/// than on one wait per source (a reload signals the sessions itself, `ServerHandle::reload`). A
+/// session registered after a change checks for it itself (`session::run`). Ends after relaying
+/// the shutdown.
+async fn relay_signals(shared: Arc<Shared>) {
+    let core = &shared.core;
+    let mut revocations = core.revocations.subscribe();
+    let mut is_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = core.shutdown.cancelled() => {
+                core.registry.signal_all(Signal::Shutdown);
+                return;
+            }
+            changed = revocations.changed(), if is_open => {
+                is_open = changed.is_ok();
+                if is_open {
+                    core.registry.signal_all(Signal::Revocation);
+                }
+            }
+        }
+    }
 }
 
 /// Periodic upkeep: ban expiry, publish-rate anomalies, and (less often) sweeping idle rate-limit

@@ -19,7 +19,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -27,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use disconnect::Disconnect;
 use gate::Gate;
-pub(crate) use registry::Registry;
-use transport::{Traffic, read_batch, send_ping, write_all};
+pub(crate) use registry::{Registry, Signal};
+use transport::{Traffic, WriteFrames, finish_delivery, read_batch, send_ping, write_all};
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::cluster::Cluster;
@@ -53,8 +52,6 @@ pub(crate) struct SessionEnv {
     pub(crate) registry: Arc<Registry>,
     /// Swapped by reloads; read at every decision.
     pub(crate) policy: Arc<ArcSwap<Policy>>,
-    /// Bumped by reloads: every session re-authorizes its subscriptions.
-    pub(crate) policy_changed: Arc<watch::Sender<u64>>,
     /// Swapped by reloads; verifies in-band refresh tokens.
     pub(crate) verifier: Arc<ArcSwap<TokenVerifier>>,
     pub(crate) revocations: Arc<RevocationList>,
@@ -143,24 +140,34 @@ where
         let started = Instant::now();
         let limits = &env.limits;
         let control = env.registry.register(start.id, &start.identity.subject);
-        let mut revoked = env.revocations.subscribe();
-        // A revocation between the handshake's check and this subscription would otherwise be missed.
-        if env.revocations.is_revoked(&start.identity) {
-            revoked.mark_changed();
+        // A shutdown or a revocation between the handshake's checks and the registration would
+        // otherwise be missed: the relay (`server::relay_signals`) only reaches registered sessions. A
+        // reload would not matter yet (no subscriptions).
+        if env.shutdown.is_cancelled() {
+            control.signal(Signal::Shutdown);
         }
-        let policy_changed = env.policy_changed.subscribe();
+        if env.revocations.is_revoked(&start.identity) {
+            control.signal(Signal::Revocation);
+        }
         env.stats.session_opened();
         env.events.emit(Event::SessionOpened {
             session_id: start.id,
             user: start.identity.subject.clone(),
             client_ip: start.client_ip,
         });
-        let expiry = tokio::time::sleep_until(expiry_deadline(&start.identity, limits.leeway_secs));
-        tokio::pin!(expiry);
-        let mut ping = tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        // One timer serves the token's expiry, the idle timeout and the heartbeat: it is set to
+        // the earliest of the three deadlines and, when it fires, the loop sees which are due.
+        // Three timers cost every idle connection about 350 bytes and three timer-wheel entries.
+        // The idle deadline is not moved per message: the timer fires at the old one and is set
+        // again from `last_activity`.
+        let mut expires_at = expiry_deadline(&start.identity, limits.leeway_secs);
         let mut last_activity = Instant::now();
-        let idle = tokio::time::sleep_until(last_activity + limits.idle_timeout);
-        tokio::pin!(idle);
+        let mut next_ping = last_activity + limits.ping_interval;
+        let next_deadline = |expires_at: Instant, last_activity: Instant, next_ping: Instant| {
+            expires_at.min(last_activity + limits.idle_timeout).min(next_ping)
+        };
+        let timer = tokio::time::sleep_until(next_deadline(expires_at, last_activity, next_ping));
+        tokio::pin!(timer);
         let mut session = Session {
             id: start.id,
             identity: Arc::clone(&start.identity),
@@ -184,16 +191,10 @@ where
         // rebuild registered and dropped a `Notify` waiter). The rare ones are polled through the
         // gate, only in passes after one of them woke the task ([`Gate`]). A wait that fires is
         // re-armed with `set`, and the gate told to poll it once so it registers again.
-        let shutdown = env.shutdown.cancelled();
-        tokio::pin!(shutdown);
-        let requested = control.wait();
-        tokio::pin!(requested);
-        let revocation = next_change(revoked);
-        tokio::pin!(revocation);
-        let mut is_revocation_open = true;
-        let reload = next_change(policy_changed);
-        tokio::pin!(reload);
-        let mut is_reload_open = true;
+        // Shutdown, revocations and reloads reach the session through its control, with the
+        // disconnect requests: one wait instead of four (about 400 bytes less per connection).
+        let controlled = control.wait();
+        tokio::pin!(controlled);
         let outbox_ready = outbox.ready();
         tokio::pin!(outbox_ready);
         let gate = Gate::new();
@@ -206,26 +207,20 @@ where
             // reads) sends the loop round to a pass that does.
             tokio::select! {
                 biased;
-                () = gate.gated(shutdown.as_mut()), if is_due => break Disconnect::ServerShutdown,
-                requested = gate.gated(requested.as_mut()), if is_due => break requested,
-                () = gate.gated(expiry.as_mut()), if is_due => break Disconnect::TokenExpired,
-                (receiver, is_open) = gate.gated(revocation.as_mut()), if is_due && is_revocation_open => {
-                    // A closed channel (the server is going away) disables the branch for good.
-                    is_revocation_open = is_open;
-                    if is_open {
-                        if env.revocations.is_revoked(&session.identity) {
-                            break Disconnect::Revoked;
-                        }
-                        revocation.set(next_change(receiver));
-                        gate.mark_due();
+                wake = gate.gated(controlled.as_mut()), if is_due => {
+                    if wake.has(Signal::Shutdown) {
+                        break Disconnect::ServerShutdown;
                     }
-                }
-                (receiver, is_open) = gate.gated(reload.as_mut()), if is_due && is_reload_open => {
-                    is_reload_open = is_open;
-                    if is_open {
-                        // Re-armed first: a reload during the re-authorization is seen next time.
-                        reload.set(next_change(receiver));
-                        gate.mark_due();
+                    if let Some(requested) = wake.requested {
+                        break requested;
+                    }
+                    if wake.has(Signal::Revocation) && env.revocations.is_revoked(&session.identity) {
+                        break Disconnect::Revoked;
+                    }
+                    // Re-armed first: a reload during the re-authorization is seen next time.
+                    controlled.set(control.wait());
+                    gate.mark_due();
+                    if wake.has(Signal::Reload) {
                         let identity = Arc::clone(&session.identity);
                         // Boxed, like `read_batch` below: see there.
                         frames.extend(Box::pin(session.reauthorize(&identity)).await);
@@ -235,58 +230,63 @@ where
                         }
                     }
                 }
+                () = gate.gated(timer.as_mut()), if is_due => {
+                    let now = Instant::now();
+                    if expires_at <= now {
+                        break Disconnect::TokenExpired;
+                    }
+                    if last_activity + limits.idle_timeout <= now {
+                        break Disconnect::IdleTimeout;
+                    }
+                    if next_ping <= now {
+                        next_ping = now + limits.ping_interval;
+                        // Boxed, like the reload's write above and the close after the loop: rare,
+                        // and inline each would be the largest state of this future, which every
+                        // idle connection holds for its whole life (docs/PERFORMANCE.md, idle
+                        // memory).
+                        if let Err(d) = Box::pin(send_ping(&mut ws, &env)).await {
+                            break d;
+                        }
+                    }
+                    timer.as_mut().reset(next_deadline(expires_at, last_activity, next_ping));
+                    gate.mark_due();
+                }
                 () = gate.woken(), if !is_due => {}
                 () = &mut outbox_ready => {
                     if outbox.drain_into(WRITE_BATCH, &mut frames).is_err() {
                         break Disconnect::SlowConsumer;
                     }
-                    traffic.messages_out += frames.len() as u64;
-                    let write = write_all(&mut ws, &mut frames, true, &env);
-                    tokio::pin!(write);
+                    let count = frames.len() as u64;
+                    traffic.messages_out += count;
                     // Usually the write is done at its first poll; only one that has to wait races
                     // the overflow: a stalled client must not hide it behind the write timeout.
-                    let written = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-                        Poll::Ready(written) => written,
-                        Poll::Pending => tokio::select! {
-                            biased;
-                            written = &mut write => written,
-                            () = outbox.overflowed() => Err(Disconnect::SlowConsumer),
-                        },
+                    let mut write = WriteFrames::new(&mut ws, &mut frames);
+                    let written = match poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await {
+                        Poll::Ready(written) => written.map_err(|e| transport::classify(&e)),
+                        // Boxed: rare, and inline it would be this future's largest state.
+                        Poll::Pending => Box::pin(finish_delivery(write, &outbox, limits.write_timeout)).await,
                     };
                     if let Err(d) = written {
                         break d;
+                    }
+                    if count > 0 {
+                        env.stats.record_messages_out(true, count);
                     }
                     // Re-armed only now: while it waits it holds the outbox's one notification,
                     // which `overflowed` above must be able to receive.
                     outbox_ready.set(outbox.ready());
                 }
-                () = gate.gated(idle.as_mut()), if is_due => {
-                    let deadline = last_activity + limits.idle_timeout;
-                    if deadline <= Instant::now() {
-                        break Disconnect::IdleTimeout;
-                    }
-                    idle.as_mut().reset(deadline);
-                    gate.mark_due();
-                }
-                _ = gate.gated_poll(|cx| ping.poll_tick(cx)), if is_due => {
-                    gate.mark_due();
-                    // Boxed, like the reload's write above and the close below: rare, and inline
-                    // each would be the largest state of this future, which every idle
-                    // connection holds for its whole life (docs/PERFORMANCE.md, idle memory).
-                    if let Err(d) = Box::pin(send_ping(&mut ws, &env)).await {
-                        break d;
-                    }
-                }
                 incoming = ws.next() => {
                     last_activity = Instant::now();
-                    let expires = expiry.deadline();
+                    let expires = expires_at;
                     // Boxed: the message pipeline's future (about 2 KiB) would otherwise be part of
                     // this task's future, which every idle connection holds for its whole life. One
                     // allocation per batch of client messages (none per delivery) buys that back.
-                    let batch = read_batch(&mut ws, &mut session, &env, incoming, expiry.as_mut(), &mut traffic);
+                    let batch = read_batch(&mut ws, &mut session, &env, incoming, &mut expires_at, &mut traffic);
                     let batch = Box::pin(batch).await;
-                    if expiry.deadline() != expires {
+                    if expires_at != expires {
                         // A refresh moved the expiry.
+                        timer.as_mut().reset(next_deadline(expires_at, last_activity, next_ping));
                         gate.mark_due();
                     }
                     if let Some(d) = batch {
@@ -324,14 +324,6 @@ where
             messages_out: traffic.messages_out,
         });
     }
-}
-
-/// Waits for the next change of a watch channel. It owns the receiver and hands it back, so the
-/// wait can live across loop iterations and be re-armed with the same receiver; `false` when the
-/// sender is gone.
-async fn next_change<T>(mut receiver: watch::Receiver<T>) -> (watch::Receiver<T>, bool) {
-    let is_open = receiver.changed().await.is_ok();
-    (receiver, is_open)
 }
 
 impl Session {

@@ -1,16 +1,47 @@
 //! Live sessions by id, so the server side can disconnect a session or every session of a user.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
 use super::disconnect::Disconnect;
 
-/// A request, from outside the session task, to end it.
+/// A server-wide change every session must look at, relayed to each session's control by
+/// [`Registry::signal_all`] (one wait per session instead of one per source).
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+pub(crate) enum Signal {
+    /// The server is shutting down.
+    Shutdown = 1,
+    /// A revocation was added: is this session's token revoked now?
+    Revocation = 2,
+    /// The policy was reloaded: re-authorize the subscriptions.
+    Reload = 4,
+}
+
+/// What woke a session's control wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wake {
+    /// The request to end the session, when there is one (it stays pending).
+    pub(crate) requested: Option<Disconnect>,
+    /// The signals received since the last wake, taken by this one (bits of [`Signal`]).
+    signals: u8,
+}
+
+impl Wake {
+    pub(crate) fn has(&self, signal: Signal) -> bool {
+        self.signals & signal as u8 != 0
+    }
+}
+
+/// Events for one session from outside its task: a request to end it, and the server-wide
+/// signals.
 #[derive(Debug, Default)]
 pub(crate) struct SessionControl {
     requested: Mutex<Option<Disconnect>>,
+    signals: AtomicU8,
     notify: Notify,
 }
 
@@ -24,12 +55,20 @@ impl SessionControl {
         }
     }
 
-    /// Resolves with the first request.
-    pub(crate) async fn wait(&self) -> Disconnect {
+    /// Tells the session about a server-wide change.
+    pub(crate) fn signal(&self, signal: Signal) {
+        self.signals.fetch_or(signal as u8, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// Resolves once a request is pending or a signal has arrived (the signals are taken).
+    pub(crate) async fn wait(&self) -> Wake {
         loop {
             let notified = self.notify.notified();
-            if let Some(d) = *self.requested.lock().unwrap_or_else(PoisonError::into_inner) {
-                return d;
+            let signals = self.signals.swap(0, Ordering::AcqRel);
+            let requested = *self.requested.lock().unwrap_or_else(PoisonError::into_inner);
+            if requested.is_some() || signals != 0 {
+                return Wake { requested, signals };
             }
             notified.await;
         }
@@ -63,6 +102,14 @@ impl Registry {
     pub(crate) fn disconnect_session(&self, id: u64, disconnect: Disconnect) -> bool {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.get(&id).map(|e| e.control.request(disconnect)).is_some()
+    }
+
+    /// Sends `signal` to every live session.
+    pub(crate) fn signal_all(&self, signal: Signal) {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in sessions.values() {
+            entry.control.signal(signal);
+        }
     }
 
     /// Ends every session of `user`; returns how many.
