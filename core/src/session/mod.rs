@@ -136,31 +136,48 @@ pub(crate) fn run<S>(mut ws: WebSocketStream<S>, env: Arc<SessionEnv>, start: Se
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Built here, not in the block: the block keeps what it captures in place for its whole life,
+    // and a field moved from a captured value into a local would hold both slots.
+    let SessionStart { id, identity, client_ip, held, info } = start;
+    let limits = &env.limits;
+    let mut session = Session {
+        id,
+        identity,
+        outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
+        subscriptions: HashSet::new(),
+        env: Arc::clone(&env),
+        message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst, &env.clock),
+        byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
+        violations: VecDeque::new(),
+        last_seq: None,
+        info,
+        client_ip,
+    };
     async move {
         let started = Instant::now();
         let limits = &env.limits;
-        let control = env.registry.register(start.id, &start.identity.subject);
+        let control = env.registry.register(session.id, &session.identity.subject);
         // A shutdown or a revocation between the handshake's checks and the registration would
         // otherwise be missed: the relay (`server::relay_signals`) only reaches registered sessions. A
         // reload would not matter yet (no subscriptions).
         if env.shutdown.is_cancelled() {
             control.signal(Signal::Shutdown);
         }
-        if env.revocations.is_revoked(&start.identity) {
+        if env.revocations.is_revoked(&session.identity) {
             control.signal(Signal::Revocation);
         }
         env.stats.session_opened();
         env.events.emit(Event::SessionOpened {
-            session_id: start.id,
-            user: start.identity.subject.clone(),
-            client_ip: start.client_ip,
+            session_id: session.id,
+            user: session.identity.subject.clone(),
+            client_ip: session.client_ip,
         });
         // One timer serves the token's expiry, the idle timeout and the heartbeat: it is set to
         // the earliest of the three deadlines and, when it fires, the loop sees which are due.
         // Three timers cost every idle connection about 350 bytes and three timer-wheel entries.
         // The idle deadline is not moved per message: the timer fires at the old one and is set
         // again from `last_activity`.
-        let mut expires_at = expiry_deadline(&start.identity, limits.leeway_secs);
+        let mut expires_at = expiry_deadline(&session.identity, limits.leeway_secs);
         let mut last_activity = Instant::now();
         let mut next_ping = last_activity + limits.ping_interval;
         let next_deadline = |expires_at: Instant, last_activity: Instant, next_ping: Instant| {
@@ -168,19 +185,6 @@ where
         };
         let timer = tokio::time::sleep_until(next_deadline(expires_at, last_activity, next_ping));
         tokio::pin!(timer);
-        let mut session = Session {
-            id: start.id,
-            identity: Arc::clone(&start.identity),
-            outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
-            subscriptions: HashSet::new(),
-            env: Arc::clone(&env),
-            message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst, &env.clock),
-            byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
-            violations: VecDeque::new(),
-            last_seq: None,
-            info: start.info,
-            client_ip: start.client_ip,
-        };
         let outbox = session.outbox.clone();
         let mut traffic = Traffic::default();
         // Deliveries and reload notices are drained into this one buffer, reused for the whole
@@ -310,13 +314,13 @@ where
             };
             let _ = Box::pin(tokio::time::timeout(CLOSE_WAIT, closing)).await;
         }
-        drop(start.held);
+        drop(held);
         let duration_secs = started.elapsed().as_secs_f64();
         env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
         env.events.emit(Event::SessionClosed {
             session_id: session.id,
             user: session.identity.subject.clone(),
-            client_ip: start.client_ip,
+            client_ip: session.client_ip,
             close_code: disconnect.code(),
             reason: disconnect.reason(),
             duration_secs,
