@@ -6,9 +6,11 @@
 //! publisher or other subscribers.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::observe::Stats;
@@ -30,7 +32,13 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
-    notify: Notify,
+    /// Set by a push (or an overflow) since the session last looked; cleared by
+    /// [`Outbox::poll_ready`]. With the waker below it replaces a `Notify`: only one task, the
+    /// session, ever waits on an outbox, and a `Notify` took a lock of its own to register that
+    /// waiter again after every delivery.
+    is_signalled: AtomicBool,
+    /// The session task, registered by [`Outbox::poll_ready`] and [`Outbox::poll_overflowed`].
+    waker: AtomicWaker,
     max_messages: usize,
     max_bytes: usize,
     /// Keeps `wsguard_outbound_queued_bytes` (the memory-admission estimate) current.
@@ -71,7 +79,8 @@ impl Outbox {
         Outbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
-                notify: Notify::new(),
+                is_signalled: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
                 max_messages: max_messages.max(1),
                 max_bytes: max_bytes.max(1),
                 stats,
@@ -96,7 +105,7 @@ impl Outbox {
                 SlowConsumerPolicy::Disconnect => {
                     state.is_overflowed = true;
                     drop(state);
-                    self.inner.notify.notify_one();
+                    self.signal();
                     return Push::Overflowed;
                 }
                 SlowConsumerPolicy::Coalesce if state.queue.iter().any(|q| q.channel == *channel) => {
@@ -111,7 +120,7 @@ impl Outbox {
                     dropped += self.trim(&mut state, 0, false);
                     self.account(&state, bytes_before);
                     drop(state);
-                    self.inner.notify.notify_one();
+                    self.signal();
                     return Push::Lossy(dropped);
                 }
                 SlowConsumerPolicy::Coalesce | SlowConsumerPolicy::DropOldest => {
@@ -128,7 +137,7 @@ impl Outbox {
         state.queue.push_back(Queued { channel: Arc::clone(channel), frame: frame.clone() });
         self.account(&state, bytes_before);
         drop(state);
-        self.inner.notify.notify_one();
+        self.signal();
         if dropped == 0 { Push::Queued } else { Push::Lossy(dropped) }
     }
 
@@ -153,29 +162,26 @@ impl Outbox {
         dropped
     }
 
-    /// Resolves when something is queued or the outbox overflowed.
-    pub(crate) async fn ready(&self) {
-        loop {
-            let notified = self.inner.notify.notified();
-            {
-                let state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
-                if state.is_overflowed || !state.queue.is_empty() {
-                    return;
-                }
-            }
-            notified.await;
+    /// Wakes the session, unless it was signalled and has not looked since.
+    fn signal(&self) {
+        if !self.inner.is_signalled.swap(true, Ordering::AcqRel) {
+            self.inner.waker.wake();
         }
     }
 
-    /// Resolves once the outbox has overflowed (raced against a stalled delivery write).
-    pub(crate) async fn overflowed(&self) {
-        loop {
-            let notified = self.inner.notify.notified();
-            if self.is_overflowed() {
-                return;
-            }
-            notified.await;
-        }
+    /// Ready when something was queued (or the outbox overflowed) since the last ready poll;
+    /// registers the session task otherwise. A ready poll may find nothing left to drain.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the flag is read: a push in between finds the waker.
+        self.inner.waker.register(cx.waker());
+        if self.inner.is_signalled.swap(false, Ordering::AcqRel) { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Ready once the outbox has overflowed (raced against a stalled delivery write). Leaves the
+    /// signal for [`Outbox::poll_ready`].
+    pub(crate) fn poll_overflowed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.waker.register(cx.waker());
+        if self.is_overflowed() { Poll::Ready(()) } else { Poll::Pending }
     }
 
     pub(crate) fn is_overflowed(&self) -> bool {
@@ -204,6 +210,10 @@ impl Outbox {
                 out.push(ServerFrame::Gap { channel: &item.channel, missed: Some(missed), reason: None }.encode());
             }
             out.push(item.frame);
+        }
+        if !state.queue.is_empty() {
+            // More than a batch was queued: the session's next poll must find the rest.
+            self.inner.is_signalled.store(true, Ordering::Release);
         }
         self.account(&state, bytes_before);
         Ok(())

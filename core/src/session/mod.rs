@@ -199,8 +199,6 @@ where
         // disconnect requests: one wait instead of four (about 400 bytes less per connection).
         let controlled = control.wait();
         tokio::pin!(controlled);
-        let outbox_ready = outbox.ready();
-        tokio::pin!(outbox_ready);
         let gate = Gate::new();
 
         let disconnect = loop {
@@ -256,11 +254,15 @@ where
                     gate.mark_due();
                 }
                 () = gate.woken(), if !is_due => {}
-                () = &mut outbox_ready => {
+                () = poll_fn(|cx| outbox.poll_ready(cx)) => {
                     if outbox.drain_into(WRITE_BATCH, &mut frames).is_err() {
                         break Disconnect::SlowConsumer;
                     }
                     let count = frames.len() as u64;
+                    if count == 0 {
+                        // Woken by a push whose frame an earlier drain already took.
+                        continue;
+                    }
                     traffic.messages_out += count;
                     // Usually the write is done at its first poll; only one that has to wait races
                     // the overflow: a stalled client must not hide it behind the write timeout.
@@ -273,12 +275,7 @@ where
                     if let Err(d) = written {
                         break d;
                     }
-                    if count > 0 {
-                        env.stats.record_messages_out(true, count);
-                    }
-                    // Re-armed only now: while it waits it holds the outbox's one notification,
-                    // which `overflowed` above must be able to receive.
-                    outbox_ready.set(outbox.ready());
+                    env.stats.record_messages_out(true, count);
                 }
                 incoming = ws.next() => {
                     last_activity = Instant::now();

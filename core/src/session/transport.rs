@@ -244,7 +244,7 @@ where
             Ok(result) => result.map_err(|e| classify(&e)),
             Err(_) => Err(Disconnect::WriteTimeout),
         },
-        () = outbox.overflowed() => Err(Disconnect::SlowConsumer),
+        () = poll_fn(|cx| outbox.poll_overflowed(cx)) => Err(Disconnect::SlowConsumer),
     }
 }
 
