@@ -105,7 +105,11 @@ impl Outbox {
                 SlowConsumerPolicy::Disconnect => {
                     state.is_overflowed = true;
                     drop(state);
-                    self.signal();
+                    // Always woken: a session whose delivery write is stalled polls
+                    // `poll_overflowed` with the flag still set by an earlier push, and `signal`
+                    // would not wake it again.
+                    self.inner.is_signalled.store(true, Ordering::Release);
+                    self.inner.waker.wake();
                     return Push::Overflowed;
                 }
                 SlowConsumerPolicy::Coalesce if state.queue.iter().any(|q| q.channel == *channel) => {
@@ -248,6 +252,59 @@ mod tests {
         assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Overflowed);
         assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Gone);
         assert!(o.is_overflowed());
+    }
+
+    /// Counts wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_push_wakes_the_session_once_until_it_looks_and_an_overflow_always() {
+        let o = outbox(1, 1024);
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let count = || wakes.0.load(Ordering::SeqCst);
+        assert!(o.poll_ready(&mut cx).is_pending());
+        let f = Utf8Bytes::from("a");
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::DropOldest), Push::Queued);
+        assert_eq!(count(), 1);
+        // Not looked at yet: a second push does not wake again.
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::DropOldest), Push::Lossy(1));
+        assert_eq!(count(), 1);
+        assert!(o.poll_ready(&mut cx).is_ready());
+        assert!(o.poll_ready(&mut cx).is_pending());
+        assert_eq!(o.drain(8).len(), 2); // the gap, then the frame
+        // A stalled write: the session waits for an overflow while a push's signal is pending.
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Queued);
+        assert_eq!(count(), 2);
+        assert!(o.poll_overflowed(&mut cx).is_pending());
+        assert_eq!(o.push(&ch("c"), &f, SlowConsumerPolicy::Disconnect), Push::Overflowed);
+        assert_eq!(count(), 3);
+        assert!(o.poll_overflowed(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_drain_that_leaves_frames_behind_keeps_the_session_ready() {
+        let o = outbox(8, 1024);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..3 {
+            o.push(&ch("c"), &Utf8Bytes::from("a"), SlowConsumerPolicy::Disconnect);
+        }
+        assert!(o.poll_ready(&mut cx).is_ready());
+        let mut out = Vec::new();
+        assert!(o.drain_into(2, &mut out).is_ok());
+        assert!(o.poll_ready(&mut cx).is_ready());
+        assert!(o.drain_into(2, &mut out).is_ok());
+        assert_eq!(out.len(), 3);
+        assert!(o.poll_ready(&mut cx).is_pending());
     }
 
     #[test]
