@@ -101,7 +101,7 @@ fn identity_from_json(value: Value) -> Result<Identity, String> {
     let answer: IdentityAnswer = serde_json::from_value(value)
         .map_err(|e| format!("the authenticate handler answered an invalid identity: {e}"))?;
     let IdentityAnswer { subject, roles, scopes, expires_at, issued_at, token_id, claims } = answer;
-    Ok(Identity { subject, roles, scopes, expires_at, issued_at, token_id, claims })
+    Ok(Identity { subject, roles, scopes, expires_at, issued_at, token_id, claims: claims.into() })
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<Value, String> {

@@ -13,7 +13,7 @@ use crate::json;
 
 fn claims<'py>(py: Python<'py>, identity: &Identity) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for (k, v) in &identity.claims {
+    for (k, v) in &identity.claims.to_map() {
         dict.set_item(k, json::to_py(py, v)?)?;
     }
     Ok(dict)

@@ -259,12 +259,15 @@ impl HookRunner {
                 identity.issued_at = original.issued_at;
                 identity.token_id = original.token_id;
                 // The registered claims as the token carried them, whatever the hook returned.
+                let registered = original.claims.to_map();
+                let mut claims = identity.claims.to_map();
                 for name in REGISTERED_CLAIMS {
-                    match original.claims.get(name) {
-                        Some(value) => identity.claims.insert(name.to_string(), value.clone()),
-                        None => identity.claims.remove(name),
+                    match registered.get(name) {
+                        Some(value) => claims.insert(name.to_string(), value.clone()),
+                        None => claims.remove(name),
                     };
                 }
+                identity.claims = claims.into();
                 Ok(identity)
             }
             Ok(Err(message)) => Err((ErrorCode::RejectedByHook, message)),
@@ -291,7 +294,7 @@ impl HookRunner {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use serde_json::Map;
+    use crate::auth::Claims;
 
     use super::*;
 
@@ -316,7 +319,7 @@ mod tests {
             expires_at: 4_000_000_000,
             issued_at: None,
             token_id: None,
-            claims: Map::new(),
+            claims: Claims::new(),
         }
     }
 

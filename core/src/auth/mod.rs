@@ -9,7 +9,7 @@ mod revocation;
 mod verify;
 
 pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
-pub use identity::Identity;
+pub use identity::{Claims, Identity};
 pub use keys::KeyMaterial;
 pub use mint::{SigningKey, TokenRequest, mint_token};
 pub(crate) use revocation::{JtiCache, JtiRefusal};

@@ -194,7 +194,7 @@ impl TokenVerifier {
             expires_at,
             issued_at,
             token_id,
-            claims,
+            claims: claims.into(),
         })
     }
 }

@@ -200,7 +200,7 @@ fn check(req: &Requirement, identity: &Identity, captures: &Captures) -> Result<
             Some(name) => captures.get(name).map(String::as_str).ok_or(DenyReason::ClaimMismatch)?,
             None => expected.as_str(),
         };
-        if identity.claims.get(claim).and_then(Value::as_str) != Some(expected) {
+        if identity.claims.get(claim).as_ref().and_then(Value::as_str) != Some(expected) {
             return Err(DenyReason::ClaimMismatch);
         }
     }
@@ -228,7 +228,7 @@ mod tests {
             expires_at: 0,
             issued_at: None,
             token_id: None,
-            claims: claims.as_object().cloned().unwrap_or_default(),
+            claims: claims.as_object().cloned().unwrap_or_default().into(),
         }
     }
 

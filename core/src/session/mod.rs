@@ -121,6 +121,12 @@ pub(crate) struct Outcome {
     pub(crate) disconnect: Option<Disconnect>,
 }
 
+/// The session timer's next deadline: the token's expiry, the idle timeout counted from the last
+/// client frame, or the next ping, whichever comes first.
+fn next_deadline(limits: &SessionLimits, expires_at: Instant, last_activity: Instant, next_ping: Instant) -> Instant {
+    expires_at.min(last_activity + limits.idle_timeout).min(next_ping)
+}
+
 fn expiry_deadline(identity: &Identity, leeway_secs: u64) -> Instant {
     let remaining = identity.expires_at.saturating_add(leeway_secs).saturating_sub(now_secs());
     Instant::now() + Duration::from_secs(remaining)
@@ -155,8 +161,7 @@ where
     };
     async move {
         let started = Instant::now();
-        let limits = &env.limits;
-        let control = env.registry.register(session.id, &session.identity.subject);
+        let control = env.registry.register(session.id, &session.identity);
         // A shutdown or a revocation between the handshake's checks and the registration would
         // otherwise be missed: the relay (`server::relay_signals`) only reaches registered sessions. A
         // reload would not matter yet (no subscriptions).
@@ -177,15 +182,11 @@ where
         // Three timers cost every idle connection about 350 bytes and three timer-wheel entries.
         // The idle deadline is not moved per message: the timer fires at the old one and is set
         // again from `last_activity`.
-        let mut expires_at = expiry_deadline(&session.identity, limits.leeway_secs);
+        let mut expires_at = expiry_deadline(&session.identity, env.limits.leeway_secs);
         let mut last_activity = Instant::now();
-        let mut next_ping = last_activity + limits.ping_interval;
-        let next_deadline = |expires_at: Instant, last_activity: Instant, next_ping: Instant| {
-            expires_at.min(last_activity + limits.idle_timeout).min(next_ping)
-        };
-        let timer = tokio::time::sleep_until(next_deadline(expires_at, last_activity, next_ping));
+        let mut next_ping = last_activity + env.limits.ping_interval;
+        let timer = tokio::time::sleep_until(next_deadline(&env.limits, expires_at, last_activity, next_ping));
         tokio::pin!(timer);
-        let outbox = session.outbox.clone();
         let mut traffic = Traffic::default();
         // Deliveries and reload notices are drained into this one buffer, reused for the whole
         // session: a delivery costs no allocation once it has grown to a batch.
@@ -237,11 +238,11 @@ where
                     if expires_at <= now {
                         break Disconnect::TokenExpired;
                     }
-                    if last_activity + limits.idle_timeout <= now {
+                    if last_activity + env.limits.idle_timeout <= now {
                         break Disconnect::IdleTimeout;
                     }
                     if next_ping <= now {
-                        next_ping = now + limits.ping_interval;
+                        next_ping = now + env.limits.ping_interval;
                         // Boxed, like the reload's write above and the close after the loop: rare,
                         // and inline each would be the largest state of this future, which every
                         // idle connection holds for its whole life (docs/PERFORMANCE.md, idle
@@ -250,12 +251,12 @@ where
                             break d;
                         }
                     }
-                    timer.as_mut().reset(next_deadline(expires_at, last_activity, next_ping));
+                    timer.as_mut().reset(next_deadline(&env.limits, expires_at, last_activity, next_ping));
                     gate.mark_due();
                 }
                 () = gate.woken(), if !is_due => {}
-                () = poll_fn(|cx| outbox.poll_ready(cx)) => {
-                    if outbox.drain_into(WRITE_BATCH, &mut frames).is_err() {
+                () = poll_fn(|cx| session.outbox.poll_ready(cx)) => {
+                    if session.outbox.drain_into(WRITE_BATCH, &mut frames).is_err() {
                         break Disconnect::SlowConsumer;
                     }
                     let count = frames.len() as u64;
@@ -270,7 +271,7 @@ where
                     let written = match poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await {
                         Poll::Ready(written) => written.map_err(|e| transport::classify(&e)),
                         // Boxed: rare, and inline it would be this future's largest state.
-                        Poll::Pending => Box::pin(finish_delivery(write, &outbox, limits.write_timeout)).await,
+                        Poll::Pending => Box::pin(finish_delivery(write, &session.outbox, env.limits.write_timeout)).await,
                     };
                     if let Err(d) = written {
                         break d;
@@ -287,7 +288,7 @@ where
                     let batch = Box::pin(batch).await;
                     if expires_at != expires {
                         // A refresh moved the expiry.
-                        timer.as_mut().reset(next_deadline(expires_at, last_activity, next_ping));
+                        timer.as_mut().reset(next_deadline(&env.limits, expires_at, last_activity, next_ping));
                         gate.mark_due();
                     }
                     if let Some(d) = batch {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use super::disconnect::Disconnect;
+use crate::auth::Identity;
 
 /// A server-wide change every session must look at, relayed to each session's control by
 /// [`Registry::signal_all`] (one wait per session instead of one per source).
@@ -76,7 +77,8 @@ impl SessionControl {
 }
 
 struct Entry {
-    user: String,
+    /// The session's identity, shared (its subject names the user).
+    identity: Arc<Identity>,
     control: Arc<SessionControl>,
 }
 
@@ -87,9 +89,9 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn register(&self, id: u64, user: &str) -> Arc<SessionControl> {
+    pub(crate) fn register(&self, id: u64, identity: &Arc<Identity>) -> Arc<SessionControl> {
         let control = Arc::new(SessionControl::default());
-        let entry = Entry { user: user.to_string(), control: Arc::clone(&control) };
+        let entry = Entry { identity: Arc::clone(identity), control: Arc::clone(&control) };
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
         control
     }
@@ -115,6 +117,6 @@ impl Registry {
     /// Ends every session of `user`; returns how many.
     pub(crate) fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        sessions.values().filter(|e| e.user == user).map(|e| e.control.request(disconnect)).count()
+        sessions.values().filter(|e| e.identity.subject == user).map(|e| e.control.request(disconnect)).count()
     }
 }
