@@ -3,7 +3,7 @@
 //! Redis. `[cluster] broker = "memory"` (the default) keeps everything in this process.
 //!
 //! - Fan-out: a node subscribes at the broker only to channels it has local subscribers for
-//!   (the hub reports the first subscriber and the last one leaving to [`Interest`]); the
+//!   (the hub reports the first subscriber and the last one leaving to `Interest`); the
 //!   publishing node encodes the `message` frame once and every node delivers those bytes.
 //! - Delivery is at most once. A publish the broker did not confirm gets a `broker_unavailable`
 //!   error (the local subscribers did get it); while the broker is down the node is not ready,

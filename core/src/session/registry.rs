@@ -96,6 +96,13 @@ impl Registry {
         control
     }
 
+    /// Replaces a session's identity after an in-band refresh (same subject).
+    pub(crate) fn update_identity(&self, id: u64, identity: &Arc<Identity>) {
+        if let Some(entry) = self.sessions.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
+            entry.identity = Arc::clone(identity);
+        }
+    }
+
     pub(crate) fn remove(&self, id: u64) {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
@@ -118,5 +125,49 @@ impl Registry {
     pub(crate) fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.values().filter(|e| e.identity.subject == user).map(|e| e.control.request(disconnect)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn identity(subject: &str) -> Arc<Identity> {
+        Arc::new(Identity {
+            subject: subject.into(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            expires_at: 0,
+            issued_at: None,
+            token_id: None,
+            claims: Default::default(),
+        })
+    }
+
+    #[test]
+    fn signals_are_taken_once_requests_stay_and_a_refresh_releases_the_old_identity() {
+        let registry = Registry::default();
+        let old = identity("alice");
+        let control = registry.register(7, &old);
+        assert!(control.wait().now_or_never().is_none());
+        registry.signal_all(Signal::Reload);
+        registry.signal_all(Signal::Revocation);
+        let wake = control.wait().now_or_never().expect("signalled");
+        assert!(wake.has(Signal::Reload) && wake.has(Signal::Revocation) && !wake.has(Signal::Shutdown));
+        assert!(wake.requested.is_none());
+        assert!(control.wait().now_or_never().is_none(), "signals are taken by the wake");
+
+        registry.update_identity(7, &identity("alice"));
+        assert_eq!(Arc::strong_count(&old), 1, "the registry let go of the old identity");
+        assert_eq!(registry.disconnect_user("bob", Disconnect::DisconnectedByServer), 0);
+        assert_eq!(registry.disconnect_user("alice", Disconnect::DisconnectedByServer), 1);
+        for _ in 0..2 {
+            let wake = control.wait().now_or_never().expect("requested");
+            assert_eq!(wake.requested, Some(Disconnect::DisconnectedByServer));
+        }
+        registry.remove(7);
+        assert!(!registry.disconnect_session(7, Disconnect::DisconnectedByServer));
     }
 }
