@@ -173,7 +173,7 @@ pub(crate) struct HookRunner {
     hooks: Arc<dyn Hooks>,
     /// False when the host installed no hooks ([`ServerBuilder::hooks`](crate::ServerBuilder::hooks)
     /// never called): every hook then keeps the core's decision, so `authenticate` and `authorize`
-    /// are answered here without the call, its time box, its copies and its metric.
+    /// are answered here without the call, its time box, its copies, its request and its metric.
     has_host_hooks: bool,
     timeout: Duration,
     stats: Arc<Stats>,
@@ -200,7 +200,8 @@ impl HookRunner {
         HookRunner { hooks, has_host_hooks, timeout, stats }
     }
 
-    /// True when `authorize` would call the host (callers skip building its request otherwise).
+    /// True when the host installed hooks.
+    #[cfg(test)]
     pub(crate) fn has_host_hooks(&self) -> bool {
         self.has_host_hooks
     }
@@ -276,11 +277,13 @@ impl HookRunner {
         }
     }
 
-    /// Fail-closed: anything but an explicit `Allow` in time is a denial.
-    pub(crate) async fn authorize(&self, request: AuthorizeRequest) -> Result<Decision, HookFailure> {
+    /// Fail-closed: anything but an explicit `Allow` in time is a denial. The request is built only
+    /// when the host installed hooks (it copies the channel name, once per subscribe and publish).
+    pub(crate) async fn authorize(&self, request: impl FnOnce() -> AuthorizeRequest) -> Result<Decision, HookFailure> {
         if !self.has_host_hooks {
             return Ok(Decision::Allow);
         }
+        let request = request();
         self.run("authorize", |h| h.authorize(request)).await
     }
 
@@ -341,7 +344,7 @@ mod tests {
         let runner = HookRunner::new(Arc::new(DenyAll), true, Duration::from_secs(1), Arc::new(Stats::default()));
         assert!(runner.has_host_hooks());
         assert!(runner.authenticate(info(), identity()).await.is_err());
-        assert_eq!(runner.authorize(request()).await, Ok(Decision::Deny));
+        assert_eq!(runner.authorize(request).await, Ok(Decision::Deny));
     }
 
     #[tokio::test]
@@ -351,6 +354,6 @@ mod tests {
         assert!(!runner.has_host_hooks());
         let kept = runner.authenticate(info(), identity()).await.map(|i| i.subject);
         assert_eq!(kept, Ok("alice".to_string()));
-        assert_eq!(runner.authorize(request()).await, Ok(Decision::Allow));
+        assert_eq!(runner.authorize(request).await, Ok(Decision::Allow));
     }
 }

@@ -228,11 +228,7 @@ impl Session {
                 .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.to_string())))?;
         }
         let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id) };
-        if !self.env.hooks.has_host_hooks() {
-            // No host hooks: the core's decision stands (see `HookRunner::has_host_hooks`).
-            return Ok(allowed);
-        }
-        let request = AuthorizeRequest {
+        let request = || AuthorizeRequest {
             session_id: self.id,
             identity: Arc::clone(identity),
             action,

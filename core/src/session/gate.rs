@@ -1,6 +1,6 @@
-//! Lets the session loop skip the waits that rarely fire (shutdown, a disconnect request, the
-//! token's expiry, revocations, reloads, the idle and ping timers) until one of them has woken
-//! the task. `tokio::select!` polls every enabled branch on every pass, and this loop passes
+//! Lets the session loop skip the waits that rarely fire (the session's control: a disconnect
+//! request, shutdown, revocations, reloads; and its one timer: the token's expiry, the idle
+//! timeout, the next ping) until one of them has woken the task. `tokio::select!` polls every enabled branch on every pass, and this loop passes
 //! once or twice per message and per delivery: polling those waits each time (a mutex per
 //! `Notify` waiter) was a measurable share of the per-message CPU (docs/PERFORMANCE.md).
 //!
