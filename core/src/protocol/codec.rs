@@ -28,14 +28,7 @@ impl ReplyError {
 
 /// Decodes and validates one text frame.
 pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyError> {
-    let frame: ClientFrame = serde_json::from_str(text).map_err(|e| {
-        let id = salvage_id(text);
-        if e.is_syntax() || e.is_eof() {
-            ReplyError::new(id, ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
-        } else {
-            ReplyError::new(id, ErrorCode::InvalidFrame, format!("invalid frame: {e}"))
-        }
-    })?;
+    let frame = parse(text)?;
     let id = frame.id();
     match &frame {
         ClientFrame::Subscribe { channel, .. } | ClientFrame::Unsubscribe { channel, .. } => {
@@ -54,6 +47,25 @@ pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyEr
         ClientFrame::Ping { .. } | ClientFrame::Refresh { .. } => {}
     }
     Ok(frame)
+}
+
+/// The JSON stage of [`decode`]: `invalid_json` or `invalid_frame`.
+fn parse(text: &str) -> Result<ClientFrame, ReplyError> {
+    serde_json::from_str(text).map_err(|e| {
+        let id = salvage_id(text);
+        // The frame is decoded in one pass, so a field error can stop it before a syntax error
+        // further on: invalid JSON anywhere must still be `invalid_json`.
+        let e = if e.is_syntax() || e.is_eof() {
+            e
+        } else {
+            serde_json::from_str::<Value>(text).err().filter(|s| s.is_syntax() || s.is_eof()).unwrap_or(e)
+        };
+        if e.is_syntax() || e.is_eof() {
+            ReplyError::new(id, ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
+        } else {
+            ReplyError::new(id, ErrorCode::InvalidFrame, format!("invalid frame: {e}"))
+        }
+    })
 }
 
 fn check_payload(id: Option<u64>, payload: &Value, max_depth: u32) -> Result<(), ReplyError> {
@@ -145,6 +157,140 @@ mod tests {
         let deep =
             format!(r#"{{"action":"publish","channel":"a","payload":{{"x":{}1{}}}}}"#, "[".repeat(40), "]".repeat(40));
         assert_eq!(code(&deep), ErrorCode::PayloadTooDeep);
+    }
+
+    /// The decoder before the one-pass `RawFrame`: serde's internally tagged enum. Kept as the
+    /// reference the one-pass decoder must agree with.
+    #[derive(Deserialize)]
+    #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+    enum Tagged {
+        Subscribe {
+            id: Option<u64>,
+            seq: Option<u64>,
+            channel: String,
+        },
+        Unsubscribe {
+            id: Option<u64>,
+            seq: Option<u64>,
+            channel: String,
+        },
+        Publish {
+            id: Option<u64>,
+            seq: Option<u64>,
+            channel: String,
+            payload: Value,
+        },
+        Ping {
+            id: Option<u64>,
+            seq: Option<u64>,
+        },
+        Refresh {
+            id: Option<u64>,
+            seq: Option<u64>,
+            token: String,
+        },
+        Rpc {
+            id: Option<u64>,
+            seq: Option<u64>,
+            method: String,
+            #[serde(default = "empty")]
+            payload: Value,
+        },
+    }
+
+    fn empty() -> Value {
+        Value::Object(Map::new())
+    }
+
+    fn parse_reference(text: &str) -> Result<ClientFrame, ErrorCode> {
+        let tagged: Tagged = serde_json::from_str(text)
+            .map_err(|e| if e.is_syntax() || e.is_eof() { ErrorCode::InvalidJson } else { ErrorCode::InvalidFrame })?;
+        Ok(match tagged {
+            Tagged::Subscribe { id, seq, channel } => ClientFrame::Subscribe { id, seq, channel },
+            Tagged::Unsubscribe { id, seq, channel } => ClientFrame::Unsubscribe { id, seq, channel },
+            Tagged::Publish { id, seq, channel, payload } => ClientFrame::Publish { id, seq, channel, payload },
+            Tagged::Ping { id, seq } => ClientFrame::Ping { id, seq },
+            Tagged::Refresh { id, seq, token } => ClientFrame::Refresh { id, seq, token },
+            Tagged::Rpc { id, seq, method, payload } => ClientFrame::Rpc { id, seq, method, payload },
+        })
+    }
+
+    /// Every combination of present, absent, null and wrongly typed fields, for every action (and
+    /// unknown, missing and non-string ones), with an invented field, a repeated field, the
+    /// action first or last, and broken JSON after each of those: the one-pass decoder gives the
+    /// same frame or the same error code as the tagged enum did.
+    #[test]
+    fn one_pass_decoder_agrees_with_the_tagged_enum() {
+        let actions = [
+            None,
+            Some(r#""ping""#),
+            Some(r#""subscribe""#),
+            Some(r#""unsubscribe""#),
+            Some(r#""publish""#),
+            Some(r#""refresh""#),
+            Some(r#""rpc""#),
+            Some(r#""admin""#),
+            Some("5"),
+            Some("null"),
+        ];
+        let ids = [None, Some("7"), Some(r#""1""#), Some("null"), Some("-1")];
+        let channels = [None, Some(r#""a:b""#), Some("5"), Some("null")];
+        let payloads = [None, Some(r#"{"x":[1,{"y":2}]}"#), Some("[1]"), Some("null"), Some(r#"{"x":{"#)];
+        let tokens = [None, Some(r#""t""#), Some("null")];
+        let methods = [None, Some(r#""m.x""#), Some("[]")];
+        let extras = [None, Some(r#""roles":["admin"]"#), Some(r#""action":"ping""#), Some(r#""seq":1,"seq":2"#)];
+        let mut checked = 0;
+        for action in actions {
+            for id in ids {
+                for channel in channels {
+                    for payload in payloads {
+                        for token in tokens {
+                            for method in methods {
+                                for (k, extra) in extras.iter().enumerate() {
+                                    let mut fields: Vec<String> = [
+                                        ("id", id),
+                                        ("channel", channel),
+                                        ("payload", payload),
+                                        ("token", token),
+                                        ("method", method),
+                                    ]
+                                    .iter()
+                                    .filter_map(|(name, value)| value.map(|v| format!(r#""{name}":{v}"#)))
+                                    .collect();
+                                    if let Some(action) = action {
+                                        let field = format!(r#""action":{action}"#);
+                                        if k % 2 == 0 { fields.insert(0, field) } else { fields.push(field) }
+                                    }
+                                    if let Some(extra) = extra {
+                                        fields.insert(fields.len() / 2, (*extra).to_string());
+                                    }
+                                    let text = format!("{{{}}}", fields.join(","));
+                                    for text in [text.clone(), text[..text.len() - 1].to_string()] {
+                                        let new = parse(&text).map_err(|e| e.code);
+                                        if serde_json::from_str::<Value>(&text).is_err() {
+                                            // Invalid JSON is always `invalid_json`; the tagged
+                                            // enum said `invalid_frame` when a repeated `action`
+                                            // came before the syntax error.
+                                            assert_eq!(new, Err(ErrorCode::InvalidJson), "{text}");
+                                        } else {
+                                            assert_eq!(new, parse_reference(&text), "{text}");
+                                        }
+                                        checked += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 10 * 5 * 4 * 5 * 3 * 3 * 4 * 2);
+        for text in ["", "[]", "null", r#""ping""#, "{}", r#"{"action":"ping"} x"#, r#"{"action":"ping"}  "#] {
+            assert_eq!(parse(text).map_err(|e| e.code), parse_reference(text), "{text}");
+        }
+        let deep = format!(r#"{{"roles":{}1{},"action":"ping"}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(parse(&deep).map_err(|e| e.code), Err(ErrorCode::InvalidJson));
+        assert_eq!(parse_reference(&deep), Err(ErrorCode::InvalidJson));
     }
 
     #[test]

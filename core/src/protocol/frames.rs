@@ -11,8 +11,13 @@ fn empty_object() -> Value {
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A frame from the client.
+///
+/// Decoded in one pass through [`RawFrame`], a flat struct of every field any action has: serde's
+/// internally tagged enums buffer the whole frame into an intermediate tree before they read the
+/// tag, and that buffer showed in the echo profile. The rules are the same: `action` is required
+/// and known, every field is known and appears once, and each action accepts its own fields only.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "RawFrame")]
 pub enum ClientFrame {
     /// Start receiving a channel.
     Subscribe {
@@ -68,9 +73,134 @@ pub enum ClientFrame {
         /// The method name.
         method: String,
         /// The arguments: a JSON object (default `{}`).
-        #[serde(default = "empty_object")]
         payload: Value,
     },
+}
+
+/// The actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Subscribe,
+    Unsubscribe,
+    Publish,
+    Ping,
+    Refresh,
+    Rpc,
+}
+
+impl Action {
+    const NAMES: [&'static str; 6] = ["subscribe", "unsubscribe", "publish", "ping", "refresh", "rpc"];
+    const ALL: [Action; 6] =
+        [Action::Subscribe, Action::Unsubscribe, Action::Publish, Action::Ping, Action::Refresh, Action::Rpc];
+
+    fn name(self) -> &'static str {
+        Action::NAMES[self as usize]
+    }
+}
+
+/// Read as a string (a derived enum would make a non-string `action` a JSON syntax error).
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Action;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an action name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Action, E> {
+                Action::NAMES
+                    .iter()
+                    .position(|n| *n == name)
+                    .map(|i| Action::ALL[i])
+                    .ok_or_else(|| E::unknown_variant(name, &Action::NAMES))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+/// Every field of every action, read in one pass. Unknown and repeated fields are refused here;
+/// which fields an action takes is checked by `TryFrom`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrame {
+    action: Option<Action>,
+    id: Option<u64>,
+    seq: Option<u64>,
+    // `Some` as soon as a field is present: `null` is a wrong type (or a field this action does
+    // not take), never the same as absent.
+    #[serde(default, deserialize_with = "present")]
+    channel: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    token: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// Why a well-formed JSON object is not a v1 frame (reported as `invalid frame: ...`).
+#[derive(Debug)]
+pub(crate) struct FrameError(String);
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<RawFrame> for ClientFrame {
+    type Error = FrameError;
+
+    fn try_from(raw: RawFrame) -> Result<Self, FrameError> {
+        let RawFrame { action, id, seq, channel, payload, token, method } = raw;
+        let Some(action) = action else { return Err(FrameError("missing field `action`".into())) };
+        let name = action.name();
+        // The fields this action does not take, in wire order.
+        let takes = |field: &str| match action {
+            Action::Subscribe | Action::Unsubscribe => field == "channel",
+            Action::Publish => field == "channel" || field == "payload",
+            Action::Ping => false,
+            Action::Refresh => field == "token",
+            Action::Rpc => field == "method" || field == "payload",
+        };
+        let given = [
+            ("channel", channel.is_some()),
+            ("payload", payload.is_some()),
+            ("token", token.is_some()),
+            ("method", method.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(field, is_given)| *is_given && !takes(field)) {
+            return Err(FrameError(format!("unknown field `{field}` for action `{name}`")));
+        }
+        let missing = |field: &str| FrameError(format!("missing field `{field}` for action `{name}`"));
+        Ok(match action {
+            Action::Subscribe => {
+                ClientFrame::Subscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))? }
+            }
+            Action::Unsubscribe => {
+                ClientFrame::Unsubscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))? }
+            }
+            Action::Publish => ClientFrame::Publish {
+                id,
+                seq,
+                channel: channel.ok_or_else(|| missing("channel"))?,
+                payload: payload.ok_or_else(|| missing("payload"))?,
+            },
+            Action::Ping => ClientFrame::Ping { id, seq },
+            Action::Refresh => ClientFrame::Refresh { id, seq, token: token.ok_or_else(|| missing("token"))? },
+            Action::Rpc => ClientFrame::Rpc {
+                id,
+                seq,
+                method: method.ok_or_else(|| missing("method"))?,
+                payload: payload.unwrap_or_else(empty_object),
+            },
+        })
+    }
 }
 
 impl ClientFrame {
@@ -180,7 +310,49 @@ pub enum ServerFrame<'a> {
 impl ServerFrame<'_> {
     /// Encodes the frame once; the bytes are shared by every recipient.
     pub fn encode(&self) -> Utf8Bytes {
-        // Serializing these types cannot fail: all keys are strings and all values are JSON.
-        Utf8Bytes::from(serde_json::to_string(self).unwrap_or_default())
+        match self {
+            ServerFrame::Ack { id } => short_reply(Short::Ack, *id),
+            ServerFrame::Pong { id } => short_reply(Short::Pong, *id),
+            // Serializing these types cannot fail: all keys are strings and all values are JSON.
+            _ => Utf8Bytes::from(serde_json::to_string(self).unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Short {
+    Ack,
+    Pong,
+}
+
+/// `ack` and `pong`, the replies to almost every request, written without the serializer: the
+/// same bytes `serde_json` gives, and no allocation without an `id`.
+fn short_reply(kind: Short, id: Option<u64>) -> Utf8Bytes {
+    let (bare, head) = match kind {
+        Short::Ack => (r#"{"type":"ack"}"#, r#"{"type":"ack","id":"#),
+        Short::Pong => (r#"{"type":"pong"}"#, r#"{"type":"pong","id":"#),
+    };
+    let Some(id) = id else { return Utf8Bytes::from_static(bare) };
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(id);
+    let mut text = String::with_capacity(head.len() + digits.len() + 1);
+    text.push_str(head);
+    text.push_str(digits);
+    text.push('}');
+    Utf8Bytes::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_replies_are_the_serializers_bytes() {
+        for id in [None, Some(0), Some(7), Some(u64::MAX)] {
+            for frame in [ServerFrame::Ack { id }, ServerFrame::Pong { id }] {
+                let serialized = serde_json::to_string(&frame).expect("serializes");
+                assert_eq!(frame.encode().as_str(), serialized);
+            }
+        }
     }
 }
