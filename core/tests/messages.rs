@@ -546,6 +546,41 @@ async fn never_reader_is_closed_with_4000_while_a_reader_gets_every_message() {
     ping(&mut reader, 2).await;
 }
 
+/// A session whose delivery write never finishes (the client stopped reading, `drop_oldest`
+/// keeps it from overflowing, and the write timeout is an hour) holds up a shutdown only until
+/// the grace period is over: then its task is aborted and `serve` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_a_session_stuck_in_a_write_after_the_grace() {
+    let server = small_outboxes()
+        .limits("write_timeout_secs = 3600")
+        .extra("[[channels]]\npattern = \"feed:{n}\"\nsubscribe = {}\npublish = {}\nslow_consumer = \"drop_oldest\"")
+        .start()
+        .await;
+    let mut ws = server.session("alice").await;
+    assert_frame(&request(&mut ws, &subscribe(1, "feed:1")).await, &ack(1));
+    // Publish until frames stay queued through a pause: the socket buffers are full and the
+    // session is blocked in its write.
+    let mut seq = 0u64;
+    let flood = tokio::time::timeout(WAIT, async {
+        while seq < 20_000 {
+            for _ in 0..500 {
+                server.handle.publish("feed:1", &bulky(seq)).expect("publish");
+                seq += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if server.stats().await.outbound_queued_bytes > 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(flood.is_ok() && server.stats().await.outbound_queued_bytes > 0, "not blocked after {seq} messages");
+    server.handle.shutdown_within(Duration::from_millis(200));
+    let stopped = tokio::time::timeout(WAIT, server.handle.stopped()).await;
+    assert!(stopped.is_ok(), "serve did not return: the stuck session was not aborted");
+    drop(ws);
+}
+
 #[tokio::test]
 async fn drop_oldest_sends_a_gap_frame_and_keeps_the_session() {
     let server = small_outboxes()

@@ -10,4 +10,4 @@ pub use abuse::{AbuseConfig, BanInfo, BanTarget};
 pub(crate) use abuse::{Bans, RateBaseline, ban_reason};
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
-pub(crate) use rate::{DirectRate, KeyedRate, retry_after_secs};
+pub(crate) use rate::{DirectRate, KeyedRate, UserRates, retry_after_secs};

@@ -1,8 +1,10 @@
 //! Keyed token-bucket rate limits (governor's GCRA), with the wait time turned into `Retry-After`.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
@@ -68,6 +70,64 @@ impl<K: Eq + Hash + Clone> KeyedRate<K> {
     }
 }
 
+/// Per-user buckets (`limits.user_messages_per_sec`), one per user, shared by that user's
+/// sessions. A session takes its user's bucket once, when it starts, and checks it directly: a
+/// keyed limiter hashed the user name and looked the bucket up for every message.
+pub(crate) struct UserRates {
+    per_sec: f64,
+    burst: u32,
+    clock: DefaultClock,
+    buckets: Mutex<HashMap<Box<str>, UserBucket>>,
+}
+
+struct UserBucket {
+    rate: Arc<DirectRate>,
+    /// When a sweep first found no session holding the bucket.
+    unused_since: Option<Instant>,
+}
+
+impl UserRates {
+    /// `per_sec` must be positive and finite (checked by config validation).
+    pub(crate) fn new(per_sec: f64, burst: u32, clock: &DefaultClock) -> Self {
+        UserRates { per_sec, burst, clock: clock.clone(), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// The bucket of `user`, shared with the user's other sessions.
+    pub(crate) fn bucket(&self, user: &str) -> Arc<DirectRate> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = buckets.get_mut(user) {
+            held.unused_since = None;
+            return Arc::clone(&held.rate);
+        }
+        let rate = Arc::new(DirectRate::new(self.per_sec, self.burst, &self.clock));
+        buckets.insert(user.into(), UserBucket { rate: Arc::clone(&rate), unused_since: None });
+        rate
+    }
+
+    /// Forgets the buckets no session has held for as long as a bucket takes to refill: such a
+    /// bucket is full again, the same as a new one, so a user cannot reset a drained bucket by
+    /// reconnecting.
+    pub(crate) fn forget_idle(&self) {
+        let refill = Duration::from_secs_f64((f64::from(self.burst) / self.per_sec.max(1e-6)).min(86_400.0));
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        buckets.retain(|_, held| {
+            if Arc::strong_count(&held.rate) > 1 {
+                held.unused_since = None;
+                return true;
+            }
+            let since = *held.unused_since.get_or_insert(now);
+            now.duration_since(since) < refill
+        });
+        buckets.shrink_to_fit();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +145,25 @@ mod tests {
         assert!(direct.check_n(5).is_ok());
         assert!(direct.check_n(1).is_err());
         assert!(rate.check(&2).is_ok());
+    }
+
+    #[test]
+    fn a_users_sessions_share_one_bucket_kept_until_it_refilled() {
+        let rates = UserRates::new(1000.0, 2, &DefaultClock::default());
+        let first = rates.bucket("alice");
+        let second = rates.bucket("alice");
+        assert!(first.check_n(1).is_ok());
+        assert!(second.check_n(1).is_ok());
+        assert!(first.check_n(1).is_err(), "the second session drained the shared bucket");
+        assert!(rates.bucket("bob").check_n(1).is_ok(), "another user has a bucket of their own");
+        drop((first, second));
+        // Unused since the first sweep; forgotten by a sweep once the refill time (2 ms) passed.
+        rates.forget_idle();
+        assert_eq!(rates.len(), 2);
+        std::thread::sleep(Duration::from_millis(5));
+        let held = rates.bucket("carol");
+        rates.forget_idle();
+        assert_eq!(rates.len(), 1, "alice and bob forgotten, carol held");
+        drop(held);
     }
 }

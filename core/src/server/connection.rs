@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
@@ -37,21 +38,35 @@ pub(crate) fn spawn(
 ) {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + live.handshake_timeout;
-    let hard_stop = shared.hard_stop.clone();
-    if live.tls.is_some() {
+    let list = Arc::clone(&shared);
+    // Locked across the spawn, so the task cannot leave the list before it is on it.
+    let mut tasks = list.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+    let slot = tasks.vacant_entry();
+    let key = slot.key();
+    let task = if live.tls.is_some() {
         tracker.spawn(async move {
-            tokio::select! {
-                _ = hard_stop.cancelled() => {}
-                () = accept_tls(&shared, &live, tcp, peer, deadline, pending) => {}
-            }
-        });
+            let _listed = Listed { shared: &shared, key };
+            accept_tls(&shared, &live, tcp, peer, deadline, pending).await;
+        })
     } else {
         tracker.spawn(async move {
-            tokio::select! {
-                _ = hard_stop.cancelled() => {}
-                () = upgrade(&shared, &live, tcp, peer, deadline, pending) => {}
-            }
-        });
+            let _listed = Listed { shared: &shared, key };
+            upgrade(&shared, &live, tcp, peer, deadline, pending).await;
+        })
+    };
+    slot.insert(task.abort_handle());
+}
+
+/// A connection task's place in [`Shared::tasks`], given up when the task ends.
+struct Listed<'a> {
+    shared: &'a Shared,
+    key: usize,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        // After the hard stop the list is empty: nothing to remove.
+        self.shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).try_remove(self.key);
     }
 }
 

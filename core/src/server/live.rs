@@ -20,7 +20,7 @@ use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, OriginAllowlist, TrustedProxies};
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
-use crate::limits::{Bans, ConnectionQuota, KeyedRate};
+use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
 use crate::session::{Registry, SessionEnv, SessionLimits};
@@ -163,6 +163,7 @@ pub(crate) fn build_live(
         demo_page: config.server.demo_page,
         cluster_quota: core.cluster.quota(),
     };
+    let clock = governor::clock::DefaultClock::default();
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
         cluster: Arc::clone(&core.cluster),
@@ -175,9 +176,13 @@ pub(crate) fn build_live(
         revocations: Arc::clone(&core.revocations),
         jti_cache,
         bans: Arc::clone(&core.bans),
-        user_rate: KeyedRate::new(limits.user_messages_per_sec, (limits.user_messages_per_sec * 2.0).ceil() as u32),
+        user_rates: UserRates::new(
+            limits.user_messages_per_sec,
+            (limits.user_messages_per_sec * 2.0).ceil().min(f64::from(u32::MAX)) as u32,
+            &clock,
+        ),
         shutdown: core.shutdown.clone(),
-        clock: governor::clock::DefaultClock::default(),
+        clock,
         limits: SessionLimits {
             max_subscriptions: limits.max_subscriptions as usize,
             max_payload_depth: limits.max_payload_depth,

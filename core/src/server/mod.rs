@@ -12,12 +12,14 @@ mod tls;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use slab::Slab;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,8 +50,10 @@ pub(crate) struct Shared {
     live: ArcSwap<Live>,
     /// The config `live` was built from (for reload's restart-only check).
     config: Mutex<Config>,
-    /// Cancelled when the grace period is over: remaining tasks are dropped.
-    hard_stop: CancellationToken,
+    /// Every connection task, aborted when the grace period is over. One list for the server,
+    /// instead of a cancellation wait in every task: `tokio::select!` polled that wait on every
+    /// wake-up of every connection, under the token's one lock.
+    tasks: Mutex<Slab<AbortHandle>>,
     /// Cancelled when `serve` has returned.
     stopped: CancellationToken,
     pending: Arc<Semaphore>,
@@ -179,7 +183,7 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             core,
             live: ArcSwap::from_pointee(live),
-            hard_stop: CancellationToken::new(),
+            tasks: Mutex::new(Slab::new()),
             stopped: CancellationToken::new(),
             pending: Arc::new(Semaphore::new(config.server.max_pending_handshakes as usize)),
             grace_override: Mutex::new(None),
@@ -277,7 +281,10 @@ impl Server {
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(target: "wsguard::server", "grace period over, dropping remaining connections");
-            shared.hard_stop.cancel();
+            let tasks = std::mem::take(&mut *shared.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+            for (_, task) in tasks {
+                task.abort();
+            }
             tracker.wait().await;
         }
         upkeep.abort();
@@ -367,7 +374,7 @@ async fn upkeep(shared: Arc<Shared>) {
         if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
             let live = shared.live.load();
             live.gate.forget_idle();
-            live.session_env.user_rate.forget_idle();
+            live.session_env.user_rates.forget_idle();
             core.policy.load().forget_idle();
         }
     }

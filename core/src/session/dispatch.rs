@@ -119,7 +119,7 @@ impl Session {
         if let Err(wait) = self.byte_rate.check_n(size) {
             return Err(rate_limited(salvage(), "connection_bytes", wait, None));
         }
-        if let Err(wait) = self.env.user_rate.check(&self.identity.subject) {
+        if let Err(wait) = self.user_rate.check_n(1) {
             return Err(rate_limited(salvage(), "user", wait, None));
         }
         Ok(())

@@ -33,7 +33,7 @@ use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::cluster::Cluster;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::hub::{Hub, Outbox};
-use crate::limits::{Bans, DirectRate, KeyedRate};
+use crate::limits::{Bans, DirectRate, UserRates};
 use crate::observe::{Event, EventSink, Stats};
 use crate::policy::Policy;
 
@@ -56,7 +56,7 @@ pub(crate) struct SessionEnv {
     pub(crate) verifier: Arc<ArcSwap<TokenVerifier>>,
     pub(crate) revocations: Arc<RevocationList>,
     pub(crate) jti_cache: Option<Arc<JtiCache>>,
-    pub(crate) user_rate: KeyedRate<String>,
+    pub(crate) user_rates: UserRates,
     /// One rate-limiter clock for every session (cheap to clone, costly to create).
     pub(crate) clock: governor::clock::DefaultClock,
     pub(crate) bans: Arc<Bans>,
@@ -107,6 +107,8 @@ pub(crate) struct Session {
     pub(crate) env: Arc<SessionEnv>,
     message_rate: DirectRate,
     byte_rate: DirectRate,
+    /// The user's bucket, shared with the user's other sessions.
+    user_rate: Arc<DirectRate>,
     violations: VecDeque<Instant>,
     last_seq: Option<u64>,
     info: HandshakeInfo,
@@ -146,6 +148,7 @@ where
     // and a field moved from a captured value into a local would hold both slots.
     let SessionStart { id, identity, client_ip, held, info } = start;
     let limits = &env.limits;
+    let user_rate = env.user_rates.bucket(&identity.subject);
     let mut session = Session {
         id,
         identity,
@@ -154,6 +157,7 @@ where
         env: Arc::clone(&env),
         message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst, &env.clock),
         byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
+        user_rate,
         violations: VecDeque::new(),
         last_seq: None,
         info,
