@@ -8,44 +8,60 @@
 //! wakes the task; the next pass of the loop polls the gated waits again ([`Gate::take_due`]).
 //! A gated wait that was re-armed or reset must be polled once before it can wake anyone, so
 //! the loop calls [`Gate::mark_due`] after doing so.
+//!
+//! The socket has a gate of its own ([`ReadGate`]): a pass woken by a delivery does not poll the
+//! read side, which found nothing the last time and has not been woken since.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
+use futures_util::StreamExt;
+use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// A flag and the task to wake when it is set: the waker a gate polls its waits with.
 struct Shared {
     is_due: AtomicBool,
     /// The session task's waker, refreshed at every poll through the gate.
     task: AtomicWaker,
 }
 
-impl Wake for Shared {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared { is_due: AtomicBool::new(true), task: AtomicWaker::new() })
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.is_due.store(true, Ordering::Release);
-        self.task.wake();
+    /// Polls `poll` with this flag's waker, after registering the task's.
+    fn poll_with<T>(self: &Arc<Self>, cx: &Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        self.task.register(cx.waker());
+        // Borrowed, not cloned: no reference count traffic per poll, and no second pointer held
+        // in every session.
+        let waker = waker_ref(self);
+        poll(&mut Context::from_waker(&waker))
+    }
+}
+
+impl ArcWake for Shared {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.is_due.store(true, Ordering::Release);
+        arc_self.task.wake();
     }
 }
 
 /// One per session.
 pub(super) struct Gate {
     shared: Arc<Shared>,
-    waker: Waker,
 }
 
 impl Gate {
     /// A gate whose first pass is due (every gated wait must be polled once to register).
     pub(super) fn new() -> Gate {
-        let shared = Arc::new(Shared { is_due: AtomicBool::new(true), task: AtomicWaker::new() });
-        let waker = Waker::from(Arc::clone(&shared));
-        Gate { shared, waker }
+        Gate { shared: Shared::new() }
     }
 
     /// True when the gated waits must be polled in this pass; clears the mark first, so a wake
@@ -69,10 +85,7 @@ impl Gate {
         &'a self,
         mut poll: impl FnMut(&mut Context<'_>) -> Poll<T> + 'a,
     ) -> impl Future<Output = T> + 'a {
-        poll_fn(move |cx| {
-            self.shared.task.register(cx.waker());
-            poll(&mut Context::from_waker(&self.waker))
-        })
+        poll_fn(move |cx| self.shared.poll_with(cx, &mut poll))
     }
 
     /// Resolves once a gated wait has woken (the branch that stands in for them in a pass that
@@ -82,6 +95,47 @@ impl Gate {
             self.shared.task.register(cx.waker());
             if self.shared.is_due.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
         })
+    }
+}
+
+/// The read side of the session's WebSocket, polled only when it may have something: when the
+/// socket woke the task (any readiness: tokio-tungstenite wakes its read and write wakers
+/// together) or when the last poll returned a message (more may be buffered). Every poll goes
+/// through here, so the socket always holds the gate's waker: a poll with the task's own waker
+/// would leave a later readiness unseen by the gate.
+pub(super) struct ReadGate {
+    shared: Arc<Shared>,
+}
+
+impl ReadGate {
+    /// Due at first: the stream has not been polled yet.
+    pub(super) fn new() -> ReadGate {
+        ReadGate { shared: Shared::new() }
+    }
+
+    /// The next client message; `Pending` without polling the stream when it is not due.
+    pub(super) fn poll_next<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        cx: &Context<'_>,
+        ws: &mut WebSocketStream<S>,
+    ) -> Poll<Option<Result<Message, WsError>>> {
+        // Registered before the flag is read, and the flag cleared before the poll: a wake at
+        // any point sets it again and reaches this task.
+        let polled = self.shared.poll_with(cx, |gated| {
+            if self.shared.is_due.swap(false, Ordering::AcqRel) { ws.poll_next_unpin(gated) } else { Poll::Pending }
+        });
+        if polled.is_ready() {
+            self.shared.is_due.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    /// Resolves with the next client message (see [`ReadGate::poll_next`]).
+    pub(super) fn next<'a, S: AsyncRead + AsyncWrite + Unpin>(
+        &'a self,
+        ws: &'a mut WebSocketStream<S>,
+    ) -> impl Future<Output = Option<Result<Message, WsError>>> + 'a {
+        poll_fn(move |cx| self.poll_next(cx, ws))
     }
 }
 
@@ -105,5 +159,44 @@ mod tests {
         assert!(futures_util::FutureExt::now_or_never(gate.gated(wait.as_mut())).is_some());
         gate.mark_due();
         assert!(futures_util::FutureExt::now_or_never(gate.woken()).is_some());
+    }
+
+    /// The stream is polled when due, not again until the socket wakes the gate, and then the
+    /// message arrives; after a message the next poll is due (more may be buffered).
+    #[tokio::test]
+    async fn the_read_gate_polls_the_stream_only_after_a_wake_or_a_message() {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let (server_io, client_io) = tokio::io::duplex(4096);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let reads = ReadGate::new();
+        let wakes = Arc::new(Wakes::default());
+        let waker = futures_util::task::waker(Arc::clone(&wakes));
+        let cx = Context::from_waker(&waker);
+
+        assert!(reads.poll_next(&cx, &mut server).is_pending(), "nothing sent yet");
+        assert!(!reads.shared.is_due.load(Ordering::Acquire), "the pending poll left the gate armed");
+        assert!(reads.poll_next(&cx, &mut server).is_pending());
+
+        client.send(Message::text("one")).await.expect("send");
+        client.send(Message::text("two")).await.expect("send");
+        assert!(wakes.0.load(Ordering::Acquire) >= 1, "the socket woke the task through the gate");
+        let Poll::Ready(Some(Ok(first))) = reads.poll_next(&cx, &mut server) else { panic!("first message") };
+        assert_eq!(first.to_text().ok(), Some("one"));
+        let Poll::Ready(Some(Ok(second))) = reads.poll_next(&cx, &mut server) else { panic!("second message") };
+        assert_eq!(second.to_text().ok(), Some("two"));
+        assert!(reads.poll_next(&cx, &mut server).is_pending());
+    }
+
+    /// Counts wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl ArcWake for Wakes {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }

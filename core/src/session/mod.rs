@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 pub use disconnect::Disconnect;
-use gate::Gate;
+use gate::{Gate, ReadGate};
 pub(crate) use registry::{Registry, Signal};
 use transport::{Traffic, WriteFrames, finish_delivery, read_batch, send_ping, write_all};
 
@@ -205,6 +205,7 @@ where
         let controlled = control.wait();
         tokio::pin!(controlled);
         let gate = Gate::new();
+        let reads = ReadGate::new();
 
         let disconnect = loop {
             let is_due = gate.take_due();
@@ -282,13 +283,14 @@ where
                     }
                     env.stats.record_messages_out(true, count);
                 }
-                incoming = ws.next() => {
+                incoming = reads.next(&mut ws) => {
                     last_activity = Instant::now();
                     let expires = expires_at;
                     // Boxed: the message pipeline's future (about 2 KiB) would otherwise be part of
                     // this task's future, which every idle connection holds for its whole life. One
                     // allocation per batch of client messages (none per delivery) buys that back.
-                    let batch = read_batch(&mut ws, &mut session, &env, incoming, &mut expires_at, &mut traffic);
+                    let batch =
+                        read_batch(&mut ws, &reads, &mut session, &env, incoming, &mut expires_at, &mut traffic);
                     let batch = Box::pin(batch).await;
                     if expires_at != expires {
                         // A refresh moved the expiry.

@@ -8,12 +8,13 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
+use super::gate::ReadGate;
 use super::{CLOSE_WAIT, Disconnect, Session, SessionEnv, expiry_deadline};
 use crate::hub::Outbox;
 
@@ -47,6 +48,7 @@ enum Step {
 /// the replies of the batch go out with one flush. Returns the disconnect that ends the session.
 pub(super) async fn read_batch<S>(
     ws: &mut WebSocketStream<S>,
+    reads: &ReadGate,
     session: &mut Session,
     env: &SessionEnv,
     first: Option<Result<Message, WsError>>,
@@ -66,10 +68,10 @@ where
         if handled == READ_BATCH {
             break;
         }
-        // Polled with this task's own context: when nothing is buffered this registers the task
-        // for the socket exactly as the `select!` does (tokio then skips the read syscall, as it
-        // knows the socket is drained after a short read).
-        match poll_fn(|cx| Poll::Ready(ws.poll_next_unpin(cx))).await {
+        // Through the read gate, like the `select!`: when nothing is buffered this registers the
+        // gate for the socket (tokio then skips the read syscall, as it knows the socket is
+        // drained after a short read), and the loop's next pass does not poll the stream again.
+        match poll_fn(|cx| Poll::Ready(reads.poll_next(cx, ws))).await {
             Poll::Ready(next) => incoming = next,
             Poll::Pending => break,
         }
