@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# User-space instructions per operation of two wsguard binaries (or a baseline), counted by
+# valgrind's callgrind: repeatable whatever else the shared machine is doing, unlike CPU time.
+# Each server runs under callgrind twice, for SHORT and LONG seconds of the same scenario; the
+# difference of the two totals over the difference of the operations removes the start-up and
+# the connection set-up. Only user space is counted (the kernel's share is the same for every
+# server: the same system calls per message, docs/PERFORMANCE.md). Under valgrind a server is
+# about 50x slower, so batching differs from a real run: compare wsguard builds with each other,
+# not with the baselines (whose read-buffer memset inflates the count).
+#
+#   A=/path/to/old/wsguard B=target/release/wsguard bash bench/instructions.sh echo --conns 50 --window 1
+#   A=... B=... ROUNDS=2 bash bench/instructions.sh fanout --subs 100 --rate 200
+#
+# A or B may be "baseline-tt". Prints one line per server and round: label, Ir per op.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+A=${A:?set A to a wsguard binary or baseline-tt}
+B=${B:-$ROOT/target/release/wsguard}
+SHORT=${SHORT:-3}
+LONG=${LONG:-8}
+ROUNDS=${ROUNDS:-1}
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+WORK="$(mktemp -d)"
+SPID=""
+cleanup() {
+  if [[ -n "$SPID" ]]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+WSGUARD_HMAC_SECRET="$(head -c 48 /dev/urandom | base64 -w0)"
+export WSGUARD_HMAC_SECRET
+PORT=19700
+render_config() { # port -> config path
+  sed -e "s|@PORT@|$1|" -e "s|@SCHEMA@|$ROOT/bench/config/payload.schema.json|" \
+    "$ROOT/bench/config/wsguard.toml.in" >"$WORK/wsguard-$1.toml"
+  echo "$WORK/wsguard-$1.toml"
+}
+TOKEN="$("$B" token --config "$(render_config 19699)" --sub bench --ttl-secs 900 2>/dev/null | tail -n1)"
+
+# count <server> <secs> <scenario args...> -> "<ops> <Ir>"
+count() {
+  local server=$1 secs=$2 out ops
+  shift 2
+  PORT=$((PORT + 1))
+  out="$WORK/callgrind.$PORT"
+  local vg=(taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no)
+  if [[ $server == baseline-tt ]]; then
+    "${vg[@]}" "$ROOT/bench/target/release/baseline_tt" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+  else
+    "${vg[@]}" "$server" serve --config "$(render_config $PORT)" >"$WORK/server.log" 2>&1 &
+  fi
+  SPID=$!
+  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  sleep 0.5
+  ops=$(taskset -c 1 "$ROOT/bench/target/release/loadgen" "$@" --url "ws://127.0.0.1:$PORT/ws" --token "$TOKEN" \
+    --server-pid "$SPID" --warmup-secs 0 --secs "$secs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"])')
+  kill -TERM "$SPID"
+  wait "$SPID" 2>/dev/null || true
+  SPID=""
+  echo "$ops $(grep -m1 -E '^(summary|totals):' "$out" | awk '{print $2}')"
+}
+
+for round in $(seq "$ROUNDS"); do
+  for server in "$A" "$B"; do
+    read -r ops1 ir1 < <(count "$server" "$SHORT" "$@")
+    read -r ops2 ir2 < <(count "$server" "$LONG" "$@")
+    python3 -c "print('$round', '$server', round(($ir2 - $ir1) / ($ops2 - $ops1)), 'Ir/op', '($ops1 and $ops2 ops)')"
+  done
+done
