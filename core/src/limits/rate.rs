@@ -149,15 +149,18 @@ mod tests {
 
     #[test]
     fn a_users_sessions_share_one_bucket_kept_until_it_refilled() {
-        let rates = UserRates::new(1000.0, 2, &DefaultClock::default());
-        let first = rates.bucket("alice");
-        let second = rates.bucket("alice");
+        // One cell per 100 s: nothing refills during the test.
+        let slow = UserRates::new(0.01, 2, &DefaultClock::default());
+        let first = slow.bucket("alice");
+        let second = slow.bucket("alice");
         assert!(first.check_n(1).is_ok());
         assert!(second.check_n(1).is_ok());
         assert!(first.check_n(1).is_err(), "the second session drained the shared bucket");
-        assert!(rates.bucket("bob").check_n(1).is_ok(), "another user has a bucket of their own");
-        drop((first, second));
-        // Unused since the first sweep; forgotten by a sweep once the refill time (2 ms) passed.
+        assert!(slow.bucket("bob").check_n(1).is_ok(), "another user has a bucket of their own");
+
+        // Refilled in 2 ms: unused since the first sweep, forgotten by a sweep after that.
+        let rates = UserRates::new(1000.0, 2, &DefaultClock::default());
+        drop((rates.bucket("alice"), rates.bucket("bob")));
         rates.forget_idle();
         assert_eq!(rates.len(), 2);
         std::thread::sleep(Duration::from_millis(5));

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A frame from the client.
 ///
-/// Decoded in one pass through [`RawFrame`], a flat struct of every field any action has: serde's
+/// Decoded in one pass through `RawFrame`, a flat struct of every field any action has: serde's
 /// internally tagged enums buffer the whole frame into an intermediate tree before they read the
 /// tag, and that buffer showed in the echo profile. The rules are the same: `action` is required
 /// and known, every field is known and appears once, and each action accepts its own fields only.
@@ -160,7 +160,7 @@ impl TryFrom<RawFrame> for ClientFrame {
         let RawFrame { action, id, seq, channel, payload, token, method } = raw;
         let Some(action) = action else { return Err(FrameError("missing field `action`".into())) };
         let name = action.name();
-        // The fields this action does not take, in wire order.
+        // Whether this action takes a field.
         let takes = |field: &str| match action {
             Action::Subscribe | Action::Unsubscribe => field == "channel",
             Action::Publish => field == "channel" || field == "payload",
