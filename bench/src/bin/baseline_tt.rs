@@ -103,7 +103,14 @@ where
             incoming = ws.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // RFC 6455 5.5.1: answer the client's Close. tungstenite has queued the
+                        // reply; without this flush it is dropped with the socket (as wsguard and
+                        // fastwebsockets' auto_close do not).
+                        let _ = ws.flush().await;
+                        break;
+                    }
+                    None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
                 let Ok(frame) = serde_json::from_str::<ClientFrame>(text.as_str()) else {
