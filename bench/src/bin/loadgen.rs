@@ -614,9 +614,17 @@ async fn handshake(c: Common, conns: usize) -> String {
                             let _ = upgrade_hist.record(t0.elapsed().as_nanos() as u64);
                         }
                         let closed = ws.close(None).await.is_ok();
-                        // Wait for the server's close reply / EOF so the cycle is complete.
-                        while let Some(Ok(_)) = ws.next().await {}
-                        closed
+                        // Wait for the server's Close reply, then EOF, so the cycle is complete. A
+                        // server that drops the socket without answering (RFC 6455 5.5.1) saves a
+                        // write per cycle: that counts as an error, not as a handshake.
+                        let mut answered = false;
+                        while let Some(Ok(message)) = ws.next().await {
+                            answered |= message.is_close();
+                        }
+                        if closed && !answered && errs.load(Ordering::Relaxed) == 0 {
+                            eprintln!("handshake error: the server did not answer the Close");
+                        }
+                        closed && answered
                     }
                     Err(e) => {
                         if errs.load(Ordering::Relaxed) == 0 {
