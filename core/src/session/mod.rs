@@ -195,6 +195,8 @@ where
         // Deliveries and reload notices are drained into this one buffer, reused for the whole
         // session: a delivery costs no allocation once it has grown to a batch.
         let mut frames: Vec<Utf8Bytes> = Vec::new();
+        // A delivery write was cut off inside a frame (see `finish_delivery`): no close frame.
+        let mut mid_frame = false;
 
         // The waits are created once and polled in place, not rebuilt for every message (each
         // rebuild registered and dropped a `Notify` waiter). The rare ones are polled through the
@@ -276,7 +278,10 @@ where
                     let written = match poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await {
                         Poll::Ready(written) => written.map_err(|e| transport::classify(&e)),
                         // Boxed: rare, and inline it would be this future's largest state.
-                        Poll::Pending => Box::pin(finish_delivery(write, &session.outbox, env.limits.write_timeout)).await,
+                        Poll::Pending => {
+                            let limit = env.limits.write_timeout;
+                            Box::pin(finish_delivery(write, &session.outbox, limit, &mut mid_frame)).await
+                        }
                     };
                     if let Err(d) = written {
                         break d;
@@ -308,7 +313,7 @@ where
             env.hub.unsubscribe(&channel, session.id);
         }
         env.registry.remove(session.id);
-        if let Some(frame) = disconnect.close_frame() {
+        if let Some(frame) = disconnect.close_frame().filter(|_| !mid_frame) {
             // Send the close frame, then give the client a moment to answer it (RFC 6455 §7.1.1: the
             // server should let the client see the close before the TCP connection goes).
             let closing = async {

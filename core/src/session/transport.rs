@@ -185,19 +185,128 @@ where
 }
 
 /// Writes `frames` in order with one flush, then leaves the buffer empty (also when the write
-/// fails). A future of three words: the session's delivery wait, which every idle connection
+/// fails). A future of four words: the session's delivery wait, which every idle connection
 /// holds for its whole life, polls it inline, where the `feed`/`flush` futures and a timer took
 /// about 570 bytes (docs/PERFORMANCE.md, idle memory).
+///
+/// Over a stream that takes vectored writes (TCP and TLS do), the frames go around tungstenite:
+/// once tungstenite's own buffer is flushed (a queued pong, say, keeps its place), each frame is
+/// a header built on the stack and the shared bytes of the message, all handed to one vectored
+/// write. A server's frames are not masked (RFC 6455 5.1), so a publication's bytes are never
+/// copied per subscriber; through tungstenite they were copied into its write buffer frame by
+/// frame, the largest piece of a delivery's user-space cost. The session only writes while its
+/// connection is open (it leaves its loop on the client's Close and sends its own Close after
+/// that, through tungstenite), which is the state check tungstenite would make.
 pub(super) struct WriteFrames<'a, S> {
     ws: &'a mut WebSocketStream<S>,
     frames: &'a mut Vec<Utf8Bytes>,
-    /// The first frame not handed to tungstenite yet.
+    /// The first frame not written (or, through tungstenite, not handed to it) yet.
     next: usize,
+    /// How much of frame `next`, header included, is written already.
+    offset: usize,
 }
 
 impl<'a, S> WriteFrames<'a, S> {
     pub(super) fn new(ws: &'a mut WebSocketStream<S>, frames: &'a mut Vec<Utf8Bytes>) -> Self {
-        WriteFrames { ws, frames, next: 0 }
+        WriteFrames { ws, frames, next: 0, offset: 0 }
+    }
+}
+
+/// Frames per vectored write: two slices each, well under any `IOV_MAX`.
+const FRAMES_PER_WRITE: usize = 32;
+
+/// The header of a final, unmasked text frame of `len` bytes (RFC 6455 5.2) into `out`; returns
+/// its length.
+fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x81; // FIN, opcode 1 (text)
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+fn header_len(len: usize) -> usize {
+    if len < 126 {
+        2
+    } else if len <= usize::from(u16::MAX) {
+        4
+    } else {
+        10
+    }
+}
+
+impl<S> WriteFrames<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Through tungstenite, frame by frame (`SinkExt::feed`): tungstenite takes a frame once the
+    /// previous ones fit its write buffer.
+    fn poll_through_tungstenite(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        loop {
+            if self.next == self.frames.len() {
+                return self.ws.poll_flush_unpin(cx);
+            }
+            ready!(self.ws.poll_ready_unpin(cx))?;
+            let frame = std::mem::take(&mut self.frames[self.next]);
+            self.next += 1;
+            self.ws.start_send_unpin(Message::Text(frame))?;
+        }
+    }
+
+    /// Around tungstenite, with vectored writes (see the type's comment).
+    fn poll_vectored(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.next == 0 && self.offset == 0 {
+            // Nothing of ours written yet: whatever tungstenite holds goes first.
+            ready!(self.ws.poll_flush_unpin(cx))?;
+        }
+        let WriteFrames { ws, frames, next, offset } = self;
+        while *next < frames.len() {
+            let batch = &frames[*next..frames.len().min(*next + FRAMES_PER_WRITE)];
+            let mut headers = [[0u8; 10]; FRAMES_PER_WRITE];
+            let mut header_lens = [0usize; FRAMES_PER_WRITE];
+            for ((frame, header), header_len) in batch.iter().zip(&mut headers).zip(&mut header_lens) {
+                *header_len = text_header(frame.len(), header);
+            }
+            let mut slices = [std::io::IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+            let mut used = 0;
+            for (i, frame) in batch.iter().enumerate() {
+                let (header, body) = (&headers[i][..header_lens[i]], frame.as_bytes());
+                let skip = if i == 0 { *offset } else { 0 };
+                if skip < header.len() {
+                    slices[used] = std::io::IoSlice::new(&header[skip..]);
+                    slices[used + 1] = std::io::IoSlice::new(body);
+                    used += 2;
+                } else {
+                    slices[used] = std::io::IoSlice::new(&body[skip - header.len()..]);
+                    used += 1;
+                }
+            }
+            let mut written = ready!(Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices[..used]))?;
+            if written == 0 {
+                return Poll::Ready(Err(WsError::Io(std::io::ErrorKind::WriteZero.into())));
+            }
+            while written > 0 && *next < frames.len() {
+                let len = frames[*next].len();
+                let rest = header_len(len) + len - *offset;
+                if written >= rest {
+                    written -= rest;
+                    *next += 1;
+                    *offset = 0;
+                } else {
+                    *offset += written;
+                    written = 0;
+                }
+            }
+        }
+        Poll::Ready(ready!(Pin::new(ws.get_mut()).poll_flush(cx)).map_err(WsError::Io))
     }
 }
 
@@ -209,21 +318,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let result = loop {
-            if this.next == this.frames.len() {
-                break ready!(this.ws.poll_flush_unpin(cx));
-            }
-            // `SinkExt::feed`, one frame at a time: tungstenite takes a frame once the previous
-            // ones fit its write buffer.
-            if let Err(e) = ready!(this.ws.poll_ready_unpin(cx)) {
-                break Err(e);
-            }
-            let frame = std::mem::take(&mut this.frames[this.next]);
-            this.next += 1;
-            if let Err(e) = this.ws.start_send_unpin(Message::Text(frame)) {
-                break Err(e);
-            }
-        };
+        let result = ready!(if this.ws.get_ref().is_write_vectored() {
+            this.poll_vectored(cx)
+        } else {
+            this.poll_through_tungstenite(cx)
+        });
         this.frames.clear();
         Poll::Ready(result)
     }
@@ -232,22 +331,38 @@ where
 /// The rest of a delivery write that could not finish at once (the client's socket is full):
 /// bounded by `limit`, and raced against the outbox overflowing, so that a stalled client is cut
 /// off as a slow consumer as soon as its queue is full rather than after the write timeout.
+///
+/// A write cut off in the middle of a frame (written around tungstenite, see [`WriteFrames`])
+/// first gets that frame finished, within [`CLOSE_WAIT`] (the time the close frame has after it
+/// anyway), so that the close frame that follows is read as one. When even that does not go
+/// out, `mid_frame` is set: the session then ends without a close frame, which could only reach
+/// the client inside the unfinished frame's bytes.
 pub(super) async fn finish_delivery<S>(
-    write: WriteFrames<'_, S>,
+    mut write: WriteFrames<'_, S>,
     outbox: &Outbox,
     limit: Duration,
+    mid_frame: &mut bool,
 ) -> Result<(), Disconnect>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
         biased;
-        written = tokio::time::timeout(limit, write) => match written {
+        written = tokio::time::timeout(limit, &mut write) => return match written {
             Ok(result) => result.map_err(|e| classify(&e)),
-            Err(_) => Err(Disconnect::WriteTimeout),
+            Err(_) => {
+                *mid_frame = write.offset > 0;
+                Err(Disconnect::WriteTimeout)
+            }
         },
-        () = poll_fn(|cx| outbox.poll_overflowed(cx)) => Err(Disconnect::SlowConsumer),
+        () = poll_fn(|cx| outbox.poll_overflowed(cx)) => {}
     }
+    if write.offset > 0 {
+        write.frames.truncate(write.next + 1);
+        let finished = tokio::time::timeout(CLOSE_WAIT, &mut write).await;
+        *mid_frame = !matches!(finished, Ok(Ok(())));
+    }
+    Err(Disconnect::SlowConsumer)
 }
 
 pub(super) async fn send_ping<S>(ws: &mut WebSocketStream<S>, env: &SessionEnv) -> Result<(), Disconnect>
@@ -282,5 +397,129 @@ pub(super) fn classify(error: &WsError) -> Disconnect {
         WsError::Utf8(_) => Disconnect::InvalidUtf8,
         WsError::Protocol(_) => Disconnect::ProtocolError,
         _ => Disconnect::ConnectionLost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+    use super::WriteFrames;
+
+    /// A stream that takes at most `chunk` bytes per write, says `Pending` (after waking itself)
+    /// every other write, and may refuse vectored writes: every way a write can stop half-way.
+    struct Stingy {
+        inner: DuplexStream,
+        chunk: usize,
+        vectored: bool,
+        stall: bool,
+    }
+
+    impl AsyncRead for Stingy {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Stingy {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.stall = !self.stall;
+            if self.stall {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut taken = Vec::new();
+            for buf in bufs {
+                taken.extend_from_slice(&buf[..buf.len().min(self.chunk - taken.len())]);
+                if taken.len() == self.chunk {
+                    break;
+                }
+            }
+            Pin::new(&mut self.inner).poll_write(cx, &taken)
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Every length class of the frame header (7-bit, 16-bit, 64-bit), at both edges, and
+    /// multi-byte text cut anywhere.
+    fn texts() -> Vec<String> {
+        let mut texts: Vec<String> =
+            [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_001].iter().map(|&n| "x".repeat(n)).collect();
+        texts.push("é€𝄞".repeat(50));
+        texts.push(r#"{"type":"message","channel":"room:1","payload":{"n":1}}"#.to_owned());
+        texts
+    }
+
+    async fn written_and_read(chunk: usize, vectored: bool) -> Vec<Message> {
+        let (server_io, client_io) = tokio::io::duplex(1024);
+        let stingy = Stingy { inner: server_io, chunk, vectored, stall: false };
+        let mut server = WebSocketStream::from_raw_socket(stingy, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let texts = texts();
+        let expected = texts.len() + 1;
+        let write = async {
+            // Handed to tungstenite and not flushed: it must still go out first.
+            server.feed(Message::text("queued before")).await.expect("feed");
+            let mut frames: Vec<Utf8Bytes> = texts.iter().map(|t| Utf8Bytes::from(t.clone())).collect();
+            WriteFrames::new(&mut server, &mut frames).await.expect("write");
+            assert!(frames.is_empty(), "the buffer is left empty");
+        };
+        let read = async {
+            let mut got = Vec::new();
+            while got.len() < expected {
+                got.push(client.next().await.expect("a message").expect("a valid frame"));
+            }
+            got
+        };
+        let ((), got) = tokio::join!(write, read);
+        got
+    }
+
+    #[tokio::test]
+    async fn frames_written_around_tungstenite_read_back_as_tungstenite_writes_them() {
+        let mut expected = vec![Message::text("queued before")];
+        expected.extend(texts().into_iter().map(Message::text));
+        for chunk in [3, 7, 64, 100_000] {
+            assert_eq!(written_and_read(chunk, true).await, expected, "vectored, {chunk} bytes per write");
+        }
+        assert_eq!(written_and_read(7, false).await, expected, "through tungstenite");
+    }
+
+    #[test]
+    fn headers_follow_rfc_6455() {
+        let header = |len: usize| {
+            let mut out = [0u8; 10];
+            let n = super::text_header(len, &mut out);
+            assert_eq!(n, super::header_len(len), "header_len({len})");
+            out[..n].to_vec()
+        };
+        assert_eq!(header(0), [0x81, 0]);
+        assert_eq!(header(125), [0x81, 125]);
+        assert_eq!(header(126), [0x81, 126, 0, 126]);
+        assert_eq!(header(65_535), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(header(65_536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
     }
 }
