@@ -192,9 +192,10 @@ where
 /// Over a stream that takes vectored writes (TCP and TLS do), the frames go around tungstenite:
 /// once tungstenite's own buffer is flushed (a queued pong, say, keeps its place), each frame is
 /// a header built on the stack and the shared bytes of the message, all handed to one vectored
-/// write. A server's frames are not masked (RFC 6455 5.1), so a publication's bytes are never
-/// copied per subscriber; through tungstenite they were copied into its write buffer frame by
-/// frame, the largest piece of a delivery's user-space cost. The session only writes while its
+/// write (or, up to [`COPY_LIMIT`] bytes, copied into one buffer for a plain write). A server's
+/// frames are not masked (RFC 6455 5.1), so every subscriber's frame is the same header and the
+/// same shared bytes. Through tungstenite each frame was built and copied into its write buffer
+/// one by one, the largest piece of a delivery's user-space cost. The session only writes while its
 /// connection is open (it leaves its loop on the client's Close and sends its own Close after
 /// that, through tungstenite), which is the state check tungstenite would make.
 pub(super) struct WriteFrames<'a, S> {
@@ -214,6 +215,14 @@ impl<'a, S> WriteFrames<'a, S> {
 
 /// Frames per vectored write: two slices each, well under any `IOV_MAX`.
 const FRAMES_PER_WRITE: usize = 32;
+/// Up to this many bytes, the frames are copied into one buffer on the stack and written with a
+/// plain write instead of a vectored one.
+const COPY_LIMIT: usize = 4096;
+
+thread_local! {
+    /// The buffer of those copies, one per worker thread.
+    static COPY: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(COPY_LIMIT));
+}
 
 /// The header of a final, unmasked text frame of `len` bytes (RFC 6455 5.2) into `out`; returns
 /// its length.
@@ -289,7 +298,25 @@ where
                     used += 1;
                 }
             }
-            let mut written = ready!(Pin::new(ws.get_mut()).poll_write_vectored(cx, &slices[..used]))?;
+            let slices = &slices[..used];
+            let total: usize = slices.iter().map(|slice| slice.len()).sum();
+            // Up to COPY_LIMIT bytes, a plain write of a copy: for a socket, a vectored write
+            // (`writev`) costs the kernel more than `send` does, which matters when each write
+            // carries one delivery. The copy buffer is the worker thread's, never zeroed.
+            let copied = (total <= COPY_LIMIT).then(|| {
+                COPY.with(|copy| {
+                    let mut copy = copy.try_borrow_mut().ok()?;
+                    copy.clear();
+                    for slice in slices {
+                        copy.extend_from_slice(slice);
+                    }
+                    Some(Pin::new(&mut *ws.get_mut()).poll_write(cx, &copy))
+                })
+            });
+            let mut written = match copied.flatten() {
+                Some(polled) => ready!(polled)?,
+                None => ready!(Pin::new(ws.get_mut()).poll_write_vectored(cx, slices))?,
+            };
             if written == 0 {
                 return Poll::Ready(Err(WsError::Io(std::io::ErrorKind::WriteZero.into())));
             }
@@ -502,7 +529,7 @@ mod tests {
     async fn frames_written_around_tungstenite_read_back_as_tungstenite_writes_them() {
         let mut expected = vec![Message::text("queued before")];
         expected.extend(texts().into_iter().map(Message::text));
-        for chunk in [3, 7, 64, 100_000] {
+        for chunk in [3, 7, 64, 5000, 100_000] {
             assert_eq!(written_and_read(chunk, true).await, expected, "vectored, {chunk} bytes per write");
         }
         assert_eq!(written_and_read(7, false).await, expected, "through tungstenite");
