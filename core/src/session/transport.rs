@@ -215,8 +215,8 @@ impl<'a, S> WriteFrames<'a, S> {
 
 /// Frames per vectored write: two slices each, well under any `IOV_MAX`.
 const FRAMES_PER_WRITE: usize = 32;
-/// Up to this many bytes, the frames are copied into one buffer on the stack and written with a
-/// plain write instead of a vectored one.
+/// Up to this many bytes, the frames are copied into the worker thread's buffer ([`COPY`]) and
+/// written with a plain write instead of a vectored one.
 const COPY_LIMIT: usize = 4096;
 
 thread_local! {
