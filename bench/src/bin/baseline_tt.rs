@@ -104,9 +104,9 @@ where
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) => {
-                        // RFC 6455 5.5.1: answer the client's Close. tungstenite has queued the
-                        // reply; without this flush it is dropped with the socket (as wsguard and
-                        // fastwebsockets' auto_close do not).
+                        // RFC 6455 5.5.1: answer the client's Close, as wsguard and fastwebsockets
+                        // (auto_close) do. tungstenite has queued the reply; without this flush it
+                        // would be dropped with the socket.
                         let _ = ws.flush().await;
                         break;
                     }
