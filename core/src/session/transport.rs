@@ -375,12 +375,10 @@ where
 {
     tokio::select! {
         biased;
+        // A timed-out write sends no close frame in any case (`Disconnect::close_frame`).
         written = tokio::time::timeout(limit, &mut write) => return match written {
             Ok(result) => result.map_err(|e| classify(&e)),
-            Err(_) => {
-                *mid_frame = write.offset > 0;
-                Err(Disconnect::WriteTimeout)
-            }
+            Err(_) => Err(Disconnect::WriteTimeout),
         },
         () = poll_fn(|cx| outbox.poll_overflowed(cx)) => {}
     }
