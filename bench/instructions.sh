@@ -21,22 +21,9 @@ SHORT=${SHORT:-3}
 LONG=${LONG:-8}
 ROUNDS=${ROUNDS:-1}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
-WORK="$(mktemp -d)"
-SPID=""
-cleanup() {
-  if [[ -n "$SPID" ]]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-WSGUARD_HMAC_SECRET="$(head -c 48 /dev/urandom | base64 -w0)"
-export WSGUARD_HMAC_SECRET
+# shellcheck source=common.sh
+source "$ROOT/bench/common.sh"
 PORT=19700
-render_config() { # port -> config path
-  sed -e "s|@PORT@|$1|" -e "s|@SCHEMA@|$ROOT/bench/config/payload.schema.json|" \
-    "$ROOT/bench/config/wsguard.toml.in" >"$WORK/wsguard-$1.toml"
-  echo "$WORK/wsguard-$1.toml"
-}
 TOKEN="$("$B" token --config "$(render_config 19699)" --sub bench --ttl-secs 900 2>/dev/null | tail -n1)"
 
 # count <server> <secs> <scenario args...> -> "<ops> <Ir>"

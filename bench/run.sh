@@ -41,22 +41,9 @@ LG=(taskset -c "$CLIENT_CPU" "$BIN/loadgen")
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 RAW="$OUT/raw.jsonl"
-WORK="$(mktemp -d)"
-SPID=""
-cleanup() {
-  if [[ -n "$SPID" ]]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-WSGUARD_HMAC_SECRET="$(head -c 48 /dev/urandom | base64 -w0)"
-export WSGUARD_HMAC_SECRET
+# shellcheck source=common.sh
+source "$ROOT/bench/common.sh"
 PORT=19100
-render_config() { # port -> config path
-  sed -e "s|@PORT@|$1|" -e "s|@SCHEMA@|$ROOT/bench/config/payload.schema.json|" \
-    "$ROOT/bench/config/wsguard.toml.in" >"$WORK/wsguard-$1.toml"
-  echo "$WORK/wsguard-$1.toml"
-}
 "$WSG" check-config "$(render_config 19099)" >/dev/null
 TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs 900 | tail -n1)"
 

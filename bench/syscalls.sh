@@ -19,22 +19,9 @@ read -r -a SERVERS <<<"${SERVERS:-baseline-tt wsguard}"
 command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 1; }
 WSG="$ROOT/target/release/wsguard"
 BIN="$ROOT/bench/target/release"
-WORK="$(mktemp -d)"
-SPID=""
-cleanup() {
-  if [[ -n "$SPID" ]]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-WSGUARD_HMAC_SECRET="$(head -c 48 /dev/urandom | base64 -w0)"
-export WSGUARD_HMAC_SECRET
+# shellcheck source=common.sh
+source "$ROOT/bench/common.sh"
 PORT=19750
-render_config() { # port -> config path
-  sed -e "s|@PORT@|$1|" -e "s|@SCHEMA@|$ROOT/bench/config/payload.schema.json|" \
-    "$ROOT/bench/config/wsguard.toml.in" >"$WORK/wsguard-$1.toml"
-  echo "$WORK/wsguard-$1.toml"
-}
 TOKEN="$("$WSG" token --config "$(render_config 19749)" --sub bench --ttl-secs 900 | tail -n1)"
 CALLS=(write writev sendto sendmsg read recvfrom recvmsg epoll_wait epoll_ctl futex accept4 setsockopt
   getsockopt getpeername shutdown close mmap munmap madvise brk)
