@@ -10,16 +10,21 @@
 //!    in one pass (serde's `deny_unknown_fields` alone stops at the first);
 //! 3. typed deserialization with `deny_unknown_fields` (a second, independent guard: a host that
 //!    deserializes `Config` directly still cannot slip an unknown key through);
-//! 4. semantic checks owned by each area (`validate`), and, when the server is built, the
-//!    environment and file checks (secrets, keys, certificates).
+//! 4. semantic checks owned by each area: an area with typed settings (`[server]`, `[limits]`)
+//!    compiles them once (`settings.rs` in the area: durations typed, derived defaults computed),
+//!    the others `validate`; and, when the server is built, the environment and file checks
+//!    (secrets, keys, certificates).
+//!
+//! Problems and the error that carries them live in the leaf module `problems`, which imports no
+//! area: the areas import it, and this root imports the areas.
 //!
 //! Secrets never live in the config text: only the names of environment variables (`*_env`) or
 //! files (`*_file`) that hold them.
 
-use std::fmt;
+pub(crate) mod problems;
+
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,11 +34,13 @@ use crate::cluster::ClusterConfig;
 use crate::error::ErrorCode;
 use crate::handshake::OriginsConfig;
 use crate::hooks::HooksConfig;
-use crate::limits::{AbuseConfig, LimitsConfig};
+use crate::limits::{AbuseConfig, LimitsConfig, LimitsSettings};
 use crate::observe::ObservabilityConfig;
 use crate::policy::{ChannelRule, RpcRule};
 use crate::protocol::ProtocolConfig;
-use crate::server::{ServerConfig, TlsConfig};
+use crate::server::{ServerConfig, ServerSettings, TlsConfig};
+
+pub use problems::{ConfigError, ConfigProblem, Problems};
 
 /// The root configuration. Every section is optional in the text and falls back to the
 /// documented defaults (see `docs/CONFIG.md`), except `auth`, which has no usable default, and
@@ -67,98 +74,12 @@ pub struct Config {
     pub cluster: ClusterConfig,
 }
 
-/// One configuration problem, with the dotted key path it concerns (`server.listen`,
-/// `auth.algorithms[1]`) or `<root>` for the document as a whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted key path.
-    pub path: String,
-    /// What is wrong, for humans.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    /// A problem at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigProblem { path: path.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every problem found in a configuration, in document order where known.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError {
-    code: ErrorCode,
-    problems: Vec<ConfigProblem>,
-}
-
-impl ConfigError {
-    pub(crate) fn new(code: ErrorCode, problems: Vec<ConfigProblem>) -> Self {
-        ConfigError { code, problems }
-    }
-
-    /// The stable code: `config_syntax`, `config_invalid`, `config_file` or `config_secret_missing`
-    /// (the first problem's kind when several kinds occur).
-    pub fn code(&self) -> ErrorCode {
-        self.code
-    }
-
-    /// Every problem, each with its key path.
-    pub fn problems(&self) -> &[ConfigProblem] {
-        &self.problems
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(f, "invalid configuration ({n} problem{}):", if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Collects problems while an area validates itself.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    /// Records a problem.
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem::new(path, message));
-    }
-
-    /// Checks that a seconds value is finite and strictly positive, and converts it.
-    pub fn positive_secs(&mut self, path: &str, secs: f64) -> Duration {
-        match Duration::try_from_secs_f64(secs) {
-            Ok(d) if !d.is_zero() => d,
-            _ => {
-                self.push(path, format!("must be a positive number of seconds, got {secs}"));
-                Duration::from_secs(1)
-            }
-        }
-    }
-
-    /// True when nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// How many problems were recorded.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub(crate) fn into_result(self, code: ErrorCode) -> Result<(), ConfigError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ConfigError::new(code, self.0)) }
-    }
+/// The areas' configs compiled once (see [`Config::settings`]): durations typed, derived defaults
+/// computed, validated. An area without settings is still read from its config struct.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) server: ServerSettings,
+    pub(crate) limits: LimitsSettings,
 }
 
 impl Config {
@@ -223,14 +144,20 @@ impl Config {
 
     /// The semantic checks that need no file or environment access, every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().map(drop)
+    }
+
+    /// Compiles the areas that have typed settings and checks the others, every problem at once.
+    /// The one place a config is validated; the server runs on what this returns.
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
         let mut problems = Problems::default();
-        self.server.validate(self.tls.is_some(), &mut problems);
+        let server = ServerSettings::compile(&self.server, self.tls.is_some(), &mut problems);
         if let Some(tls) = &self.tls {
             tls.validate(&mut problems);
         }
         self.origins.validate(&mut problems);
         self.auth.validate(&mut problems);
-        self.limits.validate(&mut problems);
+        let limits = LimitsSettings::compile(&self.limits, &mut problems);
         self.hooks.validate(&mut problems);
         self.observability.validate(&mut problems);
         if let Some(abuse) = &self.abuse {
@@ -238,7 +165,8 @@ impl Config {
         }
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         self.cluster.validate(&mut problems);
-        problems.into_result(ErrorCode::ConfigInvalid)
+        problems.into_result(ErrorCode::ConfigInvalid)?;
+        Ok(Settings { server, limits })
     }
 
     /// The JSON Schema of the configuration (draft 2020-12), as committed in

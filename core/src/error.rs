@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::config::ConfigError;
+use crate::config::problems::ConfigError;
 
 macro_rules! error_codes {
     ($( $variant:ident = $num:literal, $name:literal, $doc:literal; )*) => {

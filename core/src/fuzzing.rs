@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use futures_util::FutureExt;
 
 use crate::auth::TokenSource;
-use crate::config::Problems;
+use crate::config::problems::Problems;
 use crate::handshake::{OriginAllowlist, OriginsConfig, TrustedProxies, request, token};
 use crate::policy::pattern::ChannelPattern;
 

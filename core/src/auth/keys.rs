@@ -7,7 +7,7 @@ use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 
 use super::config::{AuthConfig, KeyFamily};
-use crate::config::{ConfigError, ConfigProblem};
+use crate::config::problems::{ConfigError, ConfigProblem};
 use crate::error::ErrorCode;
 
 /// Secret or public key material supplied by the host instead of the configured source (the CLI's

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::config::AuthConfig;
 use super::identity::{Identity, string_list};
 use super::keys::{KeyMaterial, VerificationKeys};
-use crate::config::ConfigError;
+use crate::config::problems::ConfigError;
 use crate::error::ErrorCode;
 
 /// Longest token accepted before any parsing (the header cap bounds it too).

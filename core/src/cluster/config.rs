@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::config::problems::Problems;
 
 /// Which broker carries publications and control messages between nodes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -170,15 +170,15 @@ pub(crate) fn split_user(url: &str) -> (String, Option<String>) {
 }
 
 /// Reads `cluster.password_env` (at bind, with the other environment checks).
-pub(crate) fn read_password(config: &ClusterConfig) -> Result<Option<String>, crate::config::ConfigError> {
+pub(crate) fn read_password(config: &ClusterConfig) -> Result<Option<String>, crate::config::problems::ConfigError> {
     if config.password_env.is_empty() || config.broker == BrokerKind::Memory {
         return Ok(None);
     }
     match std::env::var(&config.password_env) {
         Ok(password) if !password.is_empty() => Ok(Some(password)),
-        _ => Err(crate::config::ConfigError::new(
+        _ => Err(crate::config::problems::ConfigError::new(
             crate::error::ErrorCode::ConfigSecretMissing,
-            vec![crate::config::ConfigProblem::new(
+            vec![crate::config::problems::ConfigProblem::new(
                 "cluster.password_env",
                 format!("environment variable {} is not set, empty or not UTF-8", config.password_env),
             )],

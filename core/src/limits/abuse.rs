@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::config::problems::Problems;
 use crate::observe::{Event, EventSink, Stats};
 
 /// `[abuse]`.

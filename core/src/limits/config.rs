@@ -1,9 +1,7 @@
-//! `[limits]`: quotas, rates and size caps.
+//! `[limits]`: quotas, rates and size caps, as written in the config (compiled by settings.rs).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-use crate::config::Problems;
 
 /// `[limits]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -99,31 +97,5 @@ impl Default for LimitsConfig {
             max_memory_bytes: 2 * 1024 * 1024 * 1024,
             write_timeout_secs: 10.0,
         }
-    }
-}
-
-impl LimitsConfig {
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        for (key, rate) in [
-            ("limits.handshakes_per_ip_per_sec", self.handshakes_per_ip_per_sec),
-            ("limits.messages_per_sec", self.messages_per_sec),
-            ("limits.bytes_per_sec", self.bytes_per_sec),
-            ("limits.user_messages_per_sec", self.user_messages_per_sec),
-        ] {
-            if !(rate.is_finite() && rate > 0.0) {
-                problems.push(key, "must be a positive number");
-            }
-        }
-        problems.positive_secs("limits.violation_window_secs", self.violation_window_secs);
-        let ping = problems.positive_secs("limits.ping_interval_secs", self.ping_interval_secs);
-        let idle = problems.positive_secs("limits.idle_timeout_secs", self.idle_timeout_secs);
-        if idle <= ping {
-            problems.push("limits.idle_timeout_secs", "must be longer than limits.ping_interval_secs");
-        }
-        problems.positive_secs("limits.rpc_timeout_secs", self.rpc_timeout_secs);
-        if self.max_frame_bytes > self.max_message_bytes {
-            problems.push("limits.max_frame_bytes", "must not exceed limits.max_message_bytes");
-        }
-        problems.positive_secs("limits.write_timeout_secs", self.write_timeout_secs);
     }
 }

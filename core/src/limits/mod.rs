@@ -5,9 +5,11 @@ mod abuse;
 mod config;
 mod quota;
 mod rate;
+mod settings;
 
 pub use abuse::{AbuseConfig, BanInfo, BanTarget};
 pub(crate) use abuse::{Bans, RateBaseline, ban_reason};
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
-pub(crate) use rate::{DirectRate, KeyedRate, UserRates, retry_after_secs};
+pub(crate) use rate::{DirectRate, KeyedRate, Rate, UserRates, retry_after_secs};
+pub(crate) use settings::LimitsSettings;

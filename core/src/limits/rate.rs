@@ -9,7 +9,29 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
-fn quota(per_sec: f64, burst: u32) -> Quota {
+/// A token bucket: `per_sec` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rate {
+    /// Cells per second; positive and finite (checked when the config is compiled).
+    pub(crate) per_sec: f64,
+    /// Cells accepted at once.
+    pub(crate) burst: u32,
+}
+
+impl Rate {
+    pub(crate) const fn new(per_sec: f64, burst: u32) -> Self {
+        Rate { per_sec, burst }
+    }
+
+    /// `per_sec` with the house's default burst: twice the rate (at least 1). Used for every rate
+    /// whose burst is not configured on its own.
+    pub(crate) fn with_double_burst(per_sec: f64) -> Self {
+        // `as` saturates: an absurd rate gets the largest bucket, never a panic.
+        Rate { per_sec, burst: (per_sec * 2.0).ceil() as u32 }
+    }
+}
+
+fn quota(Rate { per_sec, burst }: Rate) -> Quota {
     // Clamped to 1 ns: above ~1e9/s the period rounds to zero, and `with_period(0)` is None,
     // which must never fall back to the tightest quota (found by fuzzing review).
     let period = Duration::from_secs_f64(1.0 / per_sec.max(1e-6)).max(Duration::from_nanos(1));
@@ -30,8 +52,8 @@ pub(crate) struct DirectRate {
 
 impl DirectRate {
     /// `clock` is shared: building a clock calibrates the TSC (CPUID), far too costly per session.
-    pub(crate) fn new(per_sec: f64, burst: u32, clock: &DefaultClock) -> Self {
-        DirectRate { limiter: DefaultDirectRateLimiter::direct_with_clock(quota(per_sec, burst), clock.clone()) }
+    pub(crate) fn new(rate: Rate, clock: &DefaultClock) -> Self {
+        DirectRate { limiter: DefaultDirectRateLimiter::direct_with_clock(quota(rate), clock.clone()) }
     }
 
     /// Takes `n` cells at once; on refusal returns how long to wait.
@@ -53,9 +75,8 @@ pub(crate) struct KeyedRate<K: Eq + Hash + Clone> {
 }
 
 impl<K: Eq + Hash + Clone> KeyedRate<K> {
-    /// `per_sec` must be positive and finite (checked by config validation).
-    pub(crate) fn new(per_sec: f64, burst: u32) -> Self {
-        KeyedRate { limiter: DefaultKeyedRateLimiter::keyed(quota(per_sec, burst)), clock: DefaultClock::default() }
+    pub(crate) fn new(rate: Rate) -> Self {
+        KeyedRate { limiter: DefaultKeyedRateLimiter::keyed(quota(rate)), clock: DefaultClock::default() }
     }
 
     /// Takes one cell; on refusal returns how long to wait.
@@ -74,8 +95,7 @@ impl<K: Eq + Hash + Clone> KeyedRate<K> {
 /// sessions. A session takes its user's bucket once, when it starts, and checks it directly: a
 /// keyed limiter hashed the user name and looked the bucket up for every message.
 pub(crate) struct UserRates {
-    per_sec: f64,
-    burst: u32,
+    rate: Rate,
     clock: DefaultClock,
     buckets: Mutex<HashMap<Box<str>, UserBucket>>,
 }
@@ -87,9 +107,8 @@ struct UserBucket {
 }
 
 impl UserRates {
-    /// `per_sec` must be positive and finite (checked by config validation).
-    pub(crate) fn new(per_sec: f64, burst: u32, clock: &DefaultClock) -> Self {
-        UserRates { per_sec, burst, clock: clock.clone(), buckets: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(rate: Rate, clock: &DefaultClock) -> Self {
+        UserRates { rate, clock: clock.clone(), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// The bucket of `user`, shared with the user's other sessions.
@@ -99,7 +118,7 @@ impl UserRates {
             held.unused_since = None;
             return Arc::clone(&held.rate);
         }
-        let rate = Arc::new(DirectRate::new(self.per_sec, self.burst, &self.clock));
+        let rate = Arc::new(DirectRate::new(self.rate, &self.clock));
         buckets.insert(user.into(), UserBucket { rate: Arc::clone(&rate), unused_since: None });
         rate
     }
@@ -108,7 +127,7 @@ impl UserRates {
     /// bucket is full again, the same as a new one, so a user cannot reset a drained bucket by
     /// reconnecting.
     pub(crate) fn forget_idle(&self) {
-        let refill = Duration::from_secs_f64((f64::from(self.burst) / self.per_sec.max(1e-6)).min(86_400.0));
+        let refill = Duration::from_secs_f64((f64::from(self.rate.burst) / self.rate.per_sec.max(1e-6)).min(86_400.0));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         buckets.retain(|_, held| {
@@ -134,13 +153,13 @@ mod tests {
 
     #[test]
     fn burst_then_refusal_with_wait() {
-        let rate = KeyedRate::new(1.0, 2);
+        let rate = KeyedRate::new(Rate::new(1.0, 2));
         assert!(rate.check(&1).is_ok());
         assert!(rate.check(&1).is_ok());
         let wait = rate.check(&1).expect_err("limited");
         assert!(retry_after_secs(wait) >= 1);
-        let direct = DirectRate::new(10.0, 5, &DefaultClock::default());
-        let unlimited = DirectRate::new(1e10, 10, &DefaultClock::default());
+        let direct = DirectRate::new(Rate::new(10.0, 5), &DefaultClock::default());
+        let unlimited = DirectRate::new(Rate::new(1e10, 10), &DefaultClock::default());
         assert!((0..1000).all(|_| unlimited.check_n(1).is_ok()));
         assert!(direct.check_n(5).is_ok());
         assert!(direct.check_n(1).is_err());
@@ -150,7 +169,7 @@ mod tests {
     #[test]
     fn a_users_sessions_share_one_bucket_kept_until_it_refilled() {
         // One cell per 100 s: nothing refills during the test.
-        let slow = UserRates::new(0.01, 2, &DefaultClock::default());
+        let slow = UserRates::new(Rate::new(0.01, 2), &DefaultClock::default());
         let first = slow.bucket("alice");
         let second = slow.bucket("alice");
         assert!(first.check_n(1).is_ok());
@@ -159,7 +178,7 @@ mod tests {
         assert!(slow.bucket("bob").check_n(1).is_ok(), "another user has a bucket of their own");
 
         // Refilled in 2 ms: unused since the first sweep, forgotten by a sweep after that.
-        let rates = UserRates::new(1000.0, 2, &DefaultClock::default());
+        let rates = UserRates::new(Rate::new(1000.0, 2), &DefaultClock::default());
         drop((rates.bucket("alice"), rates.bucket("bob")));
         rates.forget_idle();
         assert_eq!(rates.len(), 2);

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::pattern::ChannelPattern;
-use crate::config::Problems;
+use crate::config::problems::Problems;
 
 /// What a session needs to perform one action. Empty (`{}`) allows any authenticated session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -16,10 +16,10 @@ pub(crate) use config::validate;
 pub use config::{ChannelRule, Requirement, RpcRule, SlowConsumerPolicy};
 
 use crate::auth::Identity;
-use crate::config::{ConfigError, ConfigProblem};
+use crate::config::problems::{ConfigError, ConfigProblem};
 use crate::error::ErrorCode;
 use crate::hooks::ChannelAction;
-use crate::limits::KeyedRate;
+use crate::limits::{KeyedRate, Rate};
 use pattern::{Captures, ChannelPattern};
 
 /// Why the policy denied (for logs and events; the client only sees `forbidden`).
@@ -123,7 +123,7 @@ impl Policy {
                 publish: rule.publish.clone(),
                 schema,
                 enforce: rule.enforce,
-                publish_rate: rule.publish_per_sec.map(|r| KeyedRate::new(r, (r * 2.0).ceil() as u32)),
+                publish_rate: rule.publish_per_sec.map(|r| KeyedRate::new(Rate::with_double_burst(r))),
                 slow_consumer: rule.slow_consumer,
             });
         }

@@ -1,13 +1,12 @@
-//! `[server]` and `[tls]`: the listener and the resources it may spend before a session exists.
+//! `[server]` and `[tls]`: the listener and the resources it may spend before a session exists, as
+//! written in the config (`[server]` is compiled by settings.rs).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::config::problems::Problems;
 
 /// `[server]`: where to listen and how much the listener may spend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -65,41 +64,6 @@ impl Default for ServerConfig {
             worker_threads: 0,
             shutdown_grace_secs: 10.0,
         }
-    }
-}
-
-impl ServerConfig {
-    pub(crate) fn validate(&self, has_tls: bool, problems: &mut Problems) {
-        match self.listen.parse::<SocketAddr>() {
-            Ok(addr) if !has_tls && !self.allow_insecure && !addr.ip().is_loopback() => problems.push(
-                "server.listen",
-                format!(
-                    "plain ws:// on non-loopback address {addr} is refused: configure [tls] or set server.allow_insecure = true"
-                ),
-            ),
-            Ok(_) => {}
-            Err(e) => problems.push("server.listen", format!("not a socket address ({e}): {:?}", self.listen)),
-        }
-        if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
-            problems.push("server.path", "must start with '/' and contain no '?', '#' or space");
-        }
-        problems.positive_secs("server.handshake_timeout_secs", self.handshake_timeout_secs);
-        problems.positive_secs("server.shutdown_grace_secs", self.shutdown_grace_secs);
-        self.parsed_trusted_proxies(problems);
-    }
-
-    /// Parses `trusted_proxies`; a bare address means a single host.
-    pub(crate) fn parsed_trusted_proxies(&self, problems: &mut Problems) -> Vec<IpNet> {
-        let mut nets = Vec::new();
-        for (i, raw) in self.trusted_proxies.iter().enumerate() {
-            match raw.parse::<IpNet>().or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from)) {
-                Ok(net) => nets.push(net.trunc()),
-                Err(_) => {
-                    problems.push(format!("server.trusted_proxies[{i}]"), format!("not a CIDR or IP address: {raw:?}"))
-                }
-            }
-        }
-        nets
     }
 }
 

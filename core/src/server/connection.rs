@@ -37,7 +37,7 @@ pub(crate) fn spawn(
     pending: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
-    let deadline = Instant::now() + live.handshake_timeout;
+    let deadline = Instant::now() + live.server.handshake_timeout;
     let list = Arc::clone(&shared);
     // Locked across the spawn, so the task cannot leave the list before it is on it.
     let mut tasks = list.tasks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -186,7 +186,7 @@ where
         stream.write_all(&admitted.response).await?;
         stream.flush().await
     };
-    if !matches!(tokio::time::timeout_at(deadline + live.handshake_timeout, write).await, Ok(Ok(()))) {
+    if !matches!(tokio::time::timeout_at(deadline + live.server.handshake_timeout, write).await, Ok(Ok(()))) {
         return None;
     }
     drop(pending);

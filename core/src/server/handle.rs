@@ -60,7 +60,7 @@ impl ServerHandle {
             });
         };
         // The same depth rule as client publications: subscribers never see deeper payloads.
-        if !is_within_depth(object, self.shared.live.load().max_payload_depth) {
+        if !is_within_depth(object, self.shared.live.load().session_env.limits.max_payload_depth) {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
         let text = ServerFrame::Message { channel, payload }.encode();
@@ -153,7 +153,7 @@ impl ServerHandle {
         if core.shutdown.is_cancelled() {
             return Err(ConfigError::new(
                 ErrorCode::NotRunning,
-                vec![crate::config::ConfigProblem::new("<server>", "the server is not running")],
+                vec![crate::config::problems::ConfigProblem::new("<server>", "the server is not running")],
             ));
         }
         let mut current = self.shared.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -162,9 +162,9 @@ impl ServerHandle {
             if !restart_only.is_empty() {
                 return Err(ConfigError::new(ErrorCode::ConfigInvalid, restart_only));
             }
-            let Compiled { verifier, tls, policy, .. } = compile(&config, core.key_material.as_ref())?;
+            let Compiled { settings, verifier, tls, policy, .. } = compile(&config, core.key_material.as_ref())?;
             let verifier = Arc::new(verifier);
-            let live = build_live(&config, core, Arc::clone(&verifier), tls)?;
+            let live = build_live(&config, &settings, core, Arc::clone(&verifier), tls)?;
             core.verifier.store(verifier);
             core.policy.store(Arc::new(policy));
             self.shared.live.store(Arc::new(live));

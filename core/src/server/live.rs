@@ -4,7 +4,6 @@
 //! same function, so a reloaded server is configured exactly like a freshly started one.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
@@ -12,10 +11,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use super::ServerSettings;
 use super::tls;
 use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
 use crate::cluster::Cluster;
-use crate::config::{Config, ConfigError, ConfigProblem, Problems};
+use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, OriginAllowlist, TrustedProxies};
 use crate::hooks::{HookRunner, Hooks};
@@ -23,7 +23,7 @@ use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
-use crate::session::{Registry, SessionEnv, SessionLimits};
+use crate::session::{Registry, SessionEnv};
 
 /// What survives reloads.
 pub(crate) struct Core {
@@ -54,15 +54,16 @@ pub(crate) struct Core {
 pub(crate) struct Live {
     pub(crate) gate: HandshakeGate,
     pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) handshake_timeout: Duration,
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) session_env: Arc<SessionEnv>,
-    pub(crate) grace: Duration,
-    pub(crate) max_payload_depth: u32,
+    /// `[server]` as compiled.
+    pub(crate) server: ServerSettings,
 }
 
-/// The parts of a config that need the environment or files (keys, certificates, schemas).
+/// A config compiled: the areas' typed settings and the parts that need the environment or files
+/// (keys, certificates, schemas).
 pub(crate) struct Compiled {
+    pub(crate) settings: Settings,
     pub(crate) verifier: TokenVerifier,
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) policy: Policy,
@@ -73,18 +74,20 @@ pub(crate) struct Compiled {
 /// Loads keys, certificates and schemas, reporting every problem of every area at once.
 pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result<Compiled, ConfigError> {
     // Semantic problems and file problems are reported together.
-    let semantic = config.validate().err();
+    let settings = config.settings();
     let verifier = TokenVerifier::new(&config.auth, material);
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
     let policy = Policy::load(&config.channels, &config.rpc);
     let password = crate::cluster::read_password(&config.cluster);
-    match (semantic, verifier, tls, policy, password) {
-        (None, Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password)) => {
-            Ok(Compiled { verifier, tls, policy, broker_password })
+    match (settings, verifier, tls, policy, password) {
+        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password)) => {
+            Ok(Compiled { settings, verifier, tls, policy, broker_password })
         }
-        (semantic, verifier, tls, policy, password) => {
-            let errors: Vec<ConfigError> =
-                [semantic, verifier.err(), tls.err(), policy.err(), password.err()].into_iter().flatten().collect();
+        (settings, verifier, tls, policy, password) => {
+            let errors: Vec<ConfigError> = [settings.err(), verifier.err(), tls.err(), policy.err(), password.err()]
+                .into_iter()
+                .flatten()
+                .collect();
             let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
             Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }
@@ -112,39 +115,30 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
     problems
 }
 
-/// Builds the reloadable part from a validated config. Applies the new quota ceilings to the
+/// Builds the reloadable part from a compiled config. Applies the new quota ceilings to the
 /// shared counters.
 pub(crate) fn build_live(
     config: &Config,
+    settings: &Settings,
     core: &Core,
     verifier: Arc<TokenVerifier>,
     tls: Option<TlsAcceptor>,
 ) -> Result<Live, ConfigError> {
+    let Settings { server, limits } = settings;
     let mut problems = Problems::default();
     let origins = OriginAllowlist::compile(&config.origins, &mut problems);
-    let proxies = TrustedProxies::new(config.server.parsed_trusted_proxies(&mut problems));
-    let handshake_timeout =
-        problems.positive_secs("server.handshake_timeout_secs", config.server.handshake_timeout_secs);
-    let grace = problems.positive_secs("server.shutdown_grace_secs", config.server.shutdown_grace_secs);
     let hook_timeout = problems.positive_secs("hooks.timeout_secs", config.hooks.timeout_secs);
-    let limits = &config.limits;
-    let write_timeout = problems.positive_secs("limits.write_timeout_secs", limits.write_timeout_secs);
-    let violation_window = problems.positive_secs("limits.violation_window_secs", limits.violation_window_secs);
-    let ping_interval = problems.positive_secs("limits.ping_interval_secs", limits.ping_interval_secs);
-    let idle_timeout = problems.positive_secs("limits.idle_timeout_secs", limits.idle_timeout_secs);
-    let rpc_timeout = problems.positive_secs("limits.rpc_timeout_secs", limits.rpc_timeout_secs);
     problems.into_result(ErrorCode::ConfigInvalid)?;
 
     core.per_ip.set_limit(limits.connections_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
     let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
-    let rate = limits.handshakes_per_ip_per_sec;
     let gate = HandshakeGate {
-        path: config.server.path.clone(),
-        max_header_bytes: config.server.max_header_bytes,
+        path: server.path.clone(),
+        max_header_bytes: server.max_header_bytes,
         origins,
-        proxies,
+        proxies: TrustedProxies::new(server.trusted_proxies.clone()),
         token_sources: config.auth.token_sources.clone(),
         cookie_name: config.auth.cookie_name.clone(),
         verifier,
@@ -152,7 +146,7 @@ pub(crate) fn build_live(
         jti_cache: jti_cache.clone(),
         per_ip: Arc::clone(&core.per_ip),
         per_user: Arc::clone(&core.per_user),
-        rate: KeyedRate::new(rate, (rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32),
+        rate: KeyedRate::new(limits.handshake_rate),
         capacity: Arc::clone(&core.capacity),
         hooks: hooks.clone(),
         bans: Arc::clone(&core.bans),
@@ -160,7 +154,7 @@ pub(crate) fn build_live(
         stats: Arc::clone(&core.stats),
         max_memory_bytes: limits.max_memory_bytes,
         memory: Arc::clone(&core.memory),
-        demo_page: config.server.demo_page,
+        demo_page: server.demo_page,
         cluster_quota: core.cluster.quota(),
     };
     let clock = governor::clock::DefaultClock::default();
@@ -176,36 +170,13 @@ pub(crate) fn build_live(
         revocations: Arc::clone(&core.revocations),
         jti_cache,
         bans: Arc::clone(&core.bans),
-        user_rates: UserRates::new(
-            limits.user_messages_per_sec,
-            (limits.user_messages_per_sec * 2.0).ceil().min(f64::from(u32::MAX)) as u32,
-            &clock,
-        ),
+        user_rates: UserRates::new(limits.user_message_rate, &clock),
         shutdown: core.shutdown.clone(),
         clock,
-        limits: SessionLimits {
-            max_subscriptions: limits.max_subscriptions as usize,
-            max_payload_depth: limits.max_payload_depth,
-            outbox_messages: limits.outbound_queue_messages as usize,
-            outbox_bytes: limits.outbound_queue_bytes,
-            write_timeout,
-            leeway_secs: config.auth.leeway_secs,
-            messages_per_sec: limits.messages_per_sec,
-            message_burst: limits.message_burst,
-            bytes_per_sec: limits.bytes_per_sec,
-            // Two seconds' worth, and always room for one maximal message.
-            bytes_burst: (limits.bytes_per_sec * 2.0).max(limits.max_message_bytes as f64).min(f64::from(u32::MAX))
-                as u32,
-            max_violations: limits.max_violations as usize,
-            violation_window,
-            ping_interval,
-            idle_timeout,
-            rpc_timeout,
-            allow_binary: config.protocol.allow_binary,
-            is_echo: config.protocol.echo,
-            require_seq: config.protocol.require_seq,
-            session_bound_claims: config.auth.session_bound_claims.clone(),
-        },
+        limits: limits.clone(),
+        protocol: config.protocol.clone(),
+        leeway_secs: config.auth.leeway_secs,
+        session_bound_claims: config.auth.session_bound_claims.clone(),
     });
     // tungstenite's defaults are not hardened: cap frames and messages to the configured limits,
     // and keep the per-connection buffers small (idle connections stay cheap; `BurstReader`
@@ -216,13 +187,5 @@ pub(crate) fn build_live(
         .read_buffer_size(super::burst::SESSION_READ_BUFFER)
         .write_buffer_size(8192)
         .max_write_buffer_size(8192 + 4 * limits.max_message_bytes);
-    Ok(Live {
-        gate,
-        tls,
-        handshake_timeout,
-        ws_config,
-        session_env,
-        grace,
-        max_payload_depth: limits.max_payload_depth,
-    })
+    Ok(Live { gate, tls, ws_config, session_env, server: server.clone() })
 }

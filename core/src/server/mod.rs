@@ -7,6 +7,7 @@ mod connection;
 mod embedded;
 mod handle;
 mod live;
+mod settings;
 mod tls;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{ServerConfig, TlsConfig};
 pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
+pub(crate) use settings::ServerSettings;
 
 use crate::auth::{JtiCache, KeyMaterial, RevocationList};
 use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
@@ -96,8 +98,8 @@ impl ServerBuilder {
         let ServerBuilder { config, hooks, key_material } = self;
         let has_host_hooks = hooks.is_some();
         let hooks = hooks.unwrap_or_else(|| Arc::new(NoHooks));
-        let Compiled { verifier, tls, policy, broker_password } = compile(&config, key_material.as_ref())?;
-        let listener = listen(&config.server.listen)
+        let Compiled { settings, verifier, tls, policy, broker_password } = compile(&config, key_material.as_ref())?;
+        let listener = listen(settings.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
         let admin = match config.observability.metrics_listen.as_str() {
@@ -153,9 +155,9 @@ impl ServerBuilder {
             hub,
             cluster,
             registry: Arc::new(Registry::default()),
-            capacity: Arc::new(Semaphore::new(config.server.max_connections as usize)),
-            per_ip: ConnectionQuota::new(config.limits.connections_per_ip),
-            per_user: ConnectionQuota::new(config.limits.connections_per_user),
+            capacity: Arc::new(Semaphore::new(settings.server.max_connections)),
+            per_ip: ConnectionQuota::new(settings.limits.connections_per_ip),
+            per_user: ConnectionQuota::new(settings.limits.connections_per_user),
             bans,
             revocations,
             jti_cache: Arc::new(JtiCache::new(config.auth.jti_cache_capacity as usize, config.auth.leeway_secs)),
@@ -169,7 +171,7 @@ impl ServerBuilder {
             stats,
             events,
         };
-        let live = build_live(&config, &core, verifier, tls)?;
+        let live = build_live(&config, &settings, &core, verifier, tls)?;
         if config.protocol.echo {
             tracing::warn!(
                 target: "wsguard::server",
@@ -185,7 +187,7 @@ impl ServerBuilder {
             live: ArcSwap::from_pointee(live),
             tasks: Mutex::new(Slab::new()),
             stopped: CancellationToken::new(),
-            pending: Arc::new(Semaphore::new(config.server.max_pending_handshakes as usize)),
+            pending: Arc::new(Semaphore::new(settings.server.max_pending_handshakes)),
             grace_override: Mutex::new(None),
             next_session_id: AtomicU64::new(1),
             local_addr,
@@ -276,7 +278,8 @@ impl Server {
             connection::spawn(&tracker, Arc::clone(&shared), live, tcp, peer, pending);
         }
         drop(listener);
-        let grace = shared.grace_override.lock().ok().and_then(|g| *g).unwrap_or(shared.live.load().grace);
+        let grace =
+            shared.grace_override.lock().ok().and_then(|g| *g).unwrap_or(shared.live.load().server.shutdown_grace);
         tracing::info!(target: "wsguard::server", grace_secs = grace.as_secs_f64(), "shutting down");
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -303,9 +306,7 @@ impl Server {
 /// (the OS default can be as low as 128) and capped by `net.core.somaxconn` anyway.
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn listen(address: &str) -> std::io::Result<TcpListener> {
-    let address: SocketAddr =
-        address.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     // Restarts must not wait for TIME_WAIT sockets of the previous process.
     socket.set_reuseaddr(true)?;

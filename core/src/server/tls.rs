@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use super::config::TlsConfig;
-use crate::config::{ConfigError, ConfigProblem};
+use crate::config::problems::{ConfigError, ConfigProblem};
 use crate::error::ErrorCode;
 
 fn problem(key: &str, message: String) -> ConfigError {

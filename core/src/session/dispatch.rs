@@ -127,7 +127,7 @@ impl Session {
 
     async fn dispatch(&mut self, frame: ClientFrame) -> Result<Vec<Utf8Bytes>, Refusal> {
         let id = frame.id();
-        if self.env.limits.require_seq {
+        if self.env.protocol.require_seq {
             match frame.seq() {
                 Some(seq) if self.last_seq.is_none_or(|last| seq > last) => self.last_seq = Some(seq),
                 Some(_) => return Err(refuse(id, ErrorCode::Replay, "seq must increase strictly")),
@@ -295,7 +295,7 @@ impl Session {
         if identity.subject != self.identity.subject {
             return Err(refuse(id, ErrorCode::RefreshMismatch, "the new token has another subject"));
         }
-        for claim in &self.env.limits.session_bound_claims {
+        for claim in &self.env.session_bound_claims {
             if identity.claims.get(claim) != self.identity.claims.get(claim) {
                 return Err(refuse(id, ErrorCode::RefreshMismatch, format!("the new token has another {claim:?}")));
             }

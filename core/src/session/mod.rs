@@ -33,9 +33,10 @@ use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier, now_secs};
 use crate::cluster::Cluster;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::hub::{Hub, Outbox};
-use crate::limits::{Bans, DirectRate, UserRates};
+use crate::limits::{Bans, DirectRate, LimitsSettings, UserRates};
 use crate::observe::{Event, EventSink, Stats};
 use crate::policy::Policy;
+use crate::protocol::ProtocolConfig;
 
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
@@ -61,29 +62,12 @@ pub(crate) struct SessionEnv {
     pub(crate) clock: governor::clock::DefaultClock,
     pub(crate) bans: Arc<Bans>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) limits: SessionLimits,
-}
-
-/// Per-session limits, converted from `[limits]`, `[protocol]` and `[auth]` once.
-pub(crate) struct SessionLimits {
-    pub(crate) max_subscriptions: usize,
-    pub(crate) max_payload_depth: u32,
-    pub(crate) outbox_messages: usize,
-    pub(crate) outbox_bytes: usize,
-    pub(crate) write_timeout: Duration,
+    /// `[limits]` as compiled.
+    pub(crate) limits: LimitsSettings,
+    pub(crate) protocol: ProtocolConfig,
+    /// `auth.leeway_secs`: a session ends this long after its token's `exp`.
     pub(crate) leeway_secs: u64,
-    pub(crate) messages_per_sec: f64,
-    pub(crate) message_burst: u32,
-    pub(crate) bytes_per_sec: f64,
-    pub(crate) bytes_burst: u32,
-    pub(crate) max_violations: usize,
-    pub(crate) violation_window: Duration,
-    pub(crate) ping_interval: Duration,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) rpc_timeout: Duration,
-    pub(crate) allow_binary: bool,
-    pub(crate) is_echo: bool,
-    pub(crate) require_seq: bool,
+    /// `auth.session_bound_claims`: a refreshed token must carry the same values.
     pub(crate) session_bound_claims: Vec<String>,
 }
 
@@ -125,7 +109,7 @@ pub(crate) struct Outcome {
 
 /// The session timer's next deadline: the token's expiry, the idle timeout counted from the last
 /// client frame, or the next ping, whichever comes first.
-fn next_deadline(limits: &SessionLimits, expires_at: Instant, last_activity: Instant, next_ping: Instant) -> Instant {
+fn next_deadline(limits: &LimitsSettings, expires_at: Instant, last_activity: Instant, next_ping: Instant) -> Instant {
     expires_at.min(last_activity + limits.idle_timeout).min(next_ping)
 }
 
@@ -155,8 +139,8 @@ where
         outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
         subscriptions: HashSet::new(),
         env: Arc::clone(&env),
-        message_rate: DirectRate::new(limits.messages_per_sec, limits.message_burst, &env.clock),
-        byte_rate: DirectRate::new(limits.bytes_per_sec, limits.bytes_burst, &env.clock),
+        message_rate: DirectRate::new(limits.message_rate, &env.clock),
+        byte_rate: DirectRate::new(limits.byte_rate, &env.clock),
         user_rate,
         violations: VecDeque::new(),
         last_seq: None,
@@ -186,7 +170,7 @@ where
         // Three timers cost every idle connection about 350 bytes and three timer-wheel entries.
         // The idle deadline is not moved per message: the timer fires at the old one and is set
         // again from `last_activity`.
-        let mut expires_at = expiry_deadline(&session.identity, env.limits.leeway_secs);
+        let mut expires_at = expiry_deadline(&session.identity, env.leeway_secs);
         let mut last_activity = Instant::now();
         let mut next_ping = last_activity + env.limits.ping_interval;
         let timer = tokio::time::sleep_until(next_deadline(&env.limits, expires_at, last_activity, next_ping));
@@ -349,8 +333,7 @@ impl Session {
             self.violations.pop_front();
         }
         self.violations.push_back(now);
-        let strikes = self.env.bans.record_violation(self.client_ip, &self.identity.subject);
-        self.env.bans.announce(strikes, &self.env.events, &self.env.stats);
+        self.env.bans.record_violation(self.client_ip, &self.identity.subject);
         self.violations.len() > self.env.limits.max_violations
     }
 }

@@ -96,7 +96,7 @@ where
     let text = match incoming {
         // Conformance mode: the message went through every transport check (size caps, UTF-8,
         // framing) and is sent back unchanged, nothing decoded.
-        Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) if limits.is_echo => {
+        Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) if env.protocol.echo => {
             traffic.messages_in += 1;
             traffic.messages_out += 1;
             return match bounded_write(limits.write_timeout, ws.send(message)).await {
@@ -106,7 +106,7 @@ where
         }
         None => return Step::Stop(Disconnect::ClientClosed(1005)),
         Some(Ok(Message::Text(text))) => text,
-        Some(Ok(Message::Binary(bytes))) if limits.allow_binary => match Utf8Bytes::try_from(bytes) {
+        Some(Ok(Message::Binary(bytes))) if env.protocol.allow_binary => match Utf8Bytes::try_from(bytes) {
             Ok(text) => text,
             Err(_) => return Step::Stop(Disconnect::InvalidUtf8),
         },
@@ -132,7 +132,7 @@ where
     let previous_exp = session.identity.expires_at;
     let outcome = session.handle_text(&text).await;
     if session.identity.expires_at != previous_exp {
-        *expires_at = expiry_deadline(&session.identity, limits.leeway_secs);
+        *expires_at = expiry_deadline(&session.identity, env.leeway_secs);
     }
     traffic.messages_out += outcome.frames.len() as u64;
     for frame in outcome.frames {
