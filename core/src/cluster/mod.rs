@@ -14,6 +14,7 @@
 
 mod config;
 mod nats;
+mod publish;
 mod quota;
 mod redis;
 mod wire;
@@ -503,60 +504,6 @@ impl Cluster {
         if tokio::time::timeout(SUBSCRIBE_CONFIRM_WAIT, self.link.interest.wait_active(channel)).await.is_err() {
             self.stats.record_broker_error("subscribe");
         }
-    }
-
-    /// Sends an already-delivered-locally `message` frame to the other nodes and waits for the
-    /// broker's confirmation. An error means the other nodes did not get it.
-    pub(crate) async fn publish(&self, channel: &str, frame: &str) -> Result<(), &'static str> {
-        if self.link.kind == BrokerKind::Memory {
-            return Ok(());
-        }
-        let publish = self.start_publish(channel, frame)?;
-        match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(())) => {
-                self.stats.record_broker_published("publication");
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.stats.record_broker_error("publish");
-                tracing::debug!(target: "wsguard::cluster", error = %e, "publish failed");
-                Err("the broker refused the publication")
-            }
-            Err(_) => {
-                self.stats.record_broker_error("publish");
-                Err("the broker did not confirm the publication in time")
-            }
-        }
-    }
-
-    fn start_publish(
-        &self,
-        channel: &str,
-        frame: &str,
-    ) -> Result<BoxFuture<'static, Result<(), String>>, &'static str> {
-        if !self.link.is_connected() {
-            self.stats.record_broker_error("publish");
-            return Err("the broker is unreachable");
-        }
-        let payload = wire::encode_publication(&self.link.node_id, now_ms(), frame);
-        Ok(self.broker.publish(self.link.subjects.channel(channel), payload.into()))
-    }
-
-    /// The host's publish: like [`Cluster::publish`] but without waiting (the host API is
-    /// synchronous); fails at once only when the broker is known to be unreachable.
-    pub(crate) fn publish_detached(self: &Arc<Self>, channel: &str, frame: &str) -> Result<(), &'static str> {
-        if self.link.kind == BrokerKind::Memory {
-            return Ok(());
-        }
-        let publish = self.start_publish(channel, frame)?;
-        let cluster = Arc::clone(self);
-        self.runtime.spawn(async move {
-            match tokio::time::timeout(cluster.timeout, publish).await {
-                Ok(Ok(())) => cluster.stats.record_broker_published("publication"),
-                _ => cluster.stats.record_broker_error("publish"),
-            }
-        });
-        Ok(())
     }
 
     /// Flushes released quota entries (called once the sessions have ended).

@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
-use crate::protocol::{ServerFrame, is_within_depth, validate_channel};
+use crate::protocol::{is_within_depth, validate_channel};
 use crate::session::{Disconnect, Signal};
 
 /// Controls a running server. Cheap to clone; every method may be called from any thread.
@@ -63,14 +63,10 @@ impl ServerHandle {
         if !is_within_depth(object, self.shared.live.load().session_env.limits.max_payload_depth) {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
-        let text = ServerFrame::Message { channel, payload }.encode();
-        core.stats.record_publication("server");
-        let queued = core.hub.publish(channel, &text);
-        core.cluster.publish_detached(channel, &text).map_err(|why| Error::Refused {
+        core.cluster.publish(channel, payload, "server").detach().map_err(|(why, queued)| Error::Refused {
             code: ErrorCode::BrokerUnavailable,
             message: format!("{why}: queued for {queued} session(s) on this node only"),
-        })?;
-        Ok(queued)
+        })
     }
 
     /// A snapshot of the server's counters (the figures `/metrics` exports).

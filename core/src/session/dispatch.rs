@@ -160,10 +160,8 @@ impl Session {
             ClientFrame::Publish { channel, payload, .. } => {
                 let allowed =
                     self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
-                self.env.stats.record_publication(&allowed.rule_id);
-                let frame = ServerFrame::Message { channel: &channel, payload: &payload }.encode();
-                self.env.hub.publish(&channel, &frame);
-                if let Err(why) = self.env.cluster.publish(&channel, &frame).await {
+                let publication = self.env.cluster.publish(&channel, &payload, &allowed.rule_id);
+                if let Err(why) = publication.confirmed().await {
                     return Err(refuse(
                         id,
                         ErrorCode::BrokerUnavailable,

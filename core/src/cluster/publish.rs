@@ -1,0 +1,96 @@
+//! A publication's one path, for a client's publish and the host's alike: counted under its rule,
+//! encoded once, queued for this node's subscribers, and sent to the other nodes. The caller only
+//! chooses whether to wait for the broker's confirmation.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use super::{BrokerKind, Cluster, now_ms, wire};
+use crate::protocol::ServerFrame;
+
+/// A publication delivered on this node, on its way to the other nodes.
+#[must_use = "a publication reports whether the other nodes got it"]
+pub(crate) struct Publication {
+    queued: usize,
+    remote: Remote,
+}
+
+/// Where the copy for the other nodes is.
+enum Remote {
+    /// No other node (the memory broker).
+    Alone,
+    /// Not sent: the broker is unreachable (already counted).
+    Unreachable(&'static str),
+    /// Handed to the broker, confirmation pending.
+    Sent(Arc<Cluster>, BoxFuture<'static, Result<(), String>>),
+}
+
+impl Cluster {
+    /// Publishes `payload` on `channel`: counts it under `rule` (the channel rule's id, `server`
+    /// for the host's publishes), encodes the `message` frame once, queues it for this node's
+    /// subscribers and hands it to the broker for the other nodes.
+    pub(crate) fn publish(self: &Arc<Self>, channel: &str, payload: &Value, rule: &str) -> Publication {
+        self.stats.record_publication(rule);
+        let frame = ServerFrame::Message { channel, payload }.encode();
+        let queued = self.link.inbound.hub.publish(channel, &frame);
+        let remote = if self.link.kind == BrokerKind::Memory {
+            Remote::Alone
+        } else if !self.link.is_connected() {
+            self.stats.record_broker_error("publish");
+            Remote::Unreachable("the broker is unreachable")
+        } else {
+            let payload = wire::encode_publication(&self.link.node_id, now_ms(), &frame);
+            Remote::Sent(Arc::clone(self), self.broker.publish(self.link.subjects.channel(channel), payload.into()))
+        };
+        Publication { queued, remote }
+    }
+}
+
+impl Publication {
+    /// Waits (at most `cluster.broker_timeout_secs`) for the broker's confirmation. Returns how
+    /// many sessions of this node it was queued for; an error means the other nodes did not get it.
+    pub(crate) async fn confirmed(self) -> Result<usize, &'static str> {
+        let (cluster, publish) = match self.remote {
+            Remote::Alone => return Ok(self.queued),
+            Remote::Unreachable(why) => return Err(why),
+            Remote::Sent(cluster, publish) => (cluster, publish),
+        };
+        match tokio::time::timeout(cluster.timeout, publish).await {
+            Ok(Ok(())) => {
+                cluster.stats.record_broker_published("publication");
+                Ok(self.queued)
+            }
+            Ok(Err(e)) => {
+                cluster.stats.record_broker_error("publish");
+                tracing::debug!(target: "wsguard::cluster", error = %e, "publish failed");
+                Err("the broker refused the publication")
+            }
+            Err(_) => {
+                cluster.stats.record_broker_error("publish");
+                Err("the broker did not confirm the publication in time")
+            }
+        }
+    }
+
+    /// Does not wait (the host API is synchronous): the confirmation is counted when it comes.
+    /// Fails at once only when the broker is known to be unreachable. Returns how many sessions
+    /// of this node it was queued for, also on error.
+    pub(crate) fn detach(self) -> Result<usize, (&'static str, usize)> {
+        match self.remote {
+            Remote::Alone => Ok(self.queued),
+            Remote::Unreachable(why) => Err((why, self.queued)),
+            Remote::Sent(cluster, publish) => {
+                let runtime = cluster.runtime.clone();
+                runtime.spawn(async move {
+                    match tokio::time::timeout(cluster.timeout, publish).await {
+                        Ok(Ok(())) => cluster.stats.record_broker_published("publication"),
+                        _ => cluster.stats.record_broker_error("publish"),
+                    }
+                });
+                Ok(self.queued)
+            }
+        }
+    }
+}
