@@ -2,13 +2,14 @@
 //! refresh; live sessions re-check their identity whenever the revocation list changes.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::identity::Identity;
 use super::verify::{TokenError, now_secs};
+use crate::observe::{Event, EventSink};
 
 /// What to revoke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,28 +32,70 @@ struct Lists {
     issued_before: u64,
 }
 
-/// The revocation list, with a change counter live sessions watch.
+/// Told of every revocation made on this node, to tell the other nodes (the cluster).
+pub(crate) trait RevocationBroadcast: Send + Sync {
+    /// `revocation` was made here at `at` (seconds since the Unix epoch).
+    fn revoked(&self, revocation: &Revocation, at: u64);
+}
+
+/// What a server's list does besides listing: report and broadcast.
+struct Effects {
+    events: EventSink,
+    broadcast: Box<dyn RevocationBroadcast>,
+}
+
+/// The revocation list, with a change counter live sessions watch. In a server it is also the one
+/// owner of a revocation's side effects: the `revocation_applied` event and the broadcast to the
+/// other nodes happen in [`RevocationList::revoke`] and `apply_remote`, nowhere else.
 pub struct RevocationList {
     lists: Mutex<Lists>,
     max_lifetime_secs: u64,
     changed: watch::Sender<u64>,
+    effects: OnceLock<Effects>,
 }
 
 impl RevocationList {
     /// An empty list; entries are kept as long as a token issued before them could be valid.
     pub fn new(max_lifetime_secs: u64) -> Self {
-        RevocationList { lists: Mutex::new(Lists::default()), max_lifetime_secs, changed: watch::Sender::new(0) }
+        RevocationList {
+            lists: Mutex::new(Lists::default()),
+            max_lifetime_secs,
+            changed: watch::Sender::new(0),
+            effects: OnceLock::new(),
+        }
     }
 
-    /// Adds a revocation and wakes every session to re-check itself.
+    /// Makes this the server's list: revocations are reported to `events` and those made here are
+    /// broadcast (once; later calls are ignored).
+    pub(crate) fn set_effects(&self, events: EventSink, broadcast: Box<dyn RevocationBroadcast>) {
+        let _ = self.effects.set(Effects { events, broadcast });
+    }
+
+    /// Adds a revocation made on this node and wakes every session to re-check itself. In a
+    /// server it is reported (`revocation_applied`, even when it was already in force) and sent to
+    /// the other nodes.
     pub fn revoke(&self, revocation: Revocation) {
-        self.revoke_at(revocation, now_secs());
+        let at = now_secs();
+        self.revoke_at(revocation.clone(), at);
+        if let Some(effects) = self.effects.get() {
+            effects.broadcast.revoked(&revocation, at);
+            effects.events.emit(Event::RevocationApplied { revocation });
+        }
+    }
+
+    /// Applies a revocation another node made at `at`; reported when it changed anything here.
+    pub(crate) fn apply_remote(&self, revocation: Revocation, at: u64) {
+        if self.revoke_at(revocation.clone(), at)
+            && let Some(effects) = self.effects.get()
+        {
+            effects.events.emit(Event::RevocationApplied { revocation });
+        }
     }
 
     /// Adds a revocation made at `at` (seconds since the Unix epoch; another node's revocation
     /// arrives later than it was made). Wakes the sessions and returns true when it changed
     /// anything (applying the same revocation twice is a no-op).
-    pub(crate) fn revoke_at(&self, revocation: Revocation, at: u64) -> bool {
+    fn revoke_at(&self, revocation: Revocation, at: u64) -> bool {
         let now = now_secs();
         let changed = {
             let mut lists = self.lists.lock().unwrap_or_else(PoisonError::into_inner);

@@ -21,7 +21,7 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,9 +35,9 @@ pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 use wire::{Control, ControlEnvelope, Subjects};
 
-use crate::auth::{Revocation, RevocationList};
+use crate::auth::{Revocation, RevocationBroadcast, RevocationList};
 use crate::hub::Hub;
-use crate::limits::{BanTarget, Bans};
+use crate::limits::{BanBroadcast, BanTarget, Bans};
 use crate::observe::{Event, EventSink, Stats};
 
 /// Longest a subscribe waits for the broker to confirm the subscription before it is
@@ -225,24 +225,16 @@ impl Link {
                 let _ = inbound.hello.send(());
             }
             Control::Revoke { revocation, at } => {
-                if inbound.revocations.revoke_at(revocation.clone(), at) {
-                    inbound.events.emit(Event::RevocationApplied { revocation });
-                }
+                inbound.revocations.apply_remote(revocation, at);
             }
             Control::Ban { target, reason, until } => {
                 let left = Duration::from_secs(until.saturating_sub(crate::auth::now_secs()));
-                let reason = crate::limits::ban_reason(&reason);
-                if !left.is_zero() && inbound.bans.apply_remote(target.clone(), left, reason) {
-                    self.stats.record_ban(target.kind());
-                    self.stats.set_bans_active(inbound.bans.active());
-                    inbound.events.emit(Event::BanApplied { target, reason, ban_secs: left.as_secs_f64() });
+                if !left.is_zero() {
+                    inbound.bans.apply_remote(target, left, crate::limits::ban_reason(&reason));
                 }
             }
             Control::Lift { target } => {
-                if inbound.bans.lift(&target) {
-                    self.stats.set_bans_active(inbound.bans.active());
-                    inbound.events.emit(Event::BanLifted { target: target.clone(), reason: "operator" });
-                }
+                inbound.bans.lift_remote(&target);
                 let _ = inbound.lifted.send(target);
             }
         }
@@ -470,22 +462,6 @@ impl Cluster {
         self.runtime.spawn(async move { cluster.send_control(control).await });
     }
 
-    /// A revocation made on this node.
-    pub(crate) fn revoked(self: &Arc<Self>, revocation: Revocation, at: u64) {
-        self.broadcast(Control::Revoke { revocation, at });
-    }
-
-    /// A ban applied on this node (automatic or operator).
-    pub(crate) fn banned(self: &Arc<Self>, target: BanTarget, reason: &'static str, duration: Duration) {
-        let until = crate::auth::now_secs().saturating_add(duration.as_secs().max(1));
-        self.broadcast(Control::Ban { target, reason: reason.to_string(), until });
-    }
-
-    /// A ban lifted on this node by an operator.
-    pub(crate) fn lifted(self: &Arc<Self>, target: BanTarget) {
-        self.broadcast(Control::Lift { target });
-    }
-
     /// False while a configured broker is unreachable (`/readyz` answers 503).
     pub(crate) fn is_ready(&self) -> bool {
         self.link.is_connected()
@@ -510,6 +486,31 @@ impl Cluster {
     pub(crate) async fn stop(&self) {
         if let Some(quota) = &self.quota {
             quota.flush(self.timeout).await;
+        }
+    }
+}
+
+/// The bans and revocations made on this node go to the other nodes. Held weakly by the bans and
+/// the revocation list (the cluster holds them).
+impl BanBroadcast for Weak<Cluster> {
+    fn banned(&self, target: &BanTarget, reason: &'static str, duration: Duration) {
+        if let Some(cluster) = self.upgrade() {
+            let until = crate::auth::now_secs().saturating_add(duration.as_secs().max(1));
+            cluster.broadcast(Control::Ban { target: target.clone(), reason: reason.to_string(), until });
+        }
+    }
+
+    fn lifted(&self, target: &BanTarget) {
+        if let Some(cluster) = self.upgrade() {
+            cluster.broadcast(Control::Lift { target: target.clone() });
+        }
+    }
+}
+
+impl RevocationBroadcast for Weak<Cluster> {
+    fn revoked(&self, revocation: &Revocation, at: u64) {
+        if let Some(cluster) = self.upgrade() {
+            cluster.broadcast(Control::Revoke { revocation: revocation.clone(), at });
         }
     }
 }

@@ -43,7 +43,7 @@ use crate::cluster::{LeaseOutcome, LeaseQuota};
 use crate::error::ErrorCode;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::limits::{BanTarget, Bans, ConnectionQuota, KeyedRate, retry_after_secs};
-use crate::observe::{EventSink, Stats};
+use crate::observe::Stats;
 
 /// Seconds a client is told to wait when a connection quota is full: sessions are long-lived, so
 /// an immediate retry would only be refused again.
@@ -66,7 +66,6 @@ pub(crate) struct HandshakeGate {
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) hooks: HookRunner,
     pub(crate) bans: Arc<Bans>,
-    pub(crate) events: EventSink,
     pub(crate) stats: Arc<Stats>,
     /// `limits.max_memory_bytes` (0: off).
     pub(crate) max_memory_bytes: u64,
@@ -200,8 +199,7 @@ impl HandshakeGate {
             .ok_or_else(|| refuse(Rejection::new(ErrorCode::OverMemoryBudget, "limits.max_memory_bytes reached")))?;
         let search = token::find_token(&head, &self.token_sources, &self.cookie_name).map_err(refuse)?;
         let auth_failure = |rejection: Rejection| {
-            let strike = self.bans.record_auth_failure(client_ip);
-            self.bans.announce([strike], &self.events, &self.stats);
+            self.bans.record_auth_failure(client_ip);
             refuse(rejection)
         };
         let Some((token, source)) = search.token else {

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -121,15 +121,25 @@ pub(crate) enum Strike {
     Banned { target: BanTarget, reason: &'static str, ban_secs: f64 },
 }
 
-/// Told of every ban applied on this node (the cluster forwards it to the other nodes).
-pub(crate) type BanListener = Box<dyn Fn(&BanTarget, &'static str, Duration) + Send + Sync>;
+/// Told of every ban applied or lifted on this node, to tell the other nodes (the cluster).
+pub(crate) trait BanBroadcast: Send + Sync {
+    /// `target` was banned here for `duration`.
+    fn banned(&self, target: &BanTarget, reason: &'static str, duration: Duration);
+    /// An operator lifted the ban of `target` here (whether or not this node had it).
+    fn lifted(&self, target: &BanTarget);
+}
 
-/// Ban state. Without `[abuse]` it still holds operator bans; automatic bans need the section.
+/// Ban state, and the one owner of a ban's side effects: every ban applied or lifted, here or by
+/// another node, automatic or an operator's, is counted, reported as an event and (when made
+/// here) broadcast by the methods below. Without `[abuse]` it still holds operator bans; automatic
+/// bans need the section.
 pub(crate) struct Bans {
     config: Option<(AbuseConfig, Vec<IpNet>, Duration, Duration)>,
     bans: Mutex<HashMap<BanTarget, Ban>>,
     strikes: Mutex<HashMap<(BanTarget, &'static str), VecDeque<Instant>>>,
-    listener: std::sync::OnceLock<BanListener>,
+    events: EventSink,
+    stats: Arc<Stats>,
+    broadcast: std::sync::OnceLock<Box<dyn BanBroadcast>>,
 }
 
 /// The `&'static str` for a ban reason received from another node.
@@ -142,7 +152,7 @@ pub(crate) fn ban_reason(reason: &str) -> &'static str {
 }
 
 impl Bans {
-    pub(crate) fn new(config: Option<&AbuseConfig>) -> Self {
+    pub(crate) fn new(config: Option<&AbuseConfig>, events: EventSink, stats: Arc<Stats>) -> Self {
         let config = config.map(|c| {
             let mut problems = Problems::default();
             let exempt = c.parsed_exempt(&mut problems);
@@ -154,7 +164,9 @@ impl Bans {
             config,
             bans: Mutex::new(HashMap::new()),
             strikes: Mutex::new(HashMap::new()),
-            listener: std::sync::OnceLock::new(),
+            events,
+            stats,
+            broadcast: std::sync::OnceLock::new(),
         }
     }
 
@@ -178,7 +190,7 @@ impl Bans {
         Some(crate::limits::retry_after_secs(left))
     }
 
-    /// Counts an auth failure (401) from `ip`.
+    /// Counts an auth failure (401) from `ip`; the ban it may lead to is applied like any other.
     pub(crate) fn record_auth_failure(&self, ip: IpAddr) -> Strike {
         match &self.config {
             Some((c, ..)) => self.strike(BanTarget::Ip(ip), "auth_failures", c.max_auth_failures),
@@ -186,7 +198,8 @@ impl Bans {
         }
     }
 
-    /// Counts a message violation against an IP and a user.
+    /// Counts a message violation against an IP and a user; the bans it may lead to are applied
+    /// like any other.
     pub(crate) fn record_violation(&self, ip: IpAddr, user: &str) -> Vec<Strike> {
         match &self.config {
             Some((c, ..)) => vec![
@@ -223,25 +236,38 @@ impl Bans {
         Strike::Banned { target, reason, ban_secs: ban.as_secs_f64() }
     }
 
-    /// Installs the listener told of bans applied on this node (once).
-    pub(crate) fn set_listener(&self, listener: BanListener) {
-        let _ = self.listener.set(listener);
+    /// Installs what tells the other nodes of this node's bans (once).
+    pub(crate) fn set_broadcast(&self, broadcast: Box<dyn BanBroadcast>) {
+        let _ = self.broadcast.set(broadcast);
     }
 
-    /// Bans `target` for `duration` (exempt IPs excepted); true when applied. The listener hears
-    /// of it.
+    /// Bans `target` for `duration` (exempt IPs excepted); true when applied. Counted, reported
+    /// and broadcast.
     pub(crate) fn ban(&self, target: BanTarget, duration: Duration, reason: &'static str) -> bool {
         let applied = self.insert(target.clone(), duration, reason, false);
-        if applied && let Some(listener) = self.listener.get() {
-            listener(&target, reason, duration);
+        if applied {
+            if let Some(broadcast) = self.broadcast.get() {
+                broadcast.banned(&target, reason, duration);
+            }
+            self.applied(target, reason, duration);
         }
         applied
     }
 
     /// Applies a ban another node made (exempt IPs excepted); true when it is new or lasts
-    /// longer than the one in force. The listener does not hear of it.
+    /// longer than the one in force. Counted and reported, not broadcast.
     pub(crate) fn apply_remote(&self, target: BanTarget, duration: Duration, reason: &'static str) -> bool {
-        self.insert(target, duration, reason, true)
+        let applied = self.insert(target.clone(), duration, reason, true);
+        if applied {
+            self.applied(target, reason, duration);
+        }
+        applied
+    }
+
+    fn applied(&self, target: BanTarget, reason: &'static str, duration: Duration) {
+        self.stats.record_ban(target.kind());
+        self.stats.set_bans_active(self.active());
+        self.events.emit(Event::BanApplied { target, reason, ban_secs: duration.as_secs_f64() });
     }
 
     fn insert(&self, target: BanTarget, duration: Duration, reason: &'static str, only_if_longer: bool) -> bool {
@@ -261,9 +287,23 @@ impl Bans {
         true
     }
 
-    /// Lifts a ban; true when there was one.
+    /// An operator lifts a ban; true when there was one here. Broadcast in any case (other nodes
+    /// may hold it), reported when there was one.
     pub(crate) fn lift(&self, target: &BanTarget) -> bool {
-        self.bans.lock().unwrap_or_else(PoisonError::into_inner).remove(target).is_some()
+        if let Some(broadcast) = self.broadcast.get() {
+            broadcast.lifted(target);
+        }
+        self.lift_remote(target)
+    }
+
+    /// Lifts a ban another node's operator lifted; true when there was one here (then reported).
+    pub(crate) fn lift_remote(&self, target: &BanTarget) -> bool {
+        let lifted = self.bans.lock().unwrap_or_else(PoisonError::into_inner).remove(target).is_some();
+        if lifted {
+            self.stats.set_bans_active(self.active());
+            self.events.emit(Event::BanLifted { target: target.clone(), reason: "operator" });
+        }
+        lifted
     }
 
     /// Bans in force.
@@ -278,8 +318,8 @@ impl Bans {
             .collect()
     }
 
-    /// Removes expired bans and stale strike windows; returns the bans that expired.
-    pub(crate) fn sweep(&self) -> Vec<BanTarget> {
+    /// Removes expired bans (reporting each) and stale strike windows, and refreshes the gauge.
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let mut expired = Vec::new();
         self.bans.lock().unwrap_or_else(PoisonError::into_inner).retain(|target, ban| {
@@ -295,18 +335,10 @@ impl Bans {
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) <= *window));
         }
-        expired
-    }
-
-    /// Reports the bans that strikes applied (event + metrics).
-    pub(crate) fn announce(&self, strikes: impl IntoIterator<Item = Strike>, events: &EventSink, stats: &Stats) {
-        for strike in strikes {
-            if let Strike::Banned { target, reason, ban_secs } = strike {
-                stats.record_ban(target.kind());
-                stats.set_bans_active(self.active());
-                events.emit(Event::BanApplied { target, reason, ban_secs });
-            }
+        for target in expired {
+            self.events.emit(Event::BanLifted { target, reason: "expired" });
         }
+        self.stats.set_bans_active(self.active());
     }
 
     pub(crate) fn active(&self) -> usize {
@@ -343,10 +375,15 @@ impl RateBaseline {
 mod tests {
     use super::*;
 
+    fn unreported(config: Option<&AbuseConfig>) -> Bans {
+        let stats = Arc::new(Stats::default());
+        Bans::new(config, EventSink::spawn(None, 1, Arc::clone(&stats)), stats)
+    }
+
     fn bans(max: u32) -> Bans {
         let config =
             AbuseConfig { max_auth_failures: max, exempt: vec!["10.0.0.0/8".into()], ..AbuseConfig::default() };
-        Bans::new(Some(&config))
+        unreported(Some(&config))
     }
 
     #[test]
@@ -368,7 +405,7 @@ mod tests {
 
     #[test]
     fn without_the_section_nothing_is_banned_automatically() {
-        let b = Bans::new(None);
+        let b = unreported(None);
         let ip: IpAddr = "203.0.113.1".parse().expect("ip");
         for _ in 0..100 {
             assert_eq!(b.record_auth_failure(ip), Strike::Counted);

@@ -8,7 +8,7 @@ mod rate;
 mod settings;
 
 pub use abuse::{AbuseConfig, BanInfo, BanTarget};
-pub(crate) use abuse::{Bans, RateBaseline, ban_reason};
+pub(crate) use abuse::{BanBroadcast, Bans, RateBaseline, ban_reason};
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
 pub(crate) use rate::{DirectRate, KeyedRate, Rate, UserRates, retry_after_secs};

@@ -98,11 +98,7 @@ impl ServerHandle {
     /// refused at later handshakes and refreshes. With a `[cluster]` broker every node applies
     /// it too (see docs/OPERATIONS.md for the bound).
     pub fn revoke(&self, revocation: Revocation) {
-        let core = &self.shared.core;
-        let at = crate::auth::now_secs();
-        core.revocations.revoke_at(revocation.clone(), at);
-        core.cluster.revoked(revocation.clone(), at);
-        core.events.emit(Event::RevocationApplied { revocation });
+        self.shared.core.revocations.revoke(revocation);
     }
 
     /// Bans in force.
@@ -114,26 +110,12 @@ impl ServerHandle {
     /// of the target are not closed: combine with `disconnect_user` when that is wanted. With a
     /// `[cluster]` broker every node applies the ban too.
     pub fn ban(&self, target: BanTarget, duration: Duration) -> bool {
-        let core = &self.shared.core;
-        let applied = core.bans.ban(target.clone(), duration, "operator");
-        if applied {
-            core.stats.record_ban(target.kind());
-            core.stats.set_bans_active(core.bans.active());
-            core.events.emit(Event::BanApplied { target, reason: "operator", ban_secs: duration.as_secs_f64() });
-        }
-        applied
+        self.shared.core.bans.ban(target, duration, "operator")
     }
 
     /// Lifts a ban; true when there was one here. With a `[cluster]` broker every node lifts it.
     pub fn lift_ban(&self, target: &BanTarget) -> bool {
-        let core = &self.shared.core;
-        let lifted = core.bans.lift(target);
-        core.cluster.lifted(target.clone());
-        if lifted {
-            core.stats.set_bans_active(core.bans.active());
-            core.events.emit(Event::BanLifted { target: target.clone(), reason: "operator" });
-        }
-        lifted
+        self.shared.core.bans.lift(target)
     }
 
     /// Applies a new configuration without dropping a connection: TLS certificate and key, JWT

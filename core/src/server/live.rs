@@ -150,7 +150,6 @@ pub(crate) fn build_live(
         capacity: Arc::clone(&core.capacity),
         hooks: hooks.clone(),
         bans: Arc::clone(&core.bans),
-        events: core.events.clone(),
         stats: Arc::clone(&core.stats),
         max_memory_bytes: limits.max_memory_bytes,
         memory: Arc::clone(&core.memory),

@@ -128,7 +128,7 @@ impl ServerBuilder {
         });
         let horizon_secs = config.auth.max_token_lifetime_secs + config.auth.leeway_secs;
         let revocations = Arc::new(RevocationList::new(horizon_secs));
-        let bans = Arc::new(Bans::new(config.abuse.as_ref()));
+        let bans = Arc::new(Bans::new(config.abuse.as_ref(), events.clone(), Arc::clone(&stats)));
         let shutdown = CancellationToken::new();
         let cluster = Cluster::new(
             &config.cluster,
@@ -144,13 +144,9 @@ impl ServerBuilder {
                 shutdown: shutdown.clone(),
             },
         );
-        // Weak: the cluster holds the bans, the bans must not keep the cluster alive.
-        let weak = Arc::downgrade(&cluster);
-        bans.set_listener(Box::new(move |target, reason, duration| {
-            if let Some(cluster) = weak.upgrade() {
-                cluster.banned(target.clone(), reason, duration);
-            }
-        }));
+        // Weak: the cluster holds the bans and the revocations, they must not keep it alive.
+        bans.set_broadcast(Box::new(Arc::downgrade(&cluster)));
+        revocations.set_effects(events.clone(), Box::new(Arc::downgrade(&cluster)));
         let core = Core {
             hub,
             cluster,
@@ -353,10 +349,7 @@ async fn upkeep(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         ticks += 1;
-        for target in core.bans.sweep() {
-            core.events.emit(Event::BanLifted { target, reason: "expired" });
-        }
-        core.stats.set_bans_active(core.bans.active());
+        core.bans.sweep();
         if let Some((factor, min_rate)) = core.bans.anomaly_settings() {
             let policy = core.policy.load();
             for rule in policy.rule_ids() {
