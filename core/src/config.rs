@@ -10,10 +10,10 @@
 //!    in one pass (serde's `deny_unknown_fields` alone stops at the first);
 //! 3. typed deserialization with `deny_unknown_fields` (a second, independent guard: a host that
 //!    deserializes `Config` directly still cannot slip an unknown key through);
-//! 4. semantic checks owned by each area: an area with typed settings (`[server]`, `[limits]`)
-//!    compiles them once (`settings.rs` in the area: durations typed, derived defaults computed),
-//!    the others `validate`; and, when the server is built, the environment and file checks
-//!    (secrets, keys, certificates).
+//! 4. semantic checks owned by each area: an area with typed settings (`[server]`, `[limits]`,
+//!    `[abuse]`, `[cluster]`) compiles them once (`settings.rs` in the area: durations typed,
+//!    derived defaults computed), the others `validate`; and, when the server is built, the
+//!    environment and file checks (secrets, keys, certificates).
 //!
 //! Problems and the error that carries them live in the leaf module `problems`, which imports no
 //! area: the areas import it, and this root imports the areas.
@@ -34,7 +34,7 @@ use crate::cluster::ClusterConfig;
 use crate::error::ErrorCode;
 use crate::handshake::OriginsConfig;
 use crate::hooks::HooksConfig;
-use crate::limits::{AbuseConfig, LimitsConfig, LimitsSettings};
+use crate::limits::{AbuseConfig, AbuseSettings, LimitsConfig, LimitsSettings};
 use crate::observe::ObservabilityConfig;
 use crate::policy::{ChannelRule, RpcRule};
 use crate::protocol::ProtocolConfig;
@@ -80,6 +80,8 @@ pub struct Config {
 pub(crate) struct Settings {
     pub(crate) server: ServerSettings,
     pub(crate) limits: LimitsSettings,
+    /// `None` without an `[abuse]` section.
+    pub(crate) abuse: Option<AbuseSettings>,
 }
 
 impl Config {
@@ -160,13 +162,11 @@ impl Config {
         let limits = LimitsSettings::compile(&self.limits, &mut problems);
         self.hooks.validate(&mut problems);
         self.observability.validate(&mut problems);
-        if let Some(abuse) = &self.abuse {
-            abuse.validate(&mut problems);
-        }
+        let abuse = self.abuse.as_ref().map(|abuse| AbuseSettings::compile(abuse, &mut problems));
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         self.cluster.validate(&mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)?;
-        Ok(Settings { server, limits })
+        Ok(Settings { server, limits, abuse })
     }
 
     /// The JSON Schema of the configuration (draft 2020-12), as committed in

@@ -9,11 +9,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::problems::Problems;
+use super::settings::AbuseSettings;
 use crate::observe::{Event, EventSink, Stats};
 
 /// `[abuse]`.
@@ -51,31 +50,6 @@ impl Default for AbuseConfig {
             anomaly_factor: 10.0,
             anomaly_min_rate_per_sec: 10.0,
         }
-    }
-}
-
-impl AbuseConfig {
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        problems.positive_secs("abuse.window_secs", self.window_secs);
-        problems.positive_secs("abuse.ban_secs", self.ban_secs);
-        self.parsed_exempt(problems);
-        if !(self.anomaly_factor.is_finite() && self.anomaly_factor > 1.0) {
-            problems.push("abuse.anomaly_factor", "must be a number greater than 1");
-        }
-        if !(self.anomaly_min_rate_per_sec.is_finite() && self.anomaly_min_rate_per_sec >= 0.0) {
-            problems.push("abuse.anomaly_min_rate_per_sec", "must be a non-negative number");
-        }
-    }
-
-    fn parsed_exempt(&self, problems: &mut Problems) -> Vec<IpNet> {
-        let mut nets = Vec::new();
-        for (i, raw) in self.exempt.iter().enumerate() {
-            match raw.parse::<IpNet>().or_else(|_| raw.parse::<IpAddr>().map(IpNet::from)) {
-                Ok(net) => nets.push(net.trunc()),
-                Err(_) => problems.push(format!("abuse.exempt[{i}]"), format!("not a CIDR or IP address: {raw:?}")),
-            }
-        }
-        nets
     }
 }
 
@@ -134,7 +108,8 @@ pub(crate) trait BanBroadcast: Send + Sync {
 /// here) broadcast by the methods below. Without `[abuse]` it still holds operator bans; automatic
 /// bans need the section.
 pub(crate) struct Bans {
-    config: Option<(AbuseConfig, Vec<IpNet>, Duration, Duration)>,
+    /// `[abuse]`, compiled; `None` without the section.
+    config: Option<AbuseSettings>,
     bans: Mutex<HashMap<BanTarget, Ban>>,
     strikes: Mutex<HashMap<(BanTarget, &'static str), VecDeque<Instant>>>,
     events: EventSink,
@@ -152,14 +127,7 @@ pub(crate) fn ban_reason(reason: &str) -> &'static str {
 }
 
 impl Bans {
-    pub(crate) fn new(config: Option<&AbuseConfig>, events: EventSink, stats: Arc<Stats>) -> Self {
-        let config = config.map(|c| {
-            let mut problems = Problems::default();
-            let exempt = c.parsed_exempt(&mut problems);
-            let window = Duration::try_from_secs_f64(c.window_secs).unwrap_or(Duration::from_secs(60));
-            let ban = Duration::try_from_secs_f64(c.ban_secs).unwrap_or(Duration::from_secs(300));
-            (c.clone(), exempt, window, ban)
-        });
+    pub(crate) fn new(config: Option<AbuseSettings>, events: EventSink, stats: Arc<Stats>) -> Self {
         Bans {
             config,
             bans: Mutex::new(HashMap::new()),
@@ -171,12 +139,12 @@ impl Bans {
     }
 
     pub(crate) fn anomaly_settings(&self) -> Option<(f64, f64)> {
-        self.config.as_ref().map(|(c, ..)| (c.anomaly_factor, c.anomaly_min_rate_per_sec))
+        self.config.as_ref().map(|c| (c.anomaly_factor, c.anomaly_min_rate_per_sec))
     }
 
     fn is_exempt(&self, target: &BanTarget) -> bool {
         match (target, &self.config) {
-            (BanTarget::Ip(ip), Some((_, exempt, ..))) => exempt.iter().any(|n| n.contains(ip)),
+            (BanTarget::Ip(ip), Some(c)) => c.exempt.iter().any(|n| n.contains(ip)),
             _ => false,
         }
     }
@@ -193,7 +161,7 @@ impl Bans {
     /// Counts an auth failure (401) from `ip`; the ban it may lead to is applied like any other.
     pub(crate) fn record_auth_failure(&self, ip: IpAddr) -> Strike {
         match &self.config {
-            Some((c, ..)) => self.strike(BanTarget::Ip(ip), "auth_failures", c.max_auth_failures),
+            Some(c) => self.strike(BanTarget::Ip(ip), "auth_failures", c.max_auth_failures),
             None => Strike::Counted,
         }
     }
@@ -202,7 +170,7 @@ impl Bans {
     /// like any other.
     pub(crate) fn record_violation(&self, ip: IpAddr, user: &str) -> Vec<Strike> {
         match &self.config {
-            Some((c, ..)) => vec![
+            Some(c) => vec![
                 self.strike(BanTarget::Ip(ip), "violations", c.max_violations),
                 self.strike(BanTarget::User(user.to_string()), "violations", c.max_violations),
             ],
@@ -211,7 +179,7 @@ impl Bans {
     }
 
     fn strike(&self, target: BanTarget, reason: &'static str, limit: u32) -> Strike {
-        let Some((_, _, window, ban)) = &self.config else { return Strike::Counted };
+        let Some(AbuseSettings { window, ban, .. }) = &self.config else { return Strike::Counted };
         if self.is_exempt(&target) {
             return Strike::Counted;
         }
@@ -329,7 +297,7 @@ impl Bans {
             }
             keep
         });
-        if let Some((_, _, window, _)) = &self.config {
+        if let Some(AbuseSettings { window, .. }) = &self.config {
             self.strikes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -375,7 +343,7 @@ impl RateBaseline {
 mod tests {
     use super::*;
 
-    fn unreported(config: Option<&AbuseConfig>) -> Bans {
+    fn unreported(config: Option<AbuseSettings>) -> Bans {
         let stats = Arc::new(Stats::default());
         Bans::new(config, EventSink::spawn(None, 1, Arc::clone(&stats)), stats)
     }
@@ -383,7 +351,10 @@ mod tests {
     fn bans(max: u32) -> Bans {
         let config =
             AbuseConfig { max_auth_failures: max, exempt: vec!["10.0.0.0/8".into()], ..AbuseConfig::default() };
-        unreported(Some(&config))
+        let mut problems = crate::config::problems::Problems::default();
+        let settings = AbuseSettings::compile(&config, &mut problems);
+        assert!(problems.is_empty());
+        unreported(Some(settings))
     }
 
     #[test]

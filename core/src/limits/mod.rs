@@ -12,4 +12,4 @@ pub(crate) use abuse::{BanBroadcast, Bans, RateBaseline, ban_reason};
 pub use config::LimitsConfig;
 pub(crate) use quota::ConnectionQuota;
 pub(crate) use rate::{DirectRate, KeyedRate, Rate, UserRates, retry_after_secs};
-pub(crate) use settings::LimitsSettings;
+pub(crate) use settings::{AbuseSettings, LimitsSettings};

@@ -1,9 +1,14 @@
-//! `[limits]` compiled once into what the server and its sessions use: durations typed, rates
-//! with their bursts derived, counts in the types they are compared with. Validation happens here
-//! and nowhere else; a new `[limits]` key is declared in config.rs and compiled here.
+//! `[limits]` and `[abuse]` compiled once into what the server and its sessions use: durations
+//! typed, rates with their bursts derived, networks parsed, counts in the types they are compared
+//! with. Validation happens here and nowhere else; a new key is declared in config.rs (abuse.rs
+//! for `[abuse]`) and compiled here.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use super::abuse::AbuseConfig;
 use super::config::LimitsConfig;
 use super::rate::Rate;
 use crate::config::problems::Problems;
@@ -93,6 +98,56 @@ impl LimitsSettings {
             rpc_timeout,
             max_memory_bytes: config.max_memory_bytes,
             write_timeout,
+        }
+    }
+}
+
+/// `[abuse]`, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AbuseSettings {
+    /// `max_auth_failures`.
+    pub(crate) max_auth_failures: u32,
+    /// `max_violations`.
+    pub(crate) max_violations: u32,
+    /// `window_secs`.
+    pub(crate) window: Duration,
+    /// `ban_secs`.
+    pub(crate) ban: Duration,
+    /// `exempt`, a bare address as a single-host network.
+    pub(crate) exempt: Vec<IpNet>,
+    /// `anomaly_factor`; greater than 1.
+    pub(crate) anomaly_factor: f64,
+    /// `anomaly_min_rate_per_sec`; not negative.
+    pub(crate) anomaly_min_rate_per_sec: f64,
+}
+
+impl AbuseSettings {
+    /// Compiles `[abuse]`, recording every problem (the settings are meaningless when any was
+    /// recorded).
+    pub(crate) fn compile(config: &AbuseConfig, problems: &mut Problems) -> AbuseSettings {
+        let window = problems.positive_secs("abuse.window_secs", config.window_secs);
+        let ban = problems.positive_secs("abuse.ban_secs", config.ban_secs);
+        let mut exempt = Vec::new();
+        for (i, raw) in config.exempt.iter().enumerate() {
+            match raw.parse::<IpNet>().or_else(|_| raw.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(net) => exempt.push(net.trunc()),
+                Err(_) => problems.push(format!("abuse.exempt[{i}]"), format!("not a CIDR or IP address: {raw:?}")),
+            }
+        }
+        if !(config.anomaly_factor.is_finite() && config.anomaly_factor > 1.0) {
+            problems.push("abuse.anomaly_factor", "must be a number greater than 1");
+        }
+        if !(config.anomaly_min_rate_per_sec.is_finite() && config.anomaly_min_rate_per_sec >= 0.0) {
+            problems.push("abuse.anomaly_min_rate_per_sec", "must be a non-negative number");
+        }
+        AbuseSettings {
+            max_auth_failures: config.max_auth_failures,
+            max_violations: config.max_violations,
+            window,
+            ban,
+            exempt,
+            anomaly_factor: config.anomaly_factor,
+            anomaly_min_rate_per_sec: config.anomaly_min_rate_per_sec,
         }
     }
 }

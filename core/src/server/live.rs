@@ -124,7 +124,7 @@ pub(crate) fn build_live(
     verifier: Arc<TokenVerifier>,
     tls: Option<TlsAcceptor>,
 ) -> Result<Live, ConfigError> {
-    let Settings { server, limits } = settings;
+    let Settings { server, limits, .. } = settings;
     let mut problems = Problems::default();
     let origins = OriginAllowlist::compile(&config.origins, &mut problems);
     let hook_timeout = problems.positive_secs("hooks.timeout_secs", config.hooks.timeout_secs);

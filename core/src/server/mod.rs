@@ -128,7 +128,7 @@ impl ServerBuilder {
         });
         let horizon_secs = config.auth.max_token_lifetime_secs + config.auth.leeway_secs;
         let revocations = Arc::new(RevocationList::new(horizon_secs));
-        let bans = Arc::new(Bans::new(config.abuse.as_ref(), events.clone(), Arc::clone(&stats)));
+        let bans = Arc::new(Bans::new(settings.abuse.clone(), events.clone(), Arc::clone(&stats)));
         let shutdown = CancellationToken::new();
         let cluster = Cluster::new(
             &config.cluster,
