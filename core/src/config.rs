@@ -30,7 +30,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
-use crate::cluster::ClusterConfig;
+use crate::cluster::{ClusterConfig, ClusterSettings};
 use crate::error::ErrorCode;
 use crate::handshake::OriginsConfig;
 use crate::hooks::HooksConfig;
@@ -82,6 +82,7 @@ pub(crate) struct Settings {
     pub(crate) limits: LimitsSettings,
     /// `None` without an `[abuse]` section.
     pub(crate) abuse: Option<AbuseSettings>,
+    pub(crate) cluster: ClusterSettings,
 }
 
 impl Config {
@@ -164,9 +165,9 @@ impl Config {
         self.observability.validate(&mut problems);
         let abuse = self.abuse.as_ref().map(|abuse| AbuseSettings::compile(abuse, &mut problems));
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
-        self.cluster.validate(&mut problems);
+        let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)?;
-        Ok(Settings { server, limits, abuse })
+        Ok(Settings { server, limits, abuse, cluster })
     }
 
     /// The JSON Schema of the configuration (draft 2020-12), as committed in

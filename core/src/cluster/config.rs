@@ -1,4 +1,5 @@
-//! `[cluster]`: which broker joins the nodes, and how cluster-wide quotas behave.
+//! `[cluster]`: which broker joins the nodes, and how cluster-wide quotas behave, as written in the
+//! config (compiled by settings.rs).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -96,7 +97,8 @@ impl Default for ClusterConfig {
 const MAX_NAME_BYTES: usize = 64;
 
 impl ClusterConfig {
-    pub(crate) fn validate(&self, problems: &mut Problems) {
+    /// The URL and name rules (the durations are checked as they are compiled, settings.rs).
+    pub(crate) fn check_urls_and_names(&self, problems: &mut Problems) {
         match self.broker {
             BrokerKind::Memory if !self.url.is_empty() => {
                 problems.push("cluster.url", "only used with broker = \"redis\" or \"nats\"");
@@ -134,19 +136,6 @@ impl ClusterConfig {
         }
         if !is_name(&self.channel_prefix, false) {
             problems.push("cluster.channel_prefix", "use 1-64 letters, digits, '_' or '-'");
-        }
-        problems.positive_secs("cluster.lease_ttl_secs", self.lease_ttl_secs);
-        problems.positive_secs("cluster.broker_timeout_secs", self.broker_timeout_secs);
-        problems.positive_secs("cluster.reconnect_max_secs", self.reconnect_max_secs);
-    }
-
-    /// The Redis URL holding cluster-wide quotas, if any.
-    pub(crate) fn quota_url(&self) -> Option<&str> {
-        match (self.broker, self.quota_redis_url.as_str()) {
-            (BrokerKind::Memory, _) => None,
-            (_, url) if !url.is_empty() => Some(url),
-            (BrokerKind::Redis, _) => Some(&self.url),
-            _ => None,
         }
     }
 }
@@ -224,10 +213,15 @@ fn check_redis_url(path: &str, url: &str, problems: &mut Problems) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::settings::ClusterSettings;
+
+    fn quota_url(config: &ClusterConfig) -> Option<String> {
+        ClusterSettings::compile(config, &mut Problems::default()).quota_url
+    }
 
     fn problems(config: &ClusterConfig) -> Vec<String> {
         let mut p = Problems::default();
-        config.validate(&mut p);
+        ClusterSettings::compile(config, &mut p);
         match p.into_result(crate::error::ErrorCode::ConfigInvalid) {
             Ok(()) => Vec::new(),
             Err(e) => e.problems().iter().map(ToString::to_string).collect(),
@@ -237,7 +231,7 @@ mod tests {
     #[test]
     fn default_is_a_valid_single_node() {
         assert!(problems(&ClusterConfig::default()).is_empty());
-        assert_eq!(ClusterConfig::default().quota_url(), None);
+        assert_eq!(quota_url(&ClusterConfig::default()), None);
     }
 
     #[test]
@@ -280,10 +274,10 @@ mod tests {
     #[test]
     fn quota_store_follows_the_broker_unless_given() {
         let redis = ClusterConfig { broker: BrokerKind::Redis, url: "redis://r:1".into(), ..Default::default() };
-        assert_eq!(redis.quota_url(), Some("redis://r:1"));
+        assert_eq!(quota_url(&redis).as_deref(), Some("redis://r:1"));
         let nats = ClusterConfig { broker: BrokerKind::Nats, url: "nats://n:1".into(), ..Default::default() };
-        assert_eq!(nats.quota_url(), None);
+        assert_eq!(quota_url(&nats), None);
         let nats = ClusterConfig { quota_redis_url: "redis://q:1".into(), ..nats };
-        assert_eq!(nats.quota_url(), Some("redis://q:1"));
+        assert_eq!(quota_url(&nats).as_deref(), Some("redis://q:1"));
     }
 }

@@ -17,6 +17,7 @@ mod nats;
 mod publish;
 mod quota;
 mod redis;
+mod settings;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use config::read_password;
 pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
+pub(crate) use settings::ClusterSettings;
 use wire::{Control, ControlEnvelope, Subjects};
 
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList};
@@ -278,7 +280,7 @@ impl Cluster {
     /// Builds the cluster side of a node from a validated config. Must run inside the server's
     /// runtime; connects nothing yet (see [`Cluster::start`]).
     pub(crate) fn new(
-        config: &ClusterConfig,
+        config: &ClusterSettings,
         password: Option<&str>,
         horizon_secs: u64,
         parts: NodeParts,
@@ -294,14 +296,14 @@ impl Cluster {
         };
         let (hello, hello_rx) = mpsc::unbounded_channel();
         let (lifted, lifted_rx) = mpsc::unbounded_channel();
-        let timeout = Duration::try_from_secs_f64(config.broker_timeout_secs).unwrap_or(Duration::from_secs(2));
+        let timeout = config.broker_timeout;
         let link = Arc::new(Link {
             kind: config.broker,
             url: config.url.clone(),
             node_id: Arc::clone(&node_id),
             subjects: Subjects::new(config.broker, &config.channel_prefix),
             interest: parts.interest,
-            reconnect_max: Duration::try_from_secs_f64(config.reconnect_max_secs).unwrap_or(Duration::from_secs(5)),
+            reconnect_max: config.reconnect_max,
             shutdown: parts.shutdown.clone(),
             stats: Arc::clone(&parts.stats),
             connected: AtomicBool::new(config.broker == BrokerKind::Memory),
@@ -321,8 +323,10 @@ impl Cluster {
             BrokerKind::Redis => Arc::new(redis::RedisBroker::new(&config.url, password, timeout)),
             BrokerKind::Nats => Arc::new(nats::NatsBroker::new(password)),
         };
-        let quota =
-            config.quota_url().map(|url| LeaseQuota::new(config, url, password, &node_id, Arc::clone(&parts.stats)));
+        let quota = config
+            .quota_url
+            .as_deref()
+            .map(|url| LeaseQuota::new(config, url, password, &node_id, Arc::clone(&parts.stats)));
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
             broker,

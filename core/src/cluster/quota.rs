@@ -13,7 +13,8 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{ClusterConfig, QuotaFailure};
+use super::config::QuotaFailure;
+use super::settings::ClusterSettings;
 use crate::observe::Stats;
 
 /// KEYS[1] the user's set; ARGV: limit, ttl ms, member. Returns 1 when admitted.
@@ -85,16 +86,14 @@ impl LeaseQuota {
     /// The quota store at `url` for this node, with `[cluster]`'s prefix, lease lifetime,
     /// timeout and failure policy.
     pub(crate) fn new(
-        config: &ClusterConfig,
+        config: &ClusterSettings,
         url: &str,
         password: Option<&str>,
         node_id: &str,
         stats: Arc<Stats>,
     ) -> Arc<Self> {
         let prefix = &config.channel_prefix;
-        let ttl = Duration::try_from_secs_f64(config.lease_ttl_secs).unwrap_or(Duration::from_secs(30));
-        let timeout = Duration::try_from_secs_f64(config.broker_timeout_secs).unwrap_or(Duration::from_secs(2));
-        let failure = config.quota_failure;
+        let (ttl, timeout, failure) = (config.lease_ttl, config.broker_timeout, config.quota_failure);
         let (releases, released) = mpsc::unbounded_channel();
         Arc::new(LeaseQuota {
             // Validated with the config; a client is only a parsed URL until first use.

@@ -131,7 +131,7 @@ impl ServerBuilder {
         let bans = Arc::new(Bans::new(settings.abuse.clone(), events.clone(), Arc::clone(&stats)));
         let shutdown = CancellationToken::new();
         let cluster = Cluster::new(
-            &config.cluster,
+            &settings.cluster,
             broker_password.as_deref(),
             horizon_secs,
             NodeParts {
