@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Identity;
-use crate::config::problems::Problems;
+use crate::config::Problems;
 use crate::error::ErrorCode;
 use crate::observe::{Event, Stats};
 
