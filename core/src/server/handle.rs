@@ -131,7 +131,7 @@ impl ServerHandle {
         if core.shutdown.is_cancelled() {
             return Err(ConfigError::new(
                 ErrorCode::NotRunning,
-                vec![crate::config::problems::ConfigProblem::new("<server>", "the server is not running")],
+                vec![crate::config::ConfigProblem::new("<server>", "the server is not running")],
             ));
         }
         let mut current = self.shared.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
