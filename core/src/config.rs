@@ -11,9 +11,10 @@
 //! 3. typed deserialization with `deny_unknown_fields` (a second, independent guard: a host that
 //!    deserializes `Config` directly still cannot slip an unknown key through);
 //! 4. semantic checks owned by each area: an area with typed settings (`[server]`, `[limits]`,
-//!    `[abuse]`, `[cluster]`) compiles them once (`settings.rs` in the area: durations typed,
-//!    derived defaults computed), the others `validate`; and, when the server is built, the
-//!    environment and file checks (secrets, keys, certificates).
+//!    `[abuse]`, `[cluster]`, `[origins]`) compiles them once (`settings.rs` in the area:
+//!    durations typed, derived defaults computed; `[origins]` into its allowlist), the others
+//!    `validate`; and, when the server is built, the environment and file checks (secrets, keys,
+//!    certificates).
 //!
 //! Problems and the error that carries them live in the leaf module `problems`, which imports no
 //! area: the areas import it, and this root imports the areas.
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthConfig;
 use crate::cluster::{ClusterConfig, ClusterSettings};
 use crate::error::ErrorCode;
-use crate::handshake::OriginsConfig;
+use crate::handshake::{OriginAllowlist, OriginsConfig};
 use crate::hooks::HooksConfig;
 use crate::limits::{AbuseConfig, AbuseSettings, LimitsConfig, LimitsSettings};
 use crate::observe::ObservabilityConfig;
@@ -76,9 +77,10 @@ pub struct Config {
 
 /// The areas' configs compiled once (see [`Config::settings`]): durations typed, derived defaults
 /// computed, validated. An area without settings is still read from its config struct.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) server: ServerSettings,
+    pub(crate) origins: OriginAllowlist,
     pub(crate) limits: LimitsSettings,
     /// `None` without an `[abuse]` section.
     pub(crate) abuse: Option<AbuseSettings>,
@@ -158,7 +160,7 @@ impl Config {
         if let Some(tls) = &self.tls {
             tls.validate(&mut problems);
         }
-        self.origins.validate(&mut problems);
+        let origins = OriginAllowlist::compile(&self.origins, &mut problems);
         self.auth.validate(&mut problems);
         let limits = LimitsSettings::compile(&self.limits, &mut problems);
         self.hooks.validate(&mut problems);
@@ -167,7 +169,7 @@ impl Config {
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)?;
-        Ok(Settings { server, limits, abuse, cluster })
+        Ok(Settings { server, origins, limits, abuse, cluster })
     }
 
     /// The JSON Schema of the configuration (draft 2020-12), as committed in

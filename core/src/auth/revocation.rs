@@ -183,6 +183,8 @@ impl JtiCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn identity(sub: &str, jti: Option<&str>, iat: Option<u64>) -> Identity {
@@ -195,6 +197,29 @@ mod tests {
             token_id: jti.map(str::to_string),
             claims: Default::default(),
         }
+    }
+
+    /// Records what would go to the other nodes.
+    struct Recorded(Arc<Mutex<Vec<Revocation>>>);
+
+    impl RevocationBroadcast for Recorded {
+        fn revoked(&self, revocation: &Revocation, _: u64) {
+            self.0.lock().expect("lock").push(revocation.clone());
+        }
+    }
+
+    #[test]
+    fn only_this_nodes_revocations_are_broadcast() {
+        let list = RevocationList::new(900);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let stats = Arc::new(crate::observe::Stats::default());
+        list.set_effects(EventSink::spawn(None, 1, stats), Box::new(Recorded(Arc::clone(&sent))));
+        let changes = list.subscribe();
+        list.revoke(Revocation::Subject("alice".into()));
+        list.apply_remote(Revocation::Subject("bob".into()), now_secs());
+        assert!(changes.has_changed().expect("open"));
+        assert!(list.is_revoked(&identity("bob", None, Some(now_secs() - 10))));
+        assert_eq!(*sent.lock().expect("lock"), [Revocation::Subject("alice".into())]);
     }
 
     #[test]

@@ -22,12 +22,6 @@ pub struct OriginsConfig {
     pub allow_missing: bool,
 }
 
-impl OriginsConfig {
-    pub(crate) fn validate(&self, problems: &mut Problems) {
-        OriginAllowlist::compile(self, problems);
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostPattern {
     Exact(String),

@@ -385,6 +385,37 @@ mod tests {
         assert!(b.remaining(&BanTarget::Ip(ip)).is_some());
     }
 
+    /// Records what would go to the other nodes.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl BanBroadcast for Arc<Recorded> {
+        fn banned(&self, target: &BanTarget, reason: &'static str, _: Duration) {
+            self.0.lock().expect("lock").push(format!("ban {} {reason}", target.kind()));
+        }
+        fn lifted(&self, target: &BanTarget) {
+            self.0.lock().expect("lock").push(format!("lift {}", target.kind()));
+        }
+    }
+
+    #[test]
+    fn every_ban_is_counted_and_only_this_nodes_are_broadcast() {
+        let stats = Arc::new(Stats::default());
+        let b = Bans::new(None, EventSink::spawn(None, 1, Arc::clone(&stats)), Arc::clone(&stats));
+        let recorded = Arc::new(Recorded::default());
+        b.set_broadcast(Box::new(Arc::clone(&recorded)));
+        let ip = BanTarget::Ip("203.0.113.1".parse().expect("ip"));
+        let user = BanTarget::User("mallory".into());
+        assert!(b.ban(ip.clone(), Duration::from_secs(60), "operator"));
+        assert!(b.apply_remote(user.clone(), Duration::from_secs(60), "violations"));
+        assert_eq!(stats.snapshot(0).bans_active, 2);
+        assert!(b.lift_remote(&user));
+        assert!(!b.lift(&user), "already lifted here, still told to the other nodes");
+        assert!(b.lift(&ip));
+        assert_eq!(stats.snapshot(0).bans_active, 0);
+        assert_eq!(*recorded.0.lock().expect("lock"), ["ban ip operator", "lift user", "lift ip"]);
+    }
+
     #[test]
     fn baseline_flags_a_burst() {
         let mut r = RateBaseline::default();

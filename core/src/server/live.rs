@@ -17,7 +17,7 @@ use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
-use crate::handshake::{HandshakeGate, MemoryBudget, OriginAllowlist, TrustedProxies};
+use crate::handshake::{HandshakeGate, MemoryBudget, TrustedProxies};
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
@@ -124,9 +124,8 @@ pub(crate) fn build_live(
     verifier: Arc<TokenVerifier>,
     tls: Option<TlsAcceptor>,
 ) -> Result<Live, ConfigError> {
-    let Settings { server, limits, .. } = settings;
+    let Settings { server, origins, limits, .. } = settings;
     let mut problems = Problems::default();
-    let origins = OriginAllowlist::compile(&config.origins, &mut problems);
     let hook_timeout = problems.positive_secs("hooks.timeout_secs", config.hooks.timeout_secs);
     problems.into_result(ErrorCode::ConfigInvalid)?;
 
@@ -137,7 +136,7 @@ pub(crate) fn build_live(
     let gate = HandshakeGate {
         path: server.path.clone(),
         max_header_bytes: server.max_header_bytes,
-        origins,
+        origins: origins.clone(),
         proxies: TrustedProxies::new(server.trusted_proxies.clone()),
         token_sources: config.auth.token_sources.clone(),
         cookie_name: config.auth.cookie_name.clone(),
