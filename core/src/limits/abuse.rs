@@ -168,13 +168,10 @@ impl Bans {
 
     /// Counts a message violation against an IP and a user; the bans it may lead to are applied
     /// like any other.
-    pub(crate) fn record_violation(&self, ip: IpAddr, user: &str) -> Vec<Strike> {
-        match &self.config {
-            Some(c) => vec![
-                self.strike(BanTarget::Ip(ip), "violations", c.max_violations),
-                self.strike(BanTarget::User(user.to_string()), "violations", c.max_violations),
-            ],
-            None => Vec::new(),
+    pub(crate) fn record_violation(&self, ip: IpAddr, user: &str) {
+        if let Some(c) = &self.config {
+            self.strike(BanTarget::Ip(ip), "violations", c.max_violations);
+            self.strike(BanTarget::User(user.to_string()), "violations", c.max_violations);
         }
     }
 
