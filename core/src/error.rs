@@ -109,6 +109,9 @@ error_codes! {
     NotRunning = 5003, "not_running", "The server is not running (already shut down).";
     UnknownSession = 5004, "unknown_session", "No session has this id.";
     TokenMint = 5005, "token_mint", "A token could not be minted (bad key, bad claims).";
+
+    InvalidArgument = 9004, "invalid_argument", "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid hook answer).";
+    WrongThread = 9006, "wrong_thread", "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";
 }
 
 impl fmt::Display for ErrorCode {
@@ -147,6 +150,12 @@ pub enum Error {
     /// A token could not be minted.
     #[error("cannot mint token: {0}")]
     TokenMint(String),
+    /// A host API argument is out of range or does not parse (see [`crate::host`]).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A blocking host API call was made from a server's own thread (see [`crate::host`]).
+    #[error("{0} blocks and cannot be called from a hook or event handler; call it from a thread of your own")]
+    WrongThread(&'static str),
 }
 
 impl Error {
@@ -158,6 +167,8 @@ impl Error {
             Error::NotRunning => ErrorCode::NotRunning,
             Error::Refused { code, .. } => *code,
             Error::TokenMint(_) => ErrorCode::TokenMint,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::WrongThread(_) => ErrorCode::WrongThread,
         }
     }
 

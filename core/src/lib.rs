@@ -45,6 +45,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod handshake;
 pub mod hooks;
+pub mod host;
 mod hub;
 pub mod limits;
 pub mod observe;

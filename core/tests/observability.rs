@@ -63,8 +63,9 @@ async fn metric_reaches(server: &TestServer, series: &str, value: f64) -> Metric
 struct EventLog(Mutex<Vec<Event>>);
 
 impl Hooks for EventLog {
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, event: &Event) -> wsguard::hooks::HookFuture<()> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).push(event.clone());
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -650,11 +651,11 @@ async fn concurrent_handshakes_cannot_overshoot_the_memory_budget() {
         fn authenticate(
             &self,
             _info: wsguard::hooks::HandshakeInfo,
-            identity: wsguard::Identity,
-        ) -> wsguard::hooks::HookFuture<Result<wsguard::Identity, String>> {
+            _identity: Arc<wsguard::Identity>,
+        ) -> wsguard::hooks::HookFuture<wsguard::hooks::AuthenticateAnswer> {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(identity)
+                wsguard::hooks::AuthenticateAnswer::Allow
             })
         }
     }

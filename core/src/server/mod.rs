@@ -32,7 +32,7 @@ use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::UPKEEP_INTERVAL;
-use crate::hooks::{Hooks, NoHooks};
+use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
 use crate::observe::{Event, EventSink, Stats};
@@ -111,8 +111,14 @@ impl ServerBuilder {
         let metrics_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
         let stats = Arc::new(Stats::default());
+        let event_hooks = HookRunner::new(
+            Arc::clone(&hooks),
+            has_host_hooks,
+            Duration::from_secs_f64(config.hooks.timeout_secs),
+            Arc::clone(&stats),
+        );
         let events = EventSink::spawn(
-            has_host_hooks.then(|| Arc::clone(&hooks)),
+            has_host_hooks.then_some(event_hooks),
             config.hooks.event_queue_capacity as usize,
             Arc::clone(&stats),
         );
