@@ -174,4 +174,3 @@ where
 pub struct NoHooks;
 
 impl Hooks for NoHooks {}
-
