@@ -156,13 +156,15 @@ pub const WSG_NULL_ARGUMENT: wsg_result = 9001;
 pub const WSG_PANIC: wsg_result = 9002;
 /// C ABI only: a string argument is not valid UTF-8.
 pub const WSG_INVALID_UTF8: wsg_result = 9003;
-/// C ABI only: an argument is out of range or does not parse (a NaN grace period or ban length,
-/// a length above `PTRDIFF_MAX`, text that is not an IP address).
+/// An argument is out of range or does not parse (a NaN grace period or ban length, a length
+/// above `PTRDIFF_MAX`, text that is not an IP address, an invalid `authenticate` answer); the
+/// core's `invalid_argument`, the same code in every host.
 pub const WSG_INVALID_ARGUMENT: wsg_result = 9004;
 /// C ABI only: the caller's buffer is too small; nothing was written.
 pub const WSG_INSUFFICIENT_BUFFER: wsg_result = 9005;
-/// C ABI only: a blocking function was called from a thread of a server's runtime (inside a hook
-/// callback), where it would deadlock the server it waits for.
+/// A blocking function was called from a thread of a server's runtime (inside a hook callback),
+/// where it would deadlock the server it waits for; the core's `wrong_thread`, the same code in
+/// every host.
 pub const WSG_WRONG_THREAD: wsg_result = 9006;
 
 /// The C-ABI-only codes and their names (the core's come from `ErrorCode::ALL`).
@@ -170,9 +172,7 @@ const FFI_CODES: &[(wsg_result, &str)] = &[
     (WSG_NULL_ARGUMENT, "null_argument"),
     (WSG_PANIC, "panic"),
     (WSG_INVALID_UTF8, "invalid_utf8"),
-    (WSG_INVALID_ARGUMENT, "invalid_argument"),
     (WSG_INSUFFICIENT_BUFFER, "insufficient_buffer"),
-    (WSG_WRONG_THREAD, "wrong_thread"),
 ];
 
 /// A failure on its way to C: the code returned and the message kept for `wsg_last_error_*`.
