@@ -130,18 +130,43 @@ fn every_relative_link_and_anchor_resolves() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// The anchors linked from a document's table of contents: the list items before its first `##`
+/// heading (none when it has no such list).
+fn contents_links(markdown: &str) -> BTreeSet<String> {
+    let preamble = prose_lines(markdown).take_while(|line| !line.starts_with("## "));
+    // Items and their continuation lines (indented); not the prose around the list.
+    let items = preamble.filter(|line| line.starts_with("- ") || line.starts_with("  "));
+    link_targets(items).into_iter().filter_map(|t| t.strip_prefix('#').map(str::to_string)).collect()
+}
+
+/// A document with a table of contents lists every one of its `##` sections there.
+#[test]
+fn every_contents_list_names_every_section() {
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = read(&file);
+        let listed = contents_links(&text);
+        if listed.is_empty() {
+            continue;
+        }
+        checked += 1;
+        let missing: Vec<String> = headings(&text)
+            .into_iter()
+            .filter(|(level, _)| *level == 2)
+            .map(|(_, heading)| slug(&heading))
+            .filter(|anchor| !listed.contains(anchor))
+            .collect();
+        assert!(missing.is_empty(), "{file}'s table of contents lacks {missing:?}");
+    }
+    assert!(checked >= 3, "only {checked} documents with a table of contents found");
+}
+
 /// CONFIG.md's table of contents links every `##` heading and every section under "Sections",
 /// and every top-level key of the config schema has its section.
 #[test]
 fn config_doc_contents_match_its_sections_and_the_schema() {
     let doc = read("docs/CONFIG.md");
-    // The contents: the list between the title and the first `##` heading.
-    let contents: Vec<&str> =
-        prose_lines(&doc).skip(1).take_while(|line| !line.starts_with("## ")).filter(|l| !l.is_empty()).collect();
-    let listed: BTreeSet<String> = link_targets(contents.iter().copied())
-        .into_iter()
-        .filter_map(|t| t.strip_prefix('#').map(str::to_string))
-        .collect();
+    let listed = contents_links(&doc);
     let all = headings(&doc);
     let mut expected = BTreeSet::new();
     let mut sections = BTreeSet::new();
