@@ -143,7 +143,10 @@ pub unsafe extern "C" fn wsg_config_free(config: *mut wsg_config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{WSG_CONFIG_INVALID, WSG_CONFIG_SECRET_MISSING, WSG_CONFIG_SYNTAX, WSG_NULL_ARGUMENT, WSG_OK, wsg_last_error_length};
+    use crate::result::{
+        WSG_CONFIG_INVALID, WSG_CONFIG_SECRET_MISSING, WSG_CONFIG_SYNTAX, WSG_NULL_ARGUMENT, WSG_OK,
+        wsg_last_error_length,
+    };
 
     fn parse(text: &str) -> (wsg_result, *mut wsg_config) {
         let mut out = std::ptr::null_mut();
@@ -166,7 +169,8 @@ mod tests {
         assert!(!config.is_null());
         // SAFETY: config came from wsg_config_from_text.
         unsafe { wsg_config_free(config) };
-        let unset = "[auth]\nhmac_secret_env = \"WSGUARD_FFI_NEVER_SET\"\nissuer = \"https://i.test\"\naudience = \"a\"\n";
+        let unset =
+            "[auth]\nhmac_secret_env = \"WSGUARD_FFI_NEVER_SET\"\nissuer = \"https://i.test\"\naudience = \"a\"\n";
         assert_eq!(parse(unset).0, WSG_CONFIG_SECRET_MISSING, "secrets are checked at construction");
         let (result, config) = parse("[server]\nlisen = 1\n");
         assert_eq!((result, config), (WSG_CONFIG_INVALID, std::ptr::null_mut()), "out written only on success");

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 use wsguard::hooks::{
-    AuthenticateAnswer, AuthorizeRequest, ChannelAction, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall,
-    RpcError, run_blocking,
+    AuthenticateAnswer, AuthorizeRequest, ChannelAction, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError,
+    run_blocking,
 };
 use wsguard::{Event, Identity};
 
