@@ -165,33 +165,42 @@ mod tests {
 
     #[test]
     fn a_missing_path_is_config_file_wherever_it_comes_from() {
-        let error = ConfigInput::text_or_path("/no/such/wsguard.toml").load().unwrap_err();
+        let error = ConfigInput::text_or_path("/no/such/wsguard.toml").load().expect_err("must be refused");
         assert_eq!(error.code(), ErrorCode::ConfigFile);
-        let error = ConfigInput::Path("/no/such/wsguard.toml".into()).load().unwrap_err();
+        let error = ConfigInput::Path("/no/such/wsguard.toml".into()).load().expect_err("must be refused");
         assert_eq!(error.code(), ErrorCode::ConfigFile);
     }
 
     #[test]
     fn exactly_one_of_rules() {
-        assert_eq!(ban_target(Some("::1"), None).unwrap(), BanTarget::Ip("::1".parse().unwrap()));
-        assert_eq!(ban_target(None, Some("bob")).unwrap(), BanTarget::User("bob".into()));
+        assert_eq!(
+            ban_target(Some("::1"), None).expect("fixture value"),
+            BanTarget::Ip("::1".parse().expect("fixture value"))
+        );
+        assert_eq!(ban_target(None, Some("bob")).expect("fixture value"), BanTarget::User("bob".into()));
         for wrong in [ban_target(None, None), ban_target(Some("1.2.3.4"), Some("bob")), ban_target(Some("x"), None)] {
-            assert_eq!(wrong.unwrap_err().code(), ErrorCode::InvalidArgument);
+            assert_eq!(wrong.expect_err("must be refused").code(), ErrorCode::InvalidArgument);
         }
-        assert_eq!(revocation(None, None, Some(5)).unwrap(), Revocation::IssuedBefore(5));
-        assert_eq!(revocation(Some("j"), Some("s"), None).unwrap_err().code(), ErrorCode::InvalidArgument);
-        assert_eq!(revocation(None, None, None).unwrap_err().code(), ErrorCode::InvalidArgument);
-        assert_eq!(disconnect_target(Some(3), None).unwrap(), DisconnectTarget::Session(3));
-        assert_eq!(disconnect_target(Some(3), Some("u")).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(revocation(None, None, Some(5)).expect("fixture value"), Revocation::IssuedBefore(5));
+        assert_eq!(
+            revocation(Some("j"), Some("s"), None).expect_err("must be refused").code(),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(revocation(None, None, None).expect_err("must be refused").code(), ErrorCode::InvalidArgument);
+        assert_eq!(disconnect_target(Some(3), None).expect("fixture value"), DisconnectTarget::Session(3));
+        assert_eq!(
+            disconnect_target(Some(3), Some("u")).expect_err("must be refused").code(),
+            ErrorCode::InvalidArgument
+        );
         for secs in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
-            assert_eq!(ban_duration(secs).unwrap_err().code(), ErrorCode::InvalidArgument, "{secs}");
+            assert_eq!(ban_duration(secs).expect_err("must be refused").code(), ErrorCode::InvalidArgument, "{secs}");
         }
-        assert_eq!(ban_duration(1.5).unwrap(), Duration::from_millis(1500));
+        assert_eq!(ban_duration(1.5).expect("fixture value"), Duration::from_millis(1500));
     }
 
     #[tokio::test]
     async fn blocking_calls_are_refused_on_a_server_thread() {
-        assert_eq!(refuse_on_server_thread("stop").unwrap_err().code(), ErrorCode::WrongThread);
-        assert!(std::thread::spawn(|| refuse_on_server_thread("stop")).join().unwrap().is_ok());
+        assert_eq!(refuse_on_server_thread("stop").expect_err("must be refused").code(), ErrorCode::WrongThread);
+        assert!(std::thread::spawn(|| refuse_on_server_thread("stop")).join().expect("fixture value").is_ok());
     }
 }

@@ -40,16 +40,16 @@ impl Hooks for FixtureHooks {
 #[tokio::test]
 async fn authenticate_answers_mean_the_same_in_every_host() {
     let fixture = fixture("authenticate_answers.json");
-    let method = fixture["rpc_method"].as_str().unwrap();
+    let method = fixture["rpc_method"].as_str().expect("fixture value");
     let mut claims = fixture["token_claims"].clone();
     let now = now_secs();
-    claims.as_object_mut().unwrap().extend(
+    claims.as_object_mut().expect("fixture value").extend(
         [("iss", json!(ISSUER)), ("aud", json!(AUDIENCE)), ("iat", json!(now)), ("exp", json!(now + 300))]
             .map(|(k, v)| (k.to_string(), v)),
     );
     let token = sign(jsonwebtoken::Algorithm::HS256, SECRET, &claims);
-    for case in fixture["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
+    for case in fixture["cases"].as_array().expect("fixture value") {
+        let name = case["name"].as_str().expect("fixture value");
         let expect = &case["expect"];
         let server = Setup::new()
             .extra(&format!("[[rpc]]\nmethod = \"{method}\"\n"))
@@ -60,8 +60,8 @@ async fn authenticate_answers_mean_the_same_in_every_host() {
         if expect["accepted"] == json!(false) {
             let error = connected.err().unwrap_or_else(|| panic!("{name}: accepted"));
             let text = describe(&error);
-            let status = expect["status"].as_u64().unwrap();
-            let code = expect["code"].as_str().unwrap();
+            let status = expect["status"].as_u64().expect("fixture value");
+            let code = expect["code"].as_str().expect("fixture value");
             assert!(text.starts_with(&format!("HTTP {status}")), "{name}: {text}");
             assert!(text.contains(&format!("\"{code}\"")), "{name}: {text}");
             continue;
@@ -71,11 +71,14 @@ async fn authenticate_answers_mean_the_same_in_every_host() {
         let identity = &reply["payload"];
         assert_eq!(identity["roles"], expect["roles"], "{name}: {reply}");
         assert_eq!(identity["scopes"], expect["scopes"], "{name}: {reply}");
-        for (claim, value) in expect["claims"].as_object().unwrap() {
+        for (claim, value) in expect["claims"].as_object().expect("fixture value") {
             assert_eq!(&identity["claims"][claim], value, "{name}: claim {claim}");
         }
-        for claim in expect["absent_claims"].as_array().unwrap() {
-            assert!(identity["claims"].get(claim.as_str().unwrap()).is_none(), "{name}: claim {claim} present");
+        for claim in expect["absent_claims"].as_array().expect("fixture value") {
+            assert!(
+                identity["claims"].get(claim.as_str().expect("fixture value")).is_none(),
+                "{name}: claim {claim} present"
+            );
         }
     }
 }
@@ -84,22 +87,22 @@ async fn authenticate_answers_mean_the_same_in_every_host() {
 fn config_mistakes_get_the_same_code_in_every_host() {
     let dir = TempDir::new();
     let secret_file = dir.write("hmac.secret", SECRET);
-    let secret_file = secret_file.to_str().unwrap();
-    for case in fixture("config_errors.json")["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let input = match case["input"].as_str().unwrap() {
+    let secret_file = secret_file.to_str().expect("fixture value");
+    for case in fixture("config_errors.json")["cases"].as_array().expect("fixture value") {
+        let name = case["name"].as_str().expect("fixture value");
+        let input = match case["input"].as_str().expect("fixture value") {
             "value" => {
                 let text = case["config"].to_string().replace("{secret_file}", secret_file);
                 ConfigInput::Text(text)
             }
-            "text" => ConfigInput::text_or_path(case["text"].as_str().unwrap()),
-            "path" => ConfigInput::Path(case["path"].as_str().unwrap().into()),
+            "text" => ConfigInput::text_or_path(case["text"].as_str().expect("fixture value")),
+            "path" => ConfigInput::Path(case["path"].as_str().expect("fixture value").into()),
             other => panic!("{name}: unknown input {other}"),
         };
         let error = input.load().err().unwrap_or_else(|| panic!("{name}: loaded"));
-        assert_eq!(error.code().name(), case["code"].as_str().unwrap(), "{name}: {error}");
-        for path in case["paths"].as_array().unwrap() {
-            assert!(error.to_string().contains(path.as_str().unwrap()), "{name}: {path} not in {error}");
+        assert_eq!(error.code().name(), case["code"].as_str().expect("fixture value"), "{name}: {error}");
+        for path in case["paths"].as_array().expect("fixture value") {
+            assert!(error.to_string().contains(path.as_str().expect("fixture value")), "{name}: {path} not in {error}");
         }
     }
 }

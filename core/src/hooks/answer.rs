@@ -164,7 +164,7 @@ mod tests {
 
     fn identity() -> Identity {
         let claims: Map<String, Value> =
-            serde_json::from_value(json!({"sub": "alice", "tenant": "acme", "plan": "free"})).unwrap();
+            serde_json::from_value(json!({"sub": "alice", "tenant": "acme", "plan": "free"})).expect("fixture value");
         Identity {
             subject: "alice".into(),
             roles: vec!["user".into()],
@@ -209,8 +209,8 @@ mod tests {
         let answer = AuthenticateAnswer::from_json(json!({
             "scopes": ["write"], "claims": {"plan": "pro", "tenant": null, "team": "blue"}
         }))
-        .unwrap();
-        let updated = answer.apply(identity()).unwrap();
+        .expect("fixture value");
+        let updated = answer.apply(identity()).expect("fixture value");
         assert_eq!(updated.roles, vec!["user".to_string()], "roles absent: kept");
         assert_eq!(updated.scopes, vec!["write".to_string()], "scopes present: replaced");
         assert_eq!(updated.claims.get("plan"), Some(json!("pro")));
