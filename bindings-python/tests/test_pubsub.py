@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List
 
 import pytest
 from conftest import Client, Mint, url
@@ -71,13 +71,14 @@ def test_revoke_takes_exactly_one_selector(server: wsguard.Server) -> None:
 
 
 def test_argument_mistakes_are_invalid_argument_from_the_core(server: wsguard.Server) -> None:
-    for mistake in [
+    mistakes: List[Callable[[], object]] = [
         lambda: server.disconnect(session_id=1, user="a"),
         lambda: server.ban(ip="not-an-ip", secs=1),
         lambda: server.ban(user="a", secs=-1),
         lambda: server.ban(user="a", secs=float("nan")),
         lambda: server.lift_ban(),
-    ]:
+    ]
+    for mistake in mistakes:
         with pytest.raises(wsguard.InvalidArgumentError) as caught:
             mistake()
         assert (caught.value.code, caught.value.code_name) == (9004, "invalid_argument")
