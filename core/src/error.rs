@@ -136,7 +136,7 @@ error_codes! {
     HandshakeRateLimited = 2011, "handshake_rate_limited", [http(429)], "The client IP exceeded `limits.handshakes_per_ip_per_sec`.";
     TlsHandshakeFailed = 2012, "tls_handshake_failed", [unanswered("")], "The TLS handshake failed.";
     BadForwardedHeader = 2013, "bad_forwarded_header", [http(400)], "A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.";
-    RejectedByHook = 2014, "rejected_by_hook", [http(403)], "The `authenticate` hook refused the connection.";
+    RejectedByHook = 2014, "rejected_by_hook", [http(403), violation("`refresh`")], "The `authenticate` hook refused the connection (or, at a `refresh`, the new token).";
     SubprotocolRequired = 2015, "subprotocol_required", [http(400)], "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
     ShuttingDown = 2016, "shutting_down", [http(503)], "The server is shutting down and accepts no new sessions.";
     ReplayCacheFull = 2017, "replay_cache_full", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
@@ -168,7 +168,7 @@ error_codes! {
     PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`")], "The payload nests deeper than `limits.max_payload_depth`.";
     UnknownMethod = 4008, "unknown_method", [violation("`rpc`")], "The RPC method is not declared in `[[rpc]]` (refused before any host code runs).";
     RpcFailed = 4009, "rpc_failed", [benign("`rpc`")], "The RPC handler failed (the message is the handler's) or panicked, or no handler is registered for a declared method.";
-    HookTimeout = 4010, "hook_timeout", [benign("`subscribe`, `publish`, `rpc`"), http(503)], "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake (`authenticate`) it is answered 503.";
+    HookTimeout = 4010, "hook_timeout", [benign("`subscribe`, `publish`, `rpc`, `refresh`"), http(503)], "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake (`authenticate`) it is answered 503.";
     RateLimited = 4011, "rate_limited", [violation("any frame")], "A message rate (connection, bytes, user or channel) was exceeded; the frame was not processed. The reply carries `retry_after_ms`.";
     Replay = 4012, "replay", [violation("any frame")], "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
     PayloadInvalid = 4013, "payload_invalid", [violation("`publish`, `rpc`")], "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
@@ -238,7 +238,7 @@ pub enum Error {
     },
     /// A token could not be minted.
     #[error("cannot mint token: {0}")]
-    TokenMint(String),
+    TokenMint(#[from] crate::auth::MintError),
 }
 
 impl Error {

@@ -180,9 +180,13 @@ pub(crate) struct HookRunner {
 }
 
 /// Why a hook call did not produce an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HookFailure {
+    /// No answer within the time box (`hooks.timeout_secs`, `limits.rpc_timeout_secs`).
+    #[error("the hook did not answer in time")]
     TimedOut,
+    /// The hook panicked (or its future did); caught, never propagated.
+    #[error("the hook panicked")]
     Panicked,
 }
 
@@ -191,6 +195,34 @@ impl HookFailure {
         match self {
             HookFailure::TimedOut => ErrorCode::HookTimeout,
             HookFailure::Panicked => ErrorCode::RpcFailed,
+        }
+    }
+}
+
+/// Why the `authenticate` hook refused a handshake (fail closed: anything but an identity with
+/// the same `sub`, in time, is a refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AuthenticateRefusal {
+    /// The host denied, with its reason (for logs and events only).
+    #[error("{0}")]
+    Denied(String),
+    /// The hook returned an identity with another `sub`.
+    #[error("authenticate hook changed the subject")]
+    ChangedSubject,
+    /// The hook did not answer within `hooks.timeout_secs`.
+    #[error("authenticate hook timed out")]
+    TimedOut,
+    /// The hook panicked.
+    #[error("authenticate hook panicked")]
+    Panicked,
+}
+
+impl AuthenticateRefusal {
+    /// `hook_timeout` (503) for a hook that did not answer, `rejected_by_hook` (403) otherwise.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            AuthenticateRefusal::TimedOut => ErrorCode::HookTimeout,
+            _ => ErrorCode::RejectedByHook,
         }
     }
 }
@@ -246,15 +278,13 @@ impl HookRunner {
         &self,
         info: HandshakeInfo,
         identity: Identity,
-    ) -> Result<Identity, (ErrorCode, String)> {
+    ) -> Result<Identity, AuthenticateRefusal> {
         if !self.has_host_hooks {
             return Ok(identity);
         }
         let original = identity.clone();
         match self.run("authenticate", |h| h.authenticate(info, identity)).await {
-            Ok(Ok(identity)) if identity.subject != original.subject => {
-                Err((ErrorCode::RejectedByHook, "authenticate hook changed the subject".into()))
-            }
+            Ok(Ok(identity)) if identity.subject != original.subject => Err(AuthenticateRefusal::ChangedSubject),
             Ok(Ok(mut identity)) => {
                 identity.expires_at = original.expires_at;
                 identity.issued_at = original.issued_at;
@@ -271,9 +301,9 @@ impl HookRunner {
                 identity.claims = claims.into();
                 Ok(identity)
             }
-            Ok(Err(message)) => Err((ErrorCode::RejectedByHook, message)),
-            Err(HookFailure::TimedOut) => Err((ErrorCode::HookTimeout, "authenticate hook timed out".into())),
-            Err(HookFailure::Panicked) => Err((ErrorCode::RejectedByHook, "authenticate hook panicked".into())),
+            Ok(Err(message)) => Err(AuthenticateRefusal::Denied(message)),
+            Err(HookFailure::TimedOut) => Err(AuthenticateRefusal::TimedOut),
+            Err(HookFailure::Panicked) => Err(AuthenticateRefusal::Panicked),
         }
     }
 

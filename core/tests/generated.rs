@@ -132,10 +132,22 @@ fn registry_table() -> String {
     table
 }
 
+/// PROTOCOL.md §1 "Status by code": every handshake refusal status and its codes.
+fn refusal_statuses() -> String {
+    let mut by_status: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for code in ErrorCode::ALL {
+        if let Some(status) = code.http_status() {
+            by_status.entry(status.as_u16()).or_default().push(format!("`{}`", code.name()));
+        }
+    }
+    by_status.into_iter().map(|(status, codes)| format!("- {status}: {}.\n", codes.join(", "))).collect()
+}
+
 #[test]
 fn protocol_doc_generated_tables_are_current() {
     const PROTOCOL: &str = "docs/PROTOCOL.md";
     let mut text = doc(PROTOCOL);
+    text = with_region(PROTOCOL, &text, "refusal-statuses", &refusal_statuses());
     text = with_region(PROTOCOL, &text, "reply-errors", &reply_error_table());
     text = with_region(PROTOCOL, &text, "benign-replies", &benign_replies());
     text = with_region(PROTOCOL, &text, "registry", &registry_table());

@@ -7,6 +7,7 @@ mod connection;
 mod embedded;
 mod handle;
 mod live;
+mod reload;
 mod tls;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{ServerConfig, TlsConfig};
 pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
+pub use reload::ReloadError;
 
 use crate::auth::{JtiCache, KeyMaterial, RevocationList};
 use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};

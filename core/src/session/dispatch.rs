@@ -152,11 +152,7 @@ impl Session {
                 let frame = ServerFrame::Message { channel: &channel, payload: &payload }.encode();
                 self.env.hub.publish(&channel, &frame);
                 if let Err(why) = self.env.cluster.publish(&channel, &frame).await {
-                    return Err(refuse(
-                        id,
-                        ErrorCode::BrokerUnavailable,
-                        format!("{why}: delivered to subscribers on this node only"),
-                    ));
+                    return Err(refuse(id, why.code(), format!("{why}: delivered to subscribers on this node only")));
                 }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
@@ -294,7 +290,7 @@ impl Session {
             .hooks
             .authenticate(self.info.clone(), identity)
             .await
-            .map_err(|(code, message)| refuse(id, code, message))?;
+            .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
         if let Some(cache) = &self.env.jti_cache {
             cache.use_once(&identity).map_err(|refusal| match refusal {
