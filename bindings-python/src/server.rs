@@ -307,7 +307,7 @@ impl PyServer {
         let config = config::parse(config)?;
         let handle = self.inner.handle(py)?;
         let applied = config.clone();
-        py.detach(|| handle.reload(config)).map_err(|e| crate::errors::config_error(py, &e))?;
+        py.detach(|| handle.reload(config)).map_err(|e| crate::errors::to_py(py, e.into()))?;
         *self.inner.config.lock().unwrap_or_else(PoisonError::into_inner) = applied;
         Ok(())
     }

@@ -56,8 +56,8 @@ pub mod session;
 
 pub use auth::Identity;
 pub use config::{Config, ConfigError, ConfigProblem};
-pub use error::{Error, ErrorCode};
+pub use error::{Error, ErrorCode, Surface};
 pub use hooks::{Hooks, NoHooks};
 pub use observe::{Event, StatsSnapshot};
-pub use server::{EmbeddedServer, Server, ServerBuilder, ServerHandle, check_config};
+pub use server::{EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, check_config};
 pub use session::Disconnect;

@@ -11,7 +11,7 @@ use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-use wsguard::{ConfigError, Error, ErrorCode};
+use wsguard::{ConfigError, Error, ErrorCode, ReloadError};
 
 /// The return code of every fallible function: `WSG_OK` (0) on success, otherwise the number of
 /// a core error code (1xxx config, 2xxx handshake, 3xxx authentication, 4xxx per-message,
@@ -206,6 +206,13 @@ impl From<ConfigError> for Failure {
     }
 }
 
+impl From<ReloadError> for Failure {
+    /// A refused configuration gives the same message as `From<ConfigError>`.
+    fn from(error: ReloadError) -> Self {
+        Failure::new(error.code().number(), error.to_string())
+    }
+}
+
 thread_local! {
     /// The message of the last failure on this thread, NUL-terminated for C.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
@@ -357,6 +364,38 @@ mod tests {
             let define = format!("#define WSG_{} {number}", ffi_name.to_ascii_uppercase());
             assert!(header.lines().any(|l| l.trim_end() == define), "include/wsguard.h lacks `{define}`");
         }
+    }
+
+    /// The other direction: every result constant in the header (between `WSG_OK` and the C ABI's
+    /// 9xxx block) is a core code with the same number and name, so a code renumbered or removed
+    /// in the core registry cannot leave a stale constant behind. (The constants are hand-written
+    /// because cbindgen does not expand `macro_rules!` on a stable toolchain.)
+    #[test]
+    fn header_result_constants_are_all_core_codes() {
+        let header = include_str!("../../include/wsguard.h");
+        let mut results = 0;
+        let mut in_results = false;
+        for line in header.lines() {
+            let mut words = line.split_whitespace();
+            let (Some("#define"), Some(name), Some(value)) = (words.next(), words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = value.parse::<wsg_result>() else { continue };
+            in_results = match name {
+                "WSG_OK" => true,
+                _ if number >= 9000 => false,
+                _ => in_results,
+            };
+            if !in_results || number == WSG_OK {
+                continue;
+            }
+            let code = ErrorCode::from_number(number);
+            assert!(code.is_some(), "include/wsguard.h: {name} = {number} is not a core code");
+            let expected = code.map(|c| format!("WSG_{}", c.name().to_ascii_uppercase()));
+            assert_eq!(expected.as_deref(), Some(name), "include/wsguard.h: {name} = {number}");
+            results += 1;
+        }
+        assert_eq!(results, ErrorCode::ALL.len(), "one constant per core code");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   it reconnects or another node announces itself, so a node that missed them catches up.
 
 mod config;
+mod error;
 mod nats;
 mod quota;
 mod redis;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use config::read_password;
 pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
+pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 use wire::{Control, ControlEnvelope, Subjects};
 
@@ -51,7 +53,7 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// up and hands what arrives to the [`Link`].
 pub(crate) trait Broker: Send + Sync {
     /// Publishes `payload` on `subject`; resolves once the broker accepted it.
-    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), String>>;
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// Runs until `link.shutdown` is cancelled: connect (retrying with backoff), subscribe to the
     /// control subject and to every channel of interest, forward what arrives, reconnect.
     fn run(self: Arc<Self>, link: Arc<Link>) -> BoxFuture<'static, ()>;
@@ -61,7 +63,7 @@ pub(crate) trait Broker: Send + Sync {
 struct MemoryBroker;
 
 impl Broker for MemoryBroker {
-    fn publish(&self, _subject: String, _payload: Bytes) -> BoxFuture<'static, Result<(), String>> {
+    fn publish(&self, _subject: String, _payload: Bytes) -> BoxFuture<'static, Result<(), BrokerError>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -507,7 +509,7 @@ impl Cluster {
 
     /// Sends an already-delivered-locally `message` frame to the other nodes and waits for the
     /// broker's confirmation. An error means the other nodes did not get it.
-    pub(crate) async fn publish(&self, channel: &str, frame: &str) -> Result<(), &'static str> {
+    pub(crate) async fn publish(&self, channel: &str, frame: &str) -> Result<(), PublishError> {
         if self.link.kind == BrokerKind::Memory {
             return Ok(());
         }
@@ -520,11 +522,11 @@ impl Cluster {
             Ok(Err(e)) => {
                 self.stats.record_broker_error("publish");
                 tracing::debug!(target: "wsguard::cluster", error = %e, "publish failed");
-                Err("the broker refused the publication")
+                Err(PublishError::Refused(e))
             }
             Err(_) => {
                 self.stats.record_broker_error("publish");
-                Err("the broker did not confirm the publication in time")
+                Err(PublishError::TimedOut)
             }
         }
     }
@@ -533,10 +535,10 @@ impl Cluster {
         &self,
         channel: &str,
         frame: &str,
-    ) -> Result<BoxFuture<'static, Result<(), String>>, &'static str> {
+    ) -> Result<BoxFuture<'static, Result<(), BrokerError>>, PublishError> {
         if !self.link.is_connected() {
             self.stats.record_broker_error("publish");
-            return Err("the broker is unreachable");
+            return Err(PublishError::Unreachable);
         }
         let payload = wire::encode_publication(&self.link.node_id, now_ms(), frame);
         Ok(self.broker.publish(self.link.subjects.channel(channel), payload.into()))
@@ -544,7 +546,7 @@ impl Cluster {
 
     /// The host's publish: like [`Cluster::publish`] but without waiting (the host API is
     /// synchronous); fails at once only when the broker is known to be unreachable.
-    pub(crate) fn publish_detached(self: &Arc<Self>, channel: &str, frame: &str) -> Result<(), &'static str> {
+    pub(crate) fn publish_detached(self: &Arc<Self>, channel: &str, frame: &str) -> Result<(), PublishError> {
         if self.link.kind == BrokerKind::Memory {
             return Ok(());
         }

@@ -26,10 +26,39 @@ pub(crate) struct HookRunner {
 }
 
 /// Why a hook call did not produce an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HookFailure {
+    /// No answer within the time box (`hooks.timeout_secs`, `limits.rpc_timeout_secs`).
+    #[error("the hook did not answer in time")]
     TimedOut,
+    /// The hook panicked (or its future did); caught, never propagated.
+    #[error("the hook panicked")]
     Panicked,
+}
+
+/// Why the `authenticate` hook refused a handshake or a refresh (fail closed: anything but an
+/// allowing answer, in time, is a refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AuthenticateRefusal {
+    /// The host denied, or its answer was invalid; the reason is for logs and events only.
+    #[error("{0}")]
+    Denied(String),
+    /// The hook did not answer within `hooks.timeout_secs`.
+    #[error("authenticate hook timed out")]
+    TimedOut,
+    /// The hook panicked.
+    #[error("authenticate hook panicked")]
+    Panicked,
+}
+
+impl AuthenticateRefusal {
+    /// `hook_timeout` (503) for a hook that did not answer, `rejected_by_hook` (403) otherwise.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            AuthenticateRefusal::TimedOut => ErrorCode::HookTimeout,
+            _ => ErrorCode::RejectedByHook,
+        }
+    }
 }
 
 impl HookFailure {
@@ -93,7 +122,7 @@ impl HookRunner {
         &self,
         info: HandshakeInfo,
         identity: Identity,
-    ) -> Result<Identity, (ErrorCode, String)> {
+    ) -> Result<Identity, AuthenticateRefusal> {
         if !self.has_host_hooks {
             return Ok(identity);
         }
@@ -101,15 +130,11 @@ impl HookRunner {
         let asked = Arc::clone(&identity);
         let answer = match self.run("authenticate", |h| h.authenticate(info, asked)).await {
             Ok(answer) => answer,
-            Err(HookFailure::TimedOut) => {
-                return Err((ErrorCode::HookTimeout, "authenticate hook timed out".into()));
-            }
-            Err(HookFailure::Panicked) => {
-                return Err((ErrorCode::RejectedByHook, "authenticate hook panicked".into()));
-            }
+            Err(HookFailure::TimedOut) => return Err(AuthenticateRefusal::TimedOut),
+            Err(HookFailure::Panicked) => return Err(AuthenticateRefusal::Panicked),
         };
         let original = Arc::unwrap_or_clone(identity);
-        let updated = answer.apply(original.clone()).map_err(|reason| (ErrorCode::RejectedByHook, reason))?;
+        let updated = answer.apply(original.clone()).map_err(AuthenticateRefusal::Denied)?;
         Ok(keep_token_facts(&original, updated))
     }
 

@@ -93,13 +93,24 @@ async fn accept_tls(
 }
 
 fn reject_silently(core: &Core, peer: SocketAddr, code: ErrorCode, detail: String) {
-    core.stats.record_handshake(Some(code.name()));
+    record_refusal(
+        core,
+        &Refused { rejection: Rejection::new(code, detail).silent(), client_ip: peer.ip(), origin: None },
+    );
+}
+
+/// Records a refused handshake, the one place that does: the `wsguard_handshakes_total` counter
+/// and the `HandshakeRejected` event (which is also the log line). The status is 0 when nothing
+/// is written to the client.
+pub(super) fn record_refusal(core: &Core, refused: &Refused) {
+    let rejection = &refused.rejection;
+    core.stats.record_handshake(Some(rejection.code().name()));
     core.events.emit(Event::HandshakeRejected {
-        client_ip: peer.ip(),
-        status: 0,
-        code: code.name(),
-        detail,
-        origin: None,
+        client_ip: refused.client_ip,
+        status: if rejection.is_silent() { 0 } else { rejection.status().as_u16() },
+        code: rejection.code().name(),
+        detail: rejection.detail().to_string(),
+        origin: refused.origin.clone(),
     });
 }
 
@@ -163,15 +174,8 @@ where
             return None;
         }
         Err(refused) => {
+            record_refusal(core, &refused);
             let rejection = &refused.rejection;
-            core.stats.record_handshake(Some(rejection.code().name()));
-            core.events.emit(Event::HandshakeRejected {
-                client_ip: refused.client_ip,
-                status: if rejection.is_silent() { 0 } else { rejection.status().as_u16() },
-                code: rejection.code().name(),
-                detail: rejection.detail().to_string(),
-                origin: refused.origin.clone(),
-            });
             if !rejection.is_silent() {
                 let write = async {
                     stream.write_all(&rejection.to_response()).await?;

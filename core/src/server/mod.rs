@@ -7,6 +7,7 @@ mod connection;
 mod embedded;
 mod handle;
 mod live;
+mod reload;
 mod tls;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{ServerConfig, TlsConfig};
 pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
+pub use reload::ReloadError;
 
 use crate::auth::{JtiCache, KeyMaterial, RevocationList};
 use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
@@ -387,18 +389,15 @@ async fn upkeep(shared: Arc<Shared>) {
 }
 
 /// Too many handshakes in flight: answer 503 without spending a task on it. The socket is fresh,
-/// so a short non-blocking write fits in its send buffer.
+/// so a short non-blocking write fits in its send buffer. Over TLS nothing can be written before
+/// the TLS handshake, so the connection is only closed.
 fn refuse_overload(core: &Core, live: &Live, tcp: &tokio::net::TcpStream, peer: SocketAddr) {
     let rejection = crate::handshake::Rejection::new(ErrorCode::ServerFull, "max_pending_handshakes reached");
-    if live.tls.is_none() {
+    let rejection = if live.tls.is_none() {
         let _ = tcp.try_write(&rejection.to_response());
-    }
-    core.stats.record_handshake(Some(rejection.code().name()));
-    core.events.emit(Event::HandshakeRejected {
-        client_ip: peer.ip(),
-        status: rejection.status().as_u16(),
-        code: rejection.code().name(),
-        detail: rejection.detail().to_string(),
-        origin: None,
-    });
+        rejection
+    } else {
+        rejection.silent()
+    };
+    connection::record_refusal(core, &crate::handshake::Refused { rejection, client_ip: peer.ip(), origin: None });
 }

@@ -1,6 +1,7 @@
 //! Turns one client frame into its effect and its replies. Every refusal is an `error` reply with
-//! a stable code, counted, reported as an event and, for the codes that signal a misbehaving
-//! client, recorded as a violation; the session stays open until the violations exceed the limit.
+//! a stable code, counted, reported as an event and, for the codes the error registry marks as
+//! violations (`ErrorCode::is_violation`), recorded as a violation; the session stays open until
+//! the violations exceed the limit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,19 +50,6 @@ fn rate_limited(id: Option<u64>, scope: &'static str, wait: Duration, rule: Opti
     }
 }
 
-/// Codes that mean the client misbehaved (as opposed to a host failure or a benign no-op).
-fn is_violation(code: ErrorCode) -> bool {
-    !matches!(
-        code,
-        ErrorCode::NotSubscribed
-            | ErrorCode::RpcFailed
-            | ErrorCode::HookTimeout
-            | ErrorCode::TooManySubscriptions
-            | ErrorCode::ReplayCacheFull
-            | ErrorCode::BrokerUnavailable
-    )
-}
-
 impl Session {
     /// Handles one text frame.
     pub(crate) async fn handle_text(&mut self, text: &str) -> Outcome {
@@ -103,7 +91,7 @@ impl Session {
                 }
                 .encode();
                 let disconnect =
-                    (is_violation(error.code) && self.record_violation()).then_some(Disconnect::PolicyViolation);
+                    (error.code.is_violation() && self.record_violation()).then_some(Disconnect::PolicyViolation);
                 Outcome { frames: vec![frame], disconnect }
             }
         }
@@ -164,11 +152,7 @@ impl Session {
                 let frame = ServerFrame::Message { channel: &channel, payload: &payload }.encode();
                 self.env.hub.publish(&channel, &frame);
                 if let Err(why) = self.env.cluster.publish(&channel, &frame).await {
-                    return Err(refuse(
-                        id,
-                        ErrorCode::BrokerUnavailable,
-                        format!("{why}: delivered to subscribers on this node only"),
-                    ));
+                    return Err(refuse(id, why.code(), format!("{why}: delivered to subscribers on this node only")));
                 }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
@@ -306,7 +290,7 @@ impl Session {
             .hooks
             .authenticate(self.info.clone(), identity)
             .await
-            .map_err(|(code, message)| refuse(id, code, message))?;
+            .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
         if let Some(cache) = &self.env.jti_cache {
             cache.use_once(&identity).map_err(|refusal| match refusal {
