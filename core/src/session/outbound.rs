@@ -1,7 +1,9 @@
 //! What the session writes without a client message asking for it: the deliveries its outbox
 //! holds, and the `unsubscribed` notices after a policy reload.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Context;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -14,24 +16,31 @@ const WRITE_BATCH: usize = 64;
 impl Session {
     /// Writes what the outbox holds, up to [`WRITE_BATCH`] frames with one flush. An outbox that
     /// overflowed, before or during the write, ends the session as a slow consumer.
-    pub(super) async fn deliver<S>(&mut self, conn: &mut Connection<S>) -> Result<(), Disconnect>
+    // The session loop holds this future inline, in every connection's task.
+    #[allow(clippy::manual_async_fn, reason = "the async fn form doubles the arguments in the future")]
+    pub(super) fn deliver<'a, S>(
+        &'a mut self,
+        conn: &'a mut Connection<S>,
+    ) -> impl Future<Output = Result<(), Disconnect>> + 'a
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let batch = conn.batch();
-        if self.outbox.drain_into(WRITE_BATCH, batch).is_err() {
-            return Err(Disconnect::SlowConsumer);
+        async move {
+            let batch = conn.batch();
+            if self.outbox.drain_into(WRITE_BATCH, batch).is_err() {
+                return Err(Disconnect::SlowConsumer);
+            }
+            let count = batch.len() as u64;
+            if count == 0 {
+                // Woken by a push whose frame an earlier drain already took.
+                return Ok(());
+            }
+            self.traffic.messages_out += count;
+            let overflowed = |cx: &mut Context<'_>| self.outbox.poll_overflowed(cx);
+            conn.write_deliveries(overflowed, self.env.limits.write_timeout).await?;
+            self.env.stats.record_messages_out(true, count);
+            Ok(())
         }
-        let count = batch.len() as u64;
-        if count == 0 {
-            // Woken by a push whose frame an earlier drain already took.
-            return Ok(());
-        }
-        self.traffic.messages_out += count;
-        let outbox = &self.outbox;
-        conn.write_deliveries(|cx| outbox.poll_overflowed(cx), self.env.limits.write_timeout).await?;
-        self.env.stats.record_messages_out(true, count);
-        Ok(())
     }
 
     /// After a policy reload: re-authorizes every subscription and writes the `unsubscribed`

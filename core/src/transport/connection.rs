@@ -162,17 +162,23 @@ where
     /// poll; only a write that has to wait is bounded by `limit` and raced against `overflowed`
     /// (the outbox's `poll_overflowed`): a stalled client must not hide its overflow behind the
     /// write timeout.
-    pub(crate) async fn write_deliveries(
-        &mut self,
-        overflowed: impl FnMut(&mut Context<'_>) -> Poll<()>,
+    // The session loop holds this future inline, in every connection's task.
+    #[allow(clippy::manual_async_fn, reason = "the async fn form doubles the arguments in the future")]
+    pub(crate) fn write_deliveries<'a>(
+        &'a mut self,
+        overflowed: impl FnMut(&mut Context<'_>) -> Poll<()> + 'a,
         limit: Duration,
-    ) -> Result<(), Disconnect> {
-        let Connection { ws, batch, is_mid_frame, .. } = self;
-        let mut write = WriteFrames::new(ws, batch);
-        match poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await {
-            Poll::Ready(written) => written.map_err(|e| Disconnect::from_ws_error(&e)),
+    ) -> impl Future<Output = Result<(), Disconnect>> + 'a {
+        async move {
+            let mut write = WriteFrames::new(&mut self.ws, &mut self.batch);
+            {
+                let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await;
+                if let Poll::Ready(written) = first {
+                    return written.map_err(|e| Disconnect::from_ws_error(&e));
+                }
+            }
             // Boxed: rare, and inline it would be the largest state of the session's future.
-            Poll::Pending => Box::pin(finish_delivery(write, overflowed, limit, is_mid_frame)).await,
+            Box::pin(finish_delivery(write, overflowed, limit, &mut self.is_mid_frame)).await
         }
     }
 
