@@ -1,9 +1,9 @@
 //! One task per connection, the protocol side of it: read -> size caps (in the transport) ->
 //! rates -> decode -> replay check -> policy -> hook -> dispatch, with the outbox drained, pings
 //! sent and the token's expiry and revocations watched in the same loop. The session decides;
-//! every byte goes through its [`Connection`](crate::transport::Connection) (the transport's
-//! module docs explain the polling and the memory techniques the loop relies on). The session owns
-//! its subscriptions and gives every one of them back to the hub on every exit path.
+//! every byte goes through its `transport::Connection` (the transport's module docs explain the
+//! polling and the memory techniques the loop relies on). The session owns its subscriptions and
+//! gives every one of them back to the hub on every exit path.
 
 mod dispatch;
 mod inbound;
@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +113,6 @@ where
     // and a field moved from a captured value into a local would hold both slots.
     let (mut session, held) = Session::new(start, env);
     async move {
-        let started = Instant::now();
         let control = session.open();
         // One timer for every deadline (`Timers`), and one wait for everything from outside the
         // session (its control: shutdown, revocations, reloads, disconnect requests). Both are
@@ -186,6 +184,6 @@ where
         session.leave();
         conn.close(disconnect).await;
         drop(held);
-        session.report_closed(disconnect, started);
+        session.report_closed(disconnect);
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Session {
     client_ip: IpAddr,
     pub(super) timers: Timers,
     pub(super) traffic: Traffic,
+    /// When the session started (its duration is reported when it ends).
+    started: Instant,
 }
 
 /// A session's message counts, reported when it closes.
@@ -43,7 +45,9 @@ pub(super) struct Traffic {
 }
 
 impl Session {
-    /// The state of an admitted connection (`start`, less what the handshake holds for it).
+    /// The state of an admitted connection, starting now, and what the handshake holds for it
+    /// (quota slots and the connection permit, released when the session ends; not in the
+    /// session, which `dispatch` shares across awaits and must therefore be `Sync`).
     pub(super) fn new(start: SessionStart, env: Arc<SessionEnv>) -> (Session, Box<dyn Send>) {
         let SessionStart { id, identity, client_ip, held, info } = start;
         let limits = &env.limits;
@@ -61,6 +65,7 @@ impl Session {
             info,
             client_ip,
             traffic: Traffic::default(),
+            started: Instant::now(),
             env,
         };
         (session, held)
@@ -151,9 +156,10 @@ impl Session {
         self.env.registry.remove(self.id);
     }
 
-    /// Reports the session closed, `started` being when it opened.
-    pub(super) fn report_closed(&self, disconnect: Disconnect, started: Instant) {
-        let duration_secs = started.elapsed().as_secs_f64();
+    /// Reports the session closed (after [`Session::leave`], the close handshake and the release
+    /// of what the handshake held).
+    pub(super) fn report_closed(&self, disconnect: Disconnect) {
+        let duration_secs = self.started.elapsed().as_secs_f64();
         self.env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
         self.env.events.emit(Event::SessionClosed {
             session_id: self.id,

@@ -33,7 +33,9 @@ pub(crate) enum Inbound {
 
 /// A data message's payload.
 pub(crate) enum Data {
+    /// A text message.
     Text(Utf8Bytes),
+    /// A binary message (what it means is the session's decision).
     Binary(Bytes),
 }
 
