@@ -173,6 +173,7 @@ where
     ) -> impl Future<Output = Result<(), Disconnect>> + 'a {
         async move {
             let mut write = WriteFrames::new(&mut self.ws, &mut self.batch);
+            // Scoped, so that the first attempt's result is not kept across the await below.
             {
                 let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await;
                 if let Poll::Ready(written) = first {
