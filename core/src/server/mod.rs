@@ -1,7 +1,6 @@
 //! `Server` (bind, accept loop, graceful shutdown, upkeep) and the state shared by its tasks. The
 //! control surface for hosts is `ServerHandle` (handle.rs); the reloadable part is in live.rs.
 
-mod burst;
 mod config;
 mod connection;
 mod embedded;

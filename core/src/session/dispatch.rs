@@ -300,9 +300,7 @@ impl Session {
         }
         let identity = Arc::new(identity);
         let mut frames = self.reauthorize(&identity).await;
-        self.identity = identity;
-        // The registry shares the identity: it must not keep the old one alive.
-        self.env.registry.update_identity(self.id, &self.identity);
+        self.set_identity(identity);
         frames.push(ServerFrame::Ack { id }.encode());
         Ok(frames)
     }
