@@ -100,11 +100,19 @@ test('revoke by subject and by time', async () => {
 
 /** Resolves with the next event of `kind` for `user`. */
 function nextEvent(kind, user) {
+  return nextEvents(kind, user, 1).then(([event]) => event)
+}
+
+/** Resolves with the next `count` events of `kind` for `user`. */
+function nextEvents(kind, user, count) {
   return new Promise((resolve) => {
+    const seen = []
     const listener = (event) => {
       if (event.user !== user) return
+      seen.push(event)
+      if (seen.length < count) return
       server.off(kind, listener)
-      resolve(event)
+      resolve(seen)
     }
     server.on(kind, listener)
   })
@@ -121,8 +129,11 @@ test('disconnect by session id and by user closes with 4001', async () => {
   await closed
   assert.throws(() => server.disconnect(sessionId), { code: 'unknown_session', errno: 5004 })
 
+  // The client sees its 101 a moment before the server has registered the session: wait for both.
+  const bothOpened = nextEvents('session_opened', 'carol', 2)
   const a = await connect(server.port, mintToken(secret, { sub: 'carol' }))
   const b = await connect(server.port, mintToken(secret, { sub: 'carol' }))
+  await bothOpened
   assert.equal(server.disconnect({ user: 'carol' }), 2)
   assert.equal((await a.closed).code, 4001)
   assert.equal((await b.closed).code, 4001)
