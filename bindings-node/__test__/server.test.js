@@ -128,6 +128,7 @@ test('disconnect by session id and by user closes with 4001', async () => {
   // Once the server has finished the session, its id is unknown.
   await closed
   assert.throws(() => server.disconnect(sessionId), { code: 'unknown_session', errno: 5004 })
+  assert.throws(() => server.disconnect(-1), { code: 'invalid_argument', errno: 9004 })
 
   // The client sees its 101 a moment before the server has registered the session: wait for both.
   const bothOpened = nextEvents('session_opened', 'carol', 2)

@@ -9,8 +9,9 @@
 //! in `hooks.rs` turns it into the core's fail-closed answer.
 //!
 //! Calls are queued with `NonBlocking` on an unbounded threadsafe-function queue: the core's
-//! threads never wait for Node's event loop to accept a call, and Node's thread never waits for
-//! Rust. Backpressure is the core's (its time boxes and its one bounded event queue).
+//! threads never wait for Node's event loop to accept a call, and the JavaScript side of a call
+//! never waits for the core. Backpressure is the core's (its time boxes and its one bounded event
+//! queue).
 //!
 //! This module must not time calls out or decide anything: the core's dispatcher time-boxes every
 //! hook and drops the future when the time is up (a late answer is then discarded).
