@@ -11,6 +11,9 @@ import sys
 from collections import defaultdict
 
 BASE = "baseline-tt"
+# Servers in table order; `wsguard-before` is present when run.sh was given WSG_BEFORE (an older
+# binary measured side by side with the current one).
+LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard")
 
 
 def key(r):
@@ -68,7 +71,7 @@ def main(path):
             idle_rows.append(k)
             continue
         b = groups.get((k, BASE), [])
-        for label in (BASE, "baseline-fws", "wsguard"):
+        for label in LABELS:
             rows = groups.get((k, label), [])
             if not rows:
                 continue
@@ -87,7 +90,7 @@ def main(path):
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k in idle_rows:
             b = groups.get((k, BASE), [])
-            for label in (BASE, "baseline-fws", "wsguard"):
+            for label in LABELS:
                 rows = groups.get((k, label), [])
                 if not rows:
                     continue

@@ -4,6 +4,9 @@
 #
 #   bash bench/run.sh            # full run, ~6-8 min on the 2-core machine
 #   bash bench/run.sh --quick    # smoke run, < 2 min (1 repetition, 1 s windows, no 18k idle)
+#   WSG_BEFORE=/path/to/old/wsguard bash bench/run.sh
+#                                # also runs that binary as `wsguard-before`, side by side with the
+#                                # current one in every scenario (before/after of a change)
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined fanout-max fanout-rate
 #                                # handshake idle; "wss" selects the TLS ones)
@@ -24,6 +27,8 @@ else
   REPS=${REPS:-3}; SECS=${SECS:-4}; WARM=${WARM:-1}; BIG_IDLE=${BIG_IDLE:-18000}
 fi
 SERVERS=(baseline-tt baseline-fws wsguard)
+WSG_BEFORE=${WSG_BEFORE:-}
+if [[ -n $WSG_BEFORE ]]; then SERVERS+=(wsguard-before); fi
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
@@ -63,12 +68,14 @@ start_server() { # name -> sets SPID, URL
     baseline-fws)
       taskset -c "$SERVER_CPU" "$BIN/baseline_fws" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
       ;;
-    wsguard)
+    wsguard | wsguard-before)
       config="$(render_config $PORT)"
       if ((TLS)); then
         printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem" >>"$config"
       fi
-      taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
+      local binary=$WSG
+      [[ $1 == wsguard-before ]] && binary=$WSG_BEFORE
+      taskset -c "$SERVER_CPU" "$binary" serve --config "$config" >"$WORK/$1.log" 2>&1 &
       ;;
   esac
   SPID=$!
@@ -130,6 +137,7 @@ fi
 
 # Over TLS: wsguard against the TLS baseline (the same tokio-tungstenite baseline behind rustls).
 TLS=1; SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(baseline-tt wsguard)
+if [[ -n $WSG_BEFORE ]]; then SERVERS+=(wsguard-before); fi
 if want wss-echo; then echo "== wss: echo ping-pong" >&2; run_case echo --conns 50 --window 1; fi
 if want wss-fanout-rate; then echo "== wss: fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
 if want wss-handshake; then echo "== wss: handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi

@@ -12,8 +12,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** A wsguard server: hardened WebSocket pub/sub with JWT auth, channel policy and RPC. */
 export declare class Server {
   /**
-   * Loads and validates the configuration: an object, TOML or JSON text, or the path of an
-   * existing `.toml` / `.json` file. Throws every problem at once (`code` `config_*`).
+   * Loads and fully checks the configuration, secrets and key and certificate files included
+   * (the core's `ConfigInput::load`): an object, TOML or JSON text, or the path of a `.toml` /
+   * `.json` file. Throws every problem at once (`code` `config_*`).
    */
   constructor(config: Record<string, unknown> | string)
   /**
@@ -37,15 +38,22 @@ export declare class Server {
    */
   rpc(method: string, handler: (session: Record<string, any>, payload: Record<string, any>) => unknown): void
   /**
-   * Custom authentication after the token check (handshake and in-band refresh): `true`
-   * admits the identity as is, an identity object (`{ ...identity, roles }`) admits it
-   * enriched, anything else (or a throw) refuses the client with 403 `rejected_by_hook`.
+   * Custom authentication after the token check (handshake and in-band refresh). The answer
+   * is the core's `AuthenticateAnswer`: `true` admits the identity as is, `false` or
+   * `{ deny: reason }` refuses, `{ roles?, scopes?, claims? }` admits it updated (claims merged
+   * key by key, `null` removes one, registered claims refused). Anything else, or a throw,
+   * refuses the client with 403 `rejected_by_hook`.
    */
-  authenticate(handler: (identity: Record<string, any>, handshake: Record<string, any>) => unknown): void
+  authenticate(handler: (handshake: Record<string, any>, identity: Record<string, any>) => unknown): void
   /** Custom channel authorization after the core's rules: only an answer of `true` allows. */
   authorize(handler: (request: Record<string, any>) => boolean | Promise<boolean>): void
-  /** Receives every security and lifecycle event (the core's `Event`, as an object with `kind`). */
-  onEvent(listener: (event: Record<string, any>) => void): void
+  /**
+   * Receives every security and lifecycle event (the core's `Event`, as an object with `kind`),
+   * one at a time: the next one comes once the listener has returned and its returned Promise,
+   * if any, has settled (or `hooks.timeout_secs` passed). Events that do not fit the core's
+   * queue meanwhile (`hooks.event_queue_capacity`) are dropped and counted (`events_dropped`).
+   */
+  onEvent(listener: (event: Record<string, any>) => unknown): void
   /**
    * Publishes `payload` (an object) to every subscriber of `channel`; returns how many
    * sessions it was queued for. Throws `invalid_channel`, `invalid_frame`, `payload_too_deep`,
@@ -54,12 +62,13 @@ export declare class Server {
   publish(channel: string, payload: Record<string, unknown>): number
   /**
    * Closes one session (by id) or every session of a user with 4001; returns how many.
-   * Throws `unknown_session` for an id that is not open.
+   * Throws `unknown_session` for an id that is not open, `invalid_argument` for a negative id.
    */
   disconnect(target: number | DisconnectTarget): number
   /**
    * Revokes tokens: matching sessions close at once with 4501 and later handshakes and
-   * refreshes with a matching token are refused (`token_revoked`).
+   * refreshes with a matching token are refused (`token_revoked`). Throws `invalid_argument`
+   * unless exactly one field is given (`issuedBefore` a non-negative number of seconds).
    */
   revoke(target: RevokeTarget): void
   /** A snapshot of the server's counters (the core's `StatsSnapshot`, snake_case keys). */
@@ -83,10 +92,14 @@ export declare class Server {
    * Bans an IP or a user for `secs` seconds: new handshakes are refused with 403 `banned`
    * (open sessions stay open; combine with `disconnect()` or `revoke()` for that). A ban in
    * force is replaced. Returns whether it was applied (`false` for an IP in `abuse.exempt`).
-   * Throws `InvalidArg` for a malformed target or a negative or non-finite `secs`.
+   * Throws `invalid_argument` for a malformed target or a `secs` the core refuses (negative,
+   * not finite, longer than it can add to the clock).
    */
   ban(target: BanTarget, secs: number): boolean
-  /** Lifts the ban of an IP or a user (operator or automatic); returns whether there was one. */
+  /**
+   * Lifts the ban of an IP or a user (operator or automatic); returns whether there was one.
+   * Throws `invalid_argument` for a malformed target.
+   */
   liftBan(target: BanTarget): boolean
 }
 export type JsServer = Server

@@ -65,6 +65,12 @@
 #include <stdint.h>
 
 /**
+ * Where the `authenticate` callback may put a richer answer than allow/deny (opaque). Valid only
+ * during the callback that received it; never free it.
+ */
+typedef struct wsg_authenticate_answer wsg_authenticate_answer;
+
+/**
  * A parsed configuration (opaque). Created by `wsg_config_from_text` / `wsg_config_from_file`,
  * freed by `wsg_config_free`. Immutable: it may be read from several threads at once, and one
  * configuration may start several servers.
@@ -152,12 +158,17 @@ typedef struct wsg_handshake {
 
 /**
  * Decides a session after its token verified, at the handshake and again at each in-band
- * `refresh`: `WSG_DECISION_ALLOW` accepts, anything else refuses (HTTP 403 `rejected_by_hook` at
- * the handshake, a `rejected_by_hook` reply to a refresh). Time box: `hooks.timeout_secs` (then
+ * `refresh`, from what the handshake showed and the verified identity (`handshake`): the same
+ * arguments, in the same order, as in Rust, Python and Node. `WSG_DECISION_ALLOW` accepts, with
+ * roles, scopes or claims changed when the callback set an update with
+ * `wsg_authenticate_answer_set_json(answer, ...)`; anything else refuses (HTTP 403
+ * `rejected_by_hook` at the handshake, a `rejected_by_hook` reply to a refresh), as does an
+ * answer set to `false`, `{"deny": ...}` or an invalid one. Time box: `hooks.timeout_secs` (then
  * 503 `hook_timeout`).
  */
 typedef wsg_decision (*wsg_authenticate_callback)(void *user_data,
-                                                  const struct wsg_handshake *handshake);
+                                                  const struct wsg_handshake *handshake,
+                                                  struct wsg_authenticate_answer *answer);
 
 /**
  * What a session asks to do on a channel (`wsg_authorize_request.action`).
@@ -209,10 +220,13 @@ typedef void (*wsg_rpc_callback)(void *user_data, struct wsg_rpc_call *call);
 
 /**
  * Receives one security or lifecycle event as a JSON object with a `kind` field
- * (`session_opened`, `session_closed`, `handshake_rejected`, `message_rejected`,
- * `policy_dry_run_denied`); `event_json` is NUL-terminated, valid only during the callback.
- * Events arrive one at a time, in order, from a bounded queue that drops (and counts in
- * `events_dropped`) while the callback is slow.
+ * (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
+ * `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
+ * `broker_disconnected`, `policy_dry_run_denied`; docs/OPERATIONS.md lists their fields);
+ * `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
+ * in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
+ * until this callback returns (at most `hooks.timeout_secs`), and events that do not fit while
+ * it is slow are dropped and counted in `events_dropped` / `wsguard_events_dropped_total`.
  */
 typedef void (*wsg_event_callback)(void *user_data, const char *event_json, size_t event_json_len);
 
@@ -572,8 +586,9 @@ typedef struct wsg_hooks {
 #define WSG_INVALID_UTF8 9003
 
 /**
- * C ABI only: an argument is out of range or does not parse (a NaN grace period or ban length,
- * a length above `PTRDIFF_MAX`, text that is not an IP address).
+ * An argument is out of range or does not parse (a NaN grace period or ban length, a length
+ * above `PTRDIFF_MAX`, text that is not an IP address, an invalid `authenticate` answer); the
+ * core's `invalid_argument`, the same code in every host.
  */
 #define WSG_INVALID_ARGUMENT 9004
 
@@ -583,8 +598,9 @@ typedef struct wsg_hooks {
 #define WSG_INSUFFICIENT_BUFFER 9005
 
 /**
- * C ABI only: a blocking function was called from a thread of a server's runtime (inside a hook
- * callback), where it would deadlock the server it waits for.
+ * A blocking function was called from a thread of a server's runtime (inside a hook callback),
+ * where it would deadlock the server it waits for; the core's `wrong_thread`, the same code in
+ * every host.
  */
 #define WSG_WRONG_THREAD 9006
 
@@ -662,17 +678,21 @@ const char *wsg_version(void);
 void wsg_string_free(char *string);
 
 /**
- * Parses a configuration from `len` bytes of UTF-8 text at `text`: JSON when the first
- * non-blank character is `{`, TOML otherwise. The text need not be NUL-terminated.
+ * Loads a configuration from `len` bytes of UTF-8 at `text`, by the core's one input rule for
+ * every host: configuration text (JSON when the first non-blank character is `{`, TOML
+ * otherwise), or the path of a file when the string names an existing file or cannot be
+ * configuration text (one line without `=`, `[` or `{`). The text need not be NUL-terminated.
  *
- * Performs every check that needs no file or environment access (unknown keys, types, ranges,
- * semantic rules), reporting every problem at once; secrets, keys and certificates are read by
- * `wsg_config_check` and `wsg_server_start`.
+ * Performs every check a server start would, reporting every problem at once: unknown keys,
+ * types, ranges, semantic rules, then the HMAC secret (file or environment), keys, certificates
+ * and schema files — as Python's `Server(...)` and Node's `new Server(...)` do, with the same
+ * codes.
  *
  * On success `*config_out` receives a new configuration the caller owns and frees with
  * `wsg_config_free`. Errors: `WSG_CONFIG_SYNTAX` (not TOML/JSON; the message names the line),
  * `WSG_CONFIG_INVALID` (the message lists every problem with its key path, e.g.
- * `server.lisen: unknown key`), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
+ * `server.lisen: unknown key`), `WSG_CONFIG_FILE` (a file it names cannot be read),
+ * `WSG_CONFIG_SECRET_MISSING`, `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
  *
  * # Safety
  *
@@ -682,12 +702,14 @@ void wsg_string_free(char *string);
 wsg_result wsg_config_from_text(const char *text, size_t len, struct wsg_config **config_out);
 
 /**
- * Reads a configuration file: a path ending in `.json` is JSON, anything else TOML. `path` is
- * `len` bytes (not NUL-terminated; on Unix any bytes, elsewhere UTF-8).
+ * Loads a configuration file: a path ending in `.json` is JSON, anything else TOML. `path` is
+ * `len` bytes (not NUL-terminated; on Unix any bytes, elsewhere UTF-8). Every check of
+ * `wsg_config_from_text` is made.
  *
  * On success `*config_out` receives a new configuration the caller owns and frees with
- * `wsg_config_free`. Errors: `WSG_CONFIG_FILE` (cannot read the file), `WSG_CONFIG_SYNTAX`,
- * `WSG_CONFIG_INVALID`, `WSG_INVALID_UTF8` (non-Unix only), `WSG_NULL_ARGUMENT`. Any thread.
+ * `wsg_config_free`. Errors: `WSG_CONFIG_FILE` (cannot read the file, or a file it names),
+ * `WSG_CONFIG_SYNTAX`, `WSG_CONFIG_INVALID`, `WSG_CONFIG_SECRET_MISSING`, `WSG_INVALID_UTF8`
+ * (non-Unix only), `WSG_NULL_ARGUMENT`. Any thread.
  *
  * # Safety
  *
@@ -696,9 +718,10 @@ wsg_result wsg_config_from_text(const char *text, size_t len, struct wsg_config 
 wsg_result wsg_config_from_file(const char *path, size_t len, struct wsg_config **config_out);
 
 /**
- * Runs the checks `wsg_server_start` would run except binding the address, as
+ * Runs again the checks `wsg_server_start` would run except binding the address, as
  * `wsguard check-config` does: reads the HMAC secret (file or environment), keys, certificates
- * and schema files. Errors: `WSG_CONFIG_FILE`, `WSG_CONFIG_SECRET_MISSING`,
+ * and schema files (`wsg_config_from_text` / `_file` made them once already; a file may have
+ * changed since). Errors: `WSG_CONFIG_FILE`, `WSG_CONFIG_SECRET_MISSING`,
  * `WSG_CONFIG_INVALID` (each with every problem and its key path), `WSG_NULL_ARGUMENT`.
  * Any thread.
  *
@@ -994,6 +1017,30 @@ wsg_result wsg_server_lift_ban_user(const struct wsg_server *server,
                                     const char *sub,
                                     size_t sub_len,
                                     bool *lifted_out);
+
+/**
+ * Sets the `authenticate` answer in its JSON form, the same answer every host gives (parsed by
+ * the core): `true`, `false`, `{"deny": "reason"}` (the reason goes to the logs), or an update
+ * `{"roles": [...], "scopes": [...], "claims": {...}}` where each field is optional: `roles` and
+ * `scopes` replace the token's, `claims` are merged key by key (`null` removes a claim), and
+ * naming a registered claim (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`) or any other key
+ * is invalid. `json` is `len` bytes of UTF-8, not necessarily NUL-terminated; it is copied.
+ *
+ * The answer applies when the callback returns `WSG_DECISION_ALLOW` (a callback returning
+ * anything else refuses whatever it set). Calling it again replaces the answer.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (not JSON, or not an answer; the handshake or refresh is then
+ * refused, fail closed), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Only from the callback that
+ * received `answer`, on its thread.
+ *
+ * # Safety
+ *
+ * `answer` must be the pointer the running `authenticate` callback received; `json` must point
+ * to `len` readable bytes.
+ */
+wsg_result wsg_authenticate_answer_set_json(struct wsg_authenticate_answer *answer,
+                                            const char *json,
+                                            size_t len);
 
 /**
  * The session that made the call (0 when `call` is NULL).

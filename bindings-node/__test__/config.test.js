@@ -1,6 +1,7 @@
 'use strict'
-// Config loading (core: config.rs): every input form ends in the same Config, and every problem
-// is reported at once with its key path, as an Error carrying the core's code and errno.
+// Config loading (core: config.rs, host.rs `ConfigInput`): every input form ends in the same Config,
+// checked in full at construction, and every problem is reported at once with its key path, as an
+// Error carrying the core's code and errno. The shared cases are in fixtures.test.js.
 
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
@@ -84,15 +85,13 @@ test('a syntax error is config_syntax / 1001 with its line', () => {
   })
 })
 
-test('a short secret is found at listen() and rejects with config_secret_missing / 1004', async () => {
+test('a short secret is found at construction: config_secret_missing / 1004', () => {
   const shortSecret = path.join(dir, 'short.secret')
   fs.writeFileSync(shortSecret, 'too short')
-  const server = new Server(makeConfig(shortSecret))
-  await assert.rejects(server.listen(), (error) => {
+  assert.throws(() => new Server(makeConfig(shortSecret)), (error) => {
     assert.equal(error.code, 'config_secret_missing')
     assert.equal(error.errno, 1004)
     assert.ok(error.problems.length >= 1)
     return true
   })
-  await server.close()
 })

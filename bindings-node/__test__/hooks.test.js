@@ -32,11 +32,14 @@ before(async () => {
     if (identity.subject === 'authz-thrower') throw new Error('policy service down')
     return !(channel === 'private' && identity.subject !== 'admin')
   })
-  server.authenticate((identity, handshake) => {
+  server.authenticate(async (handshake, identity) => {
     if (identity.subject === 'blocked') return false
+    if (identity.subject === 'suspended') return { deny: 'account suspended' }
     if (identity.subject === 'thrower') throw new Error('directory unavailable')
     if (identity.subject === 'confused') return 'yes'
-    if (identity.subject === 'promoted') return { ...identity, roles: [...identity.roles, 'vip'] }
+    // A whole identity is not an answer (its `subject` and the other identity keys are unknown).
+    if (identity.subject === 'legacy') return { ...identity, roles: ['vip'] }
+    if (identity.subject === 'promoted') return { roles: [...identity.roles, 'vip'] }
     assert.equal(handshake.client_ip, '127.0.0.1')
     return true
   })
@@ -117,8 +120,8 @@ test('an authorize hook that denies answers forbidden; one that allows lets it t
   await thrower.close()
 })
 
-test('an authenticate hook refuses with 403 on false, a throw or a non-answer', async () => {
-  for (const sub of ['blocked', 'thrower', 'confused']) {
+test('an authenticate hook refuses with 403 on false, a deny, a throw or an invalid answer', async () => {
+  for (const sub of ['blocked', 'suspended', 'thrower', 'confused', 'legacy']) {
     await assert.rejects(connect(server.port, mintToken(secret, { sub })), (error) => {
       assert.equal(error.status, 403, sub)
       assert.match(error.body, /rejected_by_hook/)
@@ -127,7 +130,7 @@ test('an authenticate hook refuses with 403 on false, a throw or a non-answer', 
   }
 })
 
-test('an authenticate hook can enrich the identity', async () => {
+test('an authenticate hook can update the identity (handshake first, then identity)', async () => {
   const client = await connect(server.port, mintToken(secret, { sub: 'promoted' }))
   const reply = await client.request({ action: 'rpc', method: 'orders.create', payload: { sku: 'B-2' } })
   assert.deepEqual(reply.payload.roles, ['vip'])
@@ -157,4 +160,26 @@ test('events arrive on the EventEmitter, as "event" and under their kind', async
   assert.ok(kinds.includes('session_opened'), kinds.join(', '))
   assert.ok(kinds.includes('message_rejected'), kinds.join(', '))
   assert.ok(kinds.includes('session_closed'), kinds.join(', '))
+})
+
+test('a slow event listener fills the core queue: what does not fit is dropped and counted', async () => {
+  // The core hands over the next event only once the listener's Promise settled, and keeps
+  // `event_queue_capacity` events meanwhile: the rest are dropped and counted, never waited for.
+  const slow = new Server(makeConfig(secretFile, { hooks: { timeout_secs: 5, event_queue_capacity: 1 } }))
+  let running = 0
+  let overlapped = false
+  slow.on('event', async () => {
+    running += 1
+    overlapped ||= running > 1
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    running -= 1
+  })
+  await slow.listen()
+  // Each refused handshake is one `handshake_rejected` event, far faster than one per 500 ms.
+  const attempts = Array.from({ length: 20 }, () => connect(slow.port, 'not-a-token').catch((e) => e.status))
+  assert.ok((await Promise.all(attempts)).every((status) => status === 401 || status === 403))
+  const { events_dropped: dropped } = slow.stats()
+  assert.ok(dropped > 0, `events_dropped = ${dropped}`)
+  assert.equal(overlapped, false, 'one event at a time')
+  await slow.close({ graceSecs: 0 })
 })

@@ -93,17 +93,26 @@ test('revoke by subject and by time', async () => {
   server.revoke({ issuedBefore: new Date((past + 1) * 1000) })
   assert.equal((await old.closed).code, 4501)
 
-  assert.throws(() => server.revoke({}), { code: 'InvalidArg' })
-  assert.throws(() => server.revoke({ jti: 'a', sub: 'b' }), { code: 'InvalidArg' })
+  for (const target of [{}, { jti: 'a', sub: 'b' }, { issuedBefore: -1 }, { issuedBefore: Number.NaN }]) {
+    assert.throws(() => server.revoke(target), { code: 'invalid_argument', errno: 9004 }, JSON.stringify(target))
+  }
 })
 
 /** Resolves with the next event of `kind` for `user`. */
 function nextEvent(kind, user) {
+  return nextEvents(kind, user, 1).then(([event]) => event)
+}
+
+/** Resolves with the next `count` events of `kind` for `user`. */
+function nextEvents(kind, user, count) {
   return new Promise((resolve) => {
+    const seen = []
     const listener = (event) => {
       if (event.user !== user) return
+      seen.push(event)
+      if (seen.length < count) return
       server.off(kind, listener)
-      resolve(event)
+      resolve(seen)
     }
     server.on(kind, listener)
   })
@@ -119,9 +128,13 @@ test('disconnect by session id and by user closes with 4001', async () => {
   // Once the server has finished the session, its id is unknown.
   await closed
   assert.throws(() => server.disconnect(sessionId), { code: 'unknown_session', errno: 5004 })
+  assert.throws(() => server.disconnect(-1), { code: 'invalid_argument', errno: 9004 })
 
+  // The client sees its 101 a moment before the server has registered the session: wait for both.
+  const bothOpened = nextEvents('session_opened', 'carol', 2)
   const a = await connect(server.port, mintToken(secret, { sub: 'carol' }))
   const b = await connect(server.port, mintToken(secret, { sub: 'carol' }))
+  await bothOpened
   assert.equal(server.disconnect({ user: 'carol' }), 2)
   assert.equal((await a.closed).code, 4001)
   assert.equal((await b.closed).code, 4001)

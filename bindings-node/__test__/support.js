@@ -66,12 +66,13 @@ function mintToken(secret, claims = {}) {
 /** A connected client: `request(frame)` resolves with the reply to its id; `messages` collects
  * publications and `notices` the other frames the server sends unasked (`unsubscribed`, `gap`);
  * `closed` resolves with `{ code, reason }`. Rejects when the handshake fails, with the HTTP
- * status and body on the error. */
-function connect(port, token) {
+ * status and body on the error. The token travels in the `Authorization` header, or with
+ * `{ subprotocol: true }` as the `bearer.<token>` subprotocol entry (what browsers can send). */
+function connect(port, token, { subprotocol = false } = {}) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, ['wsguard.v1'], {
-      headers: { Authorization: `Bearer ${token}` },
-    })
+    const ws = subprotocol
+      ? new WebSocket(`ws://127.0.0.1:${port}/ws`, ['wsguard.v1', `bearer.${token}`])
+      : new WebSocket(`ws://127.0.0.1:${port}/ws`, ['wsguard.v1'], { headers: { Authorization: `Bearer ${token}` } })
     const pending = new Map()
     const messages = []
     const messageWaiters = []

@@ -23,7 +23,7 @@ export interface WsguardError extends Error {
   problems: ConfigProblem[]
 }
 
-/** The verified identity of a session (from its token, possibly enriched by `authenticate`). */
+/** The verified identity of a session (from its token, possibly updated by `authenticate`). */
 export interface Identity {
   subject: string
   roles: string[]
@@ -44,6 +44,25 @@ export interface HandshakeInfo {
   origin: string | null
   user_agent: string | null
 }
+
+/**
+ * Changes an `authenticate` answer makes to the verified identity (the core's merge rule):
+ * `roles` / `scopes`, when present, replace the token's; `claims` is merged key by key (a value
+ * adds or replaces that claim, `null` removes it, claims not named are kept). Naming a registered
+ * claim (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`) or any other key refuses the client.
+ */
+export interface IdentityUpdate {
+  roles?: string[]
+  scopes?: string[]
+  claims?: Record<string, unknown>
+}
+
+/**
+ * What the `authenticate` hook answers, the same in every host language: `true` admits the
+ * verified identity, `false` or `{ deny: reason }` refuses (the reason goes to the logs and the
+ * `handshake_rejected` event, never to the client), an `IdentityUpdate` admits it updated.
+ */
+export type AuthenticateAnswer = boolean | { deny: string } | IdentityUpdate
 
 /** The question put to the `authorize` hook. */
 export interface AuthorizeRequest {
@@ -102,11 +121,13 @@ type MaybePromise<T> = T | Promise<T>
 
 export declare class Server extends EventEmitter {
   /**
-   * Loads and validates the configuration: an object, TOML or JSON text, or the path of an
-   * existing `.toml` / `.json` file. Throws a `WsguardError` listing every problem.
+   * Loads and fully checks the configuration, secrets and key and certificate files included: an
+   * object, TOML or JSON text, or the path of a `.toml` / `.json` file (a one-line string without
+   * `=` that names no file is a missing file, `config_file`). Throws a `WsguardError` listing
+   * every problem.
    */
   constructor(config: Config | string)
-  /** Loads keys, binds and starts serving; resolves with the bound port. */
+  /** Binds and starts serving; resolves with the bound port. */
   listen(): Promise<number>
   /**
    * Stops accepting, closes sessions with 1001, waits up to `graceSecs` (default
@@ -124,18 +145,27 @@ export declare class Server extends EventEmitter {
    */
   rpc(method: string, handler: (session: RpcSession, payload: Record<string, unknown>) => unknown): this
   /**
-   * Custom authentication after the token check, at the handshake and at every `refresh`:
-   * `true` admits, an identity (`{ ...identity, roles: [...] }`) admits it enriched, anything else
-   * or a throw refuses with 403 `rejected_by_hook`.
+   * Custom authentication after the token check, at the handshake and at every `refresh`, with
+   * the handshake first and the verified identity second. The answer is an `AuthenticateAnswer`;
+   * anything else (a whole identity included), a throw or a rejection refuses with 403
+   * `rejected_by_hook` (a `rejected_by_hook` reply to a refresh).
    */
-  authenticate(handler: (identity: Identity, handshake: HandshakeInfo) => MaybePromise<boolean | Identity>): this
+  authenticate(
+    handler: (handshake: HandshakeInfo, identity: Identity) => MaybePromise<AuthenticateAnswer>,
+  ): this
   /** Custom channel authorization after the core's rules: only `true` allows. */
   authorize(handler: (request: AuthorizeRequest) => MaybePromise<boolean>): this
   /** Publishes an object to every subscriber of `channel`; returns how many it was queued for. */
   publish(channel: string, payload: Record<string, unknown>): number
-  /** Closes one session by id, or every session of a user, with 4001; returns how many. */
+  /**
+   * Closes one session by id, or every session of a user, with 4001; returns how many. Throws
+   * `unknown_session` for an id that is not open, `invalid_argument` for a negative one.
+   */
   disconnect(target: number | DisconnectTarget): number
-  /** Revokes tokens; matching sessions close with 4501 and later handshakes are refused. */
+  /**
+   * Revokes tokens; matching sessions close with 4501 and later handshakes are refused. Throws
+   * `invalid_argument` unless exactly one field is given.
+   */
   revoke(target: RevokeTarget): void
   /** A snapshot of the server's counters. */
   stats(): Stats
@@ -144,11 +174,11 @@ export declare class Server extends EventEmitter {
   /**
    * Bans an IP or a user for `secs` seconds: new handshakes get 403 `banned` (open sessions stay
    * open: combine with `disconnect()` or `revoke()`). Replaces a ban in force. Returns whether it
-   * was applied (`false` for an IP in `abuse.exempt`). Throws `InvalidArg` for a malformed target
-   * or a negative or non-finite `secs`.
+   * was applied (`false` for an IP in `abuse.exempt`). Throws `invalid_argument` for a malformed
+   * target or a `secs` that is negative, not finite or longer than 100 years.
    */
   ban(target: BanTarget, secs: number): boolean
-  /** Lifts the ban of an IP or a user; returns whether there was one. */
+  /** Lifts the ban of an IP or a user; returns whether there was one (`invalid_argument`). */
   liftBan(target: BanTarget): boolean
   /**
    * Applies a new configuration (an object, TOML/JSON text or a file path, as the constructor)
@@ -159,11 +189,17 @@ export declare class Server extends EventEmitter {
    */
   reload(config: Config | string): Promise<void>
 
-  /** Every event; also emitted under its `kind` (`server.on('session_closed', ...)`). */
-  on(event: 'event', listener: (event: ServerEvent) => void): this
-  on(event: string, listener: (event: ServerEvent) => void): this
-  once(event: 'event', listener: (event: ServerEvent) => void): this
-  once(event: string, listener: (event: ServerEvent) => void): this
+  /**
+   * Every event; also emitted under its `kind` (`server.on('session_closed', ...)`). Events come
+   * one at a time: the next one once every listener has returned and the Promises they returned
+   * have settled (at most `hooks.timeout_secs`). Meanwhile the core keeps up to
+   * `hooks.event_queue_capacity` events and drops the rest, counted in `stats().events_dropped`.
+   * A throw or a rejection is an uncaught exception, as for any EventEmitter listener.
+   */
+  on(event: 'event', listener: (event: ServerEvent) => void | Promise<unknown>): this
+  on(event: string, listener: (event: ServerEvent) => void | Promise<unknown>): this
+  once(event: 'event', listener: (event: ServerEvent) => void | Promise<unknown>): this
+  once(event: string, listener: (event: ServerEvent) => void | Promise<unknown>): this
 }
 
 declare const wsguard: { Server: typeof Server }

@@ -15,15 +15,36 @@ class Server extends EventEmitter {
 
   /**
    * @param {Record<string, unknown> | string} config a config object, TOML/JSON text, or the path
-   *   of an existing config file; throws an Error with `code`, `errno` and `problems` when invalid.
+   *   of a config file; throws an Error with `code`, `errno` and `problems` when anything in it,
+   *   secrets and key files included, is wrong.
    */
   constructor(config) {
     super()
     this.#native = new native.Server(config)
-    this.#native.onEvent((event) => {
-      this.emit('event', event)
-      this.emit(event.kind, event)
-    })
+    this.#native.onEvent((event) => this.#deliver(event))
+  }
+
+  /**
+   * Calls the listeners of `event`, under 'event' and then under its kind, as `emit()` would,
+   * and answers a Promise when some of them returned one. The core hands over the next event only
+   * once this has returned and that Promise settled (or `hooks.timeout_secs` passed), so slow
+   * listeners fill the core's one bounded queue, whose drops `stats().events_dropped` counts. A
+   * throw or a rejection is an uncaught exception, as for any EventEmitter listener.
+   */
+  #deliver(event) {
+    const settling = []
+    try {
+      for (const name of ['event', event.kind]) {
+        // rawListeners: a `once` wrapper removes itself and passes its listener's value on.
+        for (const listener of this.rawListeners(name)) {
+          const returned = listener.call(this, event)
+          if (typeof returned?.then === 'function') settling.push(returned)
+        }
+      }
+    } catch (error) {
+      raise(error)
+    }
+    return settling.length === 0 ? undefined : Promise.all(settling).then(() => undefined, raise)
   }
 
   /** Binds and starts serving; resolves with the bound port. */
@@ -52,7 +73,10 @@ class Server extends EventEmitter {
     return this
   }
 
-  /** Installs the `authenticate` hook `handler(identity, handshake)`; returns this. */
+  /**
+   * Installs the `authenticate` hook `handler(handshake, identity)`, answering `true`, `false`,
+   * `{ deny: reason }` or `{ roles?, scopes?, claims? }`; returns this.
+   */
   authenticate(handler) {
     this.#native.authenticate(handler)
     return this
@@ -111,6 +135,13 @@ class Server extends EventEmitter {
   async reload(config) {
     return this.#native.reload(config)
   }
+}
+
+/** Throws `error` outside the caller, where Node reports it as an uncaught exception. */
+function raise(error) {
+  process.nextTick(() => {
+    throw error
+  })
 }
 
 module.exports = { Server }

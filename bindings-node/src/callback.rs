@@ -3,9 +3,15 @@
 //! It owns a napi v3 `ThreadsafeFunction` and turns each call into a future: the arguments are
 //! converted on the JavaScript thread, the function runs there, and its answer comes back through a
 //! oneshot channel. A returned Promise is awaited (its settlement travels back the same way), so
-//! handlers may be plain or `async` functions. A throw, a rejection or an answer of the wrong type
-//! becomes `Err(message)`: it never reaches Node's uncaught-exception path, and the hook code in
-//! `hooks.rs` turns it into the core's fail-closed answer.
+//! handlers and event listeners may be plain or `async` functions, and a call is over only once
+//! the function has run and its Promise settled. A throw, a rejection or an answer of the wrong
+//! type becomes `Err(message)`: it never reaches Node's uncaught-exception path, and the hook code
+//! in `hooks.rs` turns it into the core's fail-closed answer.
+//!
+//! Calls are queued with `NonBlocking` on an unbounded threadsafe-function queue: the core's
+//! threads never wait for Node's event loop to accept a call, and the JavaScript side of a call
+//! never waits for the core. Backpressure is the core's (its time boxes and its one bounded event
+//! queue).
 //!
 //! This module must not time calls out or decide anything: the core's dispatcher time-boxes every
 //! hook and drops the future when the time is up (a late answer is then discarded).
@@ -14,8 +20,6 @@
 //! listens, `KeepAlive` (in `server.rs`) holds the loop open; after `close()` nothing does.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use napi::bindgen_prelude::{FromNapiValue, Function, JsValuesTupleIntoVec, Promise, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -71,34 +75,6 @@ where
             Ok(Answer::Later(promise)) => promise.await.map_err(|e| message(&e)),
             Err(_) => Err("the JavaScript function was released before it answered".to_string()),
         }
-    }
-}
-
-impl<Args> JsCallback<Args, ()>
-where
-    Args: JsValuesTupleIntoVec + Send + 'static,
-{
-    /// Calls the function without waiting for it (event delivery). `in_flight` counts calls queued
-    /// and not yet run; it is decremented once the function has run or could not be queued.
-    ///
-    /// A throw is re-raised on the JavaScript thread as an uncaught exception, exactly as a
-    /// throwing `EventEmitter` listener behaves in Node. Returns false when nothing was queued.
-    pub(crate) fn notify(&self, args: Args, in_flight: &Arc<AtomicUsize>) -> bool {
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        let counter = Arc::clone(in_flight);
-        let status = self.function.call_with_return_value(
-            args,
-            ThreadsafeFunctionCallMode::NonBlocking,
-            move |returned: napi::Result<Unknown<'static>>, _env| {
-                counter.fetch_sub(1, Ordering::AcqRel);
-                returned.map(|_| ())
-            },
-        );
-        if status != Status::Ok {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
     }
 }
 

@@ -44,8 +44,9 @@ fn build(
     Ok(napi::Error::from(object.to_unknown()))
 }
 
-/// A misuse of the JavaScript API itself (a wrong argument shape); thrown with `code`
-/// `'InvalidArg'`, before the core sees the call.
+/// A JavaScript value the binding cannot convert (a `graceSecs` that is no duration); thrown
+/// with napi's `code` `'InvalidArg'`. Arguments the core's rules refuse (`wsguard::host`) go
+/// through [`core_error`] instead, as `invalid_argument`.
 pub(crate) fn invalid_argument(message: impl Into<String>) -> napi::Error {
     napi::Error::new(Status::InvalidArg, message.into())
 }

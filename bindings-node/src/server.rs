@@ -9,7 +9,6 @@
 //! open (as a listening `net.Server` does) and keeps this object from being collected; `close()`
 //! releases it, and every other threadsafe function is weak, so the process exits normally.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -18,8 +17,8 @@ use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status, Task};
 use napi_derive::napi;
 use serde_json::Value;
-use wsguard::auth::Revocation;
-use wsguard::{Config, ConfigError, EmbeddedServer, ServerHandle};
+use wsguard::host::{self, ConfigInput};
+use wsguard::{Config, EmbeddedServer, ServerHandle};
 
 use crate::callback::JsCallback;
 use crate::errors::{core_error, invalid_argument};
@@ -83,13 +82,13 @@ pub struct RevokeTarget {
 
 #[napi]
 impl JsServer {
-    /// Loads and validates the configuration: an object, TOML or JSON text, or the path of an
-    /// existing `.toml` / `.json` file. Throws every problem at once (`code` `config_*`).
+    /// Loads and fully checks the configuration, secrets and key and certificate files included
+    /// (the core's `ConfigInput::load`): an object, TOML or JSON text, or the path of a `.toml` /
+    /// `.json` file. Throws every problem at once (`code` `config_*`).
     #[napi(constructor, ts_args_type = "config: Record<string, unknown> | string")]
     pub fn new(env: Env, config: Value) -> napi::Result<Self> {
-        let config = load_config(config).map_err(|e| core_error(&env, &wsguard::Error::Config(e)))?;
-        let hooks = Arc::new(JsHooks::new(config.hooks.event_queue_capacity));
-        Ok(JsServer { config: Mutex::new(Some(config)), hooks, shared: Arc::default() })
+        let config = config_input(config).load().map_err(|e| core_error(&env, &e))?;
+        Ok(JsServer { config: Mutex::new(Some(config)), hooks: Arc::default(), shared: Arc::default() })
     }
 
     /// Loads keys and certificates, binds and starts serving; resolves with the bound port.
@@ -151,12 +150,14 @@ impl JsServer {
         Ok(())
     }
 
-    /// Custom authentication after the token check (handshake and in-band refresh): `true`
-    /// admits the identity as is, an identity object (`{ ...identity, roles }`) admits it
-    /// enriched, anything else (or a throw) refuses the client with 403 `rejected_by_hook`.
+    /// Custom authentication after the token check (handshake and in-band refresh). The answer
+    /// is the core's `AuthenticateAnswer`: `true` admits the identity as is, `false` or
+    /// `{ deny: reason }` refuses, `{ roles?, scopes?, claims? }` admits it updated (claims merged
+    /// key by key, `null` removes one, registered claims refused). Anything else, or a throw,
+    /// refuses the client with 403 `rejected_by_hook`.
     #[napi(
         strict,
-        ts_args_type = "handler: (identity: Record<string, any>, handshake: Record<string, any>) => unknown"
+        ts_args_type = "handler: (handshake: Record<string, any>, identity: Record<string, any>) => unknown"
     )]
     pub fn authenticate(&self, handler: Function<'_, FnArgs<(Value, Value)>, Unknown<'static>>) -> napi::Result<()> {
         self.hooks.set_authenticate(JsCallback::new(&handler)?);
@@ -170,8 +171,11 @@ impl JsServer {
         Ok(())
     }
 
-    /// Receives every security and lifecycle event (the core's `Event`, as an object with `kind`).
-    #[napi(strict, ts_args_type = "listener: (event: Record<string, any>) => void")]
+    /// Receives every security and lifecycle event (the core's `Event`, as an object with `kind`),
+    /// one at a time: the next one comes once the listener has returned and its returned Promise,
+    /// if any, has settled (or `hooks.timeout_secs` passed). Events that do not fit the core's
+    /// queue meanwhile (`hooks.event_queue_capacity`) are dropped and counted (`events_dropped`).
+    #[napi(strict, ts_args_type = "listener: (event: Record<string, any>) => unknown")]
     pub fn on_event(&self, listener: Function<'_, Value, Unknown<'static>>) -> napi::Result<()> {
         self.hooks.set_event_listener(JsCallback::new(&listener)?);
         Ok(())
@@ -187,34 +191,38 @@ impl JsServer {
     }
 
     /// Closes one session (by id) or every session of a user with 4001; returns how many.
-    /// Throws `unknown_session` for an id that is not open.
+    /// Throws `unknown_session` for an id that is not open, `invalid_argument` for a negative id.
     #[napi(ts_args_type = "target: number | DisconnectTarget")]
     pub fn disconnect(&self, env: Env, target: napi::Either<i64, DisconnectTarget>) -> napi::Result<u32> {
         let handle = self.handle(&env)?;
-        match target {
-            napi::Either::A(id) => {
-                let id = u64::try_from(id).map_err(|_| invalid_argument("a session id is a non-negative integer"))?;
+        let target = match target {
+            napi::Either::A(id) => u64::try_from(id)
+                .map_err(|_| {
+                    wsguard::Error::InvalidArgument(format!("a session id is a non-negative integer, not {id}"))
+                })
+                .and_then(|id| host::disconnect_target(Some(id), None)),
+            napi::Either::B(DisconnectTarget { user }) => host::disconnect_target(None, Some(&user)),
+        };
+        match target.map_err(|e| core_error(&env, &e))? {
+            host::DisconnectTarget::Session(id) => {
                 handle.disconnect_session(id).map_err(|e| core_error(&env, &e))?;
                 Ok(1)
             }
-            napi::Either::B(DisconnectTarget { user }) => {
-                Ok(u32::try_from(handle.disconnect_user(&user)).unwrap_or(u32::MAX))
-            }
+            host::DisconnectTarget::User(user) => Ok(u32::try_from(handle.disconnect_user(&user)).unwrap_or(u32::MAX)),
         }
     }
 
     /// Revokes tokens: matching sessions close at once with 4501 and later handshakes and
-    /// refreshes with a matching token are refused (`token_revoked`).
+    /// refreshes with a matching token are refused (`token_revoked`). Throws `invalid_argument`
+    /// unless exactly one field is given (`issuedBefore` a non-negative number of seconds).
     #[napi]
     pub fn revoke(&self, env: Env, target: RevokeTarget) -> napi::Result<()> {
-        let revocation = match target {
-            RevokeTarget { jti: Some(jti), sub: None, issued_before: None } => Revocation::TokenId(jti),
-            RevokeTarget { jti: None, sub: Some(sub), issued_before: None } => Revocation::Subject(sub),
-            RevokeTarget { jti: None, sub: None, issued_before: Some(secs) } if secs.is_finite() && secs >= 0.0 => {
-                Revocation::IssuedBefore(secs as u64)
-            }
-            _ => return Err(invalid_argument("revoke takes exactly one of jti, sub, issuedBefore (seconds)")),
-        };
+        let RevokeTarget { jti, sub, issued_before } = target;
+        let revocation = issued_before
+            .map(epoch_secs)
+            .transpose()
+            .and_then(|issued_before| host::revocation(jti.as_deref(), sub.as_deref(), issued_before))
+            .map_err(|e| core_error(&env, &e))?;
         self.handle(&env)?.revoke(revocation);
         Ok(())
     }
@@ -242,13 +250,22 @@ impl JsServer {
     }
 }
 
-/// A string is a file path when such a file exists, else TOML or JSON text; anything else is
-/// the configuration object itself.
-fn load_config(input: Value) -> Result<Config, ConfigError> {
+/// A string is text or a path by the core's one rule (`ConfigInput::text_or_path`); anything
+/// else is the configuration object itself.
+fn config_input(input: Value) -> ConfigInput {
     match input {
-        Value::String(text) if Path::new(&text).is_file() => Config::from_file(&text),
-        Value::String(text) => Config::from_text(&text),
-        object => Config::from_json_value(json::from_js(object)),
+        Value::String(text) => ConfigInput::text_or_path(text),
+        object => ConfigInput::Value(json::from_js(object)),
+    }
+}
+
+/// A JavaScript number of seconds since the Unix epoch as the core's whole seconds (like `iat`).
+fn epoch_secs(secs: f64) -> Result<u64, wsguard::Error> {
+    if secs.is_finite() && secs >= 0.0 {
+        // Whole seconds, as JWT `iat` counts them; `as` saturates beyond `u64::MAX`.
+        Ok(secs as u64)
+    } else {
+        Err(wsguard::Error::InvalidArgument(format!("issuedBefore is a non-negative number of seconds, not {secs}")))
     }
 }
 
@@ -317,7 +334,8 @@ impl Task for Reload {
     fn compute(&mut self) -> napi::Result<Self::Output> {
         let Some(handle) = self.shared.handle.get() else { return Ok(Err(wsguard::Error::NotRunning)) };
         let Some(input) = self.config.take() else { return Ok(Ok(())) };
-        Ok(load_config(input).and_then(|config| handle.reload(config)).map_err(wsguard::Error::Config))
+        // The running server checks files and secrets itself, against what it runs with.
+        Ok(config_input(input).parse().and_then(|config| handle.reload(config).map_err(wsguard::Error::Config)))
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<()> {
@@ -355,26 +373,12 @@ impl Task for Close {
 mod tests {
     use super::*;
 
-    const TOML: &str = "[auth]\nhmac_secret_env = \"X\"\nissuer = \"https://i\"\naudience = \"a\"\n";
-
     #[test]
-    fn every_input_form_ends_in_the_same_config() {
-        let from_text = load_config(Value::String(TOML.into())).expect("toml text");
+    fn strings_are_text_or_a_path_by_the_core_rule_and_objects_are_values() {
         let object = serde_json::json!({ "auth": { "hmac_secret_env": "X", "issuer": "https://i", "audience": "a" } });
-        assert_eq!(load_config(object.clone()).expect("object"), from_text);
-        assert_eq!(load_config(Value::String(object.to_string())).expect("json text"), from_text);
-        let dir = std::env::temp_dir().join(format!("wsguard-node-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("wsguard.toml");
-        std::fs::write(&file, TOML).expect("write");
-        let from_file = load_config(Value::String(file.display().to_string()));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-        assert_eq!(from_file.expect("file"), from_text);
-    }
-
-    #[test]
-    fn a_string_that_names_no_file_is_parsed_as_text() {
-        let error = load_config(Value::String("/no/such/wsguard.toml".into())).expect_err("not a config");
-        assert_eq!(error.code(), wsguard::ErrorCode::ConfigSyntax);
+        assert_eq!(config_input(object.clone()), ConfigInput::Value(object.clone()));
+        assert_eq!(config_input(Value::String(object.to_string())), ConfigInput::Text(object.to_string()));
+        let missing = config_input(Value::String("/no/such/wsguard.toml".into())).load().expect_err("no file");
+        assert_eq!(missing.code(), wsguard::ErrorCode::ConfigFile);
     }
 }

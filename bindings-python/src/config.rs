@@ -1,67 +1,41 @@
-//! The `config` argument of `Server(config)`: a mapping, TOML/JSON text or a path. Each form ends
-//! in one core loader (`Config::from_json_value`, `from_text`, `from_file`), then in
-//! `wsguard::check_config`, so every problem — keys, secrets, key and certificate files — is
-//! reported by the core, at construction, as one `ConfigError`. `Server.reload` takes the same
-//! forms and leaves the checking to `ServerHandle::reload`.
+//! The `config` argument of `Server(config)` and `Server.reload(config)`: a mapping, TOML/JSON
+//! text or a path, handed to the core as a `wsguard::host::ConfigInput` (a mapping is a `Value`,
+//! a `str` is `text_or_path`, a path-like object a `Path`). The core's rule decides the rest:
+//! `load` at construction makes every check (keys, secrets, key and certificate files), `parse`
+//! for a reload leaves the checking to `ServerHandle::reload`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyMapping, PyString};
 use wsguard::Config;
+use wsguard::host::ConfigInput;
 
-use crate::errors::config_error;
+use crate::errors::to_py;
 use crate::json;
 
-/// Reads a `Config` from a Python object and checks it as `bind` would (secrets, key files).
+/// Reads and checks a `Config` as `Server(config)` does (`ConfigError` on any problem).
 pub(crate) fn load(config: &Bound<'_, PyAny>) -> PyResult<Config> {
-    let parsed = parse(config)?;
-    wsguard::check_config(&parsed).map_err(|e| config_error(config.py(), &e))?;
-    Ok(parsed)
+    input(config)?.load().map_err(|e| to_py(config.py(), e))
 }
 
-/// Reads a `Config` from a Python object (the core's loaders only; files named inside it are not
-/// read yet).
+/// Reads a `Config` without reading the files or secrets it names (a reload's input).
 pub(crate) fn parse(config: &Bound<'_, PyAny>) -> PyResult<Config> {
-    let py = config.py();
-    let loaded = if config.cast::<PyMapping>().is_ok() {
-        Config::from_json_value(json::to_value(config)?)
+    input(config)?.parse().map_err(|e| to_py(config.py(), e))
+}
+
+fn input(config: &Bound<'_, PyAny>) -> PyResult<ConfigInput> {
+    if config.cast::<PyMapping>().is_ok() {
+        Ok(ConfigInput::Value(json::to_value(config)?))
     } else if let Ok(text) = config.cast::<PyString>() {
-        let text = text.to_cow()?;
-        if names_a_file(&text) { Config::from_file(Path::new(text.as_ref())) } else { Config::from_text(&text) }
+        Ok(ConfigInput::text_or_path(text.to_cow()?))
     } else if let Ok(path) = config.extract::<PathBuf>() {
-        Config::from_file(path)
+        Ok(ConfigInput::Path(path))
     } else {
-        return Err(PyTypeError::new_err(format!(
+        Err(PyTypeError::new_err(format!(
             "config must be a mapping, TOML/JSON text or a path, not {}",
             config.get_type().name()?
-        )));
-    };
-    loaded.map_err(|e| config_error(py, &e))
-}
-
-/// A string is a path when it names an existing file, or when it cannot be configuration text at
-/// all (one line, no `=`, no table header, not JSON): then the core's "cannot read" problem is
-/// the useful report, not a TOML syntax error about a file name.
-fn names_a_file(text: &str) -> bool {
-    if text.contains('\n') {
-        return false;
-    }
-    let trimmed = text.trim_start();
-    Path::new(text).is_file() || !(text.contains('=') || trimmed.starts_with('{') || trimmed.starts_with('['))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_a_file;
-
-    #[test]
-    fn text_and_paths_are_told_apart() {
-        assert!(names_a_file("wsguard.toml"));
-        assert!(names_a_file("/etc/wsguard/missing.json"));
-        assert!(!names_a_file("[auth]\nissuer = \"x\""));
-        assert!(!names_a_file("{\"auth\": {}}"));
-        assert!(!names_a_file("server.listen = \"127.0.0.1:0\""));
+        )))
     }
 }

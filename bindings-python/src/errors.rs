@@ -1,7 +1,7 @@
 //! Core errors as Python exceptions. The classes live in the pure-Python module `wsguard._errors`
-//! (so that `ConfigError` can derive from both `WsguardError` and `ValueError`, and so that they
-//! pickle and type-check like any Python exception); this module only fills them from the core's
-//! `ErrorCode` — the same number and name every language exposes.
+//! (so that `ConfigError` and `InvalidArgumentError` can also derive from Python's built-in
+//! exceptions, and so that they pickle and type-check like any Python exception); this module
+//! only fills them from the core's `ErrorCode` — the same number and name every language exposes.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -10,14 +10,20 @@ use wsguard::{ConfigError, Error, ErrorCode};
 
 static WSGUARD_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static CONFIG_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INVALID_ARGUMENT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<&'py Bound<'py, PyType>> {
     cell.import(py, "wsguard._errors", name)
 }
 
-/// `WsguardError(message, code, code_name)`.
+/// `WsguardError(message, code, code_name)`, or the subclass for `code`: `InvalidArgumentError`
+/// (also a `ValueError` and a `TypeError`) for `invalid_argument`.
 pub(crate) fn wsguard_error(py: Python<'_>, code: ErrorCode, message: String) -> PyErr {
-    match class(py, &WSGUARD_ERROR, "WsguardError").and_then(|c| c.call1((message, code.number(), code.name()))) {
+    let class = match code {
+        ErrorCode::InvalidArgument => class(py, &INVALID_ARGUMENT_ERROR, "InvalidArgumentError"),
+        _ => class(py, &WSGUARD_ERROR, "WsguardError"),
+    };
+    match class.and_then(|c| c.call1((message, code.number(), code.name()))) {
         Ok(exc) => PyErr::from_value(exc),
         Err(e) => e,
     }

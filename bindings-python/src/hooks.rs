@@ -4,12 +4,16 @@
 //! `handler::call` (the core's time box and fail-closed defaults apply on top) and converts the
 //! answer back. The mapping of answers is the whole of this module:
 //!
-//! - `authenticate(info, identity)`: `True` keeps the identity; a dict may replace `roles` and
-//!   `scopes` and add `claims`; anything else, or an exception, refuses the handshake.
+//! - `authenticate(info, identity)`: the return value, as JSON, is parsed by the core's one parser
+//!   (`AuthenticateAnswer::from_json`: `True`, `False`, `{"deny": reason}` or
+//!   `{roles?, scopes?, claims?}`, merged by the core's rule). An invalid answer or an exception
+//!   denies, with the reason in the logs.
 //! - `authorize(request)`: only `True` allows; anything else, or an exception, denies.
 //! - `rpc(session, payload)`: the return value (any JSON value) is the result; an exception gives
 //!   the client `rpc_failed` with `str(exc)` as the message.
-//! - `on_event(event)`: the event as a dict (`kind` names it), delivered by `events`.
+//! - `on_event(event)`: the event as a dict (`kind` names it). The returned future completes when
+//!   the handler has finished (a coroutine is awaited), so a slow handler fills the core's one
+//!   event queue and the overflow is counted (`stats()["events_dropped"]`).
 //!
 //! With no handler registered the core's own decision stands, without touching the GIL.
 
@@ -19,57 +23,41 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use wsguard::hooks::{AuthorizeRequest, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError};
+use serde_json::Value;
+use wsguard::hooks::{
+    AuthenticateAnswer, AuthorizeRequest, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError,
+};
 use wsguard::{Event, Identity};
 
-use crate::events::EventQueue;
 use crate::handler::{self, Args, Convert, EventLoop, Handler, exception_message, log_exception};
 use crate::json;
 use crate::types::{PyAuthorizeRequest, PyHandshakeInfo, PyIdentity, PySession};
 
-/// The handlers registered on one `Server`; they may change while it runs.
-#[derive(Default)]
-pub(crate) struct Handlers {
-    rpc: RwLock<HashMap<String, Handler>>,
-    authenticate: RwLock<Option<Handler>>,
-    authorize: RwLock<Option<Handler>>,
-    on_event: RwLock<Option<Handler>>,
+/// Where a handler is registered: one per hook, one per RPC method.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Slot {
+    Authenticate,
+    Authorize,
+    OnEvent,
+    Rpc(String),
 }
 
+/// The handlers registered on one `Server`; they may change while it runs.
+#[derive(Default)]
+pub(crate) struct Handlers(RwLock<HashMap<Slot, Handler>>);
+
 impl Handlers {
-    pub(crate) fn set_rpc(&self, method: String, handler: Handler) {
-        self.rpc.write().unwrap_or_else(PoisonError::into_inner).insert(method, handler);
+    pub(crate) fn set(&self, slot: Slot, handler: Handler) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(slot, handler);
     }
-    pub(crate) fn set_authenticate(&self, handler: Handler) {
-        *self.authenticate.write().unwrap_or_else(PoisonError::into_inner) = Some(handler);
+
+    fn get(&self, slot: &Slot) -> Option<Handler> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).get(slot).cloned()
     }
-    pub(crate) fn set_authorize(&self, handler: Handler) {
-        *self.authorize.write().unwrap_or_else(PoisonError::into_inner) = Some(handler);
-    }
-    pub(crate) fn set_on_event(&self, handler: Handler) {
-        *self.on_event.write().unwrap_or_else(PoisonError::into_inner) = Some(handler);
-    }
-    fn rpc(&self, method: &str) -> Option<Handler> {
-        self.rpc.read().unwrap_or_else(PoisonError::into_inner).get(method).cloned()
-    }
-    fn authenticate(&self) -> Option<Handler> {
-        self.authenticate.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-    fn authorize(&self) -> Option<Handler> {
-        self.authorize.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-    pub(crate) fn on_event(&self) -> Option<Handler> {
-        self.on_event.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
+
     /// Every registered handler (to find coroutine functions before a loop-less start).
     pub(crate) fn all(&self) -> Vec<Handler> {
-        let mut all: Vec<Handler> = self.rpc.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-        all.extend(self.authenticate());
-        all.extend(self.authorize());
-        all.extend(self.on_event());
-        all
+        self.0.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 }
 
@@ -77,62 +65,45 @@ impl Handlers {
 pub(crate) struct PyHooks {
     pub(crate) handlers: Arc<Handlers>,
     pub(crate) event_loop: EventLoop,
-    pub(crate) events: Arc<EventQueue>,
 }
 
-/// What an `authenticate` handler may return besides `True`: replacement roles and scopes,
-/// extra claims. Unknown keys refuse the handshake (a typo must not pass silently).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdentityUpdate {
-    roles: Option<Vec<String>>,
-    scopes: Option<Vec<String>>,
-    claims: Option<Map<String, Value>>,
-}
-
-fn authenticate_answer(identity: &Identity, answer: &Bound<'_, PyAny>) -> Result<Identity, String> {
-    if let Ok(flag) = answer.cast::<PyBool>() {
-        return if flag.is_true() { Ok(identity.clone()) } else { Err("refused by the authenticate hook".into()) };
+/// The core's answer for what an `authenticate` handler returned or raised.
+fn authenticate_answer(py: Python<'_>, returned: PyResult<Bound<'_, PyAny>>) -> AuthenticateAnswer {
+    let returned = match returned {
+        Ok(returned) => returned,
+        Err(e) => {
+            log_exception(py, "authenticate", &e);
+            return AuthenticateAnswer::Deny(format!("the authenticate hook raised: {}", exception_message(py, &e)));
+        }
+    };
+    match json::to_value(&returned) {
+        Ok(value) => {
+            AuthenticateAnswer::from_json(value).unwrap_or_else(|invalid| AuthenticateAnswer::Deny(invalid.to_string()))
+        }
+        Err(e) => AuthenticateAnswer::Deny(format!(
+            "the authenticate hook returned a non-JSON value: {}",
+            exception_message(py, &e)
+        )),
     }
-    if answer.is_none() {
-        return Err("the authenticate hook returned None".into());
-    }
-    let value = json::to_value(answer).map_err(|e| format!("the authenticate hook returned a non-JSON value: {e}"))?;
-    let update: IdentityUpdate = serde_json::from_value(value)
-        .map_err(|e| format!("the authenticate hook returned an invalid identity update: {e}"))?;
-    let mut identity = identity.clone();
-    if let Some(roles) = update.roles {
-        identity.roles = roles;
-    }
-    if let Some(scopes) = update.scopes {
-        identity.scopes = scopes;
-    }
-    identity.claims.extend(update.claims.unwrap_or_default());
-    Ok(identity)
 }
 
 impl Hooks for PyHooks {
-    fn authenticate(&self, info: HandshakeInfo, identity: Identity) -> HookFuture<Result<Identity, String>> {
-        let Some(handler) = self.handlers.authenticate() else { return Box::pin(ready(Ok(identity))) };
-        let identity = Arc::new(identity);
-        let for_call = Arc::clone(&identity);
+    fn authenticate(&self, info: HandshakeInfo, identity: Arc<Identity>) -> HookFuture<AuthenticateAnswer> {
+        let Some(handler) = self.handlers.get(&Slot::Authenticate) else {
+            return Box::pin(ready(AuthenticateAnswer::Allow));
+        };
         let args: Args = Box::new(move |py| {
             let info = Bound::new(py, PyHandshakeInfo::from(info))?;
-            let identity = Bound::new(py, PyIdentity { identity: for_call })?;
+            let identity = Bound::new(py, PyIdentity { identity })?;
             PyTuple::new(py, [info.into_any(), identity.into_any()])
         });
-        let convert: Convert<Result<Identity, String>> = Arc::new(move |py, answer| match answer {
-            Ok(answer) => authenticate_answer(&identity, &answer),
-            Err(e) => {
-                log_exception(py, "authenticate", &e);
-                Err(format!("the authenticate hook raised: {}", exception_message(py, &e)))
-            }
-        });
-        handler::call(handler, self.event_loop.clone(), args, convert, Err("the authenticate hook failed".into()))
+        let convert: Convert<AuthenticateAnswer> = Arc::new(authenticate_answer);
+        let fallback = AuthenticateAnswer::Deny("the authenticate hook failed".into());
+        handler::call(handler, self.event_loop.clone(), args, convert, fallback)
     }
 
     fn authorize(&self, request: AuthorizeRequest) -> HookFuture<Decision> {
-        let Some(handler) = self.handlers.authorize() else { return Box::pin(ready(Decision::Allow)) };
+        let Some(handler) = self.handlers.get(&Slot::Authorize) else { return Box::pin(ready(Decision::Allow)) };
         let args: Args = Box::new(move |py| {
             let request = Bound::new(py, PyAuthorizeRequest::new(py, request)?)?;
             PyTuple::new(py, [request.into_any()])
@@ -154,12 +125,13 @@ impl Hooks for PyHooks {
     }
 
     fn rpc(&self, call: RpcCall) -> HookFuture<Result<Value, RpcError>> {
-        let Some(handler) = self.handlers.rpc(&call.method) else {
+        let RpcCall { session_id, identity, method, payload } = call;
+        let Some(handler) = self.handlers.get(&Slot::Rpc(method)) else {
             return Box::pin(ready(Err(RpcError::UnknownMethod)));
         };
         let args: Args = Box::new(move |py| {
-            let session = Bound::new(py, PySession { session_id: call.session_id, identity: call.identity })?;
-            let payload = json::to_py(py, &call.payload)?;
+            let session = Bound::new(py, PySession { session_id, identity })?;
+            let payload = json::to_py(py, &payload)?;
             PyTuple::new(py, [session.into_any(), payload])
         });
         let convert: Convert<Result<Value, RpcError>> = Arc::new(|py, answer| match answer {
@@ -175,13 +147,21 @@ impl Hooks for PyHooks {
         handler::call(handler, self.event_loop.clone(), args, convert, Err(RpcError::Failed("handler failed".into())))
     }
 
-    fn on_event(&self, event: &Event) {
-        if self.handlers.on_event().is_none() {
-            return;
-        }
-        match serde_json::to_value(event) {
-            Ok(value) => self.events.push(value),
-            Err(e) => tracing::warn!(target: "wsguard::python", error = %e, "event not serializable"),
-        }
+    fn on_event(&self, event: &Event) -> HookFuture<()> {
+        let Some(handler) = self.handlers.get(&Slot::OnEvent) else { return Box::pin(ready(())) };
+        let event = match serde_json::to_value(event) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(target: "wsguard::python", error = %e, "event not serializable");
+                return Box::pin(ready(()));
+            }
+        };
+        let args: Args = Box::new(move |py| PyTuple::new(py, [json::to_py(py, &event)?]));
+        let convert: Convert<()> = Arc::new(|py, returned| {
+            if let Err(e) = returned {
+                log_exception(py, "on_event", &e);
+            }
+        });
+        handler::call(handler, self.event_loop.clone(), args, convert, ())
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! The curated, typed package `wsguard` (bindings-python/python/wsguard) re-exports what is here
 //! and adds the asyncio forms. Everything this crate does is conversion: Python input becomes the
-//! core's `Config`, `Revocation` and JSON values; the core's `Identity`, `Event`, stats and errors
-//! become Python objects; Python callables become the core's `Hooks`. It owns no default, no
-//! validation and no security check: the core decides, and its `ErrorCode` reaches Python as
-//! `WsguardError.code` / `.code_name`.
+//! core's inputs (`wsguard::host`: the config input, the control operations' arguments) and JSON
+//! values; the core's `Identity`, `Event`, stats and errors become Python objects; Python
+//! callables become the core's `Hooks`. It owns no default, no validation and no security check:
+//! the core decides, and its `ErrorCode` reaches Python as `WsguardError.code` / `.code_name`.
 //!
 //! Threads and the GIL (STYLE.md, "Host callbacks never stall the core"):
 //!
@@ -14,13 +14,13 @@
 //! - a synchronous handler runs on the runtime's blocking pool (`wsguard::hooks::run_blocking`) and
 //!   holds the GIL only for the call; a coroutine handler runs on the asyncio loop that started
 //!   the server, and its result comes back through a oneshot channel, so no thread waits for it;
-//! - events reach `on_event` through a bounded queue and one dispatcher thread per server;
+//! - events reach `on_event` like any other hook call: the core's one bounded queue awaits each
+//!   handler call, so a slow handler shows up as dropped events in the core's counters;
 //! - core `tracing` events reach Python's `logging` (logger `wsguard`) through pyo3-log. That is
 //!   the only logger this library installs; it never installs a tracing subscriber.
 
 mod config;
 mod errors;
-mod events;
 mod handler;
 mod hooks;
 mod json;

@@ -11,14 +11,12 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use wsguard::auth::Revocation;
-use wsguard::limits::BanTarget;
+use wsguard::host::{self, DisconnectTarget};
 use wsguard::{Config, EmbeddedServer, ServerHandle};
 
 use crate::errors::{not_running, to_py};
-use crate::events::{self, Dispatcher, EventQueue};
 use crate::handler::EventLoop;
-use crate::hooks::{Handlers, PyHooks};
+use crate::hooks::{Handlers, PyHooks, Slot};
 use crate::{config, json};
 
 /// How often `serve_forever` wakes up to run Python's signal handlers (Ctrl-C).
@@ -27,15 +25,8 @@ const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 enum State {
     Idle,
     Starting,
-    Running(Box<Running>),
+    Running(Box<EmbeddedServer>),
     Stopping(ServerHandle),
-}
-
-struct Running {
-    server: EmbeddedServer,
-    handle: ServerHandle,
-    events: Arc<EventQueue>,
-    dispatcher: Dispatcher,
 }
 
 /// What a `Server` object holds; shared with the exit registry.
@@ -50,12 +41,6 @@ struct Inner {
 /// Servers that may be running, stopped by `stop_all` when the interpreter exits (registered
 /// with `atexit` by the package), so no runtime thread outlives the interpreter.
 static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
-
-/// True on a thread of a server's runtime or event dispatcher, where a blocking `stop` would
-/// wait for the very thread it runs on.
-fn on_server_thread() -> bool {
-    matches!(std::thread::current().name(), Some("wsguard-worker") | Some(events::THREAD_NAME))
-}
 
 impl Inner {
     fn config(&self) -> Config {
@@ -74,17 +59,13 @@ impl Inner {
     /// The control handle while the server runs.
     fn handle(&self, py: Python<'_>) -> PyResult<ServerHandle> {
         match &*self.lock() {
-            State::Running(running) => Ok(running.handle.clone()),
+            State::Running(server) => Ok(server.handle().clone()),
             State::Stopping(handle) => Ok(handle.clone()),
             State::Idle | State::Starting => Err(not_running(py)),
         }
     }
 
     fn start(self: &Arc<Self>, py: Python<'_>, event_loop: EventLoop) -> PyResult<()> {
-        if on_server_thread() {
-            // A runtime cannot be built (nor blocked on) from inside another one.
-            return Err(PyErr::new::<pyo3::exceptions::PyRuntimeError, _>("start() cannot be called from a handler"));
-        }
         {
             let mut state = self.lock();
             match &*state {
@@ -99,8 +80,8 @@ impl Inner {
         }
         let started = self.start_idle(py, event_loop);
         match started {
-            Ok(running) => {
-                self.set(State::Running(Box::new(running)));
+            Ok(server) => {
+                self.set(State::Running(Box::new(server)));
                 let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
                 live.retain(|w| w.strong_count() > 0);
                 live.push(Arc::downgrade(self));
@@ -113,7 +94,8 @@ impl Inner {
         }
     }
 
-    fn start_idle(&self, py: Python<'_>, event_loop: EventLoop) -> PyResult<Running> {
+    /// Starts the core's server; on a handler's thread the core refuses with `wrong_thread`.
+    fn start_idle(&self, py: Python<'_>, event_loop: EventLoop) -> PyResult<EmbeddedServer> {
         if event_loop.is_none() {
             let inspect = py.import("inspect")?;
             for handler in self.handlers.all() {
@@ -127,28 +109,15 @@ impl Inner {
         }
         crate::refresh_log_levels();
         let config = self.config();
-        let capacity = config.hooks.event_queue_capacity as usize;
-        let (events, dispatcher) = events::spawn(Arc::clone(&self.handlers), event_loop.clone(), capacity)
-            .map_err(|e| to_py(py, wsguard::Error::Refused { code: wsguard::ErrorCode::Io, message: e.to_string() }))?;
-        let hooks = Arc::new(PyHooks { handlers: Arc::clone(&self.handlers), event_loop, events: Arc::clone(&events) });
+        let hooks = Arc::new(PyHooks { handlers: Arc::clone(&self.handlers), event_loop });
         // Worker threads: 0 leaves the choice to `server.worker_threads`.
-        match py.detach(move || EmbeddedServer::start(config, hooks, None, 0)) {
-            Ok(server) => {
-                let handle = server.handle().clone();
-                Ok(Running { server, handle, events, dispatcher })
-            }
-            Err(e) => {
-                events.close();
-                py.detach(|| dispatcher.finish(Duration::from_secs(1)));
-                Err(to_py(py, e))
-            }
-        }
+        py.detach(move || EmbeddedServer::start(config, hooks, None, 0)).map_err(|e| to_py(py, e))
     }
 
     fn stop(&self, py: Python<'_>, grace: Option<Duration>) -> PyResult<()> {
-        if on_server_thread() {
-            // Called from a handler: start the shutdown; `serve_forever` or a later `stop` from
-            // the host's own thread completes it.
+        if host::is_server_thread() {
+            // Called from a handler, where the core refuses to block (`wrong_thread`): start the
+            // shutdown; `serve_forever` or a later `stop` from the host's own thread completes it.
             if let Ok(handle) = self.handle(py) {
                 match grace {
                     Some(grace) => handle.shutdown_within(grace),
@@ -157,13 +126,13 @@ impl Inner {
             }
             return Ok(());
         }
-        let running = {
+        let stopping = {
             let mut state = self.lock();
             loop {
                 match std::mem::replace(&mut *state, State::Idle) {
-                    State::Running(running) => {
-                        *state = State::Stopping(running.handle.clone());
-                        break Some(running);
+                    State::Running(server) => {
+                        *state = State::Stopping(server.handle().clone());
+                        break Some(server);
                     }
                     State::Idle => break None,
                     other => {
@@ -179,16 +148,8 @@ impl Inner {
                 }
             }
         };
-        let Some(running) = running else { return Ok(()) };
-        let Running { mut server, handle: _, events, dispatcher } = *running;
-        let event_drain =
-            Duration::try_from_secs_f64(self.config().hooks.timeout_secs).unwrap_or(Duration::from_secs(1));
-        let result = py.detach(move || {
-            let result = server.stop(grace);
-            events.close();
-            dispatcher.finish(event_drain);
-            result
-        });
+        let Some(mut server) = stopping else { return Ok(()) };
+        let result = py.detach(move || server.stop(grace));
         self.set(State::Idle);
         result.map_err(|e| to_py(py, e))
     }
@@ -204,7 +165,7 @@ impl Inner {
                     self.changed.wait_timeout(state, SIGNAL_CHECK_INTERVAL).unwrap_or_else(PoisonError::into_inner);
                 match &*state {
                     State::Idle => None,
-                    State::Running(running) => Some(running.handle.is_shutting_down()),
+                    State::Running(server) => Some(server.handle().is_shutting_down()),
                     State::Starting | State::Stopping(_) => Some(false),
                 }
             });
@@ -288,22 +249,22 @@ impl PyServer {
 
     #[pyo3(name = "_set_rpc_handler")]
     fn set_rpc_handler(&self, method: String, handler: Py<PyAny>) {
-        self.inner.handlers.set_rpc(method, Arc::new(handler));
+        self.inner.handlers.set(Slot::Rpc(method), Arc::new(handler));
     }
 
     #[pyo3(name = "_set_authenticate_handler")]
     fn set_authenticate_handler(&self, handler: Py<PyAny>) {
-        self.inner.handlers.set_authenticate(Arc::new(handler));
+        self.inner.handlers.set(Slot::Authenticate, Arc::new(handler));
     }
 
     #[pyo3(name = "_set_authorize_handler")]
     fn set_authorize_handler(&self, handler: Py<PyAny>) {
-        self.inner.handlers.set_authorize(Arc::new(handler));
+        self.inner.handlers.set(Slot::Authorize, Arc::new(handler));
     }
 
     #[pyo3(name = "_set_event_handler")]
     fn set_event_handler(&self, handler: Py<PyAny>) {
-        self.inner.handlers.set_on_event(Arc::new(handler));
+        self.inner.handlers.set(Slot::OnEvent, Arc::new(handler));
     }
 
     /// Publishes `payload` (a JSON object) to every subscriber of `channel`; returns how many
@@ -315,34 +276,25 @@ impl PyServer {
     }
 
     /// Closes one session (`session_id`) or every session of a user (`user`, the `sub` claim)
-    /// with 4001; returns how many were closed.
+    /// with 4001; returns how many were closed. Not exactly one: `InvalidArgumentError`.
     #[pyo3(signature = (session_id = None, user = None))]
-    fn disconnect(&self, py: Python<'_>, session_id: Option<u64>, user: Option<String>) -> PyResult<usize> {
+    fn disconnect(&self, py: Python<'_>, session_id: Option<u64>, user: Option<&str>) -> PyResult<usize> {
+        let target = host::disconnect_target(session_id, user).map_err(|e| to_py(py, e))?;
         let handle = self.inner.handle(py)?;
-        match (session_id, user) {
-            (Some(id), None) => py.detach(|| handle.disconnect_session(id)).map(|()| 1).map_err(|e| to_py(py, e)),
-            (None, Some(user)) => Ok(py.detach(|| handle.disconnect_user(&user))),
-            _ => Err(PyTypeError::new_err("disconnect() takes exactly one of session_id= or user=")),
+        match target {
+            DisconnectTarget::Session(id) => {
+                py.detach(|| handle.disconnect_session(id)).map(|()| 1).map_err(|e| to_py(py, e))
+            }
+            DisconnectTarget::User(user) => Ok(py.detach(|| handle.disconnect_user(&user))),
         }
     }
 
     /// Revokes tokens by `jti`, by subject (`sub`, tokens issued until now) or by time
     /// (`issued_before`, seconds since the epoch): matching sessions close with 4501 and matching
-    /// tokens are refused from now on.
+    /// tokens are refused from now on. Not exactly one: `InvalidArgumentError`.
     #[pyo3(signature = (jti = None, sub = None, issued_before = None))]
-    fn revoke(
-        &self,
-        py: Python<'_>,
-        jti: Option<String>,
-        sub: Option<String>,
-        issued_before: Option<u64>,
-    ) -> PyResult<()> {
-        let revocation = match (jti, sub, issued_before) {
-            (Some(jti), None, None) => Revocation::TokenId(jti),
-            (None, Some(sub), None) => Revocation::Subject(sub),
-            (None, None, Some(t)) => Revocation::IssuedBefore(t),
-            _ => return Err(PyTypeError::new_err("revoke() takes exactly one of jti=, sub= or issued_before=")),
-        };
+    fn revoke(&self, py: Python<'_>, jti: Option<&str>, sub: Option<&str>, issued_before: Option<u64>) -> PyResult<()> {
+        let revocation = host::revocation(jti, sub, issued_before).map_err(|e| to_py(py, e))?;
         let handle = self.inner.handle(py)?;
         py.detach(|| handle.revoke(revocation));
         Ok(())
@@ -355,7 +307,7 @@ impl PyServer {
         let config = config::parse(config)?;
         let handle = self.inner.handle(py)?;
         let applied = config.clone();
-        py.detach(|| handle.reload(config)).map_err(|e| crate::errors::config_error(py, &e))?;
+        py.detach(|| handle.reload(config)).map_err(|e| crate::errors::to_py(py, e.into()))?;
         *self.inner.config.lock().unwrap_or_else(PoisonError::into_inner) = applied;
         Ok(())
     }
@@ -370,20 +322,20 @@ impl PyServer {
     }
 
     /// Bans `ip=` or `user=` (exactly one) for `secs` seconds; returns False when the target is
-    /// exempt (`abuse.exempt`). Open sessions are not closed.
+    /// exempt (`abuse.exempt`). Open sessions are not closed. A wrong target or length:
+    /// `InvalidArgumentError`.
     #[pyo3(signature = (*, ip=None, user=None, secs))]
-    fn ban(&self, py: Python<'_>, ip: Option<String>, user: Option<String>, secs: f64) -> PyResult<bool> {
-        let target = ban_target(ip, user)?;
-        let duration = Duration::try_from_secs_f64(secs)
-            .map_err(|_| PyValueError::new_err("secs must be a non-negative finite number of seconds"))?;
+    fn ban(&self, py: Python<'_>, ip: Option<&str>, user: Option<&str>, secs: f64) -> PyResult<bool> {
+        let target = host::ban_target(ip, user).map_err(|e| to_py(py, e))?;
+        let duration = host::ban_duration(secs).map_err(|e| to_py(py, e))?;
         let handle = self.inner.handle(py)?;
         Ok(py.detach(|| handle.ban(target, duration)))
     }
 
     /// Lifts the ban of `ip=` or `user=` (exactly one); returns whether there was one.
     #[pyo3(signature = (*, ip=None, user=None))]
-    fn lift_ban(&self, py: Python<'_>, ip: Option<String>, user: Option<String>) -> PyResult<bool> {
-        let target = ban_target(ip, user)?;
+    fn lift_ban(&self, py: Python<'_>, ip: Option<&str>, user: Option<&str>) -> PyResult<bool> {
+        let target = host::ban_target(ip, user).map_err(|e| to_py(py, e))?;
         let handle = self.inner.handle(py)?;
         Ok(py.detach(|| handle.lift_ban(&target)))
     }
@@ -394,16 +346,6 @@ impl PyServer {
         let snapshot = py.detach(|| serde_json::to_value(handle.stats()));
         let snapshot = snapshot.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
         json::to_py(py, &snapshot)
-    }
-}
-
-fn ban_target(ip: Option<String>, user: Option<String>) -> PyResult<BanTarget> {
-    match (ip, user) {
-        (Some(ip), None) => {
-            ip.parse().map(BanTarget::Ip).map_err(|_| PyValueError::new_err(format!("not an IP address: {ip:?}")))
-        }
-        (None, Some(user)) => Ok(BanTarget::User(user)),
-        _ => Err(PyTypeError::new_err("takes exactly one of ip= or user=")),
     }
 }
 

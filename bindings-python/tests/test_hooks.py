@@ -14,6 +14,7 @@ import pytest
 from conftest import Client, Mint, url
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 import wsguard
 
@@ -211,6 +212,30 @@ def test_on_event_receives_events_in_order(server: wsguard.Server, client: Any) 
         time.sleep(0.02)
     assert [e["kind"] for e in events][:2] == ["session_opened", "session_closed"]
     assert events[0]["user"] == "erin" and events[0]["session_id"] == events[1]["session_id"]
+
+
+def test_a_slow_event_handler_makes_the_core_drop_and_count_events(config: Dict[str, Any], mint: Mint) -> None:
+    # The core's one queue holds one event and waits for each handler call: while the handler
+    # sleeps on the first event, the sessions below produce more than fit.
+    config["hooks"] = {"timeout_secs": 1.0, "event_queue_capacity": 1}
+    delivered: List[str] = []
+
+    def on_event(event: Dict[str, Any]) -> None:
+        delivered.append(event["kind"])
+        time.sleep(0.5)
+
+    with wsguard.Server(config) as server:
+        server.on_event(on_event)
+        for n in range(10):
+            headers = {"Authorization": f"Bearer {mint(f'user{n}')}"}
+            with connect(url(server), additional_headers=headers, proxy=None):
+                pass
+        deadline = time.monotonic() + 5
+        while server.stats()["events_dropped"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        dropped = server.stats()["events_dropped"]
+    assert dropped > 0
+    assert 0 < len(delivered) < 20
 
 
 def test_core_logs_reach_python_logging(config: Dict[str, Any], caplog: Any) -> None:

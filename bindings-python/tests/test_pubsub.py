@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List
 
 import pytest
 from conftest import Client, Mint, url
@@ -65,8 +65,23 @@ def test_revoke_by_subject_and_time(server: wsguard.Server, client: Any) -> None
 def test_revoke_takes_exactly_one_selector(server: wsguard.Server) -> None:
     with pytest.raises(TypeError):
         server.revoke()
-    with pytest.raises(TypeError):
+    with pytest.raises(wsguard.InvalidArgumentError) as caught:
         server.revoke(jti="a", sub="b")
+    assert caught.value.code_name == "invalid_argument" and isinstance(caught.value, ValueError)
+
+
+def test_argument_mistakes_are_invalid_argument_from_the_core(server: wsguard.Server) -> None:
+    mistakes: List[Callable[[], object]] = [
+        lambda: server.disconnect(session_id=1, user="a"),
+        lambda: server.ban(ip="not-an-ip", secs=1),
+        lambda: server.ban(user="a", secs=-1),
+        lambda: server.ban(user="a", secs=float("nan")),
+        lambda: server.lift_ban(),
+    ]
+    for mistake in mistakes:
+        with pytest.raises(wsguard.InvalidArgumentError) as caught:
+            mistake()
+        assert (caught.value.code, caught.value.code_name) == (9004, "invalid_argument")
 
 
 def test_disconnect_by_user_and_session(server: wsguard.Server, client: Any) -> None:

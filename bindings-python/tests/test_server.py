@@ -115,6 +115,24 @@ def test_stop_from_a_handler_ends_serve_forever(config: Dict[str, Any], mint: Mi
     assert not thread.is_alive() and not server.is_running
 
 
+def test_start_from_a_handler_is_refused_by_the_core(
+    server: wsguard.Server, client: Any, config: Dict[str, Any]
+) -> None:
+    other = wsguard.Server(config)
+
+    @server.rpc("orders.create")
+    def start_other(session: wsguard.Session, payload: Dict[str, Any]) -> str:
+        try:
+            other.start()
+        except wsguard.WsguardError as refused:
+            return refused.code_name
+        return "started"
+
+    c: Client = client()
+    assert c.request("rpc", method="orders.create")["payload"] == "wrong_thread"
+    assert not other.is_running
+
+
 def test_async_forms(config: Dict[str, Any], mint: Mint) -> None:
     async def main() -> None:
         async with wsguard.serve(config) as server:

@@ -2,15 +2,76 @@
 //! [`ErrorCode`] (a number in a per-area block and a snake_case name). Bindings branch on the code;
 //! the `Display` text is for humans and may change.
 //!
-//! This module owns the numbers and names only. How a code reaches a client (HTTP status, close code
-//! or reply) is decided in `handshake::Rejection`, `session::Disconnect` and `protocol::ReplyError`.
+//! The registry also owns each code's properties, so that every question about a code has one
+//! answer: where it can surface ([`ErrorCode::surfaces`]), the HTTP status of a handshake refusal
+//! ([`ErrorCode::http_status`]) and whether an error reply counts towards `limits.max_violations`
+//! ([`ErrorCode::is_violation`]). `handshake::Rejection` and the session ask these; the tables in
+//! docs/ERROR_CODES.md and docs/PROTOCOL.md are generated from them (core/tests/generated.rs).
 
 use std::fmt;
 
+use http::StatusCode;
+
 use crate::config::problems::ConfigError;
 
+/// One way a code reaches the outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Surface {
+    /// A `ConfigError` when a configuration is loaded, checked or reloaded.
+    Config,
+    /// A handshake refusal answered with this HTTP status.
+    Refusal {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// A handshake refusal that cannot be answered (nothing is written): it appears only in a
+    /// `HandshakeRejected` event, with status 0.
+    Unanswered {
+        /// When this happens.
+        when: &'static str,
+    },
+    /// An `error` reply frame; the session stays open.
+    Reply {
+        /// Whether the reply counts towards `limits.max_violations` (the client misbehaved), as
+        /// opposed to a benign no-op or a host or infrastructure failure.
+        is_violation: bool,
+        /// The client actions that can get it (`any frame` for all).
+        from: &'static str,
+    },
+    /// An `Error` returned by a host API call.
+    Api {
+        /// The calls that return it (empty for many).
+        calls: &'static str,
+    },
+}
+
+/// The registry's shorthand for its surfaces (kept short so that one code stays on one line).
+mod short {
+    use super::Surface;
+
+    pub(super) const CONFIG: Surface = Surface::Config;
+    pub(super) const API: Surface = Surface::Api { calls: "" };
+
+    pub(super) const fn http(status: u16) -> Surface {
+        Surface::Refusal { status }
+    }
+    pub(super) const fn unanswered(when: &'static str) -> Surface {
+        Surface::Unanswered { when }
+    }
+    pub(super) const fn violation(from: &'static str) -> Surface {
+        Surface::Reply { is_violation: true, from }
+    }
+    pub(super) const fn benign(from: &'static str) -> Surface {
+        Surface::Reply { is_violation: false, from }
+    }
+    pub(super) const fn api(calls: &'static str) -> Surface {
+        Surface::Api { calls }
+    }
+}
+
 macro_rules! error_codes {
-    ($( $variant:ident = $num:literal, $name:literal, $doc:literal; )*) => {
+    ($( $variant:ident = $num:literal, $name:literal, [$($surface:expr),+ $(,)?], $doc:literal; )*) => {
         /// A stable error code. Numbers come in blocks per area: 1xxx config, 2xxx handshake,
         /// 3xxx authentication, 4xxx per-message replies, 5xxx server runtime.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,7 +82,7 @@ macro_rules! error_codes {
         }
 
         impl ErrorCode {
-            /// Every code, in registry order (used to generate the documented table).
+            /// Every code, in registry order (used to generate the documented tables).
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
 
             /// The stable snake_case name (what clients and bindings compare against).
@@ -32,6 +93,12 @@ macro_rules! error_codes {
             /// What the code means (the registry's documentation).
             pub const fn description(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $doc,)* }
+            }
+
+            /// Every way the code can reach the outside, in registry order.
+            pub const fn surfaces(self) -> &'static [Surface] {
+                use short::*;
+                match self { $(ErrorCode::$variant => const { &[$($surface),+] },)* }
             }
 
             /// The stable number.
@@ -47,68 +114,96 @@ macro_rules! error_codes {
     };
 }
 
+// Each line: variant = number, name, [surfaces], meaning. `violation(from)` and `benign(from)` are
+// error replies that do or do not count towards `limits.max_violations`; `http(status)` a refusal.
+
 error_codes! {
-    ConfigSyntax = 1001, "config_syntax", "The configuration text is not valid TOML or JSON.";
-    ConfigInvalid = 1002, "config_invalid", "One or more configuration keys are unknown, mistyped or out of range.";
-    ConfigFile = 1003, "config_file", "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`) is not set, or the HMAC secret is shorter than 32 bytes.";
+    ConfigSyntax = 1001, "config_syntax", [CONFIG], "The configuration text is not valid TOML or JSON.";
+    ConfigInvalid = 1002, "config_invalid", [CONFIG], "One or more configuration keys are unknown, mistyped or out of range.";
+    ConfigFile = 1003, "config_file", [CONFIG], "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
+    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`) is not set, or the HMAC secret is shorter than 32 bytes.";
 
-    BadRequest = 2001, "bad_request", "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
-    NotFound = 2002, "not_found", "The request path is not the configured WebSocket path.";
-    MethodNotAllowed = 2003, "method_not_allowed", "The request method is not GET.";
-    UpgradeRequired = 2004, "upgrade_required", "The request is not a WebSocket upgrade, or asks for an unsupported protocol version.";
-    HeadersTooLarge = 2005, "headers_too_large", "The request head is larger than `server.max_header_bytes`.";
-    HandshakeTimeout = 2006, "handshake_timeout", "The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.";
-    OriginNotAllowed = 2007, "origin_not_allowed", "The `Origin` header is missing, `null` or not in the allowlist.";
-    ServerFull = 2008, "server_full", "The server holds `server.max_connections` sessions, or `server.max_pending_handshakes` handshakes are in flight.";
-    TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip", "The client IP holds `limits.connections_per_ip` sessions.";
-    TooManyConnectionsPerUser = 2010, "too_many_connections_per_user", "The user holds `limits.connections_per_user` sessions.";
-    HandshakeRateLimited = 2011, "handshake_rate_limited", "The client IP exceeded `limits.handshakes_per_ip_per_sec`.";
-    TlsHandshakeFailed = 2012, "tls_handshake_failed", "The TLS handshake failed.";
-    BadForwardedHeader = 2013, "bad_forwarded_header", "A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.";
-    RejectedByHook = 2014, "rejected_by_hook", "The `authenticate` hook refused the connection.";
-    SubprotocolRequired = 2015, "subprotocol_required", "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
-    ShuttingDown = 2016, "shutting_down", "The server is shutting down and accepts no new sessions.";
-    ReplayCacheFull = 2017, "replay_cache_full", "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
-    Banned = 2018, "banned", "The client IP or user is temporarily banned (`[abuse]` or an operator ban); answered 403.";
-    OverMemoryBudget = 2019, "over_memory_budget", "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
-    QuotaUnavailable = 2020, "quota_unavailable", "The cluster-wide per-user quota store (Redis) could not be reached and `cluster.quota_failure = \"closed\"`; answered 503.";
+    BadRequest = 2001, "bad_request", [http(400), unanswered("the client closed before the request head ended")], "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
+    NotFound = 2002, "not_found", [http(404)], "The request path is not the configured WebSocket path.";
+    MethodNotAllowed = 2003, "method_not_allowed", [http(405)], "The request method is not GET.";
+    UpgradeRequired = 2004, "upgrade_required", [http(426)], "The request is not a WebSocket upgrade, or asks for an unsupported protocol version.";
+    HeadersTooLarge = 2005, "headers_too_large", [http(431)], "The request head is larger than `server.max_header_bytes`.";
+    HandshakeTimeout = 2006, "handshake_timeout", [http(408), unanswered("TLS phase")], "The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.";
+    OriginNotAllowed = 2007, "origin_not_allowed", [http(403)], "The `Origin` header is missing, `null` or not in the allowlist.";
+    ServerFull = 2008, "server_full", [http(503), unanswered("over TLS, past `server.max_pending_handshakes`")], "The server holds `server.max_connections` sessions, or `server.max_pending_handshakes` handshakes are in flight.";
+    TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip", [http(429)], "The client IP holds `limits.connections_per_ip` sessions.";
+    TooManyConnectionsPerUser = 2010, "too_many_connections_per_user", [http(429)], "The user holds `limits.connections_per_user` sessions.";
+    HandshakeRateLimited = 2011, "handshake_rate_limited", [http(429)], "The client IP exceeded `limits.handshakes_per_ip_per_sec`.";
+    TlsHandshakeFailed = 2012, "tls_handshake_failed", [unanswered("")], "The TLS handshake failed.";
+    BadForwardedHeader = 2013, "bad_forwarded_header", [http(400)], "A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.";
+    RejectedByHook = 2014, "rejected_by_hook", [http(403), violation("`refresh`")], "The `authenticate` hook refused the connection (or, at a `refresh`, the new token).";
+    SubprotocolRequired = 2015, "subprotocol_required", [http(400)], "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
+    ShuttingDown = 2016, "shutting_down", [http(503)], "The server is shutting down and accepts no new sessions.";
+    ReplayCacheFull = 2017, "replay_cache_full", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
+    Banned = 2018, "banned", [http(403)], "The client IP or user is temporarily banned (`[abuse]` or an operator ban); answered 403.";
+    OverMemoryBudget = 2019, "over_memory_budget", [http(503)], "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
+    QuotaUnavailable = 2020, "quota_unavailable", [http(503)], "The cluster-wide per-user quota store (Redis) could not be reached and `cluster.quota_failure = \"closed\"`; answered 503.";
 
-    TokenMissing = 3001, "token_missing", "No token was found in any configured source.";
-    TokenMalformed = 3002, "token_malformed", "The token is not a well-formed JWT.";
-    TokenExpired = 3003, "token_expired", "The token's `exp` is in the past (beyond the leeway).";
-    TokenNotYetValid = 3004, "token_not_yet_valid", "The token's `nbf` or `iat` is in the future (beyond the leeway).";
-    TokenBadSignature = 3005, "token_bad_signature", "The signature does not verify with the configured key.";
-    TokenAlgNotAllowed = 3006, "token_alg_not_allowed", "The token's `alg` is not in `auth.algorithms` or does not fit the key type.";
-    TokenWrongIssuer = 3007, "token_wrong_issuer", "The token's `iss` is not `auth.issuer`.";
-    TokenWrongAudience = 3008, "token_wrong_audience", "The token's `aud` does not contain `auth.audience`.";
-    TokenLifetimeTooLong = 3009, "token_lifetime_too_long", "`exp - iat` is longer than `auth.max_token_lifetime_secs`.";
-    TokenMissingClaim = 3010, "token_missing_claim", "A claim listed in `auth.required_claims` (or `exp`, `iss`, `aud`, `sub`) is absent.";
-    TokenUnknownKey = 3011, "token_unknown_key", "The token's `kid` is absent or unknown to the JWKS.";
-    TokenInvalidClaim = 3012, "token_invalid_claim", "A registered claim has the wrong type (for example a string `exp`, a non-string `sub`).";
-    TokenRevoked = 3013, "token_revoked", "The token was revoked (by jti, by subject, or issued before a revocation time).";
-    TokenReplayed = 3014, "token_replayed", "`auth.single_use_jti` is on and this token's `jti` was already used.";
+    TokenMissing = 3001, "token_missing", [http(401)], "No token was found in any configured source.";
+    TokenMalformed = 3002, "token_malformed", [http(401), violation("`refresh`")], "The token is not a well-formed JWT.";
+    TokenExpired = 3003, "token_expired", [http(401), violation("`refresh`")], "The token's `exp` is in the past (beyond the leeway).";
+    TokenNotYetValid = 3004, "token_not_yet_valid", [http(401), violation("`refresh`")], "The token's `nbf` or `iat` is in the future (beyond the leeway).";
+    TokenBadSignature = 3005, "token_bad_signature", [http(401), violation("`refresh`")], "The signature does not verify with the configured key.";
+    TokenAlgNotAllowed = 3006, "token_alg_not_allowed", [http(401), violation("`refresh`")], "The token's `alg` is not in `auth.algorithms` or does not fit the key type.";
+    TokenWrongIssuer = 3007, "token_wrong_issuer", [http(401), violation("`refresh`")], "The token's `iss` is not `auth.issuer`.";
+    TokenWrongAudience = 3008, "token_wrong_audience", [http(401), violation("`refresh`")], "The token's `aud` does not contain `auth.audience`.";
+    TokenLifetimeTooLong = 3009, "token_lifetime_too_long", [http(401), violation("`refresh`")], "`exp - iat` is longer than `auth.max_token_lifetime_secs`.";
+    TokenMissingClaim = 3010, "token_missing_claim", [http(401), violation("`refresh`")], "A claim listed in `auth.required_claims` (or `exp`, `iss`, `aud`, `sub`) is absent; also when `auth.single_use_jti` is on and the token has no `jti`.";
+    TokenUnknownKey = 3011, "token_unknown_key", [http(401), violation("`refresh`")], "The token's `kid` is absent or unknown to the JWKS.";
+    TokenInvalidClaim = 3012, "token_invalid_claim", [http(401), violation("`refresh`")], "A registered claim has the wrong type (for example a string `exp`, a non-string `sub`).";
+    TokenRevoked = 3013, "token_revoked", [http(401), violation("`refresh`")], "The token was revoked (by jti, by subject, or issued before a revocation time).";
+    TokenReplayed = 3014, "token_replayed", [http(401), violation("`refresh`")], "`auth.single_use_jti` is on and this token's `jti` was already used (by a handshake or a refresh).";
 
-    InvalidJson = 4001, "invalid_json", "The frame is not valid JSON.";
-    InvalidFrame = 4002, "invalid_frame", "The frame is JSON but not a valid v1 frame (unknown action, unknown field, wrong type).";
-    InvalidChannel = 4003, "invalid_channel", "The channel name is empty, too long or uses characters outside the allowed set.";
-    Forbidden = 4004, "forbidden", "The identity may not perform this action on this channel.";
-    NotSubscribed = 4005, "not_subscribed", "`unsubscribe` for a channel the session is not subscribed to.";
-    TooManySubscriptions = 4006, "too_many_subscriptions", "The session already holds `limits.max_subscriptions` subscriptions.";
-    PayloadTooDeep = 4007, "payload_too_deep", "The payload nests deeper than `limits.max_payload_depth`.";
-    UnknownMethod = 4008, "unknown_method", "The RPC method is not declared in `[[rpc]]` (refused before any host code runs).";
-    RpcFailed = 4009, "rpc_failed", "The RPC handler failed (the message is the handler's), or no handler is registered for a declared method.";
-    HookTimeout = 4010, "hook_timeout", "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake it is answered 503.";
-    RateLimited = 4011, "rate_limited", "A message rate (connection, bytes, user or channel) was exceeded; the frame was not processed. The reply carries `retry_after_ms`.";
-    Replay = 4012, "replay", "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
-    PayloadInvalid = 4013, "payload_invalid", "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
-    RefreshMismatch = 4014, "refresh_mismatch", "The refresh token's `sub` or session-bound claims differ from the session's.";
-    BrokerUnavailable = 4015, "broker_unavailable", "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes.";
+    InvalidJson = 4001, "invalid_json", [violation("any frame")], "The frame is not valid JSON (including empty, or nested more than 128 levels).";
+    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, or bad `method`.";
+    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`"), api("`publish`")], "The channel name is empty, too long or uses characters outside the allowed set.";
+    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes.";
+    NotSubscribed = 4005, "not_subscribed", [benign("`unsubscribe`")], "`unsubscribe` for a channel the session is not subscribed to.";
+    TooManySubscriptions = 4006, "too_many_subscriptions", [benign("`subscribe`")], "The session already holds `limits.max_subscriptions` subscriptions.";
+    PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`")], "The payload nests deeper than `limits.max_payload_depth`.";
+    UnknownMethod = 4008, "unknown_method", [violation("`rpc`")], "The RPC method is not declared in `[[rpc]]` (refused before any host code runs).";
+    RpcFailed = 4009, "rpc_failed", [benign("`rpc`")], "The RPC handler failed (the message is the handler's) or panicked, or no handler is registered for a declared method.";
+    HookTimeout = 4010, "hook_timeout", [benign("`subscribe`, `publish`, `rpc`, `refresh`"), http(503)], "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake (`authenticate`) it is answered 503.";
+    RateLimited = 4011, "rate_limited", [violation("any frame")], "A message rate (connection, bytes, user or channel) was exceeded; the frame was not processed. The reply carries `retry_after_ms`.";
+    Replay = 4012, "replay", [violation("any frame")], "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
+    PayloadInvalid = 4013, "payload_invalid", [violation("`publish`, `rpc`")], "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
+    RefreshMismatch = 4014, "refresh_mismatch", [violation("`refresh`")], "The refresh token's `sub` or session-bound claims differ from the session's.";
+    BrokerUnavailable = 4015, "broker_unavailable", [benign("`publish`"), api("`publish`")], "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes. Retrying may deliver it twice on this node.";
 
-    Io = 5001, "io", "An I/O error (bind, accept, read a file).";
-    NotRunning = 5003, "not_running", "The server is not running (already shut down).";
-    UnknownSession = 5004, "unknown_session", "No session has this id.";
-    TokenMint = 5005, "token_mint", "A token could not be minted (bad key, bad claims).";
+    Io = 5001, "io", [API], "An I/O error (bind, accept, read a file).";
+    NotRunning = 5003, "not_running", [API], "The server is not running (already shut down).";
+    UnknownSession = 5004, "unknown_session", [api("`disconnect_session`")], "No session has this id.";
+    TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
+
+    InvalidArgument = 9004, "invalid_argument", [API], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
+    WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";
+}
+
+impl ErrorCode {
+    /// The HTTP status of a handshake refusal with this code; `None` for a code that is never
+    /// answered over HTTP.
+    pub fn http_status(self) -> Option<StatusCode> {
+        self.surfaces().iter().find_map(|s| match s {
+            Surface::Refusal { status } => StatusCode::from_u16(*status).ok(),
+            _ => None,
+        })
+    }
+
+    /// Whether an error reply with this code counts towards `limits.max_violations` (and
+    /// `abuse.max_violations`): the client misbehaved. False for a code that is never a reply.
+    pub fn is_violation(self) -> bool {
+        self.surfaces().iter().any(|s| matches!(s, Surface::Reply { is_violation: true, .. }))
+    }
+
+    /// Whether the code can be an `error` reply frame.
+    pub fn is_reply(self) -> bool {
+        self.surfaces().iter().any(|s| matches!(s, Surface::Reply { .. }))
+    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -146,7 +241,13 @@ pub enum Error {
     },
     /// A token could not be minted.
     #[error("cannot mint token: {0}")]
-    TokenMint(String),
+    TokenMint(#[from] crate::auth::MintError),
+    /// A host API argument is out of range or does not parse (see [`crate::host`]).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A blocking host API call was made from a server's own thread (see [`crate::host`]).
+    #[error("{0} blocks and cannot be called from a hook or event handler; call it from a thread of your own")]
+    WrongThread(&'static str),
 }
 
 impl Error {
@@ -158,6 +259,8 @@ impl Error {
             Error::NotRunning => ErrorCode::NotRunning,
             Error::Refused { code, .. } => *code,
             Error::TokenMint(_) => ErrorCode::TokenMint,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::WrongThread(_) => ErrorCode::WrongThread,
         }
     }
 
@@ -184,5 +287,31 @@ mod tests {
             assert_eq!(ErrorCode::from_number(code.number()), Some(*code));
             assert!(code.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
+    }
+
+    #[test]
+    fn refusal_statuses_are_client_or_server_errors_and_one_per_code() {
+        for code in ErrorCode::ALL {
+            let statuses: Vec<_> = code.surfaces().iter().filter(|s| matches!(s, Surface::Refusal { .. })).collect();
+            assert!(statuses.len() <= 1, "{code} has several HTTP statuses");
+            if let Some(Surface::Refusal { status }) = statuses.first() {
+                let parsed = code.http_status().map(|s| s.as_u16());
+                assert_eq!(parsed, Some(*status), "{code}");
+                assert!((400..600).contains(status), "{code}: {status}");
+            }
+            let replies = code.surfaces().iter().filter(|s| matches!(s, Surface::Reply { .. })).count();
+            assert!(replies <= 1, "{code} is listed as a reply twice");
+        }
+        assert_eq!(ErrorCode::HookTimeout.http_status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(ErrorCode::InvalidJson.http_status(), None);
+    }
+
+    #[test]
+    fn only_replies_are_violations() {
+        for code in ErrorCode::ALL {
+            assert!(!code.is_violation() || code.is_reply(), "{code}");
+        }
+        assert!(ErrorCode::InvalidFrame.is_violation());
+        assert!(!ErrorCode::BrokerUnavailable.is_violation());
     }
 }

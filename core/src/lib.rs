@@ -10,7 +10,8 @@
 //!    sources, has **auth** verify it (pinned algorithms, issuer, audience, lifetime), takes the
 //!    per-IP and per-user quota slots and asks the host's `authenticate` hook. Any refusal is an
 //!    HTTP status with a stable code, before the upgrade.
-//! 3. **session** runs one task per connection: tungstenite enforces the frame and message caps,
+//! 3. **session** runs one task per connection over its **transport** (reads and writes around
+//!    tungstenite, the close handshake): tungstenite enforces the frame and message caps,
 //!    **protocol** decodes each text frame strictly (unknown actions and fields refused), the
 //!    host's `authorize` hook decides channel access, and **hub** fans publications out, encoded
 //!    once, into bounded per-session outboxes. Slow consumers are closed, not buffered.
@@ -45,6 +46,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod handshake;
 pub mod hooks;
+pub mod host;
 mod hub;
 pub mod limits;
 pub mod observe;
@@ -52,11 +54,12 @@ pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod session;
+mod transport;
 
 pub use auth::Identity;
 pub use config::{Config, ConfigError, ConfigProblem};
-pub use error::{Error, ErrorCode};
+pub use error::{Error, ErrorCode, Surface};
 pub use hooks::{Hooks, NoHooks};
 pub use observe::{Event, StatsSnapshot};
-pub use server::{EmbeddedServer, Server, ServerBuilder, ServerHandle, check_config};
+pub use server::{EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, check_config};
 pub use session::Disconnect;

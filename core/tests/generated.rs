@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use wsguard::{Config, ErrorCode};
+use wsguard::{Config, ErrorCode, Surface};
 
 fn repo_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
@@ -47,6 +47,134 @@ fn error_code_table_is_current() {
 
 fn doc(relative: &str) -> String {
     std::fs::read_to_string(repo_file(relative)).expect("doc file")
+}
+
+// ---- generated regions inside hand-written docs ------------------------------------------------
+
+/// The marker lines around a generated region named `name`; the prose around stays hand-written.
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- BEGIN GENERATED {name}: from core/src/error.rs by core/tests/generated.rs; do not edit. -->\n"),
+        format!("<!-- END GENERATED {name} -->\n"),
+    )
+}
+
+/// `text` with the region `name` replaced by `fresh`; panics when the markers are missing.
+fn with_region(relative: &str, text: &str, name: &str, fresh: &str) -> String {
+    let (begin, end) = markers(name);
+    let start = text.find(&begin).unwrap_or_else(|| panic!("{relative} lacks the marker line `{}`", begin.trim_end()));
+    let body = start + begin.len();
+    let stop = text[body..].find(&end).unwrap_or_else(|| panic!("{relative} lacks `{}`", end.trim_end())) + body;
+    format!("{}{fresh}{}", &text[..body], &text[stop..])
+}
+
+/// The reply-error table of PROTOCOL.md §2: per-message codes first, then the handshake and token
+/// codes a `refresh` can also get.
+fn reply_error_table() -> String {
+    let mut codes: Vec<ErrorCode> = ErrorCode::ALL.iter().copied().filter(|c| c.is_reply()).collect();
+    codes.sort_by_key(|c| (c.number() / 1000 != 4, c.number()));
+    let mut table = String::from("| Name | Number | Meaning | From | Violation |\n|---|---:|---|---|---|\n");
+    for code in codes {
+        let from = code.surfaces().iter().find_map(|s| match s {
+            Surface::Reply { from, .. } => Some(*from),
+            _ => None,
+        });
+        table.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            code.name(),
+            code.number(),
+            code.description(),
+            from.unwrap_or_default(),
+            if code.is_violation() { "yes" } else { "no" }
+        ));
+    }
+    table
+}
+
+/// The sentence of PROTOCOL.md's "Violations" that names the reply errors that do not count.
+fn benign_replies() -> String {
+    let names: Vec<String> = ErrorCode::ALL
+        .iter()
+        .filter(|c| c.is_reply() && !c.is_violation())
+        .map(|c| format!("`{}`", c.name()))
+        .collect();
+    let (last, rest) = names.split_last().expect("some benign replies");
+    format!("Every reply error counts except {} and {last}.\n", rest.join(", "))
+}
+
+fn surface_text(surface: &Surface) -> String {
+    let with =
+        |what: &str, detail: &str| if detail.is_empty() { what.to_string() } else { format!("{what} ({detail})") };
+    match surface {
+        Surface::Config => "config".into(),
+        Surface::Refusal { status } => format!("HTTP {status}"),
+        Surface::Unanswered { when } => with("event", when),
+        Surface::Reply { from, .. } if *from == "any frame" => "reply".into(),
+        Surface::Reply { from, .. } => with("reply", from),
+        Surface::Api { calls } => with("API", calls),
+        _ => unreachable!("a new surface needs its text here"),
+    }
+}
+
+/// The registry table of PROTOCOL.md §4: every code with where it surfaces.
+fn registry_table() -> String {
+    let mut table = String::from("| Number | Name | Meaning | Surfaces as |\n|---:|---|---|---|\n");
+    for code in ErrorCode::ALL {
+        let surfaces: Vec<String> = code.surfaces().iter().map(surface_text).collect();
+        table.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            code.number(),
+            code.name(),
+            code.description(),
+            surfaces.join("; ")
+        ));
+    }
+    table
+}
+
+/// PROTOCOL.md §1 "Status by code": every handshake refusal status and its codes.
+fn refusal_statuses() -> String {
+    let mut by_status: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for code in ErrorCode::ALL {
+        if let Some(status) = code.http_status() {
+            by_status.entry(status.as_u16()).or_default().push(format!("`{}`", code.name()));
+        }
+    }
+    by_status.into_iter().map(|(status, codes)| format!("- {status}: {}.\n", codes.join(", "))).collect()
+}
+
+#[test]
+fn protocol_doc_generated_tables_are_current() {
+    const PROTOCOL: &str = "docs/PROTOCOL.md";
+    let mut text = doc(PROTOCOL);
+    text = with_region(PROTOCOL, &text, "refusal-statuses", &refusal_statuses());
+    text = with_region(PROTOCOL, &text, "reply-errors", &reply_error_table());
+    text = with_region(PROTOCOL, &text, "benign-replies", &benign_replies());
+    text = with_region(PROTOCOL, &text, "registry", &registry_table());
+    check(PROTOCOL, &text);
+}
+
+/// Every `NNN \`name\`` in the hand-written docs (a status next to a code name, as in
+/// "403 `banned`") agrees with the registry's status for that code.
+#[test]
+fn docs_quote_each_refusal_with_the_registry_status() {
+    let mut wrong = Vec::new();
+    for relative in ["docs/PROTOCOL.md", "docs/SECURITY.md", "docs/CONFIG.md", "docs/OPERATIONS.md", "README.md"] {
+        let text = doc(relative);
+        let bytes = text.as_bytes();
+        for (at, _) in text.match_indices(" `") {
+            let digits = at.checked_sub(3).map(|from| &bytes[from..at]);
+            let is_status =
+                digits.is_some_and(|d| d.iter().all(u8::is_ascii_digit)) && (at < 4 || !bytes[at - 4].is_ascii_digit());
+            let Some(name) = text[at + 2..].split('`').next().filter(|_| is_status) else { continue };
+            let Some(code) = ErrorCode::ALL.iter().find(|c| c.name() == name) else { continue };
+            let status: u16 = text[at - 3..at].parse().expect("three digits");
+            if code.http_status().map(|s| s.as_u16()) != Some(status) {
+                wrong.push(format!("{relative}: {status} `{name}` (registry: {:?})", code.http_status()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "statuses that disagree with core/src/error.rs: {wrong:#?}");
 }
 
 #[test]

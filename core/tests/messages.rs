@@ -413,6 +413,25 @@ async fn too_many_violations_close_with_1008() {
     assert_eq!(expect_close(&mut ws).await, 1008);
 }
 
+#[tokio::test]
+async fn benign_replies_are_not_violations() {
+    // `not_subscribed` and `too_many_subscriptions` are marked benign in the error registry.
+    assert!(!ErrorCode::NotSubscribed.is_violation() && !ErrorCode::TooManySubscriptions.is_violation());
+    let server = Setup::new().limits("max_violations = 1\nmax_subscriptions = 1").start().await;
+    let mut ws = server.session("alice").await;
+    assert_frame(&request(&mut ws, &subscribe(1, "room:1")).await, &ack(1));
+    for id in 2..=4 {
+        assert_refused(&mut ws, &subscribe(id, "room:2"), "too_many_subscriptions").await;
+        assert_refused(
+            &mut ws,
+            &json!({"action": "unsubscribe", "id": id + 10, "channel": "room:3"}),
+            "not_subscribed",
+        )
+        .await;
+    }
+    ping(&mut ws, 20).await;
+}
+
 // ---- 6. subscription cap ------------------------------------------------------------------------
 
 #[tokio::test]

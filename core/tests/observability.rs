@@ -63,8 +63,9 @@ async fn metric_reaches(server: &TestServer, series: &str, value: f64) -> Metric
 struct EventLog(Mutex<Vec<Event>>);
 
 impl Hooks for EventLog {
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, event: &Event) -> wsguard::hooks::HookFuture<()> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).push(event.clone());
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -263,6 +264,36 @@ async fn events_reach_the_host_hook() {
     let rendered = format!("{:?}", events.snapshot());
     assert!(!rendered.contains(&token[..20]), "{rendered}");
     assert_eq!(server.stats().await.events_dropped, 0);
+}
+
+/// A host whose event handler takes its time: the core awaits each delivery, so its one bounded
+/// queue fills and the events that do not fit are counted, whichever language the host is in.
+struct SlowEvents(Mutex<usize>);
+
+impl Hooks for SlowEvents {
+    fn on_event(&self, _event: &Event) -> wsguard::hooks::HookFuture<()> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        // Longer than the whole test: the first delivery is still running when the stats are read.
+        Box::pin(tokio::time::sleep(Duration::from_secs(30)))
+    }
+}
+
+#[tokio::test]
+async fn a_slow_event_handler_fills_the_one_queue_and_drops_are_counted() {
+    let hooks = Arc::new(SlowEvents(Mutex::new(0)));
+    let server = Setup::new()
+        .extra("[hooks]\nevent_queue_capacity = 2\ntimeout_secs = 60")
+        .hooks(Arc::clone(&hooks) as Arc<dyn Hooks>)
+        .start()
+        .await;
+    // Each refused handshake is one event; ten arrive while the handler holds the first.
+    for _ in 0..10 {
+        let refused = server.try_ws(&support::Connect::new().bearer("not-a-token")).await;
+        assert!(refused.is_err());
+    }
+    let dropped = server.stats().await.events_dropped;
+    assert!(dropped >= 7, "only {dropped} events dropped");
+    assert_eq!(*hooks.0.lock().unwrap_or_else(PoisonError::into_inner), 1, "the handler was not awaited");
 }
 
 // ---- readiness during the drain -----------------------------------------------------------------
@@ -650,11 +681,11 @@ async fn concurrent_handshakes_cannot_overshoot_the_memory_budget() {
         fn authenticate(
             &self,
             _info: wsguard::hooks::HandshakeInfo,
-            identity: wsguard::Identity,
-        ) -> wsguard::hooks::HookFuture<Result<wsguard::Identity, String>> {
+            _identity: Arc<wsguard::Identity>,
+        ) -> wsguard::hooks::HookFuture<wsguard::hooks::AuthenticateAnswer> {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(identity)
+                wsguard::hooks::AuthenticateAnswer::Allow
             })
         }
     }

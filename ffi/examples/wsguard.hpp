@@ -111,8 +111,11 @@ private:
 class Handler {
 public:
     virtual ~Handler() = default;
-    virtual bool authenticate(const wsg_handshake &handshake) {
+    /// Return false to refuse; to change roles, scopes or claims, call
+    /// `wsg_authenticate_answer_set_json(answer, ...)` with `{"roles": [...]}` and return true.
+    virtual bool authenticate(const wsg_handshake &handshake, wsg_authenticate_answer *answer) {
         (void)handshake;
+        (void)answer;
         return true;
     }
     virtual bool authorize(const wsg_authorize_request &request) {
@@ -127,9 +130,10 @@ namespace detail {
 
 inline void drop_handler(void *user_data) { delete static_cast<Handler *>(user_data); }
 
-inline wsg_decision authenticate(void *user_data, const wsg_handshake *handshake) {
+inline wsg_decision authenticate(void *user_data, const wsg_handshake *handshake, wsg_authenticate_answer *answer) {
     try {
-        return static_cast<Handler *>(user_data)->authenticate(*handshake) ? WSG_DECISION_ALLOW : WSG_DECISION_DENY;
+        return static_cast<Handler *>(user_data)->authenticate(*handshake, answer) ? WSG_DECISION_ALLOW
+                                                                                   : WSG_DECISION_DENY;
     } catch (...) {
         return WSG_DECISION_DENY;
     }

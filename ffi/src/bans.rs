@@ -4,17 +4,16 @@
 //! with 403 `banned`. What a ban covers, the `abuse.exempt` exceptions and expiry are the core's.
 
 use std::ffi::c_char;
-use std::net::IpAddr;
 use std::time::Duration;
 
+use wsguard::host;
 use wsguard::limits::BanTarget;
 
 use crate::boundary::{borrow_handle, borrow_str, give_string, require_out, write_out};
-use crate::result::{Failure, WSG_INVALID_ARGUMENT, WSG_PANIC, guard, wsg_result};
+use crate::result::{Failure, WSG_PANIC, guard, wsg_result};
 use crate::server::wsg_server;
 
-/// The ban target an `ip` argument names. Parsing the text into an address is the conversion
-/// the core's own `BanTarget` deserializer makes; no other check happens here.
+/// The ban target an `ip` argument names (the core's rule: IPv4 or IPv6 text).
 ///
 /// # Safety
 ///
@@ -22,10 +21,7 @@ use crate::server::wsg_server;
 unsafe fn ip_target(ip: *const c_char, ip_len: usize) -> Result<BanTarget, Failure> {
     // SAFETY: forwarded caller contract.
     let text = unsafe { borrow_str(ip, ip_len, "ip") }?;
-    let ip: IpAddr = text
-        .parse()
-        .map_err(|_| Failure::new(WSG_INVALID_ARGUMENT, format!("ip is not an IPv4 or IPv6 address: {text:?}")))?;
-    Ok(BanTarget::Ip(ip))
+    Ok(host::ban_target(Some(text), None)?)
 }
 
 /// The ban target a `sub` argument names.
@@ -35,14 +31,13 @@ unsafe fn ip_target(ip: *const c_char, ip_len: usize) -> Result<BanTarget, Failu
 /// `sub` must be NULL with `sub_len == 0` or readable for `sub_len` bytes.
 unsafe fn user_target(sub: *const c_char, sub_len: usize) -> Result<BanTarget, Failure> {
     // SAFETY: forwarded caller contract.
-    Ok(BanTarget::User(unsafe { borrow_str(sub, sub_len, "sub") }?.to_owned()))
+    let sub = unsafe { borrow_str(sub, sub_len, "sub") }?;
+    Ok(host::ban_target(None, Some(sub))?)
 }
 
-/// A ban length in seconds as a `Duration`: any finite, non-negative number.
+/// A ban length in seconds (the core's rule: finite, non-negative, at most 100 years).
 fn ban_duration(secs: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(secs).map_err(|_| {
-        Failure::new(WSG_INVALID_ARGUMENT, format!("secs must be a finite, non-negative number, got {secs}"))
-    })
+    Ok(host::ban_duration(secs)?)
 }
 
 /// The bans in force as a JSON array (`[]` when there is none), operator bans from
@@ -218,7 +213,9 @@ pub unsafe extern "C" fn wsg_server_lift_ban_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{WSG_NULL_ARGUMENT, wsg_last_error_length};
+    use std::net::IpAddr;
+
+    use crate::result::{WSG_INVALID_ARGUMENT, WSG_NULL_ARGUMENT, wsg_last_error_length};
 
     #[test]
     fn targets_and_durations_convert_or_fail_with_invalid_argument() {

@@ -4,6 +4,7 @@
 use std::ffi::c_char;
 
 use wsguard::Config;
+use wsguard::host::ConfigInput;
 
 use crate::boundary::{borrow_bytes, borrow_handle, borrow_str, require_out, write_out};
 use crate::result::{guard, guard_infallible, wsg_result};
@@ -27,17 +28,21 @@ unsafe fn give(config: Config, config_out: *mut *mut wsg_config) {
     unsafe { write_out(config_out, handle) };
 }
 
-/// Parses a configuration from `len` bytes of UTF-8 text at `text`: JSON when the first
-/// non-blank character is `{`, TOML otherwise. The text need not be NUL-terminated.
+/// Loads a configuration from `len` bytes of UTF-8 at `text`, by the core's one input rule for
+/// every host: configuration text (JSON when the first non-blank character is `{`, TOML
+/// otherwise), or the path of a file when the string names an existing file or cannot be
+/// configuration text (one line without `=`, `[` or `{`). The text need not be NUL-terminated.
 ///
-/// Performs every check that needs no file or environment access (unknown keys, types, ranges,
-/// semantic rules), reporting every problem at once; secrets, keys and certificates are read by
-/// `wsg_config_check` and `wsg_server_start`.
+/// Performs every check a server start would, reporting every problem at once: unknown keys,
+/// types, ranges, semantic rules, then the HMAC secret (file or environment), keys, certificates
+/// and schema files — as Python's `Server(...)` and Node's `new Server(...)` do, with the same
+/// codes.
 ///
 /// On success `*config_out` receives a new configuration the caller owns and frees with
 /// `wsg_config_free`. Errors: `WSG_CONFIG_SYNTAX` (not TOML/JSON; the message names the line),
 /// `WSG_CONFIG_INVALID` (the message lists every problem with its key path, e.g.
-/// `server.lisen: unknown key`), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
+/// `server.lisen: unknown key`), `WSG_CONFIG_FILE` (a file it names cannot be read),
+/// `WSG_CONFIG_SECRET_MISSING`, `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
 ///
 /// # Safety
 ///
@@ -53,19 +58,21 @@ pub unsafe extern "C" fn wsg_config_from_text(
         require_out(config_out, "config_out")?;
         // SAFETY: caller contract on `text` / `len`.
         let text = unsafe { borrow_str(text, len, "text") }?;
-        let config = Config::from_text(text)?;
+        let config = ConfigInput::text_or_path(text).load()?;
         // SAFETY: `config_out` checked non-NULL; valid for one write by the caller's contract.
         unsafe { give(config, config_out) };
         Ok(())
     })
 }
 
-/// Reads a configuration file: a path ending in `.json` is JSON, anything else TOML. `path` is
-/// `len` bytes (not NUL-terminated; on Unix any bytes, elsewhere UTF-8).
+/// Loads a configuration file: a path ending in `.json` is JSON, anything else TOML. `path` is
+/// `len` bytes (not NUL-terminated; on Unix any bytes, elsewhere UTF-8). Every check of
+/// `wsg_config_from_text` is made.
 ///
 /// On success `*config_out` receives a new configuration the caller owns and frees with
-/// `wsg_config_free`. Errors: `WSG_CONFIG_FILE` (cannot read the file), `WSG_CONFIG_SYNTAX`,
-/// `WSG_CONFIG_INVALID`, `WSG_INVALID_UTF8` (non-Unix only), `WSG_NULL_ARGUMENT`. Any thread.
+/// `wsg_config_free`. Errors: `WSG_CONFIG_FILE` (cannot read the file, or a file it names),
+/// `WSG_CONFIG_SYNTAX`, `WSG_CONFIG_INVALID`, `WSG_CONFIG_SECRET_MISSING`, `WSG_INVALID_UTF8`
+/// (non-Unix only), `WSG_NULL_ARGUMENT`. Any thread.
 ///
 /// # Safety
 ///
@@ -87,16 +94,17 @@ pub unsafe extern "C" fn wsg_config_from_file(
         #[cfg(not(unix))]
         // SAFETY: caller contract on `path` / `len`.
         let path = std::path::Path::new(unsafe { borrow_str(path, len, "path") }?);
-        let config = Config::from_file(path)?;
+        let config = ConfigInput::Path(path.to_path_buf()).load()?;
         // SAFETY: `config_out` checked non-NULL; valid for one write by the caller's contract.
         unsafe { give(config, config_out) };
         Ok(())
     })
 }
 
-/// Runs the checks `wsg_server_start` would run except binding the address, as
+/// Runs again the checks `wsg_server_start` would run except binding the address, as
 /// `wsguard check-config` does: reads the HMAC secret (file or environment), keys, certificates
-/// and schema files. Errors: `WSG_CONFIG_FILE`, `WSG_CONFIG_SECRET_MISSING`,
+/// and schema files (`wsg_config_from_text` / `_file` made them once already; a file may have
+/// changed since). Errors: `WSG_CONFIG_FILE`, `WSG_CONFIG_SECRET_MISSING`,
 /// `WSG_CONFIG_INVALID` (each with every problem and its key path), `WSG_NULL_ARGUMENT`.
 /// Any thread.
 ///
@@ -135,7 +143,10 @@ pub unsafe extern "C" fn wsg_config_free(config: *mut wsg_config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{WSG_CONFIG_INVALID, WSG_CONFIG_SYNTAX, WSG_NULL_ARGUMENT, WSG_OK, wsg_last_error_length};
+    use crate::result::{
+        WSG_CONFIG_INVALID, WSG_CONFIG_SECRET_MISSING, WSG_CONFIG_SYNTAX, WSG_NULL_ARGUMENT, WSG_OK,
+        wsg_last_error_length,
+    };
 
     fn parse(text: &str) -> (wsg_result, *mut wsg_config) {
         let mut out = std::ptr::null_mut();
@@ -146,12 +157,21 @@ mod tests {
 
     #[test]
     fn text_parses_and_errors_carry_codes() {
-        let (result, config) =
-            parse("[auth]\nhmac_secret_env = \"X\"\nissuer = \"https://i.test\"\naudience = \"a\"\n");
+        let secret = std::env::temp_dir().join(format!("wsguard-ffi-config-{}.secret", std::process::id()));
+        std::fs::write(&secret, [7u8; 48]).expect("write a test secret");
+        let text = format!(
+            "[auth]\nhmac_secret_file = {:?}\nissuer = \"https://i.test\"\naudience = \"a\"\n",
+            secret.display().to_string()
+        );
+        let (result, config) = parse(&text);
+        std::fs::remove_file(&secret).ok();
         assert_eq!(result, WSG_OK);
         assert!(!config.is_null());
         // SAFETY: config came from wsg_config_from_text.
         unsafe { wsg_config_free(config) };
+        let unset =
+            "[auth]\nhmac_secret_env = \"WSGUARD_FFI_NEVER_SET\"\nissuer = \"https://i.test\"\naudience = \"a\"\n";
+        assert_eq!(parse(unset).0, WSG_CONFIG_SECRET_MISSING, "secrets are checked at construction");
         let (result, config) = parse("[server]\nlisen = 1\n");
         assert_eq!((result, config), (WSG_CONFIG_INVALID, std::ptr::null_mut()), "out written only on success");
         assert!(wsg_last_error_length() > 0);

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use tokio::runtime::{Handle, RuntimeFlavor};
 use wsguard::hooks::{
-    AuthorizeRequest, ChannelAction, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError, run_blocking,
+    AuthenticateAnswer, AuthorizeRequest, ChannelAction, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError,
+    run_blocking,
 };
 use wsguard::{Event, Identity};
 
-use crate::boundary::{LentText, wsg_str};
+use crate::boundary::{LentText, borrow_str, wsg_str};
+use crate::result::{Failure, guard, wsg_result};
 use crate::rpc::wsg_rpc_call;
 
 /// A hook's verdict: `WSG_DECISION_ALLOW` lets the request through; any other value (including
@@ -74,16 +75,81 @@ pub struct wsg_authorize_request {
     pub identity_json: wsg_str,
 }
 
+/// Where the `authenticate` callback may put a richer answer than allow/deny (opaque). Valid only
+/// during the callback that received it; never free it.
+#[allow(non_camel_case_types)]
+pub struct wsg_authenticate_answer {
+    /// `None` until `wsg_authenticate_answer_set_json` is called; an invalid answer is kept as
+    /// its error, which refuses the handshake (fail closed).
+    answer: Option<Result<AuthenticateAnswer, String>>,
+}
+
+/// Sets the `authenticate` answer in its JSON form, the same answer every host gives (parsed by
+/// the core): `true`, `false`, `{"deny": "reason"}` (the reason goes to the logs), or an update
+/// `{"roles": [...], "scopes": [...], "claims": {...}}` where each field is optional: `roles` and
+/// `scopes` replace the token's, `claims` are merged key by key (`null` removes a claim), and
+/// naming a registered claim (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`) or any other key
+/// is invalid. `json` is `len` bytes of UTF-8, not necessarily NUL-terminated; it is copied.
+///
+/// The answer applies when the callback returns `WSG_DECISION_ALLOW` (a callback returning
+/// anything else refuses whatever it set). Calling it again replaces the answer.
+///
+/// Errors: `WSG_INVALID_ARGUMENT` (not JSON, or not an answer; the handshake or refresh is then
+/// refused, fail closed), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Only from the callback that
+/// received `answer`, on its thread.
+///
+/// # Safety
+///
+/// `answer` must be the pointer the running `authenticate` callback received; `json` must point
+/// to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsg_authenticate_answer_set_json(
+    answer: *mut wsg_authenticate_answer,
+    json: *const c_char,
+    len: usize,
+) -> wsg_result {
+    guard("wsg_authenticate_answer_set_json", || {
+        if answer.is_null() {
+            return Err(Failure::null("answer"));
+        }
+        // SAFETY: caller contract on `json` / `len`.
+        let text = unsafe { borrow_str(json, len, "json") }?;
+        let parsed = AuthenticateAnswer::from_json_text(text);
+        // SAFETY: non-NULL, and by the caller's contract the live answer of this callback, used
+        // from this thread only.
+        let slot = unsafe { &mut *answer };
+        match parsed {
+            Ok(parsed) => {
+                slot.answer = Some(Ok(parsed));
+                Ok(())
+            }
+            Err(invalid) => {
+                slot.answer = Some(Err(invalid.to_string()));
+                Err(wsguard::Error::InvalidArgument(invalid.to_string()).into())
+            }
+        }
+    })
+}
+
 /// Releases `wsg_hooks.user_data` once the server no longer needs it.
 #[allow(non_camel_case_types)]
 pub type wsg_user_data_drop_callback = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 /// Decides a session after its token verified, at the handshake and again at each in-band
-/// `refresh`: `WSG_DECISION_ALLOW` accepts, anything else refuses (HTTP 403 `rejected_by_hook` at
-/// the handshake, a `rejected_by_hook` reply to a refresh). Time box: `hooks.timeout_secs` (then
+/// `refresh`, from what the handshake showed and the verified identity (`handshake`): the same
+/// arguments, in the same order, as in Rust, Python and Node. `WSG_DECISION_ALLOW` accepts, with
+/// roles, scopes or claims changed when the callback set an update with
+/// `wsg_authenticate_answer_set_json(answer, ...)`; anything else refuses (HTTP 403
+/// `rejected_by_hook` at the handshake, a `rejected_by_hook` reply to a refresh), as does an
+/// answer set to `false`, `{"deny": ...}` or an invalid one. Time box: `hooks.timeout_secs` (then
 /// 503 `hook_timeout`).
 #[allow(non_camel_case_types)]
-pub type wsg_authenticate_callback =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, handshake: *const wsg_handshake) -> wsg_decision>;
+pub type wsg_authenticate_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        handshake: *const wsg_handshake,
+        answer: *mut wsg_authenticate_answer,
+    ) -> wsg_decision,
+>;
 /// Decides a subscribe or publish after the channel rules allowed it; anything but
 /// `WSG_DECISION_ALLOW` gives the client the reply error `forbidden`. Time box:
 /// `hooks.timeout_secs` (then `hook_timeout`).
@@ -97,10 +163,13 @@ pub type wsg_authorize_callback =
 #[allow(non_camel_case_types)]
 pub type wsg_rpc_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, call: *mut wsg_rpc_call)>;
 /// Receives one security or lifecycle event as a JSON object with a `kind` field
-/// (`session_opened`, `session_closed`, `handshake_rejected`, `message_rejected`,
-/// `policy_dry_run_denied`); `event_json` is NUL-terminated, valid only during the callback.
-/// Events arrive one at a time, in order, from a bounded queue that drops (and counts in
-/// `events_dropped`) while the callback is slow.
+/// (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
+/// `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
+/// `broker_disconnected`, `policy_dry_run_denied`; docs/OPERATIONS.md lists their fields);
+/// `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
+/// in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
+/// until this callback returns (at most `hooks.timeout_secs`), and events that do not fit while
+/// it is slow are dropped and counted in `events_dropped` / `wsguard_events_dropped_total`.
 #[allow(non_camel_case_types)]
 pub type wsg_event_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, event_json_len: usize)>;
@@ -173,8 +242,8 @@ impl Drop for HostTable {
 pub(crate) struct HostHooks(pub(crate) Arc<HostTable>);
 
 impl Hooks for HostHooks {
-    fn authenticate(&self, info: HandshakeInfo, identity: Identity) -> HookFuture<Result<Identity, String>> {
-        let Some(callback) = self.0.table.authenticate else { return Box::pin(ready(Ok(identity))) };
+    fn authenticate(&self, info: HandshakeInfo, identity: Arc<Identity>) -> HookFuture<AuthenticateAnswer> {
+        let Some(callback) = self.0.table.authenticate else { return Box::pin(ready(AuthenticateAnswer::Allow)) };
         let host = Arc::clone(&self.0);
         run_blocking(
             move || {
@@ -183,7 +252,7 @@ impl Hooks for HostHooks {
                     LentText::new(info.origin.as_deref().unwrap_or_default()),
                     LentText::new(info.user_agent.as_deref().unwrap_or_default()),
                     LentText::new(&identity.subject),
-                    LentText::json(&identity),
+                    LentText::json(identity.as_ref()),
                 ];
                 let optional = |present: bool, text: &LentText| if present { text.view() } else { wsg_str::ABSENT };
                 let handshake = wsg_handshake {
@@ -193,14 +262,18 @@ impl Hooks for HostHooks {
                     subject: texts[3].view(),
                     identity_json: texts[4].view(),
                 };
-                // SAFETY: a C function pointer the host supplied for this signature; `handshake`
-                // and the texts it points into outlive the call.
-                match unsafe { callback(host.table.user_data, &handshake) } {
-                    WSG_DECISION_ALLOW => Ok(identity),
-                    _ => Err("refused by the host's authenticate callback".to_string()),
+                let mut answer = wsg_authenticate_answer { answer: None };
+                // SAFETY: a C function pointer the host supplied for this signature; `handshake`,
+                // the texts it points into and `answer` outlive the call.
+                let decision = unsafe { callback(host.table.user_data, &handshake, &mut answer) };
+                match (decision, answer.answer) {
+                    (WSG_DECISION_ALLOW, None) => AuthenticateAnswer::Allow,
+                    (WSG_DECISION_ALLOW, Some(Ok(answer))) => answer,
+                    (WSG_DECISION_ALLOW, Some(Err(invalid))) => AuthenticateAnswer::Deny(invalid),
+                    _ => AuthenticateAnswer::Deny("refused by the host's authenticate callback".to_string()),
                 }
             },
-            Err("the authenticate callback could not run".to_string()),
+            AuthenticateAnswer::Deny("the authenticate callback could not run".to_string()),
         )
     }
 
@@ -258,21 +331,53 @@ impl Hooks for HostHooks {
         })
     }
 
-    fn on_event(&self, event: &Event) {
-        let Some(callback) = self.0.table.event else { return };
+    fn on_event(&self, event: &Event) -> HookFuture<()> {
+        let Some(callback) = self.0.table.event else { return Box::pin(ready(())) };
         let json = LentText::json(event);
-        let view = json.view();
-        let deliver = || {
-            // SAFETY: a C function pointer the host supplied for this signature; the text
-            // outlives the call.
-            unsafe { callback(self.0.table.user_data, view.data, view.len) }
-        };
-        // `on_event` is synchronous (no await point for `run_blocking`) and runs on the core's
-        // event task. `block_in_place` lets the C callback block without stalling the other
-        // tasks of that worker, while keeping events in order and the queue bounded.
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(deliver),
-            _ => deliver(),
+        let host = Arc::clone(&self.0);
+        // On the blocking pool like every other callback; the core's event queue awaits it, so
+        // events stay in order and a slow callback fills (and is counted by) that one queue.
+        run_blocking(
+            move || {
+                let view = json.view();
+                // SAFETY: a C function pointer the host supplied for this signature; the text
+                // outlives the call.
+                unsafe { callback(host.table.user_data, view.data, view.len) }
+            },
+            (),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The event callback's documentation in the committed header names every event kind the core
+    /// emits (each variant of `wsguard::Event`, snake_case), so a new kind cannot go unlisted.
+    #[test]
+    fn header_lists_every_event_kind() {
+        let header = include_str!("../../include/wsguard.h");
+        let events = include_str!("../../core/src/observe/events.rs");
+        let body = &events[events.find("pub enum Event {").expect("the Event enum")..];
+        let body = &body[..body.find("\n}\n").expect("its end")];
+        let kinds: Vec<String> = body
+            .lines()
+            .filter_map(|line| line.strip_prefix("    ")?.strip_suffix(" {"))
+            .filter(|name| name.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+            .map(|name| {
+                name.chars().enumerate().fold(String::new(), |mut kind, (i, c)| {
+                    if c.is_ascii_uppercase() && i > 0 {
+                        kind.push('_');
+                    }
+                    kind.push(c.to_ascii_lowercase());
+                    kind
+                })
+            })
+            .collect();
+        assert!(kinds.len() >= 12, "found only {kinds:?}");
+        let doc = &header[..header.find("typedef void (*wsg_event_callback)").expect("the event callback")];
+        let doc = &doc[doc.rfind("/**").expect("its doc")..];
+        for kind in kinds {
+            assert!(doc.contains(&format!("`{kind}`")), "wsg_event_callback's doc lacks `{kind}`");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
-use wsguard::{ConfigError, Error, ErrorCode};
+use wsguard::{ConfigError, Error, ErrorCode, ReloadError};
 
 /// The return code of every fallible function: `WSG_OK` (0) on success, otherwise the number of
 /// a core error code (1xxx config, 2xxx handshake, 3xxx authentication, 4xxx per-message,
@@ -156,13 +156,15 @@ pub const WSG_NULL_ARGUMENT: wsg_result = 9001;
 pub const WSG_PANIC: wsg_result = 9002;
 /// C ABI only: a string argument is not valid UTF-8.
 pub const WSG_INVALID_UTF8: wsg_result = 9003;
-/// C ABI only: an argument is out of range or does not parse (a NaN grace period or ban length,
-/// a length above `PTRDIFF_MAX`, text that is not an IP address).
+/// An argument is out of range or does not parse (a NaN grace period or ban length, a length
+/// above `PTRDIFF_MAX`, text that is not an IP address, an invalid `authenticate` answer); the
+/// core's `invalid_argument`, the same code in every host.
 pub const WSG_INVALID_ARGUMENT: wsg_result = 9004;
 /// C ABI only: the caller's buffer is too small; nothing was written.
 pub const WSG_INSUFFICIENT_BUFFER: wsg_result = 9005;
-/// C ABI only: a blocking function was called from a thread of a server's runtime (inside a hook
-/// callback), where it would deadlock the server it waits for.
+/// A blocking function was called from a thread of a server's runtime (inside a hook callback),
+/// where it would deadlock the server it waits for; the core's `wrong_thread`, the same code in
+/// every host.
 pub const WSG_WRONG_THREAD: wsg_result = 9006;
 
 /// The C-ABI-only codes and their names (the core's come from `ErrorCode::ALL`).
@@ -170,9 +172,7 @@ const FFI_CODES: &[(wsg_result, &str)] = &[
     (WSG_NULL_ARGUMENT, "null_argument"),
     (WSG_PANIC, "panic"),
     (WSG_INVALID_UTF8, "invalid_utf8"),
-    (WSG_INVALID_ARGUMENT, "invalid_argument"),
     (WSG_INSUFFICIENT_BUFFER, "insufficient_buffer"),
-    (WSG_WRONG_THREAD, "wrong_thread"),
 ];
 
 /// A failure on its way to C: the code returned and the message kept for `wsg_last_error_*`.
@@ -202,6 +202,13 @@ impl From<ConfigError> for Failure {
     /// The message is the CLI's: `invalid configuration (N problems):` and one `path: message`
     /// line per problem.
     fn from(error: ConfigError) -> Self {
+        Failure::new(error.code().number(), error.to_string())
+    }
+}
+
+impl From<ReloadError> for Failure {
+    /// A refused configuration gives the same message as `From<ConfigError>`.
+    fn from(error: ReloadError) -> Self {
         Failure::new(error.code().number(), error.to_string())
     }
 }
@@ -357,6 +364,38 @@ mod tests {
             let define = format!("#define WSG_{} {number}", ffi_name.to_ascii_uppercase());
             assert!(header.lines().any(|l| l.trim_end() == define), "include/wsguard.h lacks `{define}`");
         }
+    }
+
+    /// The other direction: every result constant in the header (between `WSG_OK` and the C ABI's
+    /// 9xxx block) is a core code with the same number and name, so a code renumbered or removed
+    /// in the core registry cannot leave a stale constant behind. (The constants are hand-written
+    /// because cbindgen does not expand `macro_rules!` on a stable toolchain.)
+    #[test]
+    fn header_result_constants_are_all_core_codes() {
+        let header = include_str!("../../include/wsguard.h");
+        let mut results = 0;
+        let mut in_results = false;
+        for line in header.lines() {
+            let mut words = line.split_whitespace();
+            let (Some("#define"), Some(name), Some(value)) = (words.next(), words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = value.parse::<wsg_result>() else { continue };
+            in_results = match name {
+                "WSG_OK" => true,
+                _ if number >= 9000 => false,
+                _ => in_results,
+            };
+            if !in_results || number == WSG_OK {
+                continue;
+            }
+            let code = ErrorCode::from_number(number);
+            assert!(code.is_some(), "include/wsguard.h: {name} = {number} is not a core code");
+            let expected = code.map(|c| format!("WSG_{}", c.name().to_ascii_uppercase()));
+            assert_eq!(expected.as_deref(), Some(name), "include/wsguard.h: {name} = {number}");
+            results += 1;
+        }
+        assert_eq!(results, ErrorCode::ALL.len(), "one constant per core code");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use wsguard::{EmbeddedServer, NoHooks, ServerHandle};
 use crate::boundary::{borrow_bytes, borrow_handle, borrow_str, give_string, parse_json, require_out, write_out};
 use crate::config::wsg_config;
 use crate::hooks::{HostHooks, HostTable, wsg_hooks};
-use crate::result::{Failure, WSG_INVALID_ARGUMENT, WSG_WRONG_THREAD, guard, guard_infallible, wsg_result};
+use crate::result::{Failure, WSG_INVALID_ARGUMENT, guard, guard_infallible, wsg_result};
 
 /// A running (or stopped) server (opaque). Created by `wsg_server_start`, freed by
 /// `wsg_server_free`. Every function taking a `const wsg_server *` may be called from any thread,
@@ -24,15 +24,9 @@ pub struct wsg_server {
 }
 
 /// Refuses to block on a server's runtime from one of its own threads (a hook callback), where
-/// `block_on` would panic or the wait would deadlock.
-fn refuse_on_runtime_thread(function: &str) -> Result<(), Failure> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Failure::new(
-            WSG_WRONG_THREAD,
-            format!("{function} blocks and cannot be called from a hook callback; call it from a thread of your own"),
-        ));
-    }
-    Ok(())
+/// `block_on` would panic or the wait would deadlock: the core's one check.
+fn refuse_on_runtime_thread(function: &'static str) -> Result<(), Failure> {
+    Ok(wsguard::host::refuse_on_server_thread(function)?)
 }
 
 /// Starts a server: loads the secret, keys and certificates the configuration names, binds the

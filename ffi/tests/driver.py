@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import copy
+import pathlib
 import re
 import sys
 import time
@@ -25,14 +26,17 @@ import jwt
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 ISSUER = "wsguard-ffi-test"
 AUDIENCE = "wsguard"
 
 
 class Run:
-    def __init__(self, proc: asyncio.subprocess.Process, secret: bytes, config: dict, wait: float):
+    def __init__(self, proc: asyncio.subprocess.Process, secret: bytes, config: dict, wait: float,
+                 secret_path: str = ""):
         self.proc = proc
         self.secret = secret
+        self.secret_path = secret_path
         self.config = config  # the served configuration, as parsed from --config
         self.wait = wait  # upper bound on any single wait
         self.lines: list[str] = []
@@ -233,6 +237,46 @@ async def scenario(run: Run) -> None:
         status = await run.refusal_status("mallory")
         run.check("c_authenticate_refusal_is_403", status == 403, status)
 
+    async def fixture_authenticate_answers():
+        """tests/fixtures/authenticate_answers.json, the same cases Rust, Python and Node run."""
+        fixture = json.loads((FIXTURES / "authenticate_answers.json").read_text())
+        now = int(time.time())
+        claims = {**fixture["token_claims"], "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300}
+        token = jwt.encode(claims, run.secret, algorithm="HS256")
+        sub = claims["sub"]
+        for case in fixture["cases"]:
+            name = "fixture_authenticate: " + case["name"]
+            expect = case["expect"]
+            await run.command("auth_answer " + json.dumps(case["answer"]), r"auth_answer_set")
+            try:
+                if not expect["accepted"]:
+                    status, body = await run.refusal(sub, token)
+                    run.check(name, status == expect["status"] and f'"{expect["code"]}"' in body, (status, body))
+                    continue
+                ws = await run.connect(sub, token=token)
+                reply = await run.call(ws, {"action": "rpc", "id": 1, "method": fixture["rpc_method"]})
+                await ws.close()
+                identity = reply.get("payload", {})
+                got = identity.get("claims", {})
+                ok = (identity.get("roles") == expect["roles"] and identity.get("scopes") == expect["scopes"]
+                      and all(got.get(k) == v for k, v in expect["claims"].items())
+                      and not any(k in got for k in expect["absent_claims"]))
+                run.check(name, ok, reply)
+            finally:
+                await run.command("auth_answer_clear", r"auth_answer_cleared")
+
+    async def fixture_config_errors():
+        """tests/fixtures/config_errors.json: the codes wsg_config_from_text / _file report."""
+        for case in json.loads((FIXTURES / "config_errors.json").read_text())["cases"]:
+            if case["input"] == "path":
+                command = "config_file " + case["path"]
+            else:
+                text = case["text"] if case["input"] == "text" else json.dumps(case["config"])
+                command = "config_text_hex " + text.replace("{secret_file}", run.secret_path).encode().hex()
+            reply = await run.command(command, r"config (\d+) (\w+) ?(.*)$")
+            ok = reply.group(2) == case["code"] and all(p in reply.group(3) for p in case["paths"])
+            run.check("fixture_config: " + case["name"], ok, reply.group(0))
+
     async def stats():
         reply = await run.command("stats", r"stats (\d+) (.*)")
         snapshot = json.loads(reply.group(2))
@@ -306,24 +350,24 @@ async def scenario(run: Run) -> None:
 
     async def reloads():
         # A configuration whose secret file is missing: refused with every problem's key path, and
-        # nothing changes (alice keeps her subscription to room:1, new sessions still open).
+        # nothing changes (alice keeps her subscription to room:1, new sessions still open). The
+        # refusal comes from wsg_config_from_text, which checks files at construction as every
+        # host does, so the server never sees it (no config_reloaded event).
         missing_secret = copy.deepcopy(run.config)
         missing_secret["auth"]["hmac_secret_file"] = "/nonexistent/wsguard-reload.secret"
         reply = await run.reload(missing_secret)
         run.check("reload_missing_secret_file_is_config_file_with_key_path",
                   reply.group(1) == "1003" and reply.group(2) == "config_file"
                   and "auth.hmac_secret_file" in reply.group(3), reply.group(0))
-        event = await run.expect(r'event (\{"kind":"config_reloaded".*\})')
-        run.check("refused_reload_emits_config_reloaded_not_applied",
-                  json.loads(event.group(1)).get("is_applied") is False, event.group(1))
-
         restart_only = copy.deepcopy(run.config)
         restart_only["server"]["listen"] = "127.0.0.1:1"
         reply = await run.reload(restart_only)
         run.check("reload_restart_only_key_is_config_invalid_with_key_path",
                   reply.group(1) == "1002" and reply.group(2) == "config_invalid"
                   and "server.listen" in reply.group(3), reply.group(0))
-        await run.expect(r'event \{"kind":"config_reloaded".*"is_applied":false')
+        event = await run.expect(r'event (\{"kind":"config_reloaded".*\})')
+        run.check("refused_reload_emits_config_reloaded_not_applied",
+                  json.loads(event.group(1)).get("is_applied") is False, event.group(1))
 
         published = await run.command('publish room:1 {"after":"refused reloads"}', r"published (\d+) (\d+)")
         message = await run.recv(alice)
@@ -360,7 +404,8 @@ async def scenario(run: Run) -> None:
     for name, body in [
         ("rpc_sync", rpc_sync), ("rpc_later", rpc_later), ("rpc_failures", rpc_failures),
         ("rpc_time_box", rpc_time_box), ("authorize_deny", authorize_deny), ("publish_from_c", publish_from_c),
-        ("authenticate_refusal", authenticate_refusal), ("stats", stats),
+        ("authenticate_refusal", authenticate_refusal), ("fixture_authenticate_answers", fixture_authenticate_answers),
+        ("fixture_config_errors", fixture_config_errors), ("stats", stats),
         ("disconnects_and_revocations", disconnects_and_revocations), ("bans", bans), ("reloads", reloads),
         ("stop_drains", stop_drains),
     ]:
@@ -383,7 +428,7 @@ async def main() -> int:
     proc = await asyncio.create_subprocess_exec(
         *args.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
-    run = Run(proc, secret, config, args.wait)
+    run = Run(proc, secret, config, args.wait, args.secret)
     pump = asyncio.ensure_future(run.pump())
     try:
         await asyncio.wait_for(scenario(run), args.deadline)

@@ -130,6 +130,8 @@ method = "drop"
 method = "bad_json"
 [[rpc]]
 method = "stop_inside"
+[[rpc]]
+method = "whoami"
 EOF
 
 # driver NAME WAIT DEADLINE CMD...: runs the driver and adds its counts.

@@ -1,6 +1,15 @@
 // Compiled (never run) by module.test.js: a typed use of the public API. A change in
 // lib/index.d.ts or the generated index.d.ts that breaks ordinary code fails here.
-import { Server, type BanInfo, type Identity, type ServerEvent, type Stats, type WsguardError } from 'wsguard'
+import {
+  Server,
+  type AuthenticateAnswer,
+  type BanInfo,
+  type HandshakeInfo,
+  type Identity,
+  type ServerEvent,
+  type Stats,
+  type WsguardError,
+} from 'wsguard'
 
 async function main(): Promise<void> {
   let server: Server
@@ -15,11 +24,17 @@ async function main(): Promise<void> {
   server
     .rpc('orders.create', async (session, payload) => ({ by: session.identity.subject, payload }))
     .rpc('math.add', (_session, payload) => Number(payload.a) + Number(payload.b))
-  server.authenticate((identity: Identity, handshake) =>
-    handshake.origin === null ? true : { ...identity, roles: [...identity.roles, 'web'] },
+  server.authenticate((handshake: HandshakeInfo, identity: Identity): AuthenticateAnswer =>
+    handshake.origin === null ? true : { roles: [...identity.roles, 'web'], claims: { via: 'web', tenant: null } },
   )
+  server.authenticate(async (_handshake, identity) => (identity.subject === 'mallory' ? { deny: 'suspended' } : false))
+  // @ts-expect-error: `role` is no key of an answer (the core refuses it too)
+  server.authenticate((): AuthenticateAnswer => ({ role: ['web'] }))
   server.authorize(async (request) => request.action === 'subscribe' || request.identity.roles.includes('editor'))
   server.on('event', (event: ServerEvent) => console.log(event.kind))
+  server.on('session_closed', async (event) => {
+    await new Promise((resolve) => setTimeout(resolve, 10, event))
+  })
   const port: number = await server.listen()
   const queued: number = server.publish('news', { headline: 'hello' })
   const closed: number = server.disconnect({ user: 'alice' }) + server.disconnect(7)

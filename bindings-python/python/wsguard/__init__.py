@@ -18,7 +18,9 @@ converts values. Quickstart::
             await asyncio.Event().wait()
 
 Errors derive from ``WsguardError`` and carry the core's stable ``code`` / ``code_name``;
-``ConfigError`` (also a ``ValueError``) lists every configuration problem with its key path.
+``ConfigError`` (also a ``ValueError``) lists every configuration problem with its key path;
+``InvalidArgumentError`` (also a ``ValueError`` and a ``TypeError``, code ``invalid_argument``)
+refuses a wrong argument to ``disconnect``, ``revoke``, ``ban`` or ``lift_ban``.
 Core ``tracing`` events are logged to the ``wsguard`` logger (``wsguard.server``,
 ``wsguard.security``, ``wsguard.session``, ...); levels are read at each ``start()``.
 """
@@ -33,7 +35,7 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Mapping, Optional, Type, TypeVar, Union
 
 from . import _native
-from ._errors import ConfigError, WsguardError
+from ._errors import ConfigError, InvalidArgumentError, WsguardError
 from ._native import AuthorizeRequest, HandshakeInfo, Identity, Session
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "HandshakeInfo",
     "Identity",
     "ConfigInput",
+    "InvalidArgumentError",
     "Server",
     "Session",
     "WsguardError",
@@ -57,12 +60,15 @@ ConfigInput = Union[Mapping[str, Any], str, "os.PathLike[str]"]
 #: ``rpc(session, payload) -> result``: any JSON value, or a coroutine of one. Raising gives the
 #: client ``rpc_failed`` with ``str(exc)`` as its message.
 RpcHandler = Callable[[Session, Dict[str, Any]], Any]
-#: ``authenticate(info, identity)``: ``True`` admits, a dict with ``roles`` / ``scopes`` /
-#: ``claims`` admits with an enriched identity, anything else (or raising) refuses (403).
+#: ``authenticate(info, identity)``, answered the same way in every host (the core parses it):
+#: ``True`` admits; ``False`` or ``{"deny": reason}`` refuses (403 ``rejected_by_hook``, the reason
+#: goes to the logs); ``{"roles"?, "scopes"?, "claims"?}`` admits with an updated identity. See
+#: ``Server.authenticate`` for the merge rule. Anything else, or raising, refuses.
 AuthenticateHandler = Callable[[HandshakeInfo, Identity], Union[bool, Dict[str, Any], Awaitable[Union[bool, Dict[str, Any]]]]]
 #: ``authorize(request) -> bool``: only ``True`` allows; anything else (or raising) gives ``forbidden``.
 AuthorizeHandler = Callable[[AuthorizeRequest], Union[bool, Awaitable[bool]]]
-#: ``on_event(event)``: a dict whose ``kind`` names the event (``session_opened``, ...).
+#: ``on_event(event)``: a dict whose ``kind`` names the event (``session_opened``, ...). The core
+#: waits for the handler (a coroutine is awaited) before it hands over the next event.
 EventHandler = Callable[[Dict[str, Any]], Optional[Awaitable[None]]]
 
 R = TypeVar("R", bound=RpcHandler)
@@ -92,7 +98,21 @@ class Server(_native.Server):
         return register
 
     def authenticate(self, handler: A) -> A:
-        """Registers the hook called after the token is verified, before the upgrade."""
+        """Registers the hook called after the token is verified, before the upgrade (and again
+        at every in-band ``refresh``), as ``handler(info, identity)``.
+
+        Its answer, the same in every host and parsed by the core:
+
+        - ``True``: admit with the verified identity;
+        - ``False`` or ``{"deny": "reason"}``: refuse (403 ``rejected_by_hook``; the reason goes
+          to the logs and the ``handshake_rejected`` event, never to the client);
+        - ``{"roles": [...], "scopes": [...], "claims": {...}}``, each key optional: admit with
+          the identity updated by the merge rule: ``roles`` / ``scopes`` replace the token's when
+          present; ``claims`` merge key by key (a value adds or replaces that claim, ``None``
+          removes it, claims not named are kept). Naming a registered claim (``iss``, ``sub``,
+          ``aud``, ``exp``, ``nbf``, ``iat``, ``jti``) or any other key refuses.
+
+        Anything else (``None``, a number, a non-JSON value) or raising refuses."""
         self._set_authenticate_handler(handler)
         return handler
 
@@ -102,7 +122,11 @@ class Server(_native.Server):
         return handler
 
     def on_event(self, handler: E) -> E:
-        """Registers the receiver of security and lifecycle events (in order, off the core)."""
+        """Registers the receiver of security and lifecycle events, delivered one at a time and
+        in order from the core's bounded queue (``hooks.event_queue_capacity``). The core waits
+        for each call (a coroutine is awaited; at most ``hooks.timeout_secs``) before the next:
+        a slow handler fills the queue and the events that do not fit are dropped and counted
+        (``stats()["events_dropped"]``, ``wsguard_events_dropped_total``)."""
         self._set_event_handler(handler)
         return handler
 

@@ -1,14 +1,15 @@
 """The exceptions wsguard raises. The native module fills them from the core's ``ErrorCode``.
 
-Defined in Python, not in the native module, so that ``ConfigError`` can derive from both
-``WsguardError`` and ``ValueError`` and both pickle like ordinary exceptions.
+Defined in Python, not in the native module, so that ``ConfigError`` and
+``InvalidArgumentError`` can also derive from Python's built-in exceptions and all pickle like
+ordinary exceptions.
 """
 
 from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-__all__ = ["ConfigError", "WsguardError"]
+__all__ = ["ConfigError", "InvalidArgumentError", "WsguardError"]
 
 
 class WsguardError(Exception):
@@ -46,3 +47,13 @@ class ConfigError(WsguardError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.code, self.code_name, self.problems))
+
+
+class InvalidArgumentError(WsguardError, ValueError, TypeError):
+    """An argument of a server method is refused by the core (code ``invalid_argument``): not
+    exactly one of ``ip=`` / ``user=``, ``jti=`` / ``sub=`` / ``issued_before=`` or
+    ``session_id=`` / ``user=``; an IP that is not an address; a ban length that is negative,
+    not finite or too long. Also a ``ValueError`` and a ``TypeError``, the exceptions Python code
+    expects for a bad argument."""
+
+    __module__ = "wsguard"

@@ -4,9 +4,33 @@
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Map, Value};
 
-use super::config::{AuthConfig, KeyFamily};
+use super::config::{AuthConfig, JwtAlgorithm, KeyFamily};
 use super::verify::now_secs;
 use crate::error::Error;
+
+/// Why a token could not be minted (`token_mint`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MintError {
+    /// `SigningKey::from_config` on a config without an HMAC secret.
+    #[error("the config has no HMAC secret; pass the private key file that matches auth.public_key_file")]
+    NoHmacSecret,
+    /// `auth.algorithms` is empty.
+    #[error("auth.algorithms is empty")]
+    NoAlgorithm,
+    /// The request's subject is empty.
+    #[error("the subject must not be empty")]
+    EmptySubject,
+    /// The private key is not a PEM key of the algorithm's family.
+    #[error("{0}")]
+    BadKey(#[source] jsonwebtoken::errors::Error),
+    /// An HMAC secret for an asymmetric algorithm, or a private key for an HMAC one.
+    #[error("the key does not fit algorithm {0:?}")]
+    KeyDoesNotFit(JwtAlgorithm),
+    /// Signing failed.
+    #[error("{0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
 
 /// The key a token is signed with.
 #[derive(Clone)]
@@ -22,9 +46,7 @@ impl SigningKey {
     pub fn from_config(config: &AuthConfig) -> Result<SigningKey, Error> {
         match super::keys::read_hmac_secret(config)? {
             Some(secret) => Ok(SigningKey::HmacSecret(secret)),
-            None => Err(Error::TokenMint(
-                "the config has no HMAC secret; pass the private key file that matches auth.public_key_file".into(),
-            )),
+            None => Err(Error::TokenMint(MintError::NoHmacSecret)),
         }
     }
 }
@@ -48,22 +70,22 @@ pub struct TokenRequest {
 
 /// Signs a token with the first configured algorithm.
 pub fn mint_token(config: &AuthConfig, key: &SigningKey, request: &TokenRequest) -> Result<String, Error> {
-    let alg = *config.algorithms.first().ok_or_else(|| Error::TokenMint("auth.algorithms is empty".into()))?;
+    let alg = *config.algorithms.first().ok_or(Error::TokenMint(MintError::NoAlgorithm))?;
     if request.subject.is_empty() {
-        return Err(Error::TokenMint("the subject must not be empty".into()));
+        return Err(Error::TokenMint(MintError::EmptySubject));
     }
     let encoding_key = match (key, alg.family()) {
         (SigningKey::HmacSecret(secret), KeyFamily::Hmac) => EncodingKey::from_secret(secret),
         (SigningKey::PrivateKeyPem(pem), KeyFamily::Rsa) => {
-            EncodingKey::from_rsa_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?
+            EncodingKey::from_rsa_pem(pem).map_err(|e| Error::TokenMint(MintError::BadKey(e)))?
         }
         (SigningKey::PrivateKeyPem(pem), KeyFamily::Ec) => {
-            EncodingKey::from_ec_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?
+            EncodingKey::from_ec_pem(pem).map_err(|e| Error::TokenMint(MintError::BadKey(e)))?
         }
         (SigningKey::PrivateKeyPem(pem), KeyFamily::Ed) => {
-            EncodingKey::from_ed_pem(pem).map_err(|e| Error::TokenMint(e.to_string()))?
+            EncodingKey::from_ed_pem(pem).map_err(|e| Error::TokenMint(MintError::BadKey(e)))?
         }
-        _ => return Err(Error::TokenMint(format!("the key does not fit algorithm {alg:?}"))),
+        _ => return Err(Error::TokenMint(MintError::KeyDoesNotFit(alg))),
     };
     let now = now_secs();
     let mut claims = request.extra_claims.clone();
@@ -80,5 +102,5 @@ pub fn mint_token(config: &AuthConfig, key: &SigningKey, request: &TokenRequest)
     claims.insert("exp".into(), now.saturating_add(request.ttl_secs).into());
     let mut header = Header::new(alg.to_jwt());
     header.kid = request.key_id.clone();
-    encode(&header, &claims, &encoding_key).map_err(|e| Error::TokenMint(e.to_string()))
+    encode(&header, &claims, &encoding_key).map_err(|e| Error::TokenMint(MintError::Sign(e)))
 }

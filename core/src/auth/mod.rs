@@ -11,7 +11,7 @@ mod verify;
 pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
 pub use identity::{Claims, Identity};
 pub use keys::KeyMaterial;
-pub use mint::{SigningKey, TokenRequest, mint_token};
+pub use mint::{MintError, SigningKey, TokenRequest, mint_token};
 pub(crate) use revocation::{JtiCache, JtiRefusal, RevocationBroadcast};
 pub use revocation::{Revocation, RevocationList};
 pub(crate) use verify::now_secs;

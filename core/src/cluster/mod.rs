@@ -13,6 +13,7 @@
 //!   it reconnects or another node announces itself, so a node that missed them catches up.
 
 mod config;
+mod error;
 mod nats;
 mod publish;
 mod quota;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use config::read_password;
 pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
+pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use settings::ClusterSettings;
 use wire::{Control, ControlEnvelope, Subjects};
@@ -54,7 +56,7 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// up and hands what arrives to the [`Link`].
 pub(crate) trait Broker: Send + Sync {
     /// Publishes `payload` on `subject`; resolves once the broker accepted it.
-    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), String>>;
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// Runs until `link.shutdown` is cancelled: connect (retrying with backoff), subscribe to the
     /// control subject and to every channel of interest, forward what arrives, reconnect.
     fn run(self: Arc<Self>, link: Arc<Link>) -> BoxFuture<'static, ()>;
@@ -64,7 +66,7 @@ pub(crate) trait Broker: Send + Sync {
 struct MemoryBroker;
 
 impl Broker for MemoryBroker {
-    fn publish(&self, _subject: String, _payload: Bytes) -> BoxFuture<'static, Result<(), String>> {
+    fn publish(&self, _subject: String, _payload: Bytes) -> BoxFuture<'static, Result<(), BrokerError>> {
         Box::pin(async { Ok(()) })
     }
 

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Broker, Link};
+use super::{Broker, BrokerError, Link};
 
 /// How often a connected client that failed to re-subscribe tries again.
 const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -46,7 +46,7 @@ async fn reconcile(
     link: &Arc<Link>,
     client: &async_nats::Client,
     subscribed: &mut HashMap<Arc<str>, JoinHandle<()>>,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     let wanted = link.interest.wanted();
     subscribed.retain(|channel, task| {
         let keep = wanted.contains(channel);
@@ -61,7 +61,7 @@ async fn reconcile(
         }
         let subscriber = client.subscribe(link.subjects.channel(channel)).await.map_err(|e| {
             link.stats.record_broker_error("subscribe");
-            e.to_string()
+            BrokerError::nats(e)
         })?;
         subscribed.insert(Arc::clone(channel), forward(link, subscriber));
     }
@@ -74,29 +74,29 @@ async fn reconcile(
 /// Resolves once the server has processed everything this client sent before (its SUBs in
 /// particular). `flush` only proves the bytes were written; a request nobody answers comes back
 /// from the server itself as "no responders", after the commands before it.
-async fn round_trip(link: &Link, client: &async_nats::Client) -> Result<(), String> {
+async fn round_trip(link: &Link, client: &async_nats::Client) -> Result<(), BrokerError> {
     let subject = format!("{}.sync.{}", link.subjects.control(), client.new_inbox());
     let request = async_nats::Request::new().timeout(Some(ROUND_TRIP_TIMEOUT));
     match client.send_request(subject, request).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(BrokerError::nats(e)),
     }
 }
 
 impl Broker for NatsBroker {
-    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), String>> {
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), BrokerError>> {
         let client = self.client();
         Box::pin(async move {
-            let Some(client) = client else { return Err("not connected".into()) };
+            let Some(client) = client else { return Err(BrokerError::NotConnected) };
             // async-nats buffers publishes while disconnected; that would be a silent success.
             if client.connection_state() != async_nats::connection::State::Connected {
-                return Err("not connected".into());
+                return Err(BrokerError::NotConnected);
             }
-            client.publish(subject, payload).await.map_err(|e| e.to_string())?;
+            client.publish(subject, payload).await.map_err(BrokerError::nats)?;
             // NATS core has no publish acknowledgement: confirmed means written to the server's
             // connection (docs/OPERATIONS.md states what that leaves open).
-            client.flush().await.map_err(|e| e.to_string())
+            client.flush().await.map_err(BrokerError::nats)
         })
     }
 

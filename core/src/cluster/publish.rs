@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::{BrokerKind, Cluster, now_ms, wire};
+use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
 use crate::protocol::ServerFrame;
 
 /// A publication delivered on this node, on its way to the other nodes.
@@ -22,9 +22,9 @@ enum Remote {
     /// No other node (the memory broker).
     Alone,
     /// Not sent: the broker is unreachable (already counted).
-    Unreachable(&'static str),
+    Unreachable,
     /// Handed to the broker, confirmation pending.
-    Sent(Arc<Cluster>, BoxFuture<'static, Result<(), String>>),
+    Sent(Arc<Cluster>, BoxFuture<'static, Result<(), BrokerError>>),
 }
 
 impl Cluster {
@@ -39,7 +39,7 @@ impl Cluster {
             Remote::Alone
         } else if !self.link.is_connected() {
             self.stats.record_broker_error("publish");
-            Remote::Unreachable("the broker is unreachable")
+            Remote::Unreachable
         } else {
             let payload = wire::encode_publication(&self.link.node_id, now_ms(), &frame);
             Remote::Sent(Arc::clone(self), self.broker.publish(self.link.subjects.channel(channel), payload.into()))
@@ -51,10 +51,10 @@ impl Cluster {
 impl Publication {
     /// Waits (at most `cluster.broker_timeout_secs`) for the broker's confirmation. Returns how
     /// many sessions of this node it was queued for; an error means the other nodes did not get it.
-    pub(crate) async fn confirmed(self) -> Result<usize, &'static str> {
+    pub(crate) async fn confirmed(self) -> Result<usize, PublishError> {
         let (cluster, publish) = match self.remote {
             Remote::Alone => return Ok(self.queued),
-            Remote::Unreachable(why) => return Err(why),
+            Remote::Unreachable => return Err(PublishError::Unreachable),
             Remote::Sent(cluster, publish) => (cluster, publish),
         };
         match tokio::time::timeout(cluster.timeout, publish).await {
@@ -65,11 +65,11 @@ impl Publication {
             Ok(Err(e)) => {
                 cluster.stats.record_broker_error("publish");
                 tracing::debug!(target: "wsguard::cluster", error = %e, "publish failed");
-                Err("the broker refused the publication")
+                Err(PublishError::Refused(e))
             }
             Err(_) => {
                 cluster.stats.record_broker_error("publish");
-                Err("the broker did not confirm the publication in time")
+                Err(PublishError::TimedOut)
             }
         }
     }
@@ -77,10 +77,10 @@ impl Publication {
     /// Does not wait (the host API is synchronous): the confirmation is counted when it comes.
     /// Fails at once only when the broker is known to be unreachable. Returns how many sessions
     /// of this node it was queued for, also on error.
-    pub(crate) fn detach(self) -> Result<usize, (&'static str, usize)> {
+    pub(crate) fn detach(self) -> Result<usize, (PublishError, usize)> {
         match self.remote {
             Remote::Alone => Ok(self.queued),
-            Remote::Unreachable(why) => Err((why, self.queued)),
+            Remote::Unreachable => Err((PublishError::Unreachable, self.queued)),
             Remote::Sent(cluster, publish) => {
                 let runtime = cluster.runtime.clone();
                 runtime.spawn(async move {

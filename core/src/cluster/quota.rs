@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::QuotaFailure;
+use super::error::BrokerError;
 use super::settings::ClusterSettings;
 use crate::observe::Stats;
 
@@ -114,31 +115,31 @@ impl LeaseQuota {
         })
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+    async fn connection(&self) -> Result<MultiplexedConnection, BrokerError> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let client = self.client.as_ref().ok_or("invalid quota_redis_url")?;
-        let connection = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+        let client = self.client.as_ref().ok_or(BrokerError::InvalidQuotaUrl)?;
+        let connection = client.get_multiplexed_async_connection().await?;
         *slot = Some(connection.clone());
         Ok(connection)
     }
 
     /// Runs `f` on the connection with the timeout; a failure drops the connection so the next
     /// call reconnects.
-    async fn with_connection<T, F, Fut>(&self, f: F) -> Result<T, String>
+    async fn with_connection<T, F, Fut>(&self, f: F) -> Result<T, BrokerError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempt = async {
             let connection = self.connection().await?;
-            f(connection).await.map_err(|e| e.to_string())
+            Ok(f(connection).await?)
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err("timed out".to_string()),
+            Err(_) => Err(BrokerError::TimedOut("quota store request")),
         };
         if result.is_err() {
             *self.connection.lock().await = None;

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::aio::{MultiplexedConnection, PubSubSink};
 
-use super::{Broker, Link};
+use super::{Broker, BrokerError, Link};
 
 /// How often the connection is checked with PING (a dead peer without a TCP reset is noticed
 /// within this plus the timeout).
@@ -38,16 +38,16 @@ impl RedisBroker {
         self.publisher.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    async fn connect(&self) -> Result<(MultiplexedConnection, redis::aio::PubSub), String> {
-        let client = super::config::redis_client(&self.url, self.password.as_deref()).map_err(|e| e.to_string())?;
+    async fn connect(&self) -> Result<(MultiplexedConnection, redis::aio::PubSub), BrokerError> {
+        let client = super::config::redis_client(&self.url, self.password.as_deref())?;
         let connect = async {
             let publisher = client.get_multiplexed_async_connection().await?;
             let pubsub = client.get_async_pubsub().await?;
             Ok::<_, redis::RedisError>((publisher, pubsub))
         };
         match tokio::time::timeout(self.timeout, connect).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("connection timed out".into()),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(BrokerError::TimedOut("connection")),
         }
     }
 
@@ -57,10 +57,10 @@ impl RedisBroker {
         link: &Link,
         mut publisher: MultiplexedConnection,
         pubsub: redis::aio::PubSub,
-    ) -> Option<String> {
+    ) -> Option<BrokerError> {
         let (mut sink, mut stream) = pubsub.split();
         if let Err(e) = sink.subscribe(link.subjects.control()).await {
-            return Some(e.to_string());
+            return Some(e.into());
         }
         let mut subscribed: HashSet<Arc<str>> = HashSet::new();
         if let Err(e) = reconcile(link, &mut sink, &mut subscribed).await {
@@ -75,7 +75,7 @@ impl RedisBroker {
                 _ = link.shutdown.cancelled() => return None,
                 message = stream.next() => match message {
                     Some(message) => link.deliver(message.get_channel_name(), message.get_payload_bytes()),
-                    None => return Some("subscriber connection closed".into()),
+                    None => return Some(BrokerError::SubscriberClosed),
                 },
                 _ = link.interest.changed() => {
                     if let Err(e) = reconcile(link, &mut sink, &mut subscribed).await {
@@ -86,8 +86,8 @@ impl RedisBroker {
                     let ping = redis::cmd("PING");
                     match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut publisher)).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Some(e.to_string()),
-                        Err(_) => return Some("PING timed out".into()),
+                        Ok(Err(e)) => return Some(e.into()),
+                        Err(_) => return Some(BrokerError::TimedOut("PING")),
                     }
                 }
             }
@@ -96,20 +96,20 @@ impl RedisBroker {
 }
 
 /// Subscribes to wanted channels and unsubscribes from the rest.
-async fn reconcile(link: &Link, sink: &mut PubSubSink, subscribed: &mut HashSet<Arc<str>>) -> Result<(), String> {
+async fn reconcile(link: &Link, sink: &mut PubSubSink, subscribed: &mut HashSet<Arc<str>>) -> Result<(), BrokerError> {
     let wanted = link.interest.wanted();
     let add: Vec<String> = wanted.difference(subscribed).map(|c| link.subjects.channel(c)).collect();
     let remove: Vec<String> = subscribed.difference(&wanted).map(|c| link.subjects.channel(c)).collect();
     if !add.is_empty() {
         sink.subscribe(&add).await.map_err(|e| {
             link.stats.record_broker_error("subscribe");
-            e.to_string()
+            BrokerError::from(e)
         })?;
     }
     if !remove.is_empty() {
         sink.unsubscribe(&remove).await.map_err(|e| {
             link.stats.record_broker_error("subscribe");
-            e.to_string()
+            BrokerError::from(e)
         })?;
     }
     link.stats.set_broker_subscriptions(wanted.len());
@@ -119,17 +119,17 @@ async fn reconcile(link: &Link, sink: &mut PubSubSink, subscribed: &mut HashSet<
 }
 
 impl Broker for RedisBroker {
-    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), String>> {
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, Result<(), BrokerError>> {
         let publisher = self.publisher();
         Box::pin(async move {
-            let Some(mut publisher) = publisher else { return Err("not connected".into()) };
+            let Some(mut publisher) = publisher else { return Err(BrokerError::NotConnected) };
             redis::cmd("PUBLISH")
                 .arg(subject)
                 .arg(payload.as_ref())
                 .query_async::<i64>(&mut publisher)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(BrokerError::from)
         })
     }
 
@@ -156,7 +156,7 @@ impl Broker for RedisBroker {
                         e
                     }
                 };
-                link.set_connected(false, &error);
+                link.set_connected(false, &error.to_string());
                 let pause = link.backoff(attempt);
                 attempt = attempt.saturating_add(1);
                 tracing::warn!(

@@ -256,7 +256,7 @@ impl HandshakeGate {
             .hooks
             .authenticate(info.clone(), identity)
             .await
-            .map_err(|(code, message)| refuse(Rejection::new(code, message)))?;
+            .map_err(|refusal| refuse(Rejection::new(refusal.code(), refusal.to_string())))?;
         let permit = Arc::clone(&self.capacity)
             .try_acquire_owned()
             .map_err(|_| refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")))?;

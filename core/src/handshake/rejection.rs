@@ -1,5 +1,6 @@
-//! `Rejection`: the one place a refused handshake becomes an HTTP status. The client learns the
-//! stable code name; the detail goes to logs and events only.
+//! `Rejection`: the one place a refused handshake becomes an HTTP response (status from the error
+//! registry, headers, body). The client learns the stable code name; the detail goes to logs and
+//! events only.
 
 use std::fmt;
 
@@ -44,25 +45,10 @@ impl Rejection {
         &self.detail
     }
 
-    /// The HTTP status the client receives.
+    /// The HTTP status the client receives: the registry's status for the code
+    /// ([`ErrorCode::http_status`]), 400 for a code the registry never answers over HTTP.
     pub fn status(&self) -> StatusCode {
-        use ErrorCode::*;
-        match self.code {
-            NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            HandshakeTimeout => StatusCode::REQUEST_TIMEOUT,
-            OriginNotAllowed | RejectedByHook | Banned => StatusCode::FORBIDDEN,
-            ServerFull | ShuttingDown | HookTimeout | ReplayCacheFull | OverMemoryBudget | QuotaUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            TooManyConnectionsPerIp | TooManyConnectionsPerUser | HandshakeRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            TokenMissing | TokenMalformed | TokenExpired | TokenNotYetValid | TokenBadSignature
-            | TokenAlgNotAllowed | TokenWrongIssuer | TokenWrongAudience | TokenLifetimeTooLong | TokenMissingClaim
-            | TokenUnknownKey | TokenInvalidClaim | TokenRevoked | TokenReplayed => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::BAD_REQUEST,
-        }
+        self.code.http_status().unwrap_or(StatusCode::BAD_REQUEST)
     }
 
     /// True when no response should be written.

@@ -51,8 +51,8 @@ pub struct LimitsConfig {
     /// that). Default 50.
     pub user_messages_per_sec: f64,
     /// Violations tolerated within `violation_window_secs`; one more closes the session with 1008.
-    /// Every error reply counts except `not_subscribed`, `too_many_subscriptions`, `rpc_failed`
-    /// and `hook_timeout` (benign or the host's fault). Default 10.
+    /// Which error replies count is the error registry's answer (`ErrorCode::is_violation`,
+    /// listed in docs/PROTOCOL.md, Violations). Default 10.
     #[schemars(range(min = 1))]
     pub max_violations: u32,
     /// The sliding window for `max_violations`, in seconds. Default 60.

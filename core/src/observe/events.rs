@@ -1,6 +1,8 @@
 //! Security and lifecycle events. Every event is logged through `tracing` with structured fields
-//! and handed to `Hooks::on_event` through a bounded queue that drops (and counts) rather than
-//! block a connection task. Events never carry a token, cookie or subprotocol value.
+//! and handed to `Hooks::on_event` through the one bounded queue of the server, which drops (and
+//! counts in `wsguard_events_dropped_total`) rather than block a connection task. Its single
+//! consumer awaits each host delivery, so a slow handler in any host language fills this queue,
+//! not one of its own. Events never carry a token, cookie or subprotocol value.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::stats::Stats;
 use crate::auth::Revocation;
-use crate::hooks::{ChannelAction, Hooks};
+use crate::hooks::{ChannelAction, HookRunner};
 use crate::limits::BanTarget;
 
 /// A security or lifecycle event.
@@ -146,19 +148,17 @@ pub(crate) struct EventSink {
 }
 
 impl EventSink {
-    /// Spawns the delivery task on the current runtime (none without host hooks).
-    pub(crate) fn spawn(hooks: Option<Arc<dyn Hooks>>, capacity: usize, stats: Arc<Stats>) -> Self {
+    /// Spawns the delivery task on the current runtime (none without host hooks). `hooks` time-boxes
+    /// each delivery (`hooks.timeout_secs`).
+    pub(crate) fn spawn(hooks: Option<HookRunner>, capacity: usize, stats: Arc<Stats>) -> Self {
         let Some(hooks) = hooks else {
             return EventSink { queue: None, stats };
         };
         let (queue, mut rx) = mpsc::channel::<Event>(capacity.max(1));
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                let hooks = Arc::clone(&hooks);
-                // A panicking sink must not take event delivery down with it.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hooks.on_event(&event))).is_err() {
-                    tracing::error!(target: "wsguard::events", "on_event hook panicked");
-                }
+                // The runner catches a panicking or stuck handler and counts it.
+                hooks.on_event(&event).await;
             }
         });
         EventSink { queue: Some(queue), stats }

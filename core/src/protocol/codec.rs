@@ -20,8 +20,10 @@ pub struct ReplyError {
 }
 
 impl ReplyError {
-    /// A reply error.
+    /// A reply error. `code` must be one the error registry lists as a reply
+    /// ([`ErrorCode::is_reply`]), since the registry decides whether it is a violation.
     pub fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        debug_assert!(code.is_reply(), "{code} is not a reply code in the error registry");
         ReplyError { id, code, message: message.into() }
     }
 }

@@ -13,17 +13,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 
 use super::Shared;
-use super::burst::BurstReader;
 use super::live::{Core, Live};
 use crate::error::ErrorCode;
 use crate::handshake::{Admission, Refused, Rejection};
 use crate::observe::Event;
 use crate::session::{self, SessionStart};
+use crate::transport::Connection;
 
 /// Starts the task that handles one connection to the end of its session. A plain and a TLS
 /// connection get tasks of different types: a task's future is sized for its largest state, and
@@ -93,13 +91,24 @@ async fn accept_tls(
 }
 
 fn reject_silently(core: &Core, peer: SocketAddr, code: ErrorCode, detail: String) {
-    core.stats.record_handshake(Some(code.name()));
+    record_refusal(
+        core,
+        &Refused { rejection: Rejection::new(code, detail).silent(), client_ip: peer.ip(), origin: None },
+    );
+}
+
+/// Records a refused handshake, the one place that does: the `wsguard_handshakes_total` counter
+/// and the `HandshakeRejected` event (which is also the log line). The status is 0 when nothing
+/// is written to the client.
+pub(super) fn record_refusal(core: &Core, refused: &Refused) {
+    let rejection = &refused.rejection;
+    core.stats.record_handshake(Some(rejection.code().name()));
     core.events.emit(Event::HandshakeRejected {
-        client_ip: peer.ip(),
-        status: 0,
-        code: code.name(),
-        detail,
-        origin: None,
+        client_ip: refused.client_ip,
+        status: if rejection.is_silent() { 0 } else { rejection.status().as_u16() },
+        code: rejection.code().name(),
+        detail: rejection.detail().to_string(),
+        origin: refused.origin.clone(),
     });
 }
 
@@ -123,13 +132,13 @@ where
 {
     let env = Arc::clone(&live.session_env);
     Box::pin(handshake(shared, live, stream, peer, deadline, pending)).then(move |admitted| match admitted {
-        Some((ws, start)) => Either::Left(session::run(ws, env, start)),
+        Some((conn, start)) => Either::Left(session::run(conn, env, start)),
         None => Either::Right(std::future::ready(())),
     })
 }
 
 /// The WebSocket handshake on an accepted (and decrypted) stream: the admission gate, then the 101
-/// or the refusal. Returns the session's stream and start record once the 101 is written.
+/// or the refusal. Returns the session's connection and start record once the 101 is written.
 async fn handshake<S>(
     shared: &Shared,
     live: &Live,
@@ -137,7 +146,7 @@ async fn handshake<S>(
     peer: SocketAddr,
     deadline: Instant,
     pending: OwnedSemaphorePermit,
-) -> Option<(WebSocketStream<BurstReader<S>>, SessionStart)>
+) -> Option<(Connection<S>, SessionStart)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -163,15 +172,8 @@ where
             return None;
         }
         Err(refused) => {
+            record_refusal(core, &refused);
             let rejection = &refused.rejection;
-            core.stats.record_handshake(Some(rejection.code().name()));
-            core.events.emit(Event::HandshakeRejected {
-                client_ip: refused.client_ip,
-                status: if rejection.is_silent() { 0 } else { rejection.status().as_u16() },
-                code: rejection.code().name(),
-                detail: rejection.detail().to_string(),
-                origin: refused.origin.clone(),
-            });
             if !rejection.is_silent() {
                 let write = async {
                     stream.write_all(&rejection.to_response()).await?;
@@ -191,13 +193,7 @@ where
     }
     drop(pending);
     core.stats.record_handshake(None);
-    let ws = WebSocketStream::from_partially_read(
-        BurstReader::new(stream),
-        admitted.leftover,
-        Role::Server,
-        Some(live.ws_config),
-    )
-    .await;
+    let conn = Connection::upgraded(stream, admitted.leftover, live.ws_config).await;
     let start = SessionStart {
         id: shared.next_session_id.fetch_add(1, Ordering::Relaxed),
         identity: Arc::new(admitted.identity),
@@ -205,5 +201,5 @@ where
         held: admitted.held,
         info: admitted.info,
     };
-    Some((ws, start))
+    Some((conn, start))
 }

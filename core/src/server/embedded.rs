@@ -28,13 +28,14 @@ impl EmbeddedServer {
     /// Blocking: call it off any async executor's thread.
     ///
     /// Errors: the same as [`crate::ServerBuilder::bind`], plus [`Error::Io`] when the runtime
-    /// cannot start.
+    /// cannot start and [`Error::WrongThread`] on a server's own thread (a hook).
     pub fn start(
         config: Config,
         hooks: Arc<dyn Hooks>,
         key_material: Option<KeyMaterial>,
         worker_threads: usize,
     ) -> Result<Self, Error> {
+        crate::host::refuse_on_server_thread("start")?;
         let threads = match (worker_threads, config.server.worker_threads) {
             (0, 0) => std::thread::available_parallelism().map_or(1, usize::from),
             (0, configured) => configured as usize,
@@ -69,7 +70,11 @@ impl EmbeddedServer {
     /// Stops accepting, closes every session with 1001 and waits up to `grace` (default:
     /// `server.shutdown_grace_secs`) for them to finish, then stops the runtime threads. Blocking;
     /// idempotent.
+    ///
+    /// Errors: [`Error::WrongThread`] on a server's own thread (a hook), where nothing changes:
+    /// start the shutdown with [`ServerHandle::shutdown`] there instead.
     pub fn stop(&mut self, grace: Option<Duration>) -> Result<(), Error> {
+        crate::host::refuse_on_server_thread("stop")?;
         let Some(runtime) = self.runtime.take() else { return Ok(()) };
         match grace {
             Some(grace) => self.handle.shutdown_within(grace),

@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use super::Shared;
 use super::live::{Compiled, build_live, compile, restart_only_changes};
+use super::reload::ReloadError;
 use crate::auth::Revocation;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
@@ -64,7 +65,7 @@ impl ServerHandle {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
         core.cluster.publish(channel, payload, "server").detach().map_err(|(why, queued)| Error::Refused {
-            code: ErrorCode::BrokerUnavailable,
+            code: why.code(),
             message: format!("{why}: queued for {queued} session(s) on this node only"),
         })
     }
@@ -126,19 +127,16 @@ impl ServerHandle {
     /// frame. Keys that shape listeners or long-lived state (`server.listen`,
     /// `server.max_connections`, ...) cannot change and are reported as problems. After shutdown
     /// it fails with `not_running`.
-    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let core = &self.shared.core;
         if core.shutdown.is_cancelled() {
-            return Err(ConfigError::new(
-                ErrorCode::NotRunning,
-                vec![crate::config::ConfigProblem::new("<server>", "the server is not running")],
-            ));
+            return Err(ReloadError::NotRunning);
         }
         let mut current = self.shared.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = (|| {
             let restart_only = restart_only_changes(&current, &config);
             if !restart_only.is_empty() {
-                return Err(ConfigError::new(ErrorCode::ConfigInvalid, restart_only));
+                return Err(ReloadError::restart_required(restart_only));
             }
             let Compiled { settings, verifier, tls, policy, .. } = compile(&config, core.key_material.as_ref())?;
             let verifier = Arc::new(verifier);

@@ -176,14 +176,6 @@ pub(crate) fn build_live(
         leeway_secs: config.auth.leeway_secs,
         session_bound_claims: config.auth.session_bound_claims.clone(),
     });
-    // tungstenite's defaults are not hardened: cap frames and messages to the configured limits,
-    // and keep the per-connection buffers small (idle connections stay cheap; `BurstReader`
-    // buffers the larger reads only while data is arriving).
-    let ws_config = WebSocketConfig::default()
-        .max_frame_size(Some(limits.max_frame_bytes))
-        .max_message_size(Some(limits.max_message_bytes))
-        .read_buffer_size(super::burst::SESSION_READ_BUFFER)
-        .write_buffer_size(8192)
-        .max_write_buffer_size(8192 + 4 * limits.max_message_bytes);
+    let ws_config = crate::transport::websocket_config(limits.max_frame_bytes, limits.max_message_bytes);
     Ok(Live { gate, tls, ws_config, session_env, server: server.clone() })
 }

@@ -1,12 +1,12 @@
 //! `Server` (bind, accept loop, graceful shutdown, upkeep) and the state shared by its tasks. The
 //! control surface for hosts is `ServerHandle` (handle.rs); the reloadable part is in live.rs.
 
-mod burst;
 mod config;
 mod connection;
 mod embedded;
 mod handle;
 mod live;
+mod reload;
 mod settings;
 mod tls;
 
@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{ServerConfig, TlsConfig};
 pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
+pub use reload::ReloadError;
 pub(crate) use settings::ServerSettings;
 
 use crate::auth::{JtiCache, KeyMaterial, RevocationList};
@@ -34,7 +35,7 @@ use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::UPKEEP_INTERVAL;
-use crate::hooks::{Hooks, NoHooks};
+use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
 use crate::observe::{Event, EventSink, Stats};
@@ -113,8 +114,14 @@ impl ServerBuilder {
         let metrics_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
         let stats = Arc::new(Stats::default());
+        let event_hooks = HookRunner::new(
+            Arc::clone(&hooks),
+            has_host_hooks,
+            Duration::from_secs_f64(config.hooks.timeout_secs),
+            Arc::clone(&stats),
+        );
         let events = EventSink::spawn(
-            has_host_hooks.then(|| Arc::clone(&hooks)),
+            has_host_hooks.then_some(event_hooks),
             config.hooks.event_queue_capacity as usize,
             Arc::clone(&stats),
         );
@@ -375,18 +382,15 @@ async fn upkeep(shared: Arc<Shared>) {
 }
 
 /// Too many handshakes in flight: answer 503 without spending a task on it. The socket is fresh,
-/// so a short non-blocking write fits in its send buffer.
+/// so a short non-blocking write fits in its send buffer. Over TLS nothing can be written before
+/// the TLS handshake, so the connection is only closed.
 fn refuse_overload(core: &Core, live: &Live, tcp: &tokio::net::TcpStream, peer: SocketAddr) {
     let rejection = crate::handshake::Rejection::new(ErrorCode::ServerFull, "max_pending_handshakes reached");
-    if live.tls.is_none() {
+    let rejection = if live.tls.is_none() {
         let _ = tcp.try_write(&rejection.to_response());
-    }
-    core.stats.record_handshake(Some(rejection.code().name()));
-    core.events.emit(Event::HandshakeRejected {
-        client_ip: peer.ip(),
-        status: rejection.status().as_u16(),
-        code: rejection.code().name(),
-        detail: rejection.detail().to_string(),
-        origin: None,
-    });
+        rejection
+    } else {
+        rejection.silent()
+    };
+    connection::record_refusal(core, &crate::handshake::Refused { rejection, client_ip: peer.ip(), origin: None });
 }

@@ -1,6 +1,7 @@
 //! Turns one client frame into its effect and its replies. Every refusal is an `error` reply with
-//! a stable code, counted, reported as an event and, for the codes that signal a misbehaving
-//! client, recorded as a violation; the session stays open until the violations exceed the limit.
+//! a stable code, counted, reported as an event and, for the codes the error registry marks as
+//! violations (`ErrorCode::is_violation`), recorded as a violation; the session stays open until
+//! the violations exceed the limit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,19 +50,6 @@ fn rate_limited(id: Option<u64>, scope: &'static str, wait: Duration, rule: Opti
     }
 }
 
-/// Codes that mean the client misbehaved (as opposed to a host failure or a benign no-op).
-fn is_violation(code: ErrorCode) -> bool {
-    !matches!(
-        code,
-        ErrorCode::NotSubscribed
-            | ErrorCode::RpcFailed
-            | ErrorCode::HookTimeout
-            | ErrorCode::TooManySubscriptions
-            | ErrorCode::ReplayCacheFull
-            | ErrorCode::BrokerUnavailable
-    )
-}
-
 impl Session {
     /// Handles one text frame.
     pub(crate) async fn handle_text(&mut self, text: &str) -> Outcome {
@@ -103,7 +91,7 @@ impl Session {
                 }
                 .encode();
                 let disconnect =
-                    (is_violation(error.code) && self.record_violation()).then_some(Disconnect::PolicyViolation);
+                    (error.code.is_violation() && self.record_violation()).then_some(Disconnect::PolicyViolation);
                 Outcome { frames: vec![frame], disconnect }
             }
         }
@@ -162,11 +150,7 @@ impl Session {
                     self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
                 let publication = self.env.cluster.publish(&channel, &payload, &allowed.rule_id);
                 if let Err(why) = publication.confirmed().await {
-                    return Err(refuse(
-                        id,
-                        ErrorCode::BrokerUnavailable,
-                        format!("{why}: delivered to subscribers on this node only"),
-                    ));
+                    return Err(refuse(id, why.code(), format!("{why}: delivered to subscribers on this node only")));
                 }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
@@ -304,7 +288,7 @@ impl Session {
             .hooks
             .authenticate(self.info.clone(), identity)
             .await
-            .map_err(|(code, message)| refuse(id, code, message))?;
+            .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
         if let Some(cache) = &self.env.jti_cache {
             cache.use_once(&identity).map_err(|refusal| match refusal {
@@ -314,9 +298,7 @@ impl Session {
         }
         let identity = Arc::new(identity);
         let mut frames = self.reauthorize(&identity).await;
-        self.identity = identity;
-        // The registry shares the identity: it must not keep the old one alive.
-        self.env.registry.update_identity(self.id, &self.identity);
+        self.set_identity(identity);
         frames.push(ServerFrame::Ack { id }.encode());
         Ok(frames)
     }

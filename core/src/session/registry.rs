@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::disconnect::Disconnect;
+use super::Disconnect;
 use crate::auth::Identity;
 
 /// A server-wide change every session must look at, relayed to each session's control by

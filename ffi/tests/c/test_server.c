@@ -11,6 +11,7 @@
  *   event JSON                         one event from the event hook
  *   <reply to a command>               see handle_command()
  *   late_respond CODE NAME             an RPC completed after its time box
+ *   config CODE NAME MESSAGE           a configuration loaded for the shared fixtures
  *   done passed=N failed=M             last line; exit status 0 when M == 0
  */
 #define _POSIX_C_SOURCE 200809L
@@ -132,8 +133,15 @@ static void check_config_errors(const char *config_path) {
     check(r == WSG_NULL_ARGUMENT, "null_out_is_null_argument", wsg_result_name(r));
     check(config == sentinel, "out_param_untouched_after_all_failures", "config_out was written");
 
+    /* Secrets are checked at construction, as in every host: an unset variable is refused here. */
+    const char *unset = "{\"auth\":{\"hmac_secret_env\":\"WSGUARD_FFI_NEVER_SET\",\"issuer\":\"i\",\"audience\":\"a\"}}";
+    r = wsg_config_from_text(unset, strlen(unset), &config);
+    check(r == WSG_CONFIG_SECRET_MISSING && config == sentinel, "unset_secret_is_refused_at_construction",
+          wsg_result_name(r));
+
     /* A success clears the thread's last error. */
-    const char *json = "{\"auth\":{\"hmac_secret_env\":\"X\",\"issuer\":\"i\",\"audience\":\"a\"}}";
+    setenv("WSGUARD_FFI_TEST_SECRET", "c-test-secret-of-at-least-32-bytes-0123456789", 1);
+    const char *json = "{\"auth\":{\"hmac_secret_env\":\"WSGUARD_FFI_TEST_SECRET\",\"issuer\":\"i\",\"audience\":\"a\"}}";
     r = wsg_config_from_text(json, strlen(json), &config);
     check(r == WSG_OK && config != sentinel && wsg_last_error_length() == 0,
           "json_text_parses_and_clears_last_error", wsg_result_name(r));
@@ -187,11 +195,30 @@ static void host_drop(void *user_data) {
     atomic_fetch_add(&state->drops, 1);
 }
 
-static wsg_decision host_authenticate(void *user_data, const wsg_handshake *handshake) {
+/* The answer set by the driver's `auth_answer JSON` command (tests/fixtures/authenticate_answers.json),
+ * or NULL: then every verified token but mallory's is allowed as it is. */
+static pthread_mutex_t answer_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *fixture_answer;
+
+static void set_fixture_answer(const char *json) {
+    pthread_mutex_lock(&answer_lock);
+    free(fixture_answer);
+    fixture_answer = json ? strdup(json) : NULL;
+    pthread_mutex_unlock(&answer_lock);
+}
+
+static wsg_decision host_authenticate(void *user_data, const wsg_handshake *handshake,
+                                      wsg_authenticate_answer *answer) {
     (void)user_data;
     /* A host-side ban list: the token of "mallory" verifies, but this host refuses her. */
     if (handshake->subject.len == 7 && memcmp(handshake->subject.data, "mallory", 7) == 0)
         return WSG_DECISION_DENY;
+    pthread_mutex_lock(&answer_lock);
+    if (fixture_answer != NULL) {
+        /* An invalid answer is refused by the core (and this call returns WSG_INVALID_ARGUMENT). */
+        wsg_authenticate_answer_set_json(answer, fixture_answer, strlen(fixture_answer));
+    }
+    pthread_mutex_unlock(&answer_lock);
     return WSG_DECISION_ALLOW;
 }
 
@@ -278,6 +305,10 @@ static void host_rpc(void *user_data, wsg_rpc_call *call) {
     } else if (method_is(call, "too_late")) {
         /* limits.rpc_timeout_secs is 2 in the test config: this answer comes after the time box. */
         complete_later(state, call, 3500, "late_respond");
+    } else if (method_is(call, "whoami")) {
+        /* The identity the core handed over, as the shared fixtures read it back. */
+        wsg_str identity = wsg_rpc_call_identity_json(call);
+        wsg_rpc_call_respond(call, identity.data, identity.len);
     } else if (method_is(call, "fail")) {
         wsg_rpc_call_fail(call, "nope", 4);
     } else if (method_is(call, "drop")) {
@@ -314,6 +345,34 @@ static void reload_from_text(wsg_server *server, const char *text) {
     free(message);
 }
 
+/* `config_text_hex HEX` / `config_file PATH`: loads a configuration from text (hex-encoded, so
+ * it may span lines) or a file, as a host would; replies `config CODE NAME MESSAGE`, the message on
+ * one line. Drives tests/fixtures/config_errors.json. */
+static void load_config_case(const char *verb, const char *arg) {
+    wsg_config *config = NULL;
+    wsg_result r;
+    if (strcmp(verb, "config_file") == 0) {
+        r = wsg_config_from_file(arg, strlen(arg), &config);
+    } else {
+        size_t len = strlen(arg) / 2;
+        char *text = malloc(len + 1);
+        if (text == NULL) return;
+        for (size_t i = 0; i < len; i++) {
+            unsigned byte = 0;
+            sscanf(arg + 2 * i, "%2x", &byte);
+            text[i] = (char)byte;
+        }
+        r = wsg_config_from_text(text, len, &config);
+        free(text);
+    }
+    wsg_config_free(config);
+    char *message = r == WSG_OK ? NULL : last_error();
+    for (char *p = message; p != NULL && *p != '\0'; p++)
+        if (*p == '\n') *p = '|';
+    say("config %u %s %s", r, wsg_result_name(r), message ? message : "");
+    free(message);
+}
+
 /* One command line from the driver; returns 0 after `stop`. */
 static int handle_command(wsg_server *server, char *line) {
     char *newline = strchr(line, '\n');
@@ -321,6 +380,11 @@ static int handle_command(wsg_server *server, char *line) {
     if (strncmp(line, "reload_json ", 12) == 0) {
         /* The argument is the rest of the line, spaces included. */
         reload_from_text(server, line + 12);
+        return 1;
+    }
+    if (strncmp(line, "auth_answer ", 12) == 0) {
+        set_fixture_answer(line + 12);
+        say("auth_answer_set");
         return 1;
     }
     char *verb = strtok(line, " ");
@@ -371,6 +435,11 @@ static int handle_command(wsg_server *server, char *line) {
     } else if (strcmp(verb, "lift_ban_user") == 0 && arg1) {
         r = wsg_server_lift_ban_user(server, arg1, strlen(arg1), &flag);
         say("lifted %u %d %s", r, (int)flag, wsg_result_name(r));
+    } else if (strcmp(verb, "auth_answer_clear") == 0) {
+        set_fixture_answer(NULL);
+        say("auth_answer_cleared");
+    } else if ((strcmp(verb, "config_file") == 0 || strcmp(verb, "config_text_hex") == 0) && arg1) {
+        load_config_case(verb, arg1);
     } else if (strcmp(verb, "stop") == 0 && arg1) {
         r = wsg_server_stop(server, strtod(arg1, NULL));
         say("stopped %u %s", r, wsg_result_name(r));
@@ -529,6 +598,7 @@ int main(int argc, char **argv) {
     pthread_mutex_unlock(&state.threads_lock);
     for (int i = 0; i < threads; i++) pthread_join(state.threads[i], NULL);
     pthread_mutex_destroy(&state.threads_lock);
+    set_fixture_answer(NULL);
 
     say("done passed=%d failed=%d", atomic_load(&passed), atomic_load(&failed));
     return atomic_load(&failed) == 0 ? 0 : 1;

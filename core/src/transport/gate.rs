@@ -1,8 +1,7 @@
 //! Lets the session loop skip the waits that rarely fire (the session's control: a disconnect
 //! request, shutdown, revocations, reloads; and its one timer: the token's expiry, the idle
-//! timeout, the next ping) until one of them has woken the task. `tokio::select!` polls every enabled branch on every pass, and this loop passes
-//! once or twice per message and per delivery: polling those waits each time (a mutex per
-//! `Notify` waiter) was a measurable share of the per-message CPU (docs/PERFORMANCE.md).
+//! timeout, the next ping) until one of them has woken the task (the module docs of `transport`
+//! say why).
 //!
 //! The gated waits are polled with the gate's own waker. When it fires, the gate records it and
 //! wakes the task; the next pass of the loop polls the gated waits again ([`Gate::take_due`]).
@@ -54,34 +53,34 @@ impl ArcWake for Shared {
 }
 
 /// One per session.
-pub(super) struct Gate {
+pub(crate) struct Gate {
     shared: Arc<Shared>,
 }
 
 impl Gate {
     /// A gate whose first pass is due (every gated wait must be polled once to register).
-    pub(super) fn new() -> Gate {
+    pub(crate) fn new() -> Gate {
         Gate { shared: Shared::new() }
     }
 
     /// True when the gated waits must be polled in this pass; clears the mark first, so a wake
     /// during the pass is not lost.
-    pub(super) fn take_due(&self) -> bool {
+    pub(crate) fn take_due(&self) -> bool {
         self.shared.is_due.swap(false, Ordering::AcqRel)
     }
 
     /// Makes the next pass poll the gated waits (after one was re-armed or reset).
-    pub(super) fn mark_due(&self) {
+    pub(crate) fn mark_due(&self) {
         self.shared.is_due.store(true, Ordering::Release);
     }
 
     /// Polls `wait` with the gate's waker.
-    pub(super) fn gated<'a, F: Future + ?Sized>(&'a self, mut wait: Pin<&'a mut F>) -> impl Future<Output = F::Output> {
+    pub(crate) fn gated<'a, F: Future + ?Sized>(&'a self, mut wait: Pin<&'a mut F>) -> impl Future<Output = F::Output> {
         self.gated_poll(move |cx| wait.as_mut().poll(cx))
     }
 
     /// Calls `poll` (a `poll_*` method of a timer, say) with the gate's waker.
-    pub(super) fn gated_poll<'a, T>(
+    pub(crate) fn gated_poll<'a, T>(
         &'a self,
         mut poll: impl FnMut(&mut Context<'_>) -> Poll<T> + 'a,
     ) -> impl Future<Output = T> + 'a {
@@ -90,7 +89,7 @@ impl Gate {
 
     /// Resolves once a gated wait has woken (the branch that stands in for them in a pass that
     /// does not poll them).
-    pub(super) fn woken(&self) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn woken(&self) -> impl Future<Output = ()> + '_ {
         poll_fn(move |cx| {
             self.shared.task.register(cx.waker());
             if self.shared.is_due.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
@@ -128,14 +127,6 @@ impl ReadGate {
             self.shared.is_due.store(true, Ordering::Release);
         }
         polled
-    }
-
-    /// Resolves with the next client message (see [`ReadGate::poll_next`]).
-    pub(super) fn next<'a, S: AsyncRead + AsyncWrite + Unpin>(
-        &'a self,
-        ws: &'a mut WebSocketStream<S>,
-    ) -> impl Future<Output = Option<Result<Message, WsError>>> + 'a {
-        poll_fn(move |cx| self.poll_next(cx, ws))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - 4100-4199: reconnect at once with a fresh token.
 //! - 4500-4599: do not reconnect.
 
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -100,6 +101,17 @@ impl Disconnect {
             Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Revoked => "token_revoked",
+        }
+    }
+
+    /// The disconnect a tungstenite error ends the session with: the close code RFC 6455 §7.4.1
+    /// prescribes for the cause.
+    pub(crate) fn from_ws_error(error: &WsError) -> Disconnect {
+        match error {
+            WsError::Capacity(_) => Disconnect::MessageTooBig,
+            WsError::Utf8(_) => Disconnect::InvalidUtf8,
+            WsError::Protocol(_) => Disconnect::ProtocolError,
+            _ => Disconnect::ConnectionLost,
         }
     }
 

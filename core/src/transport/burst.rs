@@ -1,13 +1,7 @@
-//! The read side under tungstenite: a read buffer that exists only while data is arriving.
-//!
-//! tungstenite keeps a read buffer for the connection's whole life and reads at most its size per
-//! call. Sized for throughput (4 KiB or more) it is most of what an idle connection costs; sized
-//! small, a burst of pipelined messages or one large message takes many system calls.
-//! [`BurstReader`] lets tungstenite's buffer be small (`SESSION_READ_BUFFER`): every read from the
-//! socket goes into one scratch buffer per worker thread ([`SCRATCH_BYTES`], so a whole burst is
-//! one system call), tungstenite gets what fits in its buffer, and only the rest of the burst is
-//! kept, in a buffer of its exact size that is freed as soon as tungstenite has taken it. An idle
-//! connection holds no read buffer here at all.
+//! The read side under tungstenite: [`BurstReader`], a read buffer that exists only while data is
+//! arriving (the module docs of `transport` say why). Every read from the socket goes into one
+//! scratch buffer per worker thread; tungstenite gets what fits in its own small buffer, and only
+//! the rest of the burst is kept, in a buffer of its exact size, freed once tungstenite took it.
 
 use std::cell::RefCell;
 use std::io;
@@ -19,10 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// tungstenite's own read buffer per connection (`WebSocketConfig::read_buffer_size`): a typical
 /// client message fits in one read.
-pub(crate) const SESSION_READ_BUFFER: usize = 512;
+pub(super) const SESSION_READ_BUFFER: usize = 512;
 
 /// The largest read from the socket: one per worker thread, shared by its connections.
-pub(crate) const SCRATCH_BYTES: usize = 16 * 1024;
+pub(super) const SCRATCH_BYTES: usize = 16 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
@@ -30,14 +24,14 @@ thread_local! {
 
 /// A stream whose reads are buffered only for the rest of a burst (see the module docs). Writes
 /// pass through unchanged.
-pub(crate) struct BurstReader<S> {
+pub(super) struct BurstReader<S> {
     inner: S,
     /// Read from `inner` and not handed out yet; no allocation between bursts.
     pending: BytesMut,
 }
 
 impl<S> BurstReader<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(super) fn new(inner: S) -> Self {
         Self { inner, pending: BytesMut::new() }
     }
 }

@@ -1,0 +1,245 @@
+//! `HookRunner`: calls the host's hooks with a time box, catching panics, failing closed, and
+//! applies their answers. The only place a hook's answer turns into a core decision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use super::answer::REGISTERED_CLAIMS;
+use super::{AuthorizeRequest, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError};
+use crate::auth::Identity;
+use crate::error::ErrorCode;
+use crate::observe::{Event, Stats};
+
+/// Calls hooks with a time box, catching panics, failing closed.
+#[derive(Clone)]
+pub(crate) struct HookRunner {
+    hooks: Arc<dyn Hooks>,
+    /// False when the host installed no hooks ([`ServerBuilder::hooks`](crate::ServerBuilder::hooks)
+    /// never called): every hook then keeps the core's decision, so `authenticate` and `authorize`
+    /// are answered here without the call, its time box, its copies, its request and its metric.
+    has_host_hooks: bool,
+    timeout: Duration,
+    stats: Arc<Stats>,
+}
+
+/// Why a hook call did not produce an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HookFailure {
+    /// No answer within the time box (`hooks.timeout_secs`, `limits.rpc_timeout_secs`).
+    #[error("the hook did not answer in time")]
+    TimedOut,
+    /// The hook panicked (or its future did); caught, never propagated.
+    #[error("the hook panicked")]
+    Panicked,
+}
+
+/// Why the `authenticate` hook refused a handshake or a refresh (fail closed: anything but an
+/// allowing answer, in time, is a refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AuthenticateRefusal {
+    /// The host denied, or its answer was invalid; the reason is for logs and events only.
+    #[error("{0}")]
+    Denied(String),
+    /// The hook did not answer within `hooks.timeout_secs`.
+    #[error("authenticate hook timed out")]
+    TimedOut,
+    /// The hook panicked.
+    #[error("authenticate hook panicked")]
+    Panicked,
+}
+
+impl AuthenticateRefusal {
+    /// `hook_timeout` (503) for a hook that did not answer, `rejected_by_hook` (403) otherwise.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            AuthenticateRefusal::TimedOut => ErrorCode::HookTimeout,
+            _ => ErrorCode::RejectedByHook,
+        }
+    }
+}
+
+impl HookFailure {
+    pub(crate) fn code(self) -> ErrorCode {
+        match self {
+            HookFailure::TimedOut => ErrorCode::HookTimeout,
+            HookFailure::Panicked => ErrorCode::RpcFailed,
+        }
+    }
+}
+
+impl HookRunner {
+    pub(crate) fn new(hooks: Arc<dyn Hooks>, has_host_hooks: bool, timeout: Duration, stats: Arc<Stats>) -> Self {
+        HookRunner { hooks, has_host_hooks, timeout, stats }
+    }
+
+    /// True when the host installed hooks.
+    #[cfg(test)]
+    pub(crate) fn has_host_hooks(&self) -> bool {
+        self.has_host_hooks
+    }
+
+    async fn run<T>(
+        &self,
+        hook: &'static str,
+        call: impl FnOnce(&dyn Hooks) -> HookFuture<T>,
+    ) -> Result<T, HookFailure> {
+        self.run_within(self.timeout, hook, call).await
+    }
+
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        hook: &'static str,
+        call: impl FnOnce(&dyn Hooks) -> HookFuture<T>,
+    ) -> Result<T, HookFailure> {
+        let started = std::time::Instant::now();
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(self.hooks.as_ref()))) {
+            Err(_) => Err(HookFailure::Panicked),
+            Ok(future) => {
+                match tokio::time::timeout(limit, std::panic::AssertUnwindSafe(future).catch_unwind()).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(_)) => Err(HookFailure::Panicked),
+                    Err(_) => Err(HookFailure::TimedOut),
+                }
+            }
+        };
+        let failure = match &result {
+            Ok(_) => None,
+            Err(HookFailure::TimedOut) => Some("timeout"),
+            Err(HookFailure::Panicked) => Some("panic"),
+        };
+        self.stats.record_hook(hook, started.elapsed().as_secs_f64(), failure);
+        result
+    }
+
+    /// The `authenticate` hook with the core's guarantees: fail closed, the answer applied by
+    /// [`AuthenticateAnswer`](super::AuthenticateAnswer)'s merge rule, and the token's facts
+    /// (`sub`, `exp`, `iat`, `jti` and the registered claims) as the token carried them.
+    pub(crate) async fn authenticate(
+        &self,
+        info: HandshakeInfo,
+        identity: Identity,
+    ) -> Result<Identity, AuthenticateRefusal> {
+        if !self.has_host_hooks {
+            return Ok(identity);
+        }
+        let identity = Arc::new(identity);
+        let asked = Arc::clone(&identity);
+        let answer = match self.run("authenticate", |h| h.authenticate(info, asked)).await {
+            Ok(answer) => answer,
+            Err(HookFailure::TimedOut) => return Err(AuthenticateRefusal::TimedOut),
+            Err(HookFailure::Panicked) => return Err(AuthenticateRefusal::Panicked),
+        };
+        let original = Arc::unwrap_or_clone(identity);
+        let updated = answer.apply(original.clone()).map_err(AuthenticateRefusal::Denied)?;
+        Ok(keep_token_facts(&original, updated))
+    }
+
+    /// Fail-closed: anything but an explicit `Allow` in time is a denial. The request is built only
+    /// when the host installed hooks (it copies the channel name, once per subscribe and publish).
+    pub(crate) async fn authorize(&self, request: impl FnOnce() -> AuthorizeRequest) -> Result<Decision, HookFailure> {
+        if !self.has_host_hooks {
+            return Ok(Decision::Allow);
+        }
+        let request = request();
+        self.run("authorize", |h| h.authorize(request)).await
+    }
+
+    /// RPC handlers get their own budget (`limits.rpc_timeout_secs`).
+    pub(crate) async fn rpc(&self, call: RpcCall, limit: Duration) -> Result<Result<Value, RpcError>, HookFailure> {
+        self.run_within(limit, "rpc", |h| h.rpc(call)).await
+    }
+
+    /// Hands one event to the host and waits until it took it (or its time box ended); the
+    /// event queue's single consumer calls this, so events stay in order.
+    pub(crate) async fn on_event(&self, event: &Event) {
+        if self.run("on_event", |h| h.on_event(event)).await.is_err() {
+            tracing::warn!(target: "wsguard::events", "on_event hook timed out or panicked");
+        }
+    }
+}
+
+/// The identity as the hook's answer left it, with the token's own facts put back: the answer
+/// cannot reach them (the merge rule has no field for them and refuses registered claims), and
+/// this keeps it so whatever a future answer type carries.
+fn keep_token_facts(original: &Identity, mut updated: Identity) -> Identity {
+    updated.subject.clone_from(&original.subject);
+    updated.expires_at = original.expires_at;
+    updated.issued_at = original.issued_at;
+    updated.token_id.clone_from(&original.token_id);
+    for name in REGISTERED_CLAIMS {
+        match original.claims.get(name) {
+            Some(value) => updated.claims.insert(name.to_string(), value),
+            None => updated.claims.remove(name),
+        };
+    }
+    updated
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::hooks::{AuthenticateAnswer, ChannelAction};
+
+    /// Hooks that refuse everything: installed, they decide; not installed, the core's decision
+    /// stands.
+    struct DenyAll;
+
+    impl Hooks for DenyAll {
+        fn authenticate(&self, _info: HandshakeInfo, _identity: Arc<Identity>) -> HookFuture<AuthenticateAnswer> {
+            Box::pin(std::future::ready(AuthenticateAnswer::Deny("refused".to_string())))
+        }
+        fn authorize(&self, _request: AuthorizeRequest) -> HookFuture<Decision> {
+            Box::pin(std::future::ready(Decision::Deny))
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            subject: "alice".into(),
+            roles: vec![],
+            scopes: vec![],
+            expires_at: 4_000_000_000,
+            issued_at: None,
+            token_id: None,
+            claims: Claims::new(),
+        }
+    }
+
+    fn info() -> HandshakeInfo {
+        HandshakeInfo { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), origin: None, user_agent: None }
+    }
+
+    fn request() -> AuthorizeRequest {
+        AuthorizeRequest {
+            session_id: 1,
+            identity: Arc::new(identity()),
+            action: ChannelAction::Subscribe,
+            channel: "c".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn installed_hooks_are_called_and_decide() {
+        let runner = HookRunner::new(Arc::new(DenyAll), true, Duration::from_secs(1), Arc::new(Stats::default()));
+        assert!(runner.has_host_hooks());
+        assert!(runner.authenticate(info(), identity()).await.is_err());
+        assert_eq!(runner.authorize(request).await, Ok(Decision::Deny));
+    }
+
+    #[tokio::test]
+    async fn without_host_hooks_the_core_decision_stands_and_nothing_is_called() {
+        // The runner is told no hooks were installed: even hooks that would refuse are not asked.
+        let runner = HookRunner::new(Arc::new(DenyAll), false, Duration::from_secs(1), Arc::new(Stats::default()));
+        assert!(!runner.has_host_hooks());
+        let kept = runner.authenticate(info(), identity()).await.map(|i| i.subject);
+        assert_eq!(kept, Ok("alice".to_string()));
+        assert_eq!(runner.authorize(request).await, Ok(Decision::Allow));
+    }
+}

@@ -1,0 +1,206 @@
+//! What every embedding host (C, Python, Node) shares, decided once here so that the same input
+//! gives the same result and the same error code in every language:
+//!
+//! - [`ConfigInput`] and [`ConfigInput::load`]: the one rule for a configuration handed over as
+//!   text, a path or an already-parsed value, with every check (keys, secrets, key and
+//!   certificate files) made at construction;
+//! - [`ban_target`], [`revocation`], [`ban_duration`] and [`disconnect_target`]: the "exactly one
+//!   of" argument rules of the control operations;
+//! - [`refuse_on_server_thread`]: the one check that a blocking call (start, stop) is not made
+//!   from a server's own thread (a hook), where it would deadlock.
+//!
+//! Bindings convert their language's values to these inputs and map [`Error`] by its code; they
+//! add no rule of their own.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::auth::Revocation;
+use crate::config::Config;
+use crate::error::Error;
+use crate::limits::BanTarget;
+
+/// A configuration as a host hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigInput {
+    /// TOML or JSON text (JSON when the first non-blank character is `{`).
+    Text(String),
+    /// A file: `.json` is JSON, anything else TOML.
+    Path(PathBuf),
+    /// An already-parsed value (a Python mapping, a JavaScript object).
+    Value(serde_json::Value),
+}
+
+impl ConfigInput {
+    /// A host string that may be either text or a path: it is a path when it names an existing
+    /// file, or when it cannot be configuration text at all (one line, no `=`, no table header,
+    /// not JSON) — then "cannot read the file" (`config_file`) is the useful report, not a TOML
+    /// syntax error about a file name.
+    pub fn text_or_path(text: impl Into<String>) -> ConfigInput {
+        let text = text.into();
+        if names_a_file(&text) { ConfigInput::Path(PathBuf::from(text)) } else { ConfigInput::Text(text) }
+    }
+
+    /// Parses and fully checks the configuration, as a server start would: unknown keys, types,
+    /// ranges, semantic rules, then secrets, keys and certificate files. Every problem at once.
+    ///
+    /// Errors: [`Error::Config`] with `config_syntax`, `config_invalid`, `config_file` or
+    /// `config_secret_missing`.
+    pub fn load(self) -> Result<Config, Error> {
+        let config = self.parse()?;
+        crate::server::check_config(&config)?;
+        Ok(config)
+    }
+
+    /// Parses without reading the files or secrets the configuration names (what a reload's
+    /// input goes through before the running server checks it).
+    ///
+    /// Errors: [`Error::Config`] with `config_syntax`, `config_invalid` or `config_file`.
+    pub fn parse(self) -> Result<Config, Error> {
+        let config = match self {
+            ConfigInput::Text(text) => Config::from_text(&text)?,
+            ConfigInput::Path(path) => Config::from_file(path)?,
+            ConfigInput::Value(value) => Config::from_json_value(value)?,
+        };
+        Ok(config)
+    }
+}
+
+fn names_a_file(text: &str) -> bool {
+    if text.contains('\n') {
+        return false;
+    }
+    let trimmed = text.trim_start();
+    Path::new(text).is_file() || !(text.contains('=') || trimmed.starts_with('{') || trimmed.starts_with('['))
+}
+
+/// Whom a ban targets: exactly one of an IP (IPv4 or IPv6 text) or a user (`sub`).
+///
+/// Errors: [`Error::InvalidArgument`] for none or both, or an IP that does not parse.
+pub fn ban_target(ip: Option<&str>, user: Option<&str>) -> Result<BanTarget, Error> {
+    match (ip, user) {
+        (Some(ip), None) => ip
+            .parse::<IpAddr>()
+            .map(BanTarget::Ip)
+            .map_err(|_| Error::InvalidArgument(format!("ip is not an IPv4 or IPv6 address: {ip:?}"))),
+        (None, Some(user)) => Ok(BanTarget::User(user.to_owned())),
+        _ => Err(Error::InvalidArgument("a ban target takes exactly one of ip, user".into())),
+    }
+}
+
+/// A ban's length from seconds.
+///
+/// Errors: [`Error::InvalidArgument`] for a negative, NaN or infinite number, or one too large
+/// to add to the clock (more than 100 years).
+pub fn ban_duration(secs: f64) -> Result<Duration, Error> {
+    const LONGEST_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if secs <= LONGEST_SECS => Ok(duration),
+        _ => Err(Error::InvalidArgument(format!(
+            "a ban lasts a finite number of seconds between 0 and {LONGEST_SECS}, not {secs}"
+        ))),
+    }
+}
+
+/// What a revocation revokes: exactly one of a `jti`, a subject (its tokens issued until now) or
+/// a time (tokens issued before it, seconds since the Unix epoch).
+///
+/// Errors: [`Error::InvalidArgument`] for none or more than one.
+pub fn revocation(jti: Option<&str>, sub: Option<&str>, issued_before: Option<u64>) -> Result<Revocation, Error> {
+    match (jti, sub, issued_before) {
+        (Some(jti), None, None) => Ok(Revocation::TokenId(jti.to_owned())),
+        (None, Some(sub), None) => Ok(Revocation::Subject(sub.to_owned())),
+        (None, None, Some(before)) => Ok(Revocation::IssuedBefore(before)),
+        _ => Err(Error::InvalidArgument("a revocation takes exactly one of jti, sub, issued_before".into())),
+    }
+}
+
+/// Which sessions a disconnect closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectTarget {
+    /// One session, by id.
+    Session(u64),
+    /// Every session of a user (`sub`).
+    User(String),
+}
+
+/// Which sessions to disconnect: exactly one of a session id or a user.
+///
+/// Errors: [`Error::InvalidArgument`] for none or both.
+pub fn disconnect_target(session_id: Option<u64>, user: Option<&str>) -> Result<DisconnectTarget, Error> {
+    match (session_id, user) {
+        (Some(id), None) => Ok(DisconnectTarget::Session(id)),
+        (None, Some(user)) => Ok(DisconnectTarget::User(user.to_owned())),
+        _ => Err(Error::InvalidArgument("a disconnect takes exactly one of session_id, user".into())),
+    }
+}
+
+/// Refuses a blocking call (`operation`: start, stop) made from a thread of a server's runtime
+/// (a hook, an event handler), where it would wait for the very thread it runs on.
+///
+/// Errors: [`Error::WrongThread`].
+pub fn refuse_on_server_thread(operation: &'static str) -> Result<(), Error> {
+    if is_server_thread() { Err(Error::WrongThread(operation)) } else { Ok(()) }
+}
+
+/// True on a thread of a server's runtime (workers and its blocking pool, where hooks run).
+pub fn is_server_thread() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn text_and_paths_are_told_apart() {
+        assert!(names_a_file("wsguard.toml"));
+        assert!(names_a_file("/etc/wsguard/missing.json"));
+        assert!(!names_a_file("[auth]\nissuer = \"x\""));
+        assert!(!names_a_file("{\"auth\": {}}"));
+        assert!(!names_a_file("server.listen = \"127.0.0.1:0\""));
+    }
+
+    #[test]
+    fn a_missing_path_is_config_file_wherever_it_comes_from() {
+        let error = ConfigInput::text_or_path("/no/such/wsguard.toml").load().expect_err("must be refused");
+        assert_eq!(error.code(), ErrorCode::ConfigFile);
+        let error = ConfigInput::Path("/no/such/wsguard.toml".into()).load().expect_err("must be refused");
+        assert_eq!(error.code(), ErrorCode::ConfigFile);
+    }
+
+    #[test]
+    fn exactly_one_of_rules() {
+        assert_eq!(
+            ban_target(Some("::1"), None).expect("fixture value"),
+            BanTarget::Ip("::1".parse().expect("fixture value"))
+        );
+        assert_eq!(ban_target(None, Some("bob")).expect("fixture value"), BanTarget::User("bob".into()));
+        for wrong in [ban_target(None, None), ban_target(Some("1.2.3.4"), Some("bob")), ban_target(Some("x"), None)] {
+            assert_eq!(wrong.expect_err("must be refused").code(), ErrorCode::InvalidArgument);
+        }
+        assert_eq!(revocation(None, None, Some(5)).expect("fixture value"), Revocation::IssuedBefore(5));
+        assert_eq!(
+            revocation(Some("j"), Some("s"), None).expect_err("must be refused").code(),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(revocation(None, None, None).expect_err("must be refused").code(), ErrorCode::InvalidArgument);
+        assert_eq!(disconnect_target(Some(3), None).expect("fixture value"), DisconnectTarget::Session(3));
+        assert_eq!(
+            disconnect_target(Some(3), Some("u")).expect_err("must be refused").code(),
+            ErrorCode::InvalidArgument
+        );
+        for secs in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(ban_duration(secs).expect_err("must be refused").code(), ErrorCode::InvalidArgument, "{secs}");
+        }
+        assert_eq!(ban_duration(1.5).expect("fixture value"), Duration::from_millis(1500));
+    }
+
+    #[tokio::test]
+    async fn blocking_calls_are_refused_on_a_server_thread() {
+        assert_eq!(refuse_on_server_thread("stop").expect_err("must be refused").code(), ErrorCode::WrongThread);
+        assert!(std::thread::spawn(|| refuse_on_server_thread("stop")).join().expect("fixture value").is_ok());
+    }
+}

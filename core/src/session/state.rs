@@ -1,0 +1,174 @@
+//! [`Session`]: everything one session knows, in one struct, and the decisions about it that need
+//! no I/O: its start and end, what a control wake means, an identity change, a violation.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::registry::{SessionControl, Signal, Wake};
+use super::timers::{Due, Timers};
+use super::{Disconnect, SessionEnv, SessionStart};
+use crate::auth::Identity;
+use crate::hooks::HandshakeInfo;
+use crate::hub::Outbox;
+use crate::limits::DirectRate;
+use crate::observe::Event;
+
+/// Per-session state; the session loop and the dispatcher work on it.
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) outbox: Outbox,
+    pub(crate) subscriptions: HashSet<String>,
+    pub(crate) env: Arc<SessionEnv>,
+    pub(super) message_rate: DirectRate,
+    pub(super) byte_rate: DirectRate,
+    /// The user's bucket, shared with the user's other sessions.
+    pub(super) user_rate: Arc<DirectRate>,
+    violations: VecDeque<Instant>,
+    pub(super) last_seq: Option<u64>,
+    pub(super) info: HandshakeInfo,
+    client_ip: IpAddr,
+    pub(super) timers: Timers,
+    pub(super) traffic: Traffic,
+    /// When the session started (its duration is reported when it ends).
+    started: Instant,
+}
+
+/// A session's message counts, reported when it closes.
+#[derive(Default)]
+pub(super) struct Traffic {
+    pub(super) messages_in: u64,
+    pub(super) messages_out: u64,
+}
+
+impl Session {
+    /// The state of an admitted connection, starting now, and what the handshake holds for it
+    /// (quota slots and the connection permit, released when the session ends; not in the
+    /// session, which `dispatch` shares across awaits and must therefore be `Sync`).
+    pub(super) fn new(start: SessionStart, env: Arc<SessionEnv>) -> (Session, Box<dyn Send>) {
+        let SessionStart { id, identity, client_ip, held, info } = start;
+        let limits = &env.limits;
+        let session = Session {
+            user_rate: env.user_rates.bucket(&identity.subject),
+            timers: Timers::new(&identity, env.leeway_secs, limits.ping_interval),
+            id,
+            identity,
+            outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
+            subscriptions: HashSet::new(),
+            message_rate: DirectRate::new(limits.message_rate, &env.clock),
+            byte_rate: DirectRate::new(limits.byte_rate, &env.clock),
+            violations: VecDeque::new(),
+            last_seq: None,
+            info,
+            client_ip,
+            traffic: Traffic::default(),
+            started: Instant::now(),
+            env,
+        };
+        (session, held)
+    }
+
+    /// Registers the session (so it can be disconnected and signalled) and reports it open;
+    /// returns its control.
+    pub(super) fn open(&self) -> Arc<SessionControl> {
+        let env = &self.env;
+        let control = env.registry.register(self.id, &self.identity);
+        // A shutdown or a revocation between the handshake's checks and the registration would
+        // otherwise be missed: the relay (`server::relay_signals`) only reaches registered
+        // sessions. A reload would not matter yet (no subscriptions).
+        if env.shutdown.is_cancelled() {
+            control.signal(Signal::Shutdown);
+        }
+        if env.revocations.is_revoked(&self.identity) {
+            control.signal(Signal::Revocation);
+        }
+        env.stats.session_opened();
+        env.events.emit(Event::SessionOpened {
+            session_id: self.id,
+            user: self.identity.subject.clone(),
+            client_ip: self.client_ip,
+        });
+        control
+    }
+
+    /// Whether a wake of the session's control ends it. A shutdown wins over a disconnect
+    /// request, which wins over a revocation.
+    pub(super) fn ends_on(&self, wake: &Wake) -> Option<Disconnect> {
+        if wake.has(Signal::Shutdown) {
+            return Some(Disconnect::ServerShutdown);
+        }
+        if let Some(requested) = wake.requested {
+            return Some(requested);
+        }
+        if wake.has(Signal::Revocation) && self.env.revocations.is_revoked(&self.identity) {
+            return Some(Disconnect::Revoked);
+        }
+        None
+    }
+
+    /// The session's identity after an in-band refresh: shared with the registry (which must not
+    /// keep the old one alive), and its expiry is the session's new deadline.
+    pub(super) fn set_identity(&mut self, identity: Arc<Identity>) {
+        self.identity = identity;
+        self.env.registry.update_identity(self.id, &self.identity);
+        self.timers.set_expiry(&self.identity, self.env.leeway_secs);
+    }
+
+    /// The session timer's next deadline.
+    pub(super) fn next_deadline(&self) -> Instant {
+        self.timers.next_deadline(self.env.limits.idle_timeout)
+    }
+
+    /// What is due now that the session's timer fired. A due ping is counted as sent: the next
+    /// one is due an interval from now.
+    pub(super) fn due(&mut self) -> Due {
+        let now = Instant::now();
+        let due = self.timers.due(now, self.env.limits.idle_timeout);
+        if due == Due::Ping {
+            self.timers.ping_sent(now, self.env.limits.ping_interval);
+        }
+        due
+    }
+
+    /// Records a violation; true when the session has now exceeded `limits.max_violations` within
+    /// the window.
+    pub(crate) fn record_violation(&mut self) -> bool {
+        let now = Instant::now();
+        let window = self.env.limits.violation_window;
+        while self.violations.front().is_some_and(|t| now.duration_since(*t) > window) {
+            self.violations.pop_front();
+        }
+        self.violations.push_back(now);
+        self.env.bans.record_violation(self.client_ip, &self.identity.subject);
+        self.violations.len() > self.env.limits.max_violations
+    }
+
+    /// Gives every subscription back to the hub and leaves the registry (before the close
+    /// handshake: nothing reaches the session any more).
+    pub(super) fn leave(&mut self) {
+        for channel in self.subscriptions.drain() {
+            self.env.hub.unsubscribe(&channel, self.id);
+        }
+        self.env.registry.remove(self.id);
+    }
+
+    /// Reports the session closed (after [`Session::leave`], the close handshake and the release
+    /// of what the handshake held).
+    pub(super) fn report_closed(&self, disconnect: Disconnect) {
+        let duration_secs = self.started.elapsed().as_secs_f64();
+        self.env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
+        self.env.events.emit(Event::SessionClosed {
+            session_id: self.id,
+            user: self.identity.subject.clone(),
+            client_ip: self.client_ip,
+            close_code: disconnect.code(),
+            reason: disconnect.reason(),
+            duration_secs,
+            messages_in: self.traffic.messages_in,
+            messages_out: self.traffic.messages_out,
+        });
+    }
+}

@@ -1,0 +1,221 @@
+//! [`Connection`]: one client's WebSocket, as the session uses it. Every operation that can wait
+//! on the client is bounded (by the write timeout the session passes, or by [`CLOSE_WAIT`]).
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+
+use super::burst::BurstReader;
+use super::gate::ReadGate;
+use super::write::{WriteFrames, finish_delivery};
+use super::{CLOSE_WAIT, Disconnect};
+
+/// A client message, as the transport hands it to the session.
+pub(crate) enum Inbound {
+    /// A text or binary message (frame and message caps and UTF-8 already checked by tungstenite).
+    Data(Data),
+    /// A ping (its pong is queued and goes out with the next flush), a pong or a raw frame:
+    /// nothing for the session to do.
+    Control,
+    /// The client sent a Close with this code (1005 when it gave none); answered by
+    /// [`Connection::answer_close`].
+    Closed(u16),
+    /// The connection ended or broke.
+    Lost(Disconnect),
+}
+
+/// A data message's payload.
+pub(crate) enum Data {
+    /// A text message.
+    Text(Utf8Bytes),
+    /// A binary message (what it means is the session's decision).
+    Binary(Bytes),
+}
+
+/// One client's WebSocket (see the module docs of `transport` for how it reads and writes).
+pub(crate) struct Connection<S> {
+    ws: WebSocketStream<BurstReader<S>>,
+    reads: ReadGate,
+    /// Deliveries (or notices) drained for the next [`Connection::write_deliveries`] or
+    /// [`Connection::write_batch`]; one buffer, reused for the connection's life.
+    batch: Vec<Utf8Bytes>,
+    /// Replies handed to tungstenite since the last flush (counted as sent once flushed).
+    unflushed_replies: u64,
+    /// Something (a reply or tungstenite's own pong) waits for a flush.
+    needs_flush: bool,
+    /// A delivery write was cut off inside a frame ([`finish_delivery`]): no close frame.
+    is_mid_frame: bool,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// The WebSocket over `stream` once the server's 101 is written; `leftover` is what the
+    /// handshake read past the request head.
+    pub(crate) async fn upgraded(stream: S, leftover: Vec<u8>, config: WebSocketConfig) -> Self {
+        let ws =
+            WebSocketStream::from_partially_read(BurstReader::new(stream), leftover, Role::Server, Some(config)).await;
+        Connection {
+            ws,
+            reads: ReadGate::new(),
+            batch: Vec::new(),
+            unflushed_replies: 0,
+            needs_flush: false,
+            is_mid_frame: false,
+        }
+    }
+
+    /// The next client message, through the read gate: a poll that is not due returns `Pending`
+    /// without touching the socket.
+    pub(crate) fn next(&mut self) -> impl Future<Output = Inbound> + '_ {
+        poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    /// The next message the socket already delivered, if any. When nothing is buffered this
+    /// leaves the read gate registered for the socket (tokio then skips the read system call: it
+    /// knows the socket is drained after a short read), so the session loop's next pass does not
+    /// poll the stream again until the socket wakes it.
+    pub(crate) async fn next_buffered(&mut self) -> Option<Inbound> {
+        match poll_fn(|cx| Poll::Ready(self.poll_next(cx))).await {
+            Poll::Ready(inbound) => Some(inbound),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        let polled = std::task::ready!(self.reads.poll_next(cx, &mut self.ws));
+        Poll::Ready(match polled {
+            Some(Ok(Message::Text(text))) => Inbound::Data(Data::Text(text)),
+            Some(Ok(Message::Binary(bytes))) => Inbound::Data(Data::Binary(bytes)),
+            // tungstenite queues the pong itself; the next flush sends it.
+            Some(Ok(Message::Ping(_))) => {
+                self.needs_flush = true;
+                Inbound::Control
+            }
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => Inbound::Control,
+            Some(Ok(Message::Close(frame))) => Inbound::Closed(frame.map_or(1005, |f| u16::from(f.code))),
+            Some(Err(e)) => Inbound::Lost(Disconnect::from_ws_error(&e)),
+            None => Inbound::Lost(Disconnect::ClientClosed(1005)),
+        })
+    }
+
+    /// Hands a reply to tungstenite without flushing it ([`Connection::flush`] sends it).
+    pub(crate) async fn feed_reply(&mut self, frame: Utf8Bytes, limit: Duration) -> Result<(), Disconnect> {
+        bounded_write(limit, self.ws.feed(Message::Text(frame))).await?;
+        self.unflushed_replies += 1;
+        self.needs_flush = true;
+        Ok(())
+    }
+
+    /// Flushes what the last messages queued, if anything; returns how many replies that sent.
+    pub(crate) async fn flush(&mut self, limit: Duration) -> Result<u64, Disconnect> {
+        if !std::mem::take(&mut self.needs_flush) {
+            return Ok(0);
+        }
+        bounded_write(limit, self.ws.flush()).await?;
+        Ok(std::mem::take(&mut self.unflushed_replies))
+    }
+
+    /// After [`Inbound::Closed`]: drives out tungstenite's answer to the client's Close (after the
+    /// replies still queued), within [`CLOSE_WAIT`]. Returns how many replies went with it.
+    pub(crate) async fn answer_close(&mut self) -> u64 {
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.ws.flush()).await;
+        self.needs_flush = false;
+        std::mem::take(&mut self.unflushed_replies)
+    }
+
+    /// Sends a data message back unchanged, flushed (the conformance mode's echo).
+    pub(crate) async fn echo(&mut self, data: Data, limit: Duration) -> Result<(), Disconnect> {
+        let message = match data {
+            Data::Text(text) => Message::Text(text),
+            Data::Binary(bytes) => Message::Binary(bytes),
+        };
+        bounded_write(limit, self.ws.send(message)).await
+    }
+
+    /// Sends a heartbeat ping, flushed.
+    pub(crate) async fn ping(&mut self, limit: Duration) -> Result<(), Disconnect> {
+        bounded_write(limit, self.ws.send(Message::Ping(Bytes::new()))).await
+    }
+
+    /// The buffer the next [`Connection::write_deliveries`] or [`Connection::write_batch`]
+    /// writes; empty, with the capacity of earlier batches.
+    pub(crate) fn batch(&mut self) -> &mut Vec<Utf8Bytes> {
+        &mut self.batch
+    }
+
+    /// Writes the batch (notices) with one flush, bounded by `limit`, and leaves it empty.
+    pub(crate) async fn write_batch(&mut self, limit: Duration) -> Result<(), Disconnect> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        bounded_write(limit, WriteFrames::new(&mut self.ws, &mut self.batch)).await
+    }
+
+    /// Writes the batch (deliveries) with one flush and leaves it empty. Usually done at the first
+    /// poll; only a write that has to wait is bounded by `limit` and raced against `overflowed`
+    /// (the outbox's `poll_overflowed`): a stalled client must not hide its overflow behind the
+    /// write timeout.
+    // The session loop holds this future inline, in every connection's task.
+    #[allow(clippy::manual_async_fn, reason = "the async fn form doubles the arguments in the future")]
+    pub(crate) fn write_deliveries<'a>(
+        &'a mut self,
+        overflowed: impl FnMut(&mut Context<'_>) -> Poll<()> + 'a,
+        limit: Duration,
+    ) -> impl Future<Output = Result<(), Disconnect>> + 'a {
+        async move {
+            let mut write = WriteFrames::new(&mut self.ws, &mut self.batch);
+            // Scoped, so that the first attempt's result is not kept across the await below.
+            {
+                let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await;
+                if let Poll::Ready(written) = first {
+                    return written.map_err(|e| Disconnect::from_ws_error(&e));
+                }
+            }
+            // Boxed: rare, and inline it would be the largest state of the session's future.
+            Box::pin(finish_delivery(write, overflowed, limit, &mut self.is_mid_frame)).await
+        }
+    }
+
+    /// Ends the connection for `disconnect`: sends its close frame, if it has one and a cut-off
+    /// delivery does not stand in the way, then gives the client [`CLOSE_WAIT`] to answer it
+    /// (RFC 6455 §7.1.1: the server should let the client see the close before the TCP connection
+    /// goes).
+    pub(crate) async fn close(&mut self, disconnect: Disconnect) {
+        let Some(frame) = disconnect.close_frame().filter(|_| !self.is_mid_frame) else { return };
+        let ws = &mut self.ws;
+        let closing = async {
+            if ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        };
+        // Boxed: rare, and inline it would be the largest state of the session's future.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_WAIT, closing)).await;
+    }
+}
+
+/// Runs a write to the client, bounded by `limit` (a stalled client ends as `WriteTimeout`). A
+/// write that completes on its first poll, the usual case when the socket has room, never arms a
+/// timer.
+async fn bounded_write<F>(limit: Duration, write: F) -> Result<(), Disconnect>
+where
+    F: Future<Output = Result<(), WsError>>,
+{
+    let mut write = pin!(write);
+    let result = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(result) => result,
+        Poll::Pending => match tokio::time::timeout(limit, write).await {
+            Ok(result) => result,
+            Err(_) => return Err(Disconnect::WriteTimeout),
+        },
+    };
+    result.map_err(|e| Disconnect::from_ws_error(&e))
+}

@@ -1,0 +1,78 @@
+//! Bytes <-> WebSocket messages for one connection, behind [`Connection`]: reading client
+//! messages, handing replies to tungstenite and flushing them, writing deliveries, pings, and the
+//! close handshake with the close code of a [`Disconnect`].
+//!
+//! The transport decides nothing about what a message means and keeps no session state: it never
+//! imports from `session`, decodes no frame and counts nothing (a flush reports how many replies
+//! it sent; the session counts them). The session decides when to read and when to write.
+//!
+//! # How it keeps an idle connection small and a busy one cheap
+//!
+//! Every idle connection holds the session task's future for its whole life, and every message
+//! and delivery goes through the code below, so the techniques here were chosen by measurement
+//! (the figures, and what each change bought, are in docs/PERFORMANCE.md; keep them there):
+//!
+//! - **A small read buffer, and a burst reader under it** (`burst.rs`). tungstenite keeps its
+//!   read buffer for the connection's life and reads at most its size per call; it is set to
+//!   `SESSION_READ_BUFFER` ([`websocket_config`]). `BurstReader` reads from the socket into
+//!   one scratch buffer per worker thread (`SCRATCH_BYTES`), so a pipelined burst or a large
+//!   message is still one read system call, hands tungstenite what fits and keeps only the rest
+//!   of the burst, in a buffer of its exact size freed once taken. An idle connection holds no
+//!   read buffer of ours.
+//! - **Gated polling** (`gate.rs`). `tokio::select!` polls every branch on every pass of the
+//!   session loop, which passes once or twice per message and per delivery. The socket is polled
+//!   only when it woke the task or its last poll returned a message ([`Connection::next`]); the
+//!   session's rare waits (its control and its one timer) only after one of them woke the task
+//!   ([`Gate`]).
+//! - **Batched replies.** The session handles the messages the socket already delivered
+//!   ([`Connection::next_buffered`]) before looking at anything else; their replies are handed to
+//!   tungstenite ([`Connection::feed_reply`]) and go out with one flush ([`Connection::flush`]).
+//! - **Deliveries written around tungstenite** (`write.rs`). A server's frames are not masked
+//!   (RFC 6455 §5.1), so every subscriber's frame is the same header and the same shared bytes:
+//!   the header is built on the stack and header and bytes go to one vectored write, or, for a
+//!   small batch, are copied into one buffer per worker thread for a plain write (a socket's
+//!   `writev` costs the kernel more than `send`). Nothing is allocated per delivery.
+//! - **Timers only when a write waits.** A write that completes at its first poll (the socket
+//!   had room: the usual case) arms no timer; only one that has to wait gets the write timeout,
+//!   and a delivery the race against its outbox overflowing.
+//! - **Small futures.** The delivery write is polled inline (four words); what is rare (a write
+//!   that waits, a ping, notices after a reload, the close handshake) is boxed, so that none of it
+//!   is the largest state of the session's future.
+//!
+//! The buffer sizes and batch limits are constants next to the code they bound, each with its
+//! reason; change them only with a new measurement (docs/PERFORMANCE.md, "The command").
+
+mod burst;
+mod connection;
+mod disconnect;
+mod gate;
+mod write;
+
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use burst::SESSION_READ_BUFFER;
+pub(crate) use connection::{Connection, Data, Inbound};
+pub use disconnect::Disconnect;
+pub(crate) use gate::Gate;
+
+/// How long a closing connection waits for the client's close reply, and for a cut-off delivery
+/// frame to be finished before the close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// tungstenite's own write buffer per connection, in bytes: replies and pings are written
+/// through it (deliveries go around it).
+const WRITE_BUFFER: usize = 8192;
+
+/// tungstenite's settings for a session's WebSocket. Its defaults are not hardened: frames and
+/// messages are capped at the configured limits (`limits.max_frame_bytes`,
+/// `limits.max_message_bytes`), and the per-connection buffers are kept small.
+pub(crate) fn websocket_config(max_frame_bytes: usize, max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(max_frame_bytes))
+        .max_message_size(Some(max_message_bytes))
+        .read_buffer_size(SESSION_READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 4 * max_message_bytes)
+}
