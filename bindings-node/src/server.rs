@@ -335,7 +335,7 @@ impl Task for Reload {
         let Some(handle) = self.shared.handle.get() else { return Ok(Err(wsguard::Error::NotRunning)) };
         let Some(input) = self.config.take() else { return Ok(Ok(())) };
         // The running server checks files and secrets itself, against what it runs with.
-        Ok(config_input(input).parse().and_then(|config| handle.reload(config).map_err(wsguard::Error::Config)))
+        Ok(config_input(input).parse().and_then(|config| Ok(handle.reload(config)?)))
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<()> {
