@@ -57,6 +57,7 @@ pub(crate) struct SessionEnv {
     pub(crate) shutdown: CancellationToken,
     /// `[limits]` as compiled.
     pub(crate) limits: LimitsSettings,
+    /// `[protocol]`: plain switches, used as written.
     pub(crate) protocol: ProtocolConfig,
     /// `auth.leeway_secs`: a session ends this long after its token's `exp`.
     pub(crate) leeway_secs: u64,
