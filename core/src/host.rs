@@ -12,7 +12,6 @@
 //! Bindings convert their language's values to these inputs and map [`Error`] by its code; they
 //! add no rule of their own.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,18 +74,12 @@ fn names_a_file(text: &str) -> bool {
     Path::new(text).is_file() || !(text.contains('=') || trimmed.starts_with('{') || trimmed.starts_with('['))
 }
 
-/// Whom a ban targets: exactly one of an IP (IPv4 or IPv6 text) or a user (`sub`).
+/// Whom a ban targets: exactly one of an IP (IPv4 or IPv6 text) or a user (`sub`); see
+/// [`BanTarget::from_parts`].
 ///
 /// Errors: [`Error::InvalidArgument`] for none or both, or an IP that does not parse.
 pub fn ban_target(ip: Option<&str>, user: Option<&str>) -> Result<BanTarget, Error> {
-    match (ip, user) {
-        (Some(ip), None) => ip
-            .parse::<IpAddr>()
-            .map(BanTarget::Ip)
-            .map_err(|_| Error::InvalidArgument(format!("ip is not an IPv4 or IPv6 address: {ip:?}"))),
-        (None, Some(user)) => Ok(BanTarget::User(user.to_owned())),
-        _ => Err(Error::InvalidArgument("a ban target takes exactly one of ip, user".into())),
-    }
+    BanTarget::from_parts(ip, user)
 }
 
 /// A ban's length from seconds.
@@ -103,17 +96,12 @@ pub fn ban_duration(secs: f64) -> Result<Duration, Error> {
     }
 }
 
-/// What a revocation revokes: exactly one of a `jti`, a subject (its tokens issued until now) or
-/// a time (tokens issued before it, seconds since the Unix epoch).
+/// What a revocation revokes: exactly one of a `jti`, a subject or a time; see
+/// [`Revocation::from_parts`].
 ///
 /// Errors: [`Error::InvalidArgument`] for none or more than one.
 pub fn revocation(jti: Option<&str>, sub: Option<&str>, issued_before: Option<u64>) -> Result<Revocation, Error> {
-    match (jti, sub, issued_before) {
-        (Some(jti), None, None) => Ok(Revocation::TokenId(jti.to_owned())),
-        (None, Some(sub), None) => Ok(Revocation::Subject(sub.to_owned())),
-        (None, None, Some(before)) => Ok(Revocation::IssuedBefore(before)),
-        _ => Err(Error::InvalidArgument("a revocation takes exactly one of jti, sub, issued_before".into())),
-    }
+    Revocation::from_parts(jti, sub, issued_before)
 }
 
 /// Which sessions a disconnect closes.

@@ -54,6 +54,26 @@ pub struct RevocationList {
     effects: OnceLock<Effects>,
 }
 
+impl Revocation {
+    /// The one parser of a host's revocation: exactly one of a `jti`, a subject (its tokens
+    /// issued until now) or a time (tokens issued before it, seconds since the Unix epoch). Every
+    /// binding calls it (through [`crate::host::revocation`]).
+    ///
+    /// Errors: [`crate::Error::InvalidArgument`] for none or more than one.
+    pub fn from_parts(
+        jti: Option<&str>,
+        sub: Option<&str>,
+        issued_before: Option<u64>,
+    ) -> Result<Revocation, crate::Error> {
+        match (jti, sub, issued_before) {
+            (Some(jti), None, None) => Ok(Revocation::TokenId(jti.to_owned())),
+            (None, Some(sub), None) => Ok(Revocation::Subject(sub.to_owned())),
+            (None, None, Some(before)) => Ok(Revocation::IssuedBefore(before)),
+            _ => Err(crate::Error::InvalidArgument("a revocation takes exactly one of jti, sub, issued_before".into())),
+        }
+    }
+}
+
 impl RevocationList {
     /// An empty list; entries are kept as long as a token issued before them could be valid.
     pub fn new(max_lifetime_secs: u64) -> Self {

@@ -64,6 +64,21 @@ pub enum BanTarget {
 }
 
 impl BanTarget {
+    /// The one parser of a host's ban target: exactly one of an IP (IPv4 or IPv6 text) or a user
+    /// (`sub`). Every binding calls it (through [`crate::host::ban_target`]).
+    ///
+    /// Errors: [`crate::Error::InvalidArgument`] for none or both, or an IP that does not parse.
+    pub fn from_parts(ip: Option<&str>, user: Option<&str>) -> Result<BanTarget, crate::Error> {
+        match (ip, user) {
+            (Some(ip), None) => ip
+                .parse::<IpAddr>()
+                .map(BanTarget::Ip)
+                .map_err(|_| crate::Error::InvalidArgument(format!("ip is not an IPv4 or IPv6 address: {ip:?}"))),
+            (None, Some(user)) => Ok(BanTarget::User(user.to_owned())),
+            _ => Err(crate::Error::InvalidArgument("a ban target takes exactly one of ip, user".into())),
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             BanTarget::Ip(_) => "ip",
