@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROUNDS=${ROUNDS:-1}
 read -r -a SERVERS <<<"${SERVERS:-baseline-tt wsguard}"
 command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 1; }
-WSG="$ROOT/target/release/wsguard"
+WSG="${WSG:-$ROOT/target/release/wsguard}"
 BIN="$ROOT/bench/target/release"
 # shellcheck source=common.sh
 source "$ROOT/bench/common.sh"

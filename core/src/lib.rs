@@ -62,4 +62,4 @@ pub use error::{Error, ErrorCode, Surface};
 pub use hooks::{Hooks, NoHooks};
 pub use observe::{Event, StatsSnapshot};
 pub use server::{EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, check_config};
-pub use session::Disconnect;
+pub use session::{Disconnect, Reconnect};

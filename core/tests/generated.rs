@@ -53,10 +53,29 @@ fn doc(relative: &str) -> String {
 
 /// The marker lines around a generated region named `name`; the prose around stays hand-written.
 fn markers(name: &str) -> (String, String) {
+    let source = if name == "close-codes" { "core/src/transport/disconnect.rs" } else { "core/src/error.rs" };
     (
-        format!("<!-- BEGIN GENERATED {name}: from core/src/error.rs by core/tests/generated.rs; do not edit. -->\n"),
+        format!("<!-- BEGIN GENERATED {name}: from {source} by core/tests/generated.rs; do not edit. -->\n"),
         format!("<!-- END GENERATED {name} -->\n"),
     )
+}
+
+/// PROTOCOL.md §3: every close code the server sends, with when and what the client should do
+/// (the close-code catalogue is `Disconnect`, separate from the error registry).
+fn close_code_table() -> String {
+    let mut table = String::from("| Code | Reason text | When | Client should |\n|---:|---|---|---|\n");
+    let mut closes: Vec<wsguard::Disconnect> = wsguard::Disconnect::SERVER_SIDE.to_vec();
+    closes.sort_by_key(|d| d.code());
+    for close in closes {
+        table.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            close.code(),
+            close.reason(),
+            close.when(),
+            close.client_should()
+        ));
+    }
+    table
 }
 
 /// `text` with the region `name` replaced by `fresh`; panics when the markers are missing.
@@ -151,6 +170,7 @@ fn protocol_doc_generated_tables_are_current() {
     text = with_region(PROTOCOL, &text, "reply-errors", &reply_error_table());
     text = with_region(PROTOCOL, &text, "benign-replies", &benign_replies());
     text = with_region(PROTOCOL, &text, "registry", &registry_table());
+    text = with_region(PROTOCOL, &text, "close-codes", &close_code_table());
     check(PROTOCOL, &text);
 }
 

@@ -33,8 +33,8 @@ use crate::limits::{Bans, LimitsSettings, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
 use crate::protocol::ProtocolConfig;
-pub use crate::transport::Disconnect;
 use crate::transport::{Connection, Gate};
+pub use crate::transport::{Disconnect, Reconnect};
 
 /// What every session shares.
 pub(crate) struct SessionEnv {

@@ -12,6 +12,44 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+/// What a client should do after the server closed its session with a code: the code's range
+/// says it (docs/PROTOCOL.md §3, generated from [`Disconnect::SERVER_SIDE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reconnect {
+    /// 1002, 1003, 1007, 1008, 1009: the client is broken or abusive; not unchanged.
+    FixClientFirst,
+    /// 1001 and 4000-4099: reconnect with backoff.
+    WithBackoff,
+    /// 4100-4199: reconnect at once with a fresh token.
+    WithFreshToken,
+    /// 4500-4599: do not reconnect.
+    Never,
+}
+
+impl Reconnect {
+    /// The policy of a close code, by its range; `None` for a code outside wsguard's ranges.
+    pub fn for_code(code: u16) -> Option<Reconnect> {
+        match code {
+            1002 | 1003 | 1007 | 1008 | 1009 => Some(Reconnect::FixClientFirst),
+            1001 | 1006 | 4000..=4099 => Some(Reconnect::WithBackoff),
+            4100..=4199 => Some(Reconnect::WithFreshToken),
+            4500..=4599 => Some(Reconnect::Never),
+            _ => None,
+        }
+    }
+
+    /// The advice as docs/PROTOCOL.md words it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Reconnect::FixClientFirst => "Not reconnect unchanged.",
+            Reconnect::WithBackoff => "Reconnect with backoff.",
+            Reconnect::WithFreshToken => "Reconnect at once with a fresh token.",
+            Reconnect::Never => "Not reconnect.",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,6 +142,61 @@ impl Disconnect {
         }
     }
 
+    /// What the client should do next (from the close code's range).
+    pub fn reconnect(self) -> Option<Reconnect> {
+        Reconnect::for_code(self.code())
+    }
+
+    /// When the server ends a session this way, for docs/PROTOCOL.md's close-code table.
+    pub fn when(self) -> &'static str {
+        match self {
+            Disconnect::ClientClosed(_) => "The client closed (its own code is recorded, 1005 when it gave none).",
+            Disconnect::ConnectionLost => "The connection broke without a close handshake.",
+            Disconnect::ServerShutdown => "The server is shutting down.",
+            Disconnect::ProtocolError => "A frame broke RFC 6455 (for example an unmasked frame or bad control frame).",
+            Disconnect::UnsupportedData => "A binary frame arrived and `protocol.allow_binary` is false.",
+            Disconnect::InvalidUtf8 => "A text frame (or an accepted binary frame) was not valid UTF-8.",
+            Disconnect::MessageTooBig => {
+                "A frame exceeded `limits.max_frame_bytes`, or a message exceeded `limits.max_message_bytes`."
+            }
+            Disconnect::SlowConsumer => {
+                "The outbound queue was full and the channel's `slow_consumer` policy is `disconnect`. If a \
+                 write to the client had stopped in the middle of a frame, that frame is finished first \
+                 (within the same 2 s as a close reply); when it cannot be, no close frame is sent, and the \
+                 client sees 1006."
+            }
+            Disconnect::DisconnectedByServer => {
+                "An operator or the host closed the session (`disconnect_session`, `disconnect_user`)."
+            }
+            Disconnect::WriteTimeout => {
+                "A write did not finish within `limits.write_timeout_secs`. **No close frame is sent**: the \
+                 connection is dropped, and the client sees an abnormal closure (1006). The code appears \
+                 only in server events."
+            }
+            Disconnect::PolicyViolation => {
+                "More than `limits.max_violations` violations within `limits.violation_window_secs`."
+            }
+            Disconnect::IdleTimeout => "Nothing arrived for `limits.idle_timeout_secs`, not even a pong.",
+            Disconnect::TokenExpired => "The session's token expired (`exp` + `leeway_secs`).",
+            Disconnect::Revoked => {
+                "The host revoked the session's token (`ServerHandle::revoke`). Live sessions are \
+                 re-checked the moment a revocation is added."
+            }
+        }
+    }
+
+    /// What the client should do, for docs/PROTOCOL.md: the range's advice, and a hint where
+    /// there is one.
+    pub fn client_should(self) -> String {
+        let advice = self.reconnect().map_or("", Reconnect::advice);
+        let hint = match self {
+            Disconnect::SlowConsumer => " Resubscribe; publications in between are lost.",
+            Disconnect::TokenExpired => " Better: `refresh` before expiry.",
+            _ => "",
+        };
+        format!("{advice}{hint}")
+    }
+
     /// The disconnect a tungstenite error ends the session with: the close code RFC 6455 §7.4.1
     /// prescribes for the cause.
     pub(crate) fn from_ws_error(error: &WsError) -> Disconnect {
@@ -121,5 +214,24 @@ impl Disconnect {
             Disconnect::ClientClosed(_) | Disconnect::ConnectionLost | Disconnect::WriteTimeout => None,
             other => Some(CloseFrame { code: CloseCode::from(other.code()), reason: other.reason().into() }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_side_close_has_a_policy_from_its_range() {
+        for disconnect in Disconnect::SERVER_SIDE {
+            assert!(disconnect.reconnect().is_some(), "{disconnect:?} has a code outside the ranges");
+            assert!(!disconnect.when().is_empty() && !disconnect.client_should().is_empty());
+        }
+        assert_eq!(Disconnect::Revoked.reconnect(), Some(Reconnect::Never));
+        assert_eq!(Disconnect::TokenExpired.reconnect(), Some(Reconnect::WithFreshToken));
+        assert_eq!(Disconnect::SlowConsumer.reconnect(), Some(Reconnect::WithBackoff));
+        assert_eq!(Disconnect::ServerShutdown.reconnect(), Some(Reconnect::WithBackoff));
+        assert_eq!(Disconnect::PolicyViolation.reconnect(), Some(Reconnect::FixClientFirst));
+        assert_eq!(Reconnect::for_code(1000), None);
     }
 }

@@ -54,7 +54,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use burst::SESSION_READ_BUFFER;
 pub(crate) use connection::{Connection, Data, Inbound};
-pub use disconnect::Disconnect;
+pub use disconnect::{Disconnect, Reconnect};
 pub(crate) use gate::Gate;
 
 /// How long a closing connection waits for the client's close reply, and for a cut-off delivery
