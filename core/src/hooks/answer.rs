@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::auth::Identity;
 
 /// JWT registered claims (RFC 7519 §4.1): facts of the token that a hook can never change.
-pub(crate) const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
 
 /// What the `authenticate` hook answers, in every host.
 ///

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use super::answer::REGISTERED_CLAIMS;
 use super::{AuthorizeRequest, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError};
 use crate::auth::Identity;
 use crate::error::ErrorCode;
@@ -133,9 +132,9 @@ impl HookRunner {
             Err(HookFailure::TimedOut) => return Err(AuthenticateRefusal::TimedOut),
             Err(HookFailure::Panicked) => return Err(AuthenticateRefusal::Panicked),
         };
-        let original = Arc::unwrap_or_clone(identity);
-        let updated = answer.apply(original.clone()).map_err(AuthenticateRefusal::Denied)?;
-        Ok(keep_token_facts(&original, updated))
+        // The merge rule cannot reach `sub`, `exp`, `iat`, `jti` or a registered claim: `apply`
+        // refuses an update that names one, and has no field for the others.
+        answer.apply(Arc::unwrap_or_clone(identity)).map_err(AuthenticateRefusal::Denied)
     }
 
     /// Fail-closed: anything but an explicit `Allow` in time is a denial. The request is built only
@@ -160,23 +159,6 @@ impl HookRunner {
             tracing::warn!(target: "wsguard::events", "on_event hook timed out or panicked");
         }
     }
-}
-
-/// The identity as the hook's answer left it, with the token's own facts put back: the answer
-/// cannot reach them (the merge rule has no field for them and refuses registered claims), and
-/// this keeps it so whatever a future answer type carries.
-fn keep_token_facts(original: &Identity, mut updated: Identity) -> Identity {
-    updated.subject.clone_from(&original.subject);
-    updated.expires_at = original.expires_at;
-    updated.issued_at = original.issued_at;
-    updated.token_id.clone_from(&original.token_id);
-    for name in REGISTERED_CLAIMS {
-        match original.claims.get(name) {
-            Some(value) => updated.claims.insert(name.to_string(), value),
-            None => updated.claims.remove(name),
-        };
-    }
-    updated
 }
 
 #[cfg(test)]
