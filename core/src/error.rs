@@ -143,6 +143,7 @@ error_codes! {
     Banned = 2018, "banned", [http(403)], "The client IP or user is temporarily banned (`[abuse]` or an operator ban); answered 403.";
     OverMemoryBudget = 2019, "over_memory_budget", [http(503)], "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
     QuotaUnavailable = 2020, "quota_unavailable", [http(503)], "The cluster-wide per-user quota store (Redis) could not be reached and `cluster.quota_failure = \"closed\"`; answered 503.";
+    JtiStoreUnavailable = 2026, "jti_store_unavailable", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on, the cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = \"closed\"` (the default): the token is refused, and stays unspent.";
 
     TokenMissing = 3001, "token_missing", [http(401)], "No token was found in any configured source.";
     TokenMalformed = 3002, "token_malformed", [http(401), violation("`refresh`")], "The token is not a well-formed JWT.";
@@ -179,6 +180,7 @@ error_codes! {
     NotRunning = 5003, "not_running", [API], "The server is not running (already shut down).";
     UnknownSession = 5004, "unknown_session", [api("`disconnect_session`")], "No session has this id.";
     TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
+    BrokerTls = 5006, "broker_tls", [api("`Server::bind` (the host's start)")], "The TLS handshake with a `[cluster]` broker failed when the server started: the broker's certificate does not chain to `cluster.tls_ca_file` (or the system trust store), does not name the URL's host, or the broker refused this node's client certificate.";
 
     InvalidArgument = 9004, "invalid_argument", [API], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
     WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";
@@ -245,6 +247,15 @@ pub enum Error {
     /// A host API argument is out of range or does not parse (see [`crate::host`]).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The TLS handshake with a `[cluster]` broker failed at start-up (untrusted or misnamed
+    /// certificate, refused client certificate).
+    #[error("cannot connect to the {broker} broker over TLS: {detail}")]
+    BrokerTls {
+        /// `redis` or `nats`.
+        broker: &'static str,
+        /// What the TLS layer said.
+        detail: String,
+    },
     /// A blocking host API call was made from a server's own thread (see [`crate::host`]).
     #[error("{0} blocks and cannot be called from a hook or event handler; call it from a thread of your own")]
     WrongThread(&'static str),
@@ -261,6 +272,7 @@ impl Error {
             Error::TokenMint(_) => ErrorCode::TokenMint,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::WrongThread(_) => ErrorCode::WrongThread,
+            Error::BrokerTls { .. } => ErrorCode::BrokerTls,
         }
     }
 

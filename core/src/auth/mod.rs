@@ -12,7 +12,7 @@ pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
 pub use identity::{Claims, Identity};
 pub use keys::KeyMaterial;
 pub use mint::{MintError, SigningKey, TokenRequest, mint_token};
-pub(crate) use revocation::{JtiCache, JtiRefusal, RevocationBroadcast};
+pub(crate) use revocation::{JtiCache, JtiRefusal, JtiSpend, RevocationBroadcast, UsedJtis};
 pub use revocation::{Revocation, RevocationList};
 pub(crate) use verify::now_secs;
 pub use verify::{TokenError, TokenVerifier};

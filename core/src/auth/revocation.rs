@@ -2,8 +2,9 @@
 //! refresh; live sessions re-check their identity whenever the revocation list changes.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -163,28 +164,71 @@ impl RevocationList {
     }
 }
 
-/// Used `jti`s, for `auth.single_use_jti`.
+/// Used `jti`s, for `auth.single_use_jti`: this node's own record, then the cluster's (Redis)
+/// when there is one.
 pub(crate) struct JtiCache {
     used: Mutex<HashMap<String, u64>>,
     capacity: usize,
     /// Tokens are accepted until `exp + leeway`, so a jti is remembered that long.
     leeway_secs: u64,
+    /// The cluster-wide record (cluster/jti.rs); None: single use per node.
+    cluster: Option<Arc<dyn UsedJtis>>,
 }
 
 /// Why a single-use check failed.
 pub(crate) enum JtiRefusal {
     Token(TokenError),
+    /// This node's cache is full of unexpired entries (`replay_cache_full`).
     Full,
+    /// The cluster's record could not be asked and `cluster.jti_failure = "closed"`
+    /// (`jti_store_unavailable`).
+    Unavailable,
+}
+
+/// What the cluster's used-jti record answered.
+pub(crate) enum JtiSpend {
+    /// No node had used it; it is now spent.
+    First,
+    /// Another node (or a concurrent handshake) already spent it.
+    Replayed,
+    /// The record could not be asked and the policy is to refuse.
+    Unavailable,
+}
+
+/// The cluster's record of used `jti`s, implemented by the cluster (which owns the Redis
+/// connection), so this area never talks to a broker itself.
+pub(crate) trait UsedJtis: Send + Sync {
+    /// Spends `jti` until `until_secs` (Unix seconds) unless some node already did.
+    fn spend(&self, jti: &str, until_secs: u64) -> BoxFuture<'static, JtiSpend>;
 }
 
 impl JtiCache {
-    pub(crate) fn new(capacity: usize, leeway_secs: u64) -> Self {
-        JtiCache { used: Mutex::new(HashMap::new()), capacity, leeway_secs }
+    pub(crate) fn new(capacity: usize, leeway_secs: u64, cluster: Option<Arc<dyn UsedJtis>>) -> Self {
+        JtiCache { used: Mutex::new(HashMap::new()), capacity, leeway_secs, cluster }
     }
 
-    /// Records the identity's jti; refuses a jti seen before (remembered until exp + leeway).
-    pub(crate) fn use_once(&self, identity: &Identity) -> Result<(), JtiRefusal> {
+    /// Spends the identity's jti; refuses a jti seen before on this node or, with a cluster
+    /// record, on any node (remembered until exp + leeway).
+    pub(crate) async fn use_once(&self, identity: &Identity) -> Result<(), JtiRefusal> {
         let jti = identity.token_id.as_ref().ok_or(JtiRefusal::Token(TokenError::MissingClaim("jti".into())))?;
+        let until = identity.expires_at.saturating_add(self.leeway_secs);
+        // Reserved here first: a concurrent use on this node is refused without a round trip.
+        self.reserve(jti, until)?;
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        match cluster.spend(jti, until).await {
+            JtiSpend::First => Ok(()),
+            // Spent elsewhere: this node keeps it as used too.
+            JtiSpend::Replayed => Err(JtiRefusal::Token(TokenError::Replayed)),
+            JtiSpend::Unavailable => {
+                // Not spent anywhere: the token stays usable once the record answers again.
+                self.used.lock().unwrap_or_else(PoisonError::into_inner).remove(jti);
+                Err(JtiRefusal::Unavailable)
+            }
+        }
+    }
+
+    /// Records `jti` in this node's cache, unless it is there or the cache is full.
+    fn reserve(&self, jti: &str, until: u64) -> Result<(), JtiRefusal> {
         let now = now_secs();
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         if used.get(jti).is_some_and(|exp| *exp >= now) {
@@ -196,15 +240,13 @@ impl JtiCache {
                 return Err(JtiRefusal::Full);
             }
         }
-        used.insert(jti.clone(), identity.expires_at.saturating_add(self.leeway_secs));
+        used.insert(jti.to_string(), until);
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn identity(sub: &str, jti: Option<&str>, iat: Option<u64>) -> Identity {
@@ -272,18 +314,46 @@ mod tests {
         assert!(!list.revoke_at(Revocation::TokenId("old".into()), now - 1000), "expired before it arrived");
     }
 
+    fn use_once(cache: &JtiCache, jti: Option<&str>) -> Result<(), JtiRefusal> {
+        futures_util::FutureExt::now_or_never(cache.use_once(&identity("a", jti, None))).expect("no await pending")
+    }
+
     #[test]
     fn jti_is_single_use_and_the_cache_is_bounded() {
-        let cache = JtiCache::new(1, 5);
-        assert!(cache.use_once(&identity("a", Some("x"), None)).is_ok());
-        assert!(matches!(
-            cache.use_once(&identity("a", Some("x"), None)),
-            Err(JtiRefusal::Token(TokenError::Replayed))
-        ));
-        assert!(matches!(cache.use_once(&identity("a", Some("y"), None)), Err(JtiRefusal::Full)));
-        assert!(matches!(
-            cache.use_once(&identity("a", None, None)),
-            Err(JtiRefusal::Token(TokenError::MissingClaim(_)))
-        ));
+        let cache = JtiCache::new(1, 5, None);
+        assert!(use_once(&cache, Some("x")).is_ok());
+        assert!(matches!(use_once(&cache, Some("x")), Err(JtiRefusal::Token(TokenError::Replayed))));
+        assert!(matches!(use_once(&cache, Some("y")), Err(JtiRefusal::Full)));
+        assert!(matches!(use_once(&cache, None), Err(JtiRefusal::Token(TokenError::MissingClaim(_)))));
+    }
+
+    /// A cluster record that answers the same thing every time and counts the questions.
+    struct Answer(fn() -> JtiSpend, Arc<Mutex<u32>>);
+
+    impl UsedJtis for Answer {
+        fn spend(&self, _: &str, _: u64) -> BoxFuture<'static, JtiSpend> {
+            *self.1.lock().expect("lock") += 1;
+            let answer = (self.0)();
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[test]
+    fn the_cluster_record_is_asked_after_this_nodes_cache() {
+        let asked = Arc::new(Mutex::new(0));
+        let cache = JtiCache::new(10, 5, Some(Arc::new(Answer(|| JtiSpend::Replayed, Arc::clone(&asked)))));
+        assert!(matches!(use_once(&cache, Some("x")), Err(JtiRefusal::Token(TokenError::Replayed))));
+        // Now known here: refused without asking again.
+        assert!(matches!(use_once(&cache, Some("x")), Err(JtiRefusal::Token(TokenError::Replayed))));
+        assert_eq!(*asked.lock().expect("lock"), 1);
+
+        let cache = JtiCache::new(10, 5, Some(Arc::new(Answer(|| JtiSpend::Unavailable, Arc::clone(&asked)))));
+        assert!(matches!(use_once(&cache, Some("y")), Err(JtiRefusal::Unavailable)));
+        // Not spent: asked again (and refused again) rather than taken for a replay.
+        assert!(matches!(use_once(&cache, Some("y")), Err(JtiRefusal::Unavailable)));
+
+        let cache = JtiCache::new(10, 5, Some(Arc::new(Answer(|| JtiSpend::First, asked))));
+        assert!(use_once(&cache, Some("z")).is_ok());
+        assert!(matches!(use_once(&cache, Some("z")), Err(JtiRefusal::Token(TokenError::Replayed))));
     }
 }

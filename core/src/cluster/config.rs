@@ -1,6 +1,8 @@
 //! `[cluster]`: which broker joins the nodes, and how cluster-wide quotas behave, as written in the
 //! config (compiled by settings.rs).
 
+use std::path::PathBuf;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +15,7 @@ pub enum BrokerKind {
     /// One node: publications stay in this process (the default).
     #[default]
     Memory,
-    /// Redis pub/sub (`url = "redis://host:6379"`).
+    /// Redis pub/sub (`url = "redis://host:6379"`, or `rediss://` for TLS).
     Redis,
     /// NATS core pub/sub (`url = "nats://host:4222"`, or `tls://` for TLS).
     Nats,
@@ -46,8 +48,8 @@ pub enum QuotaFailure {
 pub struct ClusterConfig {
     /// `memory` (single node, default), `redis` or `nats`.
     pub broker: BrokerKind,
-    /// The broker's URL: `redis://[user@]host:port[/db]` or `nats://[user@]host:port` /
-    /// `tls://[user@]host:port`. Required for `redis` and `nats`; must be empty for `memory`.
+    /// The broker's URL: `redis://[user@]host:port[/db]` (`rediss://` for TLS) or
+    /// `nats://[user@]host:port` / `tls://[user@]host:port`. Required for `redis` and `nats`; must be empty for `memory`.
     /// Never a password: see `password_env`.
     pub url: String,
     /// Name of the environment variable holding the broker's password (Redis `AUTH`, with the
@@ -60,8 +62,9 @@ pub struct ClusterConfig {
     /// Prefix of every broker subject and key, so several clusters can share a broker (letters,
     /// digits, `_`, `-`; at most 64 bytes). Default `wsguard`.
     pub channel_prefix: String,
-    /// Redis URL where cluster-wide per-user connection counts are kept. Empty (default): the
-    /// broker's `url` when `broker = "redis"`, otherwise per-user quotas stay per node.
+    /// Redis URL where cluster-wide per-user connection counts and used single-use `jti`s are
+    /// kept. Empty (default): the broker's `url` when `broker = "redis"`, otherwise both stay per
+    /// node.
     pub quota_redis_url: String,
     /// When the quota store cannot be reached: `open` (admit; this node's own per-user quota
     /// still applies) or `closed` (refuse with 503 `quota_unavailable`). Default `open`.
@@ -75,6 +78,35 @@ pub struct ClusterConfig {
     pub broker_timeout_secs: f64,
     /// Longest pause between reconnection attempts (the pause doubles from 0.1 s). Default 5.
     pub reconnect_max_secs: f64,
+
+    // --- Broker TLS and the cluster-wide single-use jti (cluster/tls.rs, cluster/jti.rs) ---
+    /// PEM file with the CA certificate(s) the broker's certificate must chain to (Redis
+    /// `rediss://`, NATS, and `quota_redis_url` when it is `rediss://`). None (default): the
+    /// system trust store. With NATS, any `tls_*` key makes TLS required even for `nats://`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file with this node's client certificate chain, leaf first, for brokers that require
+    /// one (Redis `tls-auth-clients`, NATS `verify`). None (default): no client certificate.
+    /// Requires `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file with the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1). None (default).
+    pub tls_key_file: Option<PathBuf>,
+    /// With `auth.single_use_jti` and a cluster Redis (`quota_redis_url`, or the Redis broker):
+    /// what a handshake or `refresh` gets when Redis cannot be asked whether the `jti` was used on
+    /// another node: `closed` (refuse with 503 `jti_store_unavailable`, the default: a replay is
+    /// a security failure) or `open` (admit when this node has not seen the `jti`).
+    pub jti_failure: JtiFailure,
+}
+
+/// What a single-use token gets when the cluster's used-jti store (Redis) cannot be asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JtiFailure {
+    /// Refuse with 503 `jti_store_unavailable` (the default).
+    #[default]
+    Closed,
+    /// Admit when this node's own used-jti cache has not seen the `jti` (single use per node
+    /// during the outage).
+    Open,
 }
 
 impl Default for ClusterConfig {
@@ -90,6 +122,10 @@ impl Default for ClusterConfig {
             lease_ttl_secs: 30.0,
             broker_timeout_secs: 2.0,
             reconnect_max_secs: 5.0,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            jti_failure: JtiFailure::Closed,
         }
     }
 }
@@ -137,6 +173,39 @@ impl ClusterConfig {
         if !is_name(&self.channel_prefix, false) {
             problems.push("cluster.channel_prefix", "use 1-64 letters, digits, '_' or '-'");
         }
+        self.check_tls(problems);
+    }
+
+    /// True when a `tls_*` key is set.
+    pub(crate) fn has_tls_files(&self) -> bool {
+        self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_key_file.is_some()
+    }
+
+    /// The `tls_*` rules (the files themselves are read when the server is built, cluster/tls.rs).
+    fn check_tls(&self, problems: &mut Problems) {
+        for (path, file) in [
+            ("cluster.tls_ca_file", &self.tls_ca_file),
+            ("cluster.tls_cert_file", &self.tls_cert_file),
+            ("cluster.tls_key_file", &self.tls_key_file),
+        ] {
+            if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                problems.push(path, "must not be empty (leave it out instead)");
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push("cluster.tls_cert_file", "tls_cert_file and tls_key_file go together");
+        }
+        if !self.has_tls_files() {
+            return;
+        }
+        let has_tls_url = [&self.url, &self.quota_redis_url].iter().any(|u| super::tls::is_tls_url(u));
+        match self.broker {
+            BrokerKind::Memory => problems.push("cluster.tls_ca_file", "only used with broker = \"redis\" or \"nats\""),
+            BrokerKind::Redis if !has_tls_url => {
+                problems.push("cluster.url", "the cluster.tls_* keys need a rediss:// URL");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -175,20 +244,6 @@ pub(crate) fn read_password(config: &ClusterConfig) -> Result<Option<String>, cr
     }
 }
 
-/// A Redis client for `url`, with the password when there is one.
-pub(crate) fn redis_client(url: &str, password: Option<&str>) -> redis::RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo;
-    let info = url.into_connection_info()?;
-    let info = match password {
-        Some(password) => {
-            let settings = info.redis_settings().clone().set_password(password);
-            info.set_redis_settings(settings)
-        }
-        None => info,
-    };
-    redis::Client::open(info)
-}
-
 fn is_name(s: &str, allow_dot: bool) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_BYTES
@@ -198,15 +253,17 @@ fn is_name(s: &str, allow_dot: bool) -> bool {
 fn check_redis_url(path: &str, url: &str, problems: &mut Problems) {
     if url.is_empty() {
         problems.push(path, "required with broker = \"redis\"");
-    } else if url.starts_with("rediss://") {
-        problems.push(
-            path,
-            "rediss:// (TLS) is not supported by this build; reach Redis over a private network or a TLS tunnel",
-        );
-    } else if !url.starts_with("redis://") {
-        problems.push(path, "must start with redis://");
-    } else if let Err(e) = redis::Client::open(url) {
-        problems.push(path, format!("not a valid Redis URL: {e}"));
+    } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        problems.push(path, "must start with redis:// or rediss:// (TLS)");
+    } else {
+        use redis::IntoConnectionInfo;
+        match url.into_connection_info() {
+            Err(e) => problems.push(path, format!("not a valid Redis URL: {e}")),
+            Ok(info) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { insecure: true, .. }) => {
+                problems.push(path, "#insecure (no certificate check) is refused; name the CA in cluster.tls_ca_file");
+            }
+            Ok(_) => {}
+        }
     }
 }
 
@@ -243,7 +300,9 @@ mod tests {
         let c = ClusterConfig { broker: BrokerKind::Nats, url: "redis://x".into(), ..Default::default() };
         assert_eq!(problems(&c), ["cluster.url: must start with nats:// or tls://"]);
         let c = ClusterConfig { broker: BrokerKind::Redis, url: "rediss://x".into(), ..Default::default() };
-        assert!(problems(&c)[0].contains("not supported"));
+        assert!(problems(&c).is_empty());
+        let c = ClusterConfig { broker: BrokerKind::Redis, url: "rediss://x/#insecure".into(), ..Default::default() };
+        assert!(problems(&c)[0].contains("#insecure"), "{:?}", problems(&c));
         let c = ClusterConfig {
             broker: BrokerKind::Nats,
             url: "nats://127.0.0.1:4222".into(),
@@ -279,5 +338,25 @@ mod tests {
         assert_eq!(quota_url(&nats), None);
         let nats = ClusterConfig { quota_redis_url: "redis://q:1".into(), ..nats };
         assert_eq!(quota_url(&nats).as_deref(), Some("redis://q:1"));
+    }
+
+    #[test]
+    fn tls_keys_need_a_broker_a_tls_url_and_each_other() {
+        let ca = Some(PathBuf::from("ca.pem"));
+        let c = ClusterConfig { tls_ca_file: ca.clone(), ..Default::default() };
+        assert_eq!(problems(&c), ["cluster.tls_ca_file: only used with broker = \"redis\" or \"nats\""]);
+        let redis = ClusterConfig { broker: BrokerKind::Redis, url: "redis://r:1".into(), ..Default::default() };
+        let c = ClusterConfig { tls_ca_file: ca.clone(), ..redis.clone() };
+        assert_eq!(problems(&c), ["cluster.url: the cluster.tls_* keys need a rediss:// URL"]);
+        let c = ClusterConfig { tls_ca_file: ca.clone(), quota_redis_url: "rediss://q:1".into(), ..redis };
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        // NATS: the keys make TLS required even with nats://.
+        let nats =
+            ClusterConfig { broker: BrokerKind::Nats, url: "nats://n:1".into(), tls_ca_file: ca, ..Default::default() };
+        assert!(problems(&nats).is_empty());
+        let c = ClusterConfig { tls_cert_file: Some("c.pem".into()), ..nats.clone() };
+        assert_eq!(problems(&c), ["cluster.tls_cert_file: tls_cert_file and tls_key_file go together"]);
+        let c = ClusterConfig { tls_cert_file: Some("c.pem".into()), tls_key_file: Some("".into()), ..nats };
+        assert_eq!(problems(&c), ["cluster.tls_key_file: must not be empty (leave it out instead)"]);
     }
 }

@@ -19,9 +19,10 @@ pub enum BrokerError {
     /// The subscriber connection ended (the broker closed it).
     #[error("subscriber connection closed")]
     SubscriberClosed,
-    /// `cluster.quota_redis_url` did not give a Redis client (validation reports it too).
-    #[error("invalid quota_redis_url")]
-    InvalidQuotaUrl,
+    /// `cluster.url` or `cluster.quota_redis_url` did not give a Redis client (validation
+    /// reports it too).
+    #[error("invalid Redis URL")]
+    InvalidRedisUrl,
     /// Redis refused the command or the connection failed.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),

@@ -14,11 +14,13 @@
 
 mod config;
 mod error;
+mod jti;
 mod nats;
 mod publish;
 mod quota;
 mod redis;
 mod settings;
+mod tls;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -33,13 +35,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use config::read_password;
-pub use config::{BrokerKind, ClusterConfig, QuotaFailure};
+pub use config::{BrokerKind, ClusterConfig, JtiFailure, QuotaFailure};
 pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use settings::ClusterSettings;
+pub(crate) use tls::{BrokerTls, load as load_tls};
 use wire::{Control, ControlEnvelope, Subjects};
 
-use crate::auth::{Revocation, RevocationBroadcast, RevocationList};
+use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
 use crate::hub::Hub;
 use crate::limits::{BanBroadcast, BanTarget, Bans};
 use crate::observe::{Event, EventSink, Stats};
@@ -257,6 +260,12 @@ pub(crate) struct Cluster {
     broker: Arc<dyn Broker>,
     link: Arc<Link>,
     quota: Option<Arc<LeaseQuota>>,
+    /// The cluster-wide used-jti record (with a cluster Redis).
+    jtis: Option<Arc<jti::RedisJtis>>,
+    /// `cluster.tls_*`, for the start-up check.
+    tls: Option<Arc<BrokerTls>>,
+    /// The TLS URLs the start-up check connects to.
+    tls_urls: Vec<String>,
     originated: Mutex<Originated>,
     /// Revocations older than this (seconds) can no longer match a valid token.
     horizon_secs: u64,
@@ -284,6 +293,7 @@ impl Cluster {
     pub(crate) fn new(
         config: &ClusterSettings,
         password: Option<&str>,
+        tls: Option<Arc<BrokerTls>>,
         horizon_secs: u64,
         parts: NodeParts,
     ) -> Arc<Cluster> {
@@ -320,20 +330,36 @@ impl Cluster {
                 lifted,
             },
         });
+        // URLs were validated with the config: a connector is only a parsed URL until first use.
+        let connector = |url: &str| redis::RedisConnector::new(url, password, tls.as_deref()).ok();
         let broker: Arc<dyn Broker> = match config.broker {
             BrokerKind::Memory => Arc::new(MemoryBroker),
-            BrokerKind::Redis => Arc::new(redis::RedisBroker::new(&config.url, password, timeout)),
-            BrokerKind::Nats => Arc::new(nats::NatsBroker::new(password)),
+            BrokerKind::Redis => Arc::new(redis::RedisBroker::new(connector(&config.url), timeout)),
+            BrokerKind::Nats => Arc::new(nats::NatsBroker::new(password, tls.clone())),
         };
-        let quota = config
+        let store = config
             .quota_url
             .as_deref()
-            .map(|url| LeaseQuota::new(config, url, password, &node_id, Arc::clone(&parts.stats)));
+            .map(|url| redis::RedisStore::new(connector(url), timeout, Arc::clone(&parts.stats)));
+        let quota = store.as_ref().map(|store| LeaseQuota::new(config, Arc::clone(store), &node_id));
+        let jtis = store.map(|store| Arc::new(jti::RedisJtis::new(store, &config.channel_prefix, config.jti_failure)));
+        let is_nats_tls = config.broker == BrokerKind::Nats && tls.is_some();
+        let tls_urls = [Some(config.url.as_str()), config.quota_url.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|url| tls::is_tls_url(url) || (is_nats_tls && *url == config.url))
+            .map(str::to_string)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
             broker,
             link,
             quota,
+            jtis,
+            tls,
+            tls_urls,
             originated: Mutex::default(),
             horizon_secs,
             timeout,
@@ -475,6 +501,35 @@ impl Cluster {
 
     pub(crate) fn quota(&self) -> Option<Arc<LeaseQuota>> {
         self.quota.clone()
+    }
+
+    /// The cluster-wide used-jti record, when the cluster has Redis.
+    pub(crate) fn used_jtis(&self) -> Option<Arc<dyn UsedJtis>> {
+        self.jtis.clone().map(|jtis| jtis as Arc<dyn UsedJtis>)
+    }
+
+    /// At start-up, with broker TLS: one TLS connection to each TLS broker URL, so a broker whose
+    /// certificate this node does not trust (or that refuses this node's certificate) stops the
+    /// start with `broker_tls` instead of an endless reconnection loop. A broker that does not
+    /// answer at all is no error here: the node starts not ready and keeps reconnecting.
+    pub(crate) async fn check_tls(&self) -> Result<(), crate::Error> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        for url in &self.tls_urls {
+            match tls::probe(url, tls, self.timeout).await {
+                Ok(()) => {}
+                Err(tls::ProbeFailure::Tls(detail)) => {
+                    let broker = if url.starts_with("rediss://") { "redis" } else { "nats" };
+                    return Err(crate::Error::BrokerTls { broker, detail });
+                }
+                Err(tls::ProbeFailure::Unreachable(detail)) => {
+                    tracing::warn!(
+                        target: "wsguard::cluster", url = %config::split_user(url).0, error = %detail,
+                        "broker not reachable at start-up; retrying in the background"
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Waits (briefly) until the broker delivers `channel` to this node, so an acknowledged

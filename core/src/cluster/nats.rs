@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::tls::BrokerTls;
 use super::{Broker, BrokerError, Link};
 
 /// How often a connected client that failed to re-subscribe tries again.
@@ -21,11 +22,14 @@ const ROUND_TRIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 pub(crate) struct NatsBroker {
     client: Mutex<Option<async_nats::Client>>,
     password: Option<String>,
+    /// `cluster.tls_*` (None: TLS only if the URL is `tls://` or the server asks, with the system
+    /// trust store).
+    tls: Option<Arc<BrokerTls>>,
 }
 
 impl NatsBroker {
-    pub(crate) fn new(password: Option<&str>) -> Self {
-        NatsBroker { client: Mutex::new(None), password: password.map(str::to_string) }
+    pub(crate) fn new(password: Option<&str>, tls: Option<Arc<BrokerTls>>) -> Self {
+        NatsBroker { client: Mutex::new(None), password: password.map(str::to_string), tls }
     }
 
     fn client(&self) -> Option<async_nats::Client> {
@@ -109,6 +113,11 @@ impl Broker for NatsBroker {
                 (Some(user), Some(password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
                 (None, Some(token)) => async_nats::ConnectOptions::with_token(token),
                 _ => async_nats::ConnectOptions::new(),
+            };
+            let options = match &self.tls {
+                // Required, so a server (or a man in the middle) that offers no TLS is refused.
+                Some(tls) => options.tls_client_config((*tls.rustls).clone()).require_tls(true),
+                None => options,
             };
             let options = options
                 .name(format!("wsguard {}", link.node_id))

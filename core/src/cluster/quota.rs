@@ -9,14 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::QuotaFailure;
-use super::error::BrokerError;
+use super::redis::RedisStore;
 use super::settings::ClusterSettings;
-use crate::observe::Stats;
 
 /// KEYS[1] the user's set; ARGV: limit, ttl ms, member. Returns 1 when admitted.
 const ACQUIRE: &str = r"
@@ -65,87 +63,41 @@ impl Drop for Lease {
 }
 
 pub(crate) struct LeaseQuota {
-    client: Option<redis::Client>,
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    store: Arc<RedisStore>,
     key_prefix: String,
     node_id: String,
     ttl: Duration,
-    timeout: Duration,
     failure: QuotaFailure,
     next: AtomicU64,
     /// member -> user, for renewal.
     leases: Mutex<HashMap<String, String>>,
     releases: mpsc::UnboundedSender<(String, String)>,
     released: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, String)>>,
-    stats: Arc<Stats>,
     /// The scripts, hashed once (`EVALSHA`, loaded on first use).
     acquire_script: redis::Script,
     renew_script: redis::Script,
 }
 
 impl LeaseQuota {
-    /// The quota store at `url` for this node, with `[cluster]`'s prefix, lease lifetime,
-    /// timeout and failure policy.
-    pub(crate) fn new(
-        config: &ClusterSettings,
-        url: &str,
-        password: Option<&str>,
-        node_id: &str,
-        stats: Arc<Stats>,
-    ) -> Arc<Self> {
+    /// The quota kept in `store` for this node, with `[cluster]`'s prefix, lease lifetime and
+    /// failure policy.
+    pub(crate) fn new(config: &ClusterSettings, store: Arc<RedisStore>, node_id: &str) -> Arc<Self> {
         let prefix = &config.channel_prefix;
-        let (ttl, timeout, failure) = (config.lease_ttl, config.broker_timeout, config.quota_failure);
+        let (ttl, failure) = (config.lease_ttl, config.quota_failure);
         let (releases, released) = mpsc::unbounded_channel();
         Arc::new(LeaseQuota {
-            // Validated with the config; a client is only a parsed URL until first use.
-            client: super::config::redis_client(url, password).ok(),
-            connection: tokio::sync::Mutex::new(None),
+            store,
             key_prefix: format!("{prefix}:conn:"),
             node_id: node_id.to_string(),
             ttl,
-            timeout,
             failure,
             next: AtomicU64::new(1),
             leases: Mutex::new(HashMap::new()),
             releases,
             released: tokio::sync::Mutex::new(released),
-            stats,
             acquire_script: redis::Script::new(ACQUIRE),
             renew_script: redis::Script::new(RENEW),
         })
-    }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, BrokerError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let client = self.client.as_ref().ok_or(BrokerError::InvalidQuotaUrl)?;
-        let connection = client.get_multiplexed_async_connection().await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Runs `f` on the connection with the timeout; a failure drops the connection so the next
-    /// call reconnects.
-    async fn with_connection<T, F, Fut>(&self, f: F) -> Result<T, BrokerError>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let attempt = async {
-            let connection = self.connection().await?;
-            Ok(f(connection).await?)
-        };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(BrokerError::TimedOut("quota store request")),
-        };
-        if result.is_err() {
-            *self.connection.lock().await = None;
-            self.stats.record_broker_error("quota");
-        }
-        result
     }
 
     /// Takes a lease for `user` if the cluster holds fewer than `limit` sessions of theirs.
@@ -154,7 +106,8 @@ impl LeaseQuota {
         let key = format!("{}{user}", self.key_prefix);
         let ttl_ms = self.ttl.as_millis() as u64;
         let admitted = self
-            .with_connection(|mut c| {
+            .store
+            .with_connection("quota", |mut c| {
                 let script = &self.acquire_script;
                 let member = member.clone();
                 let key = key.clone();
@@ -187,7 +140,8 @@ impl LeaseQuota {
         }
         let prefix = &self.key_prefix;
         let _ = self
-            .with_connection(|mut c| async move {
+            .store
+            .with_connection("quota", |mut c| async move {
                 let mut pipe = redis::pipe();
                 for (user, members) in by_user {
                     pipe.cmd("ZREM").arg(format!("{prefix}{user}")).arg(members).ignore();
@@ -208,7 +162,8 @@ impl LeaseQuota {
         let ttl_ms = self.ttl.as_millis() as u64;
         let prefix = &self.key_prefix;
         let _ = self
-            .with_connection(|mut c| async move {
+            .store
+            .with_connection("quota", |mut c| async move {
                 let script = &self.renew_script;
                 for (user, members) in by_user {
                     let mut invocation = script.key(format!("{prefix}{user}"));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::config::{BrokerKind, ClusterConfig, QuotaFailure};
+use super::config::{BrokerKind, ClusterConfig, JtiFailure, QuotaFailure};
 use crate::config::problems::Problems;
 
 /// `[cluster]`, compiled.
@@ -29,6 +29,10 @@ pub(crate) struct ClusterSettings {
     pub(crate) broker_timeout: Duration,
     /// `reconnect_max_secs`.
     pub(crate) reconnect_max: Duration,
+
+    // --- Broker TLS and the cluster-wide single-use jti (the `tls_*` files: cluster/tls.rs) ---
+    /// `jti_failure`.
+    pub(crate) jti_failure: JtiFailure,
 }
 
 impl ClusterSettings {
@@ -52,6 +56,7 @@ impl ClusterSettings {
             lease_ttl: problems.positive_secs("cluster.lease_ttl_secs", config.lease_ttl_secs),
             broker_timeout: problems.positive_secs("cluster.broker_timeout_secs", config.broker_timeout_secs),
             reconnect_max: problems.positive_secs("cluster.reconnect_max_secs", config.reconnect_max_secs),
+            jti_failure: config.jti_failure,
         }
     }
 }

@@ -14,8 +14,9 @@
 //! 8. per-IP and per-user quotas (429 + Retry-After);
 //! 9. the host's `authenticate` hook (403, or 503 if it does not answer); it may enrich the
 //!    identity but not change its `sub`;
-//! 10. the connection permit is taken (503), the single-use `jti` is spent (401 / 503 when the
-//!     cache is full) and the 101 response is built.
+//! 10. the connection permit is taken (503), the single-use `jti` is spent on this node and, with
+//!     a cluster Redis, cluster-wide (401 / 503 when the cache is full or the cluster record
+//!     cannot be asked) and the 101 response is built.
 
 mod client_ip;
 mod origin;
@@ -262,7 +263,7 @@ impl HandshakeGate {
             .map_err(|_| refuse(Rejection::new(ErrorCode::ServerFull, "max_connections reached")))?;
         // Spent last, so a token refused for any other reason stays usable.
         if let Some(cache) = &self.jti_cache {
-            match cache.use_once(&identity) {
+            match cache.use_once(&identity).await {
                 Ok(()) => {}
                 Err(JtiRefusal::Token(e)) => return Err(auth_failure(Rejection::new(e.code(), e.to_string()))),
                 Err(JtiRefusal::Full) => {
@@ -270,6 +271,12 @@ impl HandshakeGate {
                         ErrorCode::ReplayCacheFull,
                         "used-jti cache full of unexpired entries",
                     )));
+                }
+                Err(JtiRefusal::Unavailable) => {
+                    return Err(refuse(
+                        Rejection::new(ErrorCode::JtiStoreUnavailable, "cluster used-jti store unreachable")
+                            .retry_after(QUOTA_RETRY_AFTER_SECS),
+                    ));
                 }
             }
         }

@@ -69,6 +69,8 @@ pub(crate) struct Compiled {
     pub(crate) policy: Policy,
     /// `cluster.password_env`'s value.
     pub(crate) broker_password: Option<String>,
+    /// `cluster.tls_*`, loaded (None without broker TLS).
+    pub(crate) broker_tls: Option<Arc<crate::cluster::BrokerTls>>,
 }
 
 /// Loads keys, certificates and schemas, reporting every problem of every area at once.
@@ -79,15 +81,17 @@ pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
     let policy = Policy::load(&config.channels, &config.rpc);
     let password = crate::cluster::read_password(&config.cluster);
-    match (settings, verifier, tls, policy, password) {
-        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password)) => {
-            Ok(Compiled { settings, verifier, tls, policy, broker_password })
+    let broker_tls = crate::cluster::load_tls(&config.cluster);
+    match (settings, verifier, tls, policy, password, broker_tls) {
+        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password), Ok(broker_tls)) => {
+            Ok(Compiled { settings, verifier, tls, policy, broker_password, broker_tls })
         }
-        (settings, verifier, tls, policy, password) => {
-            let errors: Vec<ConfigError> = [settings.err(), verifier.err(), tls.err(), policy.err(), password.err()]
-                .into_iter()
-                .flatten()
-                .collect();
+        (settings, verifier, tls, policy, password, broker_tls) => {
+            let errors: Vec<ConfigError> =
+                [settings.err(), verifier.err(), tls.err(), policy.err(), password.err(), broker_tls.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
             let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
             Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }

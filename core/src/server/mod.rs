@@ -99,7 +99,8 @@ impl ServerBuilder {
         let ServerBuilder { config, hooks, key_material } = self;
         let has_host_hooks = hooks.is_some();
         let hooks = hooks.unwrap_or_else(|| Arc::new(NoHooks));
-        let Compiled { settings, verifier, tls, policy, broker_password } = compile(&config, key_material.as_ref())?;
+        let Compiled { settings, verifier, tls, policy, broker_password, broker_tls } =
+            compile(&config, key_material.as_ref())?;
         let listener = listen(settings.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
@@ -140,6 +141,7 @@ impl ServerBuilder {
         let cluster = Cluster::new(
             &settings.cluster,
             broker_password.as_deref(),
+            broker_tls,
             horizon_secs,
             NodeParts {
                 hub: Arc::clone(&hub),
@@ -151,9 +153,11 @@ impl ServerBuilder {
                 shutdown: shutdown.clone(),
             },
         );
+        cluster.check_tls().await?;
         // Weak: the cluster holds the bans and the revocations, they must not keep it alive.
         bans.set_broadcast(Box::new(Arc::downgrade(&cluster)));
         revocations.set_effects(events.clone(), Box::new(Arc::downgrade(&cluster)));
+        let used_jtis = cluster.used_jtis();
         let core = Core {
             hub,
             cluster,
@@ -163,7 +167,11 @@ impl ServerBuilder {
             per_user: ConnectionQuota::new(settings.limits.connections_per_user),
             bans,
             revocations,
-            jti_cache: Arc::new(JtiCache::new(config.auth.jti_cache_capacity as usize, config.auth.leeway_secs)),
+            jti_cache: Arc::new(JtiCache::new(
+                config.auth.jti_cache_capacity as usize,
+                config.auth.leeway_secs,
+                used_jtis,
+            )),
             hooks,
             has_host_hooks,
             policy: Arc::new(ArcSwap::from_pointee(policy)),

@@ -291,9 +291,12 @@ impl Session {
             .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
         if let Some(cache) = &self.env.jti_cache {
-            cache.use_once(&identity).map_err(|refusal| match refusal {
+            cache.use_once(&identity).await.map_err(|refusal| match refusal {
                 JtiRefusal::Token(e) => refuse(id, e.code(), e.to_string()),
                 JtiRefusal::Full => refuse(id, ErrorCode::ReplayCacheFull, "used-jti cache full"),
+                JtiRefusal::Unavailable => {
+                    refuse(id, ErrorCode::JtiStoreUnavailable, "cluster used-jti store unreachable")
+                }
             })?;
         }
         let identity = Arc::new(identity);
