@@ -262,10 +262,8 @@ pub(crate) struct Cluster {
     quota: Option<Arc<LeaseQuota>>,
     /// The cluster-wide used-jti record (with a cluster Redis).
     jtis: Option<Arc<jti::RedisJtis>>,
-    /// `cluster.tls_*`, for the start-up check.
-    tls: Option<Arc<BrokerTls>>,
-    /// The TLS URLs the start-up check connects to.
-    tls_urls: Vec<String>,
+    /// The broker TLS check made at start-up (None without broker TLS).
+    tls_check: Option<tls::StartupCheck>,
     originated: Mutex<Originated>,
     /// Revocations older than this (seconds) can no longer match a valid token.
     horizon_secs: u64,
@@ -343,23 +341,14 @@ impl Cluster {
             .map(|url| redis::RedisStore::new(connector(url), timeout, Arc::clone(&parts.stats)));
         let quota = store.as_ref().map(|store| LeaseQuota::new(config, Arc::clone(store), &node_id));
         let jtis = store.map(|store| Arc::new(jti::RedisJtis::new(store, &config.channel_prefix, config.jti_failure)));
-        let is_nats_tls = config.broker == BrokerKind::Nats && tls.is_some();
-        let tls_urls = [Some(config.url.as_str()), config.quota_url.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter(|url| tls::is_tls_url(url) || (is_nats_tls && *url == config.url))
-            .map(str::to_string)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let tls_check = tls.map(|tls| tls::StartupCheck::new(config, tls));
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
             broker,
             link,
             quota,
             jtis,
-            tls,
-            tls_urls,
+            tls_check,
             originated: Mutex::default(),
             horizon_secs,
             timeout,
@@ -508,28 +497,13 @@ impl Cluster {
         self.jtis.clone().map(|jtis| jtis as Arc<dyn UsedJtis>)
     }
 
-    /// At start-up, with broker TLS: one TLS connection to each TLS broker URL, so a broker whose
-    /// certificate this node does not trust (or that refuses this node's certificate) stops the
-    /// start with `broker_tls` instead of an endless reconnection loop. A broker that does not
-    /// answer at all is no error here: the node starts not ready and keeps reconnecting.
+    /// At start-up, with broker TLS: `broker_tls` when a TLS broker refuses this node or is not
+    /// trusted (see [`tls::StartupCheck`]).
     pub(crate) async fn check_tls(&self) -> Result<(), crate::Error> {
-        let Some(tls) = &self.tls else { return Ok(()) };
-        for url in &self.tls_urls {
-            match tls::probe(url, tls, self.timeout).await {
-                Ok(()) => {}
-                Err(tls::ProbeFailure::Tls(detail)) => {
-                    let broker = if url.starts_with("rediss://") { "redis" } else { "nats" };
-                    return Err(crate::Error::BrokerTls { broker, detail });
-                }
-                Err(tls::ProbeFailure::Unreachable(detail)) => {
-                    tracing::warn!(
-                        target: "wsguard::cluster", url = %config::split_user(url).0, error = %detail,
-                        "broker not reachable at start-up; retrying in the background"
-                    );
-                }
-            }
+        match &self.tls_check {
+            Some(check) => check.run(self.timeout).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Waits (briefly) until the broker delivers `channel` to this node, so an acknowledged

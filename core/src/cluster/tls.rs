@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::config::{BrokerKind, ClusterConfig};
+use super::settings::ClusterSettings;
 use crate::config::problems::{ConfigError, ConfigProblem};
 use crate::error::ErrorCode;
 
@@ -69,6 +70,17 @@ pub(crate) fn load(config: &ClusterConfig) -> Result<Option<Arc<BrokerTls>>, Con
     if !uses_tls(config) {
         return Ok(None);
     }
+    let is_redis_tls =
+        (config.broker == BrokerKind::Redis && is_tls_url(&config.url)) || is_tls_url(&config.quota_redis_url);
+    let native = rustls_native_certs::load_native_certs();
+    if is_redis_tls && let Some(error) = native.errors.first() {
+        // The redis crate reads the system store at every connection, even with a CA file, and
+        // fails the connection on such an error: say so now rather than at every reconnection.
+        return Err(problem(
+            "cluster.tls_ca_file",
+            format!("the system trust store cannot be read ({error}); the Redis client needs it readable"),
+        ));
+    }
     let mut roots = RootCertStore::empty();
     let root_pem = match &config.tls_ca_file {
         Some(path) => {
@@ -79,7 +91,7 @@ pub(crate) fn load(config: &ClusterConfig) -> Result<Option<Arc<BrokerTls>>, Con
             Some(pem)
         }
         None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots.add_parsable_certificates(native.certs);
             if roots.is_empty() {
                 return Err(problem(
                     "cluster.tls_ca_file",
@@ -109,7 +121,7 @@ pub(crate) fn load(config: &ClusterConfig) -> Result<Option<Arc<BrokerTls>>, Con
         // Validation requires both or neither.
         _ => (builder.with_no_client_auth(), None),
     };
-    if is_tls_url(&config.url) && config.broker == BrokerKind::Redis || is_tls_url(&config.quota_redis_url) {
+    if is_redis_tls {
         // The redis crate builds its rustls configuration with `ClientConfig::builder()`, which
         // takes the process default provider: make it ring (no-op when the host set one).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -120,8 +132,52 @@ pub(crate) fn load(config: &ClusterConfig) -> Result<Option<Arc<BrokerTls>>, Con
     })))
 }
 
+/// The check made when the server starts: one TLS connection to each TLS broker URL (the broker,
+/// and the quota store when it is `rediss://`), so a broker whose certificate this node does not
+/// trust, or that refuses this node's certificate, stops the start with `broker_tls` instead of
+/// an endless reconnection loop. A broker that does not answer at all is no error here: the node
+/// starts not ready and keeps reconnecting.
+pub(crate) struct StartupCheck {
+    tls: Arc<BrokerTls>,
+    urls: Vec<String>,
+}
+
+impl StartupCheck {
+    pub(crate) fn new(config: &ClusterSettings, tls: Arc<BrokerTls>) -> Self {
+        // NATS with a `tls_*` key speaks TLS even on a `nats://` URL (nats.rs requires it).
+        let is_nats = config.broker == BrokerKind::Nats;
+        let mut urls: Vec<String> = [Some(config.url.as_str()), config.quota_url.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|url| is_tls_url(url) || (is_nats && *url == config.url))
+            .map(str::to_string)
+            .collect();
+        urls.dedup();
+        StartupCheck { tls, urls }
+    }
+
+    pub(crate) async fn run(&self, timeout: Duration) -> Result<(), crate::Error> {
+        for url in &self.urls {
+            match probe(url, &self.tls, timeout).await {
+                Ok(()) => {}
+                Err(ProbeFailure::Tls(detail)) => {
+                    let broker = if url.starts_with("rediss://") { "redis" } else { "nats" };
+                    return Err(crate::Error::BrokerTls { broker, detail });
+                }
+                Err(ProbeFailure::Unreachable(detail)) => {
+                    tracing::warn!(
+                        target: "wsguard::cluster", url = %super::config::split_user(url).0, error = %detail,
+                        "broker not reachable at start-up; retrying in the background"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why the start-up probe failed.
-pub(crate) enum ProbeFailure {
+enum ProbeFailure {
     /// The TLS layer failed: untrusted or misnamed certificate, refused client certificate.
     Tls(String),
     /// Anything else (the broker is down, the address does not answer): the node starts and
@@ -132,7 +188,7 @@ pub(crate) enum ProbeFailure {
 /// Opens one TLS connection to a broker the way its client does (NATS: after the server's plain
 /// `INFO` line), sends a `PING` and reads the first answer, so a client certificate the broker
 /// refuses after the handshake (TLS 1.3) is seen too.
-pub(crate) async fn probe(url: &str, tls: &BrokerTls, timeout: Duration) -> Result<(), ProbeFailure> {
+async fn probe(url: &str, tls: &BrokerTls, timeout: Duration) -> Result<(), ProbeFailure> {
     let Some((host, port)) = host_port(url) else {
         return Err(ProbeFailure::Unreachable(format!("no host:port in {url}")));
     };
