@@ -371,7 +371,7 @@ impl Cluster {
         if self.link.kind == BrokerKind::Nats && self.quota.is_none() {
             tracing::warn!(
                 target: "wsguard::cluster",
-                "per-user connection quotas are per node: set cluster.quota_redis_url to count them cluster-wide"
+                "per-user connection quotas and single-use jtis are per node: set cluster.quota_redis_url to share them cluster-wide"
             );
         }
         // Watched before the broker task starts, so even the first connection is seen.
