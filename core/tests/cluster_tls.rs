@@ -143,12 +143,7 @@ impl TlsBroker {
         }
         let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start a private broker");
         let broker = TlsBroker { kind, port: port.parse().expect("port"), child };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "private TLS {} did not start", kind.name());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(kind, broker.port);
         broker
     }
 
@@ -165,6 +160,16 @@ impl Drop for TlsBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until a private broker accepts connections on `port`.
+fn wait_listening(kind: Kind, port: u16) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "private {} did not start", kind.name());
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -317,6 +322,28 @@ async fn redis_with_a_wrong_ca_or_no_client_certificate_is_a_start_up_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_with_a_wrong_ca_or_no_client_certificate_is_a_start_up_error() {
     untrusted_tls_stops_the_start(Kind::Nats, "nats_tls_refused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_tls_keys_refuse_a_server_that_offers_no_tls() {
+    let test = "nats_tls_downgrade";
+    if !binary_or_skip(test, Kind::Nats) {
+        return;
+    }
+    let pki = Pki::new();
+    let port = free_port();
+    let plain = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a plain nats-server");
+    // Killed on drop like the TLS ones.
+    let plain = TlsBroker { kind: Kind::Nats, port, child: plain };
+    wait_listening(Kind::Nats, port);
+    let url = format!("nats://127.0.0.1:{}", plain.port);
+    let error = bind_error(&node(Kind::Nats, &url, &prefix(test), "a", &pki.cluster_lines("ca.pem", false))).await;
+    assert_eq!(error.code(), ErrorCode::BrokerTls, "{error}");
 }
 
 #[tokio::test]
