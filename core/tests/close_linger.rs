@@ -288,9 +288,8 @@ async fn batch(server: &TestServer, transport: Transport, kind: Kind, subject: &
             failures.push(seen);
         }
     }
-    eprintln!("TEMP {kind:?} {transport:?} failures={}", failures.len());
     assert!(
-        true || failures.is_empty(),
+        failures.is_empty(),
         "{kind:?} over {transport:?}: {} of {BATCH} clients saw no orderly close: {failures:?}",
         failures.len()
     );
@@ -323,6 +322,7 @@ async fn client_triggered(transport: Transport) {
             batch(&server, transport, kind, &format!("{kind:?}-{round}")).await;
         }
     }
+    assert_lingers_ended_at_eof(&server, CLIENT_TRIGGERED.len() * ROUNDS).await;
 }
 
 async fn server_triggered(transport: Transport) {
@@ -340,6 +340,7 @@ async fn server_triggered(transport: Transport) {
             }
         }
     }
+    assert_lingers_ended_at_eof(&server, lingers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
