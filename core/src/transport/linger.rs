@@ -33,12 +33,12 @@ use super::burst::poll_discard;
 /// connection open past it is cut off (a reset if it is still sending). Enough for a client on a
 /// slow link to read the close frame and answer it; short enough that a socket that no longer
 /// belongs to any session is soon gone (docs/PROTOCOL.md §3).
-pub(crate) const LINGER_WAIT: Duration = Duration::from_secs(2);
+const LINGER_WAIT: Duration = Duration::from_secs(2);
 
 /// The most a lingering close reads from the client, in bytes. A client's writes in flight when
 /// the close frame reaches it (a large upload, a pipeline of messages) fit many times over; a
 /// client that keeps sending past it is not reading, and is cut off (docs/PROTOCOL.md §3).
-pub(crate) const LINGER_BYTES: u64 = 256 * 1024;
+const LINGER_BYTES: u64 = 256 * 1024;
 
 /// How a lingering close ended (the `end` label of `wsguard_close_lingers_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +138,13 @@ mod tests {
         }
         assert!(sent > LINGER_BYTES);
         assert_eq!(lingering.await.ok(), Some(LingerEnd::ByteLimit));
+    }
+
+    #[test]
+    fn protocol_md_states_the_bounds() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        assert!(doc.contains(&format!("**{} s**", LINGER_WAIT.as_secs())), "PROTOCOL.md §3: the time bound");
+        assert!(doc.contains(&format!("**{} KiB**", LINGER_BYTES / 1024)), "PROTOCOL.md §3: the byte bound");
     }
 
     #[tokio::test(start_paused = true)]
