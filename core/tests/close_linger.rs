@@ -362,3 +362,30 @@ async fn server_triggered_closes_end_in_order_over_ws() {
 async fn server_triggered_closes_end_in_order_over_wss() {
     server_triggered(Transport::Wss).await;
 }
+
+/// A lingering socket belongs to no session: with room for one session per IP and per user, a new
+/// session is admitted while the first one's socket still lingers (the linger then ends at the
+/// first client's end of stream, after that admission).
+#[tokio::test]
+async fn a_lingering_socket_holds_no_session_slot() {
+    let server = Setup::new()
+        .limits("connections_per_ip = 1")
+        .limits("connections_per_user = 1")
+        .limits(&format!("max_frame_bytes = {MAX_FRAME}"))
+        .limits(&format!("max_message_bytes = {MAX_FRAME}"))
+        .start()
+        .await;
+    let connect = Connect::new().bearer(&server.token("alice"));
+    let mut first = server.ws(&connect).await.into_inner();
+    first.write_all(&Kind::Oversized.trigger()).await.expect("write the oversized frame's header");
+    // The close frame, then the server's end of stream: the server now lingers on this socket.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(WAIT, first.read_to_end(&mut got)).await.expect("the server closes in time");
+    assert!(read.is_ok(), "an orderly end of stream: {read:?}");
+    assert_eq!(last_close_code(&got), Ok(1009));
+
+    let second = server.ws(&connect).await;
+    drop(first);
+    assert_lingers_ended_at_eof(&server, 1).await;
+    drop(second);
+}
