@@ -15,6 +15,7 @@
 //! | `wsguard_session_duration_seconds` | histogram | |
 //! | `wsguard_outbound_dropped_total` | counter | |
 //! | `wsguard_slow_consumer_disconnects_total` | counter | |
+//! | `wsguard_close_lingers_total` | counter | `end` (eof/broken/time_limit/byte_limit) |
 //! | `wsguard_publications_total` | counter | `rule` |
 //! | `wsguard_policy_dry_run_denials_total` | counter | `rule` |
 //! | `wsguard_hook_duration_seconds` | histogram | `hook` |
@@ -76,6 +77,11 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabel {
+    end: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScopeLabel {
     scope: &'static str,
 }
@@ -126,6 +132,7 @@ pub(crate) struct Stats {
     session_duration: Histogram,
     outbound_dropped: Counter,
     slow_consumer_disconnects: Counter,
+    close_lingers: Family<EndLabel, Counter>,
     publications: Family<RuleLabel, Counter>,
     dry_run_denials: Family<RuleLabel, Counter>,
     hook_duration: HistogramFamily<HookLabel>,
@@ -211,6 +218,7 @@ impl Default for Stats {
             session_duration: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             outbound_dropped: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            close_lingers: Family::default(),
             publications: Family::default(),
             dry_run_denials: Family::default(),
             hook_duration: HistogramFamily::new_with_constructor(latency_histogram),
@@ -263,6 +271,11 @@ impl Default for Stats {
             "slow_consumer_disconnects",
             "Sessions closed because their outbound queue was full",
             stats.slow_consumer_disconnects.clone(),
+        );
+        registry.register(
+            "close_lingers",
+            "Lingering closes after a server close frame, by how they ended",
+            stats.close_lingers.clone(),
         );
         registry.register("publications", "Publications by channel rule", stats.publications.clone());
         registry.register(
@@ -371,6 +384,10 @@ impl Stats {
     }
     pub(crate) fn record_slow_consumer(&self) {
         self.slow_consumer_disconnects.inc();
+    }
+    /// A lingering close ended this way (`transport::LingerEnd::name`).
+    pub(crate) fn record_linger(&self, end: &'static str) {
+        self.close_lingers.get_or_create(&EndLabel { end }).inc();
     }
     pub(crate) fn record_event_dropped(&self) {
         self.events_dropped.inc();

@@ -166,8 +166,24 @@ where
         };
 
         session.leave();
-        conn.close(disconnect).await;
-        drop(held);
-        session.report_closed(disconnect);
+        // Boxed: rare, and inline it would be the largest state of the session's future.
+        Box::pin(end(conn, session, held, disconnect)).await;
+    }
+}
+
+/// The end of a session, after it left the hub and the registry: the close frame, the release
+/// of what the handshake held, the report, and then the lingering close on the bare socket, which
+/// therefore holds no quota slot, permit or session state (the transport's `linger.rs`).
+async fn end<S>(conn: Connection<S>, session: Session, held: Box<dyn Send>, disconnect: Disconnect)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let linger = conn.close(disconnect).await;
+    drop(held);
+    session.report_closed(disconnect);
+    let stats = Arc::clone(&session.env.stats);
+    drop(session);
+    if let Some(linger) = linger {
+        stats.record_linger(linger.finish().await.name());
     }
 }

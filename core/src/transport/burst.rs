@@ -34,6 +34,29 @@ impl<S> BurstReader<S> {
     pub(super) fn new(inner: S) -> Self {
         Self { inner, pending: BytesMut::new() }
     }
+
+    /// The stream, and how many bytes read from it were never handed out (the rest of a burst,
+    /// dropped here: only the lingering close takes the stream back).
+    pub(super) fn into_inner(self) -> (S, usize) {
+        (self.inner, self.pending.len())
+    }
+}
+
+/// Reads what `stream` has into this worker thread's scratch buffer and throws it away; returns
+/// how many bytes that was (0: end of stream). The lingering close's read: it holds no buffer of
+/// its own between polls.
+pub(super) fn poll_discard<S: AsyncRead + Unpin>(stream: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    SCRATCH.with(|scratch| {
+        let mut fallback = [0u8; SESSION_READ_BUFFER];
+        // Not borrowed elsewhere: a read from the stream never calls back into this code.
+        let mut borrowed = scratch.try_borrow_mut();
+        let buffer = match borrowed.as_deref_mut() {
+            Ok(scratch) => &mut scratch[..],
+            Err(_) => &mut fallback[..],
+        };
+        let mut read = ReadBuf::new(buffer);
+        Pin::new(stream).poll_read(cx, &mut read).map_ok(|()| read.filled().len())
+    })
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for BurstReader<S> {

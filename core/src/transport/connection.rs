@@ -1,12 +1,13 @@
 //! [`Connection`]: one client's WebSocket, as the session uses it. Every operation that can wait
-//! on the client is bounded (by the write timeout the session passes, or by [`CLOSE_WAIT`]).
+//! on the client is bounded (by the write timeout the session passes, by [`CLOSE_WAIT`], or by
+//! the lingering close's bounds).
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -14,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes
 
 use super::burst::BurstReader;
 use super::gate::ReadGate;
+use super::linger::Linger;
 use super::write::{WriteFrames, finish_delivery};
 use super::{CLOSE_WAIT, Disconnect};
 
@@ -186,19 +188,19 @@ where
     }
 
     /// Ends the connection for `disconnect`: sends its close frame, if it has one and a cut-off
-    /// delivery does not stand in the way, then gives the client [`CLOSE_WAIT`] to answer it
-    /// (RFC 6455 §7.1.1: the server should let the client see the close before the TCP connection
-    /// goes).
-    pub(crate) async fn close(&mut self, disconnect: Disconnect) {
-        let Some(frame) = disconnect.close_frame().filter(|_| !self.is_mid_frame) else { return };
-        let ws = &mut self.ws;
-        let closing = async {
-            if ws.close(Some(frame)).await.is_ok() {
-                while let Some(Ok(_)) = ws.next().await {}
+    /// delivery does not stand in the way, within [`CLOSE_WAIT`]. Returns the bare socket for the
+    /// lingering close (`linger.rs`) once the frame is out, and everything else of the connection
+    /// is freed; `None` when no close frame went out (the socket is then simply dropped).
+    pub(crate) async fn close(self, disconnect: Disconnect) -> Option<Linger<S>> {
+        let frame = disconnect.close_frame().filter(|_| !self.is_mid_frame)?;
+        let mut ws = self.ws;
+        match tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await {
+            Ok(Ok(())) => {
+                let (stream, unread) = ws.into_inner().into_inner();
+                Some(Linger::new(stream, unread))
             }
-        };
-        // Boxed: rare, and inline it would be the largest state of the session's future.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_WAIT, closing)).await;
+            _ => None,
+        }
     }
 }
 

@@ -162,8 +162,8 @@ impl Disconnect {
             Disconnect::SlowConsumer => {
                 "The outbound queue was full and the channel's `slow_consumer` policy is `disconnect`. If a \
                  write to the client had stopped in the middle of a frame, that frame is finished first \
-                 (within the same 2 s as a close reply); when it cannot be, no close frame is sent, and the \
-                 client sees 1006."
+                 (within the same 2 s as the close frame's write); when it cannot be, no close frame is sent, \
+                 and the client sees 1006."
             }
             Disconnect::DisconnectedByServer => {
                 "An operator or the host closed the session (`disconnect_session`, `disconnect_user`)."

@@ -1,6 +1,6 @@
 //! Bytes <-> WebSocket messages for one connection, behind [`Connection`]: reading client
 //! messages, handing replies to tungstenite and flushing them, writing deliveries, pings, and the
-//! close handshake with the close code of a [`Disconnect`].
+//! close handshake with the close code of a [`Disconnect`], then the lingering close (`linger.rs`).
 //!
 //! The transport decides nothing about what a message means and keeps no session state: it never
 //! imports from `session`, decodes no frame and counts nothing (a flush reports how many replies
@@ -38,6 +38,10 @@
 //! - **Small futures.** The delivery write is polled inline (four words); what is rare (a write
 //!   that waits, a ping, notices after a reload, the close handshake) is boxed, so that none of it
 //!   is the largest state of the session's future.
+//! - **A lingering close that keeps only the socket** (`linger.rs`). After the close frame the
+//!   connection is taken apart: tungstenite's buffers and the batch are freed, and only the bare
+//!   stream stays, for the bounded read that lets the client see the close frame and an orderly
+//!   end of stream rather than a reset.
 //!
 //! The buffer sizes and batch limits are constants next to the code they bound, each with its
 //! reason; change them only with a new measurement (docs/PERFORMANCE.md, "The command").
@@ -46,6 +50,7 @@ mod burst;
 mod connection;
 mod disconnect;
 mod gate;
+mod linger;
 mod write;
 
 use std::time::Duration;
@@ -57,8 +62,9 @@ pub(crate) use connection::{Connection, Data, Inbound};
 pub use disconnect::{Disconnect, Reconnect};
 pub(crate) use gate::Gate;
 
-/// How long a closing connection waits for the client's close reply, and for a cut-off delivery
-/// frame to be finished before the close frame.
+/// How long a closing connection has to write its close frame, and to finish a cut-off delivery
+/// frame before it. (What follows the close frame, the lingering close, has its own bounds in
+/// `linger.rs`.)
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// tungstenite's own write buffer per connection, in bytes: replies and pings are written
