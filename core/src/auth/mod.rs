@@ -3,12 +3,14 @@
 
 mod config;
 mod identity;
+mod jwks;
 mod keys;
 mod mint;
 mod revocation;
 mod verify;
 
-pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
+pub use config::{AuthConfig, IssuerConfig, JwtAlgorithm, KeyFamily, TokenSource};
+pub(crate) use jwks::JwksRuntime;
 pub use identity::{Claims, Identity};
 pub use keys::KeyMaterial;
 pub use mint::{MintError, SigningKey, TokenRequest, mint_token};

@@ -174,6 +174,10 @@ impl ServerBuilder {
             stats,
             events,
         };
+        // Remote keys: fetched from here on; bind waits for the first attempt (bounded by
+        // `auth.jwks_timeout_secs`) but never fails because the identity provider is down.
+        verifier.start(&core.jwks_runtime());
+        verifier.first_attempts().await;
         let live = build_live(&config, &settings, &core, verifier, tls)?;
         if config.protocol.echo {
             tracing::warn!(
@@ -254,6 +258,7 @@ impl Server {
                 listener,
                 Arc::clone(&core.stats),
                 Arc::clone(&core.cluster),
+                Arc::clone(&core.verifier),
                 core.shutdown.clone(),
                 admin_stop.clone(),
             ))
