@@ -318,7 +318,8 @@ impl AuthConfig {
             .iter()
             .enumerate()
             .filter_map(|(i, entry)| {
-                let source = source_of(&entry.public_key_file, &entry.jwks_file, &entry.jwks_url, entry.oidc_discovery)?;
+                let source =
+                    source_of(&entry.public_key_file, &entry.jwks_file, &entry.jwks_url, entry.oidc_discovery)?;
                 Some(IssuerSpec {
                     key: format!("auth.issuers[{i}]"),
                     issuer: entry.issuer.clone(),

@@ -91,7 +91,8 @@ impl FetchError {
 struct FetchState {
     /// The discovered `jwks_uri` (discovery only), forgotten after a failed JWKS fetch.
     jwks_uri: Option<Url>,
-    last_attempt: Option<Instant>,
+    /// When an unknown `kid` last caused a fetch (scheduled fetches do not count).
+    last_refetch: Option<Instant>,
 }
 
 /// One issuer's remote key source.
@@ -124,7 +125,8 @@ impl RemoteKeys {
             None => None,
             Some(path) => Some((
                 path.clone(),
-                std::fs::read(path).map_err(|e| problem("auth.jwks_ca_file", format!("cannot read {}: {e}", path.display())))?,
+                std::fs::read(path)
+                    .map_err(|e| problem("auth.jwks_ca_file", format!("cannot read {}: {e}", path.display())))?,
             )),
         };
         let tls = tls_config(ca.as_ref())?;
@@ -213,16 +215,16 @@ impl RemoteKeys {
                 state
             }
         };
-        if state.last_attempt.is_some_and(|at| at.elapsed() < self.identity.settings.min_refetch) {
+        if state.last_refetch.is_some_and(|at| at.elapsed() < self.identity.settings.min_refetch) {
             return false;
         }
+        state.last_refetch = Some(Instant::now());
         self.fetch_locked(&mut state, "unknown_kid").await.is_ok()
     }
 
     /// One fetch under the lock; on success the new set is in force and the time to the next
     /// scheduled fetch is returned.
     async fn fetch_locked(&self, state: &mut FetchState, trigger: &'static str) -> Result<Duration, FetchError> {
-        state.last_attempt = Some(Instant::now());
         let outcome = self.fetch_set(state).await;
         let issuer = &self.identity.issuer;
         let runtime = self.runtime.get();
@@ -461,9 +463,9 @@ fn tls_config(ca: Option<&(PathBuf, Vec<u8>)>) -> Result<rustls::ClientConfig, C
                 return Err(problem("auth.jwks_ca_file", format!("{}: no certificate found", path.display())));
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| problem("auth.jwks_ca_file", format!("{}: unusable certificate: {e}", path.display())))?;
+                roots.add(cert).map_err(|e| {
+                    problem("auth.jwks_ca_file", format!("{}: unusable certificate: {e}", path.display()))
+                })?;
             }
         }
         None => {

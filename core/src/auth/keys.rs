@@ -205,11 +205,13 @@ impl VerificationKeys {
         if let Some(KeyMaterial::HmacSecret(secret)) = material {
             return Ok(VerificationKeys::Single(DecodingKey::from_secret(secret)));
         }
-        let key_of = |name: &str| if spec.key == "auth" { format!("auth.{name}") } else { format!("{}.{name}", spec.key) };
+        let key_of =
+            |name: &str| if spec.key == "auth" { format!("auth.{name}") } else { format!("{}.{name}", spec.key) };
         match &spec.source {
             KeySourceSpec::HmacSecret => {
                 let secret = read_hmac_secret(config)?.unwrap_or_default();
-                let key = if config.hmac_secret_env.is_some() { "auth.hmac_secret_env" } else { "auth.hmac_secret_file" };
+                let key =
+                    if config.hmac_secret_env.is_some() { "auth.hmac_secret_env" } else { "auth.hmac_secret_file" };
                 hmac(key, &secret)
             }
             KeySourceSpec::PublicKeyFile(path) => {

@@ -10,8 +10,8 @@ mod revocation;
 mod verify;
 
 pub use config::{AuthConfig, IssuerConfig, JwtAlgorithm, KeyFamily, TokenSource};
-pub(crate) use jwks::JwksRuntime;
 pub use identity::{Claims, Identity};
+pub(crate) use jwks::JwksRuntime;
 pub use keys::KeyMaterial;
 pub use mint::{MintError, SigningKey, TokenRequest, mint_token};
 pub(crate) use revocation::{JtiCache, JtiRefusal, RevocationBroadcast};

@@ -100,7 +100,8 @@ async fn answer(
             respond(&mut stream, "503 Service Unavailable", "text/plain", "broker unreachable\n", has_body).await
         }
         "/readyz" if !verifier.load().is_ready() => {
-            let body = format!("identity provider keys not loaded: {}\n", verifier.load().issuers_without_keys().join(" "));
+            let body =
+                format!("identity provider keys not loaded: {}\n", verifier.load().issuers_without_keys().join(" "));
             respond(&mut stream, "503 Service Unavailable", "text/plain", &body, has_body).await
         }
         "/readyz" => respond(&mut stream, "200 OK", "text/plain", "ready\n", has_body).await,

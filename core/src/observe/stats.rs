@@ -455,7 +455,9 @@ impl Stats {
         self.jwks_fetches.get_or_create(&JwksFetchLabels { issuer: issuer.to_string(), result }).inc();
     }
     pub(crate) fn set_jwks_keys(&self, issuer: &str, n: usize) {
-        self.jwks_keys.get_or_create(&IssuerLabel { issuer: issuer.to_string() }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.jwks_keys
+            .get_or_create(&IssuerLabel { issuer: issuer.to_string() })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     pub(crate) fn sessions_active(&self) -> u64 {
         u64::try_from(self.sessions_active.get()).unwrap_or(0)
