@@ -295,3 +295,75 @@ fn hmac(key: &str, secret: &[u8]) -> Result<VerificationKeys, ConfigError> {
     }
     Ok(VerificationKeys::Single(DecodingKey::from_secret(secret)))
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::EncodingKey;
+    use serde_json::json;
+
+    use super::*;
+
+    fn fixture_jwk(file: &str, alg: Algorithm) -> Value {
+        let path = format!("{}/../tests/fixtures/keys/{file}.pem", env!("CARGO_MANIFEST_DIR"));
+        let pem = std::fs::read(path).expect("fixture key");
+        let key = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_pem(&pem),
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+            _ => EncodingKey::from_ed_pem(&pem),
+        }
+        .expect("PEM");
+        serde_json::to_value(Jwk::from_encoding_key(&key, alg).expect("JWK")).expect("JSON")
+    }
+
+    fn with(mut jwk: Value, fields: Value) -> Value {
+        for (k, v) in fields.as_object().expect("object") {
+            if v.is_null() {
+                jwk.as_object_mut().expect("object").remove(k);
+            } else {
+                jwk[k] = v.clone();
+            }
+        }
+        jwk
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_the_allowed_algorithms_are_left_out() {
+        let rsa = fixture_jwk("rsa-a", Algorithm::RS256);
+        let p256 = fixture_jwk("ec-p256", Algorithm::ES256);
+        let p384 = fixture_jwk("ec-p384", Algorithm::ES384);
+        let ed = fixture_jwk("ed25519", Algorithm::EdDSA);
+        let document = json!({"keys": [
+            with(rsa.clone(), json!({"kid": "rsa"})),
+            with(rsa.clone(), json!({"kid": "rsa-enc", "use": "enc"})),
+            with(rsa.clone(), json!({"kid": "rsa-ps512", "alg": "PS512"})),
+            with(rsa.clone(), json!({"kid": null})),
+            with(rsa.clone(), json!({"kid": "rsa-unpinned", "alg": null})),
+            with(p256.clone(), json!({"kid": "p256", "alg": null})),
+            with(p384.clone(), json!({"kid": "p384"})),
+            with(ed.clone(), json!({"kid": "ed"})),
+            {"kty": "oct", "kid": "secret", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"},
+            {"kty": "RSA", "kid": "broken"},
+            with(rsa.clone(), json!({"kid": "twice"})),
+            with(rsa, json!({"kid": "twice"})),
+        ]});
+        let text = document.to_string();
+        let (set, skipped) = KeySet::parse(text.as_bytes(), &[Algorithm::RS256, Algorithm::ES256]).expect("a JWKS");
+        assert_eq!(set.kids(), ["p256", "rsa", "rsa-unpinned"], "{skipped:?}");
+        assert_eq!(skipped.len(), 8, "{skipped:?}");
+        // The curve pins the algorithm: a P-256 key never verifies an RS256 header.
+        let header = Header { kid: Some("p256".into()), ..Header::new(Algorithm::RS256) };
+        assert!(matches!(set.find(&header), Err(TokenError::AlgNotAllowed)));
+        let header = Header { kid: Some("nope".into()), ..Header::new(Algorithm::RS256) };
+        assert!(matches!(set.find(&header), Err(TokenError::UnknownKey)));
+        assert!(matches!(set.find(&Header::new(Algorithm::RS256)), Err(TokenError::UnknownKey)));
+    }
+
+    #[test]
+    fn documents_that_are_not_a_jwks_are_refused() {
+        for text in ["", "[]", "{\"keys\": {}}", "{\"nokeys\": []}", "{\"keys\": ["] {
+            assert!(KeySet::parse(text.as_bytes(), &[Algorithm::RS256]).is_err(), "{text}");
+        }
+        let (set, _) = KeySet::parse(b"{\"keys\": []}", &[Algorithm::RS256]).expect("an empty JWKS parses");
+        assert_eq!(set.len(), 0);
+    }
+}
