@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
-use wsguard::{Config, Server, ServerHandle};
+use wsguard::{Config, Event, Hooks, Server, ServerHandle};
 
 // ---- keys and tokens ------------------------------------------------------------------------------
 
@@ -217,6 +217,30 @@ async fn serve_one(
     tls.shutdown().await
 }
 
+/// A host that records the `jwks_fetch_failed` events it is handed: (reason, has_keys).
+#[derive(Default)]
+struct FetchFailures(Mutex<Vec<(String, bool)>>);
+
+impl Hooks for FetchFailures {
+    fn on_event(&self, event: &Event) -> wsguard::hooks::HookFuture<()> {
+        if let Event::JwksFetchFailed { reason, has_keys, .. } = event {
+            self.0.lock().expect("events").push((reason.to_string(), *has_keys));
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl FetchFailures {
+    /// Waits (bounded) for a `jwks_fetch_failed` event with `reason` and `has_keys`.
+    async fn wait_for(&self, reason: &str, has_keys: bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.0.lock().expect("events").iter().any(|(r, k)| r == reason && *k == has_keys) {
+            assert!(tokio::time::Instant::now() < deadline, "no jwks_fetch_failed {reason} (has_keys {has_keys})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 // ---- wsguard --------------------------------------------------------------------------------------
 
 struct Wsg {
@@ -240,9 +264,17 @@ fn config_text(auth: &str) -> String {
 }
 
 async fn start(auth: &str) -> Wsg {
+    start_with(auth, None).await
+}
+
+async fn start_with(auth: &str, hooks: Option<Arc<dyn Hooks>>) -> Wsg {
     let text = config_text(auth);
     let config = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"));
-    let server = Server::bind(config.clone()).await.unwrap_or_else(|e| panic!("bind failed: {e}"));
+    let mut builder = Server::builder(config.clone());
+    if let Some(hooks) = hooks {
+        builder = builder.hooks(hooks);
+    }
+    let server = builder.bind().await.unwrap_or_else(|e| panic!("bind failed: {e}"));
     let handle = server.handle();
     let addr = server.local_addr();
     tokio::spawn(server.serve());
@@ -415,11 +447,16 @@ async fn idp_down_keeps_the_last_good_keys() {
     let idp = Idp::start().await;
     let key = Key::new("rsa-a", Algorithm::RS256, "k1");
     idp.set("/jwks", Reply::Json(jwks(&[&key]), "max-age=1"));
-    let server =
-        start(&format!("{}jwks_cache_min_secs = 1\njwks_cache_max_secs = 1\n", idp.auth("RS256", "/jwks"))).await;
+    let events = Arc::new(FetchFailures::default());
+    let server = start_with(
+        &format!("{}jwks_cache_min_secs = 1\njwks_cache_max_secs = 1\n", idp.auth("RS256", "/jwks")),
+        Some(Arc::clone(&events) as Arc<dyn Hooks>),
+    )
+    .await;
     server.assert_admitted(&key.token(ISSUER, AUDIENCE, "alice")).await;
     idp.stop();
     server.wait_fetches(ISSUER, "connect", 0.0).await;
+    events.wait_for("connect", true).await;
     server.assert_admitted(&key.token(ISSUER, AUDIENCE, "bob")).await;
     assert_eq!(server.admin("/readyz").await.status, 200, "keys in force: still ready");
 }
@@ -477,7 +514,12 @@ async fn not_ready_and_503_until_the_first_key_set_then_admitted() {
     let key = Key::new("rsa-a", Algorithm::PS256, "k1");
     idp.set("/jwks", Reply::Status(503));
     // Bind does not fail while the IdP is down.
-    let server = start(&format!("{}jwks_cache_min_secs = 1\n", idp.auth("PS256", "/jwks"))).await;
+    let events = Arc::new(FetchFailures::default());
+    let server = start_with(
+        &format!("{}jwks_cache_min_secs = 1\n", idp.auth("PS256", "/jwks")),
+        Some(Arc::clone(&events) as Arc<dyn Hooks>),
+    )
+    .await;
     let ready = server.admin("/readyz").await;
     assert_eq!(ready.status, 503, "{ready:?}");
     assert!(ready.body.contains(ISSUER), "{ready:?}");
@@ -488,6 +530,7 @@ async fn not_ready_and_503_until_the_first_key_set_then_admitted() {
     assert!(response.body.contains("\"code\":2021"), "{response:?}");
     assert!(response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("retry-after")), "{response:?}");
     assert!(server.fetches(ISSUER, "http_status").await >= 1.0);
+    events.wait_for("http_status", false).await;
     let metrics = server.admin("/metrics").await.body;
     assert!(metrics.contains("wsguard_handshakes_total{result=\"rejected\",code=\"keys_unavailable\"} 1"), "{metrics}");
 
