@@ -87,6 +87,10 @@ enum Reply {
     Status(u16),
     /// 302 to this location.
     Redirect(String),
+    /// 200 with this body and no `Content-Length` (the body ends when the connection closes).
+    Unsized(String),
+    /// Accepts the request and never answers.
+    Hang,
 }
 
 /// An HTTPS server on 127.0.0.1 with a certificate from a fresh rcgen CA.
@@ -211,6 +215,14 @@ async fn serve_one(
         Reply::Status(status) => format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
         Reply::Redirect(to) => {
             format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
+        Reply::Unsized(body) => {
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{body}")
+        }
+        Reply::Hang => {
+            // The caller's WAIT bounds this task.
+            tokio::time::sleep(WAIT * 2).await;
+            return Ok(());
         }
     };
     tls.write_all(response.as_bytes()).await?;
@@ -468,7 +480,7 @@ async fn oversized_malformed_failing_and_redirected_jwks_are_refused_and_the_las
     let good = jwks(&[&key]);
     idp.set("/jwks", Reply::Json(good.clone(), "max-age=1"));
     let server = start(&format!(
-        "{}jwks_cache_min_secs = 1\njwks_cache_max_secs = 1\njwks_max_bytes = 4096\n",
+        "{}jwks_cache_min_secs = 1\njwks_cache_max_secs = 1\njwks_max_bytes = 4096\njwks_timeout_secs = 1\n",
         idp.auth("EdDSA", "/jwks")
     ))
     .await;
@@ -477,7 +489,9 @@ async fn oversized_malformed_failing_and_redirected_jwks_are_refused_and_the_las
     let padded = json!({"keys": [key.jwk()], "padding": "x".repeat(8192)}).to_string();
     let other = Key::new("ec-p256", Algorithm::ES256, "k1");
     let cases = [
-        ("too_large", Reply::Json(padded, "max-age=1")),
+        ("too_large", Reply::Json(padded.clone(), "max-age=1")),
+        ("too_large", Reply::Unsized(padded)),
+        ("timeout", Reply::Hang),
         ("malformed", Reply::Json("{\"keys\": [".into(), "max-age=1")),
         ("malformed", Reply::Json("{\"no_keys\": []}".into(), "max-age=1")),
         // Only keys of another family: none usable, the set in force stays.
