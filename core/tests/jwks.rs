@@ -680,6 +680,11 @@ async fn refresh_and_reload_use_the_remote_keys() {
     server.handle.reload(server.config.clone()).expect("reload");
     server.assert_admitted(&new.token(ISSUER, AUDIENCE, "bob")).await;
     assert_eq!(idp.hits("/jwks"), 2);
+    // A reload that changes only a fetch setting keeps the keys in force (no 503 gap) and
+    // fetches with the new settings.
+    let text = config_text(&format!("{}jwks_min_refetch_secs = 10\n", idp.auth("EdDSA", "/jwks")));
+    server.handle.reload(Config::from_toml_str(&text).expect("config")).expect("reload");
+    server.assert_admitted(&new.token(ISSUER, AUDIENCE, "dave")).await;
     // A reload to another JWKS URL fetches from there.
     idp.set("/jwks2", Reply::Json(jwks(&[&old]), "max-age=3600"));
     let text = config_text(&idp.auth("EdDSA", "/jwks2"));

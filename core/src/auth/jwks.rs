@@ -163,6 +163,21 @@ impl RemoteKeys {
         self.identity == other.identity
     }
 
+    /// True when `other` fetches the same keys (issuer, URL or discovery, algorithms, CA) and only
+    /// the cache or fetch settings differ.
+    pub(crate) fn same_keys(&self, other: &RemoteKeys) -> bool {
+        let (a, b) = (&self.identity, &other.identity);
+        a.issuer == b.issuer && a.source == b.source && a.algorithms == b.algorithms && a.ca == b.ca
+    }
+
+    /// Starts from `other`'s key set (a reload that changed only the cache or fetch settings), so
+    /// the issuer has keys without a gap; the new fetcher refreshes them at once.
+    pub(crate) fn seed_from(&self, other: &RemoteKeys) {
+        if let Some(set) = other.current() {
+            self.keys.store(Some(set));
+        }
+    }
+
     /// The issuer this source serves.
     pub(crate) fn issuer(&self) -> &str {
         &self.identity.issuer

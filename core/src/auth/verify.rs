@@ -170,13 +170,15 @@ impl TokenVerifier {
     }
 
     /// Takes over the running remote sources of `previous` whose configuration did not change
-    /// (their cached keys and fetchers), so a reload neither empties the cache nor refetches.
+    /// (their cached keys and fetchers), so a reload neither empties the cache nor refetches. A
+    /// source whose only changes are cache or fetch settings starts from the previous key set.
     pub(crate) fn adopt(&mut self, previous: &TokenVerifier) {
         for entry in &mut self.issuers {
-            if let KeySource::Remote(new) = &mut entry.keys
-                && let Some(old) = previous.remotes().find(|old| old.same_source(new))
-            {
+            let KeySource::Remote(new) = &mut entry.keys else { continue };
+            if let Some(old) = previous.remotes().find(|old| old.same_source(new)) {
                 *new = Arc::clone(old);
+            } else if let Some(old) = previous.remotes().find(|old| old.same_keys(new)) {
+                new.seed_from(old);
             }
         }
     }
