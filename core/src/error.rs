@@ -143,6 +143,7 @@ error_codes! {
     Banned = 2018, "banned", [http(403)], "The client IP or user is temporarily banned (`[abuse]` or an operator ban); answered 403.";
     OverMemoryBudget = 2019, "over_memory_budget", [http(503)], "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
     QuotaUnavailable = 2020, "quota_unavailable", [http(503)], "The cluster-wide per-user quota store (Redis) could not be reached and `cluster.quota_failure = \"closed\"`; answered 503.";
+    KeysUnavailable = 2021, "keys_unavailable", [http(503), benign("`refresh`")], "The token's issuer gets its keys from an identity provider (`auth.jwks_url`, `auth.oidc_discovery`) and no key set has been loaded yet (the provider has been unreachable since start); answered 503 with `Retry-After`.";
     JtiStoreUnavailable = 2026, "jti_store_unavailable", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on, the cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = \"closed\"` (the default): the token is refused, and stays unspent.";
 
     TokenMissing = 3001, "token_missing", [http(401)], "No token was found in any configured source.";

@@ -3,13 +3,15 @@
 
 mod config;
 mod identity;
+mod jwks;
 mod keys;
 mod mint;
 mod revocation;
 mod verify;
 
-pub use config::{AuthConfig, JwtAlgorithm, KeyFamily, TokenSource};
+pub use config::{AuthConfig, IssuerConfig, JwtAlgorithm, KeyFamily, TokenSource};
 pub use identity::{Claims, Identity};
+pub(crate) use jwks::JwksRuntime;
 pub use keys::KeyMaterial;
 pub use mint::{MintError, SigningKey, TokenRequest, mint_token};
 pub(crate) use revocation::{JtiCache, JtiRefusal, JtiSpend, RevocationBroadcast, UsedJtis};

@@ -1,14 +1,16 @@
 //! JWT verification. The algorithm comes from config and the key type, never from the token: the
 //! header's `alg` is only compared against the configured list.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
-use super::config::AuthConfig;
+use super::config::{AuthConfig, KeySourceSpec};
 use super::identity::{Identity, string_list};
+use super::jwks::{JwksRuntime, RemoteKeys};
 use super::keys::{KeyMaterial, VerificationKeys};
 use crate::config::problems::ConfigError;
 use crate::error::ErrorCode;
@@ -46,6 +48,8 @@ pub enum TokenError {
     Revoked,
     #[error("token already used")]
     Replayed,
+    #[error("the issuer's keys are not loaded yet (identity provider unreachable since start)")]
+    KeysUnavailable,
 }
 
 impl TokenError {
@@ -65,16 +69,21 @@ impl TokenError {
             TokenError::InvalidClaim(_) => ErrorCode::TokenInvalidClaim,
             TokenError::Revoked => ErrorCode::TokenRevoked,
             TokenError::Replayed => ErrorCode::TokenReplayed,
+            TokenError::KeysUnavailable => ErrorCode::KeysUnavailable,
         }
+    }
+
+    /// True when the token itself is at fault (counts towards an IP ban); false when the server
+    /// could not check it (`keys_unavailable`).
+    pub fn is_client_fault(&self) -> bool {
+        !matches!(self, TokenError::KeysUnavailable)
     }
 }
 
 /// Verifies tokens against one `[auth]` configuration.
 pub struct TokenVerifier {
-    keys: VerificationKeys,
-    algorithms: Vec<Algorithm>,
-    issuer: String,
-    audience: String,
+    /// Accepted issuers; with more than one, the token's `iss` selects the entry.
+    issuers: Vec<IssuerKeys>,
     leeway_secs: u64,
     max_lifetime_secs: u64,
     required_claims: Vec<String>,
@@ -82,14 +91,61 @@ pub struct TokenVerifier {
     scopes_claim: String,
 }
 
+/// One accepted issuer: its audience, algorithms and keys. Keys of one entry never verify a token
+/// selected for another.
+struct IssuerKeys {
+    issuer: String,
+    audience: String,
+    algorithms: Vec<Algorithm>,
+    keys: KeySource,
+}
+
+enum KeySource {
+    /// Loaded once from the environment or a file.
+    Local(VerificationKeys),
+    /// Fetched from the identity provider and cached.
+    Remote(Arc<RemoteKeys>),
+}
+
 /// Claims wsguard always requires, whatever `required_claims` says: `exp` (short-lived sessions),
 /// `iss` and `aud` (no token minted for another service), `sub` (per-user quotas and revocation).
 const ALWAYS_REQUIRED: [&str; 4] = ["exp", "iss", "aud", "sub"];
 
 impl TokenVerifier {
-    /// Builds a verifier, loading the key from its configured source (or `material`, when given).
+    /// Builds a verifier, loading local keys from their configured source (or `material`, when
+    /// given). Remote keys (`jwks_url`, `oidc_discovery`) are not fetched here: a server starts
+    /// their fetchers when it binds.
     pub fn new(config: &AuthConfig, material: Option<&KeyMaterial>) -> Result<Self, ConfigError> {
-        let keys = VerificationKeys::load(config, material)?;
+        let specs = config.issuer_specs();
+        if specs.is_empty() {
+            return Err(ConfigError::new(
+                ErrorCode::ConfigInvalid,
+                vec![crate::config::ConfigProblem::new("auth", "no key source configured")],
+            ));
+        }
+        let mut issuers = Vec::with_capacity(specs.len());
+        let mut errors = Vec::new();
+        for spec in &specs {
+            let keys = match &spec.source {
+                KeySourceSpec::JwksUrl(_) | KeySourceSpec::Discovery if material.is_none() => {
+                    RemoteKeys::new(config, spec).map(KeySource::Remote)
+                }
+                _ => VerificationKeys::load(config, spec, material).map(KeySource::Local),
+            };
+            match keys {
+                Ok(keys) => issuers.push(IssuerKeys {
+                    issuer: spec.issuer.clone(),
+                    audience: spec.audience.clone(),
+                    algorithms: spec.algorithms.iter().map(|a| a.to_jwt()).collect(),
+                    keys,
+                }),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
+            return Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()));
+        }
         let mut required: Vec<String> = ALWAYS_REQUIRED.iter().map(|s| s.to_string()).collect();
         for claim in &config.required_claims {
             if !required.contains(claim) {
@@ -97,10 +153,7 @@ impl TokenVerifier {
             }
         }
         Ok(TokenVerifier {
-            keys,
-            algorithms: config.algorithms.iter().map(|a| a.to_jwt()).collect(),
-            issuer: config.issuer.clone().unwrap_or_default(),
-            audience: config.audience.clone().unwrap_or_default(),
+            issuers,
             leeway_secs: config.leeway_secs,
             max_lifetime_secs: config.max_token_lifetime_secs,
             required_claims: required,
@@ -109,39 +162,132 @@ impl TokenVerifier {
         })
     }
 
-    /// Verifies `token` now.
+    fn remotes(&self) -> impl Iterator<Item = &Arc<RemoteKeys>> {
+        self.issuers.iter().filter_map(|entry| match &entry.keys {
+            KeySource::Remote(remote) => Some(remote),
+            KeySource::Local(_) => None,
+        })
+    }
+
+    /// Takes over the running remote sources of `previous` whose configuration did not change
+    /// (their cached keys and fetchers), so a reload neither empties the cache nor refetches. A
+    /// source whose only changes are cache or fetch settings starts from the previous key set.
+    pub(crate) fn adopt(&mut self, previous: &TokenVerifier) {
+        for entry in &mut self.issuers {
+            let KeySource::Remote(new) = &mut entry.keys else { continue };
+            if let Some(old) = previous.remotes().find(|old| old.same_source(new)) {
+                *new = Arc::clone(old);
+            } else if let Some(old) = previous.remotes().find(|old| old.same_keys(new)) {
+                new.seed_from(old);
+            }
+        }
+    }
+
+    /// Starts the fetchers of remote sources not yet running.
+    pub(crate) fn start(&self, runtime: &JwksRuntime) {
+        for remote in self.remotes() {
+            remote.start(runtime);
+        }
+    }
+
+    /// Waits until every remote source's first fetch attempt has ended (each bounded by its
+    /// timeout). It never fails: an unreachable IdP leaves the server up and not ready.
+    pub(crate) async fn first_attempts(&self) {
+        let waits = self.remotes().map(|remote| remote.first_attempt(remote.attempt_limit() + Duration::from_secs(1)));
+        futures_util::future::join_all(waits).await;
+    }
+
+    /// True when every issuer has keys (remote sources: a first key set is loaded).
+    pub fn is_ready(&self) -> bool {
+        self.remotes().all(|remote| remote.is_ready())
+    }
+
+    /// Issuers whose remote keys are not loaded yet (for `/readyz`).
+    pub(crate) fn issuers_without_keys(&self) -> Vec<&str> {
+        self.remotes().filter(|remote| !remote.is_ready()).map(|remote| remote.issuer()).collect()
+    }
+
+    /// Verifies `token` now. Remote keys are taken from the cache as it is: an unknown `kid` is
+    /// refused without a refetch (the server's handshake and `refresh` refetch).
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         self.verify_at(token, now_secs())
     }
 
     pub(crate) fn verify_at(&self, token: &str, now: u64) -> Result<Identity, TokenError> {
+        let (header, entry) = self.select(token)?;
+        self.verify_with(entry, &header, token, now)
+    }
+
+    /// Verifies `token` now; an unknown `kid` of a remote issuer triggers a refetch (at most one
+    /// per `auth.jwks_min_refetch_secs`, shared by every waiting connection) and one more try.
+    pub(crate) async fn verify_fetching(&self, token: &str) -> Result<Identity, TokenError> {
+        let (header, entry) = self.select(token)?;
+        match self.verify_with(entry, &header, token, now_secs()) {
+            Err(TokenError::UnknownKey) if header.kid.is_some() => match &entry.keys {
+                KeySource::Remote(remote) if remote.refetch_for_unknown_kid().await => {
+                    self.verify_with(entry, &header, token, now_secs())
+                }
+                _ => Err(TokenError::UnknownKey),
+            },
+            outcome => outcome,
+        }
+    }
+
+    /// Parses the header, selects the issuer entry and checks the algorithm against its list.
+    fn select(&self, token: &str) -> Result<(Header, &IssuerKeys), TokenError> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
-        // The header's alg is only ever *checked* against config; the key decides the family.
-        if !self.algorithms.contains(&header.alg) {
-            return Err(TokenError::AlgNotAllowed);
-        }
-        let key = match &self.keys {
-            VerificationKeys::Single(key) => key,
-            VerificationKeys::Set(set) => {
-                let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-                let (key, pinned) = set.get(kid).ok_or(TokenError::UnknownKey)?;
-                if pinned.is_some_and(|alg| alg != header.alg) {
-                    return Err(TokenError::AlgNotAllowed);
-                }
-                key
+        let entry = match self.issuers.as_slice() {
+            [only] => only,
+            entries => {
+                // Unverified, only to pick the entry: the signature is then checked with that
+                // entry's keys alone, and `iss` again against that entry.
+                let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token)
+                    .map_err(|_| TokenError::Malformed)?;
+                let iss = match claims.get("iss") {
+                    None => return Err(TokenError::MissingClaim("iss".into())),
+                    Some(Value::String(iss)) => iss,
+                    Some(_) => return Err(TokenError::InvalidClaim("iss".into())),
+                };
+                entries.iter().find(|e| &e.issuer == iss).ok_or(TokenError::WrongIssuer)?
             }
         };
+        // The header's alg is only ever *checked* against config; the key decides the family.
+        if !entry.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgNotAllowed);
+        }
+        Ok((header, entry))
+    }
+
+    fn verify_with(&self, entry: &IssuerKeys, header: &Header, token: &str, now: u64) -> Result<Identity, TokenError> {
+        match &entry.keys {
+            KeySource::Local(VerificationKeys::Single(key)) => self.decode(entry, header, key, token, now),
+            KeySource::Local(VerificationKeys::Set(set)) => self.decode(entry, header, set.find(header)?, token, now),
+            KeySource::Remote(remote) => {
+                let set = remote.current().ok_or(TokenError::KeysUnavailable)?;
+                self.decode(entry, header, set.find(header)?, token, now)
+            }
+        }
+    }
+
+    fn decode(
+        &self,
+        entry: &IssuerKeys,
+        header: &Header,
+        key: &DecodingKey,
+        token: &str,
+        now: u64,
+    ) -> Result<Identity, TokenError> {
         let mut validation = Validation::new(header.alg);
         validation.algorithms = vec![header.alg];
         validation.leeway = self.leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.validate_aud = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[&entry.issuer]);
+        validation.set_audience(&[&entry.audience]);
         validation.set_required_spec_claims(&ALWAYS_REQUIRED);
         let data = decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e.kind() {
             // jsonwebtoken reports a registered claim it cannot parse (a string `exp`) as absent.

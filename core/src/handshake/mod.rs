@@ -8,8 +8,9 @@
 //! 3. path, method, upgrade headers, version, key (404 / 405 / 426 / 400);
 //! 4. Origin allowlist (403);
 //! 5. global capacity and the memory budget, checked before any signature work (503);
-//! 6. token from the configured sources, JWT verification (401, counted towards an IP ban), user
-//!    ban (403);
+//! 6. token from the configured sources, JWT verification (401, counted towards an IP ban; 503
+//!    `keys_unavailable` while the issuer's identity-provider keys are not loaded yet; an unknown
+//!    `kid` of such an issuer may wait for one shared refetch), user ban (403);
 //! 7. revocation list (401 `token_revoked`);
 //! 8. per-IP and per-user quotas (429 + Retry-After);
 //! 9. the host's `authenticate` hook (403, or 503 if it does not answer); it may enrich the
@@ -49,6 +50,8 @@ use crate::observe::Stats;
 /// Seconds a client is told to wait when a connection quota is full: sessions are long-lived, so
 /// an immediate retry would only be refused again.
 const QUOTA_RETRY_AFTER_SECS: u64 = 5;
+/// Seconds a client is told to wait while the identity provider's keys are not loaded yet.
+const KEYS_RETRY_AFTER_SECS: u64 = 5;
 
 /// Everything the handshake needs, compiled from the config once.
 pub(crate) struct HandshakeGate {
@@ -206,10 +209,15 @@ impl HandshakeGate {
         let Some((token, source)) = search.token else {
             return Err(auth_failure(Rejection::new(ErrorCode::TokenMissing, "no token in any configured source")));
         };
-        let identity = self
-            .verifier
-            .verify(&token)
-            .map_err(|e| auth_failure(Rejection::new(e.code(), format!("{e} (via {source:?})"))))?;
+        let identity = self.verifier.verify_fetching(&token).await.map_err(|e| {
+            let rejection = Rejection::new(e.code(), format!("{e} (via {source:?})"));
+            if e.is_client_fault() {
+                auth_failure(rejection)
+            } else {
+                // The server cannot check tokens yet: not the client's fault, not counted.
+                refuse(rejection.retry_after(KEYS_RETRY_AFTER_SECS))
+            }
+        })?;
         drop(token);
         if let Some(secs) = self.bans.remaining(&BanTarget::User(identity.subject.clone())) {
             return Err(refuse(Rejection::new(ErrorCode::Banned, "user is banned").retry_after(secs)));

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus/OpenMetrics text), `/healthz` (the process is
-//! alive) and `/readyz` (503 while draining, or while a `[cluster]` broker is unreachable). It stays up until the drain is over so an
+//! alive) and `/readyz` (503 while draining, while a `[cluster]` broker is unreachable, or while an
+//! issuer's identity-provider keys are not loaded yet). It stays up until the drain is over so an
 //! orchestrator sees the drain happen. Requests are tiny, read with a deadline and a byte cap.
 
 use std::sync::Arc;
@@ -9,7 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+
 use super::stats::Stats;
+use crate::auth::TokenVerifier;
 use crate::cluster::Cluster;
 
 const MAX_REQUEST_BYTES: usize = 4096;
@@ -21,6 +25,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
     cluster: Arc<Cluster>,
+    verifier: Arc<ArcSwap<TokenVerifier>>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -37,9 +42,10 @@ pub(crate) async fn serve(
         };
         let stats = Arc::clone(&stats);
         let cluster = Arc::clone(&cluster);
+        let verifier = Arc::clone(&verifier);
         let draining = draining.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &stats, &cluster, &draining)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &stats, &cluster, &verifier, &draining)).await;
         });
     }
 }
@@ -48,6 +54,7 @@ async fn answer(
     mut stream: TcpStream,
     stats: &Stats,
     cluster: &Cluster,
+    verifier: &ArcSwap<TokenVerifier>,
     draining: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
@@ -91,6 +98,11 @@ async fn answer(
         }
         "/readyz" if !cluster.is_ready() => {
             respond(&mut stream, "503 Service Unavailable", "text/plain", "broker unreachable\n", has_body).await
+        }
+        "/readyz" if !verifier.load().is_ready() => {
+            let body =
+                format!("identity provider keys not loaded: {}\n", verifier.load().issuers_without_keys().join(" "));
+            respond(&mut stream, "503 Service Unavailable", "text/plain", &body, has_body).await
         }
         "/readyz" => respond(&mut stream, "200 OK", "text/plain", "ready\n", has_body).await,
         _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n", has_body).await,

@@ -124,6 +124,20 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// Fetching an identity provider's keys (`auth.jwks_url`, `auth.oidc_discovery`) failed; the
+    /// last good key set stays in force and the fetch is retried with backoff.
+    JwksFetchFailed {
+        /// The issuer whose keys were fetched.
+        issuer: String,
+        /// `connect`, `timeout`, `request`, `redirect`, `http_status`, `too_large`, `malformed`,
+        /// `no_usable_keys`, `issuer_mismatch` or `bad_url`.
+        reason: &'static str,
+        /// Detail for operators.
+        detail: String,
+        /// True when an earlier key set is still in force; false while the issuer has none (its
+        /// tokens are answered `keys_unavailable`).
+        has_keys: bool,
+    },
     /// A dry-run rule (`enforce = false`) would have denied; the action went ahead.
     PolicyDryRunDenied {
         /// Session id.
@@ -224,6 +238,9 @@ fn trace(event: &Event) {
         Event::BrokerDisconnected { broker, error } => {
             tracing::warn!(target: "wsguard::cluster", event = "broker_disconnected", broker, error)
         }
+        Event::JwksFetchFailed { issuer, reason, detail, has_keys } => tracing::warn!(
+            target: "wsguard::security", event = "jwks_fetch_failed", issuer, reason, detail, has_keys
+        ),
         Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
             target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason
         ),

@@ -31,6 +31,8 @@
 //! | `wsguard_broker_reconnects_total` | counter | |
 //! | `wsguard_broker_subscriptions` | gauge | |
 //! | `wsguard_broker_lag_seconds` | histogram | |
+//! | `wsguard_jwks_fetches_total` | counter | `issuer`, `result` (ok or the failure reason) |
+//! | `wsguard_jwks_keys` | gauge | `issuer` |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -98,6 +100,17 @@ struct RuleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksFetchLabels {
+    issuer: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabel {
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabel {
     hook: &'static str,
 }
@@ -148,6 +161,8 @@ pub(crate) struct Stats {
     broker_reconnects: Counter,
     broker_subscriptions: Gauge,
     broker_lag: Histogram,
+    jwks_fetches: Family<JwksFetchLabels, Counter>,
+    jwks_keys: Family<IssuerLabel, Gauge>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -234,6 +249,8 @@ impl Default for Stats {
             broker_reconnects: Counter::default(),
             broker_subscriptions: Gauge::default(),
             broker_lag: latency_histogram(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -315,6 +332,16 @@ impl Default for Stats {
             "broker_lag_seconds",
             "Time from publication on another node to receipt here (node clocks)",
             stats.broker_lag.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Identity provider key fetches, by issuer and result (ok or the failure reason)",
+            stats.jwks_fetches.clone(),
+        );
+        registry.register(
+            "jwks_keys",
+            "Usable keys cached per issuer (0 until a first key set is loaded)",
+            stats.jwks_keys.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -440,6 +467,14 @@ impl Stats {
     }
     pub(crate) fn observe_broker_lag(&self, secs: f64) {
         self.broker_lag.observe(secs);
+    }
+    pub(crate) fn record_jwks_fetch(&self, issuer: &str, result: &'static str) {
+        self.jwks_fetches.get_or_create(&JwksFetchLabels { issuer: issuer.to_string(), result }).inc();
+    }
+    pub(crate) fn set_jwks_keys(&self, issuer: &str, n: usize) {
+        self.jwks_keys
+            .get_or_create(&IssuerLabel { issuer: issuer.to_string() })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     pub(crate) fn sessions_active(&self) -> u64 {
         u64::try_from(self.sessions_active.get()).unwrap_or(0)

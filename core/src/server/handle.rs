@@ -138,7 +138,12 @@ impl ServerHandle {
             if !restart_only.is_empty() {
                 return Err(ReloadError::restart_required(restart_only));
             }
-            let Compiled { settings, verifier, tls, policy, .. } = compile(&config, core.key_material.as_ref())?;
+            let Compiled { settings, mut verifier, tls, policy, .. } = compile(&config, core.key_material.as_ref())?;
+            // Identity-provider keys whose source did not change keep their cache and fetcher; a
+            // changed source starts fetching now (its issuer's tokens get `keys_unavailable` until
+            // its first key set arrives).
+            verifier.adopt(&core.verifier.load());
+            verifier.start(&core.jwks_runtime());
             let verifier = Arc::new(verifier);
             let live = build_live(&config, &settings, core, Arc::clone(&verifier), tls)?;
             core.verifier.store(verifier);

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ServerSettings;
 use super::tls;
-use crate::auth::{JtiCache, KeyMaterial, RevocationList, TokenVerifier};
+use crate::auth::{JtiCache, JwksRuntime, KeyMaterial, RevocationList, TokenVerifier};
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
@@ -48,6 +48,13 @@ pub(crate) struct Core {
     pub(crate) shutdown: CancellationToken,
     pub(crate) key_material: Option<KeyMaterial>,
     pub(crate) memory: Arc<MemoryBudget>,
+}
+
+impl Core {
+    /// What the identity-provider key fetchers report to.
+    pub(crate) fn jwks_runtime(&self) -> JwksRuntime {
+        JwksRuntime { stats: Arc::clone(&self.stats), events: self.events.clone(), shutdown: self.shutdown.clone() }
+    }
 }
 
 /// What a reload replaces; a connection takes one snapshot when it is accepted.

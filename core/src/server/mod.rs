@@ -91,7 +91,10 @@ impl ServerBuilder {
     }
 
     /// Loads keys, certificates and schemas, binds the listeners. Must run inside a tokio
-    /// runtime.
+    /// runtime. With keys from an identity provider (`auth.jwks_url`, `auth.oidc_discovery`) it
+    /// starts fetching them and waits for the first attempt (bounded by `auth.jwks_timeout_secs`);
+    /// an unreachable provider never fails the bind: the server then answers `keys_unavailable`
+    /// (503) and `/readyz` 503 until a first key set arrives, retrying with backoff.
     ///
     /// Errors: [`Error::Config`] listing every problem at once, [`Error::Io`] when an address
     /// cannot be bound.
@@ -182,6 +185,10 @@ impl ServerBuilder {
             stats,
             events,
         };
+        // Remote keys: fetched from here on; bind waits for the first attempt (bounded by
+        // `auth.jwks_timeout_secs`) but never fails because the identity provider is down.
+        verifier.start(&core.jwks_runtime());
+        verifier.first_attempts().await;
         let live = build_live(&config, &settings, &core, verifier, tls)?;
         if config.protocol.echo {
             tracing::warn!(
@@ -262,6 +269,7 @@ impl Server {
                 listener,
                 Arc::clone(&core.stats),
                 Arc::clone(&core.cluster),
+                Arc::clone(&core.verifier),
                 core.shutdown.clone(),
                 admin_stop.clone(),
             ))

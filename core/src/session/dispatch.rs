@@ -270,7 +270,8 @@ impl Session {
     }
 
     async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<Vec<Utf8Bytes>, Refusal> {
-        let identity = self.env.verifier.load().verify(token).map_err(|e| refuse(id, e.code(), e.to_string()))?;
+        let verifier = self.env.verifier.load_full();
+        let identity = verifier.verify_fetching(token).await.map_err(|e| refuse(id, e.code(), e.to_string()))?;
         if self.env.revocations.is_revoked(&identity) {
             return Err(refuse(id, ErrorCode::TokenRevoked, TokenError::Revoked.to_string()));
         }
