@@ -40,6 +40,19 @@ pub enum QuotaFailure {
     Closed,
 }
 
+/// What a starting node does when the Redis holding revocations and bans cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFailure {
+    /// Refuse to start: `Server::bind` fails with `cluster_state_unavailable` (the default), so
+    /// a node never admits a revoked token or a banned client it could not know about.
+    #[default]
+    Closed,
+    /// Start without the persisted state (logged, counted); bans and revocations still arrive
+    /// from the other nodes that are up.
+    Open,
+}
+
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -75,6 +88,21 @@ pub struct ClusterConfig {
     pub broker_timeout_secs: f64,
     /// Longest pause between reconnection attempts (the pause doubles from 0.1 s). Default 5.
     pub reconnect_max_secs: f64,
+
+    // --- Authenticated broker messages and persisted security state (signing.rs, persist.rs) ---
+    /// Name of the environment variable holding the key (at least 32 bytes) that signs every
+    /// message this node puts on the broker; messages that are not signed with it (or with
+    /// `signing_key_previous_env`), or are replayed, are dropped. Empty (default): messages are
+    /// neither signed nor verified, and anyone able to publish on the broker can inject
+    /// publications, revocations and lifted bans. Recommended for every cluster.
+    pub signing_key_env: String,
+    /// Name of the environment variable holding the previous signing key, still accepted (never
+    /// used to sign) while a new key is rolled out. Empty (default): none.
+    pub signing_key_previous_env: String,
+    /// When the Redis holding revocations and bans (`quota_redis_url`, else the Redis broker)
+    /// cannot be read at start: `closed` (refuse to start) or `open` (start without them).
+    /// Default `closed`.
+    pub state_failure: StateFailure,
 }
 
 impl Default for ClusterConfig {
@@ -90,6 +118,9 @@ impl Default for ClusterConfig {
             lease_ttl_secs: 30.0,
             broker_timeout_secs: 2.0,
             reconnect_max_secs: 5.0,
+            signing_key_env: String::new(),
+            signing_key_previous_env: String::new(),
+            state_failure: StateFailure::Closed,
         }
     }
 }
@@ -130,6 +161,18 @@ impl ClusterConfig {
             if self.broker == BrokerKind::Memory {
                 problems.push("cluster.quota_redis_url", "only used with broker = \"redis\" or \"nats\"");
             }
+        }
+        if self.broker == BrokerKind::Memory {
+            for (path, value) in
+                [("cluster.signing_key_env", &self.signing_key_env), ("cluster.signing_key_previous_env", &self.signing_key_previous_env)]
+            {
+                if !value.is_empty() {
+                    problems.push(path, "only used with broker = \"redis\" or \"nats\"");
+                }
+            }
+        }
+        if !self.signing_key_previous_env.is_empty() && self.signing_key_env.is_empty() {
+            problems.push("cluster.signing_key_previous_env", "needs cluster.signing_key_env");
         }
         if !self.node_id.is_empty() && !is_name(&self.node_id, true) {
             problems.push("cluster.node_id", "use 1-64 letters, digits, '_', '-' or '.'");
@@ -173,6 +216,49 @@ pub(crate) fn read_password(config: &ClusterConfig) -> Result<Option<String>, cr
             )],
         )),
     }
+}
+
+/// What `[cluster]` reads from the environment at bind.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterSecrets {
+    /// `cluster.password_env`'s value.
+    pub(crate) password: Option<String>,
+    /// `cluster.signing_key_env` (and `signing_key_previous_env`).
+    pub(crate) signing: Option<super::signing::SigningKeys>,
+}
+
+/// Reads `cluster.password_env` and the signing keys (at bind, with the other environment
+/// checks); every problem is reported.
+pub(crate) fn read_secrets(config: &ClusterConfig) -> Result<ClusterSecrets, crate::config::problems::ConfigError> {
+    use crate::config::problems::{ConfigError, ConfigProblem};
+    let mut problems = Vec::new();
+    let password = read_password(config).map_err(|e| problems.extend(e.problems().iter().cloned())).ok().flatten();
+    let mut key = |path: &str, var: &str| -> Option<Vec<u8>> {
+        if var.is_empty() || config.broker == BrokerKind::Memory {
+            return None;
+        }
+        match std::env::var_os(var) {
+            Some(value) if value.len() >= super::signing::MIN_KEY_BYTES => Some(value.into_encoded_bytes()),
+            Some(_) => {
+                problems.push(ConfigProblem::new(
+                    path,
+                    format!("the signing key in {var} must be at least {} bytes", super::signing::MIN_KEY_BYTES),
+                ));
+                None
+            }
+            None => {
+                problems.push(ConfigProblem::new(path, format!("environment variable {var} is not set")));
+                None
+            }
+        }
+    };
+    let current = key("cluster.signing_key_env", &config.signing_key_env);
+    let previous = key("cluster.signing_key_previous_env", &config.signing_key_previous_env);
+    if !problems.is_empty() {
+        return Err(ConfigError::new(crate::error::ErrorCode::ConfigSecretMissing, problems));
+    }
+    let signing = current.map(|current| super::signing::SigningKeys::new(&current, previous.as_deref()));
+    Ok(ClusterSecrets { password, signing })
 }
 
 /// A Redis client for `url`, with the password when there is one.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::config::{BrokerKind, ClusterConfig, QuotaFailure};
+use super::config::{BrokerKind, ClusterConfig, QuotaFailure, StateFailure};
 use crate::config::problems::Problems;
 
 /// `[cluster]`, compiled.
@@ -29,11 +29,16 @@ pub(crate) struct ClusterSettings {
     pub(crate) broker_timeout: Duration,
     /// `reconnect_max_secs`.
     pub(crate) reconnect_max: Duration,
+
+    // --- Signed messages and persisted state (the keys themselves are read at bind:
+    // `read_secrets`) ---
+    /// `state_failure`.
+    pub(crate) state_failure: StateFailure,
 }
 
 impl ClusterSettings {
     /// Compiles `[cluster]`, recording every problem (the settings are meaningless when any was
-    /// recorded). Reads no environment variable (see `read_password`).
+    /// recorded). Reads no environment variable (see `read_secrets`).
     pub(crate) fn compile(config: &ClusterConfig, problems: &mut Problems) -> ClusterSettings {
         config.check_urls_and_names(problems);
         let quota_url = match (config.broker, config.quota_redis_url.as_str()) {
@@ -52,6 +57,7 @@ impl ClusterSettings {
             lease_ttl: problems.positive_secs("cluster.lease_ttl_secs", config.lease_ttl_secs),
             broker_timeout: problems.positive_secs("cluster.broker_timeout_secs", config.broker_timeout_secs),
             reconnect_max: problems.positive_secs("cluster.reconnect_max_secs", config.reconnect_max_secs),
+            state_failure: config.state_failure,
         }
     }
 }

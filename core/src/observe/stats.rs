@@ -26,7 +26,8 @@
 //! | `wsguard_outbound_queued_bytes` | gauge | |
 //! | `wsguard_broker_connected` | gauge | |
 //! | `wsguard_broker_messages_total` | counter | `direction` (published/received), `kind` (publication/control) |
-//! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota) |
+//! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota/persist/state_load) |
+//! | `wsguard_broker_rejected_total` | counter | `kind` (publication/control/state), `reason` (unsigned/bad_signature/stale/replayed/malformed) |
 //! | `wsguard_broker_reconnects_total` | counter | |
 //! | `wsguard_broker_subscriptions` | gauge | |
 //! | `wsguard_broker_lag_seconds` | histogram | |
@@ -68,6 +69,12 @@ struct BrokerMessageLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerRejectedLabels {
+    kind: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +148,7 @@ pub(crate) struct Stats {
     broker_reconnects: Counter,
     broker_subscriptions: Gauge,
     broker_lag: Histogram,
+    broker_rejected: Family<BrokerRejectedLabels, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -226,6 +234,7 @@ impl Default for Stats {
             broker_reconnects: Counter::default(),
             broker_subscriptions: Gauge::default(),
             broker_lag: latency_histogram(),
+            broker_rejected: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -302,6 +311,11 @@ impl Default for Stats {
             "broker_lag_seconds",
             "Time from publication on another node to receipt here (node clocks)",
             stats.broker_lag.clone(),
+        );
+        registry.register(
+            "broker_rejected",
+            "Broker messages and persisted entries dropped as unsigned, badly signed, stale, replayed or malformed",
+            stats.broker_rejected.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -414,6 +428,9 @@ impl Stats {
     }
     pub(crate) fn record_broker_error(&self, op: &'static str) {
         self.broker_errors.get_or_create(&OpLabel { op }).inc();
+    }
+    pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {
+        self.broker_rejected.get_or_create(&BrokerRejectedLabels { kind, reason }).inc();
     }
     pub(crate) fn record_broker_reconnect(&self) {
         self.broker_reconnects.inc();

@@ -67,8 +67,8 @@ pub(crate) struct Compiled {
     pub(crate) verifier: TokenVerifier,
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) policy: Policy,
-    /// `cluster.password_env`'s value.
-    pub(crate) broker_password: Option<String>,
+    /// `cluster.password_env`'s value and the signing keys.
+    pub(crate) cluster_secrets: crate::cluster::ClusterSecrets,
 }
 
 /// Loads keys, certificates and schemas, reporting every problem of every area at once.
@@ -78,10 +78,10 @@ pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result
     let verifier = TokenVerifier::new(&config.auth, material);
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
     let policy = Policy::load(&config.channels, &config.rpc);
-    let password = crate::cluster::read_password(&config.cluster);
+    let password = crate::cluster::read_secrets(&config.cluster);
     match (settings, verifier, tls, policy, password) {
-        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password)) => {
-            Ok(Compiled { settings, verifier, tls, policy, broker_password })
+        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(cluster_secrets)) => {
+            Ok(Compiled { settings, verifier, tls, policy, cluster_secrets })
         }
         (settings, verifier, tls, policy, password) => {
             let errors: Vec<ConfigError> = [settings.err(), verifier.err(), tls.err(), policy.err(), password.err()]

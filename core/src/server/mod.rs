@@ -99,7 +99,7 @@ impl ServerBuilder {
         let ServerBuilder { config, hooks, key_material } = self;
         let has_host_hooks = hooks.is_some();
         let hooks = hooks.unwrap_or_else(|| Arc::new(NoHooks));
-        let Compiled { settings, verifier, tls, policy, broker_password } = compile(&config, key_material.as_ref())?;
+        let Compiled { settings, verifier, tls, policy, cluster_secrets } = compile(&config, key_material.as_ref())?;
         let listener = listen(settings.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
@@ -139,7 +139,7 @@ impl ServerBuilder {
         let shutdown = CancellationToken::new();
         let cluster = Cluster::new(
             &settings.cluster,
-            broker_password.as_deref(),
+            &cluster_secrets,
             horizon_secs,
             NodeParts {
                 hub: Arc::clone(&hub),
@@ -154,6 +154,8 @@ impl ServerBuilder {
         // Weak: the cluster holds the bans and the revocations, they must not keep it alive.
         bans.set_broadcast(Box::new(Arc::downgrade(&cluster)));
         revocations.set_effects(events.clone(), Box::new(Arc::downgrade(&cluster)));
+        // The persisted revocations and bans, before anyone is admitted.
+        cluster.restore().await?;
         let core = Core {
             hub,
             cluster,
