@@ -640,10 +640,14 @@ impl Cluster {
         }
     }
 
-    /// Flushes released quota entries (called once the sessions have ended).
+    /// Flushes released quota entries and unpersisted revocations and bans (called once the
+    /// sessions have ended).
     pub(crate) async fn stop(&self) {
         if let Some(quota) = &self.quota {
             quota.flush(self.timeout).await;
+        }
+        if let Some(store) = &self.store {
+            store.flush(self.timeout).await;
         }
     }
 }

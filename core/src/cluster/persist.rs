@@ -257,6 +257,24 @@ impl StateStore {
         }
     }
 
+    /// Writes what is still queued (at shutdown, after the writer task stopped), giving up at
+    /// the first failure or after `within`.
+    pub(crate) async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = self.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+            let Some(op) = next else { return };
+            match tokio::time::timeout_at(deadline, self.write(&op)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    self.stats.record_broker_error("persist");
+                    tracing::warn!(target: "wsguard::cluster", "revocations or bans left unpersisted at shutdown");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn write(&self, op: &Op) -> Result<(), BrokerError> {
         let now = crate::auth::now_secs();
         let mut pipe = redis::pipe();
