@@ -38,12 +38,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use config::{ClusterSecrets, read_secrets};
 pub use config::{BrokerKind, ClusterConfig, QuotaFailure, StateFailure};
+pub(crate) use config::{ClusterSecrets, read_secrets};
 pub(crate) use error::{BrokerError, PublishError};
+use persist::StateStore;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use settings::ClusterSettings;
-use persist::StateStore;
 use signing::{Guard, Opened, Refused, RejectionLog};
 use wire::{Control, ControlEnvelope, Subjects};
 

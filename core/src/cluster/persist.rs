@@ -175,9 +175,10 @@ impl StateStore {
         };
         let mut loaded = Loaded::default();
         for member in &members {
-            match self.open(&self.revocations_key, "", member).and_then(|json| {
-                serde_json::from_str::<StoredRevocation>(json).map_err(|_| Rejection::Malformed)
-            }) {
+            match self
+                .open(&self.revocations_key, "", member)
+                .and_then(|json| serde_json::from_str::<StoredRevocation>(json).map_err(|_| Rejection::Malformed))
+            {
                 Ok(StoredRevocation { revocation, at }) => {
                     revocations.apply_remote(revocation, at);
                     loaded.revocations += 1;
@@ -300,8 +301,8 @@ impl StateStore {
                     return Ok(());
                 }
                 let field = serde_json::to_string(target).unwrap_or_default();
-                let json =
-                    serde_json::to_string(&StoredBan { reason: (*reason).to_string(), until: *until }).unwrap_or_default();
+                let json = serde_json::to_string(&StoredBan { reason: (*reason).to_string(), until: *until })
+                    .unwrap_or_default();
                 let value = self.seal(&self.bans_key, &field, &json);
                 pipe.cmd("HSET").arg(&self.bans_key).arg(field).arg(value).ignore();
             }

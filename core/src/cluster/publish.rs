@@ -43,10 +43,9 @@ impl Cluster {
         } else {
             let subject = self.link.subjects.channel(channel);
             let sent_ms = now_ms();
-            let payload = self
-                .link
-                .guard
-                .seal(&subject, sent_ms, frame.as_bytes(), || wire::encode_publication(&self.link.node_id, sent_ms, &frame));
+            let payload = self.link.guard.seal(&subject, sent_ms, frame.as_bytes(), || {
+                wire::encode_publication(&self.link.node_id, sent_ms, &frame)
+            });
             Remote::Sent(Arc::clone(self), self.broker.publish(subject, payload.into()))
         };
         Publication { queued, remote }

@@ -413,7 +413,10 @@ mod tests {
         let (a, b) = (guard(Some(KEY), "a"), guard(Some(KEY), "b"));
         let sealed = a.seal("wsg:c:news", NOW, b"{\"x\":1}", Vec::new);
         assert_eq!(a.open("wsg:c:news", &sealed, NOW), Ok(Opened::Own));
-        assert_eq!(b.open("wsg:c:news", &sealed, NOW), Ok(Opened::Signed { node: "a", sent_ms: NOW, body: b"{\"x\":1}" }));
+        assert_eq!(
+            b.open("wsg:c:news", &sealed, NOW),
+            Ok(Opened::Signed { node: "a", sent_ms: NOW, body: b"{\"x\":1}" })
+        );
         assert_eq!(b.open("wsg:c:news", &sealed, NOW).map_err(|r| r.reason), Err(Rejection::Replayed));
         let other = guard(Some(KEY), "c");
         assert_eq!(other.open("wsg:c:admin", &sealed, NOW).map_err(|r| r.reason), Err(Rejection::BadSignature));
@@ -443,7 +446,10 @@ mod tests {
         assert_eq!(keyed.open("s", &sealed, NOW).map_err(|r| r.reason), Err(Rejection::BadSignature));
         assert_eq!(keyed.open("s", b"n1\n1\n{}", NOW), Err(Refused { reason: Rejection::Unsigned, node: "n1" }));
         assert_eq!(keyed.open("s", b"{\"node\":\"n\"}", NOW).map_err(|r| r.reason), Err(Rejection::Unsigned));
-        assert_eq!(keyed.open("s", b"~wsg1\nn\nshort\n1\n1\nx\n", NOW).map_err(|r| r.reason), Err(Rejection::Malformed));
+        assert_eq!(
+            keyed.open("s", b"~wsg1\nn\nshort\n1\n1\nx\n", NOW).map_err(|r| r.reason),
+            Err(Rejection::Malformed)
+        );
         assert_eq!(keyed.open("s", b"~wsg1\n", NOW).map_err(|r| r.reason), Err(Rejection::Malformed));
         // Without a key: both formats, the signed one unverified.
         let open = guard(None, "o");
