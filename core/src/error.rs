@@ -179,7 +179,7 @@ error_codes! {
     NotRunning = 5003, "not_running", [API], "The server is not running (already shut down).";
     UnknownSession = 5004, "unknown_session", [api("`disconnect_session`")], "No session has this id.";
     TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
-    ClusterStateUnavailable = 5007, "cluster_state_unavailable", [api("`bind`, `start`")], "The Redis holding the cluster's revocations and bans could not be read at start and `cluster.state_failure = \"closed\"`: the node does not start rather than admit a revoked token or a banned client.";
+    ClusterStateUnavailable = 5007, "cluster_state_unavailable", [http(503)], "The node has not yet loaded the cluster's persisted revocations and bans from Redis (`cluster.state_failure = \"closed\"`): it admits no one until it has, answering 503.";
 
     InvalidArgument = 9004, "invalid_argument", [API], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
     WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";
@@ -246,10 +246,6 @@ pub enum Error {
     /// A host API argument is out of range or does not parse (see [`crate::host`]).
     #[error("{0}")]
     InvalidArgument(String),
-    /// The cluster's persisted revocations and bans could not be read at start
-    /// (`cluster.state_failure = "closed"`).
-    #[error("cannot read the cluster's revocations and bans: {0}")]
-    ClusterStateUnavailable(String),
     /// A blocking host API call was made from a server's own thread (see [`crate::host`]).
     #[error("{0} blocks and cannot be called from a hook or event handler; call it from a thread of your own")]
     WrongThread(&'static str),
@@ -266,7 +262,6 @@ impl Error {
             Error::TokenMint(_) => ErrorCode::TokenMint,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::WrongThread(_) => ErrorCode::WrongThread,
-            Error::ClusterStateUnavailable(_) => ErrorCode::ClusterStateUnavailable,
         }
     }
 

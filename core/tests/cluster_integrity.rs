@@ -191,7 +191,10 @@ impl Attacker {
                         }
                     });
                 }
-                client.flush().await.expect("flush");
+                // A request nobody answers comes back from the server after it processed the
+                // SUBs before it (a flush only proves the bytes were written).
+                let probe = format!("probe.{}", client.new_inbox());
+                let _ = client.request(probe, Vec::new().into()).await;
                 Attacker::Nats { client, captured }
             }
         }
@@ -450,6 +453,7 @@ async fn revocations_and_bans_survive_a_restart_of_every_node() {
 
     // Every node is gone; a fresh one knows what was revoked and banned before admitting anyone.
     let c = node(Kind::Redis, &Kind::Redis.url(), &p, "c", &dir, "").start().await;
+    wait_ready(&c).await;
     c.exchange(&RawRequest::authorized(&revoked)).await.assert_refused(401, "token_revoked");
     c.exchange(&RawRequest::authorized(&c.token("mallory"))).await.assert_refused(403, "banned");
     assert_eq!(c.exchange(&RawRequest::authorized(&other)).await.status, 101, "other tokens still admitted");
@@ -495,6 +499,7 @@ async fn planted_state_without_a_valid_mac_is_ignored() {
         .expect("ZADD");
     let dir = TempDir::new();
     let c = node(Kind::Redis, &Kind::Redis.url(), &p, "c", &dir, "").start().await;
+    wait_ready(&c).await;
     assert!(c.handle.bans().is_empty(), "planted bans ignored");
     assert_eq!(c.exchange(&RawRequest::authorized(&c.token("carol"))).await.status, 101, "planted revocation ignored");
     let metrics = c.scrape().await;
@@ -502,8 +507,8 @@ async fn planted_state_without_a_valid_mac_is_ignored() {
     assert_eq!(metrics.get(&rejected("state", "bad_signature")), 1.0);
 }
 
-/// With the state's Redis unreachable at start, `state_failure = "closed"` (the default) refuses
-/// to start; `open` starts without it.
+/// With the state's Redis unreachable at start, `state_failure = "closed"` (the default) admits
+/// no one and is not ready; `open` admits meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_state_store_fails_closed_or_open_as_configured() {
     let test = "state_failure";
@@ -518,11 +523,26 @@ async fn unreachable_state_store_fails_closed_or_open_as_configured() {
     let lines = |policy: &str| {
         format!("quota_redis_url = \"{dead}\"\nbroker_timeout_secs = 0.5\nstate_failure = \"{policy}\"\n")
     };
-    let (text, _) = node(Kind::Nats, &Kind::Nats.url(), &p, "closed", &dir, &lines("closed")).toml(&dir);
-    let config = wsguard::Config::from_toml_str(&text).expect("valid config");
-    let error = wsguard::Server::bind(config).await.err().expect("refuses to start");
-    assert_eq!(error.code(), ErrorCode::ClusterStateUnavailable);
-    assert_eq!(error.code().number(), 5007);
+    // `closed` is the default: left unset.
+    let closed = node(
+        Kind::Nats,
+        &Kind::Nats.url(),
+        &p,
+        "closed",
+        &dir,
+        &lines("closed").replace("state_failure = \"closed\"\n", ""),
+    )
+    .start()
+    .await;
+    eventually("the NATS connection", async || closed.scrape().await.get("wsguard_broker_connected") == 1.0).await;
+    eventually("a failed state load", async || {
+        closed.scrape().await.get("wsguard_broker_errors_total{op=\"state_load\"}") >= 1.0
+    })
+    .await;
+    let refused = closed.exchange(&RawRequest::authorized(&closed.token("alice"))).await;
+    refused.assert_refused(503, "cluster_state_unavailable");
+    assert_eq!(admin_request(closed.metrics_addr(), "GET", "/readyz").await.status, 503);
+    assert_eq!(ErrorCode::ClusterStateUnavailable.number(), 5007);
     let open = node(Kind::Nats, &Kind::Nats.url(), &p, "open", &dir, &lines("open")).start().await;
     assert_eq!(open.exchange(&RawRequest::authorized(&open.token("alice"))).await.status, 101);
     assert!(open.scrape().await.get("wsguard_broker_errors_total{op=\"state_load\"}") >= 1.0);

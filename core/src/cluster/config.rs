@@ -40,16 +40,16 @@ pub enum QuotaFailure {
     Closed,
 }
 
-/// What a starting node does when the Redis holding revocations and bans cannot be read.
+/// What a starting node does until it has read the revocations and bans kept in Redis.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StateFailure {
-    /// Refuse to start: `Server::bind` fails with `cluster_state_unavailable` (the default), so
-    /// a node never admits a revoked token or a banned client it could not know about.
+    /// Admit no one (503 `cluster_state_unavailable`, `/readyz` 503) until they are loaded (the
+    /// default): a node never admits a revoked token or a banned client it could not know about.
     #[default]
     Closed,
-    /// Start without the persisted state (logged, counted); bans and revocations still arrive
-    /// from the other nodes that are up.
+    /// Admit meanwhile (the failure is logged and counted); the state is applied when Redis
+    /// answers, and bans and revocations still arrive from the other nodes that are up.
     Open,
 }
 
@@ -105,9 +105,10 @@ pub struct ClusterConfig {
     pub signing_key_previous_env: String,
     /// A file holding the previous signing key instead. Empty (default): none.
     pub signing_key_previous_file: String,
-    /// When the Redis holding revocations and bans (`quota_redis_url`, else the Redis broker)
-    /// cannot be read at start: `closed` (refuse to start) or `open` (start without them).
-    /// Default `closed`.
+    /// Until a starting node has read the revocations and bans kept in Redis (`quota_redis_url`,
+    /// else the Redis broker; it retries until Redis answers): `closed` (refuse every handshake
+    /// with 503 `cluster_state_unavailable`, not ready) or `open` (admit meanwhile). Default
+    /// `closed`.
     pub state_failure: StateFailure,
 }
 

@@ -14,7 +14,7 @@
 //! - With `cluster.signing_key_env`, every message is signed and every received one verified,
 //!   bounded in time and checked against replays (signing.rs); what fails is dropped and counted.
 //! - With a Redis (the broker or `quota_redis_url`), revocations and bans are also written to it
-//!   and loaded by every node before it admits anyone (persist.rs).
+//!   and loaded by every node as it joins, before it admits anyone (persist.rs).
 
 mod config;
 mod error;
@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{BrokerKind, ClusterConfig, QuotaFailure, StateFailure};
 pub(crate) use config::{ClusterSecrets, read_secrets};
 pub(crate) use error::{BrokerError, PublishError};
+pub(crate) use persist::StateGate;
 use persist::StateStore;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use settings::ClusterSettings;
@@ -314,7 +315,8 @@ pub(crate) struct Cluster {
     quota: Option<Arc<LeaseQuota>>,
     /// Where revocations and bans are persisted (a Redis), if anywhere.
     store: Option<Arc<StateStore>>,
-    state_failure: StateFailure,
+    /// Closed until the store's state is loaded (`state_failure = "closed"` with a store).
+    state_gate: Option<Arc<StateGate>>,
     originated: Mutex<Originated>,
     /// Revocations older than this (seconds) can no longer match a valid token.
     horizon_secs: u64,
@@ -406,8 +408,9 @@ impl Cluster {
             broker,
             link,
             quota,
+            state_gate: (store.is_some() && config.state_failure == StateFailure::Closed)
+                .then(|| Arc::new(StateGate::default())),
             store: store.map(Arc::new),
-            state_failure: config.state_failure,
             originated: Mutex::default(),
             horizon_secs,
             timeout,
@@ -454,6 +457,7 @@ impl Cluster {
         if let Some(store) = &self.store {
             let link = Arc::clone(&self.link);
             self.runtime.spawn(Arc::clone(store).run(self.link.shutdown.clone(), move |n| link.backoff(n)));
+            self.runtime.spawn(Arc::clone(self).restore(Arc::clone(store)));
         }
         let Some((hello, lifted)) = self.receivers.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return;
@@ -576,53 +580,37 @@ impl Cluster {
         self.runtime.spawn(async move { cluster.send_control(control).await });
     }
 
-    /// Loads the persisted revocations and bans (see persist.rs) into this node's lists; called by
-    /// `Server::bind` before the node admits anyone. Retries until `cluster.broker_timeout_secs`
-    /// has passed; then `cluster.state_failure` decides.
-    pub(crate) async fn restore(&self) -> Result<(), crate::Error> {
-        let Some(store) = &self.store else { return Ok(()) };
+    /// Loads the persisted revocations and bans (see persist.rs) until Redis answers, then opens
+    /// the handshake gate (if closed).
+    async fn restore(self: Arc<Self>, store: Arc<StateStore>) {
         let inbound = &self.link.inbound;
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut attempt = 0u32;
-        let error = loop {
-            let load = store.load(&inbound.revocations, &inbound.bans);
-            let error = match tokio::time::timeout_at(deadline, load).await {
-                Ok(Ok(loaded)) => {
-                    for reason in &loaded.refused {
-                        self.link.reject("state", &Refused { reason: *reason, node: "" });
-                    }
-                    tracing::info!(
-                        target: "wsguard::cluster", revocations = loaded.revocations, bans = loaded.bans,
-                        refused = loaded.refused.len(), "cluster state loaded"
-                    );
-                    return Ok(());
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "timed out".to_string(),
-            };
-            let pause = self.link.backoff(attempt);
-            attempt = attempt.saturating_add(1);
-            if tokio::time::Instant::now() + pause >= deadline {
-                break error;
+        let link = Arc::clone(&self.link);
+        let loaded = store
+            .restore(&inbound.revocations, &inbound.bans, self.state_gate.as_deref(), &self.link.shutdown, move |n| {
+                link.backoff(n)
+            })
+            .await;
+        if let Some(loaded) = loaded {
+            for reason in &loaded.refused {
+                self.link.reject("state", &Refused { reason: *reason, node: "" });
             }
-            tokio::time::sleep(pause).await;
-        };
-        self.stats.record_broker_error("state_load");
-        match self.state_failure {
-            StateFailure::Closed => Err(crate::Error::ClusterStateUnavailable(error)),
-            StateFailure::Open => {
-                tracing::error!(
-                    target: "wsguard::cluster", error = %error,
-                    "cluster state not loaded (cluster.state_failure = \"open\"): starting without the persisted revocations and bans"
-                );
-                Ok(())
-            }
+            tracing::info!(
+                target: "wsguard::cluster", revocations = loaded.revocations, bans = loaded.bans,
+                refused = loaded.refused.len(), "cluster state loaded"
+            );
         }
     }
 
-    /// False while a configured broker is unreachable (`/readyz` answers 503).
+    /// The handshake gate that stays closed until the persisted state is loaded (`None` without
+    /// a store or with `cluster.state_failure = "open"`).
+    pub(crate) fn state_gate(&self) -> Option<Arc<StateGate>> {
+        self.state_gate.clone()
+    }
+
+    /// False while a configured broker is unreachable, or the persisted state is not loaded
+    /// under `cluster.state_failure = "closed"` (`/readyz` answers 503).
     pub(crate) fn is_ready(&self) -> bool {
-        self.link.is_connected()
+        self.link.is_connected() && self.state_gate.as_ref().is_none_or(|gate| gate.is_loaded())
     }
 
     pub(crate) fn quota(&self) -> Option<Arc<LeaseQuota>> {

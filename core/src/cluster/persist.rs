@@ -20,9 +20,10 @@
 //! still cannot plant a ban or a revocation that a keyed node would apply.
 //!
 //! Only the node that made a revocation or ban writes it (the others get it from the broker).
-//! Writes go through one queue, in order, retried until Redis takes them; a node loads both keys
-//! in `Server::bind`, before it admits anyone (`cluster.state_failure` decides what happens
-//! when it cannot).
+//! Writes go through one queue, in order, retried until Redis takes them. A node loads both keys
+//! as it joins the cluster, retrying with the reconnection backoff until Redis answers; under
+//! `cluster.state_failure = "closed"` (the default) it is not ready and refuses every handshake
+//! with 503 `cluster_state_unavailable` until then, under `open` it admits meanwhile.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -61,6 +62,23 @@ struct StoredRevocation {
 struct StoredBan {
     reason: String,
     until: u64,
+}
+
+/// Whether the persisted state has been loaded: handshakes wait for it (503) under
+/// `cluster.state_failure = "closed"`.
+#[derive(Default)]
+pub(crate) struct StateGate {
+    loaded: std::sync::atomic::AtomicBool,
+}
+
+impl StateGate {
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn open(&self) {
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// What a load found.
@@ -150,6 +168,48 @@ impl StateStore {
 
     /// Applies what Redis holds to this node's lists (as if another node had sent it) and deletes
     /// the expired entries. Fails when Redis does not answer within `cluster.broker_timeout_secs`.
+    /// Loads the state, retrying with `pause` until it succeeds or `shutdown`; then opens
+    /// `gate`. Reports each failure (the first one as an error log).
+    pub(crate) async fn restore(
+        &self,
+        revocations: &RevocationList,
+        bans: &Bans,
+        gate: Option<&StateGate>,
+        shutdown: &CancellationToken,
+        pause: impl Fn(u32) -> Duration,
+    ) -> Option<Loaded> {
+        let mut attempt = 0u32;
+        loop {
+            let load = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                load = tokio::time::timeout(self.timeout * 2, self.load(revocations, bans)) => load,
+            };
+            let error = match load {
+                Ok(Ok(loaded)) => {
+                    if let Some(gate) = gate {
+                        gate.open();
+                    }
+                    return Some(loaded);
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            self.stats.record_broker_error("state_load");
+            if attempt == 0 {
+                tracing::error!(
+                    target: "wsguard::cluster", error = %error, admitting = gate.is_none(),
+                    "cannot load the cluster's revocations and bans; retrying"
+                );
+            }
+            let wait = pause(attempt);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     pub(crate) async fn load(&self, revocations: &RevocationList, bans: &Bans) -> Result<Loaded, BrokerError> {
         let now = crate::auth::now_secs();
         let mut connection = self.connection().await?;

@@ -154,6 +154,7 @@ pub(crate) fn build_live(
         memory: Arc::clone(&core.memory),
         demo_page: server.demo_page,
         cluster_quota: core.cluster.quota(),
+        cluster_state: core.cluster.state_gate(),
     };
     let clock = governor::clock::DefaultClock::default();
     let session_env = Arc::new(SessionEnv {

@@ -154,8 +154,6 @@ impl ServerBuilder {
         // Weak: the cluster holds the bans and the revocations, they must not keep it alive.
         bans.set_broadcast(Box::new(Arc::downgrade(&cluster)));
         revocations.set_effects(events.clone(), Box::new(Arc::downgrade(&cluster)));
-        // The persisted revocations and bans, before anyone is admitted.
-        cluster.restore().await?;
         let core = Core {
             hub,
             cluster,
