@@ -246,7 +246,7 @@ impl Window {
                 // Forget the numbers the window slides over.
                 let mut s = self.highest + 1;
                 while s < seq {
-                    if s % 64 == 0 && seq - s >= 64 {
+                    if s.is_multiple_of(64) && seq - s >= 64 {
                         self.seen[((s % WINDOW) / 64) as usize] = 0;
                         s += 64;
                     } else {
@@ -464,6 +464,32 @@ mod tests {
         let sealed = old.seal("s", NOW, b"body", Vec::new);
         let rotated = Guard::new(Some(SigningKeys::new(KEY, Some(b"the previous key, 32 bytes long!"))), "new");
         assert!(matches!(rotated.open("s", &sealed, NOW), Ok(Opened::Signed { .. })));
+    }
+
+    /// The cost per publication, for docs/PERFORMANCE.md: run in release with
+    /// `cargo test -p wsguard --release --lib signing_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check: run in release"]
+    #[allow(clippy::print_stdout)]
+    fn signing_cost() {
+        let sender = guard(Some(KEY), "ws-1");
+        let receiver = guard(Some(KEY), "ws-2");
+        for size in [64usize, 256, 1024, 16 * 1024] {
+            let frame = format!("{{\"type\":\"message\",\"channel\":\"room:1\",\"payload\":\"{}\"}}", "x".repeat(size));
+            let n = 200_000u64 / (1 + size as u64 / 1024);
+            let start = Instant::now();
+            let mut sealed = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                sealed.push(sender.seal("wsguard:c:room:1", NOW, frame.as_bytes(), Vec::new));
+            }
+            let sign_ns = start.elapsed().as_nanos() as f64 / n as f64;
+            let start = Instant::now();
+            for message in &sealed {
+                assert!(matches!(receiver.open("wsguard:c:room:1", message, NOW), Ok(Opened::Signed { .. })));
+            }
+            let verify_ns = start.elapsed().as_nanos() as f64 / n as f64;
+            println!("frame {:>6} bytes: sign {sign_ns:>7.0} ns, verify {verify_ns:>7.0} ns", frame.len());
+        }
     }
 
     #[test]
