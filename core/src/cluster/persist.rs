@@ -12,7 +12,8 @@
 //!   score.
 //! - `P:state:bans`, a hash: the field is the ban target's JSON (`{"kind":"ip","value":..}`), the
 //!   value `mac|{"reason":..,"until":..}` (`until` in seconds since the Unix epoch). Lifting a ban
-//!   deletes its field; a load deletes the fields past their `until`.
+//!   deletes its field; a load, and every ten minutes a node that wrote bans, delete the fields
+//!   past their `until`.
 //!
 //! `mac` is the hex HMAC-SHA256 with `cluster.signing_key_env` of `wsg-state1 \n key \n field \n
 //! json` (`field` empty for revocations), or `-` on a node without a key. A node with a key
@@ -43,6 +44,9 @@ use crate::observe::Stats;
 /// At most this many writes wait for Redis; older ones are dropped beyond it (and counted).
 const MAX_QUEUED: usize = 10_000;
 const DOMAIN: &[u8] = b"wsg-state1\n";
+/// How often a node that wrote bans deletes the expired ones from `P:state:bans` (a hash has no
+/// per-field expiry that every Redis supports).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// One change to the persisted state.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,17 +291,28 @@ impl StateStore {
     /// (the reconnection backoff).
     pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken, pause: impl Fn(u32) -> Duration) {
         let mut attempt = 0u32;
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.tick().await;
+        let mut has_banned = false;
         loop {
             let next = self.queue.lock().unwrap_or_else(PoisonError::into_inner).front().cloned();
             let Some(op) = next else {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = self.wake.notified() => continue,
+                    _ = prune.tick(), if has_banned => {
+                        has_banned = false;
+                        if let Err(e) = self.prune().await {
+                            tracing::debug!(target: "wsguard::cluster", error = %e, "expired bans not pruned");
+                        }
+                        continue;
+                    }
                 }
             };
             match self.write(&op).await {
                 Ok(()) => {
                     attempt = 0;
+                    has_banned |= matches!(op, Op::Ban { .. });
                     let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                     if queue.front() == Some(&op) {
                         queue.pop_front();
@@ -316,6 +331,33 @@ impl StateStore {
                 }
             }
         }
+    }
+
+    /// Deletes the bans past their end from `P:state:bans`.
+    async fn prune(&self) -> Result<(), BrokerError> {
+        let now = crate::auth::now_secs();
+        let mut connection = self.connection().await?;
+        let mut read = redis::cmd("HGETALL");
+        read.arg(&self.bans_key);
+        let fields = tokio::time::timeout(self.timeout, read.query_async::<Vec<(String, String)>>(&mut connection))
+            .await
+            .map_err(|_| BrokerError::TimedOut("prune"))??;
+        let expired: Vec<&String> = fields
+            .iter()
+            .filter(|(_, value)| {
+                let json = value.split_once('|').map_or("", |(_, json)| json);
+                serde_json::from_str::<StoredBan>(json).is_ok_and(|ban| ban.until <= now)
+            })
+            .map(|(field, _)| field)
+            .collect();
+        if !expired.is_empty() {
+            let mut delete = redis::cmd("HDEL");
+            delete.arg(&self.bans_key).arg(expired);
+            tokio::time::timeout(self.timeout, delete.query_async::<i64>(&mut connection))
+                .await
+                .map_err(|_| BrokerError::TimedOut("prune"))??;
+        }
+        Ok(())
     }
 
     /// Writes what is still queued (at shutdown, after the writer task stopped), giving up at
