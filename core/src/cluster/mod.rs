@@ -317,6 +317,8 @@ pub(crate) struct Cluster {
     store: Option<Arc<StateStore>>,
     /// Closed until the store's state is loaded (`state_failure = "closed"` with a store).
     state_gate: Option<Arc<StateGate>>,
+    /// Set when `restore_now` loaded the state.
+    restored: AtomicBool,
     originated: Mutex<Originated>,
     /// Revocations older than this (seconds) can no longer match a valid token.
     horizon_secs: u64,
@@ -411,6 +413,7 @@ impl Cluster {
             state_gate: (store.is_some() && config.state_failure == StateFailure::Closed)
                 .then(|| Arc::new(StateGate::default())),
             store: store.map(Arc::new),
+            restored: AtomicBool::new(false),
             originated: Mutex::default(),
             horizon_secs,
             timeout,
@@ -457,7 +460,9 @@ impl Cluster {
         if let Some(store) = &self.store {
             let link = Arc::clone(&self.link);
             self.runtime.spawn(Arc::clone(store).run(self.link.shutdown.clone(), move |n| link.backoff(n)));
-            self.runtime.spawn(Arc::clone(self).restore(Arc::clone(store)));
+            if !self.restored.load(Ordering::Acquire) {
+                self.runtime.spawn(Arc::clone(self).restore(Arc::clone(store)));
+            }
         }
         let Some((hello, lifted)) = self.receivers.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return;
@@ -591,14 +596,34 @@ impl Cluster {
             })
             .await;
         if let Some(loaded) = loaded {
-            for reason in &loaded.refused {
-                self.link.reject("state", &Refused { reason: *reason, node: "" });
-            }
-            tracing::info!(
-                target: "wsguard::cluster", revocations = loaded.revocations, bans = loaded.bans,
-                refused = loaded.refused.len(), "cluster state loaded"
-            );
+            self.loaded(&loaded);
         }
+    }
+
+    /// One attempt to load the persisted state, bounded by `cluster.broker_timeout_secs`, made by
+    /// `Server::bind` so that a node whose Redis is up admits from its first handshake on. When
+    /// it fails, [`Cluster::start`] keeps trying in the background.
+    pub(crate) async fn restore_now(&self) {
+        let Some(store) = &self.store else { return };
+        let inbound = &self.link.inbound;
+        let load = tokio::time::timeout(self.timeout, store.load(&inbound.revocations, &inbound.bans)).await;
+        if let Ok(Ok(loaded)) = load {
+            if let Some(gate) = &self.state_gate {
+                gate.open();
+            }
+            self.restored.store(true, Ordering::Release);
+            self.loaded(&loaded);
+        }
+    }
+
+    fn loaded(&self, loaded: &persist::Loaded) {
+        for reason in &loaded.refused {
+            self.link.reject("state", &Refused { reason: *reason, node: "" });
+        }
+        tracing::info!(
+            target: "wsguard::cluster", revocations = loaded.revocations, bans = loaded.bans,
+            refused = loaded.refused.len(), "cluster state loaded"
+        );
     }
 
     /// The handshake gate that stays closed until the persisted state is loaded (`None` without

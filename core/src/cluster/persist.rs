@@ -80,7 +80,7 @@ impl StateGate {
         self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn open(&self) {
+    pub(crate) fn open(&self) {
         self.loaded.store(true, std::sync::atomic::Ordering::Release);
     }
 }

@@ -154,6 +154,9 @@ impl ServerBuilder {
         // Weak: the cluster holds the bans and the revocations, they must not keep it alive.
         bans.set_broadcast(Box::new(Arc::downgrade(&cluster)));
         revocations.set_effects(events.clone(), Box::new(Arc::downgrade(&cluster)));
+        // The persisted revocations and bans (when Redis answers now; otherwise the node admits no
+        // one until `serve` has loaded them, under `cluster.state_failure = "closed"`).
+        cluster.restore_now().await;
         let core = Core {
             hub,
             cluster,
