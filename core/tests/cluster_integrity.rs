@@ -391,6 +391,39 @@ async fn the_previous_key_verifies_during_a_rotation() {
     assert_eq!(recv_json(&mut on_strict).await["payload"]["n"], 6);
 }
 
+/// During a rolling rollout of the key: a node without a key takes the signed messages of a node
+/// with one; the node with a key refuses the plain messages of the one without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_keyless_nodes_accept_signed_and_keyed_nodes_refuse_plain() {
+    let test = "rollout";
+    if !reachable_or_skip(test, "redis", REDIS) {
+        return;
+    }
+    let p = prefix(test);
+    let dir = TempDir::new();
+    let keyed = node(Kind::Redis, &Kind::Redis.url(), &p, "keyed", &dir, "").start().await;
+    let keyless = Setup::new()
+        .extra(&format!(
+            "[cluster]\nbroker = \"redis\"\nurl = \"redis://{REDIS}\"\nnode_id = \"keyless\"\nchannel_prefix = \"{p}\"\n"
+        ))
+        .start()
+        .await;
+    wait_ready(&keyed).await;
+    wait_ready(&keyless).await;
+    let mut on_keyed = keyed.session("k").await;
+    subscribe(&mut on_keyed, "room:9").await;
+    let mut on_keyless = keyless.session("l").await;
+    subscribe(&mut on_keyless, "room:9").await;
+
+    let before = keyed.scrape().await.get(&rejected("publication", "unsigned"));
+    keyless.handle.publish("room:9", &json!({"from": "keyless"})).expect("publish");
+    assert_eq!(recv_json(&mut on_keyless).await["payload"]["from"], "keyless", "local delivery");
+    wait_rejected(&keyed, "publication", "unsigned", before).await;
+    keyed.handle.publish("room:9", &json!({"from": "keyed"})).expect("publish");
+    assert_eq!(recv_json(&mut on_keyless).await["payload"]["from"], "keyed", "signed, taken unverified");
+    assert_eq!(recv_json(&mut on_keyed).await["payload"]["from"], "keyed", "the plain one was never delivered");
+}
+
 // --- persisted revocations and bans ----------------------------------------------------------
 
 async fn redis_connection() -> redis::aio::MultiplexedConnection {
