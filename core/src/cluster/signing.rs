@@ -78,13 +78,6 @@ impl fmt::Debug for SigningKeys {
     }
 }
 
-impl PartialEq for SigningKeys {
-    /// Keys are never compared; settings equality ignores them.
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
 impl SigningKeys {
     /// From the key bytes (each at least [`MIN_KEY_BYTES`], checked by the caller).
     pub(crate) fn new(current: &[u8], previous: Option<&[u8]>) -> Self {
