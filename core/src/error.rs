@@ -121,7 +121,7 @@ error_codes! {
     ConfigSyntax = 1001, "config_syntax", [CONFIG], "The configuration text is not valid TOML or JSON.";
     ConfigInvalid = 1002, "config_invalid", [CONFIG], "One or more configuration keys are unknown, mistyped or out of range.";
     ConfigFile = 1003, "config_file", [CONFIG], "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`) is not set, or the HMAC secret is shorter than 32 bytes.";
+    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`) is not set, or the HMAC secret or signing key is shorter than 32 bytes.";
 
     BadRequest = 2001, "bad_request", [http(400), unanswered("the client closed before the request head ended")], "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
     NotFound = 2002, "not_found", [http(404)], "The request path is not the configured WebSocket path.";
@@ -182,6 +182,7 @@ error_codes! {
     UnknownSession = 5004, "unknown_session", [api("`disconnect_session`")], "No session has this id.";
     TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
     BrokerTls = 5006, "broker_tls", [api("`Server::bind` (the host's start)")], "The TLS handshake with a `[cluster]` broker failed when the server started: the broker's certificate does not chain to `cluster.tls_ca_file` (or the system trust store), does not name the URL's host, or the broker refused this node's client certificate.";
+    ClusterStateUnavailable = 5007, "cluster_state_unavailable", [http(503)], "The node has not yet loaded the cluster's persisted revocations and bans from Redis (`cluster.state_failure = \"closed\"`): it admits no one until it has, answering 503.";
 
     InvalidArgument = 9004, "invalid_argument", [API], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
     WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";

@@ -316,7 +316,11 @@ async fn unreachable_quota_store_fails_closed_or_open_as_configured() {
     }
     let dead = format!("redis://127.0.0.1:{}", free_port());
     let quota = |policy: &str| {
-        format!("quota_redis_url = \"{dead}\"\nquota_failure = \"{policy}\"\nbroker_timeout_secs = 0.5\n")
+        // state_failure = "open": this test is about the quota store alone (the same dead Redis
+        // would otherwise hold the node closed until it has loaded the persisted bans).
+        format!(
+            "quota_redis_url = \"{dead}\"\nquota_failure = \"{policy}\"\nbroker_timeout_secs = 0.5\nstate_failure = \"open\"\n"
+        )
     };
     let p = prefix(test);
     let closed = node(Kind::Nats, &Kind::Nats.shared_url(), &p, "c", &quota("closed")).start().await;
@@ -551,7 +555,10 @@ async fn unreachable_broker_means_not_ready_and_error_replies_but_local_fan_out(
             Kind::Redis => format!("redis://127.0.0.1:{}", free_port()),
             Kind::Nats => format!("nats://127.0.0.1:{}", free_port()),
         };
-        let a = node(kind, &dead, &prefix("dead"), "a", "broker_timeout_secs = 0.5\n").start().await;
+        // state_failure = "open": a Redis broker that was never reachable also holds the
+        // persisted bans, and the default would admit no one (tested in cluster_integrity.rs).
+        let lines = "broker_timeout_secs = 0.5\nstate_failure = \"open\"\n";
+        let a = node(kind, &dead, &prefix("dead"), "a", lines).start().await;
         assert_eq!(readyz(&a).await, 503, "{kind:?}");
         let mut subscriber = a.session("alice").await;
         subscribe(&mut subscriber, "room:1").await;

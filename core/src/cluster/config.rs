@@ -42,6 +42,19 @@ pub enum QuotaFailure {
     Closed,
 }
 
+/// What a starting node does until it has read the revocations and bans kept in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFailure {
+    /// Admit no one (503 `cluster_state_unavailable`, `/readyz` 503) until they are loaded (the
+    /// default): a node never admits a revoked token or a banned client it could not know about.
+    #[default]
+    Closed,
+    /// Admit meanwhile (the failure is logged and counted); the state is applied when Redis
+    /// answers, and bans and revocations still arrive from the other nodes that are up.
+    Open,
+}
+
 /// `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -95,6 +108,28 @@ pub struct ClusterConfig {
     /// another node: `closed` (refuse with 503 `jti_store_unavailable`, the default: a replay is
     /// a security failure) or `open` (admit when this node has not seen the `jti`).
     pub jti_failure: JtiFailure,
+
+    // --- Authenticated broker messages and persisted security state (signing.rs, persist.rs) ---
+    /// Name of the environment variable holding the key (at least 32 bytes) that signs every
+    /// message this node puts on the broker; messages that are not signed with it (or with
+    /// `signing_key_previous_env`), or are replayed, are dropped. Empty (default): messages are
+    /// neither signed nor verified, and anyone able to publish on the broker can inject
+    /// publications, revocations and lifted bans. Recommended for every cluster.
+    pub signing_key_env: String,
+    /// A file holding the signing key instead (one trailing newline is ignored), e.g. a mounted
+    /// Kubernetes secret. At most one of `signing_key_env` and `signing_key_file`. Empty
+    /// (default): none.
+    pub signing_key_file: String,
+    /// Name of the environment variable holding the previous signing key, still accepted (never
+    /// used to sign) while a new key is rolled out. Empty (default): none.
+    pub signing_key_previous_env: String,
+    /// A file holding the previous signing key instead. Empty (default): none.
+    pub signing_key_previous_file: String,
+    /// Until a starting node has read the revocations and bans kept in Redis (`quota_redis_url`,
+    /// else the Redis broker; it retries until Redis answers): `closed` (refuse every handshake
+    /// with 503 `cluster_state_unavailable`, not ready) or `open` (admit meanwhile). Default
+    /// `closed`.
+    pub state_failure: StateFailure,
 }
 
 /// What a single-use token gets when the cluster's used-jti store (Redis) cannot be asked.
@@ -126,6 +161,11 @@ impl Default for ClusterConfig {
             tls_cert_file: None,
             tls_key_file: None,
             jti_failure: JtiFailure::Closed,
+            signing_key_env: String::new(),
+            signing_key_file: String::new(),
+            signing_key_previous_env: String::new(),
+            signing_key_previous_file: String::new(),
+            state_failure: StateFailure::Closed,
         }
     }
 }
@@ -167,6 +207,7 @@ impl ClusterConfig {
                 problems.push("cluster.quota_redis_url", "only used with broker = \"redis\" or \"nats\"");
             }
         }
+        self.check_signing_keys(problems);
         if !self.node_id.is_empty() && !is_name(&self.node_id, true) {
             problems.push("cluster.node_id", "use 1-64 letters, digits, '_', '-' or '.'");
         }
@@ -209,6 +250,35 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    fn check_signing_keys(&self, problems: &mut Problems) {
+        let sources = [
+            ("cluster.signing_key_env", &self.signing_key_env),
+            ("cluster.signing_key_file", &self.signing_key_file),
+            ("cluster.signing_key_previous_env", &self.signing_key_previous_env),
+            ("cluster.signing_key_previous_file", &self.signing_key_previous_file),
+        ];
+        for (path, value) in sources {
+            if !value.is_empty() && self.broker == BrokerKind::Memory {
+                problems.push(path, "only used with broker = \"redis\" or \"nats\"");
+            }
+        }
+        if !self.signing_key_env.is_empty() && !self.signing_key_file.is_empty() {
+            problems.push("cluster.signing_key_file", "set at most one of signing_key_env and signing_key_file");
+        }
+        if !self.signing_key_previous_env.is_empty() && !self.signing_key_previous_file.is_empty() {
+            problems.push(
+                "cluster.signing_key_previous_file",
+                "set at most one of signing_key_previous_env and signing_key_previous_file",
+            );
+        }
+        let has_previous = !self.signing_key_previous_env.is_empty() || !self.signing_key_previous_file.is_empty();
+        if has_previous && self.signing_key_env.is_empty() && self.signing_key_file.is_empty() {
+            problems.push("cluster.signing_key_previous_env", "a previous key needs a current one (signing_key_env)");
+        }
+    }
+}
+
 /// The `user[:password]` part of a URL's authority, if any.
 pub(crate) fn userinfo(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
@@ -242,6 +312,76 @@ pub(crate) fn read_password(config: &ClusterConfig) -> Result<Option<String>, cr
             )],
         )),
     }
+}
+
+/// What `[cluster]` reads from the environment at bind.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterSecrets {
+    /// `cluster.password_env`'s value.
+    pub(crate) password: Option<String>,
+    /// `cluster.signing_key_env` (and `signing_key_previous_env`).
+    pub(crate) signing: Option<super::signing::SigningKeys>,
+}
+
+/// Reads `cluster.password_env` and the signing keys (at bind, with the other environment
+/// checks); every problem is reported.
+pub(crate) fn read_secrets(config: &ClusterConfig) -> Result<ClusterSecrets, crate::config::problems::ConfigError> {
+    use crate::config::problems::{ConfigError, ConfigProblem};
+    let mut problems = Vec::new();
+    let password = read_password(config).map_err(|e| problems.extend(e.problems().iter().cloned())).ok().flatten();
+    let mut key = |env_path: &str, var: &str, file_path: &str, file: &str| -> Option<Vec<u8>> {
+        if config.broker == BrokerKind::Memory {
+            return None;
+        }
+        let (path, value) = if !var.is_empty() {
+            match std::env::var_os(var) {
+                Some(value) => (env_path, value.into_encoded_bytes()),
+                None => {
+                    problems.push(ConfigProblem::new(env_path, format!("environment variable {var} is not set")));
+                    return None;
+                }
+            }
+        } else if !file.is_empty() {
+            match std::fs::read(file) {
+                Ok(mut bytes) => {
+                    if bytes.last() == Some(&b'\n') {
+                        bytes.pop();
+                        if bytes.last() == Some(&b'\r') {
+                            bytes.pop();
+                        }
+                    }
+                    (file_path, bytes)
+                }
+                Err(e) => {
+                    problems.push(ConfigProblem::new(file_path, format!("cannot read {file}: {e}")));
+                    return None;
+                }
+            }
+        } else {
+            return None;
+        };
+        if value.len() < super::signing::MIN_KEY_BYTES {
+            problems.push(ConfigProblem::new(
+                path,
+                format!("the signing key must be at least {} bytes", super::signing::MIN_KEY_BYTES),
+            ));
+            return None;
+        }
+        Some(value)
+    };
+    let current =
+        key("cluster.signing_key_env", &config.signing_key_env, "cluster.signing_key_file", &config.signing_key_file);
+    let previous = key(
+        "cluster.signing_key_previous_env",
+        &config.signing_key_previous_env,
+        "cluster.signing_key_previous_file",
+        &config.signing_key_previous_file,
+    );
+    if !problems.is_empty() {
+        return Err(ConfigError::new(crate::error::ErrorCode::ConfigSecretMissing, problems));
+    }
+    let signing = current.map(|current| super::signing::SigningKeys::new(&current, previous.as_deref()));
+    Ok(ClusterSecrets { password, signing })
 }
 
 fn is_name(s: &str, allow_dot: bool) -> bool {
@@ -328,6 +468,35 @@ mod tests {
         assert_eq!(split_user("nats://bob@n:1/x"), ("nats://n:1/x".to_string(), Some("bob".to_string())));
         assert_eq!(split_user("nats://n:1"), ("nats://n:1".to_string(), None));
         assert_eq!(userinfo("redis://h:1/0?x=a@b"), None);
+    }
+
+    #[test]
+    fn signing_keys_need_a_broker_one_source_and_32_bytes() {
+        let c = ClusterConfig { signing_key_env: "K".into(), ..Default::default() };
+        assert_eq!(problems(&c), ["cluster.signing_key_env: only used with broker = \"redis\" or \"nats\""]);
+        let nats = ClusterConfig { broker: BrokerKind::Nats, url: "nats://n:1".into(), ..Default::default() };
+        let c = ClusterConfig { signing_key_env: "K".into(), signing_key_file: "f".into(), ..nats.clone() };
+        assert!(problems(&c)[0].contains("at most one"), "{:?}", problems(&c));
+        let c = ClusterConfig { signing_key_previous_env: "K".into(), ..nats.clone() };
+        assert!(problems(&c)[0].contains("needs a current one"), "{:?}", problems(&c));
+
+        let dir = std::env::temp_dir().join(format!("wsg-signing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let short = dir.join("short");
+        let long = dir.join("long");
+        std::fs::write(&short, b"too short\n").expect("write");
+        std::fs::write(&long, b"0123456789abcdef0123456789abcdef\n").expect("write");
+        let file = |path: &std::path::Path| path.to_string_lossy().into_owned();
+        let c = ClusterConfig { signing_key_file: file(&short), ..nats.clone() };
+        let e = read_secrets(&c).expect_err("short key");
+        assert_eq!(e.code(), crate::error::ErrorCode::ConfigSecretMissing);
+        assert!(e.to_string().contains("at least 32 bytes"), "{e}");
+        let c = ClusterConfig { signing_key_file: file(&long), ..nats.clone() };
+        assert!(read_secrets(&c).expect("32 bytes after the newline").signing.is_some());
+        let c = ClusterConfig { signing_key_env: "WSGUARD_TEST_SURELY_UNSET_VARIABLE".into(), ..nats.clone() };
+        assert_eq!(read_secrets(&c).expect_err("unset").code(), crate::error::ErrorCode::ConfigSecretMissing);
+        assert!(read_secrets(&nats).expect("no key").signing.is_none());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

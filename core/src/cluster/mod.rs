@@ -11,16 +11,22 @@
 //! - Control messages (revocations, bans, lifted bans) go to every node on the control subject.
 //!   Each node keeps the ones it originated while they can still matter and re-sends them when
 //!   it reconnects or another node announces itself, so a node that missed them catches up.
+//! - With `cluster.signing_key_env`, every message is signed and every received one verified,
+//!   bounded in time and checked against replays (signing.rs); what fails is dropped and counted.
+//! - With a Redis (the broker or `quota_redis_url`), revocations and bans are also written to it
+//!   and loaded by every node as it joins, before it admits anyone (persist.rs).
 
 mod config;
 mod error;
 mod jti;
 mod nats;
+mod persist;
 mod publish;
 mod quota;
 mod redis;
 mod settings;
 mod tls;
+mod signing;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -34,12 +40,15 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use config::read_password;
-pub use config::{BrokerKind, ClusterConfig, JtiFailure, QuotaFailure};
+pub use config::{BrokerKind, ClusterConfig, JtiFailure, QuotaFailure, StateFailure};
+pub(crate) use config::{ClusterSecrets, read_secrets};
 pub(crate) use error::{BrokerError, PublishError};
+pub(crate) use persist::StateGate;
+use persist::StateStore;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use settings::ClusterSettings;
 pub(crate) use tls::{BrokerTls, load as load_tls};
+use signing::{Guard, Opened, Refused, RejectionLog};
 use wire::{Control, ControlEnvelope, Subjects};
 
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
@@ -147,6 +156,9 @@ pub(crate) struct Link {
     /// Connection changes for the supervisor (`true`: connected).
     state: watch::Sender<bool>,
     inbound: Inbound,
+    /// Signs what this node sends, verifies what it receives.
+    guard: Guard,
+    rejections: RejectionLog,
 }
 
 /// Where received messages go.
@@ -194,40 +206,84 @@ impl Link {
         RECONNECT_MIN.saturating_mul(1u32 << attempt.min(16)).min(self.reconnect_max)
     }
 
-    /// Handles one message from the broker.
+    /// Handles one message from the broker: checked (signature, time, replay), then decoded by
+    /// its subject.
     pub(crate) fn deliver(&self, subject: &str, payload: &[u8]) {
-        if subject == self.subjects.control() {
-            self.control(payload);
-            return;
+        let is_control = subject == self.subjects.control();
+        let opened = match self.guard.open(subject, payload, now_ms()) {
+            Ok(opened) => opened,
+            Err(refused) => {
+                self.reject(if is_control { "control" } else { "publication" }, &refused);
+                return;
+            }
+        };
+        if is_control {
+            self.control(opened);
+        } else {
+            self.publication(subject, opened);
         }
+    }
+
+    /// Counts a dropped message and reports it (at most one event per reason per second).
+    fn reject(&self, kind: &'static str, refused: &Refused<'_>) {
+        let reason = refused.reason.name();
+        self.stats.record_broker_rejected(kind, reason);
+        if let Some(suppressed) = self.rejections.due(refused.reason, now_ms()) {
+            self.inbound.events.emit(Event::BrokerMessageRejected {
+                message: kind,
+                reason,
+                node: refused.node.chars().take(64).collect(),
+                suppressed,
+            });
+        }
+    }
+
+    fn publication(&self, subject: &str, opened: Opened<'_>) {
         let Some(channel) = self.subjects.channel_of(subject) else {
             self.stats.record_broker_error("decode");
             return;
         };
-        let Some(publication) = wire::decode_publication(payload) else {
-            self.stats.record_broker_error("decode");
-            return;
+        let (sent_ms, frame) = match opened {
+            Opened::Own => return,
+            Opened::Signed { sent_ms, body, .. } => match std::str::from_utf8(body) {
+                Ok(frame) => (sent_ms, frame),
+                Err(_) => {
+                    self.stats.record_broker_error("decode");
+                    return;
+                }
+            },
+            Opened::Plain(payload) => match wire::decode_publication(payload) {
+                Some(p) if p.node == &*self.node_id => return,
+                Some(p) => (p.sent_ms, p.frame),
+                None => {
+                    self.stats.record_broker_error("decode");
+                    return;
+                }
+            },
         };
-        if publication.node == &*self.node_id {
-            return;
-        }
         self.stats.record_broker_received("publication");
-        self.stats.observe_broker_lag(now_ms().saturating_sub(publication.sent_ms) as f64 / 1000.0);
-        let frame = Utf8Bytes::from(publication.frame.to_string());
+        self.stats.observe_broker_lag(now_ms().saturating_sub(sent_ms) as f64 / 1000.0);
+        let frame = Utf8Bytes::from(frame.to_string());
         self.inbound.hub.publish(&channel, &frame);
     }
 
-    fn control(&self, payload: &[u8]) {
-        let Ok(envelope) = serde_json::from_slice::<ControlEnvelope>(payload) else {
+    fn control(&self, opened: Opened<'_>) {
+        let control = match opened {
+            Opened::Own => return,
+            Opened::Signed { body, .. } => serde_json::from_slice::<Control>(body).ok(),
+            Opened::Plain(payload) => match serde_json::from_slice::<ControlEnvelope>(payload) {
+                Ok(envelope) if envelope.node == *self.node_id => return,
+                Ok(envelope) => Some(envelope.control),
+                Err(_) => None,
+            },
+        };
+        let Some(control) = control else {
             self.stats.record_broker_error("decode");
             return;
         };
-        if envelope.node == *self.node_id {
-            return;
-        }
         self.stats.record_broker_received("control");
         let inbound = &self.inbound;
-        match envelope.control {
+        match control {
             Control::Hello => {
                 let _ = inbound.hello.send(());
             }
@@ -264,6 +320,12 @@ pub(crate) struct Cluster {
     jtis: Option<Arc<jti::RedisJtis>>,
     /// The broker TLS check made at start-up (None without broker TLS).
     tls_check: Option<tls::StartupCheck>,
+    /// Where revocations and bans are persisted (a Redis), if anywhere.
+    store: Option<Arc<StateStore>>,
+    /// Closed until the store's state is loaded (`state_failure = "closed"` with a store).
+    state_gate: Option<Arc<StateGate>>,
+    /// Set when `restore_now` loaded the state.
+    restored: AtomicBool,
     originated: Mutex<Originated>,
     /// Revocations older than this (seconds) can no longer match a valid token.
     horizon_secs: u64,
@@ -290,7 +352,7 @@ impl Cluster {
     /// runtime; connects nothing yet (see [`Cluster::start`]).
     pub(crate) fn new(
         config: &ClusterSettings,
-        password: Option<&str>,
+        secrets: &ClusterSecrets,
         tls: Option<Arc<BrokerTls>>,
         horizon_secs: u64,
         parts: NodeParts,
@@ -319,6 +381,8 @@ impl Cluster {
             connected: AtomicBool::new(config.broker == BrokerKind::Memory),
             has_connected: AtomicBool::new(false),
             state: watch::Sender::new(false),
+            guard: Guard::new(secrets.signing.clone(), &node_id),
+            rejections: RejectionLog::default(),
             inbound: Inbound {
                 hub: parts.hub,
                 revocations: parts.revocations,
@@ -328,6 +392,7 @@ impl Cluster {
                 lifted,
             },
         });
+        let password = secrets.password.as_deref();
         // URLs were validated with the config: a connector is only a parsed URL until first use.
         let connector = |url: &str| redis::RedisConnector::new(url, password, tls.as_deref()).ok();
         let broker: Arc<dyn Broker> = match config.broker {
@@ -341,6 +406,16 @@ impl Cluster {
             .map(|url| redis::RedisStore::new(connector(url), timeout, Arc::clone(&parts.stats)));
         let quota = store.as_ref().map(|store| LeaseQuota::new(config, Arc::clone(store), &node_id));
         let jtis = store.map(|store| Arc::new(jti::RedisJtis::new(store, &config.channel_prefix, config.jti_failure)));
+        let state_store = config.quota_url.as_deref().and_then(|url| {
+            Some(StateStore::new(
+                connector(url)?,
+                &config.channel_prefix,
+                secrets.signing.clone(),
+                horizon_secs,
+                timeout,
+                Arc::clone(&parts.stats),
+            ))
+        });
         let tls_check = tls.map(|tls| tls::StartupCheck::new(config, tls));
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
@@ -349,6 +424,10 @@ impl Cluster {
             quota,
             jtis,
             tls_check,
+            state_gate: (state_store.is_some() && config.state_failure == StateFailure::Closed)
+                .then(|| Arc::new(StateGate::default())),
+            store: state_store.map(Arc::new),
+            restored: AtomicBool::new(false),
             originated: Mutex::default(),
             horizon_secs,
             timeout,
@@ -368,6 +447,18 @@ impl Cluster {
             target: "wsguard::cluster", broker = self.link.kind.name(), node_id = &*self.link.node_id,
             cluster_quota = self.quota.is_some(), "joining the cluster"
         );
+        if !self.link.guard.is_signing() {
+            tracing::warn!(
+                target: "wsguard::cluster",
+                "cluster.signing_key_env is not set: broker messages are not authenticated, anyone who can publish on the broker can inject publications, revocations and lifted bans"
+            );
+        }
+        if self.store.is_none() {
+            tracing::warn!(
+                target: "wsguard::cluster",
+                "no Redis for the cluster state: revocations and bans are not persisted (set cluster.quota_redis_url)"
+            );
+        }
         if self.link.kind == BrokerKind::Nats && self.quota.is_none() {
             tracing::warn!(
                 target: "wsguard::cluster",
@@ -379,6 +470,13 @@ impl Cluster {
         self.runtime.spawn(Arc::clone(&self.broker).run(Arc::clone(&self.link)));
         if let Some(quota) = &self.quota {
             self.runtime.spawn(Arc::clone(quota).run(self.link.shutdown.clone()));
+        }
+        if let Some(store) = &self.store {
+            let link = Arc::clone(&self.link);
+            self.runtime.spawn(Arc::clone(store).run(self.link.shutdown.clone(), move |n| link.backoff(n)));
+            if !self.restored.load(Ordering::Acquire) {
+                self.runtime.spawn(Arc::clone(self).restore(Arc::clone(store)));
+            }
         }
         let Some((hello, lifted)) = self.receivers.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return;
@@ -440,9 +538,13 @@ impl Cluster {
         if self.link.kind == BrokerKind::Memory || !self.link.is_connected() {
             return;
         }
-        let envelope = ControlEnvelope { node: self.link.node_id.to_string(), sent_ms: now_ms(), control };
-        let payload = serde_json::to_vec(&envelope).unwrap_or_default();
-        let publish = self.broker.publish(self.link.subjects.control().to_string(), payload.into());
+        let sent_ms = now_ms();
+        let subject = self.link.subjects.control();
+        let payload = self.link.guard.seal(subject, sent_ms, &serde_json::to_vec(&control).unwrap_or_default(), || {
+            let envelope = ControlEnvelope { node: self.link.node_id.to_string(), sent_ms, control: control.clone() };
+            serde_json::to_vec(&envelope).unwrap_or_default()
+        });
+        let publish = self.broker.publish(subject.to_string(), payload.into());
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(Ok(())) => self.stats.record_broker_published("control"),
             Ok(Err(e)) => {
@@ -479,13 +581,75 @@ impl Cluster {
                 Control::Hello => {}
             }
         }
+        if let Some(store) = &self.store {
+            match &control {
+                Control::Revoke { revocation, at } => {
+                    store.push(persist::Op::Revoke { revocation: revocation.clone(), at: *at });
+                }
+                Control::Ban { target, reason, until } => store.push(persist::Op::Ban {
+                    target: target.clone(),
+                    reason: crate::limits::ban_reason(reason),
+                    until: *until,
+                }),
+                Control::Lift { target } => store.push(persist::Op::Lift { target: target.clone() }),
+                Control::Hello => {}
+            }
+        }
         let cluster = Arc::clone(self);
         self.runtime.spawn(async move { cluster.send_control(control).await });
     }
 
-    /// False while a configured broker is unreachable (`/readyz` answers 503).
+    /// Loads the persisted revocations and bans (see persist.rs) until Redis answers, then opens
+    /// the handshake gate (if closed).
+    async fn restore(self: Arc<Self>, store: Arc<StateStore>) {
+        let inbound = &self.link.inbound;
+        let link = Arc::clone(&self.link);
+        let loaded = store
+            .restore(&inbound.revocations, &inbound.bans, self.state_gate.as_deref(), &self.link.shutdown, move |n| {
+                link.backoff(n)
+            })
+            .await;
+        if let Some(loaded) = loaded {
+            self.loaded(&loaded);
+        }
+    }
+
+    /// One attempt to load the persisted state, bounded by `cluster.broker_timeout_secs`, made by
+    /// `Server::bind` so that a node whose Redis is up admits from its first handshake on. When
+    /// it fails, [`Cluster::start`] keeps trying in the background.
+    pub(crate) async fn restore_now(&self) {
+        let Some(store) = &self.store else { return };
+        let inbound = &self.link.inbound;
+        let load = tokio::time::timeout(self.timeout, store.load(&inbound.revocations, &inbound.bans)).await;
+        if let Ok(Ok(loaded)) = load {
+            if let Some(gate) = &self.state_gate {
+                gate.open();
+            }
+            self.restored.store(true, Ordering::Release);
+            self.loaded(&loaded);
+        }
+    }
+
+    fn loaded(&self, loaded: &persist::Loaded) {
+        for reason in &loaded.refused {
+            self.link.reject("state", &Refused { reason: *reason, node: "" });
+        }
+        tracing::info!(
+            target: "wsguard::cluster", revocations = loaded.revocations, bans = loaded.bans,
+            refused = loaded.refused.len(), "cluster state loaded"
+        );
+    }
+
+    /// The handshake gate that stays closed until the persisted state is loaded (`None` without
+    /// a store or with `cluster.state_failure = "open"`).
+    pub(crate) fn state_gate(&self) -> Option<Arc<StateGate>> {
+        self.state_gate.clone()
+    }
+
+    /// False while a configured broker is unreachable, or the persisted state is not loaded
+    /// under `cluster.state_failure = "closed"` (`/readyz` answers 503).
     pub(crate) fn is_ready(&self) -> bool {
-        self.link.is_connected()
+        self.link.is_connected() && self.state_gate.as_ref().is_none_or(|gate| gate.is_loaded())
     }
 
     pub(crate) fn quota(&self) -> Option<Arc<LeaseQuota>> {
@@ -517,10 +681,14 @@ impl Cluster {
         }
     }
 
-    /// Flushes released quota entries (called once the sessions have ended).
+    /// Flushes released quota entries and unpersisted revocations and bans (called once the
+    /// sessions have ended).
     pub(crate) async fn stop(&self) {
         if let Some(quota) = &self.quota {
             quota.flush(self.timeout).await;
+        }
+        if let Some(store) = &self.store {
+            store.flush(self.timeout).await;
         }
     }
 }

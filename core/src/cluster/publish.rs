@@ -41,8 +41,12 @@ impl Cluster {
             self.stats.record_broker_error("publish");
             Remote::Unreachable
         } else {
-            let payload = wire::encode_publication(&self.link.node_id, now_ms(), &frame);
-            Remote::Sent(Arc::clone(self), self.broker.publish(self.link.subjects.channel(channel), payload.into()))
+            let subject = self.link.subjects.channel(channel);
+            let sent_ms = now_ms();
+            let payload = self.link.guard.seal(&subject, sent_ms, frame.as_bytes(), || {
+                wire::encode_publication(&self.link.node_id, sent_ms, &frame)
+            });
+            Remote::Sent(Arc::clone(self), self.broker.publish(subject, payload.into()))
         };
         Publication { queued, remote }
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::config::{BrokerKind, ClusterConfig, JtiFailure, QuotaFailure};
+use super::config::{BrokerKind, ClusterConfig, JtiFailure, QuotaFailure, StateFailure};
 use crate::config::problems::Problems;
 
 /// `[cluster]`, compiled.
@@ -33,11 +33,15 @@ pub(crate) struct ClusterSettings {
     // --- Broker TLS and the cluster-wide single-use jti (the `tls_*` files: cluster/tls.rs) ---
     /// `jti_failure`.
     pub(crate) jti_failure: JtiFailure,
+    // --- Signed messages and persisted state (the keys themselves are read at bind:
+    // `read_secrets`) ---
+    /// `state_failure`.
+    pub(crate) state_failure: StateFailure,
 }
 
 impl ClusterSettings {
     /// Compiles `[cluster]`, recording every problem (the settings are meaningless when any was
-    /// recorded). Reads no environment variable (see `read_password`).
+    /// recorded). Reads no environment variable (see `read_secrets`).
     pub(crate) fn compile(config: &ClusterConfig, problems: &mut Problems) -> ClusterSettings {
         config.check_urls_and_names(problems);
         let quota_url = match (config.broker, config.quota_redis_url.as_str()) {
@@ -57,6 +61,7 @@ impl ClusterSettings {
             broker_timeout: problems.positive_secs("cluster.broker_timeout_secs", config.broker_timeout_secs),
             reconnect_max: problems.positive_secs("cluster.reconnect_max_secs", config.reconnect_max_secs),
             jti_failure: config.jti_failure,
+            state_failure: config.state_failure,
         }
     }
 }

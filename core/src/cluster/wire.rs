@@ -10,8 +10,12 @@
 //! Channel names never contain NATS wildcards or whitespace (`validate_channel`), and the escaping
 //! is reversible, so a channel maps to exactly one literal subject and back.
 //!
-//! A publication's payload is `node_id \n sent_at_ms \n frame`: the `message` frame exactly as
-//! subscribers receive it, encoded once by the publishing node.
+//! Payloads come in two formats. Signed (nodes with `cluster.signing_key_env`; the envelope is
+//! built and checked in signing.rs): `~wsg1 \n node_id \n instance \n seq \n sent_ms \n mac \n
+//! body`, where the body of a publication is the `message` frame and that of a control message
+//! the JSON of a [`Control`]. Plain (nodes without a key): a publication is `node_id \n sent_ms \n
+//! frame`, a control message the JSON of a [`ControlEnvelope`]. Either way the frame is the
+//! `message` frame exactly as subscribers receive it, encoded once by the publishing node.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +82,7 @@ impl Subjects {
     }
 }
 
-/// Encodes a publication for the broker.
+/// Encodes a publication in the plain format.
 pub(crate) fn encode_publication(node: &str, sent_ms: u64, frame: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(node.len() + frame.len() + 24);
     out.extend_from_slice(node.as_bytes());
@@ -119,7 +123,8 @@ pub(crate) enum Control {
     Lift { target: BanTarget },
 }
 
-/// A control message with its sender.
+/// A control message with its sender (the plain format; signed messages carry the sender in
+/// their envelope).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ControlEnvelope {
     pub(crate) node: String,

@@ -41,7 +41,7 @@ pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
 use crate::auth::{Identity, JtiCache, JtiRefusal, RevocationList, TokenError, TokenSource, TokenVerifier};
-use crate::cluster::{LeaseOutcome, LeaseQuota};
+use crate::cluster::{LeaseOutcome, LeaseQuota, StateGate};
 use crate::error::ErrorCode;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::limits::{BanTarget, Bans, ConnectionQuota, KeyedRate, retry_after_secs};
@@ -80,6 +80,9 @@ pub(crate) struct HandshakeGate {
     pub(crate) demo_page: bool,
     /// Cluster-wide per-user quota (`[cluster]` with Redis), checked after this node's own.
     pub(crate) cluster_quota: Option<Arc<LeaseQuota>>,
+    /// Closed until the cluster's persisted revocations and bans are loaded
+    /// (`cluster.state_failure = "closed"` with a Redis); `None`: always open.
+    pub(crate) cluster_state: Option<Arc<StateGate>>,
 }
 
 /// Admission against `limits.max_memory_bytes`: each admitted handshake reserves one session's
@@ -177,6 +180,13 @@ impl HandshakeGate {
         let origin = origin_header.map(|o| String::from_utf8_lossy(o).into_owned());
         let refuse = |rejection: Rejection| Refused { rejection, client_ip, origin: origin.clone() };
 
+        // Before any ban or revocation is consulted: they may not be known yet.
+        if self.cluster_state.as_ref().is_some_and(|gate| !gate.is_loaded()) {
+            return Err(refuse(
+                Rejection::new(ErrorCode::ClusterStateUnavailable, "cluster revocations and bans not loaded yet")
+                    .retry_after(QUOTA_RETRY_AFTER_SECS),
+            ));
+        }
         if let Some(secs) = self.bans.remaining(&BanTarget::Ip(client_ip)) {
             return Err(refuse(Rejection::new(ErrorCode::Banned, "client IP is banned").retry_after(secs)));
         }

@@ -138,6 +138,19 @@ pub enum Event {
         /// tokens are answered `keys_unavailable`).
         has_keys: bool,
     },
+    /// A message taken from the cluster broker (or an entry of the persisted state) was dropped:
+    /// unsigned, badly signed, stale or replayed at a node with `cluster.signing_key_env`, or
+    /// malformed. At most one per reason per second; `wsguard_broker_rejected_total` counts all.
+    BrokerMessageRejected {
+        /// `publication`, `control` or `state` (an entry of the persisted revocations and bans).
+        message: &'static str,
+        /// `unsigned`, `bad_signature`, `stale`, `replayed` or `malformed`.
+        reason: &'static str,
+        /// The node the message claims to come from (unverified; may be empty).
+        node: String,
+        /// Rejections of this reason not reported since the previous event.
+        suppressed: u64,
+    },
     /// A dry-run rule (`enforce = false`) would have denied; the action went ahead.
     PolicyDryRunDenied {
         /// Session id.
@@ -240,6 +253,9 @@ fn trace(event: &Event) {
         }
         Event::JwksFetchFailed { issuer, reason, detail, has_keys } => tracing::warn!(
             target: "wsguard::security", event = "jwks_fetch_failed", issuer, reason, detail, has_keys
+        ),
+        Event::BrokerMessageRejected { message, reason, node, suppressed } => tracing::warn!(
+            target: "wsguard::security", event = "broker_message_rejected", message, reason, node, suppressed
         ),
         Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
             target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason

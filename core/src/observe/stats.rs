@@ -27,7 +27,8 @@
 //! | `wsguard_outbound_queued_bytes` | gauge | |
 //! | `wsguard_broker_connected` | gauge | |
 //! | `wsguard_broker_messages_total` | counter | `direction` (published/received), `kind` (publication/control) |
-//! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota) |
+//! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota/persist/state_load) |
+//! | `wsguard_broker_rejected_total` | counter | `kind` (publication/control/state), `reason` (unsigned/bad_signature/stale/replayed/malformed) |
 //! | `wsguard_broker_reconnects_total` | counter | |
 //! | `wsguard_broker_subscriptions` | gauge | |
 //! | `wsguard_broker_lag_seconds` | histogram | |
@@ -71,6 +72,12 @@ struct BrokerMessageLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
     op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerRejectedLabels {
+    kind: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +170,7 @@ pub(crate) struct Stats {
     broker_lag: Histogram,
     jwks_fetches: Family<JwksFetchLabels, Counter>,
     jwks_keys: Family<IssuerLabel, Gauge>,
+    broker_rejected: Family<BrokerRejectedLabels, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -251,6 +259,7 @@ impl Default for Stats {
             broker_lag: latency_histogram(),
             jwks_fetches: Family::default(),
             jwks_keys: Family::default(),
+            broker_rejected: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -342,6 +351,11 @@ impl Default for Stats {
             "jwks_keys",
             "Usable keys cached per issuer (0 until a first key set is loaded)",
             stats.jwks_keys.clone(),
+        );
+        registry.register(
+            "broker_rejected",
+            "Broker messages and persisted entries dropped as unsigned, badly signed, stale, replayed or malformed",
+            stats.broker_rejected.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -458,6 +472,9 @@ impl Stats {
     }
     pub(crate) fn record_broker_error(&self, op: &'static str) {
         self.broker_errors.get_or_create(&OpLabel { op }).inc();
+    }
+    pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {
+        self.broker_rejected.get_or_create(&BrokerRejectedLabels { kind, reason }).inc();
     }
     pub(crate) fn record_broker_reconnect(&self) {
         self.broker_reconnects.inc();

@@ -74,8 +74,8 @@ pub(crate) struct Compiled {
     pub(crate) verifier: TokenVerifier,
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) policy: Policy,
-    /// `cluster.password_env`'s value.
-    pub(crate) broker_password: Option<String>,
+    /// `cluster.password_env`'s value and the signing keys.
+    pub(crate) cluster_secrets: crate::cluster::ClusterSecrets,
     /// `cluster.tls_*`, loaded (None without broker TLS).
     pub(crate) broker_tls: Option<Arc<crate::cluster::BrokerTls>>,
 }
@@ -87,11 +87,11 @@ pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result
     let verifier = TokenVerifier::new(&config.auth, material);
     let tls = config.tls.as_ref().map(tls::acceptor).transpose();
     let policy = Policy::load(&config.channels, &config.rpc);
-    let password = crate::cluster::read_password(&config.cluster);
+    let secrets = crate::cluster::read_secrets(&config.cluster);
     let broker_tls = crate::cluster::load_tls(&config.cluster);
-    match (settings, verifier, tls, policy, password, broker_tls) {
-        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(broker_password), Ok(broker_tls)) => {
-            Ok(Compiled { settings, verifier, tls, policy, broker_password, broker_tls })
+    match (settings, verifier, tls, policy, secrets, broker_tls) {
+        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(cluster_secrets), Ok(broker_tls)) => {
+            Ok(Compiled { settings, verifier, tls, policy, cluster_secrets, broker_tls })
         }
         (settings, verifier, tls, policy, password, broker_tls) => {
             let errors: Vec<ConfigError> =
@@ -165,6 +165,7 @@ pub(crate) fn build_live(
         memory: Arc::clone(&core.memory),
         demo_page: server.demo_page,
         cluster_quota: core.cluster.quota(),
+        cluster_state: core.cluster.state_gate(),
     };
     let clock = governor::clock::DefaultClock::default();
     let session_env = Arc::new(SessionEnv {

@@ -102,7 +102,7 @@ impl ServerBuilder {
         let ServerBuilder { config, hooks, key_material } = self;
         let has_host_hooks = hooks.is_some();
         let hooks = hooks.unwrap_or_else(|| Arc::new(NoHooks));
-        let Compiled { settings, verifier, tls, policy, broker_password, broker_tls } =
+        let Compiled { settings, verifier, tls, policy, cluster_secrets, broker_tls } =
             compile(&config, key_material.as_ref())?;
         let listener = listen(settings.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
@@ -143,7 +143,7 @@ impl ServerBuilder {
         let shutdown = CancellationToken::new();
         let cluster = Cluster::new(
             &settings.cluster,
-            broker_password.as_deref(),
+            &cluster_secrets,
             broker_tls,
             horizon_secs,
             NodeParts {
@@ -161,6 +161,9 @@ impl ServerBuilder {
         bans.set_broadcast(Box::new(Arc::downgrade(&cluster)));
         revocations.set_effects(events.clone(), Box::new(Arc::downgrade(&cluster)));
         let used_jtis = cluster.used_jtis();
+        // The persisted revocations and bans (when Redis answers now; otherwise the node admits no
+        // one until `serve` has loaded them, under `cluster.state_failure = "closed"`).
+        cluster.restore_now().await;
         let core = Core {
             hub,
             cluster,
