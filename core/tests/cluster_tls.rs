@@ -415,11 +415,14 @@ async fn a_single_use_token_spent_on_one_node_is_refused_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_jti_store_refuses_by_default_and_admits_once_per_node_when_open() {
-    // Nothing listens there: the broker and the cluster Redis are down.
+    // Nothing listens there: the broker and the cluster Redis are down. `state_failure = "open"`
+    // lets the handshake reach the jti check (the persisted state cannot be loaded either).
     let url = format!("redis://127.0.0.1:{}", free_port());
     let p = prefix("jti_down");
-    let closed =
-        node(Kind::Redis, &url, &p, "a", "broker_timeout_secs = 0.5\n").auth("single_use_jti = true").start().await;
+    let closed = node(Kind::Redis, &url, &p, "a", "broker_timeout_secs = 0.5\nstate_failure = \"open\"\n")
+        .auth("single_use_jti = true")
+        .start()
+        .await;
     let token = single_use(&closed, "alice", "jti-down-1");
     let refused = closed.exchange(&RawRequest::authorized(&token)).await;
     refused.assert_refused(503, "jti_store_unavailable");
@@ -432,10 +435,16 @@ async fn an_unreachable_jti_store_refuses_by_default_and_admits_once_per_node_wh
         "{metrics:?}"
     );
 
-    let open = node(Kind::Redis, &url, &p, "b", "broker_timeout_secs = 0.5\njti_failure = \"open\"\n")
-        .auth("single_use_jti = true")
-        .start()
-        .await;
+    let open = node(
+        Kind::Redis,
+        &url,
+        &p,
+        "b",
+        "broker_timeout_secs = 0.5\njti_failure = \"open\"\nstate_failure = \"open\"\n",
+    )
+    .auth("single_use_jti = true")
+    .start()
+    .await;
     let _admitted = open.ws(&Connect::new().bearer(&token)).await;
     open.exchange(&RawRequest::authorized(&token)).await.assert_refused(401, "token_replayed");
 }

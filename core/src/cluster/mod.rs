@@ -25,8 +25,8 @@ mod publish;
 mod quota;
 mod redis;
 mod settings;
-mod tls;
 mod signing;
+mod tls;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -47,8 +47,8 @@ pub(crate) use persist::StateGate;
 use persist::StateStore;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use settings::ClusterSettings;
-pub(crate) use tls::{BrokerTls, load as load_tls};
 use signing::{Guard, Opened, Refused, RejectionLog};
+pub(crate) use tls::{BrokerTls, load as load_tls};
 use wire::{Control, ControlEnvelope, Subjects};
 
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
