@@ -44,7 +44,10 @@ impl EventLog {
         })
         .await;
         polled.unwrap_or_else(|_| {
-            panic!("no {what} event arrived; events so far: {:#?}", self.0.lock().unwrap_or_else(PoisonError::into_inner))
+            panic!(
+                "no {what} event arrived; events so far: {:#?}",
+                self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            )
         })
     }
 }
@@ -149,10 +152,10 @@ fn refused_with(event: &Event, wanted: &str) -> Option<(IpAddr, u16)> {
 #[tokio::test]
 async fn v1_header_sets_the_address_of_sessions_events_and_bans() {
     let (server, events) = behind_proxy("v1", &[], &[], false).await;
-    let mut ws = ws_after(&server, with_header(&server, &v1("203.0.113.7", 50000)).await, "alice").await.expect("admitted");
-    let opened = events
-        .wait_for("session_opened", |e| matches!(e, Event::SessionOpened { user, .. } if user == "alice"))
-        .await;
+    let mut ws =
+        ws_after(&server, with_header(&server, &v1("203.0.113.7", 50000)).await, "alice").await.expect("admitted");
+    let opened =
+        events.wait_for("session_opened", |e| matches!(e, Event::SessionOpened { user, .. } if user == "alice")).await;
     assert!(matches!(opened, Event::SessionOpened { client_ip, .. } if client_ip == ip("203.0.113.7")), "{opened:?}");
     ping(&mut ws, 1).await;
 
@@ -169,20 +172,21 @@ async fn v1_header_sets_the_address_of_sessions_events_and_bans() {
 #[tokio::test]
 async fn v2_header_sets_the_address_of_the_per_ip_quota() {
     let (server, _events) = behind_proxy("v2", &[], &["connections_per_ip = 1"], false).await;
-    let _first = ws_after(&server, with_header(&server, &v2(1, [198, 51, 100, 1], 4000)).await, "a").await.expect("first");
+    let _first =
+        ws_after(&server, with_header(&server, &v2(1, [198, 51, 100, 1], 4000)).await, "a").await.expect("first");
     let second = refusal_after(&server, with_header(&server, &v2(1, [198, 51, 100, 1], 4001)).await, "b").await;
     assert_eq!(second, (429, "too_many_connections_per_ip".to_string()), "the PROXY source holds its one session");
     // Every connection comes from 127.0.0.1; only the PROXY source is counted.
-    let _other = ws_after(&server, with_header(&server, &v2(1, [198, 51, 100, 2], 4002)).await, "c").await.expect("other");
+    let _other =
+        ws_after(&server, with_header(&server, &v2(1, [198, 51, 100, 2], 4002)).await, "c").await.expect("other");
 }
 
 #[tokio::test]
 async fn v2_local_keeps_the_proxy_address() {
     let (server, events) = behind_proxy("any", &[], &[], false).await;
     let _ws = ws_after(&server, with_header(&server, &v2(0, [0, 0, 0, 0], 0)).await, "health").await.expect("LOCAL");
-    let opened = events
-        .wait_for("session_opened", |e| matches!(e, Event::SessionOpened { user, .. } if user == "health"))
-        .await;
+    let opened =
+        events.wait_for("session_opened", |e| matches!(e, Event::SessionOpened { user, .. } if user == "health")).await;
     assert!(matches!(opened, Event::SessionOpened { client_ip, .. } if client_ip == ip("127.0.0.1")), "{opened:?}");
     metric_reaches(&server, &proxy_result("local"), 1.0).await;
 }
@@ -202,7 +206,11 @@ async fn header_from_an_untrusted_peer_is_dropped_and_direct_clients_still_work(
     metric_reaches(&server, &proxy_result("untrusted"), 3.0).await;
     metric_reaches(&server, &rejected("proxy_header_untrusted"), 3.0).await;
     let event = events.wait_for("untrusted", |e| refused_with(e, "proxy_header_untrusted").is_some()).await;
-    assert_eq!(refused_with(&event, "proxy_header_untrusted"), Some((ip("127.0.0.1"), 0)), "the TCP peer, nothing sent");
+    assert_eq!(
+        refused_with(&event, "proxy_header_untrusted"),
+        Some((ip("127.0.0.1"), 0)),
+        "the TCP peer, nothing sent"
+    );
     // A peer that is no proxy and sends no header is an ordinary client.
     let mut ws = server.session("direct").await;
     ping(&mut ws, 1).await;
@@ -391,9 +399,9 @@ async fn pending_handshakes_are_capped_per_proxy_source() {
     let mut a3 = with_header(&server, &v2(1, [203, 0, 113, 1], 3)).await;
     let refused = read_response(&mut a3).await;
     refused.assert_refused(429, "too_many_pending_handshakes_per_ip");
-    let event = events
-        .wait_for("pending per ip", |e| refused_with(e, "too_many_pending_handshakes_per_ip").is_some())
-        .await;
+    let event =
+        events.wait_for("pending per ip", |e| refused_with(e, "too_many_pending_handshakes_per_ip").is_some()).await;
     assert_eq!(refused_with(&event, "too_many_pending_handshakes_per_ip"), Some((ip("203.0.113.1"), 429)));
-    let _b = ws_after(&server, with_header(&server, &v2(1, [203, 0, 113, 2], 4)).await, "b").await.expect("other source");
+    let _b =
+        ws_after(&server, with_header(&server, &v2(1, [203, 0, 113, 2], 4)).await, "b").await.expect("other source");
 }

@@ -53,7 +53,7 @@ pub(crate) fn spawn(
     tracker: &TaskTracker,
     shared: Arc<Shared>,
     live: Arc<Live>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
@@ -79,7 +79,6 @@ pub(crate) fn spawn(
     let task = if live.tls.is_some() {
         tracker.spawn(async move {
             let _listed = Listed { shared: &shared, key };
-            let mut tcp = tcp;
             let Some(peer) = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await else {
                 return;
             };
@@ -88,7 +87,6 @@ pub(crate) fn spawn(
     } else {
         tracker.spawn(async move {
             let _listed = Listed { shared: &shared, key };
-            let mut tcp = tcp;
             let Some(peer) = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await else {
                 return;
             };
