@@ -26,7 +26,7 @@ fi
 # The dictionary each target starts from (dict/<name>.dict).
 declare -A DICT=(
     [decode]=json [config_json]=json [config_toml]=toml [channel]=channel [origin]=origin
-    [request_head]=http [token]=http [client_ip]=http
+    [request_head]=http [token]=http [client_ip]=http [proxy_header]=proxy
 )
 if [[ $# -gt 0 ]]; then
     targets=("$@")

@@ -128,7 +128,7 @@ error_codes! {
     MethodNotAllowed = 2003, "method_not_allowed", [http(405)], "The request method is not GET.";
     UpgradeRequired = 2004, "upgrade_required", [http(426)], "The request is not a WebSocket upgrade, or asks for an unsupported protocol version.";
     HeadersTooLarge = 2005, "headers_too_large", [http(431)], "The request head is larger than `server.max_header_bytes`.";
-    HandshakeTimeout = 2006, "handshake_timeout", [http(408), unanswered("TLS phase")], "The TLS handshake and request head did not arrive within `server.handshake_timeout_secs`.";
+    HandshakeTimeout = 2006, "handshake_timeout", [http(408), unanswered("TLS or PROXY header phase")], "The PROXY header (where required), the TLS handshake and the request head did not all arrive within `server.handshake_timeout_secs`.";
     OriginNotAllowed = 2007, "origin_not_allowed", [http(403)], "The `Origin` header is missing, `null` or not in the allowlist.";
     ServerFull = 2008, "server_full", [http(503), unanswered("over TLS, past `server.max_pending_handshakes`")], "The server holds `server.max_connections` sessions, or `server.max_pending_handshakes` handshakes are in flight.";
     TooManyConnectionsPerIp = 2009, "too_many_connections_per_ip", [http(429)], "The client IP holds `limits.connections_per_ip` sessions.";
@@ -144,6 +144,10 @@ error_codes! {
     OverMemoryBudget = 2019, "over_memory_budget", [http(503)], "The estimated memory of sessions and queues reached `limits.max_memory_bytes`; answered 503.";
     QuotaUnavailable = 2020, "quota_unavailable", [http(503)], "The cluster-wide per-user quota store (Redis) could not be reached and `cluster.quota_failure = \"closed\"`; answered 503.";
     KeysUnavailable = 2021, "keys_unavailable", [http(503), benign("`refresh`")], "The token's issuer gets its keys from an identity provider (`auth.jwks_url`, `auth.oidc_discovery`) and no key set has been loaded yet (the provider has been unreachable since start); answered 503 with `Retry-After`.";
+    ProxyHeaderUntrusted = 2022, "proxy_header_untrusted", [unanswered("before TLS")], "`server.proxy_protocol` is on and a peer outside `server.trusted_proxies` started with a PROXY protocol header; the connection is closed before TLS.";
+    ProxyHeaderMissing = 2023, "proxy_header_missing", [unanswered("before TLS")], "`server.proxy_protocol` is on and a peer in `server.trusted_proxies` did not start with a PROXY protocol header (or closed before one); the connection is closed before TLS.";
+    ProxyHeaderInvalid = 2024, "proxy_header_invalid", [unanswered("before TLS")], "A trusted proxy's PROXY protocol header is malformed, too long, of a version `server.proxy_protocol` does not accept, or carries no client IP address (v1 `UNKNOWN`, v2 `UNSPEC`/`UNIX` family); the connection is closed before TLS.";
+    TooManyPendingHandshakesPerIp = 2025, "too_many_pending_handshakes_per_ip", [http(429), unanswered("over TLS")], "The client IP (the TCP peer, or the PROXY header's source) already holds `limits.pending_handshakes_per_ip` connections in their handshake; answered 429 at once (over TLS closed without a response).";
     JtiStoreUnavailable = 2026, "jti_store_unavailable", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on, the cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = \"closed\"` (the default): the token is refused, and stays unspent.";
 
     TokenMissing = 3001, "token_missing", [http(401)], "No token was found in any configured source.";

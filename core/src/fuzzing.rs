@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/` into parsers that are otherwise crate-private
-//! (the handshake request, origin matching, token extraction, forwarded-header parsing, channel
-//! patterns). Not part of the supported API: hidden from the docs and free to change.
+//! (the handshake request, origin matching, token extraction, forwarded-header parsing, the PROXY
+//! protocol header, channel patterns). Not part of the supported API: hidden from the docs and free to change.
 
 use std::net::IpAddr;
 
@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 
 use crate::auth::TokenSource;
 use crate::config::problems::Problems;
+use crate::handshake::proxy_header::{self, HeaderSource, ProxyHeader, ProxyProtocol};
 use crate::handshake::{OriginAllowlist, OriginsConfig, TrustedProxies, request, token};
 use crate::policy::pattern::ChannelPattern;
 
@@ -48,6 +49,63 @@ pub fn client_ip(trusted: &[&str], peer: IpAddr, head_bytes: &[u8]) -> Option<Ip
     TrustedProxies::new(nets).client_ip(peer, &head).ok()
 }
 
+/// What reading a PROXY protocol header from a stream gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRead {
+    /// `Ok(Some(address))` for a client address, `Ok(None)` for a `LOCAL` header, `Err(result)`
+    /// with the `wsguard_proxy_headers_total` result of a refusal.
+    pub outcome: Result<Option<std::net::SocketAddr>, &'static str>,
+    /// Bytes consumed from the stream.
+    pub consumed: usize,
+}
+
+/// Reads a PROXY header (`mode`: 1, 2, anything else both versions) from `stream`, whose bytes
+/// arrive `chunk` at a time, the way the server reads it from a trusted proxy. Panics if the
+/// reader consumes a byte it has not seen.
+pub fn proxy_header(mode: u8, stream: &[u8], chunk: usize) -> ProxyRead {
+    let mode = match mode {
+        1 => ProxyProtocol::V1,
+        2 => ProxyProtocol::V2,
+        _ => ProxyProtocol::Any,
+    };
+    let mut source = Arrivals { data: stream, pos: 0, arrived: 0, chunk: chunk.max(1) };
+    let outcome = proxy_header::read(&mut source, mode).now_or_never().expect("in-memory reads never wait");
+    let outcome = match outcome {
+        Ok(ProxyHeader::Client(address)) => Ok(Some(address)),
+        Ok(ProxyHeader::Local) => Ok(None),
+        Err(refusal) => Err(refusal.result()),
+    };
+    ProxyRead { outcome, consumed: source.pos }
+}
+
+/// The largest PROXY header the server reads (version 2 with TLVs).
+pub const PROXY_HEADER_MAX_BYTES: usize = proxy_header::V2_MAX_BYTES;
+
+/// A stream whose bytes arrive `chunk` more at every peek.
+struct Arrivals<'a> {
+    data: &'a [u8],
+    pos: usize,
+    arrived: usize,
+    chunk: usize,
+}
+
+impl HeaderSource for Arrivals<'_> {
+    async fn peek(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arrived = self.arrived.saturating_add(self.chunk).min(self.data.len());
+        let visible = &self.data[self.pos..self.arrived];
+        let n = visible.len().min(buf.len());
+        buf[..n].copy_from_slice(&visible[..n]);
+        Ok(n)
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        assert!(self.pos + buf.len() <= self.arrived, "the PROXY reader consumed bytes it never saw");
+        buf.copy_from_slice(&self.data[self.pos..self.pos + buf.len()]);
+        self.pos += buf.len();
+        Ok(())
+    }
+}
+
 /// Parses a channel pattern and matches a channel against it; returns the captures.
 pub fn match_channel(pattern: &str, channel: &str) -> Option<Vec<(String, String)>> {
     let pattern = ChannelPattern::parse(pattern).ok()?;
@@ -71,5 +129,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Fo
         assert!(check_origin(&["https://*.example.com"], Some(b"https://a.example.com")));
         assert_eq!(match_channel("t:{x}", "t:y"), Some(vec![("x".into(), "y".into())]));
         assert!(parse_request_head(b"GET / HTTP/1.1\r\n", 8192).is_err());
+        let read = proxy_header(1, b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\nGET", 3);
+        assert_eq!(read, ProxyRead { outcome: Ok(Some("192.0.2.1:1".parse().expect("addr"))), consumed: 36 });
     }
 }

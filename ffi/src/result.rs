@@ -74,6 +74,20 @@ pub const WSG_OVER_MEMORY_BUDGET: wsg_result = 2019;
 /// The cluster-wide per-user quota store (Redis) could not be reached and
 /// `cluster.quota_failure = "closed"`; answered 503.
 pub const WSG_QUOTA_UNAVAILABLE: wsg_result = 2020;
+/// The token's issuer gets its keys from an identity provider and no key set has been loaded yet;
+/// answered 503.
+pub const WSG_KEYS_UNAVAILABLE: wsg_result = 2021;
+/// A peer outside `server.trusted_proxies` started with a PROXY protocol header.
+pub const WSG_PROXY_HEADER_UNTRUSTED: wsg_result = 2022;
+/// A trusted proxy did not start with a PROXY protocol header.
+pub const WSG_PROXY_HEADER_MISSING: wsg_result = 2023;
+/// A trusted proxy's PROXY protocol header is malformed, of a refused version, or has no address.
+pub const WSG_PROXY_HEADER_INVALID: wsg_result = 2024;
+/// The client IP already holds `limits.pending_handshakes_per_ip` handshakes; answered 429.
+pub const WSG_TOO_MANY_PENDING_HANDSHAKES_PER_IP: wsg_result = 2025;
+/// The cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = "closed"`;
+/// answered 503.
+pub const WSG_JTI_STORE_UNAVAILABLE: wsg_result = 2026;
 
 /// No token was found in any configured source.
 pub const WSG_TOKEN_MISSING: wsg_result = 3001;
@@ -147,6 +161,11 @@ pub const WSG_NOT_RUNNING: wsg_result = 5003;
 pub const WSG_UNKNOWN_SESSION: wsg_result = 5004;
 /// A token could not be minted.
 pub const WSG_TOKEN_MINT: wsg_result = 5005;
+/// `wsg_server_start`: the TLS handshake with a `[cluster]` broker failed (untrusted certificate,
+/// wrong host name, or the broker refused the client certificate).
+pub const WSG_BROKER_TLS: wsg_result = 5006;
+/// The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
+pub const WSG_CLUSTER_STATE_UNAVAILABLE: wsg_result = 5007;
 
 /// C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
 /// non-zero length).

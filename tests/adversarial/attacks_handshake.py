@@ -63,14 +63,17 @@ async def slowloris(ctx: Context) -> None:
 
 
 async def pending_cap(ctx: Context) -> None:
-    """Idle TCP connections fill `server.max_pending_handshakes` (256); the next ones are answered
-    503 server_full at once, without waiting for the handshake timeout."""
+    """Idle TCP connections fill `server.max_pending_handshakes` (256, from 4 addresses: 64 each,
+    `limits.pending_handshakes_per_ip`); the next ones, from another address, are answered 503
+    server_full at once, without waiting for the handshake timeout. Then one address alone: its
+    65th pending connection is answered 429 too_many_pending_handshakes_per_ip at once."""
     ips = [ctx.ips.take() for _ in range(4)]
     # All at once: the first of them must still be pending (1 s timeout) when the extras arrive.
     opened = time.monotonic()
     idle = await asyncio.gather(*(wsclient.open_tcp(ctx.main.port, ips[i % 4]) for i in range(256)))
     started = time.monotonic()
-    extra = await asyncio.gather(*(wsclient.raw_request(ctx.main.port, ips[0], b"", timeout=3) for _ in range(10)))
+    fresh = ctx.ips.take()
+    extra = await asyncio.gather(*(wsclient.raw_request(ctx.main.port, fresh, b"", timeout=3) for _ in range(10)))
     elapsed = time.monotonic() - started
     full = [r for r in extra if isinstance(r, wsclient.Response) and r.status == 503 and r.code == "server_full"]
     for _reader, writer in idle:
@@ -79,6 +82,17 @@ async def pending_cap(ctx: Context) -> None:
                       f"256 opened in {started - opened:.2f} s, then {len(full)}/10 refused 503 server_full "
                       f"within {elapsed:.2f} s")
     # Let the server see the idle sockets go before the next attack needs pending slots.
+    await asyncio.sleep(0.3)
+
+    one = ctx.ips.take()
+    idle = await asyncio.gather(*(wsclient.open_tcp(ctx.main.port, one) for _ in range(64)))
+    over = await wsclient.raw_request(ctx.main.port, one, b"", timeout=3)
+    for _reader, writer in idle:
+        writer.close()
+    ok = isinstance(over, wsclient.Response) and over.status == 429 and over.code == "too_many_pending_handshakes_per_ip"
+    got = over.describe() if isinstance(over, wsclient.Response) else over
+    ctx.checks.record("pending handshakes: 64 idle sockets from one IP, then 429 too_many_pending_handshakes_per_ip",
+                      ok, f"got {got}")
     await asyncio.sleep(0.3)
 
 

@@ -111,7 +111,7 @@ MAIN_HANDSHAKE_CODES = [
     "origin_not_allowed", "subprotocol_required", "banned", "token_missing", "token_malformed",
     "token_expired", "token_not_yet_valid", "token_wrong_audience", "token_wrong_issuer",
     "token_lifetime_too_long", "token_missing_claim", "token_invalid_claim", "token_bad_signature",
-    "token_alg_not_allowed", "token_replayed",
+    "token_alg_not_allowed", "token_replayed", "too_many_pending_handshakes_per_ip",
 ]
 MAIN_DISCONNECT_CODES = ["1002", "1003", "1007", "1008", "1009"]
 MAIN_RATE_SCOPES = ["connection_messages", "connection_bytes", "user"]

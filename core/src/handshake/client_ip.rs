@@ -22,7 +22,8 @@ impl TrustedProxies {
         TrustedProxies { nets }
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is a trusted proxy (an IPv4-mapped address compares as IPv4).
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|n| n.contains(&ip))
     }
@@ -61,7 +62,7 @@ impl TrustedProxies {
 }
 
 /// IPv4-mapped IPv6 addresses compare as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -21,6 +21,7 @@
 
 mod client_ip;
 mod origin;
+pub(crate) mod proxy_header;
 mod rejection;
 pub(crate) mod request;
 pub(crate) mod token;
@@ -34,9 +35,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-pub(crate) use client_ip::TrustedProxies;
+pub(crate) use client_ip::{TrustedProxies, canonical};
 pub(crate) use origin::OriginAllowlist;
 pub use origin::OriginsConfig;
+pub use proxy_header::ProxyProtocol;
 pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 

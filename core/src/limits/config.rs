@@ -13,6 +13,15 @@ pub struct LimitsConfig {
     /// Open sessions per user (`sub`); past it 429 with `Retry-After`. Default 10.
     #[schemars(range(min = 1))]
     pub connections_per_user: u32,
+    /// Connections one client IP may hold in their handshake (TLS, request head, checks) at once;
+    /// past it a new connection gets 429 `too_many_pending_handshakes_per_ip` at once (over TLS it
+    /// is closed without a response), like `server.max_pending_handshakes`. Counted by the TCP
+    /// peer, or by the PROXY header's source (`server.proxy_protocol`); connections from
+    /// `server.trusted_proxies` without a PROXY header are not counted (they carry many clients).
+    /// Default 64: a handshake takes milliseconds, so one address rarely holds more than a few,
+    /// and one address can no longer hold every pending slot for the handshake timeout.
+    #[schemars(range(min = 1))]
+    pub pending_handshakes_per_ip: u32,
     /// Sustained handshakes per client IP per second (fractional allowed), token bucket with a
     /// burst of twice the rate; past it 429 with `Retry-After`. Default 20.
     pub handshakes_per_ip_per_sec: f64,
@@ -78,6 +87,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             connections_per_ip: 50,
             connections_per_user: 10,
+            pending_handshakes_per_ip: 64,
             handshakes_per_ip_per_sec: 20.0,
             max_frame_bytes: 64 * 1024,
             max_message_bytes: 64 * 1024,

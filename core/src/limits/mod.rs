@@ -10,6 +10,6 @@ mod settings;
 pub use abuse::{AbuseConfig, BanInfo, BanTarget};
 pub(crate) use abuse::{BanBroadcast, Bans, RateBaseline, ban_reason};
 pub use config::LimitsConfig;
-pub(crate) use quota::ConnectionQuota;
+pub(crate) use quota::{ConnectionQuota, QuotaSlot};
 pub(crate) use rate::{DirectRate, KeyedRate, Rate, UserRates, retry_after_secs};
 pub(crate) use settings::{AbuseSettings, LimitsSettings};

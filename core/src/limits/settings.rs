@@ -20,6 +20,8 @@ pub(crate) struct LimitsSettings {
     pub(crate) connections_per_ip: u32,
     /// `connections_per_user`.
     pub(crate) connections_per_user: u32,
+    /// `pending_handshakes_per_ip`.
+    pub(crate) pending_handshakes_per_ip: u32,
     /// `handshakes_per_ip_per_sec`, burst twice the rate.
     pub(crate) handshake_rate: Rate,
     /// `max_frame_bytes`.
@@ -81,6 +83,7 @@ impl LimitsSettings {
         LimitsSettings {
             connections_per_ip: config.connections_per_ip,
             connections_per_user: config.connections_per_user,
+            pending_handshakes_per_ip: config.pending_handshakes_per_ip,
             handshake_rate: Rate::with_double_burst(handshakes),
             max_frame_bytes: config.max_frame_bytes,
             max_message_bytes: config.max_message_bytes,

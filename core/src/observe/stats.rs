@@ -7,6 +7,7 @@
 //! | `wsguard_sessions_active` | gauge | |
 //! | `wsguard_sessions_total` | counter | |
 //! | `wsguard_handshakes_total` | counter | `result` (accepted/rejected), `code` |
+//! | `wsguard_proxy_headers_total` | counter | `result` (accepted/local/untrusted/missing/invalid/no_address/timeout) |
 //! | `wsguard_messages_in_total` | counter | `action` |
 //! | `wsguard_messages_out_total` | counter | `kind` (reply/delivery) |
 //! | `wsguard_messages_rejected_total` | counter | `code` |
@@ -51,6 +52,11 @@ use serde::Serialize;
 struct HandshakeLabels {
     result: &'static str,
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -144,6 +150,7 @@ pub(crate) struct Stats {
     sessions_active: Gauge,
     sessions_total: Counter,
     handshakes: Family<HandshakeLabels, Counter>,
+    proxy_headers: Family<ResultLabel, Counter>,
     messages_in: Family<ActionLabel, Counter>,
     messages_out: Family<KindLabel, Counter>,
     messages_rejected: Family<CodeLabel, Counter>,
@@ -233,6 +240,7 @@ impl Default for Stats {
             sessions_active: Gauge::default(),
             sessions_total: Counter::default(),
             handshakes: Family::default(),
+            proxy_headers: Family::default(),
             messages_in: Family::default(),
             messages_out: Family::default(),
             messages_rejected: Family::default(),
@@ -278,6 +286,11 @@ impl Default for Stats {
         registry.register("sessions_active", "Sessions open now", stats.sessions_active.clone());
         registry.register("sessions", "Sessions opened", stats.sessions_total.clone());
         registry.register("handshakes", "Handshakes by result and code", stats.handshakes.clone());
+        registry.register(
+            "proxy_headers",
+            "PROXY protocol headers (server.proxy_protocol) by result",
+            stats.proxy_headers.clone(),
+        );
         registry.register("messages_in", "Client frames by action", stats.messages_in.clone());
         registry.register("messages_out", "Frames sent to clients by kind", stats.messages_out.clone());
         registry.register(
@@ -387,6 +400,10 @@ impl Stats {
             }
         };
         self.handshakes.get_or_create(&labels).inc();
+    }
+    /// One PROXY protocol outcome: `accepted`, `local`, or why the connection was closed.
+    pub(crate) fn record_proxy_header(&self, result: &'static str) {
+        self.proxy_headers.get_or_create(&ResultLabel { result }).inc();
     }
     pub(crate) fn record_message_in(&self, action: &'static str) {
         self.messages_in_total.fetch_add(1, Relaxed);

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::problems::Problems;
+use crate::handshake::ProxyProtocol;
 
 /// `[server]`: where to listen and how much the listener may spend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -32,9 +33,17 @@ pub struct ServerConfig {
     /// Largest accepted request head (request line + headers) in bytes; past it 431. Default 8192.
     #[schemars(range(min = 256))]
     pub max_header_bytes: usize,
-    /// CIDRs of reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed.
-    /// Default empty: the TCP peer is the client.
+    /// CIDRs of reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed, and of
+    /// the load balancers that send a PROXY protocol header (`proxy_protocol`). Default empty: the
+    /// TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// PROXY protocol from the load balancers in `trusted_proxies` (`off`, `v1`, `v2` or `any`).
+    /// When on, every connection from a trusted proxy must start with a header of an accepted
+    /// version, and its source address becomes the connection's address; a connection from any
+    /// other peer must not start with one. Either failure closes the connection before TLS.
+    /// Default `off`: behind an L4 load balancer that sends no header, every client would share
+    /// its address.
+    pub proxy_protocol: ProxyProtocol,
     /// Allow plain `ws://` on a non-loopback address. Default false: tokens must not cross a
     /// network in clear text.
     pub allow_insecure: bool,
@@ -59,6 +68,7 @@ impl Default for ServerConfig {
             handshake_timeout_secs: 5.0,
             max_header_bytes: 8192,
             trusted_proxies: Vec::new(),
+            proxy_protocol: ProxyProtocol::Off,
             allow_insecure: false,
             demo_page: false,
             worker_threads: 0,

@@ -34,6 +34,8 @@ pub(crate) struct Core {
     pub(crate) registry: Arc<Registry>,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
+    /// Connections in their handshake per client address (`limits.pending_handshakes_per_ip`).
+    pub(crate) pending_per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
     pub(crate) per_user: Arc<ConnectionQuota<String>>,
     pub(crate) bans: Arc<Bans>,
     pub(crate) revocations: Arc<RevocationList>,
@@ -141,6 +143,7 @@ pub(crate) fn build_live(
     problems.into_result(ErrorCode::ConfigInvalid)?;
 
     core.per_ip.set_limit(limits.connections_per_ip);
+    core.pending_per_ip.set_limit(limits.pending_handshakes_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
     let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));

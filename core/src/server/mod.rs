@@ -170,6 +170,7 @@ impl ServerBuilder {
             registry: Arc::new(Registry::default()),
             capacity: Arc::new(Semaphore::new(settings.server.max_connections)),
             per_ip: ConnectionQuota::new(settings.limits.connections_per_ip),
+            pending_per_ip: ConnectionQuota::new(settings.limits.pending_handshakes_per_ip),
             per_user: ConnectionQuota::new(settings.limits.connections_per_user),
             bans,
             revocations,
@@ -400,16 +401,8 @@ async fn upkeep(shared: Arc<Shared>) {
     }
 }
 
-/// Too many handshakes in flight: answer 503 without spending a task on it. The socket is fresh,
-/// so a short non-blocking write fits in its send buffer. Over TLS nothing can be written before
-/// the TLS handshake, so the connection is only closed.
+/// Too many handshakes in flight: answer 503 without spending a task on it.
 fn refuse_overload(core: &Core, live: &Live, tcp: &tokio::net::TcpStream, peer: SocketAddr) {
     let rejection = crate::handshake::Rejection::new(ErrorCode::ServerFull, "max_pending_handshakes reached");
-    let rejection = if live.tls.is_none() {
-        let _ = tcp.try_write(&rejection.to_response());
-        rejection
-    } else {
-        rejection.silent()
-    };
-    connection::record_refusal(core, &crate::handshake::Refused { rejection, client_ip: peer.ip(), origin: None });
+    connection::refuse_at_accept(core, live, tcp, peer, rejection);
 }

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 
 use super::config::ServerConfig;
 use crate::config::problems::Problems;
+use crate::handshake::ProxyProtocol;
 
 /// `[server]`, compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,8 @@ pub(crate) struct ServerSettings {
     pub(crate) max_header_bytes: usize,
     /// `trusted_proxies`, a bare address as a single-host network.
     pub(crate) trusted_proxies: Vec<IpNet>,
+    /// `proxy_protocol`; not `Off` only with `trusted_proxies`.
+    pub(crate) proxy_protocol: ProxyProtocol,
     /// `demo_page`.
     pub(crate) demo_page: bool,
     /// `shutdown_grace_secs`.
@@ -59,6 +62,12 @@ impl ServerSettings {
         }
         let handshake_timeout = problems.positive_secs("server.handshake_timeout_secs", config.handshake_timeout_secs);
         let shutdown_grace = problems.positive_secs("server.shutdown_grace_secs", config.shutdown_grace_secs);
+        if config.proxy_protocol != ProxyProtocol::Off && config.trusted_proxies.is_empty() {
+            problems.push(
+                "server.proxy_protocol",
+                "is on but server.trusted_proxies is empty: list the load balancers that send the header",
+            );
+        }
         ServerSettings {
             listen,
             path: config.path.clone(),
@@ -67,6 +76,7 @@ impl ServerSettings {
             handshake_timeout,
             max_header_bytes: config.max_header_bytes,
             trusted_proxies: trusted_proxies(&config.trusted_proxies, problems),
+            proxy_protocol: config.proxy_protocol,
             demo_page: config.demo_page,
             shutdown_grace,
         }
@@ -113,6 +123,10 @@ mod tests {
         let mut problems = Problems::default();
         let settings = ServerSettings::compile(&config, false, &mut problems);
         assert_eq!(problems.len(), 4, "{problems:?}");
+        let mut problems = Problems::default();
+        let config = ServerConfig { proxy_protocol: ProxyProtocol::Any, ..ServerConfig::default() };
+        ServerSettings::compile(&config, false, &mut problems);
+        assert_eq!(problems.len(), 1, "PROXY protocol without trusted proxies: {problems:?}");
         assert_eq!(settings.trusted_proxies.len(), 2);
         let mut problems = Problems::default();
         ServerSettings::compile(
