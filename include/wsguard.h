@@ -222,7 +222,8 @@ typedef void (*wsg_rpc_callback)(void *user_data, struct wsg_rpc_call *call);
  * Receives one security or lifecycle event as a JSON object with a `kind` field
  * (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
  * `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
- * `broker_disconnected`, `policy_dry_run_denied`; docs/OPERATIONS.md lists their fields);
+ * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`;
+ * docs/OPERATIONS.md lists their fields);
  * `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
  * in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
  * until this callback returns (at most `hooks.timeout_secs`), and events that do not fit while
@@ -400,6 +401,38 @@ typedef struct wsg_hooks {
 #define WSG_QUOTA_UNAVAILABLE 2020
 
 /**
+ * The token's issuer gets its keys from an identity provider and no key set has been loaded yet;
+ * answered 503.
+ */
+#define WSG_KEYS_UNAVAILABLE 2021
+
+/**
+ * A peer outside `server.trusted_proxies` started with a PROXY protocol header.
+ */
+#define WSG_PROXY_HEADER_UNTRUSTED 2022
+
+/**
+ * A trusted proxy did not start with a PROXY protocol header.
+ */
+#define WSG_PROXY_HEADER_MISSING 2023
+
+/**
+ * A trusted proxy's PROXY protocol header is malformed, of a refused version, or has no address.
+ */
+#define WSG_PROXY_HEADER_INVALID 2024
+
+/**
+ * The client IP already holds `limits.pending_handshakes_per_ip` handshakes; answered 429.
+ */
+#define WSG_TOO_MANY_PENDING_HANDSHAKES_PER_IP 2025
+
+/**
+ * The cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = "closed"`;
+ * answered 503.
+ */
+#define WSG_JTI_STORE_UNAVAILABLE 2026
+
+/**
  * No token was found in any configured source.
  */
 #define WSG_TOKEN_MISSING 3001
@@ -567,6 +600,17 @@ typedef struct wsg_hooks {
  * A token could not be minted.
  */
 #define WSG_TOKEN_MINT 5005
+
+/**
+ * `wsg_server_start`: the TLS handshake with a `[cluster]` broker failed (untrusted certificate,
+ * wrong host name, or the broker refused the client certificate).
+ */
+#define WSG_BROKER_TLS 5006
+
+/**
+ * The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
+ */
+#define WSG_CLUSTER_STATE_UNAVAILABLE 5007
 
 /**
  * C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
