@@ -7,6 +7,12 @@
 #   WSG_BEFORE=/path/to/old/wsguard bash bench/run.sh
 #                                # also runs that binary as `wsguard-before`, side by side with the
 #                                # current one in every scenario (before/after of a change)
+#   WSG_BEFORE_DROP='^pending_handshakes_per_ip' WSG_BEFORE=... bash bench/run.sh
+#                                # leaves the config lines matching that regex out of the older
+#                                # binary's config (keys it does not know yet)
+#   KEYS=idp bash bench/run.sh   # ES256 tokens; the current binary takes its keys from an identity
+#                                # provider (auth.jwks_url, served on loopback), wsguard-before
+#                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined fanout-max fanout-rate
 #                                # handshake idle; "wss" selects the TLS ones)
@@ -49,8 +55,28 @@ RAW="$OUT/raw.jsonl"
 # shellcheck source=common.sh
 source "$ROOT/bench/common.sh"
 PORT=19100
+MINT=()
+if [[ ${KEYS:-hmac} == idp ]]; then
+  # The fixture P-256 key as a JWKS, served over plain http (allowed for a loopback jwks_url) with
+  # no Cache-Control: wsguard refreshes it every auth.jwks_cache_min_secs, never per handshake.
+  mkdir -p "$WORK/idp"
+  openssl pkey -pubin -in "$ROOT/tests/fixtures/keys/ec-p256.pub.pem" -outform DER >"$WORK/idp/pub.der"
+  python3 - "$WORK/idp/pub.der" >"$WORK/idp/jwks.json" <<'PY'
+import base64, json, sys
+point = open(sys.argv[1], "rb").read()[-64:]  # SPKI of a P-256 key ends with X || Y
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(point[:32]), "y": b64(point[32:]),
+                            "kid": "bench-1", "alg": "ES256", "use": "sig"}]}))
+PY
+  python3 -m http.server 19098 --bind 127.0.0.1 --directory "$WORK/idp" >/dev/null 2>&1 &
+  HELPER_PIDS+=($!)
+  KEY_SOURCE=$'algorithms = ["ES256"]\njwks_url = "http://127.0.0.1:19098/jwks.json"'
+  KEY_SOURCE_BEFORE=$'algorithms = ["ES256"]\njwks_file = "'"$WORK/idp/jwks.json"'"'
+  MINT=(--private-key-file "$ROOT/tests/fixtures/keys/ec-p256.pem" --kid bench-1)
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/19098) 2>/dev/null && break; sleep 0.1; done
+fi
 "$WSG" check-config "$(render_config 19099)" >/dev/null
-TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs 900 | tail -n1)"
+TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs 900 "${MINT[@]}" | tail -n1)"
 
 # The TLS scenarios: a self-signed certificate for localhost, trusted by the load generator.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
@@ -69,7 +95,7 @@ start_server() { # name -> sets SPID, URL
       taskset -c "$SERVER_CPU" "$BIN/baseline_fws" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
       ;;
     wsguard | wsguard-before)
-      config="$(render_config $PORT)"
+      if [[ $1 == wsguard-before ]]; then config="$(render_config $PORT before)"; else config="$(render_config $PORT)"; fi
       if ((TLS)); then
         printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem" >>"$config"
       fi
