@@ -694,6 +694,34 @@ async fn refresh_and_reload_use_the_remote_keys() {
     assert_eq!(idp.hits("/jwks2"), 1);
 }
 
+#[tokio::test]
+async fn a_reload_retires_the_replaced_source_while_older_sessions_live() {
+    let idp = Idp::start().await;
+    let key = Key::new("ed25519", Algorithm::EdDSA, "k");
+    idp.set("/a", Reply::Json(jwks(&[&key]), "no-cache"));
+    idp.set("/b", Reply::Json(jwks(&[&key]), "no-cache"));
+    // Keys cached for one second: a source that kept running would fetch every second.
+    let auth = |path: &str| format!("{}jwks_cache_min_secs = 1\njwks_cache_max_secs = 1\n", idp.auth("EdDSA", path));
+    let server = start(&auth("/a")).await;
+    // A session from before the reload: it holds the configuration it was admitted under.
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let (ws, _) = handshake(
+        tcp,
+        &format!("ws://{}/ws", server.addr),
+        &Connect::new().bearer(&key.token(ISSUER, AUDIENCE, "alice")),
+    )
+    .await
+    .expect("admitted");
+    server.handle.reload(Config::from_toml_str(&config_text(&auth("/b"))).expect("config")).expect("reload");
+    server.wait_ready().await;
+    server.assert_admitted(&key.token(ISSUER, AUDIENCE, "bob")).await;
+    let replaced = idp.hits("/a");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(idp.hits("/a"), replaced, "the replaced source stopped fetching");
+    assert!(idp.hits("/b") >= 1);
+    drop(ws);
+}
+
 // ---- configuration --------------------------------------------------------------------------------
 
 #[test]

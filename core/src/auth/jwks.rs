@@ -108,6 +108,9 @@ pub(crate) struct RemoteKeys {
     attempted: tokio::sync::watch::Sender<bool>,
     runtime: OnceLock<JwksRuntime>,
     started: AtomicBool,
+    /// Cancelled when a reload replaced this source: its fetcher stops, and an unknown `kid`
+    /// no longer refetches (sessions that still hold it keep its last key set).
+    retired: CancellationToken,
 }
 
 impl RemoteKeys {
@@ -155,6 +158,7 @@ impl RemoteKeys {
             attempted: tokio::sync::watch::Sender::new(false),
             runtime: OnceLock::new(),
             started: AtomicBool::new(false),
+            retired: CancellationToken::new(),
         }))
     }
 
@@ -204,6 +208,13 @@ impl RemoteKeys {
         tokio::spawn(refresh_loop(Arc::downgrade(self), runtime.shutdown.clone()));
     }
 
+    /// Stops this source's fetching for good: a reload replaced it. Without this, the fetcher of a
+    /// source a reload dropped would run (and report under the issuer's name) for as long as any
+    /// session built before the reload holds the old verifier.
+    pub(crate) fn retire(&self) {
+        self.retired.cancel();
+    }
+
     /// Waits until the first fetch attempt has ended, at most `limit`.
     pub(crate) async fn first_attempt(&self, limit: Duration) {
         let mut attempted = self.attempted.subscribe();
@@ -219,17 +230,19 @@ impl RemoteKeys {
     /// `jwks_min_refetch_secs` ago. Connections arriving while a fetch runs wait for that one
     /// instead of starting another. True when a newer set than the caller's may now be in force.
     pub(crate) async fn refetch_for_unknown_kid(&self) -> bool {
+        if self.retired.is_cancelled() {
+            return false;
+        }
         let seen = self.generation.load(Ordering::Acquire);
         let mut state = match self.fetch.try_lock() {
             Ok(state) => state,
-            Err(_) => {
-                let state = self.fetch.lock().await;
-                if self.generation.load(Ordering::Acquire) != seen {
-                    return true;
-                }
-                state
-            }
+            Err(_) => self.fetch.lock().await,
         };
+        // A set that arrived since `seen` (while waiting, or just before the lock) may hold the
+        // `kid`: no fetch, and the refetch budget stays unspent.
+        if self.generation.load(Ordering::Acquire) != seen {
+            return true;
+        }
         if state.last_refetch.is_some_and(|at| at.elapsed() < self.identity.settings.min_refetch) {
             return false;
         }
@@ -378,11 +391,16 @@ impl RemoteKeys {
 /// with doubling delays (the last good set stays in force meanwhile).
 async fn refresh_loop(source: Weak<RemoteKeys>, shutdown: CancellationToken) {
     let mut retry = FIRST_RETRY;
+    let retired = match source.upgrade() {
+        Some(source) => source.retired.clone(),
+        None => return,
+    };
     loop {
         let wait = {
             let Some(source) = source.upgrade() else { return };
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = retired.cancelled() => return,
                 outcome = async {
                     let mut state = source.fetch.lock().await;
                     let trigger = if source.is_ready() { "scheduled" } else { "initial" };
@@ -405,6 +423,7 @@ async fn refresh_loop(source: Weak<RemoteKeys>, shutdown: CancellationToken) {
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
+            () = retired.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
     }

@@ -183,6 +183,16 @@ impl TokenVerifier {
         }
     }
 
+    /// Retires the remote sources of this (replaced) verifier that `current` did not take over:
+    /// their fetchers stop although sessions built before the reload still hold them.
+    pub(crate) fn retire_replaced(&self, current: &TokenVerifier) {
+        for old in self.remotes() {
+            if !current.remotes().any(|new| Arc::ptr_eq(old, new)) {
+                old.retire();
+            }
+        }
+    }
+
     /// Starts the fetchers of remote sources not yet running.
     pub(crate) fn start(&self, runtime: &JwksRuntime) {
         for remote in self.remotes() {

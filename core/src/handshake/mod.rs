@@ -157,7 +157,8 @@ pub(crate) struct Refused {
 }
 
 impl HandshakeGate {
-    /// Runs the gate. `deadline` bounds the read of the request head.
+    /// Runs the gate. `deadline` bounds the read of the request head and any wait for a refetch of
+    /// an identity provider's keys.
     pub(crate) async fn admit<S: AsyncRead + Unpin>(
         &self,
         stream: &mut S,
@@ -221,7 +222,11 @@ impl HandshakeGate {
         let Some((token, source)) = search.token else {
             return Err(auth_failure(Rejection::new(ErrorCode::TokenMissing, "no token in any configured source")));
         };
-        let identity = self.verifier.verify_fetching(&token).await.map_err(|e| {
+        // An unknown `kid` may wait for a refetch of the issuer's keys: never past the handshake
+        // deadline (the connection holds its pending slots meanwhile); out of time, the `kid`
+        // stays unknown. A known key answers at once: `timeout_at` polls the verification first.
+        let verified = tokio::time::timeout_at(deadline, self.verifier.verify_fetching(&token)).await;
+        let identity = verified.unwrap_or(Err(TokenError::UnknownKey)).map_err(|e| {
             let rejection = Rejection::new(e.code(), format!("{e} (via {source:?})"));
             if e.is_client_fault() {
                 auth_failure(rejection)

@@ -146,7 +146,8 @@ impl ServerHandle {
             verifier.start(&core.jwks_runtime());
             let verifier = Arc::new(verifier);
             let live = build_live(&config, &settings, core, Arc::clone(&verifier), tls)?;
-            core.verifier.store(verifier);
+            let previous = core.verifier.swap(Arc::clone(&verifier));
+            previous.retire_replaced(&verifier);
             core.policy.store(Arc::new(policy));
             self.shared.live.store(Arc::new(live));
             // Every session re-authorizes its subscriptions against the new policy.
