@@ -210,7 +210,7 @@ impl Link {
     /// its subject.
     pub(crate) fn deliver(&self, subject: &str, payload: &[u8]) {
         let is_control = subject == self.subjects.control();
-        let opened = match self.guard.open(subject, payload, now_ms()) {
+        let opened = match self.guard.open(subject, payload, now_ms(), is_control) {
             Ok(opened) => opened,
             Err(refused) => {
                 self.reject(if is_control { "control" } else { "publication" }, &refused);
@@ -398,7 +398,7 @@ impl Cluster {
         let broker: Arc<dyn Broker> = match config.broker {
             BrokerKind::Memory => Arc::new(MemoryBroker),
             BrokerKind::Redis => Arc::new(redis::RedisBroker::new(connector(&config.url), timeout)),
-            BrokerKind::Nats => Arc::new(nats::NatsBroker::new(password, tls.clone())),
+            BrokerKind::Nats => Arc::new(nats::NatsBroker::new(password, tls.clone().filter(|tls| tls.nats))),
         };
         let store = config
             .quota_url

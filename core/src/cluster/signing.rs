@@ -275,7 +275,10 @@ pub(crate) struct Guard {
 }
 
 struct Windows {
-    by_instance: HashMap<String, Window>,
+    /// Per sender instance, for its publications.
+    publications: HashMap<String, Window>,
+    /// Per sender instance, for its control messages.
+    control: HashMap<String, Window>,
     last_sweep: Instant,
 }
 
@@ -286,7 +289,11 @@ impl Guard {
             node: node.to_string(),
             instance: format!("{:032x}", rand::random::<u128>()),
             seq: AtomicU64::new(0),
-            windows: Mutex::new(Windows { by_instance: HashMap::new(), last_sweep: Instant::now() }),
+            windows: Mutex::new(Windows {
+                publications: HashMap::new(),
+                control: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         }
     }
 
@@ -318,8 +325,18 @@ impl Guard {
         out
     }
 
-    /// Checks a message received on `subject` at `now_ms` (this node's clock).
-    pub(crate) fn open<'a>(&self, subject: &str, payload: &'a [u8], now_ms: u64) -> Result<Opened<'a>, Refused<'a>> {
+    /// Checks a message received on `subject` at `now_ms` (this node's clock). `control`: the
+    /// subject is the control subject. Control messages (revocations, bans) get a replay window of
+    /// their own per sender: they arrive in order on their one subscription, so a burst of the
+    /// sender's publications, delivered by other tasks, can never push a genuine revocation out of
+    /// the window.
+    pub(crate) fn open<'a>(
+        &self,
+        subject: &str,
+        payload: &'a [u8],
+        now_ms: u64,
+        control: bool,
+    ) -> Result<Opened<'a>, Refused<'a>> {
         let Some(rest) = payload.strip_prefix(MAGIC) else {
             return match self.keys {
                 Some(_) => Err(Refused { reason: Rejection::Unsigned, node: plain_node(payload) }),
@@ -352,22 +369,24 @@ impl Guard {
         }
         // Verified, so the instance is a real node's: only then does it get a window.
         let instance = std::str::from_utf8(instance).map_err(|_| malformed(node))?;
-        if !self.record(instance, seq) {
+        if !self.record(instance, control, seq) {
             return Err(Refused { reason: Rejection::Replayed, node });
         }
         Ok(Opened::Signed { node, sent_ms, body })
     }
 
-    fn record(&self, instance: &str, seq: u64) -> bool {
+    fn record(&self, instance: &str, control: bool, seq: u64) -> bool {
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         if now.duration_since(windows.last_sweep) > MAX_SKEW {
-            windows.by_instance.retain(|_, w| now.duration_since(w.last_heard) <= 2 * MAX_SKEW);
+            windows.publications.retain(|_, w| now.duration_since(w.last_heard) <= 2 * MAX_SKEW);
+            windows.control.retain(|_, w| now.duration_since(w.last_heard) <= 2 * MAX_SKEW);
             windows.last_sweep = now;
         }
-        let window = match windows.by_instance.get_mut(instance) {
+        let windows = if control { &mut windows.control } else { &mut windows.publications };
+        let window = match windows.get_mut(instance) {
             Some(window) => window,
-            None => windows.by_instance.entry(instance.to_string()).or_insert_with(|| Window::new(now)),
+            None => windows.entry(instance.to_string()).or_insert_with(|| Window::new(now)),
         };
         window.last_heard = now;
         window.accept(seq)
@@ -405,16 +424,29 @@ mod tests {
     fn signed_messages_verify_once_and_only_on_their_subject() {
         let (a, b) = (guard(Some(KEY), "a"), guard(Some(KEY), "b"));
         let sealed = a.seal("wsg:c:news", NOW, b"{\"x\":1}", Vec::new);
-        assert_eq!(a.open("wsg:c:news", &sealed, NOW), Ok(Opened::Own));
+        assert_eq!(a.open("wsg:c:news", &sealed, NOW, false), Ok(Opened::Own));
         assert_eq!(
-            b.open("wsg:c:news", &sealed, NOW),
+            b.open("wsg:c:news", &sealed, NOW, false),
             Ok(Opened::Signed { node: "a", sent_ms: NOW, body: b"{\"x\":1}" })
         );
-        assert_eq!(b.open("wsg:c:news", &sealed, NOW).map_err(|r| r.reason), Err(Rejection::Replayed));
+        assert_eq!(b.open("wsg:c:news", &sealed, NOW, false).map_err(|r| r.reason), Err(Rejection::Replayed));
         let other = guard(Some(KEY), "c");
-        assert_eq!(other.open("wsg:c:admin", &sealed, NOW).map_err(|r| r.reason), Err(Rejection::BadSignature));
-        assert_eq!(other.open("wsg:c:news", &sealed, NOW + 31_000).map_err(|r| r.reason), Err(Rejection::Stale));
-        assert_eq!(other.open("wsg:c:news", &sealed, NOW - 31_000).map_err(|r| r.reason), Err(Rejection::Stale));
+        assert_eq!(other.open("wsg:c:admin", &sealed, NOW, false).map_err(|r| r.reason), Err(Rejection::BadSignature));
+        assert_eq!(other.open("wsg:c:news", &sealed, NOW + 31_000, false).map_err(|r| r.reason), Err(Rejection::Stale));
+        assert_eq!(other.open("wsg:c:news", &sealed, NOW - 31_000, false).map_err(|r| r.reason), Err(Rejection::Stale));
+    }
+
+    #[test]
+    fn a_control_message_is_not_pushed_out_by_a_burst_of_publications() {
+        let (a, b) = (guard(Some(KEY), "a"), guard(Some(KEY), "b"));
+        // Sealed first, delivered last: the control subscription lags behind the channels'.
+        let revocation = a.seal("wsg:control", NOW, b"{\"revoke\":1}", Vec::new);
+        for _ in 0..2 * WINDOW {
+            let publication = a.seal("wsg:c:news", NOW, b"{}", Vec::new);
+            assert!(b.open("wsg:c:news", &publication, NOW, false).is_ok());
+        }
+        assert!(matches!(b.open("wsg:control", &revocation, NOW, true), Ok(Opened::Signed { .. })));
+        assert_eq!(b.open("wsg:control", &revocation, NOW, true).map_err(|r| r.reason), Err(Rejection::Replayed));
     }
 
     #[test]
@@ -425,10 +457,10 @@ mod tests {
             let mut tampered = sealed.clone();
             tampered[i] ^= 0x01;
             let b = guard(Some(KEY), "b");
-            assert!(b.open("s", &tampered, NOW).is_err(), "byte {i} changed and still accepted");
+            assert!(b.open("s", &tampered, NOW, false).is_err(), "byte {i} changed and still accepted");
         }
         let b = guard(Some(KEY), "b");
-        assert!(b.open("s", &sealed, NOW).is_ok());
+        assert!(b.open("s", &sealed, NOW, false).is_ok());
     }
 
     #[test]
@@ -436,18 +468,18 @@ mod tests {
         let wrong = guard(Some(b"another key that is 32 bytes lon"), "x");
         let sealed = wrong.seal("s", NOW, b"body", Vec::new);
         let keyed = guard(Some(KEY), "k");
-        assert_eq!(keyed.open("s", &sealed, NOW).map_err(|r| r.reason), Err(Rejection::BadSignature));
-        assert_eq!(keyed.open("s", b"n1\n1\n{}", NOW), Err(Refused { reason: Rejection::Unsigned, node: "n1" }));
-        assert_eq!(keyed.open("s", b"{\"node\":\"n\"}", NOW).map_err(|r| r.reason), Err(Rejection::Unsigned));
+        assert_eq!(keyed.open("s", &sealed, NOW, false).map_err(|r| r.reason), Err(Rejection::BadSignature));
+        assert_eq!(keyed.open("s", b"n1\n1\n{}", NOW, false), Err(Refused { reason: Rejection::Unsigned, node: "n1" }));
+        assert_eq!(keyed.open("s", b"{\"node\":\"n\"}", NOW, false).map_err(|r| r.reason), Err(Rejection::Unsigned));
         assert_eq!(
-            keyed.open("s", b"~wsg1\nn\nshort\n1\n1\nx\n", NOW).map_err(|r| r.reason),
+            keyed.open("s", b"~wsg1\nn\nshort\n1\n1\nx\n", NOW, false).map_err(|r| r.reason),
             Err(Rejection::Malformed)
         );
-        assert_eq!(keyed.open("s", b"~wsg1\n", NOW).map_err(|r| r.reason), Err(Rejection::Malformed));
+        assert_eq!(keyed.open("s", b"~wsg1\n", NOW, false).map_err(|r| r.reason), Err(Rejection::Malformed));
         // Without a key: both formats, the signed one unverified.
         let open = guard(None, "o");
-        assert_eq!(open.open("s", b"n1\n1\n{}", NOW), Ok(Opened::Plain(b"n1\n1\n{}")));
-        assert!(matches!(open.open("s", &sealed, NOW), Ok(Opened::Signed { node: "x", .. })));
+        assert_eq!(open.open("s", b"n1\n1\n{}", NOW, false), Ok(Opened::Plain(b"n1\n1\n{}")));
+        assert!(matches!(open.open("s", &sealed, NOW, false), Ok(Opened::Signed { node: "x", .. })));
         assert_eq!(open.seal("s", NOW, b"body", || b"plain".to_vec()), b"plain");
     }
 
@@ -456,7 +488,7 @@ mod tests {
         let old = guard(Some(b"the previous key, 32 bytes long!"), "old");
         let sealed = old.seal("s", NOW, b"body", Vec::new);
         let rotated = Guard::new(Some(SigningKeys::new(KEY, Some(b"the previous key, 32 bytes long!"))), "new");
-        assert!(matches!(rotated.open("s", &sealed, NOW), Ok(Opened::Signed { .. })));
+        assert!(matches!(rotated.open("s", &sealed, NOW, false), Ok(Opened::Signed { .. })));
     }
 
     /// The cost per publication, for docs/PERFORMANCE.md: run in release with
@@ -478,7 +510,7 @@ mod tests {
             let sign_ns = start.elapsed().as_nanos() as f64 / n as f64;
             let start = Instant::now();
             for message in &sealed {
-                assert!(matches!(receiver.open("wsguard:c:room:1", message, NOW), Ok(Opened::Signed { .. })));
+                assert!(matches!(receiver.open("wsguard:c:room:1", message, NOW, false), Ok(Opened::Signed { .. })));
             }
             let verify_ns = start.elapsed().as_nanos() as f64 / n as f64;
             println!("frame {:>6} bytes: sign {sign_ns:>7.0} ns, verify {verify_ns:>7.0} ns", frame.len());

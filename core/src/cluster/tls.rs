@@ -29,6 +29,9 @@ pub(crate) struct BrokerTls {
     /// For NATS and the start-up probe: ring provider, TLS 1.2/1.3, the same roots and client
     /// certificate.
     pub(crate) rustls: Arc<rustls::ClientConfig>,
+    /// The NATS broker must speak TLS: a `tls://` URL, or a `tls_*` key. Not when TLS is there
+    /// only for a `rediss://` quota store beside a plain `nats://` broker.
+    pub(crate) nats: bool,
 }
 
 impl std::fmt::Debug for BrokerTls {
@@ -129,6 +132,7 @@ pub(crate) fn load(config: &ClusterConfig) -> Result<Option<Arc<BrokerTls>>, Con
     Ok(Some(Arc::new(BrokerTls {
         redis: redis::TlsCertificates { client_tls, root_cert: root_pem },
         rustls: Arc::new(client_config),
+        nats: config.broker == BrokerKind::Nats && (is_tls_url(&config.url) || config.has_tls_files()),
     })))
 }
 
@@ -145,7 +149,7 @@ pub(crate) struct StartupCheck {
 impl StartupCheck {
     pub(crate) fn new(config: &ClusterSettings, tls: Arc<BrokerTls>) -> Self {
         // NATS with a `tls_*` key speaks TLS even on a `nats://` URL (nats.rs requires it).
-        let is_nats = config.broker == BrokerKind::Nats;
+        let is_nats = tls.nats;
         let mut urls: Vec<String> = [Some(config.url.as_str()), config.quota_url.as_deref()]
             .into_iter()
             .flatten()
@@ -268,5 +272,21 @@ mod tests {
         assert_eq!(host_port("nats://n"), Some(("n".into(), 4222)));
         assert_eq!(host_port("tls://[::1]"), Some(("::1".into(), 4222)));
         assert_eq!(host_port("tls://"), None);
+    }
+
+    #[test]
+    fn a_rediss_quota_store_does_not_put_a_plain_nats_broker_on_tls() {
+        let config = |url: &str| ClusterConfig {
+            broker: BrokerKind::Nats,
+            url: url.into(),
+            quota_redis_url: "rediss://redis.example:6380".into(),
+            ..ClusterConfig::default()
+        };
+        let Ok(Some(tls)) = load(&config("nats://nats.example:4222")) else {
+            return; // no readable system trust store here: nothing to check
+        };
+        assert!(!tls.nats, "nats:// without tls_* keys stays plain");
+        let Ok(Some(tls)) = load(&config("tls://nats.example:4222")) else { panic!("tls:// loads") };
+        assert!(tls.nats);
     }
 }

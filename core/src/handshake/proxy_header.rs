@@ -59,9 +59,12 @@ const V2_FIXED_BYTES: usize = 16;
 /// Largest version 2 header accepted, TLVs included. Load balancers send a few dozen bytes of
 /// TLVs (an endpoint id, a TLS summary); a bound keeps a pending connection's buffer small.
 pub(crate) const V2_MAX_BYTES: usize = 2048;
-/// How often an untrusted peer's first bytes are looked at again while they are still a prefix
-/// of a PROXY signature (a peek shows the same bytes until more arrive, so it cannot wait).
+/// How soon an untrusted peer's first bytes are looked at again while they are still a prefix
+/// of a PROXY signature (a peek shows the same bytes until more arrive, so it cannot wait); the
+/// pause doubles up to [`UNDECIDED_RETRY_MAX`], so a peer that stalls there costs a few wake-ups
+/// per second, not a hundred.
 const UNDECIDED_RETRY: Duration = Duration::from_millis(10);
+const UNDECIDED_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// What a PROXY header said about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,15 +289,20 @@ pub(crate) async fn read<S: HeaderSource>(source: &mut S, mode: ProxyProtocol) -
 
 /// Whether a peer that may not send a header (not in `server.trusted_proxies`) starts with one,
 /// consuming nothing. While its first bytes are still a prefix of a signature it looks again
-/// every few milliseconds; the caller bounds the wait. `false` at the end of the stream.
+/// again after a pause that doubles from 10 ms to 500 ms; the caller bounds the wait. `false` at
+/// the end of the stream.
 pub(crate) async fn starts_with_header(tcp: &TcpStream) -> io::Result<bool> {
     let mut buf = [0u8; 12];
+    let mut pause = UNDECIDED_RETRY;
     loop {
         let n = tcp.peek(&mut buf).await?;
         match (n, signature(&buf[..n])) {
             (0, _) | (_, Signature::None) => return Ok(false),
             (_, Signature::V1 | Signature::V2) => return Ok(true),
-            (_, Signature::Undecided) => tokio::time::sleep(UNDECIDED_RETRY).await,
+            (_, Signature::Undecided) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(UNDECIDED_RETRY_MAX);
+            }
         }
     }
 }
