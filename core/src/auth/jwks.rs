@@ -167,11 +167,13 @@ impl RemoteKeys {
         self.identity == other.identity
     }
 
-    /// True when `other` fetches the same keys (issuer, URL or discovery, algorithms, CA) and only
-    /// the cache or fetch settings differ.
+    /// True when `other` fetches the same keys (issuer, URL or discovery, algorithms) and only the
+    /// cache or fetch settings, or the CA the fetches trust, differ. A CA change (a routine bundle
+    /// rotation) keeps the keys fetched under the old one in force until the new source's first
+    /// fetch replaces them, instead of refusing the issuer's tokens meanwhile.
     pub(crate) fn same_keys(&self, other: &RemoteKeys) -> bool {
         let (a, b) = (&self.identity, &other.identity);
-        a.issuer == b.issuer && a.source == b.source && a.algorithms == b.algorithms && a.ca == b.ca
+        a.issuer == b.issuer && a.source == b.source && a.algorithms == b.algorithms
     }
 
     /// Starts from `other`'s key set (a reload that changed only the cache or fetch settings), so
