@@ -506,6 +506,9 @@ impl Cluster {
                 }
                 Some(()) = hello.recv() => self.resend_originated().await,
                 Some(target) = lifted.recv() => {
+                    if let Some(store) = &self.store {
+                        store.lift_if_queued(&target);
+                    }
                     self.originated.lock().unwrap_or_else(PoisonError::into_inner).bans.remove(&target);
                 }
             }

@@ -286,6 +286,19 @@ impl StateStore {
         self.wake.notify_one();
     }
 
+    /// Another node lifted the ban on `target`: when a ban of it is still queued here (Redis was
+    /// unreachable from this node), queue the lift after it, so that this node's late write
+    /// cannot bring the lifted ban back into Redis.
+    pub(crate) fn lift_if_queued(&self, target: &BanTarget) {
+        let queued = {
+            let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.iter().any(|op| matches!(op, Op::Ban { target: banned, .. } if banned == target))
+        };
+        if queued {
+            self.push(Op::Lift { target: target.clone() });
+        }
+    }
+
     /// Writes queued changes in order until `shutdown`; a failed write is retried after `pause`
     /// (the reconnection backoff).
     pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken, pause: impl Fn(u32) -> Duration) {
@@ -417,5 +430,26 @@ impl StateStore {
             Ok(result) => result.map_err(BrokerError::from),
             Err(_) => Err(BrokerError::TimedOut("state store write")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lift_from_another_node_is_queued_after_a_ban_still_waiting_here() {
+        let connector = super::super::redis::RedisConnector::new("redis://127.0.0.1:1", None, None).expect("url");
+        let store = StateStore::new(connector, "t", None, 60, Duration::from_secs(1), Arc::new(Stats::default()));
+        let ip = BanTarget::Ip("203.0.113.9".parse().expect("ip"));
+        let user = BanTarget::User("mallory".into());
+        store.lift_if_queued(&ip);
+        assert!(store.queue.lock().expect("queue").is_empty(), "nothing of this node's to undo");
+        store.push(Op::Ban { target: ip.clone(), reason: "operator", until: u64::MAX });
+        store.lift_if_queued(&user);
+        store.lift_if_queued(&ip);
+        let queue = store.queue.lock().expect("queue");
+        assert_eq!(queue.len(), 2);
+        assert!(matches!(queue.back(), Some(Op::Lift { target }) if *target == ip));
     }
 }
