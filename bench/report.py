@@ -22,7 +22,7 @@ def key(r):
 
 def plain_key(r):
     s = r["scenario"]
-    if s in ("echo", "pipelined"):
+    if s in ("echo", "pipelined", "publish", "pipelined_publish"):
         return f"{s} c={r['conns']} w={r['window']}"
     if s.startswith("fanout"):
         return f"{s} subs={r['subs']}" + (f" rate={r['rate']:g}/s" if r["rate"] else f" w={r['window']}")
@@ -84,6 +84,19 @@ def main(path):
                 ro = ratio(ops, med(b, "ops_per_sec"))
                 rp = ratio(p99, med(b, "p99_us"))
             print(f"| {k} | {label} | {len(rows)} | {fmt(ops)} | {fmt(p50)} | {fmt(p99)} | {fmt(cpu, 2)} | {rc} | {ro} | {rp} | {errs} |")
+    # The security layer's cost per message: a schema-checked, acked publish against the raw
+    # baseline's pipelined echo (a parse and a reply) of the same run and window.
+    for k in order:
+        if "pipelined_publish" not in k:
+            continue
+        echo_k = k.replace("pipelined_publish", "pipelined")
+        echo_cpu = med(groups.get((echo_k, BASE), []), "server_cpu_us_per_op")
+        for label in ("wsguard-before", "wsguard"):
+            rows = groups.get((k, label), [])
+            if rows and echo_cpu == echo_cpu:
+                cpu = med(rows, "server_cpu_us_per_op")
+                print()
+                print(f"{label} {k}: {fmt(cpu, 2)} µs per message = {ratio(cpu, echo_cpu)} {BASE}'s {echo_k} ({fmt(echo_cpu, 2)} µs)")
     if idle_rows:
         print()
         print("| idle connections | server | runs | held | server RSS before KiB | after KiB | KiB per connection | ratio | connect s | errors |")

@@ -14,8 +14,8 @@
 #                                # provider (auth.jwks_url, served on loopback), wsguard-before
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
-#                                # (space-separated: echo pipelined fanout-max fanout-rate
-#                                # handshake idle; "wss" selects the TLS ones)
+#                                # (space-separated: echo pipelined pipelined-publish fanout-max
+#                                # fanout-rate handshake idle; "wss" selects the TLS ones)
 #
 # Server pinned to core 0, load generator to core 1 (taskset). Every figure is the median of
 # REPS runs; each run starts a fresh server process; the servers alternate order per repetition.
@@ -149,6 +149,9 @@ run_case() {
 HS_SRC=127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9
 if want echo; then echo "== echo ping-pong" >&2; run_case echo --conns 50 --window 1; fi
 if want pipelined; then echo "== pipelined" >&2; run_case echo --conns 50 --window 16; fi
+if want pipelined-publish; then
+  echo "== pipelined publish (schema-checked, acked)" >&2; run_case echo --conns 50 --window 16 --publish
+fi
 if want fanout-max; then echo "== fan-out, max rate" >&2; run_case fanout --subs 100 --window 8; fi
 if want fanout-rate; then echo "== fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
 if want handshake; then echo "== handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi

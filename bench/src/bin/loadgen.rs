@@ -4,7 +4,8 @@
 //! own CPU time per operation (utime + stime of `--server-pid` from `/proc/PID/stat`, read at the
 //! start and the end of the measured window, after a warm-up).
 //!
-//! Scenarios (subcommands): `echo` (C connections, a window of W pings in flight each),
+//! Scenarios (subcommands): `echo` (C connections, a window of W pings in flight each; with
+//! `--publish`, schema-checked publishes to the `bench` channel, each acked, instead of pings),
 //! `fanout` (N subscribers on one channel, one publisher, max rate with end-to-end flow control or
 //! a fixed rate), `handshake` (connect + authenticate + close, C in parallel), `idle` (hold N
 //! connections; used by `idle-multi`, which spreads connections over several processes and
@@ -158,6 +159,10 @@ enum Cmd {
         conns: usize,
         #[arg(long, default_value_t = 1)]
         window: usize,
+        /// Send publishes (payload checked against the channel's schema, answered `ack`) instead
+        /// of pings: the per-message cost of the security layer, next to the echo of the same run.
+        #[arg(long)]
+        publish: bool,
     },
     /// N subscribers on one channel, one publisher.
     Fanout {
@@ -204,7 +209,7 @@ fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let out = match cli.cmd {
-        Cmd::Echo { common, conns, window } => rt.block_on(echo(common, conns, window)),
+        Cmd::Echo { common, conns, window, publish } => rt.block_on(echo(common, conns, window, publish)),
         Cmd::Fanout { common, subs, rate, window, channel } => rt.block_on(fanout(common, subs, rate, window, channel)),
         Cmd::Handshake { common, conns } => rt.block_on(handshake(common, conns)),
         Cmd::Idle { common, conns } => rt.block_on(idle(common, conns)),
@@ -357,7 +362,7 @@ fn report(
 // ---------------------------------------------------------------------------------------------
 // echo / pipelined
 
-async fn echo(c: Common, conns: usize, window: usize) -> String {
+async fn echo(c: Common, conns: usize, window: usize, publish: bool) -> String {
     let (sockets, mut errors) = connect_many(&c, conns, 64).await;
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let total = Arc::new(Mutex::new(new_hist()));
@@ -367,7 +372,7 @@ async fn echo(c: Common, conns: usize, window: usize) -> String {
     for ws in sockets {
         let (phase, total, ops, errs) = (phase.clone(), total.clone(), ops.clone(), errs.clone());
         tasks.push(tokio::spawn(async move {
-            let (h, n, e) = echo_conn(ws, window, &phase).await;
+            let (h, n, e) = echo_conn(ws, window, publish, &phase).await;
             total.lock().expect("hist").add(&h).expect("hist add");
             ops.fetch_add(n, Ordering::Relaxed);
             errs.fetch_add(e, Ordering::Relaxed);
@@ -379,7 +384,12 @@ async fn echo(c: Common, conns: usize, window: usize) -> String {
     }
     errors += errs.load(Ordering::Relaxed);
     let hist = total.lock().expect("hist").clone();
-    let scenario = if window > 1 { "pipelined" } else { "echo" };
+    let scenario = match (publish, window > 1) {
+        (false, false) => "echo",
+        (false, true) => "pipelined",
+        (true, false) => "publish",
+        (true, true) => "pipelined_publish",
+    };
     let extra = json!({"conns": conns, "window": window});
     report(&c, scenario, ops.load(Ordering::Relaxed), secs, ticks, &hist, errors, extra)
 }
@@ -388,13 +398,29 @@ fn ping(id: u64) -> Message {
     Message::Text(format!("{{\"action\":\"ping\",\"id\":{id}}}").into())
 }
 
-async fn echo_conn(mut ws: Ws, window: usize, phase: &AtomicU8) -> (Histogram<u64>, u64, u64) {
+/// A publish to `bench` whose payload satisfies bench/config/payload.schema.json.
+fn publish(id: u64) -> Message {
+    Message::Text(
+        format!(
+            "{{\"action\":\"publish\",\"id\":{id},\"channel\":\"bench\",\"payload\":{{\"t\":{},\"n\":{id},\"pad\":\"{}\"}}}}",
+            EPOCH.elapsed().as_nanos() as u64,
+            PAD
+        )
+        .into(),
+    )
+}
+
+const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+async fn echo_conn(mut ws: Ws, window: usize, publishes: bool, phase: &AtomicU8) -> (Histogram<u64>, u64, u64) {
+    let request = if publishes { publish } else { ping };
+    let answer = if publishes { "\"ack\"" } else { "\"pong\"" };
     let mut hist = new_hist();
     let (mut n, mut errors, mut id) = (0u64, 0u64, 0u64);
     let mut inflight: VecDeque<Instant> = VecDeque::with_capacity(window);
     for _ in 0..window {
         id += 1;
-        if ws.feed(ping(id)).await.is_err() {
+        if ws.feed(request(id)).await.is_err() {
             return (hist, n, errors + 1);
         }
         inflight.push_back(Instant::now());
@@ -413,7 +439,7 @@ async fn echo_conn(mut ws: Ws, window: usize, phase: &AtomicU8) -> (Histogram<u6
         };
         let sent = inflight.pop_front().unwrap_or_else(Instant::now);
         let p = phase.load(Ordering::Relaxed);
-        if !text.as_str().contains("\"pong\"") {
+        if !text.as_str().contains(answer) {
             errors += 1;
         } else if p == MEASURE {
             let _ = hist.record(sent.elapsed().as_nanos() as u64);
@@ -423,7 +449,7 @@ async fn echo_conn(mut ws: Ws, window: usize, phase: &AtomicU8) -> (Histogram<u6
             break;
         }
         id += 1;
-        if ws.send(ping(id)).await.is_err() {
+        if ws.send(request(id)).await.is_err() {
             errors += 1;
             break;
         }
