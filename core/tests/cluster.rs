@@ -10,102 +10,17 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::brokers::{
+    Kind, NATS, REDIS, binary_or_skip, broker_or_skip, eventually, free_port, node, prefix, subscribe,
+};
 use support::{RawRequest, Setup, TestServer, Ws, admin_request, assert_frame, expect_close, recv_json, request};
 use wsguard::auth::Revocation;
 use wsguard::limits::BanTarget;
-
-const REDIS: &str = "127.0.0.1:6379";
-const NATS: &str = "127.0.0.1:4222";
-/// How long a cross-node effect may take here before a test fails (the documented bound is
-/// broker latency; this is generous for a loaded 2-core machine).
-const CROSS_NODE: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Redis,
-    Nats,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Redis => "redis",
-            Kind::Nats => "nats",
-        }
-    }
-
-    fn shared_url(self) -> String {
-        match self {
-            Kind::Redis => format!("redis://{REDIS}"),
-            Kind::Nats => format!("nats://{NATS}"),
-        }
-    }
-
-    fn shared_addr(self) -> &'static str {
-        match self {
-            Kind::Redis => REDIS,
-            Kind::Nats => NATS,
-        }
-    }
-}
-
-/// True when `addr` accepts TCP connections; otherwise skips (or fails under
-/// `WSGUARD_REQUIRE_BROKERS=1`).
-fn broker_or_skip(test: &str, what: &str, addr: &str) -> bool {
-    let reachable = addr
-        .parse::<SocketAddr>()
-        .ok()
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok());
-    if !reachable {
-        skip(test, &format!("{what} is not reachable at {addr}"));
-    }
-    reachable
-}
-
-fn binary_or_skip(test: &str, binary: &str) -> bool {
-    let found = Command::new(binary).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    if !found {
-        skip(test, &format!("`{binary}` is not installed (needed to restart a private broker)"));
-    }
-    found
-}
-
-/// Says so on stderr: a skipped test must be visible in the test output.
-#[allow(clippy::print_stderr)]
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var("WSGUARD_REQUIRE_BROKERS").as_deref() != Ok("1"),
-        "{test}: {why}, and WSGUARD_REQUIRE_BROKERS=1 forbids skipping"
-    );
-    eprintln!("SKIPPED {test}: {why}");
-}
-
-/// A channel prefix no other test (or earlier run) uses.
-fn prefix(test: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("t{}-{}-{nanos:x}-{test}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("address").port()
-}
-
-/// A node's setup: the test defaults plus `[cluster]` (and room for more `[cluster]` lines).
-fn node(kind: Kind, url: &str, prefix: &str, id: &str, cluster_lines: &str) -> Setup {
-    Setup::new().limits("connections_per_ip = 100").extra(&format!(
-        "[cluster]\nbroker = \"{}\"\nurl = \"{url}\"\nnode_id = \"{id}\"\nchannel_prefix = \"{prefix}\"\n\
-         reconnect_max_secs = 0.5\n{cluster_lines}",
-        kind.name()
-    ))
-}
 
 async fn readyz(server: &TestServer) -> u16 {
     admin_request(server.metrics_addr(), "GET", "/readyz").await.status
@@ -124,22 +39,8 @@ async fn wait_readyz(server: &TestServer, status: u16) {
     }
 }
 
-async fn subscribe(ws: &mut Ws, channel: &str) {
-    let reply = request(ws, &json!({"action": "subscribe", "id": 1, "channel": channel})).await;
-    assert_frame(&reply, &json!({"type": "ack", "id": 1}));
-}
-
 async fn publish(ws: &mut Ws, id: u64, channel: &str, payload: Value) -> Value {
     request(ws, &json!({"action": "publish", "id": id, "channel": channel, "payload": payload})).await
-}
-
-/// Polls `f` until it returns true or `CROSS_NODE` passes.
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + CROSS_NODE;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {CROSS_NODE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // --- publications -------------------------------------------------------------------------

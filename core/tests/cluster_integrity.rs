@@ -17,93 +17,24 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{RawRequest, Setup, TempDir, TestServer, Ws, admin_request, assert_frame, recv_json, request};
+use support::brokers::{
+    self, CROSS_NODE, Kind, NATS, REDIS, broker_or_skip, eventually, prefix, subscribe, wait_ready,
+};
+use support::{RawRequest, Setup, TempDir, TestServer, admin_request, assert_frame, recv_json, request};
 use wsguard::ErrorCode;
 use wsguard::auth::{Revocation, TokenRequest};
 use wsguard::limits::BanTarget;
 
-const REDIS: &str = "127.0.0.1:6379";
-const NATS: &str = "127.0.0.1:4222";
 const KEY: &[u8] = b"cluster-integrity-tests-signing-key-0123456789";
 const WRONG_KEY: &[u8] = b"an-attackers-guess-at-the-signing-key-012345678";
-const CROSS_NODE: Duration = Duration::from_secs(5);
 /// The sender instance the attacker's forged signed messages claim.
 const FORGED_INSTANCE: u128 = 0xbad;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Redis,
-    Nats,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Redis => "redis",
-            Kind::Nats => "nats",
-        }
-    }
-
-    fn url(self) -> String {
-        match self {
-            Kind::Redis => format!("redis://{REDIS}"),
-            Kind::Nats => format!("nats://{NATS}"),
-        }
-    }
-
-    fn addr(self) -> &'static str {
-        match self {
-            Kind::Redis => REDIS,
-            Kind::Nats => NATS,
-        }
-    }
-
-    /// The subject of channel `room:<n>` (names without NATS escapes).
-    fn channel_subject(self, prefix: &str, channel: &str) -> String {
-        match self {
-            Kind::Redis => format!("{prefix}:c:{channel}"),
-            Kind::Nats => format!("{prefix}.c.{}", channel.replace(':', ".")),
-        }
-    }
-
-    fn control_subject(self, prefix: &str) -> String {
-        match self {
-            Kind::Redis => format!("{prefix}:control"),
-            Kind::Nats => format!("{prefix}.control"),
-        }
-    }
-}
-
-#[allow(clippy::print_stderr)]
-fn reachable_or_skip(test: &str, what: &str, addr: &str) -> bool {
-    let reachable = addr
-        .parse::<SocketAddr>()
-        .ok()
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok());
-    if !reachable {
-        assert!(
-            std::env::var("WSGUARD_REQUIRE_BROKERS").as_deref() != Ok("1"),
-            "{test}: {what} is not reachable at {addr}, and WSGUARD_REQUIRE_BROKERS=1 forbids skipping"
-        );
-        eprintln!("SKIPPED {test}: {what} is not reachable at {addr}");
-    }
-    reachable
-}
-
-fn prefix(test: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("i{}-{}-{nanos:x}-{test}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -112,33 +43,7 @@ fn now_ms() -> u64 {
 /// A node of the cluster `prefix`, signing with the key in `dir` (`cluster_lines` appended).
 fn node(kind: Kind, url: &str, prefix: &str, id: &str, dir: &TempDir, cluster_lines: &str) -> Setup {
     let key = dir.write("cluster.key", KEY);
-    Setup::new().limits("connections_per_ip = 100").extra(&format!(
-        "[cluster]\nbroker = \"{}\"\nurl = \"{url}\"\nnode_id = \"{id}\"\nchannel_prefix = \"{prefix}\"\n\
-         reconnect_max_secs = 0.5\nsigning_key_file = {:?}\n{cluster_lines}",
-        kind.name(),
-        key.to_string_lossy()
-    ))
-}
-
-async fn wait_ready(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while admin_request(server.metrics_addr(), "GET", "/readyz").await.status != 200 {
-        assert!(Instant::now() < deadline, "/readyz never answered 200");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + CROSS_NODE;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {CROSS_NODE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn subscribe(ws: &mut Ws, channel: &str) {
-    let reply = request(ws, &json!({"action": "subscribe", "id": 1, "channel": channel})).await;
-    assert_frame(&reply, &json!({"type": "ack", "id": 1}));
+    brokers::node(kind, url, prefix, id, &format!("signing_key_file = {:?}\n{cluster_lines}", key.to_string_lossy()))
 }
 
 fn rejected(kind: &str, reason: &str) -> String {
@@ -162,7 +67,7 @@ impl Attacker {
         let (tx, captured) = tokio::sync::mpsc::unbounded_channel();
         match kind {
             Kind::Redis => {
-                let client = redis::Client::open(kind.url()).expect("redis client");
+                let client = redis::Client::open(kind.shared_url()).expect("redis client");
                 let publisher = client.get_multiplexed_async_connection().await.expect("redis connection");
                 let mut pubsub = client.get_async_pubsub().await.expect("redis pubsub");
                 for subject in capture {
@@ -179,7 +84,7 @@ impl Attacker {
                 Attacker::Redis { publisher, captured }
             }
             Kind::Nats => {
-                let client = async_nats::connect(kind.url()).await.expect("nats client");
+                let client = async_nats::connect(kind.shared_url()).await.expect("nats client");
                 for subject in capture {
                     let mut subscriber = client.subscribe(subject.clone()).await.expect("subscribe");
                     let tx = tx.clone();
@@ -265,13 +170,13 @@ fn plain_control(control: Value) -> Vec<u8> {
 // --- forged broker messages -------------------------------------------------------------------
 
 async fn forged_messages_are_dropped(kind: Kind, test: &str) {
-    if !reachable_or_skip(test, kind.name(), kind.addr()) {
+    if !broker_or_skip(test, kind.name(), kind.shared_addr()) {
         return;
     }
     let p = prefix(test);
     let dir = TempDir::new();
-    let a = node(kind, &kind.url(), &p, "a", &dir, "").start().await;
-    let b = node(kind, &kind.url(), &p, "b", &dir, "").start().await;
+    let a = node(kind, &kind.shared_url(), &p, "a", &dir, "").start().await;
+    let b = node(kind, &kind.shared_url(), &p, "b", &dir, "").start().await;
     wait_ready(&a).await;
     wait_ready(&b).await;
     let room = kind.channel_subject(&p, "room:1");
@@ -355,7 +260,7 @@ async fn nats_forged_unsigned_and_replayed_messages_are_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_previous_key_verifies_during_a_rotation() {
     let test = "rotation";
-    if !reachable_or_skip(test, "redis", REDIS) {
+    if !broker_or_skip(test, "redis", REDIS) {
         return;
     }
     let p = prefix(test);
@@ -369,7 +274,7 @@ async fn the_previous_key_verifies_during_a_rotation() {
             new_key.to_string_lossy()
         ))
     };
-    let old = node(Kind::Redis, &Kind::Redis.url(), &p, "old", &old_dir, "").start().await;
+    let old = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "old", &old_dir, "").start().await;
     let rotating = with_new("rotating")
         .extra(&format!("signing_key_previous_file = {:?}\n", old_key.to_string_lossy()))
         .start()
@@ -396,12 +301,12 @@ async fn the_previous_key_verifies_during_a_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_keyless_nodes_accept_signed_and_keyed_nodes_refuse_plain() {
     let test = "rollout";
-    if !reachable_or_skip(test, "redis", REDIS) {
+    if !broker_or_skip(test, "redis", REDIS) {
         return;
     }
     let p = prefix(test);
     let dir = TempDir::new();
-    let keyed = node(Kind::Redis, &Kind::Redis.url(), &p, "keyed", &dir, "").start().await;
+    let keyed = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "keyed", &dir, "").start().await;
     let keyless = Setup::new()
         .extra(&format!(
             "[cluster]\nbroker = \"redis\"\nurl = \"redis://{REDIS}\"\nnode_id = \"keyless\"\nchannel_prefix = \"{p}\"\n"
@@ -444,13 +349,13 @@ async fn stop(mut server: TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_and_bans_survive_a_restart_of_every_node() {
     let test = "persisted";
-    if !reachable_or_skip(test, "redis", REDIS) {
+    if !broker_or_skip(test, "redis", REDIS) {
         return;
     }
     let p = prefix(test);
     let dir = TempDir::new();
-    let a = node(Kind::Redis, &Kind::Redis.url(), &p, "a", &dir, "").start().await;
-    let b = node(Kind::Redis, &Kind::Redis.url(), &p, "b", &dir, "").start().await;
+    let a = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "a", &dir, "").start().await;
+    let b = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "b", &dir, "").start().await;
     wait_ready(&a).await;
     wait_ready(&b).await;
 
@@ -485,7 +390,7 @@ async fn revocations_and_bans_survive_a_restart_of_every_node() {
     stop(b).await;
 
     // Every node is gone; a fresh one knows what was revoked and banned before admitting anyone.
-    let c = node(Kind::Redis, &Kind::Redis.url(), &p, "c", &dir, "").start().await;
+    let c = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "c", &dir, "").start().await;
     wait_ready(&c).await;
     c.exchange(&RawRequest::authorized(&revoked)).await.assert_refused(401, "token_revoked");
     c.exchange(&RawRequest::authorized(&c.token("mallory"))).await.assert_refused(403, "banned");
@@ -508,7 +413,7 @@ async fn revocations_and_bans_survive_a_restart_of_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_state_without_a_valid_mac_is_ignored() {
     let test = "planted";
-    if !reachable_or_skip(test, "redis", REDIS) {
+    if !broker_or_skip(test, "redis", REDIS) {
         return;
     }
     let p = prefix(test);
@@ -531,7 +436,7 @@ async fn planted_state_without_a_valid_mac_is_ignored() {
         .await
         .expect("ZADD");
     let dir = TempDir::new();
-    let c = node(Kind::Redis, &Kind::Redis.url(), &p, "c", &dir, "").start().await;
+    let c = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "c", &dir, "").start().await;
     wait_ready(&c).await;
     assert!(c.handle.bans().is_empty(), "planted bans ignored");
     assert_eq!(c.exchange(&RawRequest::authorized(&c.token("carol"))).await.status, 101, "planted revocation ignored");
@@ -545,7 +450,7 @@ async fn planted_state_without_a_valid_mac_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_state_store_fails_closed_or_open_as_configured() {
     let test = "state_failure";
-    if !reachable_or_skip(test, "nats", NATS) {
+    if !broker_or_skip(test, "nats", NATS) {
         return;
     }
     let dead = format!("redis://127.0.0.1:{}", {
@@ -559,7 +464,7 @@ async fn unreachable_state_store_fails_closed_or_open_as_configured() {
     // `closed` is the default: left unset.
     let closed = node(
         Kind::Nats,
-        &Kind::Nats.url(),
+        &Kind::Nats.shared_url(),
         &p,
         "closed",
         &dir,
@@ -576,7 +481,7 @@ async fn unreachable_state_store_fails_closed_or_open_as_configured() {
     refused.assert_refused(503, "cluster_state_unavailable");
     assert_eq!(admin_request(closed.metrics_addr(), "GET", "/readyz").await.status, 503);
     assert_eq!(ErrorCode::ClusterStateUnavailable.number(), 5007);
-    let open = node(Kind::Nats, &Kind::Nats.url(), &p, "open", &dir, &lines("open")).start().await;
+    let open = node(Kind::Nats, &Kind::Nats.shared_url(), &p, "open", &dir, &lines("open")).start().await;
     assert_eq!(open.exchange(&RawRequest::authorized(&open.token("alice"))).await.status, 101);
     assert!(open.scrape().await.get("wsguard_broker_errors_total{op=\"state_load\"}") >= 1.0);
 }

@@ -9,17 +9,17 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::json;
-use support::{Connect, RawRequest, Setup, TempDir, TestServer, admin_request, assert_frame, recv_json, request};
+use support::brokers::{Kind, binary_or_skip, free_port, node, prefix, subscribe, wait_ready};
+use support::{Connect, RawRequest, Setup, TempDir, TestServer, assert_frame, recv_json, request};
 use wsguard::auth::TokenRequest;
 use wsguard::{Config, ErrorCode, Server};
 
@@ -90,28 +90,6 @@ fn toml_path(path: &Path) -> String {
 
 // --- private brokers ------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Redis,
-    Nats,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Redis => "redis",
-            Kind::Nats => "nats",
-        }
-    }
-
-    fn binary(self) -> &'static str {
-        match self {
-            Kind::Redis => "redis-server",
-            Kind::Nats => "nats-server",
-        }
-    }
-}
-
 /// A TLS-only broker process on its own port; killed (by its own pid) on drop.
 struct TlsBroker {
     kind: Kind,
@@ -173,46 +151,6 @@ fn wait_listening(kind: Kind, port: u16) {
     }
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("address").port()
-}
-
-fn binary_or_skip(test: &str, kind: Kind) -> bool {
-    let found =
-        Command::new(kind.binary()).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    if !found {
-        skip(test, &format!("`{}` is not installed", kind.binary()));
-    }
-    found
-}
-
-/// Says so on stderr: a skipped test must be visible in the test output.
-#[allow(clippy::print_stderr)]
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var("WSGUARD_REQUIRE_BROKERS").as_deref() != Ok("1"),
-        "{test}: {why}, and WSGUARD_REQUIRE_BROKERS=1 forbids skipping"
-    );
-    eprintln!("SKIPPED {test}: {why}");
-}
-
-/// A channel prefix no other test (or earlier run) uses.
-fn prefix(test: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("t{}-{}-{nanos:x}-{test}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A node's setup: the test defaults plus `[cluster]` with `cluster_lines`.
-fn node(kind: Kind, url: &str, prefix: &str, id: &str, cluster_lines: &str) -> Setup {
-    Setup::new().limits("connections_per_ip = 100").extra(&format!(
-        "[cluster]\nbroker = \"{}\"\nurl = \"{url}\"\nnode_id = \"{id}\"\nchannel_prefix = \"{prefix}\"\n\
-         reconnect_max_secs = 0.5\n{cluster_lines}",
-        kind.name()
-    ))
-}
-
 /// Binds a node that is expected not to start, and returns the error.
 async fn bind_error(setup: &Setup) -> wsguard::Error {
     let dir = TempDir::new();
@@ -224,18 +162,6 @@ async fn bind_error(setup: &Setup) -> wsguard::Error {
     }
 }
 
-async fn wait_ready(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = admin_request(server.metrics_addr(), "GET", "/readyz").await.status;
-        if status == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/readyz stayed {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A single-use token (`jti` given) for `subject`, valid on every node (they share the secret).
 fn single_use(server: &TestServer, subject: &str, jti: &str) -> String {
     let mut request = TokenRequest { subject: subject.into(), ttl_secs: 300, ..TokenRequest::default() };
@@ -243,16 +169,11 @@ fn single_use(server: &TestServer, subject: &str, jti: &str) -> String {
     server.mint(&request)
 }
 
-async fn subscribe(ws: &mut support::Ws, channel: &str) {
-    let reply = request(ws, &json!({"action": "subscribe", "id": 1, "channel": channel})).await;
-    assert_frame(&reply, &json!({"type": "ack", "id": 1}));
-}
-
 // --- publications over TLS ------------------------------------------------------------------
 
 /// Two nodes joined through a broker that requires a client certificate exchange a publication.
 async fn publication_crosses_tls_broker(kind: Kind, test: &str) {
-    if !binary_or_skip(test, kind) {
+    if !binary_or_skip(test, kind.binary()) {
         return;
     }
     let pki = Pki::new();
@@ -296,7 +217,7 @@ async fn nats_over_tls_with_a_client_certificate_carries_publications() {
 /// A broker certificate from a CA the node does not trust, and a broker that requires a client
 /// certificate the node does not present, each stop the start with `broker_tls`.
 async fn untrusted_tls_stops_the_start(kind: Kind, test: &str) {
-    if !binary_or_skip(test, kind) {
+    if !binary_or_skip(test, kind.binary()) {
         return;
     }
     let pki = Pki::new();
@@ -327,7 +248,7 @@ async fn nats_with_a_wrong_ca_or_no_client_certificate_is_a_start_up_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_tls_keys_refuse_a_server_that_offers_no_tls() {
     let test = "nats_tls_downgrade";
-    if !binary_or_skip(test, Kind::Nats) {
+    if !binary_or_skip(test, Kind::Nats.binary()) {
         return;
     }
     let pki = Pki::new();
@@ -376,7 +297,7 @@ async fn tls_files_are_read_and_checked_when_the_server_is_built() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_use_token_spent_on_one_node_is_refused_on_another() {
     let test = "jti_cluster";
-    if !binary_or_skip(test, Kind::Redis) {
+    if !binary_or_skip(test, Kind::Redis.binary()) {
         return;
     }
     let pki = Pki::new();

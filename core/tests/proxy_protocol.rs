@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 use wsguard::limits::BanTarget;
 use wsguard::{Event, Hooks};
@@ -307,7 +306,7 @@ async fn tls_after_the_header() {
     }
     // A trusted peer that starts TLS without a header is closed before TLS.
     let cert = server.cert.clone().expect("TLS setup");
-    let connector = connector(&cert);
+    let connector = support::tls_connector(&cert);
     let tried = tokio::time::timeout(
         WAIT,
         connector.connect(ServerName::try_from("localhost").expect("name"), server.tcp().await),
@@ -318,19 +317,8 @@ async fn tls_after_the_header() {
     metric_reaches(&server, &proxy_result("missing"), 1.0).await;
 }
 
-fn connector(cert: &rustls::pki_types::CertificateDer<'static>) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).expect("trust the test certificate");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 async fn tls_over(server: &TestServer, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let connector = connector(server.cert.as_ref().expect("TLS setup"));
+    let connector = support::tls_connector(server.cert.as_ref().expect("TLS setup"));
     let name = ServerName::try_from("localhost").expect("server name");
     tokio::time::timeout(WAIT, connector.connect(name, tcp))
         .await

@@ -331,17 +331,21 @@ impl AuthConfig {
             .collect()
     }
 
-    fn validate_issuers(&self, problems: &mut Problems) {
-        for (key, set) in [
-            ("auth.issuer", self.issuer.is_some()),
-            ("auth.audience", self.audience.is_some()),
+    /// The top-level key sources, each with whether it is set (exactly one may be).
+    fn key_sources(&self) -> [(&'static str, bool); 6] {
+        [
             ("auth.hmac_secret_env", self.hmac_secret_env.is_some()),
             ("auth.hmac_secret_file", self.hmac_secret_file.is_some()),
             ("auth.public_key_file", self.public_key_file.is_some()),
             ("auth.jwks_file", self.jwks_file.is_some()),
             ("auth.jwks_url", self.jwks_url.is_some()),
             ("auth.oidc_discovery", self.oidc_discovery),
-        ] {
+        ]
+    }
+
+    fn validate_issuers(&self, problems: &mut Problems) {
+        let named = [("auth.issuer", self.issuer.is_some()), ("auth.audience", self.audience.is_some())];
+        for (key, set) in named.into_iter().chain(self.key_sources()) {
             if set {
                 problems.push(key, "must not be set with auth.issuers (each entry names its own)");
             }
@@ -444,15 +448,7 @@ impl AuthConfig {
         } else if self.family().is_none() {
             problems.push("auth.algorithms", "all algorithms must use one key family (HS*, RS*/PS*, ES* or EdDSA)");
         }
-        let sources = [
-            ("auth.hmac_secret_env", self.hmac_secret_env.is_some()),
-            ("auth.hmac_secret_file", self.hmac_secret_file.is_some()),
-            ("auth.public_key_file", self.public_key_file.is_some()),
-            ("auth.jwks_file", self.jwks_file.is_some()),
-            ("auth.jwks_url", self.jwks_url.is_some()),
-            ("auth.oidc_discovery", self.oidc_discovery),
-        ];
-        let set: Vec<&str> = sources.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
+        let set: Vec<&str> = self.key_sources().into_iter().filter(|(_, on)| *on).map(|(k, _)| k).collect();
         match (set.as_slice(), self.family()) {
             ([], _) => problems.push(
                 "auth",

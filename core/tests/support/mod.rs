@@ -8,6 +8,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod brokers;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -320,15 +322,7 @@ impl TestServer {
 
     /// A WebSocket handshake over TLS, trusting only the server's rcgen certificate.
     pub async fn try_wss(&self, connect: &Connect) -> Result<(Wss, Response), WsError> {
-        let cert = self.cert.clone().expect("the server was started with Setup::tls()");
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).expect("trust the test certificate");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tls_connector(self.cert.as_ref().expect("the server was started with Setup::tls()"));
         let name = ServerName::try_from("localhost").expect("server name");
         let tcp = self.tcp().await;
         let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp))
@@ -384,14 +378,7 @@ impl TestServer {
         cert: &CertificateDer<'static>,
         connect: &Connect,
     ) -> Result<(Wss, Response), WsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.clone()).expect("trust the test certificate");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tls_connector(cert);
         let name = ServerName::try_from("localhost").expect("server name");
         let tcp = self.tcp().await;
         let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp)).await.expect("TLS handshake in time")?;
@@ -826,4 +813,16 @@ pub async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
     })
     .await;
     assert!(polled.is_ok(), "timed out waiting for: {what}");
+}
+
+/// A TLS client (ring, TLS 1.2/1.3) trusting only `cert`.
+pub fn tls_connector(cert: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).expect("trust the test certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
