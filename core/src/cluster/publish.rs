@@ -29,11 +29,19 @@ enum Remote {
 
 impl Cluster {
     /// Publishes `payload` on `channel`: counts it under `rule` (the channel rule's id, `server`
-    /// for the host's publishes), encodes the `message` frame once, queues it for this node's
-    /// subscribers and hands it to the broker for the other nodes.
-    pub(crate) fn publish(self: &Arc<Self>, channel: &str, payload: &Value, rule: &str) -> Publication {
+    /// for the host's publishes), encodes the `message` frame once (with `from`, the publisher
+    /// stamp, when the rule asks for one), queues it for this node's subscribers and hands it to
+    /// the broker for the other nodes. The stamp is part of the frame, so other nodes deliver it
+    /// unchanged and a signed envelope covers it.
+    pub(crate) fn publish(
+        self: &Arc<Self>,
+        channel: &str,
+        payload: &Value,
+        from: Option<&Value>,
+        rule: &str,
+    ) -> Publication {
         self.stats.record_publication(rule);
-        let frame = ServerFrame::Message { channel, payload }.encode();
+        let frame = ServerFrame::Message { channel, payload, from }.encode();
         let queued = self.link.inbound.hub.publish(channel, &frame);
         let remote = if self.link.kind == BrokerKind::Memory {
             Remote::Alone

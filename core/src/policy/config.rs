@@ -41,6 +41,18 @@ fn enabled() -> bool {
     true
 }
 
+/// The most claims one `publisher` stamp may list (each is copied into every stamped frame).
+pub(crate) const MAX_PUBLISHER_CLAIMS: usize = 16;
+
+/// `publisher`: stamp every `message` frame delivered on matching channels with who published it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublisherStamp {
+    /// Token claims copied into `from.claims` besides the `sub`, which is always there (a claim
+    /// the publisher's token lacks is left out). Default: none. At most 16; `sub` is not listed.
+    pub claims: Vec<String>,
+}
+
 /// One `[[channels]]` rule. Rules are matched in order; the first whose pattern matches decides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +82,11 @@ pub struct ChannelRule {
     /// Policy for subscribers whose outbound queue is full. Default `disconnect`.
     #[serde(default)]
     pub slow_consumer: SlowConsumerPolicy,
+    /// Stamp delivered `message` frames with the publisher's verified identity (`from`: the
+    /// `sub` and the listed claims; `{"server":true}` for the host's publishes). Default: absent,
+    /// no `from` (frames are unchanged).
+    #[serde(default)]
+    pub publisher: Option<PublisherStamp>,
 }
 
 /// One `[[rpc]]` method. Methods that are not declared are refused before any host code runs.
@@ -87,6 +104,21 @@ pub struct RpcRule {
     /// JSON Schema file the call's payload must satisfy.
     #[serde(default)]
     pub schema_file: Option<PathBuf>,
+}
+
+fn validate_stamp(stamp: &PublisherStamp, at: &str, problems: &mut Problems) {
+    if stamp.claims.len() > MAX_PUBLISHER_CLAIMS {
+        problems.push(at, format!("lists {} claims; at most {MAX_PUBLISHER_CLAIMS}", stamp.claims.len()));
+    }
+    for (j, claim) in stamp.claims.iter().enumerate() {
+        if claim.is_empty() || claim.len() > 128 {
+            problems.push(format!("{at}[{j}]"), "must be 1-128 bytes");
+        } else if claim == "sub" {
+            problems.push(format!("{at}[{j}]"), "`sub` is always stamped; do not list it");
+        } else if stamp.claims[..j].contains(claim) {
+            problems.push(format!("{at}[{j}]"), format!("{claim:?} is listed twice"));
+        }
+    }
 }
 
 pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut Problems) {
@@ -117,6 +149,9 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
             && !(rate.is_finite() && rate > 0.0)
         {
             problems.push(format!("{at}.publish_per_sec"), "must be a positive number");
+        }
+        if let Some(stamp) = &rule.publisher {
+            validate_stamp(stamp, &format!("{at}.publisher.claims"), problems);
         }
     }
     for (i, rule) in rpc.iter().enumerate() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 pub(crate) use config::validate;
-pub use config::{ChannelRule, Requirement, RpcRule, SlowConsumerPolicy};
+pub use config::{ChannelRule, PublisherStamp, Requirement, RpcRule, SlowConsumerPolicy};
 
 use crate::auth::Identity;
 use crate::config::problems::{ConfigError, ConfigProblem};
@@ -61,6 +61,26 @@ pub(crate) struct Rule {
     pub(crate) enforce: bool,
     pub(crate) publish_rate: Option<KeyedRate<String>>,
     pub(crate) slow_consumer: SlowConsumerPolicy,
+    /// `publisher`: the claims stamped besides `sub`; None when the rule does not stamp.
+    publisher: Option<Arc<[String]>>,
+}
+
+impl Rule {
+    /// The `from` of a publication by `identity` under this rule: `{"sub": ..., "claims": {...}}`
+    /// with only the listed claims the token carries (`claims` absent when the rule lists none),
+    /// or None when the rule does not stamp. Built from the verified identity only, so nothing a
+    /// client sends can shape it.
+    pub(crate) fn stamp(&self, identity: &Identity) -> Option<Value> {
+        let listed = self.publisher.as_ref()?;
+        let mut from = Map::new();
+        from.insert("sub".into(), Value::String(identity.subject.clone()));
+        if !listed.is_empty() {
+            let claims: Map<String, Value> =
+                listed.iter().filter_map(|name| identity.claims.get(name).map(|v| (name.clone(), v))).collect();
+            from.insert("claims".into(), Value::Object(claims));
+        }
+        Some(Value::Object(from))
+    }
 }
 
 /// A compiled RPC declaration.
@@ -125,6 +145,7 @@ impl Policy {
                 enforce: rule.enforce,
                 publish_rate: rule.publish_per_sec.map(|r| KeyedRate::new(Rate::with_double_burst(r))),
                 slow_consumer: rule.slow_consumer,
+                publisher: rule.publisher.as_ref().map(|p| Arc::from(p.claims.as_slice())),
             });
         }
         for (i, method) in rpc.iter().enumerate() {
@@ -164,6 +185,15 @@ impl Policy {
             Err(reason) if rule.enforce => Verdict::Deny { rule: Some(rule), reason },
             Err(reason) => Verdict::DryRunDeny { rule, reason },
         }
+    }
+
+    /// The `from` of a host's publication on `channel`: `{"server": true}` when the first rule
+    /// matching the channel stamps publishers, else None (the host is not bound by the rules, but
+    /// subscribers of a stamped channel must be able to tell its publications from a user's).
+    pub(crate) fn server_stamp(&self, channel: &str) -> Option<Value> {
+        let rule = self.rules.iter().find(|r| r.pattern.matches(channel).is_some())?;
+        rule.publisher.as_ref()?;
+        Some(serde_json::json!({ "server": true }))
     }
 
     /// The rule ids, in order.
@@ -284,6 +314,22 @@ mod tests {
             p.decide(&anyone, ChannelAction::Subscribe, "private"),
             Verdict::Deny { reason: DenyReason::NoRule, rule: None }
         ));
+    }
+
+    #[test]
+    fn stamps_carry_the_sub_and_listed_claims_only() {
+        let p = policy(
+            "[[channels]]\npattern = \"chat:{room}\"\nsubscribe = {}\npublish = {}\npublisher = { claims = [\"name\", \"team\"] }\n\
+             [[channels]]\npattern = \"plain\"\npublish = {}\n",
+        );
+        let alice = identity(&[], &[], serde_json::json!({"sub": "alice", "name": "Alice", "email": "a@x"}));
+        let Verdict::Allow(rule) = p.decide(&alice, ChannelAction::Publish, "chat:1") else { panic!("allowed") };
+        assert_eq!(rule.stamp(&alice), Some(serde_json::json!({"sub": "u", "claims": {"name": "Alice"}})));
+        let Verdict::Allow(plain) = p.decide(&alice, ChannelAction::Publish, "plain") else { panic!("allowed") };
+        assert_eq!(plain.stamp(&alice), None);
+        assert_eq!(p.server_stamp("chat:1"), Some(serde_json::json!({"server": true})));
+        assert_eq!(p.server_stamp("plain"), None);
+        assert_eq!(p.server_stamp("nothing"), None);
     }
 
     #[test]

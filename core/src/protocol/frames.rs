@@ -270,6 +270,10 @@ pub enum ServerFrame<'a> {
         channel: &'a str,
         /// The publication body.
         payload: &'a Value,
+        /// Who published it, stamped by the server when the channel's rule has `publisher`:
+        /// `{"sub": ..., "claims": {...}}` or `{"server": true}`. Absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a Value>,
     },
     /// Messages on `channel` may have been lost for this subscriber: dropped by the slow-consumer
     /// policy (sent before the next message of that channel, with the count), or missed while

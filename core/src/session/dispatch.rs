@@ -20,6 +20,8 @@ use crate::protocol::{ClientFrame, ReplyError, ServerFrame, decode};
 struct Allowed {
     slow_consumer: SlowConsumerPolicy,
     rule_id: Arc<str>,
+    /// The publisher stamp (`from`) when the rule asks for one.
+    from: Option<serde_json::Value>,
 }
 
 /// A refused frame: the reply plus what the logs and the client need besides.
@@ -148,7 +150,7 @@ impl Session {
             ClientFrame::Publish { channel, payload, .. } => {
                 let allowed =
                     self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
-                let publication = self.env.cluster.publish(&channel, &payload, &allowed.rule_id);
+                let publication = self.env.cluster.publish(&channel, &payload, allowed.from.as_ref(), &allowed.rule_id);
                 if let Err(why) = publication.confirmed().await {
                     return Err(refuse(id, why.code(), format!("{why}: delivered to subscribers on this node only")));
                 }
@@ -209,7 +211,8 @@ impl Session {
             rate.check(&channel.to_string())
                 .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.to_string())))?;
         }
-        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id) };
+        let from = if action == ChannelAction::Publish { rule.stamp(identity) } else { None };
+        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id), from };
         let request = || AuthorizeRequest {
             session_id: self.id,
             identity: Arc::clone(identity),
