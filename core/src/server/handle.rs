@@ -65,9 +65,11 @@ impl ServerHandle {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
         let from = core.policy.load().server_stamp(channel);
-        core.cluster.publish(channel, payload, from.as_ref(), "server").detach().map_err(|(why, queued)| Error::Refused {
-            code: why.code(),
-            message: format!("{why}: queued for {queued} session(s) on this node only"),
+        core.cluster.publish(channel, payload, from.as_ref(), "server").detach().map_err(|(why, queued)| {
+            Error::Refused {
+                code: why.code(),
+                message: format!("{why}: queued for {queued} session(s) on this node only"),
+            }
         })
     }
 
