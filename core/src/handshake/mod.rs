@@ -88,41 +88,45 @@ pub(crate) struct HandshakeGate {
 }
 
 /// Admission against `limits.max_memory_bytes`: each admitted handshake reserves one session's
-/// estimate until its session ends.
-#[derive(Debug, Default)]
+/// estimate until its session ends (also without a budget, so that
+/// `wsguard_memory_estimate_bytes` always shows the estimate).
 pub(crate) struct MemoryBudget {
     reserved_sessions: std::sync::atomic::AtomicU64,
+    stats: Arc<Stats>,
 }
 
 /// One reserved session estimate, returned on drop.
-pub(crate) struct MemoryReservation(Option<Arc<MemoryBudget>>);
+pub(crate) struct MemoryReservation(Arc<MemoryBudget>);
 
 impl Drop for MemoryReservation {
     fn drop(&mut self) {
-        if let Some(budget) = &self.0 {
-            budget.reserved_sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
+        self.0.reserved_sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.stats.add_memory_reserved(-SESSION_MEMORY_ESTIMATE);
     }
 }
 
 impl MemoryBudget {
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+        MemoryBudget { reserved_sessions: std::sync::atomic::AtomicU64::new(0), stats }
+    }
+
     /// Reserves one session's estimate, or None when that would reach `max_bytes` (0: no limit).
     fn reserve(self: &Arc<Self>, max_bytes: u64, queued_bytes: u64) -> Option<MemoryReservation> {
-        if max_bytes == 0 {
-            return Some(MemoryReservation(None));
-        }
         let before = self.reserved_sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if before * SESSION_MEMORY_ESTIMATE_BYTES + queued_bytes >= max_bytes {
+        if max_bytes != 0 && before * SESSION_MEMORY_ESTIMATE_BYTES + queued_bytes >= max_bytes {
             self.reserved_sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             return None;
         }
-        Some(MemoryReservation(Some(Arc::clone(self))))
+        self.stats.add_memory_reserved(SESSION_MEMORY_ESTIMATE);
+        Some(MemoryReservation(Arc::clone(self)))
     }
 }
 
 /// Per-session memory estimate for admission: tungstenite's read (4 KiB) and write (8 KiB)
 /// buffers, the task, the outbox and bookkeeping, rounded up.
 const SESSION_MEMORY_ESTIMATE_BYTES: u64 = 32 * 1024;
+/// The same, as the metrics' gauge type.
+const SESSION_MEMORY_ESTIMATE: i64 = SESSION_MEMORY_ESTIMATE_BYTES as i64;
 
 /// The demo page (`server.demo_page`), served at `/` to plain GETs.
 const DEMO_PAGE: &str = include_str!("demo.html");

@@ -26,6 +26,8 @@
 //! | `wsguard_anomalies_total` | counter | `rule` |
 //! | `wsguard_events_dropped_total` | counter | |
 //! | `wsguard_outbound_queued_bytes` | gauge | |
+//! | `wsguard_memory_estimate_bytes` | gauge | |
+//! | `wsguard_memory_budget_bytes` | gauge | |
 //! | `wsguard_broker_connected` | gauge | |
 //! | `wsguard_broker_messages_total` | counter | `direction` (published/received), `kind` (publication/control) |
 //! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota/persist/state_load) |
@@ -169,6 +171,11 @@ pub(crate) struct Stats {
     anomalies: Family<RuleLabel, Counter>,
     events_dropped: Counter,
     queued_bytes: Gauge,
+    /// Session estimates reserved by admitted handshakes (not exported by itself: part of
+    /// `memory_estimate`, which is computed from it and `queued_bytes` at each scrape).
+    memory_reserved_bytes: Gauge,
+    memory_estimate: Gauge,
+    memory_budget: Gauge,
     broker_connected: Gauge,
     broker_messages: Family<BrokerMessageLabels, Counter>,
     broker_errors: Family<OpLabel, Counter>,
@@ -259,6 +266,9 @@ impl Default for Stats {
             anomalies: Family::default(),
             events_dropped: Counter::default(),
             queued_bytes: Gauge::default(),
+            memory_reserved_bytes: Gauge::default(),
+            memory_estimate: Gauge::default(),
+            memory_budget: Gauge::default(),
             broker_connected: Gauge::default(),
             broker_messages: Family::default(),
             broker_errors: Family::default(),
@@ -334,6 +344,16 @@ impl Default for Stats {
         );
         registry.register("outbound_queued_bytes", "Bytes queued in all outboxes", stats.queued_bytes.clone());
         registry.register(
+            "memory_estimate_bytes",
+            "Estimated memory of sessions and queues, counted against limits.max_memory_bytes",
+            stats.memory_estimate.clone(),
+        );
+        registry.register(
+            "memory_budget_bytes",
+            "limits.max_memory_bytes (0: no budget)",
+            stats.memory_budget.clone(),
+        );
+        registry.register(
             "broker_connected",
             "1 while the cluster broker is connected (always 1 with broker = memory)",
             stats.broker_connected.clone(),
@@ -377,6 +397,8 @@ impl Default for Stats {
 impl Stats {
     /// The Prometheus text exposition.
     pub(crate) fn encode(&self) -> String {
+        // The estimate moves with every queued byte: computed here rather than on that hot path.
+        self.memory_estimate.set(self.memory_reserved_bytes.get().saturating_add(self.queued_bytes.get()));
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -474,6 +496,14 @@ impl Stats {
     }
     pub(crate) fn add_queued_bytes(&self, delta: i64) {
         self.queued_bytes.inc_by(delta);
+    }
+    /// Reserves (`delta` > 0) or returns (< 0) session estimates of the memory budget.
+    pub(crate) fn add_memory_reserved(&self, delta: i64) {
+        self.memory_reserved_bytes.inc_by(delta);
+    }
+    /// `limits.max_memory_bytes`, set at bind and at each reload.
+    pub(crate) fn set_memory_budget(&self, bytes: u64) {
+        self.memory_budget.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
     pub(crate) fn queued_bytes(&self) -> u64 {
         u64::try_from(self.queued_bytes.get()).unwrap_or(0)

@@ -145,6 +145,7 @@ pub(crate) fn build_live(
     core.per_ip.set_limit(limits.connections_per_ip);
     core.pending_per_ip.set_limit(limits.pending_handshakes_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
+    core.stats.set_memory_budget(limits.max_memory_bytes);
     let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
     let gate = HandshakeGate {

@@ -34,7 +34,7 @@ use crate::auth::{JtiCache, KeyMaterial, RevocationList};
 use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
-use crate::handshake::UPKEEP_INTERVAL;
+use crate::handshake::{MemoryBudget, UPKEEP_INTERVAL};
 use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
@@ -185,7 +185,7 @@ impl ServerBuilder {
             verifier: Arc::new(ArcSwap::new(Arc::clone(&verifier))),
             shutdown,
             key_material,
-            memory: Arc::default(),
+            memory: Arc::new(MemoryBudget::new(Arc::clone(&stats))),
             stats,
             events,
         };
