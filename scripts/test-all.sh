@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (unit, integration over loopback, CLI, generated-file and docs drift)"
 cargo test --workspace --locked
 
+step "Monitoring (promtool check/test rules; dashboard and alert metrics against a live /metrics)"
+bash tests/monitoring/run.sh
+
 step "C ABI (header drift, C11 test under valgrind, C++17 example)"
 bash ffi/tests/run.sh
 

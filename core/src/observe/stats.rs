@@ -348,11 +348,7 @@ impl Default for Stats {
             "Estimated memory of sessions and queues, counted against limits.max_memory_bytes",
             stats.memory_estimate.clone(),
         );
-        registry.register(
-            "memory_budget_bytes",
-            "limits.max_memory_bytes (0: no budget)",
-            stats.memory_budget.clone(),
-        );
+        registry.register("memory_budget_bytes", "limits.max_memory_bytes (0: no budget)", stats.memory_budget.clone());
         registry.register(
             "broker_connected",
             "1 while the cluster broker is connected (always 1 with broker = memory)",
