@@ -19,4 +19,6 @@ fi
 
 promtool check rules docs/monitoring/alerts.yml
 promtool test rules tests/monitoring/alerts.test.yml
-cargo test -p wsguard --test monitoring --locked
+# `--workspace`, as in the Rust step of scripts/test-all.sh: the same feature set, so nothing is
+# rebuilt.
+cargo test --workspace --locked --test monitoring
