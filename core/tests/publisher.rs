@@ -16,6 +16,7 @@ use support::{Connect, Setup, TempDir, TestServer, WAIT, Ws, assert_frame, recv_
 use tokio_tungstenite::tungstenite::Message;
 use wsguard::Config;
 use wsguard::auth::TokenRequest;
+use wsguard::policy::PublisherStamp;
 
 /// `chat:*` stamps the `sub` and the `name` and `team` claims; `ops:*` stamps the `sub` only;
 /// `room:*` (the test default) does not stamp.
@@ -118,6 +119,23 @@ async fn host_publications_on_a_stamped_channel_carry_the_server_marker() {
     );
     server.handle.publish("ops:1", &json!({"n": 1})).expect("host publish");
     assert_eq!(recv_json(&mut reader).await["from"], json!({"server": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_a_stamp_applies_to_the_next_publication() {
+    let server = Setup::new().start().await;
+    let mut reader = server.session("reader").await;
+    subscribe(&mut reader, "room:1").await;
+    let mut alice = session_with(&server, "alice", json!({"name": "Alice"})).await;
+    publish(&mut alice, 2, "room:1", json!({"n": 1})).await;
+    assert_eq!(recv_json(&mut reader).await.get("from"), None);
+
+    let mut config = server.config.clone();
+    config.channels[0].publisher = Some(PublisherStamp { claims: vec!["name".into()] });
+    server.handle.reload(config).expect("reload");
+    publish(&mut alice, 3, "room:1", json!({"n": 2})).await;
+    let frame = recv_json(&mut reader).await;
+    assert_eq!(frame["from"], json!({"sub": "alice", "claims": {"name": "Alice"}}), "{frame}");
 }
 
 #[test]
