@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: Rust, C, Python and Node. This is the README's test
+# Runs every check and test of the project: Rust, C, Python, Node and the JavaScript client. This is the README's test
 # command and what CI runs. Each language's script installs what it needs from the package
 # registries on a fresh machine.
 set -euo pipefail
@@ -34,8 +34,12 @@ bash tests/adversarial/run.sh
 step "Fuzzing (cargo-fuzz; replays the committed seeds, then a bounded run per target)"
 FUZZ_SECS="${FUZZ_SECS:-10}" bash fuzz/run.sh
 
-step "Real browser (Debian Chromium via playwright-core: demo page, refused origin, CSWSH)"
+step "Real browser (Debian Chromium via playwright-core: demo page, refused origin, CSWSH, the JS client SDK)"
 bash tests/browser/run.sh
+
+step "JavaScript client SDK (npm ci, typecheck, dist/ drift, node --test against wsguard serve)"
+# Its browser test ran in the step above.
+SKIP_BROWSER=1 bash clients/js/test.sh
 
 step "Python package (abi3 wheel via maturin, stubtest, mypy, pytest)"
 bash bindings-python/tests/run.sh

@@ -8,6 +8,9 @@
 //    origin opens a socket to it. The browser attaches the victim's cookie (shown by a recording
 //    endpoint), yet the server refuses with 403 `origin_not_allowed` and the page never gets an open
 //    socket. A page on the allowed origin with the same cookie does connect (the control).
+// 4. The wsguard-client SDK (clients/js, the modules served with the demo page) in the browser:
+//    publish/subscribe, a typed reply error, in-band token refresh past the first token's expiry, and a
+//    reconnect with resubscription after the server restarts.
 //
 // The screenshot of the demo page after a publication is written to a temporary directory whose
 // path is printed (kept for inspection, never committed).
@@ -224,5 +227,88 @@ test("cross-site WebSocket hijacking: a cookie-authenticated socket from another
       "(SameSite=Lax withholds it; the Origin check refuses either way)",
   );
   assert.equal(server.rejections("token_missing").length, 0, "refused on Origin, before any token check");
+  await context.close();
+});
+
+/** Publishes `payload` on `demo` from Node (Authorization header) and waits for the ack. */
+async function publishFromNode(server, origin, payload) {
+  const token = await server.token("node-publisher");
+  const publisher = new WebSocket(`ws://127.0.0.1:${server.port}/ws`, {
+    headers: { Origin: origin, Authorization: `Bearer ${token}` },
+  });
+  await new Promise((resolve, reject) => {
+    publisher.once("open", resolve);
+    publisher.once("error", reject);
+  });
+  const acked = new Promise((resolve) =>
+    publisher.on("message", (data) => JSON.parse(String(data)).type === "ack" && resolve()),
+  );
+  publisher.send(JSON.stringify({ action: "publish", id: 1, channel: "demo", payload }));
+  await acked;
+  publisher.close();
+}
+
+test("sdk: wsguard-client in Chromium: pub/sub, typed errors, in-band refresh past expiry, reconnect after a restart", async () => {
+  // Leeway 0: a session outlives its first 3 s token only through the SDK's in-band refresh.
+  const server = await WsguardServer.start({ leewaySecs: 0 });
+  const origin = `http://127.0.0.1:${server.port}`;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  await page.exposeFunction("mintToken", (ttlSecs) => server.token("sdk-alice", ttlSecs));
+  await page.goto(`${origin}/`);
+
+  const forbidden = await page.evaluate(async () => {
+    // The modules the demo page runs on, served by wsguard next to the page.
+    const { Client, ReplyError } = await import("/wsguard-client/index.js");
+    const state = { events: [], messages: [], refreshed: 0, connectedAt: 0 };
+    window.__sdk = state;
+    const client = new Client({
+      url: `ws://${location.host}/ws`,
+      getToken: () => window.mintToken(3),
+      reconnectBaseMs: 100,
+    });
+    window.__client = client;
+    client.on("connected", (e) => state.events.push(`connected ${e.protocol}`));
+    client.on("disconnected", (e) => state.events.push(`disconnected ${e.code} ${e.action}`));
+    client.on("subscribed", (e) => state.events.push(`subscribed resubscribed=${e.resubscribed}`));
+    client.on("tokenRefreshed", () => (state.refreshed += 1));
+    await client.connect();
+    state.connectedAt = Date.now();
+    await client.subscribe("demo", { onMessage: (m) => state.messages.push(m.payload.text) });
+    const error = await client.publish("not-allowed", { text: "x" }).catch((e) => e);
+    return { isReplyError: error instanceof ReplyError, name: error.name, code: error.code, codeName: error.codeName };
+  });
+  assert.deepEqual(forbidden, { isReplyError: true, name: "ReplyError", code: 4004, codeName: "forbidden" });
+
+  await publishFromNode(server, origin, { text: "one" });
+  await page.waitForFunction(() => window.__sdk.messages.includes("one"), null, { timeout: STEP_MS });
+
+  // Past the first token's expiry (at most 3 s after the connect), with several refreshes.
+  await page.waitForFunction(
+    () => window.__sdk.refreshed >= 4 && Date.now() > window.__sdk.connectedAt + 4_000,
+    null,
+    { timeout: 20_000 },
+  );
+  let events = await page.evaluate(() => window.__sdk.events);
+  assert.deepEqual(events, ["connected wsguard.v1", "subscribed resubscribed=false"], "no disconnect (no 4100)");
+
+  // A restart: 1001, then the SDK reconnects with backoff and resubscribes by itself.
+  await server.restart();
+  await page.waitForFunction(() => window.__sdk.events.includes("subscribed resubscribed=true"), null, {
+    timeout: 20_000,
+  });
+  await publishFromNode(server, origin, { text: "two" });
+  await page.waitForFunction(() => window.__sdk.messages.includes("two"), null, { timeout: STEP_MS });
+  events = await page.evaluate(() => window.__sdk.events);
+  assert.deepEqual(events.slice(2, 3), ["disconnected 1001 backoff"]);
+  assert.deepEqual(await page.evaluate(() => window.__sdk.messages), ["one", "two"]);
+
+  // The token went only in the subprotocol: the server saw no query-string token and refused nothing.
+  assert.equal(server.rejections().length, 0);
+  await page.evaluate(() => window.__client.close());
+  assert.deepEqual(consoleErrors, [], "no script errors");
   await context.close();
 });

@@ -59,7 +59,7 @@ export async function waitFor(predicate, timeoutMs, what) {
  * The TOML config of one test server: loopback, plain ws://, the demo page on, no admin listener,
  * JSON logs, exactly one allowed origin and an open `demo` channel.
  */
-export function serverConfig({ port, allowOrigin, tokenSources }) {
+export function serverConfig({ port, allowOrigin, tokenSources, leewaySecs }) {
   return `
 [server]
 listen = "127.0.0.1:${port}"
@@ -80,6 +80,7 @@ hmac_secret_env = "WSGUARD_HMAC_SECRET"
 issuer = "wsguard-browser-test"
 audience = "wsguard"
 ${tokenSources ? `token_sources = ${JSON.stringify(tokenSources)}` : ""}
+${leewaySecs !== undefined ? `leeway_secs = ${leewaySecs}` : ""}
 
 [[channels]]
 id = "demo"
@@ -91,13 +92,13 @@ publish = {}
 
 /** A running `wsguard serve`, with its parsed JSON log lines. */
 export class WsguardServer {
-  static async start({ allowOrigin, tokenSources, portHint } = {}) {
+  static async start({ allowOrigin, tokenSources, portHint, leewaySecs } = {}) {
     const port = portHint ?? (await freePort());
     const dir = tempDir("wsguard-browser-");
     const configPath = path.join(dir, "wsguard.toml");
     writeFileSync(
       configPath,
-      serverConfig({ port, allowOrigin: allowOrigin ?? `http://127.0.0.1:${port}`, tokenSources }),
+      serverConfig({ port, allowOrigin: allowOrigin ?? `http://127.0.0.1:${port}`, tokenSources, leewaySecs }),
     );
     const server = new WsguardServer(port, configPath);
     await server.#spawn();
@@ -157,13 +158,20 @@ export class WsguardServer {
   }
 
   /** Mints a token with the CLI (the same HMAC secret the server reads). */
-  async token(sub) {
+  async token(sub, ttlSecs = 300) {
     const { stdout } = await execFileAsync(
       WSGUARD_BIN,
-      ["token", "--config", this.configPath, "--sub", sub, "--ttl-secs", "300"],
+      ["token", "--config", this.configPath, "--sub", sub, "--ttl-secs", String(ttlSecs)],
       { env: { ...process.env, WSGUARD_HMAC_SECRET: HMAC_SECRET } },
     );
     return stdout.trim();
+  }
+
+  /** Stops the process (sessions get 1001) and starts it again on the same port and config. */
+  async restart() {
+    await this.stop();
+    this.exited = null;
+    await this.#spawn();
   }
 
   async stop() {

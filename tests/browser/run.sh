@@ -4,6 +4,8 @@
 # Debian's chromium package (no browser download) and the locked npm packages; builds the CLI.
 #
 #   bash tests/browser/run.sh                      # BROWSER_TIMEOUT_SECS bounds the run (default 300)
+#   WSGUARD_BIN=... bash tests/browser/run.sh      # a prebuilt server binary (no cargo build)
+#   BROWSER_ONLY=sdk bash tests/browser/run.sh     # only the tests whose name matches (a regex)
 #
 # The last line is `browser: N passed, M failed`; the exit status is non-zero on any failure.
 set -euo pipefail
@@ -26,17 +28,21 @@ fi
 # playwright-core never downloads a browser; the variable only guards against a future change.
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 
-echo "building wsguard-cli"
-(cd ../.. && cargo build -p wsguard-cli --locked --quiet)
-target_dir="$(cd ../.. && cargo metadata --format-version 1 --no-deps --locked |
-    node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).target_directory))')"
-export WSGUARD_BIN="$target_dir/debug/wsguard"
+if [[ -z "${WSGUARD_BIN:-}" ]]; then
+    echo "building wsguard-cli"
+    (cd ../.. && cargo build -p wsguard-cli --locked --quiet)
+    target_dir="$(cd ../.. && cargo metadata --format-version 1 --no-deps --locked |
+        node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).target_directory))')"
+    export WSGUARD_BIN="$target_dir/debug/wsguard"
+fi
+only=()
+if [[ -n "${BROWSER_ONLY:-}" ]]; then only=(--test-name-pattern="$BROWSER_ONLY"); fi
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 timeout --kill-after=10 "$BROWSER_TIMEOUT_SECS" \
-    node --test --test-concurrency=1 --test-reporter=tap browser.test.mjs 2>&1 | tee "$log" || status=$?
+    node --test --test-concurrency=1 --test-reporter=tap "${only[@]}" browser.test.mjs 2>&1 | tee "$log" || status=$?
 
 passed="$(grep -m1 -oE '^# pass [0-9]+' "$log" | grep -oE '[0-9]+' || true)"
 failed="$(grep -m1 -oE '^# fail [0-9]+' "$log" | grep -oE '[0-9]+' || true)"

@@ -131,6 +131,18 @@ const SESSION_MEMORY_ESTIMATE: i64 = SESSION_MEMORY_ESTIMATE_BYTES as i64;
 /// The demo page (`server.demo_page`), served at `/` to plain GETs.
 const DEMO_PAGE: &str = include_str!("demo.html");
 
+/// The TypeScript client's built ES modules (`clients/js/dist/esm`, committed and drift-checked by
+/// `clients/js/test.sh`), served with the demo page at `/wsguard-client/<file>` so that the page
+/// runs on the SDK. Only with `server.demo_page`; the same response rules as the page.
+const CLIENT_MODULES: &[(&str, &str)] = &[
+    ("/wsguard-client/index.js", include_str!("../../../clients/js/dist/esm/index.js")),
+    ("/wsguard-client/client.js", include_str!("../../../clients/js/dist/esm/client.js")),
+    ("/wsguard-client/emitter.js", include_str!("../../../clients/js/dist/esm/emitter.js")),
+    ("/wsguard-client/errors.js", include_str!("../../../clients/js/dist/esm/errors.js")),
+    ("/wsguard-client/policy.js", include_str!("../../../clients/js/dist/esm/policy.js")),
+    ("/wsguard-client/types.js", include_str!("../../../clients/js/dist/esm/types.js")),
+];
+
 /// What the gate decided for a request that was not refused.
 pub(crate) enum Admission {
     /// Upgrade to a session.
@@ -203,8 +215,13 @@ impl HandshakeGate {
                     .retry_after(retry_after_secs(wait)),
             ));
         }
-        if self.demo_page && head.path == "/" && head.method == "GET" {
-            return Ok(Admission::Page(page_response(DEMO_PAGE)));
+        if self.demo_page && head.method == "GET" {
+            if head.path == "/" {
+                return Ok(Admission::Page(page_response("text/html", DEMO_PAGE)));
+            }
+            if let Some((_, module)) = CLIENT_MODULES.iter().find(|(path, _)| *path == head.path) {
+                return Ok(Admission::Page(page_response("text/javascript", module)));
+            }
         }
         let key = request::check_upgrade(&head, &self.path).map_err(refuse)?;
         if let Err(why) = self.origins.check(origin_header) {
@@ -335,14 +352,15 @@ impl HandshakeGate {
     }
 }
 
-/// A complete `200 OK` HTML response. The page's script is inline, so the content security
-/// policy allows exactly that and connections to this host only.
-fn page_response(html: &str) -> Vec<u8> {
+/// A complete `200 OK` response: the demo page, or one of the client modules it imports. The page's
+/// script is inline and imports the modules from this host, so the content security policy allows
+/// exactly those scripts and connections to this host only.
+fn page_response(content_type: &str, body: &str) -> Vec<u8> {
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
-         Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'\r\n\
-         X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n{html}",
-        html.len()
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Content-Security-Policy: default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'\r\n\
+         X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .into_bytes()
 }

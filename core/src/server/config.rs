@@ -47,8 +47,9 @@ pub struct ServerConfig {
     /// Allow plain `ws://` on a non-loopback address. Default false: tokens must not cross a
     /// network in clear text.
     pub allow_insecure: bool,
-    /// Serve a small demo page at `/` (connect, subscribe, publish, see refusals). For development
-    /// mode and first steps; keep it off in production. Default false.
+    /// Serve a small demo page at `/` (connect, subscribe, publish, see refusals), and the
+    /// TypeScript client's modules it runs on at `/wsguard-client/*.js`. For development mode and
+    /// first steps; keep it off in production. Default false.
     pub demo_page: bool,
     /// Runtime worker threads of a server that owns its runtime (the C, Python and Node bindings;
     /// the CLI too). 0: one per CPU. Default 0.
