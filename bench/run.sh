@@ -15,7 +15,10 @@
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined pipelined-publish fanout-max
-#                                # fanout-rate handshake idle; "wss" selects the TLS ones)
+#                                # fanout-rate handshake idle client-sdk; "wss" selects the TLS ones)
+#   ONLY=client-sdk bash bench/run.sh
+#                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
+#                                # same wsguard server: messages per second and their ratio
 #
 # Server pinned to core 0, load generator to core 1 (taskset). Every figure is the median of
 # REPS runs; each run starts a fresh server process; the servers alternate order per repetition.
@@ -164,6 +167,19 @@ if ((BIG_IDLE > 0)) && want idle-big; then
   REPS=$SAVE
 fi
 
+# The JS client SDK's own cost: wsguard-client against the raw `ws` library, both in Node on the
+# client CPU, against the same wsguard server (its own figure and ratio, outside report.py's table).
+if want client-sdk; then
+  echo "== client SDK (Node): wsguard-client against raw ws" >&2
+  (cd "$ROOT/clients/js" && npm ci --no-audit --no-fund --loglevel=error)
+  start_server wsguard
+  taskset -c "$CLIENT_CPU" node "$ROOT/clients/js/bench/throughput.mjs" --url "$URL" --token "$TOKEN" \
+    --origin http://bench.local --channel bench --secs "$SECS" --warmup-secs "$WARM" --reps "$REPS" \
+    >"$OUT/client-sdk.jsonl"
+  stop_server
+  cat "$OUT/client-sdk.jsonl" >&2
+fi
+
 # Over TLS: wsguard against the TLS baseline (the same tokio-tungstenite baseline behind rustls).
 TLS=1; SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(baseline-tt wsguard)
 if [[ -n $WSG_BEFORE ]]; then SERVERS+=(wsguard-before); fi
@@ -179,7 +195,15 @@ TLS=0; SERVERS=("${SAVE_SERVERS[@]}")
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs);" \
     "kernel $(uname -r); reps=$REPS secs=$SECS warmup=$WARM; server on cpu $SERVER_CPU, load on cpu $CLIENT_CPU"
   echo
-  python3 "$ROOT/bench/report.py" "$RAW"
+  if [[ -s "$RAW" ]]; then python3 "$ROOT/bench/report.py" "$RAW"; fi
+  if [[ -s "$OUT/client-sdk.jsonl" ]]; then
+    python3 - "$OUT/client-sdk.jsonl" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+print(f"\nclient SDK (Node, window {r['window']}): wsguard-client {r['sdk_msgs_per_sec']:,} msg/s, "
+      f"raw ws {r['raw_ws_msgs_per_sec']:,} msg/s, ratio {r['ratio']:.2f}")
+PY
+  fi
 } >"$OUT/table.md"
 cat "$OUT/table.md"
 echo "results: $OUT (build $((T_BUILT - T_START)) s, benchmark $((SECONDS - T_BUILT)) s)" >&2
