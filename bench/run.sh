@@ -201,7 +201,8 @@ TLS=0; SERVERS=("${SAVE_SERVERS[@]}")
 import json, sys
 r = json.loads(open(sys.argv[1]).readline())
 print(f"\nclient SDK (Node, window {r['window']}): wsguard-client {r['sdk_msgs_per_sec']:,} msg/s, "
-      f"raw ws {r['raw_ws_msgs_per_sec']:,} msg/s, ratio {r['ratio']:.2f}")
+      f"raw ws {r['raw_ws_msgs_per_sec']:,} msg/s, ratio {r['ratio']:.2f}; client CPU per message "
+      f"{r['sdk_client_cpu_us_per_msg']} µs (SDK) against {r['raw_ws_client_cpu_us_per_msg']} µs (raw ws)")
 PY
   fi
 } >"$OUT/table.md"

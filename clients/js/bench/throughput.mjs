@@ -122,13 +122,20 @@ async function sdkRound() {
   return rate;
 }
 
-/** Waits the warm-up, then counts `count()` over SECS seconds. */
+/**
+ * Waits the warm-up, then counts `count()` over SECS seconds. Returns messages per second and this
+ * process's CPU time (user + system) per message received, in microseconds: the client side's cost
+ * whatever the server's speed (publisher and subscriber both run in this process).
+ */
 async function measure(count) {
   await new Promise((r) => setTimeout(r, WARMUP * 1000));
   const start = count();
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, SECS * 1000));
-  return ((count() - start) * 1000) / (performance.now() - t0);
+  const messages = count() - start;
+  const cpu = process.cpuUsage(cpu0);
+  return { rate: (messages * 1000) / (performance.now() - t0), cpuUs: (cpu.user + cpu.system) / Math.max(1, messages) };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -138,18 +145,25 @@ for (let rep = 0; rep < REPS; rep++) {
   raw.push(await rawRound());
   sdk.push(await sdkRound());
 }
+const rawRate = median(raw.map((r) => r.rate));
+const sdkRate = median(sdk.map((r) => r.rate));
+const rawCpu = median(raw.map((r) => r.cpuUs));
+const sdkCpu = median(sdk.map((r) => r.cpuUs));
 const result = {
   scenario: "client_sdk",
   window: WINDOW,
   secs: SECS,
   reps: REPS,
-  raw_ws_msgs_per_sec: Math.round(median(raw)),
-  sdk_msgs_per_sec: Math.round(median(sdk)),
-  ratio: Number((median(sdk) / median(raw)).toFixed(3)),
+  raw_ws_msgs_per_sec: Math.round(rawRate),
+  sdk_msgs_per_sec: Math.round(sdkRate),
+  ratio: Number((sdkRate / rawRate).toFixed(3)),
+  raw_ws_client_cpu_us_per_msg: Number(rawCpu.toFixed(1)),
+  sdk_client_cpu_us_per_msg: Number(sdkCpu.toFixed(1)),
 };
 console.log(JSON.stringify(result));
 console.error(
   `client SDK: ${result.sdk_msgs_per_sec} msg/s through wsguard-client, ${result.raw_ws_msgs_per_sec} msg/s with raw ws ` +
-    `(ratio ${result.ratio}; window ${WINDOW}, median of ${REPS})`,
+    `(ratio ${result.ratio}); client CPU ${result.sdk_client_cpu_us_per_msg} µs/msg vs ${result.raw_ws_client_cpu_us_per_msg} ` +
+    `(window ${WINDOW}, median of ${REPS})`,
 );
 await server?.stop();
