@@ -568,7 +568,16 @@ export class Client extends Emitter<ClientEvents> {
         if (message.offset <= sub.position.offset) return;
         sub.position.offset = message.offset;
       }
-      sub.onMessage?.(message);
+      if (sub.onMessage) {
+        try {
+          sub.onMessage(message);
+        } catch (e) {
+          // Like an event listener: a throwing callback never breaks the client's frame handling.
+          (globalThis as unknown as { queueMicrotask(fn: () => void): void }).queueMicrotask(() => {
+            throw e;
+          });
+        }
+      }
     }
     this.emit("message", message);
   }

@@ -367,3 +367,24 @@ fn page_response(content_type: &str, body: &str) -> Vec<u8> {
 
 /// How often the server's upkeep runs (ban expiry, anomaly baselines).
 pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::CLIENT_MODULES;
+
+    /// Every ES module the client build produces is served, so the demo page's imports resolve.
+    #[test]
+    fn every_built_client_module_is_served() {
+        let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/js/dist/esm");
+        let mut built: Vec<String> = std::fs::read_dir(&dist)
+            .expect("clients/js/dist/esm is committed")
+            .map(|entry| entry.expect("a directory entry").file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".js"))
+            .map(|name| format!("/wsguard-client/{name}"))
+            .collect();
+        built.sort();
+        let mut served: Vec<String> = CLIENT_MODULES.iter().map(|(path, _)| (*path).to_string()).collect();
+        served.sort();
+        assert_eq!(served, built);
+    }
+}

@@ -489,7 +489,17 @@ export class Client extends Emitter {
                     return;
                 sub.position.offset = message.offset;
             }
-            sub.onMessage?.(message);
+            if (sub.onMessage) {
+                try {
+                    sub.onMessage(message);
+                }
+                catch (e) {
+                    // Like an event listener: a throwing callback never breaks the client's frame handling.
+                    globalThis.queueMicrotask(() => {
+                        throw e;
+                    });
+                }
+            }
         }
         this.emit("message", message);
     }
