@@ -32,7 +32,7 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-timeout --kill-after=10 180 node --test --test-concurrency=1 --test-reporter=tap test/ 2>&1 | tee "$log" || status=$?
+timeout --kill-after=10 180 node --test --test-concurrency=1 --test-reporter=tap test/*.test.mjs 2>&1 | tee "$log" || status=$?
 passed="$(grep -oE '^# pass [0-9]+' "$log" | grep -oE '[0-9]+' || echo 0)"
 failed="$(grep -oE '^# fail [0-9]+' "$log" | grep -oE '[0-9]+' || echo 1)"
 if [[ "$status" -ne 0 && "$failed" -eq 0 ]]; then failed=1; fi

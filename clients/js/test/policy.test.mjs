@@ -223,3 +223,12 @@ test("a gap with `missed` resubscribes from the position held before it and drop
   assert.deepEqual(client.position("c"), { offset: 17, epoch: "e" });
   client.close();
 });
+
+test("the CommonJS build exports the same API as the ES modules", async () => {
+  const { createRequire } = await import("node:module");
+  const cjs = createRequire(import.meta.url)("../dist/cjs/index.js");
+  const esm = await import("../dist/esm/index.js");
+  assert.deepEqual(Object.keys(cjs).sort(), Object.keys(esm).sort());
+  assert.equal(typeof cjs.Client, "function");
+  assert.deepEqual(cjs.ERROR_CODES, esm.ERROR_CODES);
+});
