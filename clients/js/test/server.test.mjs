@@ -247,7 +247,14 @@ test("restart mid-stream with history: a gap, then every message once (live or f
 test("slow-consumer close (4000), then recovery from the position", needs("history"), async () => {
   const server = await WsguardServer.start({
     extra: HISTORY_RULE,
-    limits: "outbound_queue_messages = 4\noutbound_queue_bytes = 65536",
+    limits: [
+      "outbound_queue_messages = 4",
+      "outbound_queue_bytes = 262144",
+      "messages_per_sec = 100000.0",
+      "message_burst = 100000",
+      "bytes_per_sec = 1000000000.0",
+      "user_messages_per_sec = 100000.0",
+    ].join("\n"),
   });
   const sockets = [];
   class Capture extends WebSocket {
@@ -265,7 +272,8 @@ test("slow-consumer close (4000), then recovery from the position", needs("histo
   const recovered = nextEvent(sub, "recovered", () => true, 20_000);
   // Stop reading on the subscriber's socket so its queue on the server fills (4000 slow_consumer).
   sockets.at(-1)._socket.pause();
-  const big = "x".repeat(8_000);
+  // 400 x 32 KB: more than the kernel's socket buffers hold, so the server's queue fills.
+  const big = "x".repeat(32_000);
   let n = 0;
   const publishing = (async () => {
     while (n < 400) await pub.publish("kept:slow", { n: ++n, big });
