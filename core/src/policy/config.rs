@@ -137,8 +137,11 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
         let at = format!("channels[{i}]");
         match ChannelPattern::parse(&rule.pattern) {
             Ok(pattern) => {
-                let requirements =
-                    [("subscribe", &rule.subscribe), ("publish", &rule.publish), ("presence_access", &rule.presence_access)];
+                let requirements = [
+                    ("subscribe", &rule.subscribe),
+                    ("publish", &rule.publish),
+                    ("presence_access", &rule.presence_access),
+                ];
                 for (action, req) in requirements {
                     for (claim, value) in req.iter().flat_map(|r| r.claims.iter()) {
                         if let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}'))

@@ -185,23 +185,20 @@ impl Policy {
 
     /// Decides whether `identity` may read the presence of `channel` (the `presence` and
     /// `presence_stats` actions): the matching rule must track presence and list
-    /// `presence_access`, and the identity must meet it. A dry-run rule reports and allows only
-    /// when it tracks presence.
+    /// `presence_access`, and the identity must meet it. Enforced even in a dry-run rule
+    /// (`enforce = false`): presence reveals who is online, so it is never opened by a dry run.
     pub(crate) fn decide_presence(&self, identity: &Identity, channel: &str) -> Verdict<'_> {
         let Some((rule, captures)) = self.rules.iter().find_map(|r| r.pattern.matches(channel).map(|c| (r, c))) else {
             return Verdict::Deny { rule: None, reason: DenyReason::NoRule };
         };
-        let Some(presence) = &rule.presence else {
-            return Verdict::Deny { rule: Some(rule), reason: DenyReason::ActionNotListed };
-        };
-        let outcome = match &presence.access {
+        let access = rule.presence.as_ref().and_then(|p| p.access.as_ref());
+        let outcome = match access {
             None => Err(DenyReason::ActionNotListed),
             Some(req) => check(req, identity, &captures),
         };
         match outcome {
             Ok(()) => Verdict::Allow(rule),
-            Err(reason) if rule.enforce => Verdict::Deny { rule: Some(rule), reason },
-            Err(reason) => Verdict::DryRunDeny { rule, reason },
+            Err(reason) => Verdict::Deny { rule: Some(rule), reason },
         }
     }
 
@@ -350,12 +347,18 @@ mod tests {
         );
         let member = identity(&[], &[], serde_json::json!({"room": "a"}));
         assert!(is_allowed(p.decide_presence(&member, "room:a")));
-        assert!(matches!(p.decide_presence(&member, "room:b"), Verdict::Deny { reason: DenyReason::ClaimMismatch, .. }));
+        assert!(matches!(
+            p.decide_presence(&member, "room:b"),
+            Verdict::Deny { reason: DenyReason::ClaimMismatch, .. }
+        ));
         assert!(matches!(
             p.decide_presence(&member, "hidden:a"),
             Verdict::Deny { reason: DenyReason::ActionNotListed, .. }
         ));
-        assert!(matches!(p.decide_presence(&member, "plain"), Verdict::Deny { reason: DenyReason::ActionNotListed, .. }));
+        assert!(matches!(
+            p.decide_presence(&member, "plain"),
+            Verdict::Deny { reason: DenyReason::ActionNotListed, .. }
+        ));
         assert!(matches!(p.decide_presence(&member, "other"), Verdict::Deny { reason: DenyReason::NoRule, .. }));
         assert!(p.presence_rule("hidden:a").is_some());
         assert!(p.presence_rule("plain").is_none());
