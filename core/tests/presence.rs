@@ -325,7 +325,10 @@ async fn with_redis_down_presence_fails_closed_and_subscriptions_still_work() {
     let server = setup.start().await;
     let mut ws = member(&server, "bob").await;
     assert_eq!(subscribe(&mut ws, "chat:3").await, Vec::<Value>::new(), "subscribed, no join announced");
-    assert_frame(&presence(&mut ws, "chat:3").await, &json!({"type": "error", "id": 5, "code": "presence_unavailable"}));
+    assert_frame(
+        &presence(&mut ws, "chat:3").await,
+        &json!({"type": "error", "id": 5, "code": "presence_unavailable"}),
+    );
     let stats = json!({"action": "presence_stats", "id": 5, "channel": "chat:3"});
     assert_frame(&request(&mut ws, &stats).await, &json!({"type": "error", "id": 5, "code": "presence_unavailable"}));
     let err = server.handle.presence_stats("chat:3").await.expect_err("unavailable");

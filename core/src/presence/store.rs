@@ -235,7 +235,7 @@ impl RedisPresence {
             .await
             .map_err(failed)?;
         let mut values = reply.into_iter();
-        let more: i64 = values.next().map(|v| redis::from_redis_value(v)).transpose().map_err(failed)?.unwrap_or(0);
+        let more: i64 = values.next().map(redis::from_redis_value).transpose().map_err(failed)?.unwrap_or(0);
         let mut members = Vec::new();
         while let (Some(user), Some(sessions), Some(claims)) = (values.next(), values.next(), values.next()) {
             let user: String = redis::from_redis_value(user).map_err(failed)?;
