@@ -362,3 +362,32 @@ fn presence_keys_need_presence() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_through_redis_are_in_byte_order_and_stats_count_sessions() {
+    let test = "presence_pages";
+    if !broker_or_skip(test, "redis", REDIS) {
+        return;
+    }
+    let p = prefix(test);
+    let server = node(Kind::Redis, &Kind::Redis.shared_url(), &p, "a", "").extra(RULES).start().await;
+    wait_ready(&server).await;
+    let mut sessions = Vec::new();
+    // Byte order puts "Zed" before "amy" (a locale's collation may not).
+    for user in ["amy", "Zed", "cal", "amy"] {
+        let mut ws = member(&server, user).await;
+        subscribe(&mut ws, "chat:4").await;
+        sessions.push(ws);
+    }
+    let page = server.handle.presence("chat:4", 2, None).await.expect("first page");
+    let users: Vec<_> = page.members.iter().map(|m| (m.user.clone(), m.sessions)).collect();
+    assert_eq!(users, pairs(&[("Zed", 1), ("amy", 2)]));
+    assert_eq!(page.next.as_deref(), Some("amy"));
+    assert_eq!(page.members[1].claims.get("name"), Some(&json!("AMY")));
+    let page = server.handle.presence("chat:4", 2, Some("amy")).await.expect("second page");
+    let users: Vec<_> = page.members.iter().map(|m| (m.user.clone(), m.sessions)).collect();
+    assert_eq!(users, pairs(&[("cal", 1)]));
+    assert_eq!(page.next, None);
+    let stats = server.handle.presence_stats("chat:4").await.expect("stats");
+    assert_eq!((stats.users, stats.clients), (3, 4));
+}

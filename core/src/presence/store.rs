@@ -70,17 +70,25 @@ return gone
 ";
 
 /// KEYS: users, claims. ARGV: session key prefix, limit, after ('' for the start). Returns
-/// `[more, user, sessions, claims, ...]` for up to `limit` present users after `after`, by subject.
+/// `[more, user, sessions, claims, ...]` for up to `limit` present users after `after`, by subject
+/// in byte order (compared byte by byte: Lua's `<` on strings follows the Redis server's locale).
 const MEMBERS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 local users = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-table.sort(users)
+table.sort(users, less)
 local limit = tonumber(ARGV[2])
 local out = {0}
 local n = 0
 for _, user in ipairs(users) do
-  if ARGV[3] == '' or user > ARGV[3] then
+  if ARGV[3] == '' or less(ARGV[3], user) then
     local sessions = redis.call('ZCOUNT', ARGV[1] .. user, '(' .. now, '+inf')
     if sessions > 0 then
       if n == limit then out[1] = 1 break end
