@@ -582,6 +582,11 @@ typedef struct wsg_hooks {
 #define WSG_BROKER_UNAVAILABLE 4015
 
 /**
+ * The cluster's presence store (Redis) is unreachable: presence is not answered.
+ */
+#define WSG_PRESENCE_UNAVAILABLE 4030
+
+/**
  * An I/O error (bind, accept, read a file, start the runtime threads).
  */
 #define WSG_IO 5001
@@ -611,6 +616,11 @@ typedef struct wsg_hooks {
  * The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
  */
 #define WSG_CLUSTER_STATE_UNAVAILABLE 5007
+
+/**
+ * The channel's rule does not track presence (`presence = true`), or no rule matches it.
+ */
+#define WSG_PRESENCE_NOT_TRACKED 5030
 
 /**
  * C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a

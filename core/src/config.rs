@@ -168,6 +168,7 @@ impl Config {
         let abuse = self.abuse.as_ref().map(|abuse| AbuseSettings::compile(abuse, &mut problems));
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
+        crate::presence::validate(&self.channels, &cluster, &mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)?;
         Ok(Settings { server, origins, limits, abuse, cluster })
     }

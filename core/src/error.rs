@@ -166,9 +166,9 @@ error_codes! {
     TokenReplayed = 3014, "token_replayed", [http(401), violation("`refresh`")], "`auth.single_use_jti` is on and this token's `jti` was already used (by a handshake or a refresh).";
 
     InvalidJson = 4001, "invalid_json", [violation("any frame")], "The frame is not valid JSON (including empty, or nested more than 128 levels).";
-    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, or bad `method`.";
-    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`"), api("`publish`")], "The channel name is empty, too long or uses characters outside the allowed set.";
-    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes.";
+    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, bad `method`, or a `presence` `limit` outside 1-1000 or `after` longer than 1024 bytes.";
+    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`, `presence`, `presence_stats`"), api("`publish`, `presence`, `presence_stats`")], "The channel name is empty, too long or uses characters outside the allowed set.";
+    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`, `presence`, `presence_stats`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes. For `presence` and `presence_stats`, the channel's rule does not track presence, lists no `presence_access`, or the identity does not meet it.";
     NotSubscribed = 4005, "not_subscribed", [benign("`unsubscribe`")], "`unsubscribe` for a channel the session is not subscribed to.";
     TooManySubscriptions = 4006, "too_many_subscriptions", [benign("`subscribe`")], "The session already holds `limits.max_subscriptions` subscriptions.";
     PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`")], "The payload nests deeper than `limits.max_payload_depth`.";
@@ -180,6 +180,7 @@ error_codes! {
     PayloadInvalid = 4013, "payload_invalid", [violation("`publish`, `rpc`")], "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
     RefreshMismatch = 4014, "refresh_mismatch", [violation("`refresh`")], "The refresh token's `sub` or session-bound claims differ from the session's.";
     BrokerUnavailable = 4015, "broker_unavailable", [benign("`publish`"), api("`publish`")], "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes. Retrying may deliver it twice on this node.";
+    PresenceUnavailable = 4030, "presence_unavailable", [benign("`presence`, `presence_stats`"), api("`presence`, `presence_stats`")], "The cluster's presence store (Redis: `cluster.quota_redis_url`, else the Redis broker) is unreachable or did not answer within `cluster.broker_timeout_secs`: presence is not answered rather than answered from this node's members only. Subscriptions are not affected.";
 
     Io = 5001, "io", [API], "An I/O error (bind, accept, read a file).";
     NotRunning = 5003, "not_running", [API], "The server is not running (already shut down).";
@@ -187,6 +188,8 @@ error_codes! {
     TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
     BrokerTls = 5006, "broker_tls", [api("`Server::bind` (the host's start)")], "The TLS handshake with a `[cluster]` broker failed when the server started: the broker's certificate does not chain to `cluster.tls_ca_file` (or the system trust store), does not name the URL's host, or the broker refused this node's client certificate.";
     ClusterStateUnavailable = 5007, "cluster_state_unavailable", [http(503)], "The node has not yet loaded the cluster's persisted revocations and bans from Redis (`cluster.state_failure = \"closed\"`): it admits no one until it has, answering 503.";
+
+    PresenceNotTracked = 5030, "presence_not_tracked", [api("`presence`, `presence_stats`")], "The channel's rule does not track presence (`presence = true`), or no rule matches it.";
 
     InvalidArgument = 9004, "invalid_argument", [API], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
     WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";

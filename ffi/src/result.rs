@@ -152,6 +152,8 @@ pub const WSG_REFRESH_MISMATCH: wsg_result = 4014;
 /// The cluster broker is unreachable or did not confirm the publication in time: it reached the
 /// subscribers on this node only (`wsg_server_publish`, or a client's `publish`).
 pub const WSG_BROKER_UNAVAILABLE: wsg_result = 4015;
+/// The cluster's presence store (Redis) is unreachable: presence is not answered.
+pub const WSG_PRESENCE_UNAVAILABLE: wsg_result = 4030;
 
 /// An I/O error (bind, accept, read a file, start the runtime threads).
 pub const WSG_IO: wsg_result = 5001;
@@ -166,6 +168,8 @@ pub const WSG_TOKEN_MINT: wsg_result = 5005;
 pub const WSG_BROKER_TLS: wsg_result = 5006;
 /// The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
 pub const WSG_CLUSTER_STATE_UNAVAILABLE: wsg_result = 5007;
+/// The channel's rule does not track presence (`presence = true`), or no rule matches it.
+pub const WSG_PRESENCE_NOT_TRACKED: wsg_result = 5030;
 
 /// C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
 /// non-zero length).

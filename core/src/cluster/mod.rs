@@ -46,6 +46,7 @@ pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use persist::StateGate;
 use persist::StateStore;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
+pub(crate) use redis::RedisStore;
 pub(crate) use settings::ClusterSettings;
 use signing::{Guard, Opened, Refused, RejectionLog};
 pub(crate) use tls::{BrokerTls, load as load_tls};
@@ -316,6 +317,9 @@ pub(crate) struct Cluster {
     broker: Arc<dyn Broker>,
     link: Arc<Link>,
     quota: Option<Arc<LeaseQuota>>,
+    /// The cluster Redis (`quota_redis_url`, else the Redis broker), for the areas that keep
+    /// cluster-wide state in it (presence).
+    redis: Option<Arc<RedisStore>>,
     /// The cluster-wide used-jti record (with a cluster Redis).
     jtis: Option<Arc<jti::RedisJtis>>,
     /// The broker TLS check made at start-up (None without broker TLS).
@@ -405,6 +409,7 @@ impl Cluster {
             .as_deref()
             .map(|url| redis::RedisStore::new(connector(url), timeout, Arc::clone(&parts.stats)));
         let quota = store.as_ref().map(|store| LeaseQuota::new(config, Arc::clone(store), &node_id));
+        let redis = store.clone();
         let jtis = store.map(|store| Arc::new(jti::RedisJtis::new(store, &config.channel_prefix, config.jti_failure)));
         let state_store = config.quota_url.as_deref().and_then(|url| {
             Some(StateStore::new(
@@ -422,6 +427,7 @@ impl Cluster {
             broker,
             link,
             quota,
+            redis,
             jtis,
             tls_check,
             state_gate: (state_store.is_some() && config.state_failure == StateFailure::Closed)
@@ -653,6 +659,21 @@ impl Cluster {
     /// under `cluster.state_failure = "closed"` (`/readyz` answers 503).
     pub(crate) fn is_ready(&self) -> bool {
         self.link.is_connected() && self.state_gate.as_ref().is_none_or(|gate| gate.is_loaded())
+    }
+
+    /// The cluster Redis, when there is one.
+    pub(crate) fn redis_store(&self) -> Option<Arc<RedisStore>> {
+        self.redis.clone()
+    }
+
+    /// This node's id in the cluster.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.link.node_id
+    }
+
+    /// The runtime the cluster's tasks run on (the server's).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     pub(crate) fn quota(&self) -> Option<Arc<LeaseQuota>> {

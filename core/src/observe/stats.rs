@@ -37,6 +37,7 @@
 //! | `wsguard_broker_lag_seconds` | histogram | |
 //! | `wsguard_jwks_fetches_total` | counter | `issuer`, `result` (ok or the failure reason) |
 //! | `wsguard_jwks_keys` | gauge | `issuer` |
+//! | `wsguard_presence_announcements_total` | counter | `kind` (join/leave) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -137,7 +138,18 @@ struct HookFailureLabels {
 }
 
 /// Every `action` label value of `wsguard_messages_in_total`.
-const ACTIONS: [&str; 8] = ["subscribe", "unsubscribe", "publish", "ping", "rpc", "refresh", "invalid", "rate_limited"];
+const ACTIONS: [&str; 10] = [
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "ping",
+    "rpc",
+    "refresh",
+    "presence",
+    "presence_stats",
+    "invalid",
+    "rate_limited",
+];
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -180,6 +192,7 @@ pub(crate) struct Stats {
     broker_messages: Family<BrokerMessageLabels, Counter>,
     broker_errors: Family<OpLabel, Counter>,
     broker_reconnects: Counter,
+    presence_announcements: Family<KindLabel, Counter>,
     broker_subscriptions: Gauge,
     broker_lag: Histogram,
     jwks_fetches: Family<JwksFetchLabels, Counter>,
@@ -273,6 +286,7 @@ impl Default for Stats {
             broker_messages: Family::default(),
             broker_errors: Family::default(),
             broker_reconnects: Counter::default(),
+            presence_announcements: Family::default(),
             broker_subscriptions: Gauge::default(),
             broker_lag: latency_histogram(),
             jwks_fetches: Family::default(),
@@ -361,6 +375,11 @@ impl Default for Stats {
         );
         registry.register("broker_errors", "Cluster broker failures, by operation", stats.broker_errors.clone());
         registry.register("broker_reconnects", "Reconnections to the cluster broker", stats.broker_reconnects.clone());
+        registry.register(
+            "presence_announcements",
+            "Join and leave frames this node announced (a user's first session in, last one out)",
+            stats.presence_announcements.clone(),
+        );
         registry.register(
             "broker_subscriptions",
             "Channels this node is subscribed to at the broker",
@@ -518,6 +537,9 @@ impl Stats {
     }
     pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {
         self.broker_rejected.get_or_create(&BrokerRejectedLabels { kind, reason }).inc();
+    }
+    pub(crate) fn record_presence_announcement(&self, kind: &'static str) {
+        self.presence_announcements.get_or_create(&KindLabel { kind }).inc();
     }
     pub(crate) fn record_broker_reconnect(&self) {
         self.broker_reconnects.inc();

@@ -14,8 +14,14 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
+use crate::presence::{PresencePage, PresenceStats};
+use crate::protocol::MAX_PRESENCE_LIMIT;
 use crate::protocol::{is_within_depth, validate_channel};
 use crate::session::{Disconnect, Signal};
+
+fn presence_unavailable() -> Error {
+    Error::Refused { code: ErrorCode::PresenceUnavailable, message: "the presence store is unreachable".into() }
+}
 
 /// Controls a running server. Cheap to clone; every method may be called from any thread.
 #[derive(Clone)]
@@ -71,6 +77,47 @@ impl ServerHandle {
                 message: format!("{why}: queued for {queued} session(s) on this node only"),
             }
         })
+    }
+
+    /// Up to `limit` (1 to 1000) members of `channel` whose subject sorts after `after`, ordered
+    /// by subject, with their session counts and the claims the channel rule's
+    /// `presence_claims` lists: what a client's `presence` action gets, cluster-wide, without
+    /// the rule's `presence_access` (the host is trusted). Page on with the returned `next`.
+    ///
+    /// Errors: `invalid_channel`, `invalid_argument` (limit out of range), `presence_not_tracked`
+    /// (the channel's rule has no `presence = true`), `presence_unavailable` (the cluster's Redis
+    /// is unreachable), `not_running`.
+    pub async fn presence(&self, channel: &str, limit: usize, after: Option<&str>) -> Result<PresencePage, Error> {
+        self.presence_checks(channel)?;
+        if !(1..=MAX_PRESENCE_LIMIT).contains(&limit) {
+            return Err(Error::Refused {
+                code: ErrorCode::InvalidArgument,
+                message: format!("limit must be 1 to {MAX_PRESENCE_LIMIT}"),
+            });
+        }
+        self.shared.core.presence.members(channel, limit, after).await.map_err(|_| presence_unavailable())
+    }
+
+    /// How many users and sessions are subscribed to `channel` (what `presence_stats` answers),
+    /// cluster-wide. Errors as [`ServerHandle::presence`].
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, Error> {
+        self.presence_checks(channel)?;
+        self.shared.core.presence.stats(channel).await.map_err(|_| presence_unavailable())
+    }
+
+    fn presence_checks(&self, channel: &str) -> Result<(), Error> {
+        let core = &self.shared.core;
+        if core.shutdown.is_cancelled() {
+            return Err(Error::NotRunning);
+        }
+        validate_channel(channel).map_err(|m| Error::Refused { code: ErrorCode::InvalidChannel, message: m.into() })?;
+        if core.policy.load().presence_rule(channel).is_none() {
+            return Err(Error::Refused {
+                code: ErrorCode::PresenceNotTracked,
+                message: "no channel rule with `presence = true` matches this channel".into(),
+            });
+        }
+        Ok(())
     }
 
     /// A snapshot of the server's counters (the figures `/metrics` exports).

@@ -23,6 +23,7 @@ use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
+use crate::presence::Presence;
 use crate::session::{Registry, SessionEnv};
 
 /// What survives reloads.
@@ -31,6 +32,7 @@ pub(crate) struct Core {
     pub(crate) events: EventSink,
     pub(crate) hub: Arc<Hub>,
     pub(crate) cluster: Arc<Cluster>,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
@@ -175,6 +177,7 @@ pub(crate) fn build_live(
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
         cluster: Arc::clone(&core.cluster),
+        presence: Arc::clone(&core.presence),
         stats: Arc::clone(&core.stats),
         events: core.events.clone(),
         hooks,

@@ -39,6 +39,7 @@ use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
 use crate::observe::{Event, EventSink, Stats};
+use crate::presence::Presence;
 use crate::session::{Registry, Signal};
 use live::{Compiled, Core, Live, build_live, compile};
 
@@ -164,9 +165,11 @@ impl ServerBuilder {
         // The persisted revocations and bans (when Redis answers now; otherwise the node admits no
         // one until `serve` has loaded them, under `cluster.state_failure = "closed"`).
         cluster.restore_now().await;
+        let presence = Presence::new(&settings.cluster, Arc::clone(&cluster), Arc::clone(&stats));
         let core = Core {
             hub,
             cluster,
+            presence,
             registry: Arc::new(Registry::default()),
             capacity: Arc::new(Semaphore::new(settings.server.max_connections)),
             per_ip: ConnectionQuota::new(settings.limits.connections_per_ip),
@@ -279,6 +282,7 @@ impl Server {
             ))
         });
         core.cluster.start();
+        tokio::spawn(Arc::clone(&core.presence).run(core.shutdown.clone()));
         let upkeep = tokio::spawn(upkeep(Arc::clone(&shared)));
         let relay = tokio::spawn(relay_signals(Arc::clone(&shared)));
         loop {

@@ -137,6 +137,11 @@ impl Session {
                 self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
                 // Acknowledged once the broker delivers the channel here (other nodes' messages).
                 self.env.cluster.subscribed(&channel).await;
+                // A member once acknowledged (a `presence` read after the ack shows the session).
+                let policy = self.env.policy.load_full();
+                if let Some(rule) = policy.presence_rule(&channel) {
+                    self.env.presence.join(&channel, &self.identity, self.id, rule).await;
+                }
                 self.subscriptions.insert(channel);
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
@@ -145,6 +150,7 @@ impl Session {
                     return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
                 }
                 self.env.hub.unsubscribe(&channel, self.id);
+                self.env.presence.leave(&channel, &self.identity.subject, self.id).await;
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Publish { channel, payload, .. } => {
@@ -158,7 +164,51 @@ impl Session {
             }
             ClientFrame::Rpc { method, payload, .. } => self.rpc(id, method, payload).await,
             ClientFrame::Refresh { token, .. } => self.refresh(id, &token).await,
+            ClientFrame::Presence { channel, limit, after, .. } => {
+                self.authorize_presence(id, &channel)?;
+                let page = self
+                    .env
+                    .presence
+                    .members(&channel, limit, after.as_deref())
+                    .await
+                    .map_err(|_| refuse(id, ErrorCode::PresenceUnavailable, "the presence store is unreachable"))?;
+                let next = page.next.as_deref();
+                Ok(vec![ServerFrame::Presence { id, channel: &channel, members: &page.members, next }.encode()])
+            }
+            ClientFrame::PresenceStats { channel, .. } => {
+                self.authorize_presence(id, &channel)?;
+                let stats = self
+                    .env
+                    .presence
+                    .stats(&channel)
+                    .await
+                    .map_err(|_| refuse(id, ErrorCode::PresenceUnavailable, "the presence store is unreachable"))?;
+                let (users, clients) = (stats.users, stats.clients);
+                Ok(vec![ServerFrame::PresenceStats { id, channel: &channel, users, clients }.encode()])
+            }
         }
+    }
+
+    /// The rule's `presence_access` (always enforced, see `Policy::decide_presence`). The
+    /// `authorize` hook is not asked: it decides subscribe and publish only.
+    fn authorize_presence(&self, id: Option<u64>, channel: &str) -> Result<(), Refusal> {
+        let policy = self.env.policy.load();
+        let (rule, reason) = match policy.decide_presence(&self.identity, channel) {
+            Verdict::Allow(_) => return Ok(()),
+            Verdict::Deny { rule, reason } => (rule, reason),
+            Verdict::DryRunDeny { rule, reason } => (Some(rule), reason),
+        };
+        Err(Refusal {
+            error: ReplyError::new(id, ErrorCode::Forbidden, "not allowed to see presence on this channel"),
+            rule: Some(
+                rule.map_or_else(
+                    || format!("<none: {}>", reason.as_str()),
+                    |r| format!("{} ({})", r.id, reason.as_str()),
+                ),
+            ),
+            retry_after: None,
+            scope: None,
+        })
     }
 
     /// Policy (with the rule's payload schema and, for publishes, the channel rate), then the host's `authorize` hook,
@@ -265,6 +315,7 @@ impl Session {
         for channel in channels {
             if self.authorize(None, identity, ChannelAction::Subscribe, &channel, None).await.is_err() {
                 self.env.hub.unsubscribe(&channel, self.id);
+                self.env.presence.leave(&channel, &identity.subject, self.id).await;
                 self.subscriptions.remove(&channel);
                 frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
             }

@@ -32,6 +32,7 @@ use crate::hub::Hub;
 use crate::limits::{Bans, LimitsSettings, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
+use crate::presence::Presence;
 use crate::protocol::ProtocolConfig;
 use crate::transport::{Connection, Gate};
 pub use crate::transport::{Disconnect, Reconnect};
@@ -40,6 +41,7 @@ pub use crate::transport::{Disconnect, Reconnect};
 pub(crate) struct SessionEnv {
     pub(crate) hub: Arc<Hub>,
     pub(crate) cluster: Arc<Cluster>,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,

@@ -151,6 +151,7 @@ impl Session {
     pub(super) fn leave(&mut self) {
         for channel in self.subscriptions.drain() {
             self.env.hub.unsubscribe(&channel, self.id);
+            self.env.presence.leave_later(&channel, &self.identity.subject, self.id);
         }
         self.env.registry.remove(self.id);
     }
