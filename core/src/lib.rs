@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;

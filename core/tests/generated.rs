@@ -131,6 +131,7 @@ fn surface_text(surface: &Surface) -> String {
         Surface::Reply { from, .. } if *from == "any frame" => "reply".into(),
         Surface::Reply { from, .. } => with("reply", from),
         Surface::Api { calls } => with("API", calls),
+        Surface::HttpApi { status } => format!("server API HTTP {status}"),
         _ => unreachable!("a new surface needs its text here"),
     }
 }
