@@ -16,8 +16,12 @@ pub struct ApiKeyConfig {
     /// the key itself. Letters, digits, `-`, `_` and `.`, at most 64 bytes; unique.
     pub name: String,
     /// Environment variable holding the key (at least 16 bytes). Keys are compared in constant
-    /// time.
+    /// time. Exactly one of `key_env`, `key_file`.
+    #[serde(default)]
     pub key_env: String,
+    /// File holding the key (one trailing newline ignored). Exactly one of `key_env`, `key_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[api]`.
@@ -30,8 +34,11 @@ pub struct ApiConfig {
     pub listen: String,
     /// Environment variable holding the API key (at least 16 bytes), sent by callers as
     /// `Authorization: Bearer <key>`; named `default` in the audit trail. Empty: no such key
-    /// (then `keys` or `client_ca_file` must authenticate callers). Default empty.
+    /// (then `key_file`, `keys` or `client_ca_file` must authenticate callers). Default empty.
     pub key_env: String,
+    /// File holding the API key (at least 16 bytes; one trailing newline ignored), in place of
+    /// `key_env`. Default none.
+    pub key_file: Option<PathBuf>,
     /// More named keys (for one key per caller, or rotation: old and new side by side). Default
     /// none.
     pub keys: Vec<ApiKeyConfig>,
@@ -66,6 +73,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: String::new(),
             key_env: String::new(),
+            key_file: None,
             keys: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
@@ -117,12 +125,18 @@ impl ApiConfig {
         if self.client_ca_file.is_some() && !has_tls {
             problems.push("api.client_ca_file", "client certificates need api.tls_cert_file and api.tls_key_file");
         }
-        let has_key = !self.key_env.is_empty() || !self.keys.is_empty();
+        if !self.key_env.is_empty() && self.key_file.is_some() {
+            problems.push("api.key_file", "set api.key_env or api.key_file, not both");
+        }
+        let has_key = !self.key_env.is_empty() || self.key_file.is_some() || !self.keys.is_empty();
         if !has_key && self.client_ca_file.is_none() {
-            problems.push("api", "the server API needs authentication: api.key_env, api.keys or api.client_ca_file");
+            problems.push(
+                "api",
+                "the server API needs authentication: api.key_env, api.key_file, api.keys or api.client_ca_file",
+            );
         }
         let mut names: Vec<&str> = Vec::new();
-        if !self.key_env.is_empty() {
+        if !self.key_env.is_empty() || self.key_file.is_some() {
             names.push("default");
         }
         for (i, key) in self.keys.iter().enumerate() {
@@ -135,8 +149,8 @@ impl ApiConfig {
                 problems.push(format!("api.keys[{i}].name"), format!("duplicate key name {:?}", key.name));
             }
             names.push(&key.name);
-            if key.key_env.is_empty() {
-                problems.push(format!("api.keys[{i}].key_env"), "must name an environment variable");
+            if key.key_env.is_empty() == key.key_file.is_none() {
+                problems.push(format!("api.keys[{i}]"), "exactly one of key_env, key_file");
             }
         }
         if self.max_body_bytes == 0 {

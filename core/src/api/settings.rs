@@ -3,6 +3,7 @@
 //! config key; nothing here runs per request.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,19 +51,49 @@ impl ApiSettings {
         if let Some(key) = host_key {
             keys.push(ApiKey { name: "default".into(), secret: key.as_bytes().to_vec() });
         }
-        let mut read = |name: &str, path: String, var: &str| match std::env::var(var) {
-            Ok(value) if value.len() >= MIN_KEY_BYTES => {
-                keys.push(ApiKey { name: name.to_string(), secret: value.into_bytes() });
+        let mut read = |name: &str, env_path: String, var: &str, file_path: String, file: Option<&Path>| {
+            let (path, value) = match file {
+                Some(file) => match std::fs::read(file) {
+                    Ok(mut bytes) => {
+                        if bytes.last() == Some(&b'\n') {
+                            bytes.pop();
+                            if bytes.last() == Some(&b'\r') {
+                                bytes.pop();
+                            }
+                        }
+                        (file_path, bytes)
+                    }
+                    Err(e) => {
+                        return secret_problems
+                            .push(ConfigProblem::new(file_path, format!("cannot read {}: {e}", file.display())));
+                    }
+                },
+                None => match std::env::var_os(var) {
+                    Some(value) => (env_path, value.into_encoded_bytes()),
+                    None => {
+                        return secret_problems
+                            .push(ConfigProblem::new(env_path, format!("environment variable {var} is not set")));
+                    }
+                },
+            };
+            if value.len() < MIN_KEY_BYTES {
+                secret_problems
+                    .push(ConfigProblem::new(path, format!("the key is shorter than {MIN_KEY_BYTES} bytes")));
+            } else {
+                keys.push(ApiKey { name: name.to_string(), secret: value });
             }
-            Ok(_) => secret_problems
-                .push(ConfigProblem::new(path, format!("the key in {var} is shorter than {MIN_KEY_BYTES} bytes"))),
-            Err(_) => secret_problems.push(ConfigProblem::new(path, format!("environment variable {var} is not set"))),
         };
-        if host_key.is_none() && !config.key_env.is_empty() {
-            read("default", "api.key_env".into(), &config.key_env);
+        if host_key.is_none() && (!config.key_env.is_empty() || config.key_file.is_some()) {
+            read("default", "api.key_env".into(), &config.key_env, "api.key_file".into(), config.key_file.as_deref());
         }
         for (i, key) in config.keys.iter().enumerate() {
-            read(&key.name, format!("api.keys[{i}].key_env"), &key.key_env);
+            read(
+                &key.name,
+                format!("api.keys[{i}].key_env"),
+                &key.key_env,
+                format!("api.keys[{i}].key_file"),
+                key.key_file.as_deref(),
+            );
         }
         let tls = match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => match acceptor(cert, key, config.client_ca_file.as_deref()) {
@@ -108,11 +139,7 @@ impl ApiSettings {
 
 /// The API's own TLS acceptor: TLS 1.2/1.3, ring, HTTP/1.1; with `client_ca` every client must
 /// present a certificate chaining to it.
-fn acceptor(
-    cert_file: &std::path::Path,
-    key_file: &std::path::Path,
-    client_ca: Option<&std::path::Path>,
-) -> Result<TlsAcceptor, ConfigProblem> {
+fn acceptor(cert_file: &Path, key_file: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, ConfigProblem> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ConfigProblem::new("api.tls_cert_file", format!("{}: {e}", cert_file.display())))?;
