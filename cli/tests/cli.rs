@@ -324,3 +324,69 @@ fn broker_password_comes_from_the_environment() {
     assert!(stderr.contains("cluster.url") && stderr.contains("password_env"), "{stderr}");
     assert!(!stderr.contains(&password), "the password is echoed: {stderr}");
 }
+
+/// `wsguard serve` with an `[api]`, driven through `wsguard api ...`.
+#[test]
+fn api_subcommands_drive_a_running_server() {
+    const KEY: &str = "cli-test-api-key-0123456789";
+    let dir = scratch("api");
+    let path = write_config(
+        &dir,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[origins]\nallow_missing = true\n[api]\nlisten = \"127.0.0.1:0\"\nkey_env = \"WSGUARD_TEST_API_KEY\"\n",
+    );
+    let (_child, rx) = serve_logging(&path, &[("WSGUARD_TEST_API_KEY", KEY)]);
+    let api_addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its API address");
+        if let Some(rest) = line.split("api=Some(").nth(1) {
+            break rest.split(')').next().expect("address").to_string();
+        }
+    };
+    let url = format!("http://{api_addr}");
+    let api = |key: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("api")
+            .args(args)
+            .env("WSGUARD_API_URL", &url)
+            .env("WSGUARD_API_KEY", key)
+            .output()
+            .expect("run wsguard api");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let (ok, stdout, stderr) = api(KEY, &["stats"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("sessions_active: 0"), "{stdout}");
+    let (ok, stdout, _) = api(KEY, &["--json", "stats"]);
+    assert!(ok);
+    let stats: serde_json::Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
+    assert_eq!(stats["sessions_active"], 0);
+
+    let (ok, stdout, stderr) = api(KEY, &["publish", "news", r#"{"text":"hi"}"#]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("queued for 0 session(s)"), "{stdout}");
+    let (ok, _, stderr) = api(KEY, &["publish", "bad channel", "{}"]);
+    assert!(!ok);
+    assert!(stderr.contains("invalid_channel"), "{stderr}");
+
+    let (ok, _, stderr) = api(KEY, &["ban", "--user", "mallory", "--duration-secs", "60"]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = api(KEY, &["bans"]);
+    assert!(ok && stdout.contains("user mallory") && stdout.contains("operator"), "{stdout}");
+    let (ok, stdout, _) = api(KEY, &["unban", "--user", "mallory"]);
+    assert!(ok && stdout.contains("ban lifted"), "{stdout}");
+    let (ok, stdout, _) = api(KEY, &["bans"]);
+    assert!(ok && stdout.contains("no bans"), "{stdout}");
+
+    let (ok, stdout, stderr) = api(KEY, &["reload"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("configuration reloaded"), "{stdout}");
+
+    let (ok, _, stderr) = api("not-the-key-not-the-key", &["stats"]);
+    assert!(!ok);
+    assert!(stderr.contains("api_unauthorized") && stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains(KEY));
+}
