@@ -129,7 +129,7 @@ error_codes! {
     ConfigSyntax = 1001, "config_syntax", [CONFIG, http_api(422)], "The configuration text is not valid TOML or JSON.";
     ConfigInvalid = 1002, "config_invalid", [CONFIG, http_api(422)], "One or more configuration keys are unknown, mistyped or out of range.";
     ConfigFile = 1003, "config_file", [CONFIG, http_api(422)], "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG, http_api(422)], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`) is not set, or the HMAC secret or signing key is shorter than 32 bytes.";
+    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG, http_api(422)], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`, `api.key_env`) is not set or an API key file cannot be read, or the HMAC secret or signing key is shorter than 32 bytes (an API key: 16 bytes).";
 
     BadRequest = 2001, "bad_request", [http(400), unanswered("the client closed before the request head ended")], "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
     NotFound = 2002, "not_found", [http(404)], "The request path is not the configured WebSocket path.";
@@ -174,7 +174,7 @@ error_codes! {
     TokenReplayed = 3014, "token_replayed", [http(401), violation("`refresh`")], "`auth.single_use_jti` is on and this token's `jti` was already used (by a handshake or a refresh).";
 
     InvalidJson = 4001, "invalid_json", [violation("any frame")], "The frame is not valid JSON (including empty, or nested more than 128 levels).";
-    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload"), http_api(400)], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, or bad `method`.";
+    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, or bad `method`.";
     InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`"), api("`publish`"), http_api(400)], "The channel name is empty, too long or uses characters outside the allowed set.";
     Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes.";
     NotSubscribed = 4005, "not_subscribed", [benign("`unsubscribe`")], "`unsubscribe` for a channel the session is not subscribed to.";
@@ -196,7 +196,7 @@ error_codes! {
     BrokerTls = 5006, "broker_tls", [api("`Server::bind` (the host's start)")], "The TLS handshake with a `[cluster]` broker failed when the server started: the broker's certificate does not chain to `cluster.tls_ca_file` (or the system trust store), does not name the URL's host, or the broker refused this node's client certificate.";
     ClusterStateUnavailable = 5007, "cluster_state_unavailable", [http(503)], "The node has not yet loaded the cluster's persisted revocations and bans from Redis (`cluster.state_failure = \"closed\"`): it admits no one until it has, answering 503.";
 
-    ApiUnauthorized = 6001, "api_unauthorized", [http_api(401)], "Server API: no `Authorization: Bearer` key, or not one of `api.key_env`/`api.keys`. Answered with `WWW-Authenticate: Bearer`.";
+    ApiUnauthorized = 6001, "api_unauthorized", [http_api(401)], "Server API: no `Authorization: Bearer` key, or not one of `api.key_env`, `api.key_file`, `api.keys`; or, with `api.client_ca_file` and no key configured, no client certificate. Answered with `WWW-Authenticate: Bearer`.";
     ApiRateLimited = 6002, "api_rate_limited", [http_api(429)], "Server API: the caller (key or client certificate) exceeded `api.requests_per_sec` and its `api.burst`. Answered with `Retry-After` (seconds).";
     ApiBodyTooLarge = 6003, "api_body_too_large", [http_api(413)], "Server API: the request body is larger than `api.max_body_bytes`.";
     ApiBadJson = 6004, "api_bad_json", [http_api(400)], "Server API: the body is not JSON, or not the endpoint's shape (unknown field, missing field, wrong type).";
