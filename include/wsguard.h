@@ -613,6 +613,51 @@ typedef struct wsg_hooks {
 #define WSG_CLUSTER_STATE_UNAVAILABLE 5007
 
 /**
+ * Server API (`[api]`, over HTTP only; listed so every code has its constant): no or a wrong key.
+ */
+#define WSG_API_UNAUTHORIZED 6001
+
+/**
+ * Server API: the caller exceeded `api.requests_per_sec` and its burst.
+ */
+#define WSG_API_RATE_LIMITED 6002
+
+/**
+ * Server API: the request body is larger than `api.max_body_bytes`.
+ */
+#define WSG_API_BODY_TOO_LARGE 6003
+
+/**
+ * Server API: the body is not JSON or not the endpoint's shape.
+ */
+#define WSG_API_BAD_JSON 6004
+
+/**
+ * Server API: no endpoint has this path.
+ */
+#define WSG_API_UNKNOWN_ENDPOINT 6005
+
+/**
+ * Server API: the endpoint exists but not with this method.
+ */
+#define WSG_API_METHOD_NOT_ALLOWED 6006
+
+/**
+ * Server API: a POST without `Content-Type: application/json`.
+ */
+#define WSG_API_UNSUPPORTED_MEDIA_TYPE 6007
+
+/**
+ * Server API: a parameter is well-typed but out of range.
+ */
+#define WSG_API_INVALID_PARAMETER 6008
+
+/**
+ * Server API: `reload` on a server without a configuration file to re-read.
+ */
+#define WSG_API_RELOAD_UNAVAILABLE 6009
+
+/**
  * C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
  * non-zero length).
  */
