@@ -201,10 +201,9 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
 
 #[test]
 fn dev_mode_prints_a_token_and_a_connect_command() {
-    // Development mode binds 127.0.0.1:8080 and the admin listener 127.0.0.1:9090; skip quietly
-    // when something else holds either port.
-    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() || std::net::TcpListener::bind("127.0.0.1:9090").is_err()
-    {
+    // Development mode binds 127.0.0.1:8080, the admin listener 127.0.0.1:9090 and the server API
+    // 127.0.0.1:8081; skip quietly when something else holds one of them.
+    if ["127.0.0.1:8080", "127.0.0.1:9090", "127.0.0.1:8081"].iter().any(|a| std::net::TcpListener::bind(a).is_err()) {
         return;
     }
     let mut child =
@@ -240,6 +239,16 @@ fn dev_mode_prints_a_token_and_a_connect_command() {
         assert_eq!(reply.trim(), r#"{"type":"pong","id":9}"#);
     }
     let _ = client.wait();
+    // The printed server API key works with `wsguard api`.
+    let api_line = lines.iter().find(|l| l.starts_with("WSGUARD_API_KEY=")).expect("the API line");
+    let key = api_line.split_whitespace().next().and_then(|k| k.strip_prefix("WSGUARD_API_KEY=")).expect("key");
+    let out = Command::new(BIN)
+        .args(["api", "--url", "http://127.0.0.1:8081", "stats"])
+        .env("WSGUARD_API_KEY", key)
+        .output()
+        .expect("run wsguard api");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sessions_active"));
 }
 
 /// Reads `/readyz`'s status code from the admin listener.

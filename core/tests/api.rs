@@ -105,6 +105,10 @@ impl Api {
     }
 }
 
+async fn metrics_text(api: &Api) -> String {
+    api.server.admin("GET", "/metrics").await.body
+}
+
 fn toml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
@@ -157,6 +161,7 @@ async fn publish_delivers_and_every_refusal_delivers_nothing() {
     next_message(&mut ws, "room:1", json!({"n": 1})).await;
 
     let metrics = api.server.scrape().await;
+    assert!(!metrics_text(&api).await.contains(KEY), "the key never shows");
     assert_eq!(metrics.get(r#"wsguard_api_requests_total{operation="publish",result="ok"}"#), 1.0);
     assert_eq!(metrics.get(r#"wsguard_api_requests_total{operation="publish",result="api_unauthorized"}"#), 3.0);
     assert_eq!(metrics.get(r#"wsguard_api_requests_total{operation="publish",result="api_bad_json"}"#), 3.0);
@@ -441,7 +446,9 @@ async fn tls_exchange(
 async fn mutual_tls_names_the_caller_by_its_certificate() {
     let dir = TempDir::new();
     let pki = pki(&dir);
+    let events = Arc::new(Recorder::default());
     let server = Setup::new()
+        .hooks(Arc::clone(&events) as Arc<dyn wsguard::Hooks>)
         .extra(&format!(
             "[api]\nlisten = \"127.0.0.1:0\"\ntls_cert_file = {}\ntls_key_file = {}\nclient_ca_file = {}\n",
             toml_path(&pki.server_cert),
@@ -464,4 +471,23 @@ async fn mutual_tls_names_the_caller_by_its_certificate() {
     let mut bytes = Vec::new();
     let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut bytes)).await.expect("closed in time");
     assert!(!String::from_utf8_lossy(&bytes).contains("sessions_active"));
+    // The audit trail names the caller by its certificate's subject.
+    support::eventually("the api_request event", || {
+        events.0.lock().expect("lock").iter().any(|e| {
+            matches!(e, wsguard::Event::ApiRequest { caller, operation: "stats", result: "ok", status: 200, .. }
+                if caller == "cert:CN=ops-robot")
+        })
+    })
+    .await;
+}
+
+/// Records every event.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<wsguard::Event>>);
+
+impl wsguard::Hooks for Recorder {
+    fn on_event(&self, event: &wsguard::Event) -> wsguard::hooks::HookFuture<()> {
+        self.0.lock().expect("lock").push(event.clone());
+        Box::pin(std::future::ready(()))
+    }
 }
