@@ -169,3 +169,63 @@ impl ApiConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(config: &ApiConfig) -> Vec<String> {
+        let mut problems = Problems::default();
+        config.validate(&mut problems);
+        match problems.into_result(crate::error::ErrorCode::ConfigInvalid) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.problems().iter().map(|p| p.path.clone()).collect(),
+        }
+    }
+
+    fn on(listen: &str) -> ApiConfig {
+        ApiConfig { listen: listen.into(), key_env: "K".into(), ..ApiConfig::default() }
+    }
+
+    #[test]
+    fn off_by_default_and_then_unchecked() {
+        assert!(!ApiConfig::default().is_enabled());
+        assert!(problems(&ApiConfig { requests_per_sec: -1.0, ..ApiConfig::default() }).is_empty());
+    }
+
+    #[test]
+    fn loopback_needs_only_a_key() {
+        assert!(problems(&on("127.0.0.1:8081")).is_empty());
+        assert!(problems(&on("[::1]:8081")).is_empty());
+        assert_eq!(problems(&ApiConfig { key_env: String::new(), ..on("127.0.0.1:8081") }), ["api"]);
+    }
+
+    #[test]
+    fn non_loopback_needs_tls_and_client_certificates_need_tls() {
+        assert_eq!(problems(&on("0.0.0.0:8081")), ["api.listen"]);
+        let tls = ApiConfig {
+            tls_cert_file: Some("c.pem".into()),
+            tls_key_file: Some("k.pem".into()),
+            ..on("10.0.0.2:8443")
+        };
+        assert!(problems(&tls).is_empty());
+        let half = ApiConfig { tls_key_file: None, ..tls.clone() };
+        assert_eq!(problems(&half), ["api.tls_key_file", "api.listen"]);
+        let ca = ApiConfig { client_ca_file: Some("ca.pem".into()), ..on("127.0.0.1:1") };
+        assert_eq!(problems(&ca), ["api.client_ca_file"]);
+        let cert_only = ApiConfig { key_env: String::new(), client_ca_file: Some("ca.pem".into()), ..tls };
+        assert!(problems(&cert_only).is_empty());
+    }
+
+    #[test]
+    fn key_names_are_checked_and_unique() {
+        let key = |name: &str| ApiKeyConfig { name: name.into(), key_env: "E".into(), key_file: None };
+        let config = ApiConfig {
+            keys: vec![key("deploy"), key("default"), key("bad name"), key("deploy")],
+            ..on("127.0.0.1:1")
+        };
+        assert_eq!(problems(&config), ["api.keys[1].name", "api.keys[2].name", "api.keys[3].name"]);
+        let both = ApiKeyConfig { key_file: Some("f".into()), ..key("ok") };
+        assert_eq!(problems(&ApiConfig { keys: vec![both], ..on("127.0.0.1:1") }), ["api.keys[0]"]);
+    }
+}
