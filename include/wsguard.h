@@ -222,7 +222,8 @@ typedef void (*wsg_rpc_callback)(void *user_data, struct wsg_rpc_call *call);
  * Receives one security or lifecycle event as a JSON object with a `kind` field
  * (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
  * `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
- * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`;
+ * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`,
+ * `api_request`;
  * docs/OPERATIONS.md lists their fields);
  * `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
  * in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
@@ -621,6 +622,51 @@ typedef struct wsg_hooks {
  * The channel's rule does not track presence (`presence = true`), or no rule matches it.
  */
 #define WSG_PRESENCE_NOT_TRACKED 5030
+
+/**
+ * Server API (`[api]`, over HTTP only; listed so every code has its constant): no or a wrong key.
+ */
+#define WSG_API_UNAUTHORIZED 6001
+
+/**
+ * Server API: the caller exceeded `api.requests_per_sec` and its burst.
+ */
+#define WSG_API_RATE_LIMITED 6002
+
+/**
+ * Server API: the request body is larger than `api.max_body_bytes`.
+ */
+#define WSG_API_BODY_TOO_LARGE 6003
+
+/**
+ * Server API: the body is not JSON or not the endpoint's shape.
+ */
+#define WSG_API_BAD_JSON 6004
+
+/**
+ * Server API: no endpoint has this path.
+ */
+#define WSG_API_UNKNOWN_ENDPOINT 6005
+
+/**
+ * Server API: the endpoint exists but not with this method.
+ */
+#define WSG_API_METHOD_NOT_ALLOWED 6006
+
+/**
+ * Server API: a POST without `Content-Type: application/json`.
+ */
+#define WSG_API_UNSUPPORTED_MEDIA_TYPE 6007
+
+/**
+ * Server API: a parameter is well-typed but out of range.
+ */
+#define WSG_API_INVALID_PARAMETER 6008
+
+/**
+ * Server API: `reload` on a server without a configuration file to re-read.
+ */
+#define WSG_API_RELOAD_UNAVAILABLE 6009
 
 /**
  * C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a

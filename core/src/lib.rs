@@ -40,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -45,6 +45,7 @@ pub(crate) use config::{ClusterSecrets, read_secrets};
 pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use persist::StateGate;
 use persist::StateStore;
+pub(crate) use publish::Publication;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use redis::RedisStore;
 pub(crate) use settings::ClusterSettings;

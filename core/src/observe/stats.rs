@@ -31,6 +31,7 @@
 //! | `wsguard_broker_connected` | gauge | |
 //! | `wsguard_broker_messages_total` | counter | `direction` (published/received), `kind` (publication/control) |
 //! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota/persist/state_load) |
+//! | `wsguard_api_requests_total` | counter | `operation` (publish/broadcast/.../unknown), `result` (ok or the error code name) |
 //! | `wsguard_broker_rejected_total` | counter | `kind` (publication/control/state), `reason` (unsigned/bad_signature/stale/replayed/malformed) |
 //! | `wsguard_broker_reconnects_total` | counter | |
 //! | `wsguard_broker_subscriptions` | gauge | |
@@ -127,6 +128,12 @@ struct IssuerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRequestLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabel {
     hook: &'static str,
 }
@@ -198,6 +205,7 @@ pub(crate) struct Stats {
     jwks_fetches: Family<JwksFetchLabels, Counter>,
     jwks_keys: Family<IssuerLabel, Gauge>,
     broker_rejected: Family<BrokerRejectedLabels, Counter>,
+    api_requests: Family<ApiRequestLabels, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -218,7 +226,7 @@ pub(crate) struct Stats {
 }
 
 /// A snapshot of the server's counters (the same figures `/metrics` exports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     /// Sessions open now.
     pub sessions_active: u64,
@@ -292,6 +300,7 @@ impl Default for Stats {
             jwks_fetches: Family::default(),
             jwks_keys: Family::default(),
             broker_rejected: Family::default(),
+            api_requests: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -404,6 +413,11 @@ impl Default for Stats {
             "broker_rejected",
             "Broker messages and persisted entries dropped as unsigned, badly signed, stale, replayed or malformed",
             stats.broker_rejected.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Server API calls, by operation and result (ok or the error code name)",
+            stats.api_requests.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -535,6 +549,11 @@ impl Stats {
     pub(crate) fn record_broker_error(&self, op: &'static str) {
         self.broker_errors.get_or_create(&OpLabel { op }).inc();
     }
+    /// One server API call; both labels come from fixed sets (operations, code names).
+    pub(crate) fn record_api_request(&self, operation: &'static str, result: &'static str) {
+        self.api_requests.get_or_create(&ApiRequestLabels { operation, result }).inc();
+    }
+
     pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {
         self.broker_rejected.get_or_create(&BrokerRejectedLabels { kind, reason }).inc();
     }

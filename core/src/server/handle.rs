@@ -55,6 +55,53 @@ impl ServerHandle {
     /// `not_running`, `broker_unavailable` (the broker is unreachable: delivered on this node
     /// only).
     pub fn publish(&self, channel: &str, payload: &Value) -> Result<usize, Error> {
+        self.check_publication(channel, payload)?;
+        self.publish_checked(channel, payload).detach().map_err(|(why, queued)| Error::Refused {
+            code: why.code(),
+            message: format!("{why}: queued for {queued} session(s) on this node only"),
+        })
+    }
+
+    /// Publishes one `payload` to each of `channels` (as [`ServerHandle::publish`] does for one),
+    /// checked as a whole first: one invalid channel, or an invalid payload, and nothing is
+    /// published. Returns how many sessions it was queued for on this node, over all channels.
+    ///
+    /// Errors: those of `publish`; `broker_unavailable` only after every channel was published
+    /// on this node.
+    pub fn broadcast(&self, channels: &[String], payload: &Value) -> Result<usize, Error> {
+        for channel in channels {
+            self.check_publication(channel, payload)?;
+        }
+        let mut queued = 0;
+        let mut broker_error = None;
+        for channel in channels {
+            match self.publish_checked(channel, payload).detach() {
+                Ok(n) => queued += n,
+                Err((why, n)) => {
+                    queued += n;
+                    broker_error.get_or_insert(why);
+                }
+            }
+        }
+        match broker_error {
+            None => Ok(queued),
+            Some(why) => Err(Error::Refused {
+                code: why.code(),
+                message: format!("{why}: queued for {queued} session(s) on this node only"),
+            }),
+        }
+    }
+
+    /// Publishes an already checked server-side publication, stamped `{"server":true}` where
+    /// the channel's rule stamps publishers.
+    fn publish_checked(&self, channel: &str, payload: &Value) -> crate::cluster::Publication {
+        let core = &self.shared.core;
+        let from = core.policy.load().server_stamp(channel);
+        core.cluster.publish(channel, payload, from.as_ref(), "server")
+    }
+
+    /// The checks every server-side publication passes before anything is sent.
+    fn check_publication(&self, channel: &str, payload: &Value) -> Result<(), Error> {
         let core = &self.shared.core;
         if core.shutdown.is_cancelled() {
             return Err(Error::NotRunning);
@@ -70,13 +117,18 @@ impl ServerHandle {
         if !is_within_depth(object, self.shared.live.load().session_env.limits.max_payload_depth) {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
-        let from = core.policy.load().server_stamp(channel);
-        core.cluster.publish(channel, payload, from.as_ref(), "server").detach().map_err(|(why, queued)| {
-            Error::Refused {
-                code: why.code(),
-                message: format!("{why}: queued for {queued} session(s) on this node only"),
-            }
-        })
+        Ok(())
+    }
+
+    /// The server API's address (`[api]`), when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.shared.api_addr
+    }
+
+    /// The configuration file the server was built from (`ServerBuilder::config_file`), which
+    /// `reload` over the server API re-reads.
+    pub fn config_file(&self) -> Option<std::path::PathBuf> {
+        self.shared.config_file.clone()
     }
 
     /// Up to `limit` (1 to 1000) members of `channel` whose subject sorts after `after`, ordered

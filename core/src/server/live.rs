@@ -124,6 +124,7 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
     check("tls", old.tls.is_some() != new.tls.is_some());
     check("observability", old.observability != new.observability);
     check("abuse", old.abuse != new.abuse);
+    check("api", old.api != new.api);
     check("hooks.event_queue_capacity", old.hooks.event_queue_capacity != new.hooks.event_queue_capacity);
     check("auth.jti_cache_capacity", old.auth.jti_cache_capacity != new.auth.jti_cache_capacity);
     check("cluster", old.cluster != new.cluster);
