@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use registry::{Listed, Local, Reach, Registry, Signal};
+pub(crate) use registry::{Local, Reach, Registry, Signal};
 pub(crate) use state::Session;
 use timers::Due;
 
