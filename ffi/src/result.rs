@@ -166,6 +166,8 @@ pub const WSG_TOKEN_MINT: wsg_result = 5005;
 pub const WSG_BROKER_TLS: wsg_result = 5006;
 /// The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
 pub const WSG_CLUSTER_STATE_UNAVAILABLE: wsg_result = 5007;
+/// `wsg_server_send`: the `push` frame would exceed `limits.max_message_bytes`.
+pub const WSG_PAYLOAD_TOO_LARGE: wsg_result = 5010;
 
 /// C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
 /// non-zero length).

@@ -171,11 +171,11 @@ impl Registry {
     }
 
     /// Runs `f` on every session `target` names (ids in order); how many it ran on.
-    fn each(&self, target: Local<'_>, mut f: impl FnMut(&Entry)) -> usize {
+    fn each(&self, target: Local<'_>, f: impl FnMut(&Entry)) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         match target {
             Local::Session(id) => sessions.get(&id).map(f).is_some() as usize,
-            Local::User(user) => sessions.values().filter(|e| e.identity.subject == user).map(|e| f(e)).count(),
+            Local::User(user) => sessions.values().filter(|e| e.identity.subject == user).map(f).count(),
         }
     }
 
