@@ -639,9 +639,10 @@ impl Cluster {
     }
 
     /// Sends a session operation to the other nodes (signed and checked like every control
-    /// message; at most once: not kept for re-sending). False without a broker.
+    /// message; at most once: not kept for re-sending). False without a broker, or while it is
+    /// unreachable (the operation then reached this node only).
     pub(crate) fn send_sessions(self: &Arc<Self>, target: RemoteTarget, op: SessionOp) -> bool {
-        if !self.has_broker() {
+        if !self.has_broker() || !self.link.is_connected() {
             return false;
         }
         let cluster = Arc::clone(self);

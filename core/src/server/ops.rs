@@ -52,8 +52,9 @@ pub struct Applied {
     pub changed: usize,
     /// `subscribe` only: sessions left out because they hold `limits.max_subscriptions`.
     pub at_limit: usize,
-    /// True when the operation was also sent to the other nodes through the cluster broker
-    /// (their counts are not included: delivery is at most once and unconfirmed).
+    /// True when the operation was also handed to the cluster broker for the other nodes (their
+    /// counts are not included: delivery is at most once and unconfirmed); false without a
+    /// broker, for a target on this node only, or while the broker is unreachable.
     pub is_forwarded: bool,
 }
 
