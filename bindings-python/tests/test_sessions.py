@@ -4,7 +4,7 @@ channel listings, over real sessions; every argument rule is the core's."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Tuple
 
 import pytest
 from conftest import Client
@@ -51,11 +51,12 @@ def test_refused_operations_carry_core_codes_and_change_nothing(server: wsguard.
         with pytest.raises(wsguard.InvalidArgumentError) as caught:
             mistake()
         assert caught.value.code_name == "invalid_argument"
-    for call, name in [
+    refusals: List[Tuple[Callable[[], object], str]] = [
         (lambda: server.send([1], user="nora"), "invalid_frame"),  # type: ignore[arg-type]
         (lambda: server.send({}, session_id=nora + 1000), "unknown_session"),
         (lambda: server.subscribe("bad channel!", user="nora"), "invalid_channel"),
-    ]:
+    ]
+    for call, name in refusals:
         with pytest.raises(wsguard.WsguardError) as caught_error:
             call()
         assert caught_error.value.code_name == name
