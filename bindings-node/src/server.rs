@@ -259,7 +259,13 @@ impl JsServer {
     /// (at most 123 bytes); returns the core's result. Throws `invalid_argument`,
     /// `unknown_session`, `not_running`.
     #[napi]
-    pub fn disconnect_with(&self, env: Env, target: SessionTarget, code: u32, reason: Option<String>) -> napi::Result<Value> {
+    pub fn disconnect_with(
+        &self,
+        env: Env,
+        target: SessionTarget,
+        code: u32,
+        reason: Option<String>,
+    ) -> napi::Result<Value> {
         let outcome = session_target(target).and_then(|t| {
             let code = u16::try_from(code)
                 .map_err(|_| wsguard::Error::InvalidArgument(format!("close code {code} is out of range")))?;
@@ -288,7 +294,8 @@ impl JsServer {
     /// `invalid_argument` (limit, cursor), `not_running`.
     #[napi]
     pub fn sessions(&self, env: Env, options: Option<SessionsOptions>) -> napi::Result<Value> {
-        let SessionsOptions { user, cursor, limit } = options.unwrap_or(SessionsOptions { user: None, cursor: None, limit: None });
+        let SessionsOptions { user, cursor, limit } =
+            options.unwrap_or(SessionsOptions { user: None, cursor: None, limit: None });
         let outcome = (|| {
             let limit = host::page_limit(limit.map(|n| non_negative(n, "limit")).transpose()?)?;
             let cursor = cursor.map(|n| non_negative(n, "cursor")).transpose()?;
