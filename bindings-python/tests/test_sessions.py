@@ -66,20 +66,20 @@ def test_refused_operations_carry_core_codes_and_change_nothing(server: wsguard.
 
 def test_server_subscription_bypasses_rules_and_is_listed(server: wsguard.Server, client: Any) -> None:
     c: Client = client(sub="olga")
-    assert c.request("subscribe", channel="secret")["code"] == "forbidden"
-    applied = server.subscribe("secret", user="olga")
+    assert c.request("subscribe", channel="vault")["code"] == "forbidden"
+    applied = server.subscribe("vault", user="olga")
     assert applied["changed"] == 1
-    assert c.recv() == {"type": "subscribed", "channel": "secret", "by": "server"}
-    assert server.publish("secret", {"x": 1}) == 1
-    assert c.recv() == {"type": "message", "channel": "secret", "payload": {"x": 1}}
+    assert c.recv() == {"type": "subscribed", "channel": "vault", "by": "server"}
+    assert server.publish("vault", {"x": 1}) == 1
+    assert c.recv() == {"type": "message", "channel": "vault", "payload": {"x": 1}}
     page = server.sessions(user="olga", limit=10)
-    assert page["sessions"][0]["subscriptions"] == ["secret"] and page["next_cursor"] is None
+    assert page["sessions"][0]["subscriptions"] == ["vault"] and page["next_cursor"] is None
     assert page["sessions"][0]["client_ip"] == "127.0.0.1"
     assert page["sessions"][0]["connected_at_ms"] <= time.time() * 1000 + 1000
-    assert server.channels(pattern="{name}")["channels"] == [{"channel": "secret", "subscribers": 1}]
-    assert server.unsubscribe("secret", user="olga")["changed"] == 1
-    assert c.recv() == {"type": "unsubscribed", "channel": "secret", "reason": "server"}
-    assert server.publish("secret", {"x": 2}) == 0
+    assert server.channels(pattern="{name}")["channels"] == [{"channel": "vault", "subscribers": 1}]
+    assert server.unsubscribe("vault", user="olga")["changed"] == 1
+    assert c.recv() == {"type": "unsubscribed", "channel": "vault", "reason": "server"}
+    assert server.publish("vault", {"x": 2}) == 0
 
 
 def test_disconnect_with_sends_the_code_and_reason(server: wsguard.Server, client: Any) -> None:
