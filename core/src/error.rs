@@ -192,10 +192,11 @@ error_codes! {
 
     Io = 5001, "io", [API], "An I/O error (bind, accept, read a file).";
     NotRunning = 5003, "not_running", [API, http_api(503)], "The server is not running (already shut down).";
-    UnknownSession = 5004, "unknown_session", [api("`disconnect_session`"), http_api(404)], "No session has this id.";
+    UnknownSession = 5004, "unknown_session", [api("`disconnect_session`, `send`, `disconnect_with`, `subscribe`, `unsubscribe` of a session"), http_api(404)], "No session has this id (on this node, or on the node named).";
     TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
     BrokerTls = 5006, "broker_tls", [api("`Server::bind` (the host's start)")], "The TLS handshake with a `[cluster]` broker failed when the server started: the broker's certificate does not chain to `cluster.tls_ca_file` (or the system trust store), does not name the URL's host, or the broker refused this node's client certificate.";
     ClusterStateUnavailable = 5007, "cluster_state_unavailable", [http(503)], "The node has not yet loaded the cluster's persisted revocations and bans from Redis (`cluster.state_failure = \"closed\"`): it admits no one until it has, answering 503.";
+    PayloadTooLarge = 5010, "payload_too_large", [api("`send`")], "A server-side `send` payload whose `push` frame would exceed `limits.max_message_bytes`: no session could have received a frame that large from a client either.";
     PresenceNotTracked = 5030, "presence_not_tracked", [api("`presence`, `presence_stats`")], "The channel's rule does not track presence (`presence = true`), or no rule matches it.";
 
     ApiUnauthorized = 6001, "api_unauthorized", [http_api(401)], "Server API: no `Authorization: Bearer` key, or not one of `api.key_env`, `api.key_file`, `api.keys`; or, with `api.client_ca_file` and no key configured, no client certificate. Answered with `WWW-Authenticate: Bearer`.";
@@ -208,7 +209,7 @@ error_codes! {
     ApiInvalidParameter = 6008, "api_invalid_parameter", [http_api(400)], "Server API: a parameter is well-typed but out of range (an empty or too long channel list, a repeated channel, a query parameter that does not parse).";
     ApiReloadUnavailable = 6009, "api_reload_unavailable", [http_api(409)], "Server API: `reload` on a server that has no configuration file to re-read (an embedding host that did not call `ServerBuilder::config_file`); the host reloads through its own `reload` call.";
 
-    InvalidArgument = 9004, "invalid_argument", [API, http_api(400)], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
+    InvalidArgument = 9004, "invalid_argument", [API, http_api(400)], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; a node without a session id, or another node's name without a cluster broker; an IP that is not an address; a NaN or negative ban length; a close code outside the host's range or a reason over 123 bytes; a listing limit outside 1-1000 or a pattern that does not parse; an invalid `authenticate` answer).";
     WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";
 }
 

@@ -65,5 +65,8 @@ pub use config::{Config, ConfigError, ConfigProblem};
 pub use error::{Error, ErrorCode, Surface};
 pub use hooks::{Hooks, NoHooks};
 pub use observe::{Event, StatsSnapshot};
-pub use server::{EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, check_config};
+pub use server::{
+    Applied, ChannelInfo, ChannelPage, EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, SessionInfo,
+    SessionPage, Target, check_config,
+};
 pub use session::{Disconnect, Reconnect};

@@ -168,6 +168,8 @@ pub const WSG_TOKEN_MINT: wsg_result = 5005;
 pub const WSG_BROKER_TLS: wsg_result = 5006;
 /// The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
 pub const WSG_CLUSTER_STATE_UNAVAILABLE: wsg_result = 5007;
+/// `wsg_server_send`: the `push` frame would exceed `limits.max_message_bytes`.
+pub const WSG_PAYLOAD_TOO_LARGE: wsg_result = 5010;
 /// The channel's rule does not track presence (`presence = true`), or no rule matches it.
 pub const WSG_PRESENCE_NOT_TRACKED: wsg_result = 5030;
 

@@ -31,7 +31,7 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,6 +52,7 @@ pub(crate) use settings::ClusterSettings;
 use signing::{Guard, Opened, Refused, RejectionLog};
 pub(crate) use tls::{BrokerTls, load as load_tls};
 use wire::{Control, ControlEnvelope, Subjects};
+pub(crate) use wire::{RemoteTarget, SessionOp};
 
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
 use crate::hub::Hub;
@@ -141,6 +142,13 @@ impl Interest {
     }
 }
 
+/// The node's live sessions, as a [`Control::Sessions`] from another node reaches them (the
+/// server implements it; held weakly, set once the server exists).
+pub(crate) trait NodeSessions: Send + Sync {
+    /// Applies `op` to this node's sessions of `user`, or to its session `session`.
+    fn apply_remote(&self, user: Option<&str>, session: Option<u64>, op: SessionOp);
+}
+
 /// What a broker task shares with the node.
 pub(crate) struct Link {
     pub(crate) kind: BrokerKind,
@@ -173,6 +181,8 @@ struct Inbound {
     hello: mpsc::UnboundedSender<()>,
     /// Lifted bans, so this node stops re-sending them.
     lifted: mpsc::UnboundedSender<BanTarget>,
+    /// Where other nodes' session operations go.
+    sessions: OnceLock<Weak<dyn NodeSessions>>,
 }
 
 impl Link {
@@ -302,6 +312,16 @@ impl Link {
                 inbound.bans.lift_remote(&target);
                 let _ = inbound.lifted.send(target);
             }
+            Control::Sessions { target, op } => {
+                let Some(sessions) = inbound.sessions.get().and_then(Weak::upgrade) else { return };
+                match target {
+                    RemoteTarget::User(user) => sessions.apply_remote(Some(&user), None, op),
+                    RemoteTarget::Session { node, id } if node == *self.node_id => {
+                        sessions.apply_remote(None, Some(id), op);
+                    }
+                    RemoteTarget::Session { .. } => {}
+                }
+            }
         }
     }
 }
@@ -395,6 +415,7 @@ impl Cluster {
                 events: parts.events,
                 hello,
                 lifted,
+                sessions: OnceLock::new(),
             },
         });
         let password = secrets.password.as_deref();
@@ -588,7 +609,7 @@ impl Cluster {
                 Control::Lift { target } => {
                     o.bans.remove(target);
                 }
-                Control::Hello => {}
+                Control::Hello | Control::Sessions { .. } => {}
             }
         }
         if let Some(store) = &self.store {
@@ -602,11 +623,38 @@ impl Cluster {
                     until: *until,
                 }),
                 Control::Lift { target } => store.push(persist::Op::Lift { target: target.clone() }),
-                Control::Hello => {}
+                Control::Hello | Control::Sessions { .. } => {}
             }
         }
         let cluster = Arc::clone(self);
         self.runtime.spawn(async move { cluster.send_control(control).await });
+    }
+
+    /// This node's name: `cluster.node_id`, or the one made up at start (`node-<pid>-<hex>`).
+    pub(crate) fn node_id(&self) -> &str {
+        &self.link.node_id
+    }
+
+    /// True with a broker (other nodes may exist).
+    pub(crate) fn has_broker(&self) -> bool {
+        self.link.kind != BrokerKind::Memory
+    }
+
+    /// Where other nodes' session operations are applied (set once, by the server).
+    pub(crate) fn set_node_sessions(&self, sessions: Weak<dyn NodeSessions>) {
+        let _ = self.link.inbound.sessions.set(sessions);
+    }
+
+    /// Sends a session operation to the other nodes (signed and checked like every control
+    /// message; at most once: not kept for re-sending). False without a broker, or while it is
+    /// unreachable (the operation then reached this node only).
+    pub(crate) fn send_sessions(self: &Arc<Self>, target: RemoteTarget, op: SessionOp) -> bool {
+        if !self.has_broker() || !self.link.is_connected() {
+            return false;
+        }
+        let cluster = Arc::clone(self);
+        self.runtime.spawn(async move { cluster.send_control(Control::Sessions { target, op }).await });
+        true
     }
 
     /// Loads the persisted revocations and bans (see persist.rs) until Redis answers, then opens
@@ -665,11 +713,6 @@ impl Cluster {
     /// The cluster Redis, when there is one.
     pub(crate) fn redis_store(&self) -> Option<Arc<RedisStore>> {
         self.redis.clone()
-    }
-
-    /// This node's id in the cluster.
-    pub(crate) fn node_id(&self) -> &str {
-        &self.link.node_id
     }
 
     /// The runtime the cluster's tasks run on (the server's).

@@ -237,6 +237,15 @@ impl Policy {
         self.rules.iter().find(|r| r.pattern.matches(channel).is_some()).and_then(|r| r.presence.as_ref())
     }
 
+    /// The slow-consumer policy of the first rule whose pattern matches `channel`, for a
+    /// server-made subscription (which no rule decides); `disconnect` when no rule matches.
+    pub(crate) fn slow_consumer_for(&self, channel: &str) -> SlowConsumerPolicy {
+        self.rules
+            .iter()
+            .find(|r| r.pattern.matches(channel).is_some())
+            .map_or(SlowConsumerPolicy::Disconnect, |r| r.slow_consumer)
+    }
+
     /// The rule ids, in order.
     pub(crate) fn rule_ids(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| &*r.id)

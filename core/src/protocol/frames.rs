@@ -356,12 +356,27 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
     },
-    /// The server dropped a subscription (after a refresh, the new token no longer allows it).
+    /// The server dropped a subscription: `forbidden` (after a refresh or a reload the rules no
+    /// longer allow it) or `server` (the host or an operator unsubscribed the session).
     Unsubscribed {
         /// The channel.
         channel: &'a str,
         /// Stable reason name.
         reason: &'static str,
+    },
+    /// The host or an operator subscribed the session to `channel` (`ServerHandle::subscribe`);
+    /// its messages follow this frame.
+    Subscribed {
+        /// The channel.
+        channel: &'a str,
+        /// Who made the subscription: always `server` (a client's own subscribe gets an `ack`).
+        by: &'static str,
+    },
+    /// A message from the host or an operator to this session, outside any channel
+    /// (`ServerHandle::send`).
+    Push {
+        /// The message body (a JSON object).
+        payload: &'a Value,
     },
     /// Answer to `ping`.
     Pong {

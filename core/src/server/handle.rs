@@ -34,6 +34,10 @@ impl ServerHandle {
         ServerHandle { shared }
     }
 
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
@@ -183,7 +187,8 @@ impl ServerHandle {
         self.shared.core.stats.encode()
     }
 
-    /// Closes one session with 4001. Errors: `unknown_session`.
+    /// Closes one session with 4001 (see [`ServerHandle::disconnect_with`] for a code and a
+    /// reason of the caller's, or a session on another node). Errors: `unknown_session`.
     pub fn disconnect_session(&self, session_id: u64) -> Result<(), Error> {
         if self.shared.core.registry.disconnect_session(session_id, Disconnect::DisconnectedByServer) {
             Ok(())

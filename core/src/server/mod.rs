@@ -6,6 +6,7 @@ mod connection;
 mod embedded;
 mod handle;
 mod live;
+mod ops;
 mod reload;
 mod settings;
 mod tls;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{ServerConfig, TlsConfig};
 pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
+pub use ops::{Applied, ChannelInfo, ChannelPage, MAX_PAGE_LIMIT, SessionInfo, SessionPage, Target};
 pub use reload::ReloadError;
 pub(crate) use settings::ServerSettings;
 
@@ -260,6 +262,9 @@ impl ServerBuilder {
             );
             (listener, Arc::new(api))
         });
+        // Weak: the cluster is part of the shared state and must not keep it alive.
+        let node_sessions: std::sync::Weak<Shared> = Arc::downgrade(&shared);
+        shared.core.cluster.set_node_sessions(node_sessions);
         Ok(Server { listener, admin, api, shared })
     }
 }
