@@ -66,6 +66,36 @@ export declare class Server {
    */
   disconnect(target: number | DisconnectTarget): number
   /**
+   * Sends `payload` as a `push` frame to the sessions of `target`; returns the core's result
+   * (`node`, `matched`, `changed`, `at_limit`, `is_forwarded`). Throws `invalid_argument`,
+   * `unknown_session`, `invalid_frame`, `payload_too_deep`, `payload_too_large`, `not_running`.
+   */
+  send(target: SessionTarget, payload: Record<string, unknown>): any
+  /**
+   * Closes the sessions of `target` with `code` (4000-4999 except wsguard's own) and `reason`
+   * (at most 123 bytes); returns the core's result. Throws `invalid_argument`,
+   * `unknown_session`, `not_running`.
+   */
+  disconnectWith(target: SessionTarget, code: number, reason?: string | undefined | null): any
+  /**
+   * Subscribes the sessions of `target` to `channel` (channel rules bypassed, marked
+   * server-made); returns the core's result. Throws `invalid_argument`, `invalid_channel`,
+   * `unknown_session`, `not_running`.
+   */
+  subscribe(target: SessionTarget, channel: string): any
+  /** Unsubscribes the sessions of `target` from `channel`; returns the core's result. */
+  unsubscribe(target: SessionTarget, channel: string): any
+  /**
+   * One page of this node's sessions: `node`, `sessions`, `next_cursor`. Throws
+   * `invalid_argument` (limit, cursor), `not_running`.
+   */
+  sessions(options?: SessionsOptions | undefined | null): any
+  /**
+   * One page of this node's channels with subscribers: `node`, `channels`, `next_cursor`.
+   * Throws `invalid_argument` (limit, pattern), `not_running`.
+   */
+  channels(options?: ChannelsOptions | undefined | null): any
+  /**
    * Revokes tokens: matching sessions close at once with 4501 and later handshakes and
    * refreshes with a matching token are refused (`token_revoked`). Throws `invalid_argument`
    * unless exactly one field is given (`issuedBefore` a non-negative number of seconds).
@@ -115,6 +145,16 @@ export interface BanTarget {
   user?: string
 }
 
+/** A page of `channels()`. */
+export interface ChannelsOptions {
+  /** Only channels this channel-rule pattern matches (`{name}` for any one segment). */
+  pattern?: string
+  /** The previous page's `next_cursor`. */
+  cursor?: string
+  /** 1 to 1000 (default 100). */
+  limit?: number
+}
+
 /** Options of `close()`. */
 export interface CloseOptions {
   /**
@@ -146,4 +186,27 @@ export interface RevokeTarget {
   sub?: string
   /** Every token issued before this time, in seconds since the Unix epoch (like `iat`). */
   issuedBefore?: number
+}
+
+/** A page of `sessions()`. */
+export interface SessionsOptions {
+  /** Only this user's sessions. */
+  user?: string
+  /** The previous page's `next_cursor`. */
+  cursor?: number
+  /** 1 to 1000 (default 100). */
+  limit?: number
+}
+
+/**
+ * Which sessions `send()`, `disconnectWith()`, `subscribe()` and `unsubscribe()` reach: exactly
+ * one of `sessionId` (on `node`, this node by default) or `user` (on every node).
+ */
+export interface SessionTarget {
+  /** One session, by id (node-local). */
+  sessionId?: number
+  /** Every session of this user (the token's `sub`). */
+  user?: string
+  /** The node that holds the session (`cluster.node_id`), with `sessionId` only. */
+  node?: string
 }

@@ -222,7 +222,8 @@ typedef void (*wsg_rpc_callback)(void *user_data, struct wsg_rpc_call *call);
  * Receives one security or lifecycle event as a JSON object with a `kind` field
  * (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
  * `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
- * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`;
+ * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`,
+ * `api_request`;
  * docs/OPERATIONS.md lists their fields);
  * `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
  * in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
@@ -272,6 +273,40 @@ typedef struct wsg_hooks {
      */
     wsg_event_callback event;
 } wsg_hooks;
+
+/**
+ * Which sessions an operation reaches: exactly one of a session (`has_session_id` and
+ * `session_id`, optionally on the node `node`) or a user (`user`, the `sub` claim, on every
+ * node). Unused text fields are NULL with length 0. The caller owns the struct and its buffers;
+ * they are only read during the call.
+ */
+typedef struct wsg_target {
+    /**
+     * True when `session_id` names the session.
+     */
+    bool has_session_id;
+    /**
+     * The session id (node-local: events, listings, `wsg_authorize_request`).
+     */
+    uint64_t session_id;
+    /**
+     * The user (`user_len` bytes of UTF-8), or NULL.
+     */
+    const char *user;
+    /**
+     * Length of `user` in bytes.
+     */
+    size_t user_len;
+    /**
+     * The node that holds the session (`cluster.node_id`; `node_len` bytes), or NULL for this
+     * node.
+     */
+    const char *node;
+    /**
+     * Length of `node` in bytes.
+     */
+    size_t node_len;
+} wsg_target;
 
 /**
  * Success.
@@ -582,6 +617,11 @@ typedef struct wsg_hooks {
 #define WSG_BROKER_UNAVAILABLE 4015
 
 /**
+ * The cluster's presence store (Redis) is unreachable: presence is not answered.
+ */
+#define WSG_PRESENCE_UNAVAILABLE 4030
+
+/**
  * An I/O error (bind, accept, read a file, start the runtime threads).
  */
 #define WSG_IO 5001
@@ -611,6 +651,61 @@ typedef struct wsg_hooks {
  * The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
  */
 #define WSG_CLUSTER_STATE_UNAVAILABLE 5007
+
+/**
+ * `wsg_server_send`: the `push` frame would exceed `limits.max_message_bytes`.
+ */
+#define WSG_PAYLOAD_TOO_LARGE 5010
+
+/**
+ * The channel's rule does not track presence (`presence = true`), or no rule matches it.
+ */
+#define WSG_PRESENCE_NOT_TRACKED 5030
+
+/**
+ * Server API (`[api]`, over HTTP only; listed so every code has its constant): no or a wrong key.
+ */
+#define WSG_API_UNAUTHORIZED 6001
+
+/**
+ * Server API: the caller exceeded `api.requests_per_sec` and its burst.
+ */
+#define WSG_API_RATE_LIMITED 6002
+
+/**
+ * Server API: the request body is larger than `api.max_body_bytes`.
+ */
+#define WSG_API_BODY_TOO_LARGE 6003
+
+/**
+ * Server API: the body is not JSON or not the endpoint's shape.
+ */
+#define WSG_API_BAD_JSON 6004
+
+/**
+ * Server API: no endpoint has this path.
+ */
+#define WSG_API_UNKNOWN_ENDPOINT 6005
+
+/**
+ * Server API: the endpoint exists but not with this method.
+ */
+#define WSG_API_METHOD_NOT_ALLOWED 6006
+
+/**
+ * Server API: a POST without `Content-Type: application/json`.
+ */
+#define WSG_API_UNSUPPORTED_MEDIA_TYPE 6007
+
+/**
+ * Server API: a parameter is well-typed but out of range.
+ */
+#define WSG_API_INVALID_PARAMETER 6008
+
+/**
+ * Server API: `reload` on a server without a configuration file to re-read.
+ */
+#define WSG_API_RELOAD_UNAVAILABLE 6009
 
 /**
  * C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
@@ -1061,6 +1156,134 @@ wsg_result wsg_server_lift_ban_user(const struct wsg_server *server,
                                     const char *sub,
                                     size_t sub_len,
                                     bool *lifted_out);
+
+/**
+ * Sends a JSON object (`payload_len` bytes of JSON text) to the sessions of `target` as a
+ * `{"type":"push","payload":...}` frame, outside any channel (docs/PROTOCOL.md). On success
+ * `*applied_json_out` (which may be NULL) receives the result as a JSON object (`node`,
+ * `matched`, `changed`, `at_limit`, `is_forwarded`), freed with `wsg_string_free`, and
+ * `*len_out` (which may be NULL) its length.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (the target), `WSG_UNKNOWN_SESSION`, `WSG_INVALID_JSON`,
+ * `WSG_INVALID_FRAME` (not an object), `WSG_PAYLOAD_TOO_DEEP`, `WSG_PAYLOAD_TOO_LARGE`,
+ * `WSG_NOT_RUNNING`, `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread, including hook
+ * callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `target` a valid `wsg_target`; `payload_json` readable for
+ * `payload_len` bytes; the out-pointers NULL or valid for one write.
+ */
+wsg_result wsg_server_send(const struct wsg_server *server,
+                           const struct wsg_target *target,
+                           const char *payload_json,
+                           size_t payload_len,
+                           char **applied_json_out,
+                           size_t *len_out);
+
+/**
+ * Closes the sessions of `target` with close code `code` (4000-4999 except 4000, 4002, 4003,
+ * 4100 and 4501: docs/PROTOCOL.md §3) and the reason `reason` (`reason_len` bytes of UTF-8, at
+ * most 123; NULL or empty: `disconnected`). The result as for `wsg_server_send`.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (target, code or reason), `WSG_UNKNOWN_SESSION`,
+ * `WSG_NOT_RUNNING`, `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
+ *
+ * # Safety
+ *
+ * As `wsg_server_send`; `reason` NULL or readable for `reason_len` bytes.
+ */
+wsg_result wsg_server_disconnect_with(const struct wsg_server *server,
+                                      const struct wsg_target *target,
+                                      uint16_t code,
+                                      const char *reason,
+                                      size_t reason_len,
+                                      char **applied_json_out,
+                                      size_t *len_out);
+
+/**
+ * Subscribes the sessions of `target` to `channel` (`channel_len` bytes). A server-made
+ * subscription bypasses the channel rules and hooks (the host is trusted), counts towards
+ * `limits.max_subscriptions` (a session at the cap is left out: `at_limit`) and survives
+ * reloads; the client gets a `subscribed` frame (docs/OPERATIONS.md). The result as for
+ * `wsg_server_send`.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (the target), `WSG_INVALID_CHANNEL`, `WSG_UNKNOWN_SESSION`,
+ * `WSG_NOT_RUNNING`, `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
+ *
+ * # Safety
+ *
+ * As `wsg_server_send`; `channel` readable for `channel_len` bytes.
+ */
+wsg_result wsg_server_subscribe(const struct wsg_server *server,
+                                const struct wsg_target *target,
+                                const char *channel,
+                                size_t channel_len,
+                                char **applied_json_out,
+                                size_t *len_out);
+
+/**
+ * Unsubscribes the sessions of `target` from `channel`, whoever made the subscription; the
+ * client gets an `unsubscribed` frame with the reason `server`. The result, errors and safety
+ * as for `wsg_server_subscribe`.
+ *
+ * # Safety
+ *
+ * As `wsg_server_subscribe`.
+ */
+wsg_result wsg_server_unsubscribe(const struct wsg_server *server,
+                                  const struct wsg_target *target,
+                                  const char *channel,
+                                  size_t channel_len,
+                                  char **applied_json_out,
+                                  size_t *len_out);
+
+/**
+ * One page of this node's sessions (of `user` only, unless NULL) as a JSON object: `node`,
+ * `sessions` (each `id`, `user`, `client_ip`, `connected_at_ms`, `subscriptions`) in id order,
+ * and `next_cursor` (null on the last page). `has_cursor`/`cursor`: the previous page's
+ * `next_cursor`; `limit`: 1 to 1000. `*json_out` is freed with `wsg_string_free`; `*len_out`
+ * (which may be NULL) receives its length.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (limit), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `user` NULL or readable for `user_len` bytes; `json_out` valid
+ * for one write; `len_out` NULL or valid for one write.
+ */
+wsg_result wsg_server_sessions_json(const struct wsg_server *server,
+                                    const char *user,
+                                    size_t user_len,
+                                    bool has_cursor,
+                                    uint64_t cursor,
+                                    uint64_t limit,
+                                    char **json_out,
+                                    size_t *len_out);
+
+/**
+ * One page of this node's channels with subscribers as a JSON object: `node`, `channels` (each
+ * `channel`, `subscribers`) in name order, and `next_cursor` (null on the last page). `pattern`
+ * (NULL: every channel) uses the channel-rule syntax (`{name}` for any one segment); `cursor`
+ * (NULL: the first page) is the previous page's `next_cursor`; `limit`: 1 to 1000. Output as
+ * for `wsg_server_sessions_json`.
+ *
+ * Errors: `WSG_INVALID_ARGUMENT` (limit, pattern), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`.
+ * Any thread.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `pattern` and `cursor` NULL or readable for their lengths;
+ * `json_out` valid for one write; `len_out` NULL or valid for one write.
+ */
+wsg_result wsg_server_channels_json(const struct wsg_server *server,
+                                    const char *pattern,
+                                    size_t pattern_len,
+                                    const char *cursor,
+                                    size_t cursor_len,
+                                    uint64_t limit,
+                                    char **json_out,
+                                    size_t *len_out);
 
 /**
  * Sets the `authenticate` answer in its JSON form, the same answer every host gives (parsed by

@@ -6,12 +6,42 @@
 
 import { EventEmitter } from 'node:events'
 
-import type { CloseOptions, ConfigProblem, DisconnectTarget } from '../index'
+import type {
+  ChannelsOptions,
+  CloseOptions,
+  ConfigProblem,
+  DisconnectTarget,
+  SessionTarget,
+  SessionsOptions,
+} from '../index'
 
-export type { CloseOptions, ConfigProblem, DisconnectTarget }
+export type { ChannelsOptions, CloseOptions, ConfigProblem, DisconnectTarget, SessionTarget, SessionsOptions }
 
 /** A configuration object: the same schema and snake_case keys as the TOML file (docs/CONFIG.md). */
 export type Config = Record<string, unknown>
+
+/** What a session operation did on this node (the core's `Applied`). */
+export interface Applied {
+  node: string
+  matched: number
+  changed: number
+  at_limit: number
+  is_forwarded: boolean
+}
+
+/** A page of `sessions()`. */
+export interface SessionPage {
+  node: string
+  sessions: Array<{ id: number; user: string; client_ip: string; connected_at_ms: number; subscriptions: string[] }>
+  next_cursor: number | null
+}
+
+/** A page of `channels()`. */
+export interface ChannelPage {
+  node: string
+  channels: Array<{ channel: string; subscribers: number }>
+  next_cursor: string | null
+}
 
 /** What every error thrown or rejected by `Server` carries (docs/ERROR_CODES.md). */
 export interface WsguardError extends Error {
@@ -162,6 +192,30 @@ export declare class Server extends EventEmitter {
    * `unknown_session` for an id that is not open, `invalid_argument` for a negative one.
    */
   disconnect(target: number | DisconnectTarget): number
+  /**
+   * Sends `payload` as a `{"type":"push","payload":...}` frame to one session (`{ sessionId }`,
+   * on `node` when another node holds it) or every session of `{ user }` on every node. Throws
+   * `invalid_argument`, `unknown_session`, `invalid_frame`, `payload_too_deep`,
+   * `payload_too_large`.
+   */
+  send(target: SessionTarget, payload: Record<string, unknown>): Applied
+  /**
+   * Closes the sessions of `target` with `code` (4000-4999 except 4000, 4002, 4003, 4100, 4501)
+   * and `reason` (at most 123 bytes of UTF-8; default `disconnected`). Throws `invalid_argument`.
+   */
+  disconnectWith(target: SessionTarget, code: number, reason?: string | null): Applied
+  /**
+   * Subscribes the sessions of `target` to `channel`: channel rules and hooks are bypassed, the
+   * subscription survives reloads, counts towards `limits.max_subscriptions` (sessions at the cap
+   * are left out: `at_limit`); the client gets a `subscribed` frame.
+   */
+  subscribe(target: SessionTarget, channel: string): Applied
+  /** Removes `channel` from the sessions of `target`; the client gets `unsubscribed` (`server`). */
+  unsubscribe(target: SessionTarget, channel: string): Applied
+  /** One page of this node's sessions, in id order (`limit` 1-1000, default 100). */
+  sessions(options?: SessionsOptions | null): SessionPage
+  /** One page of this node's channels with subscribers, in name order. */
+  channels(options?: ChannelsOptions | null): ChannelPage
   /**
    * Revokes tokens; matching sessions close with 4501 and later handshakes are refused. Throws
    * `invalid_argument` unless exactly one field is given.

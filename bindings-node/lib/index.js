@@ -98,6 +98,36 @@ class Server extends EventEmitter {
     return this.#native.disconnect(target)
   }
 
+  /** Sends an object as a `push` frame to `{ sessionId, node? }` or `{ user }`; returns the result. */
+  send(target, payload) {
+    return this.#native.send(target, payload)
+  }
+
+  /** Closes the sessions of `target` with a close code of the application's and a reason. */
+  disconnectWith(target, code, reason) {
+    return this.#native.disconnectWith(target, code, reason)
+  }
+
+  /** Subscribes the sessions of `target` to `channel` (a server-made subscription). */
+  subscribe(target, channel) {
+    return this.#native.subscribe(target, channel)
+  }
+
+  /** Unsubscribes the sessions of `target` from `channel`. */
+  unsubscribe(target, channel) {
+    return this.#native.unsubscribe(target, channel)
+  }
+
+  /** One page of this node's sessions (`{ user?, cursor?, limit? }`). */
+  sessions(options) {
+    return this.#native.sessions(options)
+  }
+
+  /** One page of this node's channels with subscribers (`{ pattern?, cursor?, limit? }`). */
+  channels(options) {
+    return this.#native.channels(options)
+  }
+
   /** Revokes `{ jti }`, `{ sub }` or `{ issuedBefore }` (a Date or seconds since the epoch). */
   revoke(target) {
     const issuedBefore = target?.issuedBefore

@@ -69,6 +69,40 @@ pub struct DisconnectTarget {
     pub user: String,
 }
 
+/// Which sessions `send()`, `disconnectWith()`, `subscribe()` and `unsubscribe()` reach: exactly
+/// one of `sessionId` (on `node`, this node by default) or `user` (on every node).
+#[napi(object)]
+pub struct SessionTarget {
+    /// One session, by id (node-local).
+    pub session_id: Option<i64>,
+    /// Every session of this user (the token's `sub`).
+    pub user: Option<String>,
+    /// The node that holds the session (`cluster.node_id`), with `sessionId` only.
+    pub node: Option<String>,
+}
+
+/// A page of `sessions()`.
+#[napi(object)]
+pub struct SessionsOptions {
+    /// Only this user's sessions.
+    pub user: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<i64>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// A page of `channels()`.
+#[napi(object)]
+pub struct ChannelsOptions {
+    /// Only channels this channel-rule pattern matches (`{name}` for any one segment).
+    pub pattern: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+}
+
 /// What `revoke()` revokes; exactly one field.
 #[napi(object)]
 pub struct RevokeTarget {
@@ -212,6 +246,77 @@ impl JsServer {
         }
     }
 
+    /// Sends `payload` as a `push` frame to the sessions of `target`; returns the core's result
+    /// (`node`, `matched`, `changed`, `at_limit`, `is_forwarded`). Throws `invalid_argument`,
+    /// `unknown_session`, `invalid_frame`, `payload_too_deep`, `payload_too_large`, `not_running`.
+    #[napi(ts_args_type = "target: SessionTarget, payload: Record<string, unknown>")]
+    pub fn send(&self, env: Env, target: SessionTarget, payload: Value) -> napi::Result<Value> {
+        let outcome = session_target(target).and_then(|t| self.core()?.send(&t, &json::from_js(payload)));
+        result(&env, outcome)
+    }
+
+    /// Closes the sessions of `target` with `code` (4000-4999 except wsguard's own) and `reason`
+    /// (at most 123 bytes); returns the core's result. Throws `invalid_argument`,
+    /// `unknown_session`, `not_running`.
+    #[napi]
+    pub fn disconnect_with(
+        &self,
+        env: Env,
+        target: SessionTarget,
+        code: u32,
+        reason: Option<String>,
+    ) -> napi::Result<Value> {
+        let outcome = session_target(target).and_then(|t| {
+            let code = u16::try_from(code)
+                .map_err(|_| wsguard::Error::InvalidArgument(format!("close code {code} is out of range")))?;
+            self.core()?.disconnect_with(&t, code, reason.as_deref().unwrap_or_default())
+        });
+        result(&env, outcome)
+    }
+
+    /// Subscribes the sessions of `target` to `channel` (channel rules bypassed, marked
+    /// server-made); returns the core's result. Throws `invalid_argument`, `invalid_channel`,
+    /// `unknown_session`, `not_running`.
+    #[napi]
+    pub fn subscribe(&self, env: Env, target: SessionTarget, channel: String) -> napi::Result<Value> {
+        let outcome = session_target(target).and_then(|t| self.core()?.subscribe(&t, &channel));
+        result(&env, outcome)
+    }
+
+    /// Unsubscribes the sessions of `target` from `channel`; returns the core's result.
+    #[napi]
+    pub fn unsubscribe(&self, env: Env, target: SessionTarget, channel: String) -> napi::Result<Value> {
+        let outcome = session_target(target).and_then(|t| self.core()?.unsubscribe(&t, &channel));
+        result(&env, outcome)
+    }
+
+    /// One page of this node's sessions: `node`, `sessions`, `next_cursor`. Throws
+    /// `invalid_argument` (limit, cursor), `not_running`.
+    #[napi]
+    pub fn sessions(&self, env: Env, options: Option<SessionsOptions>) -> napi::Result<Value> {
+        let SessionsOptions { user, cursor, limit } =
+            options.unwrap_or(SessionsOptions { user: None, cursor: None, limit: None });
+        let outcome = (|| {
+            let limit = host::page_limit(limit.map(|n| non_negative(n, "limit")).transpose()?)?;
+            let cursor = cursor.map(|n| non_negative(n, "cursor")).transpose()?;
+            self.core()?.sessions(user.as_deref(), cursor, limit)
+        })();
+        result(&env, outcome)
+    }
+
+    /// One page of this node's channels with subscribers: `node`, `channels`, `next_cursor`.
+    /// Throws `invalid_argument` (limit, pattern), `not_running`.
+    #[napi]
+    pub fn channels(&self, env: Env, options: Option<ChannelsOptions>) -> napi::Result<Value> {
+        let ChannelsOptions { pattern, cursor, limit } =
+            options.unwrap_or(ChannelsOptions { pattern: None, cursor: None, limit: None });
+        let outcome = (|| {
+            let limit = host::page_limit(limit.map(|n| non_negative(n, "limit")).transpose()?)?;
+            self.core()?.channels(pattern.as_deref(), cursor.as_deref(), limit)
+        })();
+        result(&env, outcome)
+    }
+
     /// Revokes tokens: matching sessions close at once with 4501 and later handshakes and
     /// refreshes with a matching token are refused (`token_revoked`). Throws `invalid_argument`
     /// unless exactly one field is given (`issuedBefore` a non-negative number of seconds).
@@ -245,9 +350,32 @@ impl JsServer {
         AsyncTask::new(Reload { config: Some(config), shared: Arc::clone(&self.shared) })
     }
 
+    /// The handle, or the core's `not_running`.
+    fn core(&self) -> Result<&ServerHandle, wsguard::Error> {
+        self.shared.handle.get().ok_or(wsguard::Error::NotRunning)
+    }
+
     pub(crate) fn handle(&self, env: &Env) -> napi::Result<&ServerHandle> {
         self.shared.handle.get().ok_or_else(|| core_error(env, &wsguard::Error::NotRunning))
     }
+}
+
+/// The core's target (its "exactly one of" rule) from a JavaScript one.
+fn session_target(target: SessionTarget) -> Result<wsguard::Target, wsguard::Error> {
+    let SessionTarget { session_id, user, node } = target;
+    let session_id = session_id.map(|id| non_negative(id, "sessionId")).transpose()?;
+    host::target(session_id, user.as_deref(), node.as_deref())
+}
+
+/// A JavaScript integer that must not be negative.
+fn non_negative(n: i64, what: &str) -> Result<u64, wsguard::Error> {
+    u64::try_from(n).map_err(|_| wsguard::Error::InvalidArgument(format!("{what} is a non-negative integer, not {n}")))
+}
+
+/// A core result as its JSON value, or the core's error.
+fn result(env: &Env, outcome: Result<impl serde::Serialize, wsguard::Error>) -> napi::Result<Value> {
+    let value = outcome.map_err(|e| core_error(env, &e))?;
+    serde_json::to_value(value).map_err(|e| napi::Error::new(Status::GenericFailure, e.to_string()))
 }
 
 /// A string is text or a path by the core's one rule (`ConfigInput::text_or_path`); anything

@@ -289,6 +289,103 @@ impl PyServer {
         }
     }
 
+    /// Sends `payload` (a dict) as a `push` frame to the sessions of `session_id=` (on `node=`,
+    /// this node by default) or `user=` (on every node); returns the core's result dict (`node`,
+    /// `matched`, `changed`, `at_limit`, `is_forwarded`).
+    #[pyo3(signature = (payload, *, session_id = None, user = None, node = None))]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'_, PyAny>,
+        session_id: Option<u64>,
+        user: Option<&str>,
+        node: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = json::to_value(payload)?;
+        let target = host::target(session_id, user, node).map_err(|e| to_py(py, e))?;
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| handle.send(&target, &payload)))
+    }
+
+    /// Closes the sessions of `session_id=` or `user=` with close `code` (4000-4999 except
+    /// wsguard's own) and `reason` (at most 123 bytes); returns the core's result dict.
+    #[pyo3(signature = (code, reason = "", *, session_id = None, user = None, node = None))]
+    fn disconnect_with<'py>(
+        &self,
+        py: Python<'py>,
+        code: u16,
+        reason: &str,
+        session_id: Option<u64>,
+        user: Option<&str>,
+        node: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let target = host::target(session_id, user, node).map_err(|e| to_py(py, e))?;
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| handle.disconnect_with(&target, code, reason)))
+    }
+
+    /// Subscribes the sessions of `session_id=` or `user=` to `channel` (rules bypassed, marked
+    /// server-made); returns the core's result dict.
+    #[pyo3(signature = (channel, *, session_id = None, user = None, node = None))]
+    fn subscribe<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        session_id: Option<u64>,
+        user: Option<&str>,
+        node: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let target = host::target(session_id, user, node).map_err(|e| to_py(py, e))?;
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| handle.subscribe(&target, channel)))
+    }
+
+    /// Unsubscribes the sessions of `session_id=` or `user=` from `channel`; returns the core's
+    /// result dict.
+    #[pyo3(signature = (channel, *, session_id = None, user = None, node = None))]
+    fn unsubscribe<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        session_id: Option<u64>,
+        user: Option<&str>,
+        node: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let target = host::target(session_id, user, node).map_err(|e| to_py(py, e))?;
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| handle.unsubscribe(&target, channel)))
+    }
+
+    /// One page of this node's sessions (of `user=` only, when given): a dict with `node`,
+    /// `sessions` and `next_cursor`.
+    #[pyo3(signature = (*, user = None, cursor = None, limit = None))]
+    fn sessions<'py>(
+        &self,
+        py: Python<'py>,
+        user: Option<&str>,
+        cursor: Option<u64>,
+        limit: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = host::page_limit(limit).map_err(|e| to_py(py, e))?;
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| handle.sessions(user, cursor, limit)))
+    }
+
+    /// One page of this node's channels with subscribers (matching `pattern=`, when given): a
+    /// dict with `node`, `channels` and `next_cursor`.
+    #[pyo3(signature = (*, pattern = None, cursor = None, limit = None))]
+    fn channels<'py>(
+        &self,
+        py: Python<'py>,
+        pattern: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = host::page_limit(limit).map_err(|e| to_py(py, e))?;
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| handle.channels(pattern, cursor, limit)))
+    }
+
     /// Revokes tokens by `jti`, by subject (`sub`, tokens issued until now) or by time
     /// (`issued_before`, seconds since the epoch): matching sessions close with 4501 and matching
     /// tokens are refused from now on. Not exactly one: `InvalidArgumentError`.
@@ -347,6 +444,13 @@ impl PyServer {
         let snapshot = snapshot.map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
         json::to_py(py, &snapshot)
     }
+}
+
+/// A core result as Python values (its JSON form), or its error.
+fn result<'py>(py: Python<'py>, outcome: Result<impl serde::Serialize, wsguard::Error>) -> PyResult<Bound<'py, PyAny>> {
+    let value = outcome.map_err(|e| to_py(py, e))?;
+    let value = serde_json::to_value(value).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    json::to_py(py, &value)
 }
 
 /// Stops every server still running (registered with `atexit` by the package).

@@ -2,6 +2,7 @@
 //! All behaviour lives in the `wsguard` core crate; this file parses arguments, installs the
 //! tracing subscriber (only the CLI does) and prints.
 
+mod api;
 mod connect;
 
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ enum Command {
     },
     /// Connect to a server, send each stdin line as a text frame and print every frame received.
     Connect(connect::ConnectArgs),
+    /// Call the server API of a running server (`[api]`, see docs/API.md).
+    Api(api::ApiArgs),
 }
 
 fn parse_claim(raw: &str) -> Result<(String, serde_json::Value), String> {
@@ -119,6 +122,10 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(connect::run(args)),
             Err(e) => fail(&e),
         },
+        Command::Api(args) => match runtime(1) {
+            Ok(rt) => rt.block_on(api::run(args)),
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -145,7 +152,11 @@ fn fail(message: &str) -> ExitCode {
 async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     let dev_mode = path.is_none();
     let mut builder = Server::builder(config.clone());
+    if let Some(path) = &path {
+        builder = builder.config_file(path);
+    }
     let mut dev_token = None;
+    let mut dev_api_key = None;
     if dev_mode {
         let secret: [u8; 32] = rand::random();
         let request = TokenRequest {
@@ -160,6 +171,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         }
         builder = builder.key_material(KeyMaterial::HmacSecret(secret.to_vec()));
+        let key: [u8; 24] = rand::random();
+        let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        builder = builder.api_key(key.clone());
+        dev_api_key = Some(key);
     }
     let server = match builder.bind().await {
         Ok(s) => s,
@@ -181,6 +196,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         println!();
         println!("Or open the demo page in a browser:");
         println!("http://localhost:{}/#token={token}", addr.port());
+        if let (Some(key), Some(api)) = (&dev_api_key, server.api_addr()) {
+            println!();
+            println!("Server API on http://{api} (key below, random at every start):");
+            println!("WSGUARD_API_KEY={key} {exe} api --url http://{api} publish demo '{{\"text\":\"hi\"}}'");
+        }
         println!("==========================================================");
     }
     let stop = handle.clone();

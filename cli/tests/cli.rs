@@ -201,10 +201,9 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
 
 #[test]
 fn dev_mode_prints_a_token_and_a_connect_command() {
-    // Development mode binds 127.0.0.1:8080 and the admin listener 127.0.0.1:9090; skip quietly
-    // when something else holds either port.
-    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() || std::net::TcpListener::bind("127.0.0.1:9090").is_err()
-    {
+    // Development mode binds 127.0.0.1:8080, the admin listener 127.0.0.1:9090 and the server API
+    // 127.0.0.1:8081; skip quietly when something else holds one of them.
+    if ["127.0.0.1:8080", "127.0.0.1:9090", "127.0.0.1:8081"].iter().any(|a| std::net::TcpListener::bind(a).is_err()) {
         return;
     }
     let mut child =
@@ -240,6 +239,16 @@ fn dev_mode_prints_a_token_and_a_connect_command() {
         assert_eq!(reply.trim(), r#"{"type":"pong","id":9}"#);
     }
     let _ = client.wait();
+    // The printed server API key works with `wsguard api`.
+    let api_line = lines.iter().find(|l| l.starts_with("WSGUARD_API_KEY=")).expect("the API line");
+    let key = api_line.split_whitespace().next().and_then(|k| k.strip_prefix("WSGUARD_API_KEY=")).expect("key");
+    let out = Command::new(BIN)
+        .args(["api", "--url", "http://127.0.0.1:8081", "stats"])
+        .env("WSGUARD_API_KEY", key)
+        .output()
+        .expect("run wsguard api");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sessions_active"));
 }
 
 /// Reads `/readyz`'s status code from the admin listener.
@@ -323,4 +332,70 @@ fn broker_password_comes_from_the_environment() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cluster.url") && stderr.contains("password_env"), "{stderr}");
     assert!(!stderr.contains(&password), "the password is echoed: {stderr}");
+}
+
+/// `wsguard serve` with an `[api]`, driven through `wsguard api ...`.
+#[test]
+fn api_subcommands_drive_a_running_server() {
+    const KEY: &str = "cli-test-api-key-0123456789";
+    let dir = scratch("api");
+    let path = write_config(
+        &dir,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[origins]\nallow_missing = true\n[api]\nlisten = \"127.0.0.1:0\"\nkey_env = \"WSGUARD_TEST_API_KEY\"\n",
+    );
+    let (_child, rx) = serve_logging(&path, &[("WSGUARD_TEST_API_KEY", KEY)]);
+    let api_addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("server did not log its API address");
+        if let Some(rest) = line.split("api=Some(").nth(1) {
+            break rest.split(')').next().expect("address").to_string();
+        }
+    };
+    let url = format!("http://{api_addr}");
+    let api = |key: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("api")
+            .args(args)
+            .env("WSGUARD_API_URL", &url)
+            .env("WSGUARD_API_KEY", key)
+            .output()
+            .expect("run wsguard api");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let (ok, stdout, stderr) = api(KEY, &["stats"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("sessions_active: 0"), "{stdout}");
+    let (ok, stdout, _) = api(KEY, &["--json", "stats"]);
+    assert!(ok);
+    let stats: serde_json::Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
+    assert_eq!(stats["sessions_active"], 0);
+
+    let (ok, stdout, stderr) = api(KEY, &["publish", "news", r#"{"text":"hi"}"#]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("queued for 0 session(s)"), "{stdout}");
+    let (ok, _, stderr) = api(KEY, &["publish", "bad channel", "{}"]);
+    assert!(!ok);
+    assert!(stderr.contains("invalid_channel"), "{stderr}");
+
+    let (ok, _, stderr) = api(KEY, &["ban", "--user", "mallory", "--duration-secs", "60"]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = api(KEY, &["bans"]);
+    assert!(ok && stdout.contains("user mallory") && stdout.contains("operator"), "{stdout}");
+    let (ok, stdout, _) = api(KEY, &["unban", "--user", "mallory"]);
+    assert!(ok && stdout.contains("ban lifted"), "{stdout}");
+    let (ok, stdout, _) = api(KEY, &["bans"]);
+    assert!(ok && stdout.contains("no bans"), "{stdout}");
+
+    let (ok, stdout, stderr) = api(KEY, &["reload"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("configuration reloaded"), "{stdout}");
+
+    let (ok, _, stderr) = api("not-the-key-not-the-key", &["stats"]);
+    assert!(!ok);
+    assert!(stderr.contains("api_unauthorized") && stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains(KEY));
 }

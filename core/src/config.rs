@@ -30,6 +30,7 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::api::ApiConfig;
 use crate::auth::AuthConfig;
 use crate::cluster::{ClusterConfig, ClusterSettings};
 use crate::error::ErrorCode;
@@ -73,6 +74,9 @@ pub struct Config {
     pub rpc: Vec<RpcRule>,
     /// Multi-node fan-out, cluster-wide revocations, bans and per-user quotas through a broker.
     pub cluster: ClusterConfig,
+    /// The server API over HTTP (publish, disconnect, revoke, ban, stats, reload); off unless
+    /// `api.listen` is set.
+    pub api: ApiConfig,
 }
 
 /// The areas' configs compiled once (see [`Config::settings`]): durations typed, derived defaults
@@ -168,6 +172,8 @@ impl Config {
         let abuse = self.abuse.as_ref().map(|abuse| AbuseSettings::compile(abuse, &mut problems));
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
         let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
+        crate::presence::validate(&self.channels, &cluster, &mut problems);
+        self.api.validate(&mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)?;
         Ok(Settings { server, origins, limits, abuse, cluster })
     }

@@ -44,6 +44,11 @@ pub enum Surface {
         /// The calls that return it (empty for many).
         calls: &'static str,
     },
+    /// An error answer of the server API over HTTP (`[api]`, docs/API.md) with this status.
+    HttpApi {
+        /// The HTTP status.
+        status: u16,
+    },
 }
 
 /// The registry's shorthand for its surfaces (kept short so that one code stays on one line).
@@ -68,12 +73,15 @@ mod short {
     pub(super) const fn api(calls: &'static str) -> Surface {
         Surface::Api { calls }
     }
+    pub(super) const fn http_api(status: u16) -> Surface {
+        Surface::HttpApi { status }
+    }
 }
 
 macro_rules! error_codes {
     ($( $variant:ident = $num:literal, $name:literal, [$($surface:expr),+ $(,)?], $doc:literal; )*) => {
         /// A stable error code. Numbers come in blocks per area: 1xxx config, 2xxx handshake,
-        /// 3xxx authentication, 4xxx per-message replies, 5xxx server runtime.
+        /// 3xxx authentication, 4xxx per-message replies, 5xxx server runtime, 6xxx server API over HTTP.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         #[repr(u32)]
@@ -118,10 +126,10 @@ macro_rules! error_codes {
 // error replies that do or do not count towards `limits.max_violations`; `http(status)` a refusal.
 
 error_codes! {
-    ConfigSyntax = 1001, "config_syntax", [CONFIG], "The configuration text is not valid TOML or JSON.";
-    ConfigInvalid = 1002, "config_invalid", [CONFIG], "One or more configuration keys are unknown, mistyped or out of range.";
-    ConfigFile = 1003, "config_file", [CONFIG], "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`) is not set, or the HMAC secret or signing key is shorter than 32 bytes.";
+    ConfigSyntax = 1001, "config_syntax", [CONFIG, http_api(422)], "The configuration text is not valid TOML or JSON.";
+    ConfigInvalid = 1002, "config_invalid", [CONFIG, http_api(422)], "One or more configuration keys are unknown, mistyped or out of range.";
+    ConfigFile = 1003, "config_file", [CONFIG, http_api(422)], "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
+    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG, http_api(422)], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`, `api.key_env`) is not set or an API key file cannot be read, or the HMAC secret or signing key is shorter than 32 bytes (an API key: 16 bytes).";
 
     BadRequest = 2001, "bad_request", [http(400), unanswered("the client closed before the request head ended")], "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
     NotFound = 2002, "not_found", [http(404)], "The request path is not the configured WebSocket path.";
@@ -166,12 +174,12 @@ error_codes! {
     TokenReplayed = 3014, "token_replayed", [http(401), violation("`refresh`")], "`auth.single_use_jti` is on and this token's `jti` was already used (by a handshake or a refresh).";
 
     InvalidJson = 4001, "invalid_json", [violation("any frame")], "The frame is not valid JSON (including empty, or nested more than 128 levels).";
-    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, or bad `method`.";
-    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`"), api("`publish`")], "The channel name is empty, too long or uses characters outside the allowed set.";
-    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes.";
+    InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, bad `method`, or a `presence` `limit` outside 1-1000 or `after` longer than 1024 bytes.";
+    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`, `presence`, `presence_stats`"), api("`publish`, `presence`, `presence_stats`"), http_api(400)], "The channel name is empty, too long or uses characters outside the allowed set.";
+    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`, `presence`, `presence_stats`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes. For `presence` and `presence_stats`, the channel's rule does not track presence, lists no `presence_access`, or the identity does not meet it.";
     NotSubscribed = 4005, "not_subscribed", [benign("`unsubscribe`")], "`unsubscribe` for a channel the session is not subscribed to.";
     TooManySubscriptions = 4006, "too_many_subscriptions", [benign("`subscribe`")], "The session already holds `limits.max_subscriptions` subscriptions.";
-    PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`")], "The payload nests deeper than `limits.max_payload_depth`.";
+    PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`"), http_api(400)], "The payload nests deeper than `limits.max_payload_depth`.";
     UnknownMethod = 4008, "unknown_method", [violation("`rpc`")], "The RPC method is not declared in `[[rpc]]` (refused before any host code runs).";
     RpcFailed = 4009, "rpc_failed", [benign("`rpc`")], "The RPC handler failed (the message is the handler's) or panicked, or no handler is registered for a declared method.";
     HookTimeout = 4010, "hook_timeout", [benign("`subscribe`, `publish`, `rpc`, `refresh`"), http(503)], "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake (`authenticate`) it is answered 503.";
@@ -179,16 +187,29 @@ error_codes! {
     Replay = 4012, "replay", [violation("any frame")], "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
     PayloadInvalid = 4013, "payload_invalid", [violation("`publish`, `rpc`")], "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
     RefreshMismatch = 4014, "refresh_mismatch", [violation("`refresh`")], "The refresh token's `sub` or session-bound claims differ from the session's.";
-    BrokerUnavailable = 4015, "broker_unavailable", [benign("`publish`"), api("`publish`")], "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes. Retrying may deliver it twice on this node.";
+    BrokerUnavailable = 4015, "broker_unavailable", [benign("`publish`"), api("`publish`"), http_api(503)], "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes. Retrying may deliver it twice on this node.";
+    PresenceUnavailable = 4030, "presence_unavailable", [benign("`presence`, `presence_stats`"), api("`presence`, `presence_stats`")], "The cluster's presence store (Redis: `cluster.quota_redis_url`, else the Redis broker) is unreachable or did not answer within `cluster.broker_timeout_secs`: presence is not answered rather than answered from this node's members only. Subscriptions are not affected.";
 
     Io = 5001, "io", [API], "An I/O error (bind, accept, read a file).";
-    NotRunning = 5003, "not_running", [API], "The server is not running (already shut down).";
-    UnknownSession = 5004, "unknown_session", [api("`disconnect_session`")], "No session has this id.";
+    NotRunning = 5003, "not_running", [API, http_api(503)], "The server is not running (already shut down).";
+    UnknownSession = 5004, "unknown_session", [api("`disconnect_session`, `send`, `disconnect_with`, `subscribe`, `unsubscribe` of a session"), http_api(404)], "No session has this id (on this node, or on the node named).";
     TokenMint = 5005, "token_mint", [api("`mint_token`")], "A token could not be minted (bad key, bad claims).";
     BrokerTls = 5006, "broker_tls", [api("`Server::bind` (the host's start)")], "The TLS handshake with a `[cluster]` broker failed when the server started: the broker's certificate does not chain to `cluster.tls_ca_file` (or the system trust store), does not name the URL's host, or the broker refused this node's client certificate.";
     ClusterStateUnavailable = 5007, "cluster_state_unavailable", [http(503)], "The node has not yet loaded the cluster's persisted revocations and bans from Redis (`cluster.state_failure = \"closed\"`): it admits no one until it has, answering 503.";
+    PayloadTooLarge = 5010, "payload_too_large", [api("`send`")], "A server-side `send` payload whose `push` frame would exceed `limits.max_message_bytes`: no session could have received a frame that large from a client either.";
+    PresenceNotTracked = 5030, "presence_not_tracked", [api("`presence`, `presence_stats`")], "The channel's rule does not track presence (`presence = true`), or no rule matches it.";
 
-    InvalidArgument = 9004, "invalid_argument", [API], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; an IP that is not an address; a NaN or negative ban length; an invalid `authenticate` answer).";
+    ApiUnauthorized = 6001, "api_unauthorized", [http_api(401)], "Server API: no `Authorization: Bearer` key, or not one of `api.key_env`, `api.key_file`, `api.keys`; or, with `api.client_ca_file` and no key configured, no client certificate. Answered with `WWW-Authenticate: Bearer`.";
+    ApiRateLimited = 6002, "api_rate_limited", [http_api(429)], "Server API: the caller (key or client certificate) exceeded `api.requests_per_sec` and its `api.burst`. Answered with `Retry-After` (seconds).";
+    ApiBodyTooLarge = 6003, "api_body_too_large", [http_api(413)], "Server API: the request body is larger than `api.max_body_bytes`.";
+    ApiBadJson = 6004, "api_bad_json", [http_api(400)], "Server API: the body is not JSON, or not the endpoint's shape (unknown field, missing field, wrong type).";
+    ApiUnknownEndpoint = 6005, "api_unknown_endpoint", [http_api(404)], "Server API: no endpoint has this path.";
+    ApiMethodNotAllowed = 6006, "api_method_not_allowed", [http_api(405)], "Server API: the endpoint exists but not with this method (answered with `Allow`).";
+    ApiUnsupportedMediaType = 6007, "api_unsupported_media_type", [http_api(415)], "Server API: a POST without `Content-Type: application/json`.";
+    ApiInvalidParameter = 6008, "api_invalid_parameter", [http_api(400)], "Server API: a parameter is well-typed but out of range (an empty or too long channel list, a repeated channel, a query parameter that does not parse).";
+    ApiReloadUnavailable = 6009, "api_reload_unavailable", [http_api(409)], "Server API: `reload` on a server that has no configuration file to re-read (an embedding host that did not call `ServerBuilder::config_file`); the host reloads through its own `reload` call.";
+
+    InvalidArgument = 9004, "invalid_argument", [API, http_api(400)], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; a node without a session id, or another node's name without a cluster broker; an IP that is not an address; a NaN or negative ban length; a close code outside the host's range or a reason over 123 bytes; a listing limit outside 1-1000 or a pattern that does not parse; an invalid `authenticate` answer).";
     WrongThread = 9006, "wrong_thread", [API], "A blocking host API call (start, stop) was made from a thread of a server's runtime (inside a hook), where it would deadlock the server it waits for.";
 }
 
@@ -198,6 +219,15 @@ impl ErrorCode {
     pub fn http_status(self) -> Option<StatusCode> {
         self.surfaces().iter().find_map(|s| match s {
             Surface::Refusal { status } => StatusCode::from_u16(*status).ok(),
+            _ => None,
+        })
+    }
+
+    /// The HTTP status of a server API error answer with this code; `None` for a code the server
+    /// API never answers (the API then answers 500).
+    pub fn api_status(self) -> Option<StatusCode> {
+        self.surfaces().iter().find_map(|s| match s {
+            Surface::HttpApi { status } => StatusCode::from_u16(*status).ok(),
             _ => None,
         })
     }

@@ -6,6 +6,8 @@
 //!   certificate files) made at construction;
 //! - [`ban_target`], [`revocation`], [`ban_duration`] and [`disconnect_target`]: the "exactly one
 //!   of" argument rules of the control operations;
+//! - [`target`], [`close`] and [`page_limit`]: the arguments of the server-side session
+//!   operations and listings;
 //! - [`refuse_on_server_thread`]: the one check that a blocking call (start, stop) is not made
 //!   from a server's own thread (a hook), where it would deadlock.
 //!
@@ -19,6 +21,8 @@ use crate::auth::Revocation;
 use crate::config::Config;
 use crate::error::Error;
 use crate::limits::BanTarget;
+use crate::server::{MAX_PAGE_LIMIT, Target};
+use crate::session::Disconnect;
 
 /// A configuration as a host hands it over.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +128,64 @@ pub fn disconnect_target(session_id: Option<u64>, user: Option<&str>) -> Result<
     }
 }
 
+/// Which sessions a server-side operation (`send`, `disconnect_with`, `subscribe`,
+/// `unsubscribe`) reaches: exactly one of a session id or a user; `node` (the node that holds
+/// the session, `cluster.node_id`) only with a session id.
+///
+/// Errors: [`Error::InvalidArgument`] for none or both, an empty user, or a node without a session
+/// id or empty.
+pub fn target(session_id: Option<u64>, user: Option<&str>, node: Option<&str>) -> Result<Target, Error> {
+    match (session_id, user, node) {
+        (_, _, Some("")) => Err(Error::InvalidArgument("node must not be empty".into())),
+        (None, Some(_), Some(_)) => Err(Error::InvalidArgument(
+            "node goes with session_id only (a user's sessions are reached on every node)".into(),
+        )),
+        (Some(id), None, node) => Ok(Target::Session { id, node: node.map(str::to_owned) }),
+        (None, Some(""), None) => Err(Error::InvalidArgument("user must not be empty".into())),
+        (None, Some(user), None) => Ok(Target::User(user.to_owned())),
+        _ => Err(Error::InvalidArgument("the operation takes exactly one of session_id, user".into())),
+    }
+}
+
+/// Longest close reason, in bytes (RFC 6455 §5.5: a control frame's payload is at most 125
+/// bytes, 2 of them the code).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Checks a close code and reason chosen by a host or an operator: the code one of
+/// [`Disconnect::is_app_code`] (4000-4999 except the codes wsguard sends for its own reasons:
+/// 4000, 4002, 4003, 4100, 4501), the reason at most [`MAX_CLOSE_REASON_BYTES`] bytes.
+///
+/// Errors: [`Error::InvalidArgument`].
+pub fn close(code: u16, reason: &str) -> Result<(), Error> {
+    if !Disconnect::is_app_code(code) {
+        return Err(Error::InvalidArgument(format!(
+            "close code {code} is not one a host may choose: 4000-4999 except 4000, 4002, 4003, 4100 and 4501"
+        )));
+    }
+    if reason.len() > MAX_CLOSE_REASON_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "a close reason is at most {MAX_CLOSE_REASON_BYTES} bytes of UTF-8, not {}",
+            reason.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Entries in a listing page when the caller names no limit.
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+
+/// A listing's page size: `None` is [`DEFAULT_PAGE_LIMIT`]; otherwise 1 to
+/// [`crate::server::MAX_PAGE_LIMIT`].
+///
+/// Errors: [`Error::InvalidArgument`] for 0 or more than the maximum.
+pub fn page_limit(limit: Option<u64>) -> Result<usize, Error> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_LIMIT),
+        Some(n) if (1..=MAX_PAGE_LIMIT as u64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(Error::InvalidArgument(format!("limit is 1 to {MAX_PAGE_LIMIT}, not {n}"))),
+    }
+}
+
 /// Refuses a blocking call (`operation`: start, stop) made from a thread of a server's runtime
 /// (a hook, an event handler), where it would wait for the very thread it runs on.
 ///
@@ -149,6 +211,27 @@ mod tests {
         assert!(!names_a_file("[auth]\nissuer = \"x\""));
         assert!(!names_a_file("{\"auth\": {}}"));
         assert!(!names_a_file("server.listen = \"127.0.0.1:0\""));
+    }
+
+    #[test]
+    fn session_operation_arguments_are_checked_once_here() {
+        assert_eq!(target(Some(3), None, None).expect("a session"), Target::Session { id: 3, node: None });
+        assert_eq!(
+            target(Some(3), None, Some("b")).expect("a session elsewhere"),
+            Target::Session { id: 3, node: Some("b".into()) }
+        );
+        assert_eq!(target(None, Some("alice"), None).expect("a user"), Target::User("alice".into()));
+        for (id, user, node) in
+            [(None, None, None), (Some(1), Some("a"), None), (None, Some("a"), Some("b")), (None, Some(""), None)]
+        {
+            assert_eq!(target(id, user, node).expect_err("refused").code(), ErrorCode::InvalidArgument);
+        }
+        assert!(close(4200, "maintenance").is_ok() && close(4001, "").is_ok());
+        assert!(close(4000, "").is_err() && close(1000, "").is_err() && close(5000, "").is_err());
+        assert!(close(4200, &"é".repeat(61)).is_ok(), "122 bytes");
+        assert!(close(4200, &"x".repeat(124)).is_err());
+        assert_eq!(page_limit(None).expect("default"), DEFAULT_PAGE_LIMIT);
+        assert!(page_limit(Some(0)).is_err() && page_limit(Some(1001)).is_err() && page_limit(Some(1000)).is_ok());
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!    **protocol** decodes each text frame strictly (unknown actions and fields refused), the
 //!    host's `authorize` hook decides channel access, and **hub** fans publications out, encoded
 //!    once, into bounded per-session outboxes. Slow consumers are closed, not buffered.
+//!    **presence** counts the subscribers of channels whose rule tracks them, per user and
+//!    cluster-wide, and announces a user's first session in and last one out.
 //! 4. **observe** counts everything and turns refusals and disconnects into `Event`s.
 //!
 //! ## Quickstart
@@ -38,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -51,6 +54,7 @@ mod hub;
 pub mod limits;
 pub mod observe;
 pub mod policy;
+pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod session;
@@ -61,5 +65,8 @@ pub use config::{Config, ConfigError, ConfigProblem};
 pub use error::{Error, ErrorCode, Surface};
 pub use hooks::{Hooks, NoHooks};
 pub use observe::{Event, StatsSnapshot};
-pub use server::{EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, check_config};
+pub use server::{
+    Applied, ChannelInfo, ChannelPage, EmbeddedServer, ReloadError, Server, ServerBuilder, ServerHandle, SessionInfo,
+    SessionPage, Target, check_config,
+};
 pub use session::{Disconnect, Reconnect};

@@ -35,7 +35,8 @@ fn error_code_table_is_current() {
         "<!-- Generated from core/src/error.rs by core/tests/generated.rs; do not edit. -->\n\
          # Error codes\n\n\
          Every failure has a stable number (blocks per area: 1xxx config, 2xxx handshake, 3xxx\n\
-         authentication, 4xxx per-message replies, 5xxx server runtime) and a stable snake_case name.\n\
+         authentication, 4xxx per-message replies, 5xxx server runtime, 6xxx server API over HTTP) and a\n\
+         stable snake_case name.\n\
          Clients and bindings branch on these; the human-readable text may change.\n\n\
          | number | name | meaning |\n|---:|---|---|\n",
     );
@@ -131,6 +132,7 @@ fn surface_text(surface: &Surface) -> String {
         Surface::Reply { from, .. } if *from == "any frame" => "reply".into(),
         Surface::Reply { from, .. } => with("reply", from),
         Surface::Api { calls } => with("API", calls),
+        Surface::HttpApi { status } => format!("server API HTTP {status}"),
         _ => unreachable!("a new surface needs its text here"),
     }
 }
@@ -179,7 +181,9 @@ fn protocol_doc_generated_tables_are_current() {
 #[test]
 fn docs_quote_each_refusal_with_the_registry_status() {
     let mut wrong = Vec::new();
-    for relative in ["docs/PROTOCOL.md", "docs/SECURITY.md", "docs/CONFIG.md", "docs/OPERATIONS.md", "README.md"] {
+    for relative in
+        ["docs/PROTOCOL.md", "docs/SECURITY.md", "docs/CONFIG.md", "docs/OPERATIONS.md", "docs/API.md", "README.md"]
+    {
         let text = doc(relative);
         let bytes = text.as_bytes();
         for (at, _) in text.match_indices(" `") {
@@ -189,7 +193,8 @@ fn docs_quote_each_refusal_with_the_registry_status() {
             let Some(name) = text[at + 2..].split('`').next().filter(|_| is_status) else { continue };
             let Some(code) = ErrorCode::ALL.iter().find(|c| c.name() == name) else { continue };
             let status: u16 = text[at - 3..at].parse().expect("three digits");
-            if code.http_status().map(|s| s.as_u16()) != Some(status) {
+            let statuses = [code.http_status(), code.api_status()].map(|s| s.map(|s| s.as_u16()));
+            if !statuses.contains(&Some(status)) {
                 wrong.push(format!("{relative}: {status} `{name}` (registry: {:?})", code.http_status()));
             }
         }
@@ -233,4 +238,28 @@ fn config_doc_names_every_key() {
         }
     }
     assert!(missing.is_empty(), "docs/CONFIG.md does not document: {missing:?}");
+}
+
+#[test]
+fn openapi_document_is_current() {
+    check("docs/openapi.json", &format!("{}\n", wsguard::api::openapi_document()));
+}
+
+/// docs/API.md "Errors": every code the server API can answer, with its status.
+fn api_error_table() -> String {
+    let mut codes: Vec<(u16, ErrorCode)> =
+        ErrorCode::ALL.iter().filter_map(|c| c.api_status().map(|s| (s.as_u16(), *c))).collect();
+    codes.sort_by_key(|(status, code)| (code.number() / 1000 != 6, *status, code.number()));
+    let mut table = String::from("| Status | Number | Name | Meaning |\n|---:|---:|---|---|\n");
+    for (status, code) in codes {
+        table.push_str(&format!("| {status} | {} | `{}` | {} |\n", code.number(), code.name(), code.description()));
+    }
+    table
+}
+
+#[test]
+fn api_doc_generated_table_is_current() {
+    const API: &str = "docs/API.md";
+    let text = doc(API);
+    check(API, &with_region(API, &text, "api-errors", &api_error_table()));
 }

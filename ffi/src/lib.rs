@@ -24,6 +24,8 @@ mod server;
 
 mod bans;
 
+mod sessions;
+
 mod hooks;
 
 mod rpc;
@@ -48,4 +50,8 @@ pub use server::{
     wsg_server, wsg_server_disconnect_session, wsg_server_disconnect_user, wsg_server_free, wsg_server_local_port,
     wsg_server_publish, wsg_server_reload, wsg_server_revoke_issued_before, wsg_server_revoke_jti,
     wsg_server_revoke_sub, wsg_server_start, wsg_server_stats_json, wsg_server_stop,
+};
+pub use sessions::{
+    wsg_server_channels_json, wsg_server_disconnect_with, wsg_server_send, wsg_server_sessions_json,
+    wsg_server_subscribe, wsg_server_unsubscribe, wsg_target,
 };

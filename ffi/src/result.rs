@@ -152,6 +152,8 @@ pub const WSG_REFRESH_MISMATCH: wsg_result = 4014;
 /// The cluster broker is unreachable or did not confirm the publication in time: it reached the
 /// subscribers on this node only (`wsg_server_publish`, or a client's `publish`).
 pub const WSG_BROKER_UNAVAILABLE: wsg_result = 4015;
+/// The cluster's presence store (Redis) is unreachable: presence is not answered.
+pub const WSG_PRESENCE_UNAVAILABLE: wsg_result = 4030;
 
 /// An I/O error (bind, accept, read a file, start the runtime threads).
 pub const WSG_IO: wsg_result = 5001;
@@ -166,6 +168,29 @@ pub const WSG_TOKEN_MINT: wsg_result = 5005;
 pub const WSG_BROKER_TLS: wsg_result = 5006;
 /// The node has not yet loaded the cluster's persisted revocations and bans; answered 503.
 pub const WSG_CLUSTER_STATE_UNAVAILABLE: wsg_result = 5007;
+/// `wsg_server_send`: the `push` frame would exceed `limits.max_message_bytes`.
+pub const WSG_PAYLOAD_TOO_LARGE: wsg_result = 5010;
+/// The channel's rule does not track presence (`presence = true`), or no rule matches it.
+pub const WSG_PRESENCE_NOT_TRACKED: wsg_result = 5030;
+
+/// Server API (`[api]`, over HTTP only; listed so every code has its constant): no or a wrong key.
+pub const WSG_API_UNAUTHORIZED: wsg_result = 6001;
+/// Server API: the caller exceeded `api.requests_per_sec` and its burst.
+pub const WSG_API_RATE_LIMITED: wsg_result = 6002;
+/// Server API: the request body is larger than `api.max_body_bytes`.
+pub const WSG_API_BODY_TOO_LARGE: wsg_result = 6003;
+/// Server API: the body is not JSON or not the endpoint's shape.
+pub const WSG_API_BAD_JSON: wsg_result = 6004;
+/// Server API: no endpoint has this path.
+pub const WSG_API_UNKNOWN_ENDPOINT: wsg_result = 6005;
+/// Server API: the endpoint exists but not with this method.
+pub const WSG_API_METHOD_NOT_ALLOWED: wsg_result = 6006;
+/// Server API: a POST without `Content-Type: application/json`.
+pub const WSG_API_UNSUPPORTED_MEDIA_TYPE: wsg_result = 6007;
+/// Server API: a parameter is well-typed but out of range.
+pub const WSG_API_INVALID_PARAMETER: wsg_result = 6008;
+/// Server API: `reload` on a server without a configuration file to re-read.
+pub const WSG_API_RELOAD_UNAVAILABLE: wsg_result = 6009;
 
 /// C ABI only: a required pointer argument was NULL (or a buffer pointer was NULL with a
 /// non-zero length).

@@ -310,6 +310,63 @@ async def scenario(run: Run) -> None:
         code = await run.close_code(erin)
         run.check("revoke_jti_closes_with_4501", reply.group(1) == "0" and code == 4501, (reply.group(0), code))
 
+    async def session_operations():
+        gina, gina_id = await run.open_session("gina")
+        reply = await run.command('op_send_user gina {"hello":"from c"}', r"applied (\d+) (\w+) (.*)")
+        applied = json.loads(reply.group(3))
+        push = await run.recv(gina)
+        run.check("send_to_a_user_pushes_the_payload",
+                  reply.group(1) == "0" and applied["matched"] == 1 and applied["changed"] == 1
+                  and push == {"type": "push", "payload": {"hello": "from c"}}, (reply.group(0), push))
+        for command, code, name in [
+            ("op_send_session 987654321 {}", "5004", "send_to_an_unknown_session_is_unknown_session"),
+            ("op_send_user gina [1]", "4002", "send_non_object_is_invalid_frame"),
+            ("op_send_both " + str(gina_id) + " {}", "9004", "send_to_a_session_and_a_user_is_invalid_argument"),
+            ("op_send_null gina {}", "9001", "send_without_a_target_is_null_argument"),
+            ("op_subscribe_user gina room:*", "4003", "subscribe_to_a_bad_channel_is_invalid_channel"),
+            ("op_close_user gina 4000 x", "9004", "close_with_a_code_of_wsguards_is_invalid_argument"),
+        ]:
+            reply = await run.command(command, r"applied (\d+) (\w+)")
+            run.check(name, reply.group(1) == code, reply.group(0))
+        pong = await run.call(gina, {"action": "ping", "id": 30})
+        run.check("refused_session_operations_change_nothing", pong == {"type": "pong", "id": 30}, pong)
+
+        reply = await run.command(f"op_subscribe_session {gina_id} lobby:c", r"applied (\d+) (\w+) (.*)")
+        subscribed = await run.recv(gina)
+        published = await run.command('publish lobby:c {"n":2}', r"published (\d+) (\d+)")
+        message = await run.recv(gina)
+        run.check("server_subscribe_then_publish_reaches_the_session",
+                  reply.group(1) == "0" and subscribed == {"type": "subscribed", "channel": "lobby:c", "by": "server"}
+                  and published.groups() == ("0", "1") and message["payload"] == {"n": 2},
+                  (reply.group(0), subscribed, published.group(0), message))
+
+        reply = await run.command("sessions gina 10", r"sessions (\d+) (\w+) (.*)")
+        page = json.loads(reply.group(3))
+        run.check("sessions_json_lists_the_session_and_its_subscriptions",
+                  reply.group(1) == "0" and [s["id"] for s in page["sessions"]] == [gina_id]
+                  and page["sessions"][0]["subscriptions"] == ["lobby:c"] and page["next_cursor"] is None
+                  and page["node"], page)
+        reply = await run.command("channels lobby:{x} 10", r"channels (\d+) (\w+) (.*)")
+        page = json.loads(reply.group(3))
+        run.check("channels_json_matches_the_pattern",
+                  reply.group(1) == "0" and page["channels"] == [{"channel": "lobby:c", "subscribers": 1}], page)
+        reply = await run.command("sessions - 0", r"sessions (\d+) (\w+)")
+        run.check("sessions_json_limit_0_is_invalid_argument", reply.group(1) == "9004", reply.group(0))
+
+        reply = await run.command("op_unsubscribe_user gina lobby:c", r"applied (\d+) (\w+)")
+        notice = await run.recv(gina)
+        run.check("server_unsubscribe_sends_unsubscribed_server",
+                  reply.group(1) == "0" and notice == {"type": "unsubscribed", "channel": "lobby:c", "reason": "server"},
+                  (reply.group(0), notice))
+        reply = await run.command("op_close_user gina 4200 maintenance window", r"applied (\d+) (\w+)")
+        try:
+            while True:
+                await asyncio.wait_for(gina.recv(), run.wait)
+        except ConnectionClosed as closed:
+            received = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
+        run.check("disconnect_with_sends_the_code_and_reason",
+                  reply.group(1) == "0" and received == (4200, "maintenance window"), (reply.group(0), received))
+
     async def bans():
         reply = await run.command("ban_user frank 60", r"banned (\d+) (\d+)")
         status, body = await run.refusal("frank")
@@ -406,7 +463,8 @@ async def scenario(run: Run) -> None:
         ("rpc_time_box", rpc_time_box), ("authorize_deny", authorize_deny), ("publish_from_c", publish_from_c),
         ("authenticate_refusal", authenticate_refusal), ("fixture_authenticate_answers", fixture_authenticate_answers),
         ("fixture_config_errors", fixture_config_errors), ("stats", stats),
-        ("disconnects_and_revocations", disconnects_and_revocations), ("bans", bans), ("reloads", reloads),
+        ("disconnects_and_revocations", disconnects_and_revocations), ("bans", bans),
+        ("session_operations", session_operations), ("reloads", reloads),
         ("stop_drains", stop_drains),
     ]:
         await run.step(name, body)

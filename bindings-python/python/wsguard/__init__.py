@@ -20,7 +20,8 @@ converts values. Quickstart::
 Errors derive from ``WsguardError`` and carry the core's stable ``code`` / ``code_name``;
 ``ConfigError`` (also a ``ValueError``) lists every configuration problem with its key path;
 ``InvalidArgumentError`` (also a ``ValueError`` and a ``TypeError``, code ``invalid_argument``)
-refuses a wrong argument to ``disconnect``, ``revoke``, ``ban`` or ``lift_ban``.
+refuses a wrong argument to ``disconnect``, ``revoke``, ``ban``, ``lift_ban`` or the session
+operations (``send``, ``disconnect_with``, ``subscribe``, ``unsubscribe``, ``sessions``, ``channels``).
 Core ``tracing`` events are logged to the ``wsguard`` logger (``wsguard.server``,
 ``wsguard.security``, ``wsguard.session``, ...); levels are read at each ``start()``.
 """

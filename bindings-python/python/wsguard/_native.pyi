@@ -105,6 +105,33 @@ class Server:
     def publish(self, channel: str, payload: Mapping[str, Any]) -> int: ...
     def disconnect(self, session_id: int | None = None, user: str | None = None) -> int:
         """Not exactly one of ``session_id``, ``user``: ``InvalidArgumentError``."""
+    def send(
+        self, payload: Mapping[str, Any], *, session_id: int | None = None, user: str | None = None,
+        node: str | None = None,
+    ) -> dict[str, Any]:
+        """A ``push`` frame to one session or a user's sessions. Returns ``node``, ``matched``,
+        ``changed``, ``at_limit``, ``is_forwarded``. Not exactly one of ``session_id``, ``user``
+        (or ``node`` without ``session_id``): ``InvalidArgumentError``."""
+    def disconnect_with(
+        self, code: int, reason: str = "", *, session_id: int | None = None, user: str | None = None,
+        node: str | None = None,
+    ) -> dict[str, Any]:
+        """``code`` 4000-4999 except 4000, 4002, 4003, 4100, 4501; ``reason`` at most 123 bytes:
+        otherwise ``InvalidArgumentError``."""
+    def subscribe(
+        self, channel: str, *, session_id: int | None = None, user: str | None = None, node: str | None = None
+    ) -> dict[str, Any]: ...
+    def unsubscribe(
+        self, channel: str, *, session_id: int | None = None, user: str | None = None, node: str | None = None
+    ) -> dict[str, Any]: ...
+    def sessions(
+        self, *, user: str | None = None, cursor: int | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``limit`` 1-1000 (default 100); ``cursor`` is the previous page's ``next_cursor``."""
+    def channels(
+        self, *, pattern: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``pattern`` in the channel-rule syntax (``{name}`` for any one segment)."""
     def revoke(self, jti: str | None = None, sub: str | None = None, issued_before: int | None = None) -> None:
         """Not exactly one of ``jti``, ``sub``, ``issued_before``: ``InvalidArgumentError``."""
     def reload(self, config: Mapping[str, Any] | str | os.PathLike[str]) -> None: ...

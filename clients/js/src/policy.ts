@@ -13,16 +13,20 @@ export type ReconnectAction =
   /** Never reconnect: stop the client and surface the error. */
   | "stop";
 
-/** Close codes after which the client reconnects with backoff. */
-const BACKOFF_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014, 4000, 4001, 4002, 4003]);
+/** Standard close codes after which the client reconnects with backoff. */
+const BACKOFF_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
 
 /**
- * The action for a close code of a session that was open. 4100 `token_expired` reconnects at once;
- * 1001, 1006, 1011-1014 and 4000-4003 with backoff; everything else (4501 `token_revoked`, 1008
- * `too_many_violations`, 1002, 1003, 1007, 1009, and any code not in the table) stops.
+ * The action for a close code of a session that was open (PROTOCOL.md, "Client reconnect table").
+ * 1001, 1006, 1011-1014 and 4000-4099 (4000 `slow_consumer`, 4001 `disconnected`, 4003
+ * `idle_timeout`, a host's own code) reconnect with backoff; 4100-4199 (4100 `token_expired`) at
+ * once with a fresh token; everything else stops: 4500-4599 (4501 `token_revoked`), 1008
+ * `too_many_violations`, 1002, 1003, 1007, 1009, and any code the table does not name (1000, the
+ * application's 4200-4499 and 4600-4999).
  */
 export function closeAction(code: number): ReconnectAction {
-  if (code === 4100) return "immediate";
+  if (code >= 4100 && code <= 4199) return "immediate";
+  if (code >= 4000 && code <= 4099) return "backoff";
   return BACKOFF_CLOSE_CODES.has(code) ? "backoff" : "stop";
 }
 

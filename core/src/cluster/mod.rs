@@ -31,7 +31,7 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,11 +45,14 @@ pub(crate) use config::{ClusterSecrets, read_secrets};
 pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use persist::StateGate;
 use persist::StateStore;
+pub(crate) use publish::Publication;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
+pub(crate) use redis::RedisStore;
 pub(crate) use settings::ClusterSettings;
 use signing::{Guard, Opened, Refused, RejectionLog};
 pub(crate) use tls::{BrokerTls, load as load_tls};
 use wire::{Control, ControlEnvelope, Subjects};
+pub(crate) use wire::{RemoteTarget, SessionOp};
 
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
 use crate::hub::Hub;
@@ -139,6 +142,13 @@ impl Interest {
     }
 }
 
+/// The node's live sessions, as a [`Control::Sessions`] from another node reaches them (the
+/// server implements it; held weakly, set once the server exists).
+pub(crate) trait NodeSessions: Send + Sync {
+    /// Applies `op` to this node's sessions of `user`, or to its session `session`.
+    fn apply_remote(&self, user: Option<&str>, session: Option<u64>, op: SessionOp);
+}
+
 /// What a broker task shares with the node.
 pub(crate) struct Link {
     pub(crate) kind: BrokerKind,
@@ -171,6 +181,8 @@ struct Inbound {
     hello: mpsc::UnboundedSender<()>,
     /// Lifted bans, so this node stops re-sending them.
     lifted: mpsc::UnboundedSender<BanTarget>,
+    /// Where other nodes' session operations go.
+    sessions: OnceLock<Weak<dyn NodeSessions>>,
 }
 
 impl Link {
@@ -300,6 +312,16 @@ impl Link {
                 inbound.bans.lift_remote(&target);
                 let _ = inbound.lifted.send(target);
             }
+            Control::Sessions { target, op } => {
+                let Some(sessions) = inbound.sessions.get().and_then(Weak::upgrade) else { return };
+                match target {
+                    RemoteTarget::User(user) => sessions.apply_remote(Some(&user), None, op),
+                    RemoteTarget::Session { node, id } if node == *self.node_id => {
+                        sessions.apply_remote(None, Some(id), op);
+                    }
+                    RemoteTarget::Session { .. } => {}
+                }
+            }
         }
     }
 }
@@ -316,6 +338,9 @@ pub(crate) struct Cluster {
     broker: Arc<dyn Broker>,
     link: Arc<Link>,
     quota: Option<Arc<LeaseQuota>>,
+    /// The cluster Redis (`quota_redis_url`, else the Redis broker), for the areas that keep
+    /// cluster-wide state in it (presence).
+    redis: Option<Arc<RedisStore>>,
     /// The cluster-wide used-jti record (with a cluster Redis).
     jtis: Option<Arc<jti::RedisJtis>>,
     /// The broker TLS check made at start-up (None without broker TLS).
@@ -390,6 +415,7 @@ impl Cluster {
                 events: parts.events,
                 hello,
                 lifted,
+                sessions: OnceLock::new(),
             },
         });
         let password = secrets.password.as_deref();
@@ -405,6 +431,7 @@ impl Cluster {
             .as_deref()
             .map(|url| redis::RedisStore::new(connector(url), timeout, Arc::clone(&parts.stats)));
         let quota = store.as_ref().map(|store| LeaseQuota::new(config, Arc::clone(store), &node_id));
+        let redis = store.clone();
         let jtis = store.map(|store| Arc::new(jti::RedisJtis::new(store, &config.channel_prefix, config.jti_failure)));
         let state_store = config.quota_url.as_deref().and_then(|url| {
             Some(StateStore::new(
@@ -422,6 +449,7 @@ impl Cluster {
             broker,
             link,
             quota,
+            redis,
             jtis,
             tls_check,
             state_gate: (state_store.is_some() && config.state_failure == StateFailure::Closed)
@@ -581,7 +609,7 @@ impl Cluster {
                 Control::Lift { target } => {
                     o.bans.remove(target);
                 }
-                Control::Hello => {}
+                Control::Hello | Control::Sessions { .. } => {}
             }
         }
         if let Some(store) = &self.store {
@@ -595,11 +623,38 @@ impl Cluster {
                     until: *until,
                 }),
                 Control::Lift { target } => store.push(persist::Op::Lift { target: target.clone() }),
-                Control::Hello => {}
+                Control::Hello | Control::Sessions { .. } => {}
             }
         }
         let cluster = Arc::clone(self);
         self.runtime.spawn(async move { cluster.send_control(control).await });
+    }
+
+    /// This node's name: `cluster.node_id`, or the one made up at start (`node-<pid>-<hex>`).
+    pub(crate) fn node_id(&self) -> &str {
+        &self.link.node_id
+    }
+
+    /// True with a broker (other nodes may exist).
+    pub(crate) fn has_broker(&self) -> bool {
+        self.link.kind != BrokerKind::Memory
+    }
+
+    /// Where other nodes' session operations are applied (set once, by the server).
+    pub(crate) fn set_node_sessions(&self, sessions: Weak<dyn NodeSessions>) {
+        let _ = self.link.inbound.sessions.set(sessions);
+    }
+
+    /// Sends a session operation to the other nodes (signed and checked like every control
+    /// message; at most once: not kept for re-sending). False without a broker, or while it is
+    /// unreachable (the operation then reached this node only).
+    pub(crate) fn send_sessions(self: &Arc<Self>, target: RemoteTarget, op: SessionOp) -> bool {
+        if !self.has_broker() || !self.link.is_connected() {
+            return false;
+        }
+        let cluster = Arc::clone(self);
+        self.runtime.spawn(async move { cluster.send_control(Control::Sessions { target, op }).await });
+        true
     }
 
     /// Loads the persisted revocations and bans (see persist.rs) until Redis answers, then opens
@@ -653,6 +708,16 @@ impl Cluster {
     /// under `cluster.state_failure = "closed"` (`/readyz` answers 503).
     pub(crate) fn is_ready(&self) -> bool {
         self.link.is_connected() && self.state_gate.as_ref().is_none_or(|gate| gate.is_loaded())
+    }
+
+    /// The cluster Redis, when there is one.
+    pub(crate) fn redis_store(&self) -> Option<Arc<RedisStore>> {
+        self.redis.clone()
+    }
+
+    /// The runtime the cluster's tasks run on (the server's).
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     pub(crate) fn quota(&self) -> Option<Arc<LeaseQuota>> {

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
 use crate::protocol::ServerFrame;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A publication delivered on this node, on its way to the other nodes.
 #[must_use = "a publication reports whether the other nodes got it"]
@@ -42,6 +43,13 @@ impl Cluster {
     ) -> Publication {
         self.stats.record_publication(rule);
         let frame = ServerFrame::Message { channel, payload, from }.encode();
+        self.send_frame(channel, frame)
+    }
+
+    /// Queues an encoded server frame (a `join` or `leave`) for every subscriber of `channel`, on
+    /// this node and, through the broker, on the others: the same path as a publication, so it
+    /// reaches the same sessions in the same order, but not counted as one.
+    pub(crate) fn send_frame(self: &Arc<Self>, channel: &str, frame: Utf8Bytes) -> Publication {
         let queued = self.link.inbound.hub.publish(channel, &frame);
         let remote = if self.link.kind == BrokerKind::Memory {
             Remote::Alone

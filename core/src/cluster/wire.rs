@@ -121,6 +121,35 @@ pub(crate) enum Control {
     Ban { target: BanTarget, reason: String, until: u64 },
     /// A ban lifted by an operator.
     Lift { target: BanTarget },
+    /// A server-side operation on sessions (`ServerHandle::send`, `disconnect_with`, `subscribe`,
+    /// `unsubscribe`): every node applies it to the sessions of a user, or only the named node
+    /// to one of its sessions. Not kept for re-sending: it acts on the sessions live now.
+    Sessions { target: RemoteTarget, op: SessionOp },
+}
+
+/// Which sessions a [`Control::Sessions`] reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RemoteTarget {
+    /// Every session of this user (`sub`), on every node.
+    User(String),
+    /// One session of one node (session ids are node-local).
+    Session { node: String, id: u64 },
+}
+
+/// What a [`Control::Sessions`] does; the receiving node checks it again (channel names, close
+/// codes and reasons) before applying it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum SessionOp {
+    /// Queue this `push` frame, encoded once by the sending node.
+    Send { frame: String },
+    /// Close with this code and reason.
+    Disconnect { code: u16, reason: Option<String> },
+    /// Subscribe (a server-made subscription).
+    Subscribe { channel: String },
+    /// Unsubscribe.
+    Unsubscribe { channel: String },
 }
 
 /// A control message with its sender (the plain format; signed messages carry the sender in
@@ -183,5 +212,15 @@ mod tests {
         };
         let text = serde_json::to_string(&m).expect("serializes");
         assert_eq!(serde_json::from_str::<ControlEnvelope>(&text).expect("parses"), m);
+        let m = Control::Sessions {
+            target: RemoteTarget::Session { node: "b".into(), id: 7 },
+            op: SessionOp::Subscribe { channel: "news".into() },
+        };
+        let text = serde_json::to_string(&m).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"kind":"sessions","target":{"session":{"node":"b","id":7}},"op":{"op":"subscribe","channel":"news"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Control>(&text).expect("parses"), m);
     }
 }

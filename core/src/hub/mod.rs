@@ -108,6 +108,25 @@ impl Hub {
         }
     }
 
+    /// Up to `limit` channels with subscribers whose name sorts after `after` and that `matches`
+    /// accepts, in name order, with their local subscriber counts. Sorts the matching names of
+    /// every call (a listing is an operator's request, not a hot path).
+    pub(crate) fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<(String, usize)> {
+        let channels = self.channels.read().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<(&Arc<str>, usize)> = channels
+            .iter()
+            .filter(|(name, _)| after.is_none_or(|a| &***name > a) && matches(name))
+            .map(|(name, subscribers)| (name, subscribers.len()))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        found.into_iter().take(limit).map(|(name, n)| (name.to_string(), n)).collect()
+    }
+
     /// Number of channels with subscribers.
     pub(crate) fn channel_count(&self) -> usize {
         self.channels.read().unwrap_or_else(PoisonError::into_inner).len()
@@ -132,6 +151,11 @@ mod tests {
         assert_eq!(hub.publish("c", &frame), 1);
         assert_eq!(fast.drain(1)[0].as_str(), "x");
         assert!(slow.is_overflowed());
+        assert!(hub.subscribe("b", 1, &fast, SlowConsumerPolicy::Disconnect));
+        assert_eq!(hub.list(None, 10, |_| true), [("b".to_string(), 1), ("c".to_string(), 2)]);
+        assert_eq!(hub.list(Some("b"), 10, |_| true), [("c".to_string(), 2)]);
+        assert_eq!(hub.list(None, 1, |c| c != "b"), [("c".to_string(), 2)]);
+        assert!(hub.unsubscribe("b", 1));
         assert!(hub.unsubscribe("c", 1));
         assert!(hub.unsubscribe("c", 2));
         assert_eq!(hub.channel_count(), 0);

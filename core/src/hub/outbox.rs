@@ -145,6 +145,15 @@ impl Outbox {
         if dropped == 0 { Push::Queued } else { Push::Lossy(dropped) }
     }
 
+    /// Queues a frame that belongs to no channel (a `push`, a server-made `subscribed` or
+    /// `unsubscribed` notice) under the `disconnect` slow-consumer policy: a session that cannot
+    /// take it is flagged like any slow consumer. A lossy channel policy making room for its own
+    /// messages may still drop it (counted, never announced by a `gap`).
+    pub(crate) fn push_direct(&self, frame: &Utf8Bytes) -> Push {
+        static DIRECT: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+        self.push(&DIRECT, frame, SlowConsumerPolicy::Disconnect)
+    }
+
     fn account(&self, state: &State, bytes_before: usize) {
         self.inner.stats.add_queued_bytes(state.bytes as i64 - bytes_before as i64);
     }
@@ -159,7 +168,10 @@ impl Outbox {
         {
             if let Some(old) = state.queue.pop_front() {
                 state.bytes -= old.frame.len();
-                *state.lost.entry(old.channel).or_insert(0) += 1;
+                // A direct frame belongs to no channel: no `gap` can announce it.
+                if !old.channel.is_empty() {
+                    *state.lost.entry(old.channel).or_insert(0) += 1;
+                }
                 dropped += 1;
             }
         }
@@ -326,6 +338,19 @@ mod tests {
         o.push(&ch("a"), &Utf8Bytes::from("a3"), SlowConsumerPolicy::Coalesce);
         let out: Vec<String> = o.drain(10).iter().map(|f| f.as_str().to_string()).collect();
         assert_eq!(out, vec![r#"{"type":"gap","channel":"a","missed":2}"#, "a3", "b1"]);
+    }
+
+    #[test]
+    fn direct_frames_overflow_like_deliveries_and_are_never_announced_by_a_gap() {
+        let o = outbox(2, 1024);
+        assert_eq!(o.push_direct(&Utf8Bytes::from("p1")), Push::Queued);
+        o.push(&ch("c"), &Utf8Bytes::from("c1"), SlowConsumerPolicy::DropOldest);
+        o.push(&ch("c"), &Utf8Bytes::from("c2"), SlowConsumerPolicy::DropOldest);
+        let out: Vec<String> = o.drain(10).iter().map(|f| f.as_str().to_string()).collect();
+        assert_eq!(out, vec!["c1", "c2"], "the push was dropped to make room, with no gap frame");
+        let full = outbox(1, 1024);
+        assert_eq!(full.push_direct(&Utf8Bytes::from("p1")), Push::Queued);
+        assert_eq!(full.push_direct(&Utf8Bytes::from("p2")), Push::Overflowed);
     }
 
     #[test]

@@ -151,6 +151,25 @@ pub enum Event {
         /// Rejections of this reason not reported since the previous event.
         suppressed: u64,
     },
+    /// A server API call (`[api]`), accepted or refused. Never carries the key.
+    ApiRequest {
+        /// `key:<name>` for a key, `cert:<subject>` for a client certificate alone, empty when
+        /// the caller was not authenticated.
+        caller: String,
+        /// The caller's IP (the TCP peer).
+        client_ip: IpAddr,
+        /// `publish`, `broadcast`, `disconnect`, `revoke`, `ban`, `unban`, `bans`, `stats`,
+        /// `reload`, or `unknown` (no endpoint matched).
+        operation: &'static str,
+        /// What the call acts on (`channel=...`, `channels=N`, `session=...`, `user=...`,
+        /// `ip=...`, `jti=...`, `sub=...`, `issued_before=...`, `file=...`); empty when the body
+        /// was not read.
+        target: String,
+        /// `ok` or the error code name.
+        result: &'static str,
+        /// The HTTP status answered.
+        status: u16,
+    },
     /// A dry-run rule (`enforce = false`) would have denied; the action went ahead.
     PolicyDryRunDenied {
         /// Session id.
@@ -256,6 +275,9 @@ fn trace(event: &Event) {
         ),
         Event::BrokerMessageRejected { message, reason, node, suppressed } => tracing::warn!(
             target: "wsguard::security", event = "broker_message_rejected", message, reason, node, suppressed
+        ),
+        Event::ApiRequest { caller, client_ip, operation, target, result, status } => tracing::info!(
+            target: "wsguard::api", event = "api_request", caller, %client_ip, operation, target, result, status
         ),
         Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
             target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason

@@ -31,12 +31,14 @@
 //! | `wsguard_broker_connected` | gauge | |
 //! | `wsguard_broker_messages_total` | counter | `direction` (published/received), `kind` (publication/control) |
 //! | `wsguard_broker_errors_total` | counter | `op` (connect/publish/subscribe/decode/quota/persist/state_load) |
+//! | `wsguard_api_requests_total` | counter | `operation` (publish/broadcast/.../unknown), `result` (ok or the error code name) |
 //! | `wsguard_broker_rejected_total` | counter | `kind` (publication/control/state), `reason` (unsigned/bad_signature/stale/replayed/malformed) |
 //! | `wsguard_broker_reconnects_total` | counter | |
 //! | `wsguard_broker_subscriptions` | gauge | |
 //! | `wsguard_broker_lag_seconds` | histogram | |
 //! | `wsguard_jwks_fetches_total` | counter | `issuer`, `result` (ok or the failure reason) |
 //! | `wsguard_jwks_keys` | gauge | `issuer` |
+//! | `wsguard_presence_announcements_total` | counter | `kind` (join/leave) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -126,6 +128,12 @@ struct IssuerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRequestLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabel {
     hook: &'static str,
 }
@@ -137,7 +145,18 @@ struct HookFailureLabels {
 }
 
 /// Every `action` label value of `wsguard_messages_in_total`.
-const ACTIONS: [&str; 8] = ["subscribe", "unsubscribe", "publish", "ping", "rpc", "refresh", "invalid", "rate_limited"];
+const ACTIONS: [&str; 10] = [
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "ping",
+    "rpc",
+    "refresh",
+    "presence",
+    "presence_stats",
+    "invalid",
+    "rate_limited",
+];
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -180,11 +199,13 @@ pub(crate) struct Stats {
     broker_messages: Family<BrokerMessageLabels, Counter>,
     broker_errors: Family<OpLabel, Counter>,
     broker_reconnects: Counter,
+    presence_announcements: Family<KindLabel, Counter>,
     broker_subscriptions: Gauge,
     broker_lag: Histogram,
     jwks_fetches: Family<JwksFetchLabels, Counter>,
     jwks_keys: Family<IssuerLabel, Gauge>,
     broker_rejected: Family<BrokerRejectedLabels, Counter>,
+    api_requests: Family<ApiRequestLabels, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -205,7 +226,7 @@ pub(crate) struct Stats {
 }
 
 /// A snapshot of the server's counters (the same figures `/metrics` exports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     /// Sessions open now.
     pub sessions_active: u64,
@@ -273,11 +294,13 @@ impl Default for Stats {
             broker_messages: Family::default(),
             broker_errors: Family::default(),
             broker_reconnects: Counter::default(),
+            presence_announcements: Family::default(),
             broker_subscriptions: Gauge::default(),
             broker_lag: latency_histogram(),
             jwks_fetches: Family::default(),
             jwks_keys: Family::default(),
             broker_rejected: Family::default(),
+            api_requests: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -362,6 +385,11 @@ impl Default for Stats {
         registry.register("broker_errors", "Cluster broker failures, by operation", stats.broker_errors.clone());
         registry.register("broker_reconnects", "Reconnections to the cluster broker", stats.broker_reconnects.clone());
         registry.register(
+            "presence_announcements",
+            "Join and leave frames this node announced (a user's first session in, last one out)",
+            stats.presence_announcements.clone(),
+        );
+        registry.register(
             "broker_subscriptions",
             "Channels this node is subscribed to at the broker",
             stats.broker_subscriptions.clone(),
@@ -385,6 +413,11 @@ impl Default for Stats {
             "broker_rejected",
             "Broker messages and persisted entries dropped as unsigned, badly signed, stale, replayed or malformed",
             stats.broker_rejected.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Server API calls, by operation and result (ok or the error code name)",
+            stats.api_requests.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -516,8 +549,16 @@ impl Stats {
     pub(crate) fn record_broker_error(&self, op: &'static str) {
         self.broker_errors.get_or_create(&OpLabel { op }).inc();
     }
+    /// One server API call; both labels come from fixed sets (operations, code names).
+    pub(crate) fn record_api_request(&self, operation: &'static str, result: &'static str) {
+        self.api_requests.get_or_create(&ApiRequestLabels { operation, result }).inc();
+    }
+
     pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {
         self.broker_rejected.get_or_create(&BrokerRejectedLabels { kind, reason }).inc();
+    }
+    pub(crate) fn record_presence_announcement(&self, kind: &'static str) {
+        self.presence_announcements.get_or_create(&KindLabel { kind }).inc();
     }
     pub(crate) fn record_broker_reconnect(&self) {
         self.broker_reconnects.inc();

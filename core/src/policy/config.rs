@@ -87,6 +87,24 @@ pub struct ChannelRule {
     /// no `from` (frames are unchanged).
     #[serde(default)]
     pub publisher: Option<PublisherStamp>,
+    /// Track who is subscribed to each matching channel (docs/PROTOCOL.md, "Presence"): every
+    /// subscriber is a member, counted per user. Default false.
+    #[serde(default)]
+    pub presence: bool,
+    /// Who may read a channel's presence with the `presence` and `presence_stats` actions; absent
+    /// (the default): nobody, because presence reveals who is online. Requires `presence = true`.
+    #[serde(default)]
+    pub presence_access: Option<Requirement>,
+    /// Token claims that `presence` replies and `join` frames reveal for each member (string
+    /// names, e.g. `["name"]`). Default none: members are shown by subject only. Requires
+    /// `presence = true`.
+    #[serde(default)]
+    pub presence_claims: Vec<String>,
+    /// Send `join` and `leave` frames to every subscriber of a matching channel when a user's
+    /// first session subscribes and when their last one leaves. Every subscriber then learns who
+    /// joins, whatever `presence_access` says. Requires `presence = true`. Default false.
+    #[serde(default)]
+    pub join_leave: bool,
 }
 
 /// One `[[rpc]]` method. Methods that are not declared are refused before any host code runs.
@@ -121,12 +139,42 @@ fn validate_stamp(stamp: &PublisherStamp, at: &str, problems: &mut Problems) {
     }
 }
 
+/// The presence keys only mean something with `presence = true`; claim names must be usable.
+fn validate_presence(rule: &ChannelRule, at: &str, problems: &mut Problems) {
+    if !rule.presence {
+        let given = [
+            ("presence_access", rule.presence_access.is_some()),
+            ("presence_claims", !rule.presence_claims.is_empty()),
+            ("join_leave", rule.join_leave),
+        ];
+        for (key, _) in given.iter().filter(|(_, is_given)| *is_given) {
+            problems.push(format!("{at}.{key}"), "requires `presence = true`");
+        }
+    }
+    if rule.presence && rule.subscribe.is_none() {
+        problems.push(format!("{at}.presence"), "has no members: the rule allows no `subscribe`");
+    }
+    for (i, claim) in rule.presence_claims.iter().enumerate() {
+        if claim.is_empty() || claim.len() > 64 {
+            problems.push(format!("{at}.presence_claims[{i}]"), "must be 1-64 bytes");
+        }
+        if rule.presence_claims[..i].contains(claim) {
+            problems.push(format!("{at}.presence_claims[{i}]"), format!("{claim:?} is listed twice"));
+        }
+    }
+}
+
 pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut Problems) {
     for (i, rule) in channels.iter().enumerate() {
         let at = format!("channels[{i}]");
         match ChannelPattern::parse(&rule.pattern) {
             Ok(pattern) => {
-                for (action, req) in [("subscribe", &rule.subscribe), ("publish", &rule.publish)] {
+                let requirements = [
+                    ("subscribe", &rule.subscribe),
+                    ("publish", &rule.publish),
+                    ("presence_access", &rule.presence_access),
+                ];
+                for (action, req) in requirements {
                     for (claim, value) in req.iter().flat_map(|r| r.claims.iter()) {
                         if let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}'))
                             && !pattern.has_capture(name)
@@ -153,6 +201,7 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
         if let Some(stamp) = &rule.publisher {
             validate_stamp(stamp, &format!("{at}.publisher.claims"), problems);
         }
+        validate_presence(rule, &at, problems);
     }
     for (i, rule) in rpc.iter().enumerate() {
         if rule.method.is_empty() || rule.method.len() > 128 || !rule.method.bytes().all(|b| b.is_ascii_graphic()) {

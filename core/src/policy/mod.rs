@@ -63,6 +63,18 @@ pub(crate) struct Rule {
     pub(crate) slow_consumer: SlowConsumerPolicy,
     /// `publisher`: the claims stamped besides `sub`; None when the rule does not stamp.
     publisher: Option<Arc<[String]>>,
+    /// `presence = true`: what the rule says about its members.
+    pub(crate) presence: Option<PresenceRule>,
+}
+
+/// A rule's presence settings (`presence = true`).
+pub(crate) struct PresenceRule {
+    /// `presence_access`; None: no client may read presence.
+    access: Option<Requirement>,
+    /// `presence_claims`: the claims members reveal.
+    pub(crate) claims: Arc<[String]>,
+    /// `join_leave`.
+    pub(crate) join_leave: bool,
 }
 
 impl Rule {
@@ -146,6 +158,11 @@ impl Policy {
                 publish_rate: rule.publish_per_sec.map(|r| KeyedRate::new(Rate::with_double_burst(r))),
                 slow_consumer: rule.slow_consumer,
                 publisher: rule.publisher.as_ref().map(|p| Arc::from(p.claims.as_slice())),
+                presence: rule.presence.then(|| PresenceRule {
+                    access: rule.presence_access.clone(),
+                    claims: rule.presence_claims.clone().into(),
+                    join_leave: rule.join_leave,
+                }),
             });
         }
         for (i, method) in rpc.iter().enumerate() {
@@ -194,6 +211,39 @@ impl Policy {
         let rule = self.rules.iter().find(|r| r.pattern.matches(channel).is_some())?;
         rule.publisher.as_ref()?;
         Some(serde_json::json!({ "server": true }))
+    }
+
+    /// Decides whether `identity` may read the presence of `channel` (the `presence` and
+    /// `presence_stats` actions): the matching rule must track presence and list
+    /// `presence_access`, and the identity must meet it. Enforced even in a dry-run rule
+    /// (`enforce = false`): presence reveals who is online, so it is never opened by a dry run.
+    pub(crate) fn decide_presence(&self, identity: &Identity, channel: &str) -> Verdict<'_> {
+        let Some((rule, captures)) = self.rules.iter().find_map(|r| r.pattern.matches(channel).map(|c| (r, c))) else {
+            return Verdict::Deny { rule: None, reason: DenyReason::NoRule };
+        };
+        let access = rule.presence.as_ref().and_then(|p| p.access.as_ref());
+        let outcome = match access {
+            None => Err(DenyReason::ActionNotListed),
+            Some(req) => check(req, identity, &captures),
+        };
+        match outcome {
+            Ok(()) => Verdict::Allow(rule),
+            Err(reason) => Verdict::Deny { rule: Some(rule), reason },
+        }
+    }
+
+    /// The presence settings of the rule `channel` matches, if it tracks presence.
+    pub(crate) fn presence_rule(&self, channel: &str) -> Option<&PresenceRule> {
+        self.rules.iter().find(|r| r.pattern.matches(channel).is_some()).and_then(|r| r.presence.as_ref())
+    }
+
+    /// The slow-consumer policy of the first rule whose pattern matches `channel`, for a
+    /// server-made subscription (which no rule decides); `disconnect` when no rule matches.
+    pub(crate) fn slow_consumer_for(&self, channel: &str) -> SlowConsumerPolicy {
+        self.rules
+            .iter()
+            .find(|r| r.pattern.matches(channel).is_some())
+            .map_or(SlowConsumerPolicy::Disconnect, |r| r.slow_consumer)
     }
 
     /// The rule ids, in order.
@@ -330,6 +380,43 @@ mod tests {
         assert_eq!(p.server_stamp("chat:1"), Some(serde_json::json!({"server": true})));
         assert_eq!(p.server_stamp("plain"), None);
         assert_eq!(p.server_stamp("nothing"), None);
+    }
+
+    #[test]
+    fn presence_is_denied_unless_the_rule_grants_it() {
+        let p = policy(
+            r#"
+            [[channels]]
+            pattern = "room:{room}"
+            subscribe = {}
+            presence = true
+            presence_access = { claims = { room = "{room}" } }
+            [[channels]]
+            pattern = "hidden:{room}"
+            subscribe = {}
+            presence = true
+            [[channels]]
+            pattern = "plain"
+            subscribe = {}
+        "#,
+        );
+        let member = identity(&[], &[], serde_json::json!({"room": "a"}));
+        assert!(is_allowed(p.decide_presence(&member, "room:a")));
+        assert!(matches!(
+            p.decide_presence(&member, "room:b"),
+            Verdict::Deny { reason: DenyReason::ClaimMismatch, .. }
+        ));
+        assert!(matches!(
+            p.decide_presence(&member, "hidden:a"),
+            Verdict::Deny { reason: DenyReason::ActionNotListed, .. }
+        ));
+        assert!(matches!(
+            p.decide_presence(&member, "plain"),
+            Verdict::Deny { reason: DenyReason::ActionNotListed, .. }
+        ));
+        assert!(matches!(p.decide_presence(&member, "other"), Verdict::Deny { reason: DenyReason::NoRule, .. }));
+        assert!(p.presence_rule("hidden:a").is_some());
+        assert!(p.presence_rule("plain").is_none());
     }
 
     #[test]

@@ -28,6 +28,9 @@ impl ReplyError {
     }
 }
 
+/// Longest `after` cursor of a `presence` request (a subject from a previous page).
+const MAX_AFTER_BYTES: usize = 1024;
+
 /// Decodes and validates one text frame.
 pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyError> {
     let frame = parse(text)?;
@@ -45,6 +48,15 @@ pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyEr
                 return Err(ReplyError::new(id, ErrorCode::InvalidFrame, "method must be 1-128 printable ASCII bytes"));
             }
             check_payload(id, payload, max_payload_depth)?;
+        }
+        ClientFrame::Presence { channel, after, .. } => {
+            validate_channel(channel).map_err(|m| ReplyError::new(id, ErrorCode::InvalidChannel, m))?;
+            if after.as_ref().is_some_and(|a| a.len() > MAX_AFTER_BYTES) {
+                return Err(ReplyError::new(id, ErrorCode::InvalidFrame, "`after` is longer than 1024 bytes"));
+            }
+        }
+        ClientFrame::PresenceStats { channel, .. } => {
+            validate_channel(channel).map_err(|m| ReplyError::new(id, ErrorCode::InvalidChannel, m))?;
         }
         ClientFrame::Ping { .. } | ClientFrame::Refresh { .. } => {}
     }

@@ -75,7 +75,34 @@ pub enum ClientFrame {
         /// The arguments: a JSON object (default `{}`).
         payload: Value,
     },
+    /// Who is subscribed to a channel now (a page of members, by subject).
+    Presence {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
+        /// The channel.
+        channel: String,
+        /// Members per page, 1 to [`MAX_PRESENCE_LIMIT`] (default [`DEFAULT_PRESENCE_LIMIT`]).
+        limit: usize,
+        /// Start after this subject (the previous page's `next`).
+        after: Option<String>,
+    },
+    /// How many users and sessions are subscribed to a channel now.
+    PresenceStats {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
+        /// The channel.
+        channel: String,
+    },
 }
+
+/// Members in one `presence` reply when the request gives no `limit`.
+pub const DEFAULT_PRESENCE_LIMIT: usize = 100;
+/// The largest `limit` a `presence` request may ask for.
+pub const MAX_PRESENCE_LIMIT: usize = 1000;
 
 /// The actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,12 +113,23 @@ enum Action {
     Ping,
     Refresh,
     Rpc,
+    Presence,
+    PresenceStats,
 }
 
 impl Action {
-    const NAMES: [&'static str; 6] = ["subscribe", "unsubscribe", "publish", "ping", "refresh", "rpc"];
-    const ALL: [Action; 6] =
-        [Action::Subscribe, Action::Unsubscribe, Action::Publish, Action::Ping, Action::Refresh, Action::Rpc];
+    const NAMES: [&'static str; 8] =
+        ["subscribe", "unsubscribe", "publish", "ping", "refresh", "rpc", "presence", "presence_stats"];
+    const ALL: [Action; 8] = [
+        Action::Subscribe,
+        Action::Unsubscribe,
+        Action::Publish,
+        Action::Ping,
+        Action::Refresh,
+        Action::Rpc,
+        Action::Presence,
+        Action::PresenceStats,
+    ];
 
     fn name(self) -> &'static str {
         Action::NAMES[self as usize]
@@ -137,6 +175,10 @@ struct RawFrame {
     token: Option<String>,
     #[serde(default, deserialize_with = "present")]
     method: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    limit: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    after: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
@@ -157,7 +199,7 @@ impl TryFrom<RawFrame> for ClientFrame {
     type Error = FrameError;
 
     fn try_from(raw: RawFrame) -> Result<Self, FrameError> {
-        let RawFrame { action, id, seq, channel, payload, token, method } = raw;
+        let RawFrame { action, id, seq, channel, payload, token, method, limit, after } = raw;
         let Some(action) = action else { return Err(FrameError("missing field `action`".into())) };
         let name = action.name();
         // Whether this action takes a field.
@@ -167,12 +209,16 @@ impl TryFrom<RawFrame> for ClientFrame {
             Action::Ping => false,
             Action::Refresh => field == "token",
             Action::Rpc => field == "method" || field == "payload",
+            Action::Presence => matches!(field, "channel" | "limit" | "after"),
+            Action::PresenceStats => field == "channel",
         };
         let given = [
             ("channel", channel.is_some()),
             ("payload", payload.is_some()),
             ("token", token.is_some()),
             ("method", method.is_some()),
+            ("limit", limit.is_some()),
+            ("after", after.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(field, is_given)| *is_given && !takes(field)) {
             return Err(FrameError(format!("unknown field `{field}` for action `{name}`")));
@@ -199,6 +245,22 @@ impl TryFrom<RawFrame> for ClientFrame {
                 method: method.ok_or_else(|| missing("method"))?,
                 payload: payload.unwrap_or_else(empty_object),
             },
+            Action::Presence => ClientFrame::Presence {
+                id,
+                seq,
+                channel: channel.ok_or_else(|| missing("channel"))?,
+                limit: match limit {
+                    None => DEFAULT_PRESENCE_LIMIT,
+                    Some(n) if (1..=MAX_PRESENCE_LIMIT as u64).contains(&n) => n as usize,
+                    Some(_) => {
+                        return Err(FrameError(format!("`limit` must be 1 to {MAX_PRESENCE_LIMIT}")));
+                    }
+                },
+                after,
+            },
+            Action::PresenceStats => {
+                ClientFrame::PresenceStats { id, seq, channel: channel.ok_or_else(|| missing("channel"))? }
+            }
         })
     }
 }
@@ -212,7 +274,9 @@ impl ClientFrame {
             | ClientFrame::Publish { id, .. }
             | ClientFrame::Ping { id, .. }
             | ClientFrame::Refresh { id, .. }
-            | ClientFrame::Rpc { id, .. } => *id,
+            | ClientFrame::Rpc { id, .. }
+            | ClientFrame::Presence { id, .. }
+            | ClientFrame::PresenceStats { id, .. } => *id,
         }
     }
 
@@ -225,6 +289,8 @@ impl ClientFrame {
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::Refresh { .. } => "refresh",
             ClientFrame::Rpc { .. } => "rpc",
+            ClientFrame::Presence { .. } => "presence",
+            ClientFrame::PresenceStats { .. } => "presence_stats",
         }
     }
 
@@ -236,7 +302,9 @@ impl ClientFrame {
             | ClientFrame::Publish { seq, .. }
             | ClientFrame::Ping { seq, .. }
             | ClientFrame::Refresh { seq, .. }
-            | ClientFrame::Rpc { seq, .. } => *seq,
+            | ClientFrame::Rpc { seq, .. }
+            | ClientFrame::Presence { seq, .. }
+            | ClientFrame::PresenceStats { seq, .. } => *seq,
         }
     }
 }
@@ -288,12 +356,27 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
     },
-    /// The server dropped a subscription (after a refresh, the new token no longer allows it).
+    /// The server dropped a subscription: `forbidden` (after a refresh or a reload the rules no
+    /// longer allow it) or `server` (the host or an operator unsubscribed the session).
     Unsubscribed {
         /// The channel.
         channel: &'a str,
         /// Stable reason name.
         reason: &'static str,
+    },
+    /// The host or an operator subscribed the session to `channel` (`ServerHandle::subscribe`);
+    /// its messages follow this frame.
+    Subscribed {
+        /// The channel.
+        channel: &'a str,
+        /// Who made the subscription: always `server` (a client's own subscribe gets an `ack`).
+        by: &'static str,
+    },
+    /// A message from the host or an operator to this session, outside any channel
+    /// (`ServerHandle::send`).
+    Push {
+        /// The message body (a JSON object).
+        payload: &'a Value,
     },
     /// Answer to `ping`.
     Pong {
@@ -308,6 +391,49 @@ pub enum ServerFrame<'a> {
         id: Option<u64>,
         /// What the handler returned.
         payload: &'a Value,
+    },
+    /// A user's first session subscribed to a channel whose rule has `join_leave = true`.
+    Join {
+        /// The channel.
+        channel: &'a str,
+        /// The user's subject.
+        user: &'a str,
+        /// The claims the rule's `presence_claims` lists that the user's token carries (absent
+        /// when the rule lists none).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        claims: Option<&'a Map<String, Value>>,
+    },
+    /// A user's last session left a channel whose rule has `join_leave = true`.
+    Leave {
+        /// The channel.
+        channel: &'a str,
+        /// The user's subject.
+        user: &'a str,
+    },
+    /// Answer to `presence`: one page of members, ordered by subject.
+    Presence {
+        /// The request's id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The channel.
+        channel: &'a str,
+        /// The members of this page.
+        members: &'a [crate::presence::Member],
+        /// Present when more members follow: pass it as `after` to get the next page.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<&'a str>,
+    },
+    /// Answer to `presence_stats`.
+    PresenceStats {
+        /// The request's id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The channel.
+        channel: &'a str,
+        /// Distinct users subscribed.
+        users: u64,
+        /// Sessions subscribed (a user with two sessions counts twice).
+        clients: u64,
     },
 }
 

@@ -14,8 +14,14 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
+use crate::presence::{PresencePage, PresenceStats};
+use crate::protocol::MAX_PRESENCE_LIMIT;
 use crate::protocol::{is_within_depth, validate_channel};
 use crate::session::{Disconnect, Signal};
+
+fn presence_unavailable() -> Error {
+    Error::Refused { code: ErrorCode::PresenceUnavailable, message: "the presence store is unreachable".into() }
+}
 
 /// Controls a running server. Cheap to clone; every method may be called from any thread.
 #[derive(Clone)]
@@ -26,6 +32,10 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         ServerHandle { shared }
+    }
+
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The bound address.
@@ -49,6 +59,53 @@ impl ServerHandle {
     /// `not_running`, `broker_unavailable` (the broker is unreachable: delivered on this node
     /// only).
     pub fn publish(&self, channel: &str, payload: &Value) -> Result<usize, Error> {
+        self.check_publication(channel, payload)?;
+        self.publish_checked(channel, payload).detach().map_err(|(why, queued)| Error::Refused {
+            code: why.code(),
+            message: format!("{why}: queued for {queued} session(s) on this node only"),
+        })
+    }
+
+    /// Publishes one `payload` to each of `channels` (as [`ServerHandle::publish`] does for one),
+    /// checked as a whole first: one invalid channel, or an invalid payload, and nothing is
+    /// published. Returns how many sessions it was queued for on this node, over all channels.
+    ///
+    /// Errors: those of `publish`; `broker_unavailable` only after every channel was published
+    /// on this node.
+    pub fn broadcast(&self, channels: &[String], payload: &Value) -> Result<usize, Error> {
+        for channel in channels {
+            self.check_publication(channel, payload)?;
+        }
+        let mut queued = 0;
+        let mut broker_error = None;
+        for channel in channels {
+            match self.publish_checked(channel, payload).detach() {
+                Ok(n) => queued += n,
+                Err((why, n)) => {
+                    queued += n;
+                    broker_error.get_or_insert(why);
+                }
+            }
+        }
+        match broker_error {
+            None => Ok(queued),
+            Some(why) => Err(Error::Refused {
+                code: why.code(),
+                message: format!("{why}: queued for {queued} session(s) on this node only"),
+            }),
+        }
+    }
+
+    /// Publishes an already checked server-side publication, stamped `{"server":true}` where
+    /// the channel's rule stamps publishers.
+    fn publish_checked(&self, channel: &str, payload: &Value) -> crate::cluster::Publication {
+        let core = &self.shared.core;
+        let from = core.policy.load().server_stamp(channel);
+        core.cluster.publish(channel, payload, from.as_ref(), "server")
+    }
+
+    /// The checks every server-side publication passes before anything is sent.
+    fn check_publication(&self, channel: &str, payload: &Value) -> Result<(), Error> {
         let core = &self.shared.core;
         if core.shutdown.is_cancelled() {
             return Err(Error::NotRunning);
@@ -64,13 +121,59 @@ impl ServerHandle {
         if !is_within_depth(object, self.shared.live.load().session_env.limits.max_payload_depth) {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
-        let from = core.policy.load().server_stamp(channel);
-        core.cluster.publish(channel, payload, from.as_ref(), "server").detach().map_err(|(why, queued)| {
-            Error::Refused {
-                code: why.code(),
-                message: format!("{why}: queued for {queued} session(s) on this node only"),
-            }
-        })
+        Ok(())
+    }
+
+    /// The server API's address (`[api]`), when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.shared.api_addr
+    }
+
+    /// The configuration file the server was built from (`ServerBuilder::config_file`), which
+    /// `reload` over the server API re-reads.
+    pub fn config_file(&self) -> Option<std::path::PathBuf> {
+        self.shared.config_file.clone()
+    }
+
+    /// Up to `limit` (1 to 1000) members of `channel` whose subject sorts after `after`, ordered
+    /// by subject, with their session counts and the claims the channel rule's
+    /// `presence_claims` lists: what a client's `presence` action gets, cluster-wide, without
+    /// the rule's `presence_access` (the host is trusted). Page on with the returned `next`.
+    ///
+    /// Errors: `invalid_channel`, `invalid_argument` (limit out of range), `presence_not_tracked`
+    /// (the channel's rule has no `presence = true`), `presence_unavailable` (the cluster's Redis
+    /// is unreachable), `not_running`.
+    pub async fn presence(&self, channel: &str, limit: usize, after: Option<&str>) -> Result<PresencePage, Error> {
+        self.presence_checks(channel)?;
+        if !(1..=MAX_PRESENCE_LIMIT).contains(&limit) {
+            return Err(Error::Refused {
+                code: ErrorCode::InvalidArgument,
+                message: format!("limit must be 1 to {MAX_PRESENCE_LIMIT}"),
+            });
+        }
+        self.shared.core.presence.members(channel, limit, after).await.map_err(|_| presence_unavailable())
+    }
+
+    /// How many users and sessions are subscribed to `channel` (what `presence_stats` answers),
+    /// cluster-wide. Errors as [`ServerHandle::presence`].
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, Error> {
+        self.presence_checks(channel)?;
+        self.shared.core.presence.stats(channel).await.map_err(|_| presence_unavailable())
+    }
+
+    fn presence_checks(&self, channel: &str) -> Result<(), Error> {
+        let core = &self.shared.core;
+        if core.shutdown.is_cancelled() {
+            return Err(Error::NotRunning);
+        }
+        validate_channel(channel).map_err(|m| Error::Refused { code: ErrorCode::InvalidChannel, message: m.into() })?;
+        if core.policy.load().presence_rule(channel).is_none() {
+            return Err(Error::Refused {
+                code: ErrorCode::PresenceNotTracked,
+                message: "no channel rule with `presence = true` matches this channel".into(),
+            });
+        }
+        Ok(())
     }
 
     /// A snapshot of the server's counters (the figures `/metrics` exports).
@@ -84,7 +187,8 @@ impl ServerHandle {
         self.shared.core.stats.encode()
     }
 
-    /// Closes one session with 4001. Errors: `unknown_session`.
+    /// Closes one session with 4001 (see [`ServerHandle::disconnect_with`] for a code and a
+    /// reason of the caller's, or a session on another node). Errors: `unknown_session`.
     pub fn disconnect_session(&self, session_id: u64) -> Result<(), Error> {
         if self.shared.core.registry.disconnect_session(session_id, Disconnect::DisconnectedByServer) {
             Ok(())

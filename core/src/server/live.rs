@@ -23,6 +23,7 @@ use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
+use crate::presence::Presence;
 use crate::session::{Registry, SessionEnv};
 
 /// What survives reloads.
@@ -31,6 +32,7 @@ pub(crate) struct Core {
     pub(crate) events: EventSink,
     pub(crate) hub: Arc<Hub>,
     pub(crate) cluster: Arc<Cluster>,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
@@ -122,6 +124,7 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
     check("tls", old.tls.is_some() != new.tls.is_some());
     check("observability", old.observability != new.observability);
     check("abuse", old.abuse != new.abuse);
+    check("api", old.api != new.api);
     check("hooks.event_queue_capacity", old.hooks.event_queue_capacity != new.hooks.event_queue_capacity);
     check("auth.jti_cache_capacity", old.auth.jti_cache_capacity != new.auth.jti_cache_capacity);
     check("cluster", old.cluster != new.cluster);
@@ -175,6 +178,7 @@ pub(crate) fn build_live(
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
         cluster: Arc::clone(&core.cluster),
+        presence: Arc::clone(&core.presence),
         stats: Arc::clone(&core.stats),
         events: core.events.clone(),
         hooks,

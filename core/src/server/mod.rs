@@ -6,12 +6,14 @@ mod connection;
 mod embedded;
 mod handle;
 mod live;
+mod ops;
 mod reload;
 mod settings;
 mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,6 +29,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{ServerConfig, TlsConfig};
 pub use embedded::EmbeddedServer;
 pub use handle::ServerHandle;
+pub use ops::{Applied, ChannelInfo, ChannelPage, MAX_PAGE_LIMIT, SessionInfo, SessionPage, Target};
 pub use reload::ReloadError;
 pub(crate) use settings::ServerSettings;
 
@@ -39,6 +42,7 @@ use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
 use crate::observe::{Event, EventSink, Stats};
+use crate::presence::Presence;
 use crate::session::{Registry, Signal};
 use live::{Compiled, Core, Live, build_live, compile};
 
@@ -65,6 +69,9 @@ pub(crate) struct Shared {
     next_session_id: AtomicU64,
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
+    /// The file `reload` over the server API re-reads (`ServerBuilder::config_file`).
+    config_file: Option<PathBuf>,
 }
 
 /// Builds a [`Server`] with hooks or host-supplied key material.
@@ -73,9 +80,26 @@ pub struct ServerBuilder {
     /// `None`: the host installed none (the core skips the hook calls and the event queue).
     hooks: Option<Arc<dyn Hooks>>,
     key_material: Option<KeyMaterial>,
+    api_key: Option<String>,
+    config_file: Option<PathBuf>,
 }
 
 impl ServerBuilder {
+    /// Uses this server API key instead of `api.key_env` (development mode's random key); it is
+    /// named `default` in the audit trail.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The configuration file the server was loaded from: `reload` over the server API re-reads
+    /// it (as the CLI's SIGHUP does). Without it the API answers `reload` with 409
+    /// `api_reload_unavailable`.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
     /// Installs the host's hooks. Without hooks the core's decisions stand (what [`NoHooks`]
     /// answers) and nothing is called: no hook time box, no `authorize` request, no event queue.
     pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
@@ -99,11 +123,11 @@ impl ServerBuilder {
     /// Errors: [`Error::Config`] listing every problem at once, [`Error::Io`] when an address
     /// cannot be bound.
     pub async fn bind(self) -> Result<Server, Error> {
-        let ServerBuilder { config, hooks, key_material } = self;
+        let ServerBuilder { config, hooks, key_material, api_key, config_file } = self;
         let has_host_hooks = hooks.is_some();
         let hooks = hooks.unwrap_or_else(|| Arc::new(NoHooks));
-        let Compiled { settings, verifier, tls, policy, cluster_secrets, broker_tls } =
-            compile(&config, key_material.as_ref())?;
+        let (compiled, api_settings) = compile_with_api(&config, key_material.as_ref(), api_key.as_deref())?;
+        let Compiled { settings, verifier, tls, policy, cluster_secrets, broker_tls } = compiled;
         let listener = listen(settings.server.listen)
             .map_err(|e| Error::io(format!("cannot listen on {}", config.server.listen), e))?;
         let local_addr = listener.local_addr().map_err(|e| Error::io("local address", e))?;
@@ -116,6 +140,15 @@ impl ServerBuilder {
             ),
         };
         let metrics_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let api_listener = match &api_settings {
+            None => None,
+            Some(api) => Some(
+                TcpListener::bind(api.listen)
+                    .await
+                    .map_err(|e| Error::io(format!("cannot listen on {} (api.listen)", api.listen), e))?,
+            ),
+        };
+        let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let stats = Arc::new(Stats::default());
         let event_hooks = HookRunner::new(
@@ -164,9 +197,11 @@ impl ServerBuilder {
         // The persisted revocations and bans (when Redis answers now; otherwise the node admits no
         // one until `serve` has loaded them, under `cluster.state_failure = "closed"`).
         cluster.restore_now().await;
+        let presence = Presence::new(&settings.cluster, Arc::clone(&cluster), Arc::clone(&stats));
         let core = Core {
             hub,
             cluster,
+            presence,
             registry: Arc::new(Registry::default()),
             capacity: Arc::new(Semaphore::new(settings.server.max_connections)),
             per_ip: ConnectionQuota::new(settings.limits.connections_per_ip),
@@ -202,7 +237,7 @@ impl ServerBuilder {
         }
         tracing::info!(
             target: "wsguard::server", %local_addr, tls = live.tls.is_some(), path = %config.server.path,
-            metrics = ?metrics_addr, "listening"
+            metrics = ?metrics_addr, api = ?api_addr, "listening"
         );
         let shared = Arc::new(Shared {
             core,
@@ -214,9 +249,23 @@ impl ServerBuilder {
             next_session_id: AtomicU64::new(1),
             local_addr,
             metrics_addr,
+            api_addr,
+            config_file,
             config: Mutex::new(config),
         });
-        Ok(Server { listener, admin, shared })
+        let api = api_settings.zip(api_listener).map(|(settings, listener)| {
+            let api = crate::api::Api::new(
+                ServerHandle::new(Arc::clone(&shared)),
+                settings,
+                shared.core.events.clone(),
+                Arc::clone(&shared.core.stats),
+            );
+            (listener, Arc::new(api))
+        });
+        // Weak: the cluster is part of the shared state and must not keep it alive.
+        let node_sessions: std::sync::Weak<Shared> = Arc::downgrade(&shared);
+        shared.core.cluster.set_node_sessions(node_sessions);
+        Ok(Server { listener, admin, api, shared })
     }
 }
 
@@ -224,20 +273,42 @@ impl ServerBuilder {
 /// secret in the environment, key, certificate and schema files. `wsguard check-config` calls
 /// this.
 pub fn check_config(config: &Config) -> Result<(), ConfigError> {
-    compile(config, None).map(|_| ())
+    compile_with_api(config, None, None).map(|_| ())
+}
+
+/// `compile` and the `[api]` section's keys and TLS files, every problem of both at once.
+fn compile_with_api(
+    config: &Config,
+    material: Option<&KeyMaterial>,
+    api_key: Option<&str>,
+) -> Result<(Compiled, Option<crate::api::ApiSettings>), ConfigError> {
+    let compiled = compile(config, material);
+    // The section's semantic problems are already in `compile`'s (config.settings()).
+    let api = if compiled.is_ok() || config.settings().is_ok() {
+        crate::api::ApiSettings::compile(&config.api, api_key)
+    } else {
+        Ok(None)
+    };
+    match (compiled, api) {
+        (Ok(compiled), Ok(api)) => Ok((compiled, api)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(ConfigError::new(a.code(), a.problems().iter().chain(b.problems()).cloned().collect())),
+    }
 }
 
 /// A bound server. Call [`Server::serve`] to run it; keep a [`ServerHandle`] to control it.
 pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
+    /// The server API's listener and state, when `[api]` is on.
+    api: Option<(TcpListener, Arc<crate::api::Api>)>,
     shared: Arc<Shared>,
 }
 
 impl Server {
     /// A builder for a server with hooks or host-supplied keys.
     pub fn builder(config: Config) -> ServerBuilder {
-        ServerBuilder { config, hooks: None, key_material: None }
+        ServerBuilder { config, hooks: None, key_material: None, api_key: None, config_file: None }
     }
 
     /// Binds a server without hooks.
@@ -255,6 +326,11 @@ impl Server {
         self.shared.metrics_addr
     }
 
+    /// The server API's address (`[api]`), when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.shared.api_addr
+    }
+
     /// A handle for publishing, stats, disconnects, revocation, bans, reload and shutdown.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle::new(Arc::clone(&self.shared))
@@ -263,7 +339,7 @@ impl Server {
     /// Accepts connections until [`ServerHandle::shutdown`], then closes every session with 1001
     /// and waits up to `server.shutdown_grace_secs` before dropping the rest.
     pub async fn serve(self) -> Result<(), Error> {
-        let Server { listener, admin, shared } = self;
+        let Server { listener, admin, api, shared } = self;
         let core = &shared.core;
         let tracker = TaskTracker::new();
         // The admin listener outlives the drain: `/readyz` answers 503 while sessions close.
@@ -278,7 +354,11 @@ impl Server {
                 admin_stop.clone(),
             ))
         });
+        // The server API stops taking calls when the drain starts (a call then would act on a
+        // server that is closing) and finishes the ones in flight.
+        let api_task = api.map(|(listener, api)| tokio::spawn(crate::api::serve(listener, api, core.shutdown.clone())));
         core.cluster.start();
+        tokio::spawn(Arc::clone(&core.presence).run(core.shutdown.clone()));
         let upkeep = tokio::spawn(upkeep(Arc::clone(&shared)));
         let relay = tokio::spawn(relay_signals(Arc::clone(&shared)));
         loop {
@@ -317,6 +397,9 @@ impl Server {
         relay.abort();
         core.cluster.stop().await;
         admin_stop.cancel();
+        if let Some(task) = api_task {
+            let _ = task.await;
+        }
         if let Some(task) = admin_task {
             let _ = task.await;
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::subscriptions::Origin;
 use super::{Disconnect, Outcome, Session};
 use crate::auth::{Identity, JtiRefusal, TokenError};
 use crate::error::ErrorCode;
@@ -127,24 +128,42 @@ impl Session {
         match frame {
             ClientFrame::Ping { .. } => Ok(vec![ServerFrame::Pong { id }.encode()]),
             ClientFrame::Subscribe { channel, .. } => {
-                if self.subscriptions.contains(&channel) {
+                if self.subscriptions.lock().contains(&channel) {
                     return Ok(vec![ServerFrame::Ack { id }.encode()]);
                 }
-                if self.subscriptions.len() >= self.env.limits.max_subscriptions {
+                if self.subscriptions.lock().len() >= self.env.limits.max_subscriptions {
                     return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
                 }
                 let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
-                self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                {
+                    // Checked again under the lock: a server-side subscribe may have come first.
+                    let mut subscriptions = self.subscriptions.lock();
+                    if !subscriptions.contains(&channel) {
+                        if subscriptions.len() >= self.env.limits.max_subscriptions {
+                            return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
+                        }
+                        self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                        subscriptions.insert(&channel, Origin::Client);
+                    }
+                }
                 // Acknowledged once the broker delivers the channel here (other nodes' messages).
                 self.env.cluster.subscribed(&channel).await;
-                self.subscriptions.insert(channel);
+                // A member once acknowledged (a `presence` read after the ack shows the session).
+                let policy = self.env.policy.load_full();
+                if let Some(rule) = policy.presence_rule(&channel) {
+                    self.env.presence.join(&channel, &self.identity, self.id, rule).await;
+                }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Unsubscribe { channel, .. } => {
-                if !self.subscriptions.remove(&channel) {
-                    return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
+                {
+                    let mut subscriptions = self.subscriptions.lock();
+                    if subscriptions.remove(&channel).is_none() {
+                        return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
+                    }
+                    self.env.hub.unsubscribe(&channel, self.id);
                 }
-                self.env.hub.unsubscribe(&channel, self.id);
+                self.env.presence.leave(&channel, &self.identity.subject, self.id).await;
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Publish { channel, payload, .. } => {
@@ -158,7 +177,51 @@ impl Session {
             }
             ClientFrame::Rpc { method, payload, .. } => self.rpc(id, method, payload).await,
             ClientFrame::Refresh { token, .. } => self.refresh(id, &token).await,
+            ClientFrame::Presence { channel, limit, after, .. } => {
+                self.authorize_presence(id, &channel)?;
+                let page = self
+                    .env
+                    .presence
+                    .members(&channel, limit, after.as_deref())
+                    .await
+                    .map_err(|_| refuse(id, ErrorCode::PresenceUnavailable, "the presence store is unreachable"))?;
+                let next = page.next.as_deref();
+                Ok(vec![ServerFrame::Presence { id, channel: &channel, members: &page.members, next }.encode()])
+            }
+            ClientFrame::PresenceStats { channel, .. } => {
+                self.authorize_presence(id, &channel)?;
+                let stats = self
+                    .env
+                    .presence
+                    .stats(&channel)
+                    .await
+                    .map_err(|_| refuse(id, ErrorCode::PresenceUnavailable, "the presence store is unreachable"))?;
+                let (users, clients) = (stats.users, stats.clients);
+                Ok(vec![ServerFrame::PresenceStats { id, channel: &channel, users, clients }.encode()])
+            }
         }
+    }
+
+    /// The rule's `presence_access` (always enforced, see `Policy::decide_presence`). The
+    /// `authorize` hook is not asked: it decides subscribe and publish only.
+    fn authorize_presence(&self, id: Option<u64>, channel: &str) -> Result<(), Refusal> {
+        let policy = self.env.policy.load();
+        let (rule, reason) = match policy.decide_presence(&self.identity, channel) {
+            Verdict::Allow(_) => return Ok(()),
+            Verdict::Deny { rule, reason } => (rule, reason),
+            Verdict::DryRunDeny { rule, reason } => (Some(rule), reason),
+        };
+        Err(Refusal {
+            error: ReplyError::new(id, ErrorCode::Forbidden, "not allowed to see presence on this channel"),
+            rule: Some(
+                rule.map_or_else(
+                    || format!("<none: {}>", reason.as_str()),
+                    |r| format!("{} ({})", r.id, reason.as_str()),
+                ),
+            ),
+            retry_after: None,
+            scope: None,
+        })
     }
 
     /// Policy (with the rule's payload schema and, for publishes, the channel rate), then the host's `authorize` hook,
@@ -254,24 +317,34 @@ impl Session {
         }
     }
 
-    /// In-band token refresh: verified like a handshake token, bound to the same subject and
-    /// session-bound claims; every subscription is re-authorized under the new identity.
-    /// Re-checks every subscription for `identity` under the current rules (after a refresh or a
+    /// Re-checks every client-made subscription for `identity` under the current rules (after a refresh or a
     /// reload); drops the ones no longer allowed and returns their `unsubscribed` frames.
     pub(crate) async fn reauthorize(&mut self, identity: &Arc<Identity>) -> Vec<Utf8Bytes> {
         let mut frames = Vec::new();
-        let mut channels: Vec<String> = self.subscriptions.iter().cloned().collect();
-        channels.sort();
+        // Server-made subscriptions are the trusted host's: no rule or hook re-checks them.
+        let channels = self.subscriptions.lock().client_made();
         for channel in channels {
             if self.authorize(None, identity, ChannelAction::Subscribe, &channel, None).await.is_err() {
-                self.env.hub.unsubscribe(&channel, self.id);
-                self.subscriptions.remove(&channel);
-                frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
+                // Gone already (a server-side unsubscribe while the hook ran): nothing to tell.
+                let is_removed = {
+                    let mut subscriptions = self.subscriptions.lock();
+                    let is_removed = subscriptions.remove(&channel).is_some();
+                    if is_removed {
+                        self.env.hub.unsubscribe(&channel, self.id);
+                    }
+                    is_removed
+                };
+                if is_removed {
+                    self.env.presence.leave(&channel, &identity.subject, self.id).await;
+                    frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
+                }
             }
         }
         frames
     }
 
+    /// In-band token refresh: verified like a handshake token, bound to the same subject and
+    /// session-bound claims; every subscription is re-authorized under the new identity.
     async fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<Vec<Utf8Bytes>, Refusal> {
         let verifier = self.env.verifier.load_full();
         let identity = verifier.verify_fetching(token).await.map_err(|e| refuse(id, e.code(), e.to_string()))?;

@@ -10,6 +10,7 @@ mod inbound;
 mod outbound;
 mod registry;
 mod state;
+mod subscriptions;
 mod timers;
 
 use std::future::{Future, poll_fn};
@@ -21,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use registry::{Registry, Signal};
+pub(crate) use registry::{Local, Reach, Registry, Signal};
 pub(crate) use state::Session;
 use timers::Due;
 
@@ -32,6 +33,7 @@ use crate::hub::Hub;
 use crate::limits::{Bans, LimitsSettings, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
+use crate::presence::Presence;
 use crate::protocol::ProtocolConfig;
 use crate::transport::{Connection, Gate};
 pub use crate::transport::{Disconnect, Reconnect};
@@ -40,6 +42,7 @@ pub use crate::transport::{Disconnect, Reconnect};
 pub(crate) struct SessionEnv {
     pub(crate) hub: Arc<Hub>,
     pub(crate) cluster: Arc<Cluster>,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,
@@ -166,19 +169,27 @@ where
         };
 
         session.leave();
+        let reason = control.close_reason();
         // Boxed: rare, and inline it would be the largest state of the session's future.
-        Box::pin(end(conn, session, held, disconnect)).await;
+        Box::pin(end(conn, session, held, disconnect, reason)).await;
     }
 }
 
 /// The end of a session, after it left the hub and the registry: the close frame, the release
 /// of what the handshake held, the report, and then the lingering close on the bare socket, which
 /// therefore holds no quota slot, permit or session state (the transport's `linger.rs`).
-async fn end<S>(conn: Connection<S>, session: Session, held: Box<dyn Send>, disconnect: Disconnect)
-where
+async fn end<S>(
+    conn: Connection<S>,
+    session: Session,
+    held: Box<dyn Send>,
+    disconnect: Disconnect,
+    reason: Option<Arc<str>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let linger = conn.close(disconnect).await;
+    // Only an operator's request carries a reason, and only the request that ended the session.
+    let reason = reason.filter(|_| matches!(disconnect, Disconnect::ClosedWithCode(_)));
+    let linger = conn.close(disconnect, reason.as_deref()).await;
     drop(held);
     session.report_closed(disconnect);
     let stats = Arc::clone(&session.env.stats);

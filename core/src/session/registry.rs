@@ -1,13 +1,22 @@
-//! Live sessions by id, so the server side can disconnect a session or every session of a user.
+//! Live sessions by id, so the server side can reach a session or every session of a user:
+//! disconnect it, send it a frame, subscribe or unsubscribe it, list it. Ordered by id, so a
+//! listing pages by the last id it returned.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Disconnect;
+use super::subscriptions::{Origin, SharedSubscriptions};
 use crate::auth::Identity;
+use crate::hub::{Hub, Outbox, Push};
+use crate::observe::Stats;
+use crate::policy::SlowConsumerPolicy;
+use crate::protocol::ServerFrame;
 
 /// A server-wide change every session must look at, relayed to each session's control by
 /// [`Registry::signal_all`] (one wait per session instead of one per source).
@@ -41,7 +50,8 @@ impl Wake {
 /// signals.
 #[derive(Debug, Default)]
 pub(crate) struct SessionControl {
-    requested: Mutex<Option<Disconnect>>,
+    /// The request to end the session, with the operator's close reason when there is one.
+    requested: Mutex<Option<(Disconnect, Option<Arc<str>>)>>,
     signals: AtomicU8,
     notify: Notify,
 }
@@ -49,11 +59,22 @@ pub(crate) struct SessionControl {
 impl SessionControl {
     /// Asks the session to end; the first request wins.
     pub(crate) fn request(&self, disconnect: Disconnect) {
+        self.request_with_reason(disconnect, None);
+    }
+
+    /// Asks the session to end with a close reason of the caller's (checked by
+    /// `host::close_reason`); the first request wins.
+    pub(crate) fn request_with_reason(&self, disconnect: Disconnect, reason: Option<Arc<str>>) {
         let mut requested = self.requested.lock().unwrap_or_else(PoisonError::into_inner);
         if requested.is_none() {
-            *requested = Some(disconnect);
+            *requested = Some((disconnect, reason));
             self.notify.notify_one();
         }
+    }
+
+    /// The close reason of the pending request, when its caller gave one.
+    pub(crate) fn close_reason(&self) -> Option<Arc<str>> {
+        self.requested.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|(_, r)| r.clone())
     }
 
     /// Tells the session about a server-wide change.
@@ -67,7 +88,7 @@ impl SessionControl {
         loop {
             let notified = self.notify.notified();
             let signals = self.signals.swap(0, Ordering::AcqRel);
-            let requested = *self.requested.lock().unwrap_or_else(PoisonError::into_inner);
+            let requested = self.requested.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(d, _)| *d);
             if requested.is_some() || signals != 0 {
                 return Wake { requested, signals };
             }
@@ -77,23 +98,171 @@ impl SessionControl {
 }
 
 struct Entry {
+    id: u64,
     /// The session's identity, shared (its subject names the user).
     identity: Arc<Identity>,
     control: Arc<SessionControl>,
+    client_ip: IpAddr,
+    /// When the session was registered, in milliseconds since the Unix epoch.
+    connected_at_ms: u64,
+    outbox: Outbox,
+    subscriptions: SharedSubscriptions,
+}
+
+/// What a session shows the registry when it registers.
+pub(crate) struct Registration<'a> {
+    pub(crate) id: u64,
+    pub(crate) identity: &'a Arc<Identity>,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) outbox: &'a Outbox,
+    pub(crate) subscriptions: &'a SharedSubscriptions,
+}
+
+/// The sessions a server-side operation reaches on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Local<'a> {
+    /// One session, by id.
+    Session(u64),
+    /// Every session of a user (`sub`).
+    User(&'a str),
+}
+
+/// What a server-side operation did on this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reach {
+    /// Sessions that matched the target.
+    pub(crate) matched: usize,
+    /// Sessions the operation changed or reached.
+    pub(crate) changed: usize,
+    /// Subscribe: sessions skipped because they hold `limits.max_subscriptions` subscriptions.
+    pub(crate) at_limit: usize,
+}
+
+/// One session as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) id: u64,
+    pub(crate) user: String,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) connected_at_ms: u64,
+    pub(crate) subscriptions: Vec<String>,
 }
 
 /// Every live session.
 #[derive(Default)]
 pub(crate) struct Registry {
-    sessions: Mutex<HashMap<u64, Entry>>,
+    sessions: Mutex<BTreeMap<u64, Entry>>,
 }
 
 impl Registry {
-    pub(crate) fn register(&self, id: u64, identity: &Arc<Identity>) -> Arc<SessionControl> {
+    pub(crate) fn register(&self, session: Registration<'_>) -> Arc<SessionControl> {
         let control = Arc::new(SessionControl::default());
-        let entry = Entry { identity: Arc::clone(identity), control: Arc::clone(&control) };
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
+        let entry = Entry {
+            id: session.id,
+            identity: Arc::clone(session.identity),
+            control: Arc::clone(&control),
+            client_ip: session.client_ip,
+            connected_at_ms: crate::cluster::now_ms(),
+            outbox: session.outbox.clone(),
+            subscriptions: session.subscriptions.clone(),
+        };
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(session.id, entry);
         control
+    }
+
+    /// Runs `f` on every session `target` names (ids in order); how many it ran on.
+    fn each(&self, target: Local<'_>, f: impl FnMut(&Entry)) -> usize {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        match target {
+            Local::Session(id) => sessions.get(&id).map(f).is_some() as usize,
+            Local::User(user) => sessions.values().filter(|e| e.identity.subject == user).map(f).count(),
+        }
+    }
+
+    /// Queues `frame` (encoded once by the caller) in the outbox of every session of `target`,
+    /// like a delivery: a full outbox makes the session a slow consumer.
+    pub(crate) fn send(&self, target: Local<'_>, frame: &Utf8Bytes, stats: &Stats) -> Reach {
+        let mut reach = Reach::default();
+        reach.matched = self.each(target, |entry| match entry.outbox.push_direct(frame) {
+            Push::Queued | Push::Lossy(_) => reach.changed += 1,
+            Push::Overflowed => stats.record_slow_consumer(),
+            Push::Gone => {}
+        });
+        reach
+    }
+
+    /// Removes `channel` from every session of `target`, whoever made the subscription, and
+    /// queues an `unsubscribed` frame with the reason `server` for each.
+    pub(crate) fn unsubscribe(&self, target: Local<'_>, channel: &str, hub: &Hub) -> Reach {
+        let frame = ServerFrame::Unsubscribed { channel, reason: "server" }.encode();
+        let mut reach = Reach::default();
+        reach.matched = self.each(target, |entry| {
+            let mut subscriptions = entry.subscriptions.lock();
+            if subscriptions.remove(channel).is_some() {
+                hub.unsubscribe(channel, entry.id);
+                // After the hub change: no message of the channel can follow the notice.
+                entry.outbox.push_direct(&frame);
+                reach.changed += 1;
+            }
+        });
+        reach
+    }
+
+    /// Up to `limit` sessions with an id above `after` (of `user` only, when given), in id order.
+    pub(crate) fn list(&self, user: Option<&str>, after: Option<u64>, limit: usize) -> Vec<Listed> {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        sessions
+            .range((start, std::ops::Bound::Unbounded))
+            .filter(|(_, e)| user.is_none_or(|u| e.identity.subject == u))
+            .take(limit)
+            .map(|(id, e)| Listed {
+                id: *id,
+                user: e.identity.subject.clone(),
+                client_ip: e.client_ip,
+                connected_at_ms: e.connected_at_ms,
+                subscriptions: e.subscriptions.lock().names(),
+            })
+            .collect()
+    }
+
+    /// Ends every session of `target` with `disconnect` and the caller's close reason.
+    pub(crate) fn disconnect(&self, target: Local<'_>, disconnect: Disconnect, reason: Option<&Arc<str>>) -> Reach {
+        let matched = self.each(target, |e| e.control.request_with_reason(disconnect, reason.cloned()));
+        Reach { matched, changed: matched, at_limit: 0 }
+    }
+
+    /// Subscribes every session of `target` to `channel` as a server-made subscription (see
+    /// `Origin::Server`): the `subscribed` frame is queued first, so the client sees it before
+    /// the channel's messages. A session already subscribed is left as it is; one holding
+    /// `max_subscriptions` subscriptions is skipped.
+    pub(crate) fn subscribe(
+        &self,
+        target: Local<'_>,
+        channel: &str,
+        policy: SlowConsumerPolicy,
+        max_subscriptions: usize,
+        hub: &Hub,
+    ) -> Reach {
+        let frame = ServerFrame::Subscribed { channel, by: "server" }.encode();
+        let mut reach = Reach::default();
+        reach.matched = self.each(target, |entry| {
+            let mut subscriptions = entry.subscriptions.lock();
+            if subscriptions.is_closed() || subscriptions.contains(channel) {
+                return;
+            }
+            if subscriptions.len() >= max_subscriptions {
+                reach.at_limit += 1;
+                return;
+            }
+            if matches!(entry.outbox.push_direct(&frame), Push::Overflowed | Push::Gone) {
+                return;
+            }
+            hub.subscribe(channel, entry.id, &entry.outbox, policy);
+            subscriptions.insert(channel, Origin::Server);
+            reach.changed += 1;
+        });
+        reach
     }
 
     /// Replaces a session's identity after an in-band refresh (same subject).
@@ -150,7 +319,15 @@ mod tests {
     fn signals_are_taken_once_requests_stay_and_a_refresh_releases_the_old_identity() {
         let registry = Registry::default();
         let old = identity("alice");
-        let control = registry.register(7, &old);
+        let outbox = Outbox::new(8, 1024, Arc::new(Stats::default()));
+        let subscriptions = SharedSubscriptions::default();
+        let control = registry.register(Registration {
+            id: 7,
+            identity: &old,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            outbox: &outbox,
+            subscriptions: &subscriptions,
+        });
         assert!(control.wait().now_or_never().is_none());
         registry.signal_all(Signal::Reload);
         registry.signal_all(Signal::Revocation);
@@ -169,5 +346,38 @@ mod tests {
         }
         registry.remove(7);
         assert!(!registry.disconnect_session(7, Disconnect::DisconnectedByServer));
+    }
+
+    #[test]
+    fn server_made_subscriptions_respect_the_cap_and_a_closed_set() {
+        let registry = Registry::default();
+        let stats = Arc::new(Stats::default());
+        let hub = Hub::new(Arc::clone(&stats));
+        let alice = identity("alice");
+        let outboxes: Vec<Outbox> = (0..3).map(|_| Outbox::new(8, 1024, Arc::clone(&stats))).collect();
+        let sets: Vec<SharedSubscriptions> = (0..3).map(|_| SharedSubscriptions::default()).collect();
+        for id in 0..3 {
+            registry.register(Registration {
+                id: id as u64,
+                identity: &alice,
+                client_ip: IpAddr::from([127, 0, 0, 1]),
+                outbox: &outboxes[id],
+                subscriptions: &sets[id],
+            });
+        }
+        sets[1].lock().insert("other", Origin::Client);
+        sets[2].lock().close();
+        let reach = registry.subscribe(Local::User("alice"), "news", SlowConsumerPolicy::Disconnect, 1, &hub);
+        assert_eq!(reach, Reach { matched: 3, changed: 1, at_limit: 1 });
+        assert_eq!(outboxes[0].drain(8)[0].as_str(), r#"{"type":"subscribed","channel":"news","by":"server"}"#);
+        assert_eq!(hub.publish("news", &Utf8Bytes::from("m")), 1);
+        let listed = registry.list(Some("alice"), Some(0), 10);
+        assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(registry.list(None, None, 1)[0].subscriptions, ["news"]);
+        let reach = registry.unsubscribe(Local::Session(0), "news", &hub);
+        assert_eq!(reach.changed, 1);
+        assert_eq!(hub.channel_count(), 0);
+        let pushed = registry.send(Local::Session(9), &Utf8Bytes::from("p"), &stats);
+        assert_eq!(pushed.matched, 0);
     }
 }

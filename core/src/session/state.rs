@@ -1,13 +1,14 @@
 //! [`Session`]: everything one session knows, in one struct, and the decisions about it that need
 //! no I/O: its start and end, what a control wake means, an identity change, a violation.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::registry::{SessionControl, Signal, Wake};
+use super::registry::{Registration, SessionControl, Signal, Wake};
+use super::subscriptions::SharedSubscriptions;
 use super::timers::{Due, Timers};
 use super::{Disconnect, SessionEnv, SessionStart};
 use crate::auth::Identity;
@@ -21,7 +22,8 @@ pub(crate) struct Session {
     pub(crate) id: u64,
     pub(crate) identity: Arc<Identity>,
     pub(crate) outbox: Outbox,
-    pub(crate) subscriptions: HashSet<String>,
+    /// Shared with the registry (server-side subscribe and unsubscribe, listings).
+    pub(crate) subscriptions: SharedSubscriptions,
     pub(crate) env: Arc<SessionEnv>,
     pub(super) message_rate: DirectRate,
     pub(super) byte_rate: DirectRate,
@@ -57,7 +59,7 @@ impl Session {
             id,
             identity,
             outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
-            subscriptions: HashSet::new(),
+            subscriptions: SharedSubscriptions::default(),
             message_rate: DirectRate::new(limits.message_rate, &env.clock),
             byte_rate: DirectRate::new(limits.byte_rate, &env.clock),
             violations: VecDeque::new(),
@@ -75,7 +77,13 @@ impl Session {
     /// returns its control.
     pub(super) fn open(&self) -> Arc<SessionControl> {
         let env = &self.env;
-        let control = env.registry.register(self.id, &self.identity);
+        let control = env.registry.register(Registration {
+            id: self.id,
+            identity: &self.identity,
+            client_ip: self.client_ip,
+            outbox: &self.outbox,
+            subscriptions: &self.subscriptions,
+        });
         // A shutdown or a revocation between the handshake's checks and the registration would
         // otherwise be missed: the relay (`server::relay_signals`) only reaches registered
         // sessions. A reload would not matter yet (no subscriptions).
@@ -149,8 +157,11 @@ impl Session {
     /// Gives every subscription back to the hub and leaves the registry (before the close
     /// handshake: nothing reaches the session any more).
     pub(super) fn leave(&mut self) {
-        for channel in self.subscriptions.drain() {
+        // Closed under its lock: a server-side subscribe can no longer add to it.
+        let channels = self.subscriptions.lock().close();
+        for channel in channels {
             self.env.hub.unsubscribe(&channel, self.id);
+            self.env.presence.leave_later(&channel, &self.identity.subject, self.id);
         }
         self.env.registry.remove(self.id);
     }

@@ -190,9 +190,10 @@ where
     /// Ends the connection for `disconnect`: sends its close frame, if it has one and a cut-off
     /// delivery does not stand in the way, within [`CLOSE_WAIT`]. Returns the bare socket for the
     /// lingering close (`linger.rs`) once the frame is out, and everything else of the connection
-    /// is freed; `None` when no close frame went out (the socket is then simply dropped).
-    pub(crate) async fn close(self, disconnect: Disconnect) -> Option<Linger<S>> {
-        let frame = disconnect.close_frame().filter(|_| !self.is_mid_frame)?;
+    /// is freed; `None` when no close frame went out (the socket is then simply dropped). `reason`
+    /// replaces the disconnect's reason name in the close frame (an operator's reason).
+    pub(crate) async fn close(self, disconnect: Disconnect, reason: Option<&str>) -> Option<Linger<S>> {
+        let frame = disconnect.close_frame(reason).filter(|_| !self.is_mid_frame)?;
         let mut ws = self.ws;
         match tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await {
             Ok(Ok(())) => {

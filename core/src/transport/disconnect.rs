@@ -83,9 +83,26 @@ pub enum Disconnect {
     TokenExpired,
     /// The session's token was revoked (4501).
     Revoked,
+    /// An operator or the host closed the session with its own close code, one of
+    /// [`Disconnect::APP_CODES`] (`disconnect_session_with`, `disconnect_user_with`); the close
+    /// frame carries the caller's reason text.
+    ClosedWithCode(u16),
 }
 
 impl Disconnect {
+    /// The close codes a host or an operator may choose (docs/PROTOCOL.md §3): 4000-4999, except
+    /// the codes wsguard sends for its own reasons (4000, 4002, 4003, 4100, 4501). 4001 is the
+    /// code of a disconnect without one. The range still tells the client what to do
+    /// ([`Reconnect::for_code`]); 4200-4499 and 4600-4999 carry no advice from wsguard and are the
+    /// application's to define.
+    pub const APP_CODES: std::ops::RangeInclusive<u16> = 4000..=4999;
+
+    /// Whether a host or an operator may close a session with `code` (see [`Disconnect::APP_CODES`]).
+    pub fn is_app_code(code: u16) -> bool {
+        Disconnect::APP_CODES.contains(&code)
+            && !Disconnect::SERVER_SIDE.iter().any(|d| d.code() == code && *d != Disconnect::DisconnectedByServer)
+    }
+
     /// Every way the server ends a session (the client-side ones excluded), for docs and tests.
     pub const SERVER_SIDE: &'static [Disconnect] = &[
         Disconnect::ServerShutdown,
@@ -119,6 +136,7 @@ impl Disconnect {
             Disconnect::IdleTimeout => 4003,
             Disconnect::TokenExpired => 4100,
             Disconnect::Revoked => 4501,
+            Disconnect::ClosedWithCode(code) => code,
         }
     }
 
@@ -133,7 +151,7 @@ impl Disconnect {
             Disconnect::InvalidUtf8 => "invalid_utf8",
             Disconnect::MessageTooBig => "message_too_big",
             Disconnect::SlowConsumer => "slow_consumer",
-            Disconnect::DisconnectedByServer => "disconnected",
+            Disconnect::DisconnectedByServer | Disconnect::ClosedWithCode(_) => "disconnected",
             Disconnect::WriteTimeout => "write_timeout",
             Disconnect::PolicyViolation => "too_many_violations",
             Disconnect::IdleTimeout => "idle_timeout",
@@ -167,6 +185,10 @@ impl Disconnect {
             }
             Disconnect::DisconnectedByServer => {
                 "An operator or the host closed the session (`disconnect_session`, `disconnect_user`)."
+            }
+            Disconnect::ClosedWithCode(_) => {
+                "An operator or the host closed the session with a code of its choice and a reason \
+                 (`disconnect_session_with`, `disconnect_user_with`)."
             }
             Disconnect::WriteTimeout => {
                 "A write did not finish within `limits.write_timeout_secs`. **No close frame is sent**: the \
@@ -208,11 +230,15 @@ impl Disconnect {
         }
     }
 
-    /// The close frame the server sends, if it sends one.
-    pub(crate) fn close_frame(self) -> Option<CloseFrame> {
+    /// The close frame the server sends, if it sends one; `reason` replaces the stable reason
+    /// name (an operator's reason, at most 123 bytes, checked by `host::close_reason`).
+    pub(crate) fn close_frame(self, reason: Option<&str>) -> Option<CloseFrame> {
         match self {
             Disconnect::ClientClosed(_) | Disconnect::ConnectionLost | Disconnect::WriteTimeout => None,
-            other => Some(CloseFrame { code: CloseCode::from(other.code()), reason: other.reason().into() }),
+            other => Some(CloseFrame {
+                code: CloseCode::from(other.code()),
+                reason: reason.unwrap_or_else(|| other.reason()).into(),
+            }),
         }
     }
 }
@@ -233,5 +259,17 @@ mod tests {
         assert_eq!(Disconnect::ServerShutdown.reconnect(), Some(Reconnect::WithBackoff));
         assert_eq!(Disconnect::PolicyViolation.reconnect(), Some(Reconnect::FixClientFirst));
         assert_eq!(Reconnect::for_code(1000), None);
+    }
+
+    #[test]
+    fn app_codes_leave_out_the_codes_wsguard_sends_for_its_own_reasons() {
+        for code in [4001, 4004, 4099, 4101, 4200, 4500, 4502, 4999] {
+            assert!(Disconnect::is_app_code(code), "{code}");
+        }
+        for code in [1000, 1001, 3000, 3999, 4000, 4002, 4003, 4100, 4501, 5000] {
+            assert!(!Disconnect::is_app_code(code), "{code}");
+        }
+        let frame = Disconnect::ClosedWithCode(4200).close_frame(Some("maintenance")).expect("a close frame");
+        assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4200, "maintenance"));
     }
 }

@@ -409,6 +409,55 @@ static int handle_command(wsg_server *server, char *line) {
     } else if (strcmp(verb, "disconnect_user") == 0 && arg1) {
         r = wsg_server_disconnect_user(server, arg1, strlen(arg1), &count);
         say("disconnected_user %u %zu", r, count);
+    } else if (strncmp(verb, "op_", 3) == 0 && arg1 && rest) {
+        /* op_{send,subscribe,unsubscribe,close}_{user,session,both,null} TARGET ARG: one server-side
+         * session operation; `both` names the session and the user (refused), `null` passes no
+         * target. For close, ARG is "CODE REASON...". */
+        char *json = NULL;
+        size_t len = 0;
+        const char *kind = strrchr(verb, '_') + 1;
+        wsg_target target = {0};
+        if (strcmp(kind, "session") == 0 || strcmp(kind, "both") == 0) {
+            target.has_session_id = true;
+            target.session_id = strtoull(arg1, NULL, 10);
+        }
+        if (strcmp(kind, "user") == 0 || strcmp(kind, "both") == 0) {
+            target.user = arg1;
+            target.user_len = strlen(arg1);
+        }
+        const wsg_target *t = strcmp(kind, "null") == 0 ? NULL : &target;
+        if (strncmp(verb, "op_send_", 8) == 0) {
+            r = wsg_server_send(server, t, rest, strlen(rest), &json, &len);
+        } else if (strncmp(verb, "op_subscribe_", 13) == 0) {
+            r = wsg_server_subscribe(server, t, rest, strlen(rest), &json, &len);
+        } else if (strncmp(verb, "op_unsubscribe_", 15) == 0) {
+            r = wsg_server_unsubscribe(server, t, rest, strlen(rest), &json, NULL);
+        } else {
+            char *reason = strchr(rest, ' ');
+            const char *text = reason ? reason + 1 : NULL;
+            r = wsg_server_disconnect_with(server, t, (uint16_t)strtoul(rest, NULL, 10), text,
+                                           text ? strlen(text) : 0, &json, &len);
+        }
+        check(r == WSG_OK ? (json != NULL && (len == 0 || strlen(json) == len)) : json == NULL,
+              "session_operation_writes_its_result_only_on_success", verb);
+        say("applied %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
+        wsg_string_free(json);
+    } else if (strcmp(verb, "sessions") == 0 && arg1 && rest) {
+        /* sessions USER|- LIMIT */
+        char *json = NULL;
+        bool all = strcmp(arg1, "-") == 0;
+        r = wsg_server_sessions_json(server, all ? NULL : arg1, all ? 0 : strlen(arg1), false, 0,
+                                     strtoull(rest, NULL, 10), &json, NULL);
+        say("sessions %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
+        wsg_string_free(json);
+    } else if (strcmp(verb, "channels") == 0 && arg1 && rest) {
+        /* channels PATTERN|- LIMIT, then the next page from its cursor when there is one */
+        char *json = NULL;
+        bool all = strcmp(arg1, "-") == 0;
+        r = wsg_server_channels_json(server, all ? NULL : arg1, all ? 0 : strlen(arg1), NULL, 0,
+                                     strtoull(rest, NULL, 10), &json, NULL);
+        say("channels %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
+        wsg_string_free(json);
     } else if (strcmp(verb, "revoke_sub") == 0 && arg1) {
         r = wsg_server_revoke_sub(server, arg1, strlen(arg1));
         say("revoked %u", r);
