@@ -528,6 +528,12 @@ export class Client extends Emitter<ClientEvents> {
       case "leave":
         this.emit("leave", { channel: String(frame.channel), user: String(frame.user) });
         return;
+      case "push":
+        this.emit("push", { payload: isObject(frame.payload) ? frame.payload : {} });
+        return;
+      case "subscribed":
+        this.emit("serverSubscribed", { channel: String(frame.channel) });
+        return;
       case "unsubscribed": {
         const channel = String(frame.channel);
         const sub = this.#subs.get(channel);

@@ -136,6 +136,14 @@ export interface ClientEvents {
   join: JoinEvent;
   leave: LeaveEvent;
   unsubscribed: UnsubscribedEvent;
+  /**
+   * The host or an operator subscribed this session to a channel (`subscribed` frame, `by: "server"`).
+   * Its messages arrive as `message` events. It is the host's subscription: the client does not
+   * resubscribe it after a reconnect (the host decides again).
+   */
+  serverSubscribed: { channel: string };
+  /** A message from the host or an operator to this session, outside any channel (`push` frame). */
+  push: { payload: JsonObject };
   /** The token was refreshed in band. `exp` in seconds since the epoch, when readable. */
   tokenRefreshed: { exp?: number };
   /** A problem that does not stop the client (a refused refresh, an uncorrelated error frame, ...). */

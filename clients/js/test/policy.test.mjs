@@ -233,3 +233,32 @@ test("the CommonJS build exports the same API as the ES modules", async () => {
   assert.equal(typeof cjs.Client, "function");
   assert.deepEqual(cjs.ERROR_CODES, esm.ERROR_CODES);
 });
+
+test("host pushes and server-side subscriptions surface as events; they are not resubscribed", async () => {
+  const { wss, url } = await fakeServer();
+  let connections = 0;
+  const subscribes = [];
+  wss.on("connection", (socket) => {
+    connections += 1;
+    socket.on("message", (data) => subscribes.push(JSON.parse(String(data))));
+    if (connections === 1) {
+      socket.send(JSON.stringify({ type: "subscribed", channel: "alerts", by: "server" }));
+      socket.send(JSON.stringify({ type: "message", channel: "alerts", payload: { level: 1 } }));
+      socket.send(JSON.stringify({ type: "push", payload: { hello: "you" } }));
+      socket.send(JSON.stringify({ type: "unsubscribed", channel: "alerts", reason: "server" }));
+    }
+  });
+  const client = fakeClient(url);
+  const serverSubscribed = nextEvent(client, "serverSubscribed");
+  const message = nextEvent(client, "message");
+  const push = nextEvent(client, "push");
+  const unsubscribed = nextEvent(client, "unsubscribed");
+  await client.connect();
+  assert.deepEqual(await serverSubscribed, { channel: "alerts" });
+  assert.deepEqual(await message, { channel: "alerts", payload: { level: 1 } });
+  assert.deepEqual(await push, { payload: { hello: "you" } });
+  assert.deepEqual(await unsubscribed, { channel: "alerts", reason: "server" });
+  assert.equal(client.position("alerts"), undefined);
+  assert.deepEqual(subscribes, [], "the client sent nothing for the host's subscription");
+  client.close();
+});

@@ -449,6 +449,12 @@ class Client extends emitter_js_1.Emitter {
             case "leave":
                 this.emit("leave", { channel: String(frame.channel), user: String(frame.user) });
                 return;
+            case "push":
+                this.emit("push", { payload: isObject(frame.payload) ? frame.payload : {} });
+                return;
+            case "subscribed":
+                this.emit("serverSubscribed", { channel: String(frame.channel) });
+                return;
             case "unsubscribed": {
                 const channel = String(frame.channel);
                 const sub = this.#subs.get(channel);
