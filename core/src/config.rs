@@ -39,6 +39,7 @@ use crate::limits::{AbuseConfig, AbuseSettings, LimitsConfig, LimitsSettings};
 use crate::observe::ObservabilityConfig;
 use crate::policy::{ChannelRule, RpcRule};
 use crate::protocol::ProtocolConfig;
+use crate::proxy::ProxyConfig;
 use crate::server::{ServerConfig, ServerSettings, TlsConfig};
 
 pub use problems::{ConfigError, ConfigProblem, Problems};
@@ -73,6 +74,8 @@ pub struct Config {
     pub rpc: Vec<RpcRule>,
     /// Multi-node fan-out, cluster-wide revocations, bans and per-user quotas through a broker.
     pub cluster: ClusterConfig,
+    /// Backend endpoints that answer in place of the host hooks; off unless one is configured.
+    pub proxy: ProxyConfig,
 }
 
 /// The areas' configs compiled once (see [`Config::settings`]): durations typed, derived defaults
@@ -167,6 +170,7 @@ impl Config {
         self.observability.validate(&mut problems);
         let abuse = self.abuse.as_ref().map(|abuse| AbuseSettings::compile(abuse, &mut problems));
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
+        self.proxy.validate(&self.rpc, &mut problems);
         let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
         problems.into_result(ErrorCode::ConfigInvalid)?;
         Ok(Settings { server, origins, limits, abuse, cluster })

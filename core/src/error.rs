@@ -149,6 +149,7 @@ error_codes! {
     ProxyHeaderInvalid = 2024, "proxy_header_invalid", [unanswered("before TLS")], "A trusted proxy's PROXY protocol header is malformed, too long, of a version `server.proxy_protocol` does not accept, or carries no client IP address (v1 `UNKNOWN`, v2 `UNSPEC`/`UNIX` family); the connection is closed before TLS.";
     TooManyPendingHandshakesPerIp = 2025, "too_many_pending_handshakes_per_ip", [http(429), unanswered("over TLS")], "The client IP (the TCP peer, or the PROXY header's source) already holds `limits.pending_handshakes_per_ip` connections in their handshake; answered 429 at once (over TLS closed without a response).";
     JtiStoreUnavailable = 2026, "jti_store_unavailable", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on, the cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = \"closed\"` (the default): the token is refused, and stays unspent.";
+    ProxyUnavailable = 2030, "proxy_unavailable", [http(503), benign("`subscribe`, `publish`, `refresh`")], "A `[proxy]` backend endpoint gave no answer: unreachable, an HTTP status other than 2xx, or `max_concurrency` requests already in flight (fails closed at once). Answered 503 at the handshake, an error reply in-band (a slow backend is `hook_timeout`; an invalid answer counts as a refusal).";
 
     TokenMissing = 3001, "token_missing", [http(401)], "No token was found in any configured source.";
     TokenMalformed = 3002, "token_malformed", [http(401), violation("`refresh`")], "The token is not a well-formed JWT.";

@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, TrustedProxies};
 use crate::hooks::{HookRunner, Hooks};
+use crate::proxy::Proxy;
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
@@ -145,7 +146,9 @@ pub(crate) fn build_live(
     core.per_ip.set_limit(limits.connections_per_ip);
     core.pending_per_ip.set_limit(limits.pending_handshakes_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
-    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
+    let proxy = Proxy::build(&config.proxy, Arc::clone(&core.stats), core.events.clone())?;
+    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats))
+        .with_proxy(proxy);
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
     let gate = HandshakeGate {
         path: server.path.clone(),
