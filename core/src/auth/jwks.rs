@@ -502,9 +502,7 @@ pub(crate) fn tls_config(ca: Option<&(PathBuf, Vec<u8>)>, key: &str) -> Result<r
                 return Err(problem(key, format!("{}: no certificate found", path.display())));
             }
             for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    problem(key, format!("{}: unusable certificate: {e}", path.display()))
-                })?;
+                roots.add(cert).map_err(|e| problem(key, format!("{}: unusable certificate: {e}", path.display())))?;
             }
         }
         None => {

@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use super::{AuthorizeRequest, Decision, HandshakeInfo, HookFuture, Hooks, RpcCall, RpcError};
 use crate::auth::Identity;
-use crate::proxy::{Proxy, ProxyFailure};
 use crate::error::ErrorCode;
 use crate::observe::{Event, Stats};
+use crate::proxy::{Proxy, ProxyFailure};
 
 /// Calls hooks with a time box, catching panics, failing closed.
 #[derive(Clone)]
@@ -206,8 +206,9 @@ impl HookRunner {
             }
         }
         let Some(proxy) = proxy else { return Ok(Decision::Allow) };
-        let answer =
-            proxy.authorize(request.action, request.session_id, info, &request.identity, &request.channel, payload).await;
+        let answer = proxy
+            .authorize(request.action, request.session_id, info, &request.identity, &request.channel, payload)
+            .await;
         match answer {
             None => Ok(Decision::Allow),
             Some(Ok(decision)) => Ok(decision),

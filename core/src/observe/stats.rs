@@ -341,7 +341,11 @@ impl Default for Stats {
         );
         registry.register("hook_duration_seconds", "Host hook latency", stats.hook_duration.clone());
         registry.register("hook_failures", "Host hooks that timed out or panicked", stats.hook_failures.clone());
-        registry.register("proxy_requests", "Backend proxy requests by endpoint and result", stats.proxy_requests.clone());
+        registry.register(
+            "proxy_requests",
+            "Backend proxy requests by endpoint and result",
+            stats.proxy_requests.clone(),
+        );
         registry.register(
             "proxy_request_duration_seconds",
             "Backend proxy request latency",

@@ -96,11 +96,17 @@ impl Endpoint {
         })
     }
 
-    /// POSTs `body` (JSON) with the forwarded headers and returns the answer's JSON, recording
-    /// the outcome (metric, and an event on failure).
-    pub(crate) async fn call(&self, shared: &Shared, body: Vec<u8>, headers: &[(String, String)]) -> Result<Value, ProxyFailure> {
+    /// POSTs `body` (JSON) with the forwarded headers and returns the answer as `parse` reads
+    /// its JSON, recording the outcome (metric, and an event on failure).
+    pub(crate) async fn call<T>(
+        &self,
+        shared: &Shared,
+        body: Vec<u8>,
+        headers: &[(String, String)],
+        parse: impl FnOnce(Value) -> Result<T, ProxyFailure>,
+    ) -> Result<T, ProxyFailure> {
         let started = Instant::now();
-        let result = self.exchange(shared, body, headers).await;
+        let result = self.exchange(shared, body, headers).await.and_then(parse);
         let outcome = result.as_ref().map_or_else(ProxyFailure::label, |_| "ok");
         shared.stats.record_proxy_request(self.name, outcome, started.elapsed().as_secs_f64());
         if let Err(failure) = &result {
@@ -113,7 +119,12 @@ impl Endpoint {
         result
     }
 
-    async fn exchange(&self, shared: &Shared, body: Vec<u8>, headers: &[(String, String)]) -> Result<Value, ProxyFailure> {
+    async fn exchange(
+        &self,
+        shared: &Shared,
+        body: Vec<u8>,
+        headers: &[(String, String)],
+    ) -> Result<Value, ProxyFailure> {
         // Over the cap: refused now. Waiting would hold a handshake or a session's dispatch on a
         // backend that is already behind.
         let _permit = Arc::clone(&self.in_flight)

@@ -60,8 +60,11 @@ pub struct ProxyConfig {
     pub ca_file: Option<PathBuf>,
     /// Name of an environment variable holding a shared secret (at least 16 bytes), sent as the
     /// `X-Wsguard-Secret` header so that the backend can tell the caller is wsguard. Default:
-    /// unset (no header).
+    /// unset (no header). At most one of `secret_env` and `secret_file`.
     pub secret_env: Option<String>,
+    /// A file holding that secret (surrounding whitespace trimmed), instead of `secret_env`.
+    /// Default: unset.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// One backend endpoint and its bounds.
@@ -96,7 +99,12 @@ impl ProxyConfig {
 
     /// Every configured endpoint with its key path.
     pub(crate) fn endpoints(&self) -> impl Iterator<Item = (String, &ProxyEndpointConfig)> {
-        let named = [("connect", &self.connect), ("subscribe", &self.subscribe), ("publish", &self.publish), ("rpc", &self.rpc)];
+        let named = [
+            ("connect", &self.connect),
+            ("subscribe", &self.subscribe),
+            ("publish", &self.publish),
+            ("rpc", &self.rpc),
+        ];
         named
             .into_iter()
             .filter_map(|(name, endpoint)| endpoint.as_ref().map(|e| (format!("proxy.{name}"), e)))
@@ -136,6 +144,9 @@ impl ProxyConfig {
         {
             problems.push("proxy.secret_env", "must name an environment variable");
         }
+        if self.secret_env.is_some() && self.secret_file.is_some() {
+            problems.push("proxy.secret_file", "set at most one of secret_env and secret_file");
+        }
         if self.ca_file.is_some() && !self.is_enabled() {
             problems.push("proxy.ca_file", "set without any proxy endpoint");
         }
@@ -161,7 +172,13 @@ mod tests {
                 max_concurrency: 0,
             }),
             rpc_methods: BTreeMap::from([("nope".to_string(), ProxyEndpointConfig::default())]),
-            forward_headers: vec!["cookie".into(), "Authorization".into(), "authorization".into(), "te".into(), "cookie".into()],
+            forward_headers: vec![
+                "cookie".into(),
+                "Authorization".into(),
+                "authorization".into(),
+                "te".into(),
+                "cookie".into(),
+            ],
             ..Default::default()
         };
         let mut problems = Problems::default();

@@ -14,8 +14,8 @@
 mod client;
 mod config;
 
-pub use config::{ProxyConfig, ProxyEndpointConfig};
 pub(crate) use client::ProxyFailure;
+pub use config::{ProxyConfig, ProxyEndpointConfig};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,7 +77,7 @@ struct RpcRequest<'a> {
 
 impl Proxy {
     /// Builds the proxy of a validated config (None without endpoints): reads `proxy.ca_file` and
-    /// the secret of `proxy.secret_env`.
+    /// the secret of `proxy.secret_env` or `proxy.secret_file`.
     ///
     /// Errors: `config_file` for an unreadable CA file, `config_secret_missing` for an unset or
     /// short secret.
@@ -89,13 +89,29 @@ impl Proxy {
         if !config.is_enabled() {
             return Ok(None);
         }
-        let secret = match &config.secret_env {
-            None => None,
-            Some(name) => match std::env::var(name) {
-                Ok(value) if value.len() >= MIN_SECRET_BYTES => Some(value),
-                Ok(_) => return Err(secret_problem(format!("${name} is shorter than {MIN_SECRET_BYTES} bytes"))),
-                Err(_) => return Err(secret_problem(format!("${name} is not set"))),
+        let secret = match (&config.secret_env, &config.secret_file) {
+            (Some(name), _) => match std::env::var(name) {
+                Ok(value) => Some((value, format!("${name}"), "proxy.secret_env")),
+                Err(_) => return Err(secret_problem("proxy.secret_env", format!("${name} is not set"))),
             },
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) => Some((text.trim().to_string(), path.display().to_string(), "proxy.secret_file")),
+                Err(e) => {
+                    return Err(secret_problem("proxy.secret_file", format!("cannot read {}: {e}", path.display())));
+                }
+            },
+            (None, None) => None,
+        };
+        let secret = match secret {
+            Some((value, from, key))
+                if value.len() < MIN_SECRET_BYTES || http::HeaderValue::from_str(&value).is_err() =>
+            {
+                return Err(secret_problem(
+                    key,
+                    format!("{from}: not a header value of at least {MIN_SECRET_BYTES} bytes"),
+                ));
+            }
+            secret => secret.map(|(value, _, _)| value),
         };
         let ca: Option<(PathBuf, Vec<u8>)> = match &config.ca_file {
             None => None,
@@ -116,7 +132,8 @@ impl Proxy {
         let endpoint = |name: &'static str, config: &Option<ProxyEndpointConfig>| {
             config.as_ref().map(|c| Endpoint::new(name, c)).transpose()
         };
-        let invalid = |message: String| ConfigError::new(ErrorCode::ConfigInvalid, vec![ConfigProblem::new("proxy", message)]);
+        let invalid =
+            |message: String| ConfigError::new(ErrorCode::ConfigInvalid, vec![ConfigProblem::new("proxy", message)]);
         let mut rpc_methods = HashMap::new();
         for (method, c) in &config.rpc_methods {
             rpc_methods.insert(method.clone(), Endpoint::new("rpc", c).map_err(invalid)?);
@@ -179,10 +196,8 @@ impl Proxy {
             user_agent: info.user_agent.as_deref(),
             identity,
         };
-        let answer = self.ask(endpoint, &request, info).await;
-        Some(answer.and_then(|value| {
-            AuthenticateAnswer::from_json(value).map_err(|e| ProxyFailure::Invalid(e.to_string()))
-        }))
+        let parse = |value| AuthenticateAnswer::from_json(value).map_err(|e| ProxyFailure::Invalid(e.to_string()));
+        Some(self.ask(endpoint, &request, info, parse).await)
     }
 
     /// Asks `subscribe` or `publish` (None without that endpoint). Only `true` allows and only
@@ -199,12 +214,12 @@ impl Proxy {
         let endpoint = self.channel_endpoint(action)?;
         let payload = payload.filter(|_| action == ChannelAction::Publish);
         let request = ChannelRequest { session_id, client_ip: info.client_ip, identity, channel, payload };
-        let answer = self.ask(endpoint, &request, info).await;
-        Some(answer.and_then(|value| match value {
+        let parse = |value| match value {
             Value::Bool(true) => Ok(Decision::Allow),
             Value::Bool(false) => Ok(Decision::Deny),
             _ => Err(ProxyFailure::Invalid("expected true or false".into())),
-        }))
+        };
+        Some(self.ask(endpoint, &request, info, parse).await)
     }
 
     /// Asks the method's endpoint (None without one). `{"result": value}` answers the client,
@@ -219,13 +234,19 @@ impl Proxy {
     ) -> Option<Result<Result<Value, RpcError>, ProxyFailure>> {
         let endpoint = self.rpc_endpoint(method)?;
         let request = RpcRequest { session_id, client_ip: info.client_ip, identity, method, payload };
-        let answer = self.ask(endpoint, &request, info).await;
-        Some(answer.and_then(parse_rpc_answer))
+        Some(self.ask(endpoint, &request, info, parse_rpc_answer).await)
     }
 
-    async fn ask(&self, endpoint: &Endpoint, request: &impl Serialize, info: &HandshakeInfo) -> Result<Value, ProxyFailure> {
-        let body = serde_json::to_vec(request).map_err(|e| ProxyFailure::Invalid(format!("cannot encode the request: {e}")))?;
-        endpoint.call(&self.shared, body, &info.forwarded_headers).await
+    async fn ask<T>(
+        &self,
+        endpoint: &Endpoint,
+        request: &impl Serialize,
+        info: &HandshakeInfo,
+        parse: impl FnOnce(Value) -> Result<T, ProxyFailure>,
+    ) -> Result<T, ProxyFailure> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ProxyFailure::Invalid(format!("cannot encode the request: {e}")))?;
+        endpoint.call(&self.shared, body, &info.forwarded_headers, parse).await
     }
 }
 
@@ -243,8 +264,8 @@ fn parse_rpc_answer(value: Value) -> Result<Result<Value, RpcError>, ProxyFailur
     }
 }
 
-fn secret_problem(message: String) -> ConfigError {
-    ConfigError::new(ErrorCode::ConfigSecretMissing, vec![ConfigProblem::new("proxy.secret_env", message)])
+fn secret_problem(key: &str, message: String) -> ConfigError {
+    ConfigError::new(ErrorCode::ConfigSecretMissing, vec![ConfigProblem::new(key, message)])
 }
 
 fn file_problem(message: String) -> ConfigError {
@@ -261,7 +282,10 @@ mod tests {
     fn rpc_answers_are_parsed_strictly() {
         assert_eq!(parse_rpc_answer(json!({"result": {"id": 7}})), Ok(Ok(json!({"id": 7}))));
         assert_eq!(parse_rpc_answer(json!({"result": null})), Ok(Ok(Value::Null)));
-        assert_eq!(parse_rpc_answer(json!({"error": "out of stock"})), Ok(Err(RpcError::Failed("out of stock".into()))));
+        assert_eq!(
+            parse_rpc_answer(json!({"error": "out of stock"})),
+            Ok(Err(RpcError::Failed("out of stock".into())))
+        );
         for invalid in [
             json!(null),
             json!(true),

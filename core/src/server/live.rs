@@ -19,11 +19,11 @@ use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, TrustedProxies};
 use crate::hooks::{HookRunner, Hooks};
-use crate::proxy::Proxy;
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
+use crate::proxy::Proxy;
 use crate::session::{Registry, SessionEnv};
 
 /// What survives reloads.
