@@ -76,11 +76,8 @@ struct RpcRequest<'a> {
 }
 
 impl Proxy {
-    /// Builds the proxy of a validated config (None without endpoints): reads `proxy.ca_file` and
-    /// the secret of `proxy.secret_env` or `proxy.secret_file`.
-    ///
-    /// Errors: `config_file` for an unreadable CA file, `config_secret_missing` for an unset or
-    /// short secret.
+    /// Builds the proxy of a validated config (None without endpoints), with the files and
+    /// secret of [`check_files`].
     pub(crate) fn build(
         config: &ProxyConfig,
         stats: Arc<Stats>,
@@ -89,46 +86,8 @@ impl Proxy {
         if !config.is_enabled() {
             return Ok(None);
         }
-        let secret = match (&config.secret_env, &config.secret_file) {
-            (Some(name), _) => match std::env::var(name) {
-                Ok(value) => Some((value, format!("${name}"), "proxy.secret_env")),
-                Err(_) => return Err(secret_problem("proxy.secret_env", format!("${name} is not set"))),
-            },
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(text) => Some((text.trim().to_string(), path.display().to_string(), "proxy.secret_file")),
-                Err(e) => {
-                    return Err(secret_problem("proxy.secret_file", format!("cannot read {}: {e}", path.display())));
-                }
-            },
-            (None, None) => None,
-        };
-        let secret = match secret {
-            Some((value, from, key))
-                if value.len() < MIN_SECRET_BYTES || http::HeaderValue::from_str(&value).is_err() =>
-            {
-                return Err(secret_problem(
-                    key,
-                    format!("{from}: not a header value of at least {MIN_SECRET_BYTES} bytes"),
-                ));
-            }
-            secret => secret.map(|(value, _, _)| value),
-        };
-        let ca: Option<(PathBuf, Vec<u8>)> = match &config.ca_file {
-            None => None,
-            Some(path) => Some((
-                path.clone(),
-                std::fs::read(path).map_err(|e| file_problem(format!("cannot read {}: {e}", path.display())))?,
-            )),
-        };
-        let tls = crate::auth::tls_config(ca.as_ref(), "proxy.ca_file")?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            // A redirect is an HTTP status like any other non-2xx: it fails closed.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("wsguard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| file_problem(format!("cannot build the proxy HTTP client: {e}")))?;
+        let secret = read_secret(config)?;
+        let client = build_client(config)?;
         let endpoint = |name: &'static str, config: &Option<ProxyEndpointConfig>| {
             config.as_ref().map(|c| Endpoint::new(name, c)).transpose()
         };
@@ -262,6 +221,59 @@ fn parse_rpc_answer(value: Value) -> Result<Result<Value, RpcError>, ProxyFailur
         (None, Some(Value::String(message))) => Ok(Err(RpcError::Failed(message))),
         _ => Err(invalid()),
     }
+}
+
+/// Reads what `[proxy]` names outside the config text (the CA file, the secret), as the server
+/// does when it is built, so that `check_config` reports the same problems.
+///
+/// Errors: `config_file` for an unreadable CA file, `config_secret_missing` for an unset,
+/// unreadable or short secret.
+pub(crate) fn check_files(config: &ProxyConfig) -> Result<(), ConfigError> {
+    if !config.is_enabled() {
+        return Ok(());
+    }
+    read_secret(config)?;
+    build_client(config).map(drop)
+}
+
+/// The value of `proxy.secret_env` or `proxy.secret_file` (None when neither is set).
+fn read_secret(config: &ProxyConfig) -> Result<Option<String>, ConfigError> {
+    let (value, from, key) = match (&config.secret_env, &config.secret_file) {
+        (Some(name), _) => match std::env::var(name) {
+            Ok(value) => (value, format!("${name}"), "proxy.secret_env"),
+            Err(_) => return Err(secret_problem("proxy.secret_env", format!("${name} is not set"))),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => (text.trim().to_string(), path.display().to_string(), "proxy.secret_file"),
+            Err(e) => return Err(secret_problem("proxy.secret_file", format!("cannot read {}: {e}", path.display()))),
+        },
+        (None, None) => return Ok(None),
+    };
+    if value.len() < MIN_SECRET_BYTES || http::HeaderValue::from_str(&value).is_err() {
+        return Err(secret_problem(key, format!("{from}: not a header value of at least {MIN_SECRET_BYTES} bytes")));
+    }
+    Ok(Some(value))
+}
+
+/// The one HTTP client of the proxy: rustls with ring (trusting `proxy.ca_file` or the platform's
+/// roots), no redirects, no environment proxy.
+fn build_client(config: &ProxyConfig) -> Result<reqwest::Client, ConfigError> {
+    let ca: Option<(PathBuf, Vec<u8>)> = match &config.ca_file {
+        None => None,
+        Some(path) => Some((
+            path.clone(),
+            std::fs::read(path).map_err(|e| file_problem(format!("cannot read {}: {e}", path.display())))?,
+        )),
+    };
+    let tls = crate::auth::tls_config(ca.as_ref(), "proxy.ca_file")?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        // A redirect is an HTTP status like any other non-2xx: it fails closed.
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("wsguard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| file_problem(format!("cannot build the proxy HTTP client: {e}")))
 }
 
 fn secret_problem(key: &str, message: String) -> ConfigError {
