@@ -433,6 +433,11 @@ typedef struct wsg_hooks {
 #define WSG_JTI_STORE_UNAVAILABLE 2026
 
 /**
+ * A `[proxy]` backend endpoint gave no answer (unreachable, non-2xx, over its concurrency cap).
+ */
+#define WSG_PROXY_UNAVAILABLE 2030
+
+/**
  * No token was found in any configured source.
  */
 #define WSG_TOKEN_MISSING 3001
