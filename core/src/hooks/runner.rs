@@ -199,7 +199,9 @@ impl HookRunner {
         let request = request();
         let proxy = proxy.filter(|p| p.has_channel(request.action));
         if self.has_host_hooks {
-            let Some(_) = proxy else { return self.run("authorize", |h| h.authorize(request)).await };
+            if proxy.is_none() {
+                return self.run("authorize", |h| h.authorize(request)).await;
+            }
             let asked = request.clone();
             if self.run("authorize", |h| h.authorize(asked)).await? == Decision::Deny {
                 return Ok(Decision::Deny);
