@@ -223,7 +223,7 @@ typedef void (*wsg_rpc_callback)(void *user_data, struct wsg_rpc_call *call);
  * (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
  * `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
  * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`,
- * `api_request`;
+ * `api_request`, `proxy_failed`;
  * docs/OPERATIONS.md lists their fields);
  * `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
  * in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
@@ -466,6 +466,11 @@ typedef struct wsg_target {
  * answered 503.
  */
 #define WSG_JTI_STORE_UNAVAILABLE 2026
+
+/**
+ * A `[proxy]` backend endpoint gave no answer (unreachable, non-2xx, over its concurrency cap).
+ */
+#define WSG_PROXY_UNAVAILABLE 2030
 
 /**
  * No token was found in any configured source.

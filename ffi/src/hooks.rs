@@ -166,7 +166,7 @@ pub type wsg_rpc_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, 
 /// (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
 /// `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
 /// `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`,
-/// `api_request`;
+/// `api_request`, `proxy_failed`;
 /// docs/OPERATIONS.md lists their fields);
 /// `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
 /// in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits

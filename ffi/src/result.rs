@@ -88,6 +88,8 @@ pub const WSG_TOO_MANY_PENDING_HANDSHAKES_PER_IP: wsg_result = 2025;
 /// The cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = "closed"`;
 /// answered 503.
 pub const WSG_JTI_STORE_UNAVAILABLE: wsg_result = 2026;
+/// A `[proxy]` backend endpoint gave no answer (unreachable, non-2xx, over its concurrency cap).
+pub const WSG_PROXY_UNAVAILABLE: wsg_result = 2030;
 
 /// No token was found in any configured source.
 pub const WSG_TOKEN_MISSING: wsg_result = 3001;

@@ -21,6 +21,8 @@
 //! | `wsguard_policy_dry_run_denials_total` | counter | `rule` |
 //! | `wsguard_hook_duration_seconds` | histogram | `hook` |
 //! | `wsguard_hook_failures_total` | counter | `hook`, `failure` (timeout/panic) |
+//! | `wsguard_proxy_requests_total` | counter | `endpoint` (connect/subscribe/publish/rpc), `result` (ok/overloaded/unreachable/timeout/http_status/too_large/malformed/invalid) |
+//! | `wsguard_proxy_request_duration_seconds` | histogram | `endpoint` |
 //! | `wsguard_bans_active` | gauge | |
 //! | `wsguard_bans_total` | counter | `kind` (ip/user) |
 //! | `wsguard_anomalies_total` | counter | `rule` |
@@ -139,6 +141,17 @@ struct HookLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyRequestLabels {
+    endpoint: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookFailureLabels {
     hook: &'static str,
     failure: &'static str,
@@ -185,6 +198,8 @@ pub(crate) struct Stats {
     dry_run_denials: Family<RuleLabel, Counter>,
     hook_duration: HistogramFamily<HookLabel>,
     hook_failures: Family<HookFailureLabels, Counter>,
+    proxy_requests: Family<ProxyRequestLabels, Counter>,
+    proxy_duration: HistogramFamily<EndpointLabel>,
     bans_active: Gauge,
     bans_total: Family<KindLabel, Counter>,
     anomalies: Family<RuleLabel, Counter>,
@@ -282,6 +297,8 @@ impl Default for Stats {
             dry_run_denials: Family::default(),
             hook_duration: HistogramFamily::new_with_constructor(latency_histogram),
             hook_failures: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_duration: HistogramFamily::new_with_constructor(latency_histogram),
             bans_active: Gauge::default(),
             bans_total: Family::default(),
             anomalies: Family::default(),
@@ -357,6 +374,16 @@ impl Default for Stats {
         );
         registry.register("hook_duration_seconds", "Host hook latency", stats.hook_duration.clone());
         registry.register("hook_failures", "Host hooks that timed out or panicked", stats.hook_failures.clone());
+        registry.register(
+            "proxy_requests",
+            "Backend proxy requests by endpoint and result",
+            stats.proxy_requests.clone(),
+        );
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Backend proxy request latency",
+            stats.proxy_duration.clone(),
+        );
         registry.register("bans_active", "Bans in force", stats.bans_active.clone());
         registry.register("bans", "Bans applied, by kind", stats.bans_total.clone());
         registry.register("anomalies", "Publish-rate anomalies by channel rule", stats.anomalies.clone());
@@ -513,6 +540,11 @@ impl Stats {
         if let Some(failure) = failure {
             self.hook_failures.get_or_create(&HookFailureLabels { hook, failure }).inc();
         }
+    }
+    /// One backend proxy request: its endpoint, `ok` or the failure label, and how long it took.
+    pub(crate) fn record_proxy_request(&self, endpoint: &'static str, result: &'static str, secs: f64) {
+        self.proxy_requests.get_or_create(&ProxyRequestLabels { endpoint, result }).inc();
+        self.proxy_duration.get_or_create(&EndpointLabel { endpoint }).observe(secs);
     }
     pub(crate) fn record_ban(&self, kind: &'static str) {
         self.bans_total.get_or_create(&KindLabel { kind }).inc();

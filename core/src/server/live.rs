@@ -24,6 +24,7 @@ use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
 use crate::presence::Presence;
+use crate::proxy::Proxy;
 use crate::session::{Registry, SessionEnv};
 
 /// What survives reloads.
@@ -93,16 +94,25 @@ pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result
     let policy = Policy::load(&config.channels, &config.rpc);
     let secrets = crate::cluster::read_secrets(&config.cluster);
     let broker_tls = crate::cluster::load_tls(&config.cluster);
-    match (settings, verifier, tls, policy, secrets, broker_tls) {
-        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(cluster_secrets), Ok(broker_tls)) => {
+    // Read here so that `check_config` reports them; the proxy itself is built with the live part.
+    let proxy = crate::proxy::check_files(&config.proxy);
+    match (settings, verifier, tls, policy, secrets, broker_tls, proxy) {
+        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(cluster_secrets), Ok(broker_tls), Ok(())) => {
             Ok(Compiled { settings, verifier, tls, policy, cluster_secrets, broker_tls })
         }
-        (settings, verifier, tls, policy, password, broker_tls) => {
-            let errors: Vec<ConfigError> =
-                [settings.err(), verifier.err(), tls.err(), policy.err(), password.err(), broker_tls.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+        (settings, verifier, tls, policy, password, broker_tls, proxy) => {
+            let errors: Vec<ConfigError> = [
+                settings.err(),
+                verifier.err(),
+                tls.err(),
+                policy.err(),
+                password.err(),
+                broker_tls.err(),
+                proxy.err(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
             Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }
@@ -149,7 +159,9 @@ pub(crate) fn build_live(
     core.pending_per_ip.set_limit(limits.pending_handshakes_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
     core.stats.set_memory_budget(limits.max_memory_bytes);
-    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
+    let proxy = Proxy::build(&config.proxy, Arc::clone(&core.stats), core.events.clone())?;
+    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats))
+        .with_proxy(proxy);
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
     let gate = HandshakeGate {
         path: server.path.clone(),

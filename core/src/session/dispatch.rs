@@ -282,11 +282,14 @@ impl Session {
             action,
             channel: channel.to_string(),
         };
-        match self.env.hooks.authorize(request).await {
+        match self.env.hooks.authorize(request, &self.info, payload).await {
             Ok(Decision::Allow) => Ok(allowed),
             Ok(Decision::Deny) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
             Err(failure) if failure.code() == ErrorCode::HookTimeout => {
                 Err(refuse(id, ErrorCode::HookTimeout, "authorization did not answer in time"))
+            }
+            Err(failure) if failure.code() == ErrorCode::ProxyUnavailable => {
+                Err(refuse(id, ErrorCode::ProxyUnavailable, "authorization is unavailable"))
             }
             Err(_) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
         }
@@ -307,7 +310,7 @@ impl Session {
             check_schema(schema, object).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
         }
         let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
-        match self.env.hooks.rpc(call, self.env.limits.rpc_timeout).await {
+        match self.env.hooks.rpc(call, &self.info, self.env.limits.rpc_timeout).await {
             Ok(Ok(value)) => Ok(vec![ServerFrame::Result { id, payload: &value }.encode()]),
             // Declared in config but the host registered no handler: a host problem, not the
             // client's, so it must not count as a violation.
@@ -363,7 +366,7 @@ impl Session {
         let identity = self
             .env
             .hooks
-            .authenticate(self.info.clone(), identity)
+            .authenticate(self.info.clone(), identity, Some(self.id))
             .await
             .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
