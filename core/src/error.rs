@@ -167,8 +167,8 @@ error_codes! {
 
     InvalidJson = 4001, "invalid_json", [violation("any frame")], "The frame is not valid JSON (including empty, or nested more than 128 levels).";
     InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, or bad `method`.";
-    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`"), api("`publish`")], "The channel name is empty, too long or uses characters outside the allowed set.";
-    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes.";
+    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`, `history`"), api("`publish`, `history`")], "The channel name is empty, too long or uses characters outside the allowed set.";
+    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `history`, `rpc`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes.";
     NotSubscribed = 4005, "not_subscribed", [benign("`unsubscribe`")], "`unsubscribe` for a channel the session is not subscribed to.";
     TooManySubscriptions = 4006, "too_many_subscriptions", [benign("`subscribe`")], "The session already holds `limits.max_subscriptions` subscriptions.";
     PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`")], "The payload nests deeper than `limits.max_payload_depth`.";
@@ -180,6 +180,10 @@ error_codes! {
     PayloadInvalid = 4013, "payload_invalid", [violation("`publish`, `rpc`")], "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
     RefreshMismatch = 4014, "refresh_mismatch", [violation("`refresh`")], "The refresh token's `sub` or session-bound claims differ from the session's.";
     BrokerUnavailable = 4015, "broker_unavailable", [benign("`publish`"), api("`publish`")], "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes. Retrying may deliver it twice on this node.";
+    HistoryNotKept = 4020, "history_not_kept", [benign("`subscribe` with `since`, `history`"), api("`history`")], "The channel's rule keeps no history (`history_size` is 0, or no rule matches): there is nothing to recover or read. Nothing changed (a `subscribe` with `since` did not subscribe).";
+    HistoryOffsetAhead = 4021, "history_offset_ahead", [violation("`subscribe` with `since`, `history`"), api("`history`")], "`since.offset` is beyond the channel's latest offset in that same epoch: the position was never given out. Nothing changed.";
+    HistoryLimitInvalid = 4022, "history_limit_invalid", [violation("`history`"), api("`history`")], "The `history` request's `limit` is below 1 or above 1000.";
+    HistoryEpochChanged = 4023, "history_epoch_changed", [benign("`history`"), api("`history`")], "The `history` request's `since.epoch` is not the channel's current epoch: the history it paged through was lost. Start again without `since` (a `subscribe` with a stale `since` is answered `recovered: false` and a `gap` instead).";
 
     Io = 5001, "io", [API], "An I/O error (bind, accept, read a file).";
     NotRunning = 5003, "not_running", [API], "The server is not running (already shut down).";

@@ -14,7 +14,10 @@
 //!    tungstenite, the close handshake): tungstenite enforces the frame and message caps,
 //!    **protocol** decodes each text frame strictly (unknown actions and fields refused), the
 //!    host's `authorize` hook decides channel access, and **hub** fans publications out, encoded
-//!    once, into bounded per-session outboxes. Slow consumers are closed, not buffered.
+//!    once, into bounded per-session outboxes. Slow consumers are closed, not buffered. On
+//!    channels whose rule keeps **history**, each publication gets an offset and is retained, so
+//!    a subscriber that comes back with `since` recovers exactly what it missed, or learns it
+//!    cannot (`gap`).
 //! 4. **observe** counts everything and turns refusals and disconnects into `Event`s.
 //!
 //! ## Quickstart
@@ -45,6 +48,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod history;
 pub mod hooks;
 pub mod host;
 mod hub;

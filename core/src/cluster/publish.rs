@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
+use crate::history::Retention;
 use crate::protocol::ServerFrame;
 
 /// A publication delivered on this node, on its way to the other nodes.
@@ -30,11 +31,31 @@ enum Remote {
 impl Cluster {
     /// Publishes `payload` on `channel`: counts it under `rule` (the channel rule's id, `server`
     /// for the host's publishes), encodes the `message` frame once, queues it for this node's
-    /// subscribers and hands it to the broker for the other nodes.
-    pub(crate) fn publish(self: &Arc<Self>, channel: &str, payload: &Value, rule: &str) -> Publication {
+    /// subscribers and hands it to the broker for the other nodes. On a channel that keeps
+    /// history (`retention`), the frame carries the channel's next offset and is stored, in
+    /// offset order with the fan-out (see the history area).
+    pub(crate) fn publish(
+        self: &Arc<Self>,
+        channel: &str,
+        payload: &Value,
+        rule: &str,
+        retention: Option<Retention>,
+    ) -> Publication {
         self.stats.record_publication(rule);
-        let frame = ServerFrame::Message { channel, payload }.encode();
-        let queued = self.link.inbound.hub.publish(channel, &frame);
+        let hub = &self.link.inbound.hub;
+        let (frame, queued) = match retention {
+            None => {
+                let frame = ServerFrame::Message { channel, payload, offset: None }.encode();
+                let queued = hub.publish(channel, &frame);
+                (frame, queued)
+            }
+            Some(retention) => self.history.publish(
+                channel,
+                retention,
+                |offset| ServerFrame::Message { channel, payload, offset: Some(offset) }.encode(),
+                |frame| (frame.clone(), hub.publish(channel, frame)),
+            ),
+        };
         let remote = if self.link.kind == BrokerKind::Memory {
             Remote::Alone
         } else if !self.link.is_connected() {

@@ -35,6 +35,9 @@
 //! | `wsguard_broker_lag_seconds` | histogram | |
 //! | `wsguard_jwks_fetches_total` | counter | `issuer`, `result` (ok or the failure reason) |
 //! | `wsguard_jwks_keys` | gauge | `issuer` |
+//! | `wsguard_history_bytes` | gauge | |
+//! | `wsguard_history_messages` | gauge | |
+//! | `wsguard_history_recoveries_total` | counter | `result` (recovered/gap) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -135,7 +138,8 @@ struct HookFailureLabels {
 }
 
 /// Every `action` label value of `wsguard_messages_in_total`.
-const ACTIONS: [&str; 8] = ["subscribe", "unsubscribe", "publish", "ping", "rpc", "refresh", "invalid", "rate_limited"];
+const ACTIONS: [&str; 9] =
+    ["subscribe", "unsubscribe", "publish", "ping", "rpc", "refresh", "history", "invalid", "rate_limited"];
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -178,6 +182,9 @@ pub(crate) struct Stats {
     jwks_fetches: Family<JwksFetchLabels, Counter>,
     jwks_keys: Family<IssuerLabel, Gauge>,
     broker_rejected: Family<BrokerRejectedLabels, Counter>,
+    history_bytes: Gauge,
+    history_messages: Gauge,
+    history_recoveries: Family<ResultLabel, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -268,6 +275,9 @@ impl Default for Stats {
             jwks_fetches: Family::default(),
             jwks_keys: Family::default(),
             broker_rejected: Family::default(),
+            history_bytes: Gauge::default(),
+            history_messages: Gauge::default(),
+            history_recoveries: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -369,6 +379,17 @@ impl Default for Stats {
             "broker_rejected",
             "Broker messages and persisted entries dropped as unsigned, badly signed, stale, replayed or malformed",
             stats.broker_rejected.clone(),
+        );
+        registry.register(
+            "history_bytes",
+            "Bytes the channel history store counts (frames plus bookkeeping; capped by limits.history_memory_bytes)",
+            stats.history_bytes.clone(),
+        );
+        registry.register("history_messages", "Publications retained in channel history", stats.history_messages.clone());
+        registry.register(
+            "history_recoveries",
+            "Subscribes with `since`, by result (recovered, or gap: history lost or trimmed)",
+            stats.history_recoveries.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -490,6 +511,17 @@ impl Stats {
     pub(crate) fn record_broker_error(&self, op: &'static str) {
         self.broker_errors.get_or_create(&OpLabel { op }).inc();
     }
+    /// What the history store holds now.
+    pub(crate) fn set_history_usage(&self, bytes: u64, messages: u64) {
+        self.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.history_messages.set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    /// A subscribe with `since`: `recovered` or `gap`.
+    pub(crate) fn record_history_recovery(&self, result: &'static str) {
+        self.history_recoveries.get_or_create(&ResultLabel { result }).inc();
+    }
+
     pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {
         self.broker_rejected.get_or_create(&BrokerRejectedLabels { kind, reason }).inc();
     }

@@ -41,6 +41,15 @@ fn enabled() -> bool {
     true
 }
 
+fn default_history_ttl_secs() -> u64 {
+    300
+}
+
+/// The largest `history_size` (a recovery replays at most this many frames in one reply batch).
+pub(crate) const MAX_HISTORY_SIZE: u32 = 100_000;
+/// The longest `history_ttl_secs`: 7 days.
+pub(crate) const MAX_HISTORY_TTL_SECS: u64 = 7 * 24 * 3600;
+
 /// One `[[channels]]` rule. Rules are matched in order; the first whose pattern matches decides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +79,21 @@ pub struct ChannelRule {
     /// Policy for subscribers whose outbound queue is full. Default `disconnect`.
     #[serde(default)]
     pub slow_consumer: SlowConsumerPolicy,
+    /// Publications kept per concrete channel matching this rule, so that a subscriber can
+    /// recover what it missed (`subscribe` with `since`) and the `history` action can page
+    /// through them. Each publication then carries an `offset`. 0 (default): no history, and
+    /// `message` frames are exactly as without this feature. At most 100000. Refused with a
+    /// `[cluster]` broker (the memory store is per node).
+    #[serde(default)]
+    pub history_size: u32,
+    /// How long a kept publication stays, in seconds (1 to 604800). Default 300.
+    #[serde(default = "default_history_ttl_secs")]
+    pub history_ttl_secs: u64,
+    /// Who may read the kept publications with the `history` action; absent: nobody (default
+    /// deny). Recovery with `subscribe` + `since` needs only `subscribe`: it gives back what the
+    /// subscription would have delivered.
+    #[serde(default)]
+    pub history: Option<Requirement>,
 }
 
 /// One `[[rpc]]` method. Methods that are not declared are refused before any host code runs.
@@ -94,7 +118,9 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
         let at = format!("channels[{i}]");
         match ChannelPattern::parse(&rule.pattern) {
             Ok(pattern) => {
-                for (action, req) in [("subscribe", &rule.subscribe), ("publish", &rule.publish)] {
+                for (action, req) in
+                    [("subscribe", &rule.subscribe), ("publish", &rule.publish), ("history", &rule.history)]
+                {
                     for (claim, value) in req.iter().flat_map(|r| r.claims.iter()) {
                         if let Some(name) = value.strip_prefix('{').and_then(|v| v.strip_suffix('}'))
                             && !pattern.has_capture(name)
@@ -113,6 +139,7 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
             problems
                 .push(&at, "allows nothing: add `subscribe` and/or `publish` (an unmatched channel is denied anyway)");
         }
+        validate_history(rule, &at, problems);
         if let Some(rate) = rule.publish_per_sec
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -126,5 +153,17 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
         if rpc[..i].iter().any(|r| r.method == rule.method) {
             problems.push(format!("rpc[{i}].method"), format!("{:?} is declared twice", rule.method));
         }
+    }
+}
+
+fn validate_history(rule: &ChannelRule, at: &str, problems: &mut Problems) {
+    if rule.history_size > MAX_HISTORY_SIZE {
+        problems.push(format!("{at}.history_size"), format!("must be at most {MAX_HISTORY_SIZE}"));
+    }
+    if rule.history_ttl_secs == 0 || rule.history_ttl_secs > MAX_HISTORY_TTL_SECS {
+        problems.push(format!("{at}.history_ttl_secs"), format!("must be 1 to {MAX_HISTORY_TTL_SECS}"));
+    }
+    if rule.history.is_some() && rule.history_size == 0 {
+        problems.push(format!("{at}.history"), "the rule keeps no history: set `history_size`");
     }
 }

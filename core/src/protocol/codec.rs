@@ -33,7 +33,9 @@ pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyEr
     let frame = parse(text)?;
     let id = frame.id();
     match &frame {
-        ClientFrame::Subscribe { channel, .. } | ClientFrame::Unsubscribe { channel, .. } => {
+        ClientFrame::Subscribe { channel, .. }
+        | ClientFrame::Unsubscribe { channel, .. }
+        | ClientFrame::History { channel, .. } => {
             validate_channel(channel).map_err(|m| ReplyError::new(id, ErrorCode::InvalidChannel, m))?;
         }
         ClientFrame::Publish { channel, payload, .. } => {

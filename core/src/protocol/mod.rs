@@ -9,4 +9,4 @@ mod frames;
 pub use channel::{MAX_CHANNEL_BYTES, validate_channel};
 pub use codec::{ReplyError, decode, is_within_depth};
 pub use config::ProtocolConfig;
-pub use frames::{ClientFrame, ServerFrame};
+pub use frames::{ClientFrame, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE, ServerFrame, Since, encode_history_page};

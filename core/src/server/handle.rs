@@ -64,7 +64,8 @@ impl ServerHandle {
         if !is_within_depth(object, self.shared.live.load().session_env.limits.max_payload_depth) {
             return Err(Error::Refused { code: ErrorCode::PayloadTooDeep, message: "payload nests too deeply".into() });
         }
-        core.cluster.publish(channel, payload, "server").detach().map_err(|(why, queued)| Error::Refused {
+        let retention = core.policy.load().retention(channel);
+        core.cluster.publish(channel, payload, "server", retention).detach().map_err(|(why, queued)| Error::Refused {
             code: why.code(),
             message: format!("{why}: queued for {queued} session(s) on this node only"),
         })

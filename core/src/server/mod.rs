@@ -35,6 +35,7 @@ use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::UPKEEP_INTERVAL;
+use crate::history::History;
 use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
@@ -141,6 +142,7 @@ impl ServerBuilder {
         let revocations = Arc::new(RevocationList::new(horizon_secs));
         let bans = Arc::new(Bans::new(settings.abuse.clone(), events.clone(), Arc::clone(&stats)));
         let shutdown = CancellationToken::new();
+        let history = Arc::new(History::in_memory(config.limits.history_memory_bytes, Arc::clone(&stats)));
         let cluster = Cluster::new(
             &settings.cluster,
             &cluster_secrets,
@@ -148,6 +150,7 @@ impl ServerBuilder {
             horizon_secs,
             NodeParts {
                 hub: Arc::clone(&hub),
+                history: Arc::clone(&history),
                 interest,
                 revocations: Arc::clone(&revocations),
                 bans: Arc::clone(&bans),
@@ -166,6 +169,7 @@ impl ServerBuilder {
         cluster.restore_now().await;
         let core = Core {
             hub,
+            history,
             cluster,
             registry: Arc::new(Registry::default()),
             capacity: Arc::new(Semaphore::new(settings.server.max_connections)),
@@ -377,6 +381,7 @@ async fn upkeep(shared: Arc<Shared>) {
         }
         ticks += 1;
         core.bans.sweep();
+        core.history.sweep();
         if let Some((factor, min_rate)) = core.bans.anomaly_settings() {
             let policy = core.policy.load();
             for rule in policy.rule_ids() {

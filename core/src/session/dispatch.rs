@@ -14,12 +14,17 @@ use crate::error::ErrorCode;
 use crate::hooks::{AuthorizeRequest, ChannelAction, Decision, RpcCall, RpcError};
 use crate::observe::Event;
 use crate::policy::{SlowConsumerPolicy, Verdict, check_schema};
-use crate::protocol::{ClientFrame, ReplyError, ServerFrame, decode};
+use crate::history::{Joined, Recovery, Retention, SinceError};
+use crate::protocol::{
+    ClientFrame, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE, ReplyError, ServerFrame, Since, decode, encode_history_page,
+};
 
 /// What an allowed channel action carries on.
 struct Allowed {
     slow_consumer: SlowConsumerPolicy,
     rule_id: Arc<str>,
+    /// What the channel keeps (the rule's history), if anything.
+    history: Option<Retention>,
 }
 
 /// A refused frame: the reply plus what the logs and the client need besides.
@@ -124,20 +129,7 @@ impl Session {
         }
         match frame {
             ClientFrame::Ping { .. } => Ok(vec![ServerFrame::Pong { id }.encode()]),
-            ClientFrame::Subscribe { channel, .. } => {
-                if self.subscriptions.contains(&channel) {
-                    return Ok(vec![ServerFrame::Ack { id }.encode()]);
-                }
-                if self.subscriptions.len() >= self.env.limits.max_subscriptions {
-                    return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
-                }
-                let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
-                self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
-                // Acknowledged once the broker delivers the channel here (other nodes' messages).
-                self.env.cluster.subscribed(&channel).await;
-                self.subscriptions.insert(channel);
-                Ok(vec![ServerFrame::Ack { id }.encode()])
-            }
+            ClientFrame::Subscribe { channel, since, .. } => self.subscribe(id, channel, since).await,
             ClientFrame::Unsubscribe { channel, .. } => {
                 if !self.subscriptions.remove(&channel) {
                     return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
@@ -148,13 +140,16 @@ impl Session {
             ClientFrame::Publish { channel, payload, .. } => {
                 let allowed =
                     self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
-                let publication = self.env.cluster.publish(&channel, &payload, &allowed.rule_id);
+                let publication = self.env.cluster.publish(&channel, &payload, &allowed.rule_id, allowed.history);
                 if let Err(why) = publication.confirmed().await {
                     return Err(refuse(id, why.code(), format!("{why}: delivered to subscribers on this node only")));
                 }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Rpc { method, payload, .. } => self.rpc(id, method, payload).await,
+            ClientFrame::History { channel, limit, since, is_newest_first, .. } => {
+                self.history(id, &channel, limit, since.as_ref(), is_newest_first).await
+            }
             ClientFrame::Refresh { token, .. } => self.refresh(id, &token).await,
         }
     }
@@ -209,7 +204,8 @@ impl Session {
             rate.check(&channel.to_string())
                 .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.to_string())))?;
         }
-        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id) };
+        let allowed =
+            Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id), history: rule.history };
         let request = || AuthorizeRequest {
             session_id: self.id,
             identity: Arc::clone(identity),
@@ -224,6 +220,85 @@ impl Session {
             }
             Err(_) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
         }
+    }
+
+    /// `subscribe`: authorized, then joined to the fan-out. On a channel with history the join
+    /// runs under the history's ordering lock, after reading what the client missed since
+    /// `since`: the ack, then the missed publications (or a `gap`), go out as replies, before
+    /// anything the outbox receives afterwards.
+    async fn subscribe(&mut self, id: Option<u64>, channel: String, since: Option<Since>) -> Result<Vec<Utf8Bytes>, Refusal> {
+        let is_subscribed = self.subscriptions.contains(&channel);
+        if !is_subscribed && self.subscriptions.len() >= self.env.limits.max_subscriptions {
+            return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
+        }
+        let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
+        let Some(_) = allowed.history else {
+            if since.is_some() {
+                return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history to recover from"));
+            }
+            if !is_subscribed {
+                self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                // Acknowledged once the broker delivers the channel here (other nodes' messages).
+                self.env.cluster.subscribed(&channel).await;
+                self.subscriptions.insert(channel);
+            }
+            return Ok(vec![ServerFrame::Ack { id }.encode()]);
+        };
+        // Already subscribed: nothing changes and `since` is not used (the live subscription has
+        // delivered, or reported as a gap, everything since it started); the ack gives the position.
+        let since = since.filter(|_| !is_subscribed);
+        let joined = self
+            .env
+            .history
+            .join(&channel, since.as_ref(), || {
+                self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+            })
+            .map_err(|_| {
+                refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
+            })?;
+        self.env.cluster.subscribed(&channel).await;
+        let Joined { position, recovery } = joined;
+        let recovered = recovery.as_ref().map(|r| matches!(r, Recovery::Recovered(_)));
+        let mut frames =
+            vec![ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered }.encode()];
+        match recovery {
+            Some(Recovery::Recovered(missed)) => frames.extend(missed),
+            Some(Recovery::Lost(reason)) => {
+                frames.push(ServerFrame::Gap { channel: &channel, missed: None, reason: Some(reason) }.encode());
+            }
+            None => {}
+        }
+        self.subscriptions.insert(channel);
+        Ok(frames)
+    }
+
+    /// `history`: a page of the channel's kept publications, for identities the rule's `history`
+    /// requirement admits.
+    async fn history(
+        &self,
+        id: Option<u64>,
+        channel: &str,
+        limit: Option<i64>,
+        since: Option<&Since>,
+        is_newest_first: bool,
+    ) -> Result<Vec<Utf8Bytes>, Refusal> {
+        let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+            return Err(refuse(id, ErrorCode::HistoryLimitInvalid, format!("limit must be 1 to {MAX_HISTORY_PAGE}")));
+        }
+        let allowed = self.authorize(id, &self.identity, ChannelAction::History, channel, None).await?;
+        if allowed.history.is_none() {
+            return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history"));
+        }
+        let page = self.env.history.page(channel, since, limit as usize, is_newest_first).map_err(|e| match e {
+            SinceError::Ahead => {
+                refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
+            }
+            SinceError::EpochChanged => {
+                refuse(id, ErrorCode::HistoryEpochChanged, "the channel's history was lost since that position")
+            }
+        })?;
+        Ok(vec![encode_history_page(id, channel, page.position.offset, &page.position.epoch, &page.publications)])
     }
 
     async fn rpc(
