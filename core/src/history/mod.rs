@@ -60,13 +60,51 @@ pub(crate) struct Joined {
     pub(crate) recovery: Option<Recovery>,
 }
 
-/// One page of a channel's history.
+/// One page of a channel's history, as stored.
 #[derive(Debug, Clone)]
+pub(crate) struct FramePage {
+    /// The channel's position when the page was read.
+    pub(crate) position: Position,
+    /// The publications, each `(offset, message frame)`, in the requested order.
+    pub(crate) publications: Vec<(u64, Utf8Bytes)>,
+}
+
+/// One page of a channel's history, for the host (`ServerHandle::history`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     /// The channel's position when the page was read.
     pub position: Position,
-    /// The publications, each `(offset, message frame)`, in the requested order.
-    pub publications: Vec<(u64, Utf8Bytes)>,
+    /// The publications, in the requested order.
+    pub publications: Vec<Publication>,
+}
+
+/// A kept publication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// Its offset in the channel's epoch.
+    pub offset: u64,
+    /// Its payload, as delivered.
+    pub payload: serde_json::Value,
+}
+
+impl From<FramePage> for Page {
+    fn from(page: FramePage) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Message {
+            payload: serde_json::Value,
+        }
+        let publications = page
+            .publications
+            .iter()
+            .filter_map(|(offset, frame)| {
+                // Frames this server encoded: they always parse; a frame that did not would be
+                // left out rather than invented.
+                let message: Message = serde_json::from_str(frame.as_str()).ok()?;
+                Some(Publication { offset: *offset, payload: message.payload })
+            })
+            .collect();
+        Page { position: page.position, publications }
+    }
 }
 
 /// The `gap` reason when the epoch differs: the channel's history was lost (store restarted,
@@ -161,7 +199,7 @@ impl History {
         since: Option<&Since>,
         limit: usize,
         is_newest_first: bool,
-    ) -> Result<Page, SinceError> {
+    ) -> Result<FramePage, SinceError> {
         let cursor = since.map(|s| s.offset);
         let query = if is_newest_first {
             Query { after: None, before: cursor, limit, is_newest_first }
@@ -177,7 +215,7 @@ impl History {
                 return Err(SinceError::Ahead);
             }
         }
-        Ok(Page { position: slice.position, publications: slice.publications })
+        Ok(FramePage { position: slice.position, publications: slice.publications })
     }
 
     /// Drops expired publications and refreshes the gauges (the server's upkeep).
@@ -241,7 +279,7 @@ mod tests {
         let h = history();
         publish(&h, 4);
         let epoch = h.page("c", None, 10, false).expect("page").position.epoch.to_string();
-        let offsets = |p: Page| p.publications.iter().map(|(o, _)| *o).collect::<Vec<_>>();
+        let offsets = |p: FramePage| p.publications.iter().map(|(o, _)| *o).collect::<Vec<_>>();
         assert_eq!(offsets(h.page("c", Some(&since(1, &epoch)), 2, false).expect("page")), [2, 3]);
         assert_eq!(offsets(h.page("c", Some(&since(3, &epoch)), 5, true).expect("page")), [2, 1]);
         assert_eq!(offsets(h.page("c", None, 3, true).expect("page")), [4, 3, 2]);

@@ -172,6 +172,8 @@ mod tests {
             id: Option<u64>,
             seq: Option<u64>,
             channel: String,
+            #[serde(default)]
+            since: Option<crate::protocol::Since>,
         },
         Unsubscribe {
             id: Option<u64>,
@@ -210,7 +212,7 @@ mod tests {
         let tagged: Tagged = serde_json::from_str(text)
             .map_err(|e| if e.is_syntax() || e.is_eof() { ErrorCode::InvalidJson } else { ErrorCode::InvalidFrame })?;
         Ok(match tagged {
-            Tagged::Subscribe { id, seq, channel } => ClientFrame::Subscribe { id, seq, channel },
+            Tagged::Subscribe { id, seq, channel, since } => ClientFrame::Subscribe { id, seq, channel, since },
             Tagged::Unsubscribe { id, seq, channel } => ClientFrame::Unsubscribe { id, seq, channel },
             Tagged::Publish { id, seq, channel, payload } => ClientFrame::Publish { id, seq, channel, payload },
             Tagged::Ping { id, seq } => ClientFrame::Ping { id, seq },
