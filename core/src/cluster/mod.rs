@@ -51,8 +51,8 @@ use signing::{Guard, Opened, Refused, RejectionLog};
 pub(crate) use tls::{BrokerTls, load as load_tls};
 use wire::{Control, ControlEnvelope, Subjects};
 
-use crate::history::History;
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
+use crate::history::History;
 use crate::hub::Hub;
 use crate::limits::{BanBroadcast, BanTarget, Bans};
 use crate::observe::{Event, EventSink, Stats};

@@ -155,7 +155,12 @@ impl HistoryStore for MemoryStore {
         log.last_offset += 1;
         let frame = encode(log.last_offset);
         let cost = entry_cost(&frame);
-        log.entries.push_back(Entry { offset: log.last_offset, frame: frame.clone(), expires: now + retention.ttl, age });
+        log.entries.push_back(Entry {
+            offset: log.last_offset,
+            frame: frame.clone(),
+            expires: now + retention.ttl,
+            age,
+        });
         let was_empty = log.entries.len() == 1;
         state.bytes += cost;
         state.messages += 1;

@@ -385,7 +385,11 @@ impl Default for Stats {
             "Bytes the channel history store counts (frames plus bookkeeping; capped by limits.history_memory_bytes)",
             stats.history_bytes.clone(),
         );
-        registry.register("history_messages", "Publications retained in channel history", stats.history_messages.clone());
+        registry.register(
+            "history_messages",
+            "Publications retained in channel history",
+            stats.history_messages.clone(),
+        );
         registry.register(
             "history_recoveries",
             "Subscribes with `since`, by result (recovered, or gap: history lost or trimmed)",

@@ -12,9 +12,9 @@ use super::reload::ReloadError;
 use crate::auth::Revocation;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
+use crate::history::{Page, Since, SinceError};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
-use crate::history::{Page, Since, SinceError};
 use crate::protocol::{MAX_HISTORY_PAGE, is_within_depth, validate_channel};
 use crate::session::{Disconnect, Signal};
 

@@ -11,10 +11,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::{Disconnect, Outcome, Session};
 use crate::auth::{Identity, JtiRefusal, TokenError};
 use crate::error::ErrorCode;
+use crate::history::{Joined, Recovery, Retention, SinceError};
 use crate::hooks::{AuthorizeRequest, ChannelAction, Decision, RpcCall, RpcError};
 use crate::observe::Event;
 use crate::policy::{SlowConsumerPolicy, Verdict, check_schema};
-use crate::history::{Joined, Recovery, Retention, SinceError};
 use crate::protocol::{
     ClientFrame, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE, ReplyError, ServerFrame, Since, decode, encode_history_page,
 };
@@ -226,7 +226,12 @@ impl Session {
     /// runs under the history's ordering lock, after reading what the client missed since
     /// `since`: the ack, then the missed publications (or a `gap`), go out as replies, before
     /// anything the outbox receives afterwards.
-    async fn subscribe(&mut self, id: Option<u64>, channel: String, since: Option<Since>) -> Result<Vec<Utf8Bytes>, Refusal> {
+    async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        channel: String,
+        since: Option<Since>,
+    ) -> Result<Vec<Utf8Bytes>, Refusal> {
         let is_subscribed = self.subscriptions.contains(&channel);
         if !is_subscribed && self.subscriptions.len() >= self.env.limits.max_subscriptions {
             return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
@@ -286,10 +291,12 @@ impl Session {
         if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
             return Err(refuse(id, ErrorCode::HistoryLimitInvalid, format!("limit must be 1 to {MAX_HISTORY_PAGE}")));
         }
-        let allowed = self.authorize(id, &self.identity, ChannelAction::History, channel, None).await?;
-        if allowed.history.is_none() {
+        // Said before the permission check: it reveals the configuration (whether the first
+        // matching rule keeps history), nothing about the identity or the channel's content.
+        if self.env.policy.load().retention(channel).is_none() {
             return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history"));
         }
+        self.authorize(id, &self.identity, ChannelAction::History, channel, None).await?;
         let page = self.env.history.page(channel, since, limit as usize, is_newest_first).map_err(|e| match e {
             SinceError::Ahead => {
                 refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
