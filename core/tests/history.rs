@@ -426,3 +426,37 @@ fn history_with_a_cluster_broker_is_refused_at_config_time() {
     assert!(paths.contains(&"channels[0].history_size"), "{paths:?}");
     assert!(paths.contains(&"channels[2].history_size"), "{paths:?}");
 }
+
+#[test]
+fn history_keys_out_of_range_are_refused_with_their_paths() {
+    let text = r#"
+        [auth]
+        hmac_secret_env = "X"
+        issuer = "i"
+        audience = "a"
+        [limits]
+        history_memory_bytes = 1000
+        [[channels]]
+        pattern = "a"
+        subscribe = {}
+        history_size = 200000
+        history_ttl_secs = 0
+        [[channels]]
+        pattern = "b"
+        subscribe = {}
+        history = {}
+    "#;
+    let error = wsguard::Config::from_toml_str(text).expect_err("refused");
+    let paths: Vec<_> = error.problems().iter().map(|p| p.path.as_str()).collect();
+    for path in ["limits.history_memory_bytes", "channels[0].history_size", "channels[0].history_ttl_secs"] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    // Past the shape checks, a `history` requirement on a rule that keeps none.
+    let text = text
+        .replace("history_memory_bytes = 1000", "")
+        .replace("history_size = 200000", "")
+        .replace("history_ttl_secs = 0", "");
+    let error = wsguard::Config::from_toml_str(&text).expect_err("refused");
+    let paths: Vec<_> = error.problems().iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"channels[1].history"), "{paths:?}");
+}

@@ -85,6 +85,7 @@ pub struct LimitsConfig {
     /// it the oldest kept publications of the whole server go first, then channel logs with
     /// nothing left (whose subscribers then get `recovered: false`). At least 65536. Restart
     /// only. Default 67108864 (64 MiB).
+    #[schemars(range(min = 65536))]
     pub history_memory_bytes: u64,
 }
 

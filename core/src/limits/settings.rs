@@ -78,9 +78,6 @@ impl LimitsSettings {
             problems.push("limits.max_frame_bytes", "must not exceed limits.max_message_bytes");
         }
         let write_timeout = problems.positive_secs("limits.write_timeout_secs", config.write_timeout_secs);
-        if config.history_memory_bytes < 65536 {
-            problems.push("limits.history_memory_bytes", "must be at least 65536");
-        }
         // Two seconds' worth, and always room for one maximal message; `as` saturates.
         let bytes_burst = (bytes * 2.0).max(config.max_message_bytes as f64) as u32;
         LimitsSettings {

@@ -45,11 +45,6 @@ fn default_history_ttl_secs() -> u64 {
     300
 }
 
-/// The largest `history_size` (a recovery replays at most this many frames in one reply batch).
-pub(crate) const MAX_HISTORY_SIZE: u32 = 100_000;
-/// The longest `history_ttl_secs`: 7 days.
-pub(crate) const MAX_HISTORY_TTL_SECS: u64 = 7 * 24 * 3600;
-
 /// One `[[channels]]` rule. Rules are matched in order; the first whose pattern matches decides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,9 +80,11 @@ pub struct ChannelRule {
     /// `message` frames are exactly as without this feature. At most 100000. Refused with a
     /// `[cluster]` broker (the memory store is per node).
     #[serde(default)]
+    #[schemars(range(max = 100000))]
     pub history_size: u32,
     /// How long a kept publication stays, in seconds (1 to 604800). Default 300.
     #[serde(default = "default_history_ttl_secs")]
+    #[schemars(range(min = 1, max = 604800))]
     pub history_ttl_secs: u64,
     /// Who may read the kept publications with the `history` action; absent: nobody (default
     /// deny). Recovery with `subscribe` + `since` needs only `subscribe`: it gives back what the
@@ -157,12 +154,6 @@ pub(crate) fn validate(channels: &[ChannelRule], rpc: &[RpcRule], problems: &mut
 }
 
 fn validate_history(rule: &ChannelRule, at: &str, problems: &mut Problems) {
-    if rule.history_size > MAX_HISTORY_SIZE {
-        problems.push(format!("{at}.history_size"), format!("must be at most {MAX_HISTORY_SIZE}"));
-    }
-    if rule.history_ttl_secs == 0 || rule.history_ttl_secs > MAX_HISTORY_TTL_SECS {
-        problems.push(format!("{at}.history_ttl_secs"), format!("must be 1 to {MAX_HISTORY_TTL_SECS}"));
-    }
     if rule.history.is_some() && rule.history_size == 0 {
         problems.push(format!("{at}.history"), "the rule keeps no history: set `history_size`");
     }
