@@ -203,7 +203,7 @@ typedef struct wsg_authorize_request {
 } wsg_authorize_request;
 
 /**
- * Decides a subscribe or publish after the channel rules allowed it; anything but
+ * Decides a subscribe, publish or history read after the channel rules allowed it; anything but
  * `WSG_DECISION_ALLOW` gives the client the reply error `forbidden`. Time box:
  * `hooks.timeout_secs` (then `hook_timeout`).
  */

@@ -152,7 +152,7 @@ pub type wsg_authenticate_callback = Option<
         answer: *mut wsg_authenticate_answer,
     ) -> wsg_decision,
 >;
-/// Decides a subscribe or publish after the channel rules allowed it; anything but
+/// Decides a subscribe, publish or history read after the channel rules allowed it; anything but
 /// `WSG_DECISION_ALLOW` gives the client the reply error `forbidden`. Time box:
 /// `hooks.timeout_secs` (then `hook_timeout`).
 #[allow(non_camel_case_types)]
