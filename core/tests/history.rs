@@ -88,23 +88,32 @@ async fn offsets_are_on_history_channels_only_and_the_ack_gives_the_position() {
 /// live ones, in order, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_under_concurrent_publishing_is_exact() {
+    // Phases of the publisher: up to `AWAY` while the subscriber is away, up to `RACING` from the
+    // moment it sends its `subscribe` with `since` (racing the recovery), the rest once it has
+    // the ack (certainly live).
+    const AWAY: u64 = 3000;
+    const RACING: u64 = 5000;
     const TOTAL: u64 = 6000;
     let server =
         setup().limits("outbound_queue_messages = 20000").limits("outbound_queue_bytes = 16777216").start().await;
     let mut ws = server.session("alice").await;
     let epoch = epoch_of(&subscribe(&mut ws, "feed:1", None).await);
 
+    let (go_tx, mut go) = tokio::sync::mpsc::unbounded_channel::<()>();
     let published = Arc::new(AtomicU64::new(0));
     let publisher = {
         let handle = server.handle.clone();
         let published = Arc::clone(&published);
         tokio::spawn(async move {
             for n in 0..TOTAL {
+                if n == AWAY || n == RACING {
+                    go.recv().await.expect("the next phase");
+                }
                 handle.publish("feed:1", &json!({"n": n})).expect("host publish");
                 published.store(n + 1, Ordering::SeqCst);
                 if n % 50 == 0 {
-                    // Paced, so that publishing is still going on while the subscriber recovers.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    // Spread out, so that the racing phase overlaps the recovery.
+                    tokio::task::yield_now().await;
                 }
             }
         })
@@ -117,12 +126,14 @@ async fn recovery_under_concurrent_publishing_is_exact() {
         last = offset_of(&frame);
     }
     drop(ws);
-    eventually("thousands more publications", || published.load(Ordering::SeqCst) >= last + 2000).await;
+    eventually("thousands of publications while away", || published.load(Ordering::SeqCst) == AWAY).await;
     let mut ws = server.session("alice").await;
+    go_tx.send(()).expect("racing phase");
     let ack = subscribe(&mut ws, "feed:1", Some((last, &epoch))).await;
+    go_tx.send(()).expect("live phase");
     assert_frame(&ack, &json!({"type": "ack", "recovered": true, "epoch": epoch}));
     let at_join = offset_of(&ack);
-    assert!(at_join > last + 2000 && at_join <= TOTAL, "joined while publishing: {ack}");
+    assert!((AWAY..=RACING).contains(&at_join), "joined between the phases: {ack}");
     for expected in last + 1..=TOTAL {
         let frame = recv_json(&mut ws).await;
         assert_eq!(frame["type"], "message", "{frame}");
