@@ -77,6 +77,11 @@ async fn offsets_are_on_history_channels_only_and_the_ack_gives_the_position() {
     let mut again = again;
     assert_frame(&subscribe(&mut again, "feed:1", None).await, &json!({"offset": 2, "epoch": epoch}));
 
+    // Subscribing again changes nothing: the current position, no replay even with `since`.
+    let again_ack = subscribe(&mut ws, "feed:1", Some((0, &epoch))).await;
+    assert_eq!(again_ack, json!({"type": "ack", "id": 1, "offset": 2, "epoch": epoch}));
+    ping(&mut ws, 3).await;
+
     // A channel without history: the frames are exactly as before.
     assert_eq!(subscribe(&mut ws, "room:1", None).await, json!({"type": "ack", "id": 1}));
     publish(&server, "room:1", 7);

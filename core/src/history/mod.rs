@@ -163,9 +163,9 @@ impl History {
     pub(crate) fn join(&self, channel: &str, since: Option<&Since>, join: impl FnOnce()) -> Result<Joined, SinceError> {
         let _ordered = self.ordering_lock(channel);
         let Some(since) = since else {
-            let slice = self.store.read(channel, Query { after: None, before: None, limit: 0, is_newest_first: false });
+            let position = self.position(channel);
             join();
-            return Ok(Joined { position: slice.position, recovery: None });
+            return Ok(Joined { position, recovery: None });
         };
         let query = Query { after: Some(since.offset), before: None, limit: usize::MAX, is_newest_first: false };
         let slice = self.store.read(channel, query);
@@ -189,6 +189,12 @@ impl History {
             Recovery::Lost(_) => "gap",
         });
         Ok(Joined { position, recovery: Some(recovery) })
+    }
+
+    /// Where `channel` stands now.
+    pub(crate) fn position(&self, channel: &str) -> Position {
+        let nothing = Query { after: None, before: None, limit: 0, is_newest_first: false };
+        self.store.read(channel, nothing).position
     }
 
     /// A page of `channel`'s history: after `since` (oldest first) or before it (newest first),

@@ -232,26 +232,33 @@ impl Session {
         channel: String,
         since: Option<Since>,
     ) -> Result<Vec<Utf8Bytes>, Refusal> {
-        let is_subscribed = self.subscriptions.contains(&channel);
-        if !is_subscribed && self.subscriptions.len() >= self.env.limits.max_subscriptions {
+        if self.subscriptions.contains(&channel) {
+            // Nothing changes and nothing is checked again; a `since` is not used (the live
+            // subscription has delivered, or announced as a gap, everything since it started).
+            let frame = match self.env.policy.load().retention(&channel) {
+                None => ServerFrame::Ack { id }.encode(),
+                Some(_) => {
+                    let position = self.env.history.position(&channel);
+                    ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered: None }
+                        .encode()
+                }
+            };
+            return Ok(vec![frame]);
+        }
+        if self.subscriptions.len() >= self.env.limits.max_subscriptions {
             return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
         }
         let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
-        let Some(_) = allowed.history else {
+        if allowed.history.is_none() {
             if since.is_some() {
                 return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history to recover from"));
             }
-            if !is_subscribed {
-                self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
-                // Acknowledged once the broker delivers the channel here (other nodes' messages).
-                self.env.cluster.subscribed(&channel).await;
-                self.subscriptions.insert(channel);
-            }
+            self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+            // Acknowledged once the broker delivers the channel here (other nodes' messages).
+            self.env.cluster.subscribed(&channel).await;
+            self.subscriptions.insert(channel);
             return Ok(vec![ServerFrame::Ack { id }.encode()]);
-        };
-        // Already subscribed: nothing changes and `since` is not used (the live subscription has
-        // delivered, or reported as a gap, everything since it started); the ack gives the position.
-        let since = since.filter(|_| !is_subscribed);
+        }
         let joined = self
             .env
             .history
