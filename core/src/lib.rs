@@ -19,6 +19,9 @@
 //!    once, into bounded per-session outboxes. Slow consumers are closed, not buffered.
 //!    **presence** counts the subscribers of channels whose rule tracks them, per user and
 //!    cluster-wide, and announces a user's first session in and last one out.
+//!    On channels whose rule keeps **history**, each publication gets an offset and is retained, so
+//!    a subscriber that comes back with `since` recovers exactly what it missed, or learns it
+//!    cannot (`gap`).
 //! 4. **observe** counts everything and turns refusals and disconnects into `Event`s.
 //!
 //! ## Quickstart
@@ -50,6 +53,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod history;
 pub mod hooks;
 pub mod host;
 mod hub;

@@ -154,6 +154,14 @@ pub const WSG_REFRESH_MISMATCH: wsg_result = 4014;
 /// The cluster broker is unreachable or did not confirm the publication in time: it reached the
 /// subscribers on this node only (`wsg_server_publish`, or a client's `publish`).
 pub const WSG_BROKER_UNAVAILABLE: wsg_result = 4015;
+/// The channel's rule keeps no history: nothing to recover or read.
+pub const WSG_HISTORY_NOT_KEPT: wsg_result = 4020;
+/// `since.offset` is beyond the channel's latest offset in that epoch.
+pub const WSG_HISTORY_OFFSET_AHEAD: wsg_result = 4021;
+/// A history page's `limit` is below 1 or above 1000.
+pub const WSG_HISTORY_LIMIT_INVALID: wsg_result = 4022;
+/// `since.epoch` is not the channel's current epoch: its history was lost.
+pub const WSG_HISTORY_EPOCH_CHANGED: wsg_result = 4023;
 /// The cluster's presence store (Redis) is unreachable: presence is not answered.
 pub const WSG_PRESENCE_UNAVAILABLE: wsg_result = 4030;
 

@@ -118,7 +118,7 @@ class Server(_native.Server):
         return handler
 
     def authorize(self, handler: Z) -> Z:
-        """Registers the hook asked after the channel rules allowed a subscribe or publish."""
+        """Registers the hook asked once the channel rules allowed a channel action."""
         self._set_authorize_handler(handler)
         return handler
 

@@ -79,6 +79,8 @@ pub enum ChannelAction {
     Subscribe,
     /// Send a publication to the channel.
     Publish,
+    /// Read the channel's kept publications (the `history` action).
+    History,
 }
 
 /// The question put to the `authorize` hook.

@@ -41,6 +41,9 @@
 //! | `wsguard_jwks_fetches_total` | counter | `issuer`, `result` (ok or the failure reason) |
 //! | `wsguard_jwks_keys` | gauge | `issuer` |
 //! | `wsguard_presence_announcements_total` | counter | `kind` (join/leave) |
+//! | `wsguard_history_bytes` | gauge | |
+//! | `wsguard_history_messages` | gauge | |
+//! | `wsguard_history_recoveries_total` | counter | `result` (recovered/gap) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -158,13 +161,14 @@ struct HookFailureLabels {
 }
 
 /// Every `action` label value of `wsguard_messages_in_total`.
-const ACTIONS: [&str; 10] = [
+const ACTIONS: [&str; 11] = [
     "subscribe",
     "unsubscribe",
     "publish",
     "ping",
     "rpc",
     "refresh",
+    "history",
     "presence",
     "presence_stats",
     "invalid",
@@ -221,6 +225,9 @@ pub(crate) struct Stats {
     jwks_keys: Family<IssuerLabel, Gauge>,
     broker_rejected: Family<BrokerRejectedLabels, Counter>,
     api_requests: Family<ApiRequestLabels, Counter>,
+    history_bytes: Gauge,
+    history_messages: Gauge,
+    history_recoveries: Family<ResultLabel, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -318,6 +325,9 @@ impl Default for Stats {
             jwks_keys: Family::default(),
             broker_rejected: Family::default(),
             api_requests: Family::default(),
+            history_bytes: Gauge::default(),
+            history_messages: Gauge::default(),
+            history_recoveries: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -445,6 +455,21 @@ impl Default for Stats {
             "api_requests",
             "Server API calls, by operation and result (ok or the error code name)",
             stats.api_requests.clone(),
+        );
+        registry.register(
+            "history_bytes",
+            "Bytes the channel history store counts (frames plus bookkeeping; capped by limits.history_memory_bytes)",
+            stats.history_bytes.clone(),
+        );
+        registry.register(
+            "history_messages",
+            "Publications retained in channel history",
+            stats.history_messages.clone(),
+        );
+        registry.register(
+            "history_recoveries",
+            "Subscribes with `since`, by result (recovered, or gap: history lost or trimmed)",
+            stats.history_recoveries.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -584,6 +609,17 @@ impl Stats {
     /// One server API call; both labels come from fixed sets (operations, code names).
     pub(crate) fn record_api_request(&self, operation: &'static str, result: &'static str) {
         self.api_requests.get_or_create(&ApiRequestLabels { operation, result }).inc();
+    }
+
+    /// What the history store holds now.
+    pub(crate) fn set_history_usage(&self, bytes: u64, messages: u64) {
+        self.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.history_messages.set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    /// A subscribe with `since`: `recovered` or `gap`.
+    pub(crate) fn record_history_recovery(&self, result: &'static str) {
+        self.history_recoveries.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {

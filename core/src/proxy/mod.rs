@@ -48,6 +48,8 @@ pub(crate) struct Proxy {
 /// What a channel question carries besides the hooks' `AuthorizeRequest`.
 #[derive(Serialize)]
 struct ChannelRequest<'a> {
+    /// `subscribe`, `publish`, or `history` (asked of the `subscribe` endpoint).
+    action: ChannelAction,
     session_id: u64,
     client_ip: std::net::IpAddr,
     identity: &'a Identity,
@@ -125,7 +127,8 @@ impl Proxy {
 
     fn channel_endpoint(&self, action: ChannelAction) -> Option<&Endpoint> {
         match action {
-            ChannelAction::Subscribe => self.subscribe.as_ref(),
+            // Reading a channel's history is decided like receiving its publications.
+            ChannelAction::Subscribe | ChannelAction::History => self.subscribe.as_ref(),
             ChannelAction::Publish => self.publish.as_ref(),
         }
     }
@@ -172,7 +175,7 @@ impl Proxy {
     ) -> Option<Result<Decision, ProxyFailure>> {
         let endpoint = self.channel_endpoint(action)?;
         let payload = payload.filter(|_| action == ChannelAction::Publish);
-        let request = ChannelRequest { session_id, client_ip: info.client_ip, identity, channel, payload };
+        let request = ChannelRequest { action, session_id, client_ip: info.client_ip, identity, channel, payload };
         let parse = |value| match value {
             Value::Bool(true) => Ok(Decision::Allow),
             Value::Bool(false) => Ok(Decision::Deny),

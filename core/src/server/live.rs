@@ -18,6 +18,7 @@ use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, TrustedProxies};
+use crate::history::History;
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
@@ -32,6 +33,7 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: EventSink,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) history: Arc<History>,
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) registry: Arc<Registry>,
@@ -138,6 +140,7 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
     check("hooks.event_queue_capacity", old.hooks.event_queue_capacity != new.hooks.event_queue_capacity);
     check("auth.jti_cache_capacity", old.auth.jti_cache_capacity != new.auth.jti_cache_capacity);
     check("cluster", old.cluster != new.cluster);
+    check("limits.history_memory_bytes", old.limits.history_memory_bytes != new.limits.history_memory_bytes);
     problems
 }
 
@@ -189,6 +192,7 @@ pub(crate) fn build_live(
     let clock = governor::clock::DefaultClock::default();
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
+        history: Arc::clone(&core.history),
         cluster: Arc::clone(&core.cluster),
         presence: Arc::clone(&core.presence),
         stats: Arc::clone(&core.stats),
