@@ -21,6 +21,9 @@ Errors derive from ``WsguardError`` and carry the core's stable ``code`` / ``cod
 ``ConfigError`` (also a ``ValueError``) lists every configuration problem with its key path;
 ``InvalidArgumentError`` (also a ``ValueError`` and a ``TypeError``, code ``invalid_argument``)
 refuses a wrong argument to ``disconnect``, ``revoke``, ``ban`` or ``lift_ban``.
+``wsguard.Client`` (module ``wsguard.client``, needs ``pip install wsguard[client]``) is an
+asyncio client of the wire protocol: token from an async ``get_token()``, in-band refresh,
+reconnects driven by the close code, subscriptions with recovery, typed events and errors.
 Core ``tracing`` events are logged to the ``wsguard`` logger (``wsguard.server``,
 ``wsguard.security``, ``wsguard.session``, ...); levels are read at each ``start()``.
 """
@@ -37,16 +40,34 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Mapping, Optio
 from . import _native
 from ._errors import ConfigError, InvalidArgumentError, WsguardError
 from ._native import AuthorizeRequest, HandshakeInfo, Identity, Session
+from .client import (
+    Client,
+    ClientClosedError,
+    ConnectionLostError,
+    HandshakeError,
+    ReplyError,
+    RequestTimeoutError,
+    SendQueueFullError,
+    SessionClosedError,
+)
 
 __all__ = [
     "AuthorizeRequest",
+    "Client",
+    "ClientClosedError",
     "ConfigError",
+    "ConnectionLostError",
+    "HandshakeError",
     "HandshakeInfo",
     "Identity",
     "ConfigInput",
     "InvalidArgumentError",
+    "ReplyError",
+    "RequestTimeoutError",
+    "SendQueueFullError",
     "Server",
     "Session",
+    "SessionClosedError",
     "WsguardError",
     "serve",
 ]
