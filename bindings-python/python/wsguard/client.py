@@ -444,11 +444,13 @@ def reconnect_policy(close_code: int) -> str:
 
 def refresh_delay(iat: Optional[float], exp: float, now: float) -> float:
     """Seconds from ``now`` until the in-band refresh of a token valid from ``iat`` (the time it
-    was received when absent) to ``exp``: at 80 % of its lifetime or 30 s before ``exp``,
-    whichever is earlier, and never later than 1 s before ``exp`` (0: refresh at once)."""
+    was received when absent) to ``exp``. The rule: at 80 % of its lifetime or 30 s before
+    ``exp``, whichever is earlier; but not before half of its lifetime (so short tokens are not
+    refreshed at once), and never later than 1 s before ``exp``. 0: refresh now."""
     start = now if iat is None else min(iat, now)
     lifetime = max(exp - start, 0.0)
-    at = min(start + 0.8 * lifetime, exp - 30.0, exp - 1.0)
+    at = max(min(start + 0.8 * lifetime, exp - 30.0), start + 0.5 * lifetime)
+    at = min(at, exp - 1.0)
     return max(at - now, 0.0)
 
 
@@ -953,7 +955,7 @@ class Client:
         try:
             token = await self._get_token()
         except Exception as exc:  # the application's token source failed: try again later
-            return _Attempt("backoff", f"get_token failed: {exc!r}")
+            return _Attempt("backoff", "get_token_failed")
         self._remember_token(token)
         headers = {"Origin": self._origin} if self._origin else None
         try:
@@ -970,7 +972,7 @@ class Client:
         except InvalidStatus as exc:
             return self._refused(exc.response.status_code, exc.response.headers.get("Retry-After"), exc.response.body)
         except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
-            return _Attempt("backoff", f"network: {type(exc).__name__}")
+            return _Attempt("backoff", "network")
 
         self._ws = ws
         opened_at = time.monotonic()
@@ -1166,26 +1168,29 @@ class Client:
         while True:
             exp = self._token_exp
             if exp is None:
-                return
+                return  # a token without exp: nothing to schedule
             await asyncio.sleep(refresh_delay(self._token_iat, exp, time.time()))
             try:
                 token = await self._get_token()
-                iat, new_exp = _token_times(token)
+            except Exception as exc:  # the application's token source failed
+                self._emit(RefreshFailed(WsguardError(f"get_token failed: {exc!r}", 0, "get_token_failed")))
+                token = ""
+            iat, new_exp = _token_times(token)
+            if not token or (new_exp is not None and new_exp <= exp):
+                # No newer token yet: ask again in a second while time is left; otherwise the
+                # 4100 close makes the client reconnect with a fresh token.
+                if exp - time.time() <= 1.5:
+                    return
+                await asyncio.sleep(1.0)
+                continue
+            try:
                 await self._request({"action": "refresh", "token": token}, None)
             except WsguardError as error:
                 self._emit(RefreshFailed(error))
-                if isinstance(error, (ConnectionLostError, ClientClosedError)):
+                if isinstance(error, (ConnectionLostError, ClientClosedError)) or exp - time.time() <= 2.0:
                     return
-                # Try once more shortly if time is left; otherwise the 4100 close reconnects.
-                if exp - time.time() > 2.0:
-                    await asyncio.sleep(1.0)
-                    continue
-                return
-            except Exception as exc:  # get_token failed
-                self._emit(RefreshFailed(WsguardError(f"get_token failed: {exc!r}", 0, "get_token_failed")))
-                return
+                await asyncio.sleep(1.0)
+                continue
             self._token_iat = iat if iat is not None else time.time()
             self._token_exp = new_exp
             self._emit(TokenRefreshed(new_exp))
-            if new_exp is None or new_exp <= exp:
-                return  # the token source gave no later token: the 4100 close reconnects
