@@ -63,7 +63,7 @@ def free_port() -> int:
 class Serve:
     """A `wsguard serve` process on a fixed loopback port (so it can be restarted on it)."""
 
-    def __init__(self, tmp: Path, secret: str, extra: str = "", auth: str = "") -> None:
+    def __init__(self, tmp: Path, secret: str, extra: str = "", auth: str = "", limits: str = "") -> None:
         self.port = free_port()
         self.config = tmp / f"serve-{self.port}.toml"
         self.log = tmp / f"serve-{self.port}.log"
@@ -83,6 +83,13 @@ issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
 leeway_secs = 0
 {auth}
+
+[limits]
+messages_per_sec = 1000.0
+message_burst = 1000
+user_messages_per_sec = 1000.0
+bytes_per_sec = 100000000.0
+{limits}
 
 [[channels]]
 pattern = "news"
@@ -134,12 +141,12 @@ method = "orders.none"
 
 @pytest.fixture
 def serve(tmp_path: Path, secret: str) -> Iterator[Callable[..., Serve]]:
-    """`serve(extra="", auth="")`: a started `wsguard serve` (TOML appended to the file and to
-    its `[auth]` table), stopped after the test."""
+    """`serve(extra="", auth="", limits="")`: a started `wsguard serve` (TOML appended to the file,
+    to its `[auth]` and to its `[limits]` table), stopped after the test."""
     started: List[Serve] = []
 
-    def make(extra: str = "", auth: str = "") -> Serve:
-        server = Serve(tmp_path, secret, extra, auth)
+    def make(extra: str = "", auth: str = "", limits: str = "") -> Serve:
+        server = Serve(tmp_path, secret, extra, auth, limits)
         started.append(server)
         server.start()
         return server
@@ -311,14 +318,15 @@ def test_send_queue_holds_requests_while_disconnected_and_overflows_loudly(serve
         events = Recorder()
         client = wsguard.Client(server.url, token_source(mint), send_queue_size=2, backoff_base=0.05, backoff_cap=0.2, on_event=events)
         connecting = asyncio.ensure_future(client.connect())
+        with pytest.raises(wsguard.RequestTimeoutError) as late:
+            await client.ping(timeout=0.05)  # a timeout while waiting in the queue
+        assert (late.value.code, late.value.code_name) == (0, "timeout")
         first = asyncio.ensure_future(client.publish("news", {"n": 1}))
         second = asyncio.ensure_future(client.publish("news", {"n": 2}))
         await asyncio.sleep(0)
         with pytest.raises(wsguard.SendQueueFullError) as full:
             await client.publish("news", {"n": 3})
         assert (full.value.code, full.value.code_name) == (0, "send_queue_full")
-        with pytest.raises(wsguard.RequestTimeoutError):
-            await client.ping(timeout=0.05)  # a timeout while waiting in the queue
         await until(lambda: events.of(wc.Reconnecting), "a retry")
         assert not first.done() and not second.done()
 
@@ -360,7 +368,7 @@ def test_server_restart_reconnects_and_resubscribes(serve: Callable[..., Serve],
 
 def test_handshake_429_retry_after_is_honoured(serve: Callable[..., Serve], mint: Mint) -> None:
     # Burst 1 and one token every 2 s: the second handshake is refused with Retry-After.
-    server = serve("\n[limits]\nhandshakes_per_ip_per_sec = 0.5\n")
+    server = serve(limits="handshakes_per_ip_per_sec = 0.5")
     with sync_connect(server.url, subprotocols=["wsguard.v1", "bearer." + mint()], proxy=None):  # type: ignore[list-item]
         pass
 
@@ -439,12 +447,13 @@ def test_revocation_stops_the_client_and_surfaces_the_error(server: wsguard.Serv
 
 
 def test_slow_consumer_close_then_reconnect(serve: Callable[..., Serve], mint: Mint) -> None:
-    server = serve("\n[limits]\noutbound_queue_messages = 4\noutbound_queue_bytes = 65536\n")
+    server = serve(limits="outbound_queue_messages = 4\noutbound_queue_bytes = 65536")
     publisher_token = mint("bob")
 
     def flood() -> None:
         with sync_connect(server.url, subprotocols=["wsguard.v1", "bearer." + publisher_token], proxy=None) as ws:  # type: ignore[list-item]
-            for n in range(60):
+            # 15 MB: more than the loopback socket buffers hold while the subscriber stalls.
+            for n in range(250):
                 ws.send('{"action":"publish","channel":"big","payload":{"n":%d,"pad":"%s"}}' % (n, "x" * 60000))
                 ws.recv(timeout=WAIT)
 
@@ -576,13 +585,13 @@ def test_server_restart_with_history_surfaces_the_epoch_change(serve: Callable[.
 
 @needs_history
 def test_slow_consumer_close_then_recovery(serve: Callable[..., Serve], mint: Mint) -> None:
-    server = serve(HISTORY_RULE + "\n[limits]\noutbound_queue_messages = 4\noutbound_queue_bytes = 65536\n")
+    server = serve(HISTORY_RULE, limits="outbound_queue_messages = 4\noutbound_queue_bytes = 65536")
     publisher_token = mint("bob")
 
     def flood() -> None:
         with sync_connect(server.url, subprotocols=["wsguard.v1", "bearer." + publisher_token], proxy=None) as ws:  # type: ignore[list-item]
-            for n in range(60):
-                ws.send('{"action":"publish","channel":"chat:1","payload":{"n":%d,"pad":"%s"}}' % (n, "x" * 20000))
+            for n in range(250):
+                ws.send('{"action":"publish","channel":"chat:1","payload":{"n":%d,"pad":"%s"}}' % (n, "x" * 60000))
                 ws.recv(timeout=WAIT)
 
     async def body() -> None:
@@ -600,8 +609,8 @@ def test_slow_consumer_close_then_recovery(serve: Callable[..., Serve], mint: Mi
         await client.connect()
         await client.subscribe("chat:1", on_event=on_event)
         flooding.start()
-        await until(lambda: len(received) >= 60, "every publication, recovered after the close")
-        assert received == list(range(60))
+        await until(lambda: len(received) >= 250, "every publication, recovered after the close")
+        assert received == list(range(250))
         assert events.of(wc.Disconnected)
         await client.close()
 
