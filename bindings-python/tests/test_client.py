@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -232,6 +233,13 @@ def test_refresh_rule_and_backoff() -> None:
     assert wc.backoff_delay(3, 0.5, 30.0, rng=lambda: 1.0) == 4.0
     assert wc.backoff_delay(20, 0.5, 30.0, rng=lambda: 1.0) == 30.0
     assert wc.backoff_delay(5, 0.5, 30.0, rng=lambda: 0.0) == 0.0
+
+
+def test_import_works_without_websockets() -> None:
+    """`websockets` is an optional extra: it is imported only when a client connects."""
+    code = "import sys; sys.modules['websockets'] = None; import wsguard; print(wsguard.Client.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "Client", done.stderr
 
 
 def test_token_in_url_is_refused() -> None:

@@ -24,6 +24,7 @@ import base64
 import collections
 import contextlib
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from ._errors import WsguardError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; websockets is imported lazily at runtime
     from websockets.asyncio.client import ClientConnection
+
+_log = logging.getLogger("wsguard.client")
 
 __all__ = [
     "Client",
@@ -456,7 +459,7 @@ def refresh_delay(iat: Optional[float], exp: float, now: float) -> float:
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
     """Full jitter: uniform in ``[0, min(cap, base * 2**attempt)]`` (``attempt`` from 0)."""
-    return rng() * min(cap, base * (2 ** min(attempt, 62)))
+    return float(rng() * min(cap, base * (2.0 ** min(attempt, 62))))
 
 
 def _token_times(token: str) -> Tuple[Optional[float], Optional[float]]:
@@ -530,7 +533,10 @@ class Subscription:
 
     def _emit(self, event: SubscriptionEvent) -> None:
         if self._on_event is not None:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # the application's callback must not break the connection
+                _log.exception("wsguard.Client: on_event callback of %r raised", self.channel)
         else:
             self._queue.put_nowait(event)
 
@@ -898,7 +904,10 @@ class Client:
 
     def _emit(self, event: ClientEvent) -> None:
         if self._on_event is not None:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # the application's callback must not break the client
+                _log.exception("wsguard.Client: on_event callback raised")
 
     def _finish(self, error: Optional[WsguardError]) -> None:
         if self._stopped.is_set():
@@ -970,7 +979,8 @@ class Client:
                 compression=None,
             )
         except InvalidStatus as exc:
-            return self._refused(exc.response.status_code, exc.response.headers.get("Retry-After"), exc.response.body)
+            body = exc.response.body
+            return self._refused(exc.response.status_code, exc.response.headers.get("Retry-After"), bytes(body) if body else None)
         except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
             return _Attempt("backoff", "network")
 
@@ -987,10 +997,10 @@ class Client:
                 tasks.append(loop.create_task(self._refresher(ws)))
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if not isinstance(exc, ConnectionClosed):
-                        await ws.close(1011)
+                failure = task.exception() if task.done() and not task.cancelled() else None
+                if failure is not None and not isinstance(failure, ConnectionClosed):
+                    _log.error("wsguard.Client: internal failure, closing the session", exc_info=failure)
+                    await ws.close(1011)
             await ws.wait_closed()
         finally:
             for task in tasks:
