@@ -401,11 +401,14 @@ def test_short_lived_token_is_refreshed_across_several_expiries(serve: Callable[
 
     async def body() -> None:
         events = Recorder()
-        # 3 s tokens, no leeway: the session would end with 4100 at 3 s without a refresh.
-        client = wsguard.Client(server.url, token_source(mint, ttl=3), on_event=events)
+        # 2 s tokens, no leeway: without a refresh the session would end with 4100 within 2 s.
+        client = wsguard.Client(server.url, token_source(mint, ttl=2), on_event=events)
         await client.connect()
+        started = time.monotonic()
         sub = await client.subscribe("news")
-        await until(lambda: len(events.of(wc.TokenRefreshed)) >= 3, "three refreshes", timeout=15)
+        # Stay past three token lifetimes.
+        await until(lambda: time.monotonic() - started > 6.5 and events.of(wc.TokenRefreshed), "three lifetimes", timeout=15)
+        assert len(events.of(wc.TokenRefreshed)) >= 3
         assert not events.of(wc.Disconnected) and not events.of(wc.RefreshFailed)
         assert len(events.of(wc.Connected)) == 1
         await client.publish("news", {"still": "here"})
