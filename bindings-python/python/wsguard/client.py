@@ -963,7 +963,7 @@ class Client:
         self._attempts += 1
         try:
             token = await self._get_token()
-        except Exception as exc:  # the application's token source failed: try again later
+        except Exception:  # the application's token source failed: try again later
             return _Attempt("backoff", "get_token_failed")
         self._remember_token(token)
         headers = {"Origin": self._origin} if self._origin else None
@@ -981,7 +981,7 @@ class Client:
         except InvalidStatus as exc:
             body = exc.response.body
             return self._refused(exc.response.status_code, exc.response.headers.get("Retry-After"), bytes(body) if body else None)
-        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+        except (OSError, asyncio.TimeoutError, InvalidHandshake):
             return _Attempt("backoff", "network")
 
         self._ws = ws
@@ -1021,7 +1021,7 @@ class Client:
 
     def _refused(self, status: int, retry_after_header: Optional[str], body: Optional[bytes]) -> _Attempt:
         name, code = f"http_{status}", 0
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
             parsed = json.loads(body or b"")
             name, code = str(parsed["error"]), int(parsed["code"])
         retry_after: Optional[float] = None
