@@ -668,3 +668,152 @@ def test_revocation_through_the_server_api_stops_the_client(serve: Callable[...,
         assert not events.of(wc.Reconnecting)
 
     run(body)
+
+
+# -- the client's recovery logic against a scripted server speaking the history/presence drafts --
+
+
+class DraftServer:
+    """A scripted WebSocket server that speaks the history and presence drafts of PROTOCOL.md for
+    one channel, so the client's side of recovery runs before the real server has it. It records
+    every frame the client sends."""
+
+    EPOCH = "e1"
+
+    def __init__(self) -> None:
+        self.log: List[Dict[str, Any]] = []  # the channel's publications, offset = index + 1
+        self.received: List[Dict[str, Any]] = []
+        self.live: List[Any] = []
+        self.duplicate_on_recovery = False
+        self.port = 0
+        self.server: Any = None
+
+    async def start(self) -> None:
+        from websockets.asyncio.server import serve as ws_serve
+
+        self.server = await ws_serve(self._session, "127.0.0.1", 0, subprotocols=["wsguard.v1"])  # type: ignore[list-item]
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _session(self, ws: Any) -> None:
+        import json
+
+        async for raw in ws:
+            frame = json.loads(raw)
+            self.received.append(frame)
+            action, rid = frame["action"], frame.get("id")
+            if action == "subscribe":
+                since = frame.get("since")
+                ack: Dict[str, Any] = {"type": "ack", "id": rid, "offset": len(self.log), "epoch": self.EPOCH}
+                replay: List[Dict[str, Any]] = []
+                if since is not None:
+                    ack["recovered"] = since["epoch"] == self.EPOCH
+                    if ack["recovered"]:
+                        start = since["offset"] - 1 if self.duplicate_on_recovery else since["offset"]
+                        replay = [self._message(n) for n in range(max(start, 0), len(self.log))]
+                await ws.send(json.dumps(ack))
+                for message in replay:
+                    await ws.send(json.dumps(message))
+                if ws not in self.live:
+                    self.live.append(ws)
+                if since is not None and not ack["recovered"]:
+                    await ws.send(json.dumps({"type": "gap", "channel": frame["channel"], "reason": "epoch_changed"}))
+            elif action == "unsubscribe":
+                if ws in self.live:
+                    self.live.remove(ws)
+                await ws.send(json.dumps({"type": "ack", "id": rid}))
+            elif action == "history":
+                page = [self._message(n) for n in range(len(self.log))][: frame.get("limit", 100)]
+                await ws.send(json.dumps({"type": "history", "id": rid, "channel": frame["channel"], "offset": len(self.log), "epoch": self.EPOCH, "publications": page}))
+            elif action == "presence_stats":
+                await ws.send(json.dumps({"type": "presence_stats", "id": rid, "channel": frame["channel"], "users": 2, "clients": 3}))
+            elif action == "presence":
+                await ws.send(json.dumps({"type": "presence", "id": rid, "channel": frame["channel"], "members": [{"user": "alice", "sessions": 2, "claims": {"name": "A"}}], "next": "alice"}))
+            else:
+                await ws.send(json.dumps({"type": "ack", "id": rid}))
+
+    def _message(self, index: int) -> Dict[str, Any]:
+        return {"type": "message", "channel": "chat:1", "payload": self.log[index], "offset": index + 1}
+
+    async def publish(self, payload: Dict[str, Any], deliver: bool = True) -> None:
+        import json
+
+        self.log.append(payload)
+        if deliver:
+            for ws in list(self.live):
+                await ws.send(json.dumps(self._message(len(self.log) - 1)))
+
+    async def send_all(self, frame: Dict[str, Any]) -> None:
+        import json
+
+        for ws in list(self.live):
+            await ws.send(json.dumps(frame))
+
+    def cut(self) -> None:
+        for ws in self.live:
+            ws.transport.abort()
+        self.live.clear()
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_recovery_logic_against_the_draft_protocol(mint: Mint) -> None:
+    async def body() -> None:
+        fake = DraftServer()
+        await fake.start()
+        events: List[wc.SubscriptionEvent] = []
+        client = wsguard.Client(f"ws://127.0.0.1:{fake.port}/ws", token_source(mint), backoff_base=0.01, backoff_cap=0.05)
+        await client.connect()
+        sub = await client.subscribe("chat:1", on_event=events.append)
+        assert sub.position == wc.Position(0, "e1")
+
+        def payloads() -> List[int]:
+            return [e.payload["n"] for e in events if isinstance(e, wc.Message)]
+
+        for n in range(1, 4):
+            await fake.publish({"n": n})
+        await until(lambda: payloads() == [1, 2, 3], "the live messages")
+
+        # The connection breaks; 4..6 are published meanwhile; the server replays one duplicate.
+        fake.cut()
+        for n in range(4, 7):
+            await fake.publish({"n": n}, deliver=False)
+        fake.duplicate_on_recovery = True
+        await until(lambda: payloads() == [1, 2, 3, 4, 5, 6], "the recovered messages")
+        resubscribe = [f for f in fake.received if f["action"] == "subscribe"][-1]
+        assert resubscribe["since"] == {"offset": 3, "epoch": "e1"}
+        assert any(isinstance(e, wc.Subscribed) and e.resubscribed and e.recovered for e in events)
+        assert sub.position == wc.Position(6, "e1")
+
+        # A slow-consumer gap: the client resubscribes from its position and gets what was dropped.
+        await fake.publish({"n": 7}, deliver=False)
+        await fake.publish({"n": 8}, deliver=False)
+        fake.duplicate_on_recovery = False
+        await fake.send_all({"type": "gap", "channel": "chat:1", "missed": 2})
+        await until(lambda: payloads() == list(range(1, 9)), "the messages dropped before the gap")
+        assert [f["action"] for f in fake.received[-2:]] == ["unsubscribe", "subscribe"]
+        assert fake.received[-1]["since"] == {"offset": 6, "epoch": "e1"}
+
+        # An epoch change: the gap surfaces and the position restarts from the ack.
+        fake.EPOCH = "e2"
+        fake.cut()
+        await until(lambda: [e for e in events if isinstance(e, wc.Gap) and e.reason == "epoch_changed"], "the epoch gap")
+        assert sub.position == wc.Position(8, "e2")
+
+        # Presence frames and helpers.
+        await fake.send_all({"type": "join", "channel": "chat:1", "user": "bob", "claims": {"name": "B"}})
+        await fake.send_all({"type": "leave", "channel": "chat:1", "user": "bob"})
+        await until(lambda: [e for e in events if isinstance(e, wc.Leave)], "join and leave")
+        assert wc.Join("chat:1", "bob", {"name": "B"}) in events
+        stats = await client.presence_stats("chat:1")
+        assert (stats.users, stats.clients) == (2, 3)
+        page = await client.presence("chat:1", limit=1)
+        assert page.members == [wc.PresenceMember("alice", 2, {"name": "A"})] and page.next == "alice"
+        history = await client.history("chat:1", limit=2)
+        assert history.position == wc.Position(8, "e2") and [m.offset for m in history.publications] == [1, 2]
+
+        await client.close()
+        await fake.stop()
+
+    run(body)
