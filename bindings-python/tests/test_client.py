@@ -650,14 +650,15 @@ def test_presence_helpers_and_join_leave(serve: Callable[..., Serve], mint: Mint
 
 @needs_server_api
 def test_revocation_through_the_server_api_stops_the_client(serve: Callable[..., Serve], mint: Mint) -> None:
-    server = serve(f'\n[api]\nkey_env = "{API_KEY_ENV}"\n')
+    api_port = free_port()  # the server API has its own listener (docs/API.md)
+    server = serve(f'\n[api]\nlisten = "127.0.0.1:{api_port}"\nkey_env = "{API_KEY_ENV}"\n')
 
     async def body() -> None:
         events = Recorder()
         client = wsguard.Client(server.url, token_source(mint), on_event=events)
         await client.connect()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{server.port}/api/v1/revoke",
+            f"http://127.0.0.1:{api_port}/api/v1/revoke",
             data=b'{"sub":"alice"}',
             headers={"Authorization": "Bearer " + "k" * 40, "Content-Type": "application/json"},
             method="POST",
