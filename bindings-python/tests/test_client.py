@@ -30,10 +30,12 @@ from websockets.sync.client import connect as sync_connect
 import wsguard
 from wsguard import client as wc
 
-# Flip to True once the server side of each feature is merged.
-HISTORY_MERGED = False
-PRESENCE_MERGED = False
-SERVER_API_MERGED = False
+# Flip to True once the server side of each feature is merged. To try a branch's binary before:
+# WSGUARD_BIN=... WSGUARD_CLIENT_TEST_FEATURES=history,presence,api
+_FEATURES = set(os.environ.get("WSGUARD_CLIENT_TEST_FEATURES", "").split(","))
+HISTORY_MERGED = False or "history" in _FEATURES
+PRESENCE_MERGED = False or "presence" in _FEATURES
+SERVER_API_MERGED = False or "api" in _FEATURES
 needs_history = pytest.mark.skipif(not HISTORY_MERGED, reason="needs history and recovery (issue 21) in the server")
 needs_presence = pytest.mark.skipif(not PRESENCE_MERGED, reason="needs presence in the server")
 needs_server_api = pytest.mark.skipif(not SERVER_API_MERGED, reason="needs the server API (POST /api/v1/revoke)")
