@@ -224,13 +224,11 @@ def test_refresh_rule_and_backoff() -> None:
     assert wc.refresh_delay(1000.0, 1600.0, 1000.0) == pytest.approx(480.0)
     # For a 60 s token, exp - 30 s is earlier than 80 %.
     assert wc.refresh_delay(1000.0, 1060.0, 1000.0) == pytest.approx(30.0)
-    # For a 40 s token, exp - 30 s would come before half of the lifetime: at half.
-    assert wc.refresh_delay(1000.0, 1040.0, 1000.0) == pytest.approx(20.0)
-    # Short tokens: at half, and never later than 1 s before exp.
-    assert wc.refresh_delay(1000.0, 1003.0, 1000.0) == pytest.approx(1.5)
-    assert wc.refresh_delay(1000.0, 1001.5, 1000.0) == pytest.approx(0.5)
-    # Already due: at once.
-    assert wc.refresh_delay(1000.0, 1003.0, 1002.5) == 0.0
+    # Never sooner than 1 s from now (short tokens, or already due).
+    assert wc.refresh_delay(1000.0, 1003.0, 1000.0) == 1.0
+    assert wc.refresh_delay(1000.0, 1600.0, 1590.0) == 1.0
+    # Without iat, the lifetime counts from when the token was received.
+    assert wc.refresh_delay(None, 1600.0, 1100.0, received=1000.0) == pytest.approx(380.0)
     assert wc.backoff_delay(0, 0.5, 30.0, rng=lambda: 1.0) == 0.5
     assert wc.backoff_delay(3, 0.5, 30.0, rng=lambda: 1.0) == 4.0
     assert wc.backoff_delay(20, 0.5, 30.0, rng=lambda: 1.0) == 30.0
@@ -403,13 +401,13 @@ def test_short_lived_token_is_refreshed_across_several_expiries(serve: Callable[
 
     async def body() -> None:
         events = Recorder()
-        # 2 s tokens, no leeway: without a refresh the session would end with 4100 within 2 s.
-        client = wsguard.Client(server.url, token_source(mint, ttl=2), on_event=events)
+        # 3 s tokens, no leeway: without a refresh the session would end with 4100 within 3 s.
+        client = wsguard.Client(server.url, token_source(mint, ttl=3), on_event=events)
         await client.connect()
         started = time.monotonic()
         sub = await client.subscribe("news")
-        # Stay past three token lifetimes.
-        await until(lambda: time.monotonic() - started > 6.5 and events.of(wc.TokenRefreshed), "three lifetimes", timeout=15)
+        # Stay past two lifetimes: every token the session held until then has expired.
+        await until(lambda: time.monotonic() - started > 6.5 and events.of(wc.TokenRefreshed), "two lifetimes", timeout=15)
         assert len(events.of(wc.TokenRefreshed)) >= 3
         assert not events.of(wc.Disconnected) and not events.of(wc.RefreshFailed)
         assert len(events.of(wc.Connected)) == 1
@@ -425,7 +423,7 @@ def test_expiry_without_refresh_reconnects_at_once_with_a_fresh_token(serve: Cal
 
     async def body() -> None:
         events = Recorder()
-        client = wsguard.Client(server.url, token_source(mint, ttl=2), refresh=False, on_event=events)
+        client = wsguard.Client(server.url, token_source(mint, ttl=3), refresh=False, on_event=events)
         await client.connect()
         await until(lambda: len(events.of(wc.Connected)) >= 2, "the reconnect after 4100")
         closes = events.of(wc.Disconnected)

@@ -435,7 +435,7 @@ def reconnect_policy(close_code: int) -> str:
 
     - backoff: 1001 server_shutdown, 1006 abnormal closure (also 4002 write_timeout and network
       errors), 4000 slow_consumer, 4001 disconnected, 4002, 4003 idle_timeout, 1011-1014;
-    - now: 4100 token_expired;
+    - now: 4100 token_expired (with backoff instead when the session lasted under 1 s);
     - stop: 4501 token_revoked, 1008 too_many_violations, 1002, 1003, 1007, 1009 and every code not
       in the table (a safe default)."""
     if close_code in _BACKOFF_CODES:
@@ -445,16 +445,18 @@ def reconnect_policy(close_code: int) -> str:
     return "stop"
 
 
-def refresh_delay(iat: Optional[float], exp: float, now: float) -> float:
-    """Seconds from ``now`` until the in-band refresh of a token valid from ``iat`` (the time it
-    was received when absent) to ``exp``. The rule: at 80 % of its lifetime or 30 s before
-    ``exp``, whichever is earlier; but not before half of its lifetime (so short tokens are not
-    refreshed at once), and never later than 1 s before ``exp``. 0: refresh now."""
-    start = now if iat is None else min(iat, now)
-    lifetime = max(exp - start, 0.0)
-    at = max(min(start + 0.8 * lifetime, exp - 30.0), start + 0.5 * lifetime)
-    at = min(at, exp - 1.0)
-    return max(at - now, 0.0)
+#: The shortest wait before a refresh (seconds), so a very short token never loops.
+MIN_REFRESH_DELAY = 1.0
+
+
+def refresh_delay(iat: Optional[float], exp: float, now: float, received: Optional[float] = None) -> float:
+    """Seconds from ``now`` until the in-band refresh of a token valid from ``iat`` to ``exp``: the
+    earlier of 80 % of its lifetime (``iat + 0.8 * (exp - iat)``) and ``exp - 30 s``, but never
+    sooner than 1 s from now (the same rule as the TypeScript client). Without ``iat`` the
+    lifetime counts from ``received`` (when the client got the token; default ``now``)."""
+    issued = iat if iat is not None else (now if received is None else received)
+    target = min(issued + 0.8 * (exp - issued), exp - 30.0)
+    return max(MIN_REFRESH_DELAY, target - now)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
@@ -667,6 +669,7 @@ class Client:
         self._attempts = 0
         self._token_exp: Optional[float] = None
         self._token_iat: Optional[float] = None
+        self._token_received: Optional[float] = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -1011,11 +1014,14 @@ class Client:
             self._ws = None
             self._open.clear()
             self._connection_lost()
-        stable = time.monotonic() - opened_at >= self._stable_after
+        lasted = time.monotonic() - opened_at
+        stable = lasted >= self._stable_after
         code = ws.close_code if ws.close_code is not None else 1006
         reason = ws.close_reason or ("connection_lost" if code == 1006 else "")
         self._emit(Disconnected(code, reason))
         policy = reconnect_policy(code)
+        if policy == "now" and lasted < 1.0:
+            policy = "backoff"  # a token that expires at once: do not loop
         error = SessionClosedError(f"the server closed the session: {code} {reason}", code, reason) if policy == "stop" else None
         return _Attempt(policy, reason or str(code), error, stable=stable)
 
@@ -1035,8 +1041,7 @@ class Client:
 
     def _remember_token(self, token: str) -> None:
         self._token_iat, self._token_exp = _token_times(token)
-        if self._token_iat is None:
-            self._token_iat = time.time()
+        self._token_received = time.time()
 
     def _connection_lost(self) -> None:
         """Requests sent on the lost connection fail with :class:`ConnectionLostError`; queued ones
@@ -1175,32 +1180,40 @@ class Client:
             sub._end(Unsubscribed(channel, str(frame.get("reason", "forbidden"))))
 
     async def _refresher(self, ws: "ClientConnection") -> None:
+        exp = self._token_exp
+        if exp is None:
+            return  # not a readable JWT: the session ends at its expiry (4100) and reconnects
+        delay = refresh_delay(self._token_iat, exp, time.time(), self._token_received)
         while True:
-            exp = self._token_exp
-            if exp is None:
-                return  # a token without exp: nothing to schedule
-            await asyncio.sleep(refresh_delay(self._token_iat, exp, time.time()))
+            await asyncio.sleep(delay)
             try:
                 token = await self._get_token()
+                if not isinstance(token, str) or not token:
+                    raise ValueError("get_token() did not return a non-empty string")
             except Exception as exc:  # the application's token source failed
-                self._emit(RefreshFailed(WsguardError(f"get_token failed: {exc!r}", 0, "get_token_failed")))
-                token = ""
-            iat, new_exp = _token_times(token)
-            if not token or (new_exp is not None and new_exp <= exp):
-                # No newer token yet: ask again in a second while time is left; otherwise the
-                # 4100 close makes the client reconnect with a fresh token.
-                if exp - time.time() <= 1.5:
-                    return
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self._request({"action": "refresh", "token": token}, None)
-            except WsguardError as error:
-                self._emit(RefreshFailed(error))
-                if isinstance(error, (ConnectionLostError, ClientClosedError)) or exp - time.time() <= 2.0:
-                    return
-                await asyncio.sleep(1.0)
-                continue
-            self._token_iat = iat if iat is not None else time.time()
-            self._token_exp = new_exp
-            self._emit(TokenRefreshed(new_exp))
+                error: WsguardError = WsguardError(f"get_token failed: {exc!r}", 0, "get_token_failed")
+            else:
+                received = time.time()
+                try:
+                    await self._request({"action": "refresh", "token": token}, None)
+                except WsguardError as refused:
+                    error = refused
+                else:
+                    iat, new_exp = _token_times(token)
+                    self._token_iat, self._token_received = iat, received
+                    self._emit(TokenRefreshed(new_exp))
+                    if new_exp is None:
+                        return
+                    exp = new_exp
+                    self._token_exp = exp
+                    delay = refresh_delay(iat, exp, time.time(), received)
+                    continue
+            self._emit(RefreshFailed(error))
+            if isinstance(error, (ConnectionLostError, ClientClosedError)):
+                return
+            # Try again halfway to the current expiry if that leaves time; otherwise the session
+            # ends at its expiry (4100) and the client reconnects with a fresh token.
+            left = exp - time.time()
+            if left < 2.0:
+                return
+            delay = max(1.0, left / 2)
