@@ -334,7 +334,7 @@ def test_send_queue_holds_requests_while_disconnected_and_overflows_loudly(serve
         await asyncio.sleep(0)
         with pytest.raises(wsguard.SendQueueFullError) as full:
             await client.publish("news", {"n": 3})
-        assert (full.value.code, full.value.code_name) == (0, "send_queue_full")
+        assert (full.value.code, full.value.code_name) == (0, "queue_full")
         await until(lambda: events.of(wc.Reconnecting), "a retry")
         assert not first.done() and not second.done()
 

@@ -49,6 +49,7 @@ from .client import (
     RequestTimeoutError,
     SendQueueFullError,
     SessionClosedError,
+    TokenError,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "Server",
     "Session",
     "SessionClosedError",
+    "TokenError",
     "WsguardError",
     "serve",
 ]

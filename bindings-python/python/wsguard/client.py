@@ -79,6 +79,7 @@ __all__ = [
     "Subscribed",
     "Subscription",
     "SubscriptionEvent",
+    "TokenError",
     "TokenRefreshed",
     "Unsubscribed",
     "reconnect_policy",
@@ -232,10 +233,10 @@ class RequestTimeoutError(_ClientSideError, asyncio.TimeoutError):
 
 class SendQueueFullError(_ClientSideError):
     """The send queue already holds ``send_queue_size`` requests (``code_name``
-    ``"send_queue_full"``, ``code`` 0); this request was not queued."""
+    ``"queue_full"``, ``code`` 0); this request was not queued."""
 
     __module__ = "wsguard"
-    _name = "send_queue_full"
+    _name = "queue_full"
 
 
 class ConnectionLostError(_ClientSideError):
@@ -245,6 +246,15 @@ class ConnectionLostError(_ClientSideError):
 
     __module__ = "wsguard"
     _name = "connection_lost"
+
+
+class TokenError(_ClientSideError):
+    """``get_token()`` raised or returned something that is not a non-empty string
+    (``code_name`` ``"get_token_failed"``, ``code`` 0); reported with :class:`RefreshFailed`, and
+    at a (re)connect retried with backoff."""
+
+    __module__ = "wsguard"
+    _name = "get_token_failed"
 
 
 class ClientClosedError(_ClientSideError):
@@ -966,6 +976,8 @@ class Client:
         self._attempts += 1
         try:
             token = await self._get_token()
+            if not isinstance(token, str) or not token:
+                raise ValueError("not a non-empty string")
         except Exception:  # the application's token source failed: try again later
             return _Attempt("backoff", "get_token_failed")
         self._remember_token(token)
@@ -1017,7 +1029,7 @@ class Client:
         lasted = time.monotonic() - opened_at
         stable = lasted >= self._stable_after
         code = ws.close_code if ws.close_code is not None else 1006
-        reason = ws.close_reason or ("connection_lost" if code == 1006 else "")
+        reason = ws.close_reason or ("connection_lost" if code == 1006 else f"close_{code}")
         self._emit(Disconnected(code, reason))
         policy = reconnect_policy(code)
         if policy == "now" and lasted < 1.0:
@@ -1191,7 +1203,7 @@ class Client:
                 if not isinstance(token, str) or not token:
                     raise ValueError("get_token() did not return a non-empty string")
             except Exception as exc:  # the application's token source failed
-                error: WsguardError = WsguardError(f"get_token failed: {exc!r}", 0, "get_token_failed")
+                error: WsguardError = TokenError(f"get_token() failed: {exc!r}")
             else:
                 received = time.time()
                 try:
