@@ -306,8 +306,11 @@ class Subscribed:
 @dataclass(frozen=True)
 class Gap:
     """Publications may have been lost: ``missed`` of them (a slow-consumer drop), or an unknown
-    number with ``reason`` (``broker_reconnected``, ``epoch_changed``, ``history_trimmed``, or
-    ``reconnected`` when the client reconnected on a channel without history)."""
+    number with ``reason`` (``broker_reconnected``, ``epoch_changed``, ``history_trimmed``; or
+    ``history_not_kept`` / ``history_offset_ahead`` when a resubscription's position was refused
+    and the client subscribed without it). On a channel without history a reconnect is not a
+    ``Gap``: the ``Subscribed(resubscribed=True)`` without a position says the publications in
+    between were not recovered."""
 
     channel: str
     missed: Optional[int] = None
@@ -1104,8 +1107,15 @@ class Client:
             if self._subs.get(sub.channel) is not sub:
                 return
             if reply.get("type") == "error":
-                del self._subs[sub.channel]
                 error = _reply_error(reply)
+                if since is not None and error.code_name in ("history_not_kept", "history_offset_ahead"):
+                    # The position cannot be used (the rule stopped keeping history): say so and
+                    # subscribe without it.
+                    sub._emit(Gap(sub.channel, reason=error.code_name))
+                    sub.position = None
+                    asyncio.get_running_loop().create_task(self._resubscribe(ws, sub))
+                    return
+                del self._subs[sub.channel]
                 sub._end(Unsubscribed(sub.channel, error.code_name, error))
                 return
             self._on_subscribe_ack(sub, reply, since=since, resubscribed=True)
@@ -1120,7 +1130,6 @@ class Client:
     def _on_subscribe_ack(self, sub: Subscription, reply: Mapping[str, Any], *, since: Optional[Position], resubscribed: bool) -> None:
         offset, epoch, recovered = reply.get("offset"), reply.get("epoch"), reply.get("recovered")
         position = Position(offset, epoch) if isinstance(offset, int) and isinstance(epoch, str) else None
-        was_acked = sub._acked
         sub._acked = True
         sub._resyncing = False
         recovered_flag = recovered if isinstance(recovered, bool) and since is not None else None
@@ -1129,9 +1138,6 @@ class Client:
         elif position is None:
             sub.position = None
         sub._emit(Subscribed(sub.channel, position, recovered_flag, resubscribed))
-        if was_acked and resubscribed and position is None and since is None:
-            # No history: publications while disconnected are lost; say so.
-            sub._emit(Gap(sub.channel, reason="reconnected"))
 
     async def _reader(self, ws: "ClientConnection") -> None:
         async for raw in ws:
