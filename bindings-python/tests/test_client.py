@@ -685,6 +685,7 @@ class DraftServer:
         self.received: List[Dict[str, Any]] = []
         self.live: List[Any] = []
         self.duplicate_on_recovery = False
+        self.refuse_since = False
         self.port = 0
         self.server: Any = None
 
@@ -703,6 +704,9 @@ class DraftServer:
             action, rid = frame["action"], frame.get("id")
             if action == "subscribe":
                 since = frame.get("since")
+                if since is not None and self.refuse_since:
+                    await ws.send(json.dumps({"type": "error", "id": rid, "code": "history_not_kept", "message": "no history"}))
+                    continue
                 ack: Dict[str, Any] = {"type": "ack", "id": rid, "offset": len(self.log), "epoch": self.EPOCH}
                 replay: List[Dict[str, Any]] = []
                 if since is not None:
@@ -800,6 +804,13 @@ def test_recovery_logic_against_the_draft_protocol(mint: Mint) -> None:
         fake.cut()
         await until(lambda: [e for e in events if isinstance(e, wc.Gap) and e.reason == "epoch_changed"], "the epoch gap")
         assert sub.position == wc.Position(8, "e2")
+
+        # The rule stopped keeping history: the position is refused, the client subscribes without.
+        fake.refuse_since = True
+        fake.cut()
+        await until(lambda: [e for e in events if isinstance(e, wc.Gap) and e.reason == "history_not_kept"], "the refused position")
+        await until(lambda: fake.live and "since" not in fake.received[-1], "a plain subscribe")
+        assert sub.active
 
         # Presence frames and helpers.
         await fake.send_all({"type": "join", "channel": "chat:1", "user": "bob", "claims": {"name": "B"}})
