@@ -12,8 +12,9 @@ from collections import defaultdict
 
 BASE = "baseline-tt"
 # Servers in table order; `wsguard-before` is present when run.sh was given WSG_BEFORE (an older
-# binary measured side by side with the current one).
-LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard")
+# binary measured side by side with the current one); `wsguard-proxy` (the current binary with a
+# `[proxy] connect` endpoint) in the handshake-proxy scenario only.
+LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard", "wsguard-proxy")
 
 
 def key(r):
@@ -97,6 +98,19 @@ def main(path):
                 cpu = med(rows, "server_cpu_us_per_op")
                 print()
                 print(f"{label} {k}: {fmt(cpu, 2)} µs per message = {ratio(cpu, echo_cpu)} {BASE}'s {echo_k} ({fmt(echo_cpu, 2)} µs)")
+    # The backend proxy's cost per handshake: `wsguard-proxy` against the plain wsguard handshake of
+    # the same run (server CPU is wsguard's own; ops/s also includes the backend on the same core).
+    for k in order:
+        rows = groups.get((k, "wsguard-proxy"), [])
+        plain = groups.get((k, "wsguard"), [])
+        if rows and plain:
+            cpu, plain_cpu = med(rows, "server_cpu_us_per_op"), med(plain, "server_cpu_us_per_op")
+            print()
+            print(
+                f"wsguard-proxy {k}: {fmt(cpu, 2)} µs server CPU per handshake = {ratio(cpu, plain_cpu)} wsguard's "
+                f"plain handshake ({fmt(plain_cpu, 2)} µs); handshakes/s {ratio(med(rows, 'ops_per_sec'), med(plain, 'ops_per_sec'))}, "
+                f"p99 {ratio(med(rows, 'p99_us'), med(plain, 'p99_us'))}"
+            )
     if idle_rows:
         print()
         print("| idle connections | server | runs | held | server RSS before KiB | after KiB | KiB per connection | ratio | connect s | errors |")

@@ -15,7 +15,8 @@
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined pipelined-publish fanout-max
-#                                # fanout-rate handshake idle client-sdk; "wss" selects the TLS ones)
+#                                # fanout-rate handshake handshake-proxy idle client-sdk; "wss"
+#                                # selects the TLS ones)
 #   ONLY=client-sdk bash bench/run.sh
 #                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
 #                                # same wsguard server: messages per second and their ratio
@@ -85,6 +86,7 @@ TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 TLS=0 # 1: start the servers with TLS and connect over wss://
+BACKEND_PID="" # the handshake-proxy scenario's backend, stopped with its server
 
 start_server() { # name -> sets SPID, URL
   PORT=$((PORT + 1))
@@ -106,6 +108,15 @@ start_server() { # name -> sets SPID, URL
       [[ $1 == wsguard-before ]] && binary=$WSG_BEFORE
       taskset -c "$SERVER_CPU" "$binary" serve --config "$config" >"$WORK/$1.log" 2>&1 &
       ;;
+    wsguard-proxy)
+      # The current binary with a [proxy] connect endpoint: a local backend, pinned with the
+      # server, answers `true` to every handshake (over kept-alive HTTP/1.1 connections).
+      config="$(render_config $PORT)"
+      taskset -c "$SERVER_CPU" "$BIN/proxy_backend" --listen "127.0.0.1:$((PORT + 500))" >"$WORK/proxy-backend.log" 2>&1 &
+      BACKEND_PID=$!
+      printf '[proxy.connect]\nurl = "http://127.0.0.1:%s/connect"\n' $((PORT + 500)) >>"$config"
+      taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
+      ;;
   esac
   SPID=$!
   if ((TLS)); then URL="wss://127.0.0.1:$PORT/ws"; else URL="ws://127.0.0.1:$PORT/ws"; fi
@@ -119,6 +130,11 @@ stop_server() {
   kill "$SPID" 2>/dev/null || true
   wait "$SPID" 2>/dev/null || true
   SPID=""
+  if [[ -n $BACKEND_PID ]]; then
+    kill "$BACKEND_PID" 2>/dev/null || true
+    wait "$BACKEND_PID" 2>/dev/null || true
+    BACKEND_PID=""
+  fi
 }
 
 # want <name>: is this scenario selected by ONLY (all are when it is empty)?
@@ -158,6 +174,13 @@ fi
 if want fanout-max; then echo "== fan-out, max rate" >&2; run_case fanout --subs 100 --window 8; fi
 if want fanout-rate; then echo "== fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
 if want handshake; then echo "== handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi
+if want handshake-proxy; then
+  # The handshake with a [proxy] connect endpoint, against the plain handshake of the same run.
+  echo "== handshake with a proxy connect endpoint (local backend)" >&2
+  SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(wsguard wsguard-proxy)
+  run_case handshake --conns 16 --src-addrs "$HS_SRC"
+  SERVERS=("${SAVE_SERVERS[@]}")
+fi
 if want idle; then echo "== idle 1k" >&2; run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.20; fi
 if ((BIG_IDLE > 0)) && want idle-big; then
   echo "== idle ${BIG_IDLE} (6 client processes, 6 source addresses)" >&2

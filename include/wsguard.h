@@ -185,7 +185,7 @@ typedef struct wsg_authorize_request {
      */
     uint64_t session_id;
     /**
-     * `WSG_CHANNEL_ACTION_SUBSCRIBE` or `WSG_CHANNEL_ACTION_PUBLISH`.
+     * `WSG_CHANNEL_ACTION_SUBSCRIBE`, `WSG_CHANNEL_ACTION_PUBLISH` or `WSG_CHANNEL_ACTION_HISTORY`.
      */
     wsg_channel_action action;
     /**
@@ -203,7 +203,7 @@ typedef struct wsg_authorize_request {
 } wsg_authorize_request;
 
 /**
- * Decides a subscribe or publish after the channel rules allowed it; anything but
+ * Decides a subscribe, publish or history read after the channel rules allowed it; anything but
  * `WSG_DECISION_ALLOW` gives the client the reply error `forbidden`. Time box:
  * `hooks.timeout_secs` (then `hook_timeout`).
  */
@@ -223,7 +223,7 @@ typedef void (*wsg_rpc_callback)(void *user_data, struct wsg_rpc_call *call);
  * (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
  * `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
  * `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`,
- * `api_request`;
+ * `api_request`, `proxy_failed`;
  * docs/OPERATIONS.md lists their fields);
  * `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
  * in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
@@ -468,6 +468,11 @@ typedef struct wsg_target {
 #define WSG_JTI_STORE_UNAVAILABLE 2026
 
 /**
+ * A `[proxy]` backend endpoint gave no answer (unreachable, non-2xx, over its concurrency cap).
+ */
+#define WSG_PROXY_UNAVAILABLE 2030
+
+/**
  * No token was found in any configured source.
  */
 #define WSG_TOKEN_MISSING 3001
@@ -617,6 +622,26 @@ typedef struct wsg_target {
 #define WSG_BROKER_UNAVAILABLE 4015
 
 /**
+ * The channel's rule keeps no history: nothing to recover or read.
+ */
+#define WSG_HISTORY_NOT_KEPT 4020
+
+/**
+ * `since.offset` is beyond the channel's latest offset in that epoch.
+ */
+#define WSG_HISTORY_OFFSET_AHEAD 4021
+
+/**
+ * A history page's `limit` is below 1 or above 1000.
+ */
+#define WSG_HISTORY_LIMIT_INVALID 4022
+
+/**
+ * `since.epoch` is not the channel's current epoch: its history was lost.
+ */
+#define WSG_HISTORY_EPOCH_CHANGED 4023
+
+/**
  * The cluster's presence store (Redis) is unreachable: presence is not answered.
  */
 #define WSG_PRESENCE_UNAVAILABLE 4030
@@ -762,6 +787,11 @@ typedef struct wsg_target {
  * Send a publication to the channel.
  */
 #define WSG_CHANNEL_ACTION_PUBLISH 2
+
+/**
+ * Read the channel's kept publications (the `history` action).
+ */
+#define WSG_CHANNEL_ACTION_HISTORY 3
 
 #ifdef __cplusplus
 extern "C" {

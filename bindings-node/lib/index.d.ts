@@ -98,7 +98,7 @@ export type AuthenticateAnswer = boolean | { deny: string } | IdentityUpdate
 export interface AuthorizeRequest {
   session_id: number
   identity: Identity
-  action: 'subscribe' | 'publish'
+  action: 'subscribe' | 'publish' | 'history'
   channel: string
 }
 

@@ -172,12 +172,13 @@ impl PyAuthorizeRequest {
     fn session(&self, py: Python<'_>) -> Py<PySession> {
         self.session.clone_ref(py)
     }
-    /// `"subscribe"` or `"publish"`.
+    /// `"subscribe"`, `"publish"` or `"history"`.
     #[getter]
     fn action(&self) -> &'static str {
         match self.action {
             ChannelAction::Subscribe => "subscribe",
             ChannelAction::Publish => "publish",
+            ChannelAction::History => "history",
         }
     }
     /// The channel (already validated by the core).

@@ -40,6 +40,7 @@ use crate::limits::{AbuseConfig, AbuseSettings, LimitsConfig, LimitsSettings};
 use crate::observe::ObservabilityConfig;
 use crate::policy::{ChannelRule, RpcRule};
 use crate::protocol::ProtocolConfig;
+use crate::proxy::ProxyConfig;
 use crate::server::{ServerConfig, ServerSettings, TlsConfig};
 
 pub use problems::{ConfigError, ConfigProblem, Problems};
@@ -77,6 +78,8 @@ pub struct Config {
     /// The server API over HTTP (publish, disconnect, revoke, ban, stats, reload); off unless
     /// `api.listen` is set.
     pub api: ApiConfig,
+    /// Backend endpoints that answer in place of the host hooks; off unless one is configured.
+    pub proxy: ProxyConfig,
 }
 
 /// The areas' configs compiled once (see [`Config::settings`]): durations typed, derived defaults
@@ -171,9 +174,23 @@ impl Config {
         self.observability.validate(&mut problems);
         let abuse = self.abuse.as_ref().map(|abuse| AbuseSettings::compile(abuse, &mut problems));
         crate::policy::validate(&self.channels, &self.rpc, &mut problems);
+        self.proxy.validate(&self.rpc, &mut problems);
         let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
         crate::presence::validate(&self.channels, &cluster, &mut problems);
         self.api.validate(&mut problems);
+        if self.cluster.broker != crate::cluster::BrokerKind::Memory {
+            // The memory store is per node: offsets would differ between nodes, and a client
+            // recovering on another node would get a wrong replay.
+            for (i, _) in self.channels.iter().enumerate().filter(|(_, r)| r.history_size > 0) {
+                problems.push(
+                    format!("channels[{i}].history_size"),
+                    format!(
+                        "channel history is kept per node and is not available with [cluster] broker = \"{}\" yet",
+                        self.cluster.broker.name()
+                    ),
+                );
+            }
+        }
         problems.into_result(ErrorCode::ConfigInvalid)?;
         Ok(Settings { server, origins, limits, abuse, cluster })
     }

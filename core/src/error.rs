@@ -129,7 +129,7 @@ error_codes! {
     ConfigSyntax = 1001, "config_syntax", [CONFIG, http_api(422)], "The configuration text is not valid TOML or JSON.";
     ConfigInvalid = 1002, "config_invalid", [CONFIG, http_api(422)], "One or more configuration keys are unknown, mistyped or out of range.";
     ConfigFile = 1003, "config_file", [CONFIG, http_api(422)], "A file named by the configuration (certificate, key, JWKS) could not be read or parsed.";
-    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG, http_api(422)], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`, `api.key_env`) is not set or an API key file cannot be read, or the HMAC secret or signing key is shorter than 32 bytes (an API key: 16 bytes).";
+    ConfigSecretMissing = 1004, "config_secret_missing", [CONFIG, http_api(422)], "A secret is unusable: its `*_env` variable (`auth.hmac_secret_env`, `cluster.password_env`, `cluster.signing_key_env`, `api.key_env`, `proxy.secret_env`) is not set or an API key or proxy secret file cannot be read, or the HMAC secret or signing key is shorter than 32 bytes (an API key or proxy secret: 16 bytes).";
 
     BadRequest = 2001, "bad_request", [http(400), unanswered("the client closed before the request head ended")], "The upgrade request is malformed (bad header, bad key, body present, duplicated header).";
     NotFound = 2002, "not_found", [http(404)], "The request path is not the configured WebSocket path.";
@@ -144,7 +144,7 @@ error_codes! {
     HandshakeRateLimited = 2011, "handshake_rate_limited", [http(429)], "The client IP exceeded `limits.handshakes_per_ip_per_sec`.";
     TlsHandshakeFailed = 2012, "tls_handshake_failed", [unanswered("")], "The TLS handshake failed.";
     BadForwardedHeader = 2013, "bad_forwarded_header", [http(400)], "A trusted proxy sent an unparseable `X-Forwarded-For` / `Forwarded` header.";
-    RejectedByHook = 2014, "rejected_by_hook", [http(403), violation("`refresh`")], "The `authenticate` hook refused the connection (or, at a `refresh`, the new token).";
+    RejectedByHook = 2014, "rejected_by_hook", [http(403), violation("`refresh`")], "The `authenticate` hook or the backend proxy's `connect` endpoint refused the connection (or, at a `refresh`, the new token), or gave an invalid answer.";
     SubprotocolRequired = 2015, "subprotocol_required", [http(400)], "The client sent `bearer.<token>` without also offering the `wsguard.v1` subprotocol.";
     ShuttingDown = 2016, "shutting_down", [http(503)], "The server is shutting down and accepts no new sessions.";
     ReplayCacheFull = 2017, "replay_cache_full", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on and the used-jti cache is full of unexpired entries (fails closed).";
@@ -157,6 +157,7 @@ error_codes! {
     ProxyHeaderInvalid = 2024, "proxy_header_invalid", [unanswered("before TLS")], "A trusted proxy's PROXY protocol header is malformed, too long, of a version `server.proxy_protocol` does not accept, or carries no client IP address (v1 `UNKNOWN`, v2 `UNSPEC`/`UNIX` family); the connection is closed before TLS.";
     TooManyPendingHandshakesPerIp = 2025, "too_many_pending_handshakes_per_ip", [http(429), unanswered("over TLS")], "The client IP (the TCP peer, or the PROXY header's source) already holds `limits.pending_handshakes_per_ip` connections in their handshake; answered 429 at once (over TLS closed without a response).";
     JtiStoreUnavailable = 2026, "jti_store_unavailable", [http(503), benign("`refresh`")], "`auth.single_use_jti` is on, the cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = \"closed\"` (the default): the token is refused, and stays unspent.";
+    ProxyUnavailable = 2030, "proxy_unavailable", [http(503), benign("`subscribe`, `publish`, `refresh`")], "A `[proxy]` backend endpoint gave no answer: unreachable, an HTTP status other than 2xx, or `max_concurrency` requests already in flight (fails closed at once). Answered 503 at the handshake, an error reply in-band (a slow backend is `hook_timeout`; an invalid answer counts as a refusal).";
 
     TokenMissing = 3001, "token_missing", [http(401)], "No token was found in any configured source.";
     TokenMalformed = 3002, "token_malformed", [http(401), violation("`refresh`")], "The token is not a well-formed JWT.";
@@ -175,19 +176,23 @@ error_codes! {
 
     InvalidJson = 4001, "invalid_json", [violation("any frame")], "The frame is not valid JSON (including empty, or nested more than 128 levels).";
     InvalidFrame = 4002, "invalid_frame", [violation("any frame"), api("`publish` with a non-object payload")], "The frame is JSON but not a valid v1 frame: unknown or missing `action`, unknown or repeated field, wrong type, bad `id`/`seq`, `payload` not an object, bad `method`, or a `presence` `limit` outside 1-1000 or `after` longer than 1024 bytes.";
-    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`, `presence`, `presence_stats`"), api("`publish`, `presence`, `presence_stats`"), http_api(400)], "The channel name is empty, too long or uses characters outside the allowed set.";
-    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `rpc`, `presence`, `presence_stats`")], "The identity may not perform this action on this channel: denied by the channel rules or the `authorize` hook (or the hook failed). For `rpc`, the caller lacks the method's roles or scopes. For `presence` and `presence_stats`, the channel's rule does not track presence, lists no `presence_access`, or the identity does not meet it.";
+    InvalidChannel = 4003, "invalid_channel", [violation("`subscribe`, `unsubscribe`, `publish`, `presence`, `presence_stats`, `history`"), api("`publish`, `presence`, `presence_stats`, `history`"), http_api(400)], "The channel name is empty, too long or uses characters outside the allowed set.";
+    Forbidden = 4004, "forbidden", [violation("`subscribe`, `publish`, `history`, `rpc`, `presence`, `presence_stats`")], "The identity may not perform this action on this channel: denied by the channel rules, the `authorize` hook (or the hook failed) or the backend proxy's `subscribe` / `publish` endpoint (or its answer was invalid). For `rpc`, the caller lacks the method's roles or scopes. For `presence` and `presence_stats`, the channel's rule does not track presence, lists no `presence_access`, or the identity does not meet it.";
     NotSubscribed = 4005, "not_subscribed", [benign("`unsubscribe`")], "`unsubscribe` for a channel the session is not subscribed to.";
     TooManySubscriptions = 4006, "too_many_subscriptions", [benign("`subscribe`")], "The session already holds `limits.max_subscriptions` subscriptions.";
     PayloadTooDeep = 4007, "payload_too_deep", [violation("`publish`, `rpc`"), api("`publish`"), http_api(400)], "The payload nests deeper than `limits.max_payload_depth`.";
     UnknownMethod = 4008, "unknown_method", [violation("`rpc`")], "The RPC method is not declared in `[[rpc]]` (refused before any host code runs).";
-    RpcFailed = 4009, "rpc_failed", [benign("`rpc`")], "The RPC handler failed (the message is the handler's) or panicked, or no handler is registered for a declared method.";
-    HookTimeout = 4010, "hook_timeout", [benign("`subscribe`, `publish`, `rpc`, `refresh`"), http(503)], "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC); the request fails closed. At the handshake (`authenticate`) it is answered 503.";
+    RpcFailed = 4009, "rpc_failed", [benign("`rpc`")], "The RPC handler failed (the message is the handler's) or panicked, or no handler is registered for a declared method; or the backend proxy's RPC endpoint answered `{\"error\": message}`, failed or gave an invalid answer.";
+    HookTimeout = 4010, "hook_timeout", [benign("`subscribe`, `publish`, `rpc`, `refresh`"), http(503)], "A host hook did not answer in time (`hooks.timeout_secs`, or `limits.rpc_timeout_secs` for RPC), or a backend proxy endpoint within its `timeout_secs`; the request fails closed. At the handshake (`authenticate`, `connect`) it is answered 503.";
     RateLimited = 4011, "rate_limited", [violation("any frame")], "A message rate (connection, bytes, user or channel) was exceeded; the frame was not processed. The reply carries `retry_after_ms`.";
     Replay = 4012, "replay", [violation("any frame")], "`protocol.require_seq` is on and `seq` is missing, repeated or lower than a previous one.";
     PayloadInvalid = 4013, "payload_invalid", [violation("`publish`, `rpc`")], "The payload does not satisfy the channel rule's or RPC method's JSON Schema.";
     RefreshMismatch = 4014, "refresh_mismatch", [violation("`refresh`")], "The refresh token's `sub` or session-bound claims differ from the session's.";
     BrokerUnavailable = 4015, "broker_unavailable", [benign("`publish`"), api("`publish`"), http_api(503)], "The cluster broker (`[cluster]`) is unreachable or did not confirm the publication in time: it reached the subscribers on this node only, not the other nodes. Retrying may deliver it twice on this node.";
+    HistoryNotKept = 4020, "history_not_kept", [benign("`subscribe` with `since`, `history`"), api("`history`")], "The channel's rule keeps no history (`history_size` is 0, or no rule matches): there is nothing to recover or read. Nothing changed (a `subscribe` with `since` did not subscribe).";
+    HistoryOffsetAhead = 4021, "history_offset_ahead", [violation("`subscribe` with `since`, `history`"), api("`history`")], "`since.offset` is beyond the channel's latest offset in that same epoch: the position was never given out. Nothing changed.";
+    HistoryLimitInvalid = 4022, "history_limit_invalid", [violation("`history`"), api("`history`")], "The `history` request's `limit` is below 1 or above 1000.";
+    HistoryEpochChanged = 4023, "history_epoch_changed", [benign("`history`"), api("`history`")], "The `history` request's `since.epoch` is not the channel's current epoch: the history it paged through was lost. Start again without `since` (a `subscribe` with a stale `since` is answered `recovered: false` and a `gap` instead).";
     PresenceUnavailable = 4030, "presence_unavailable", [benign("`presence`, `presence_stats`"), api("`presence`, `presence_stats`")], "The cluster's presence store (Redis: `cluster.quota_redis_url`, else the Redis broker) is unreachable or did not answer within `cluster.broker_timeout_secs`: presence is not answered rather than answered from this node's members only. Subscriptions are not affected.";
 
     Io = 5001, "io", [API], "An I/O error (bind, accept, read a file).";

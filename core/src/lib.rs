@@ -8,15 +8,20 @@
 //!    client IP (trusted proxies only), applies the handshake rate limit, checks path, method,
 //!    upgrade headers, the Origin allowlist and global capacity, finds the token in the configured
 //!    sources, has **auth** verify it (pinned algorithms, issuer, audience, lifetime), takes the
-//!    per-IP and per-user quota slots and asks the host's `authenticate` hook. Any refusal is an
+//!    per-IP and per-user quota slots and asks the host's `authenticate` hook and the backend
+//!    **proxy**'s `connect` endpoint, when configured. Any refusal is an
 //!    HTTP status with a stable code, before the upgrade.
 //! 3. **session** runs one task per connection over its **transport** (reads and writes around
 //!    tungstenite, the close handshake): tungstenite enforces the frame and message caps,
 //!    **protocol** decodes each text frame strictly (unknown actions and fields refused), the
-//!    host's `authorize` hook decides channel access, and **hub** fans publications out, encoded
+//!    host's `authorize` hook (and the backend proxy's `subscribe` / `publish` endpoints) decides
+//!    channel access, and **hub** fans publications out, encoded
 //!    once, into bounded per-session outboxes. Slow consumers are closed, not buffered.
 //!    **presence** counts the subscribers of channels whose rule tracks them, per user and
 //!    cluster-wide, and announces a user's first session in and last one out.
+//!    On channels whose rule keeps **history**, each publication gets an offset and is retained, so
+//!    a subscriber that comes back with `since` recovers exactly what it missed, or learns it
+//!    cannot (`gap`).
 //! 4. **observe** counts everything and turns refusals and disconnects into `Event`s.
 //!
 //! ## Quickstart
@@ -48,6 +53,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod history;
 pub mod hooks;
 pub mod host;
 mod hub;
@@ -56,6 +62,7 @@ pub mod observe;
 pub mod policy;
 pub mod presence;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod session;
 mod transport;

@@ -39,6 +39,8 @@ pub type wsg_channel_action = u32;
 pub const WSG_CHANNEL_ACTION_SUBSCRIBE: wsg_channel_action = 1;
 /// Send a publication to the channel.
 pub const WSG_CHANNEL_ACTION_PUBLISH: wsg_channel_action = 2;
+/// Read the channel's kept publications (the `history` action).
+pub const WSG_CHANNEL_ACTION_HISTORY: wsg_channel_action = 3;
 
 /// What the `authenticate` callback sees of a handshake whose token already verified (never the
 /// token itself). Every string is valid only during the callback.
@@ -65,7 +67,7 @@ pub struct wsg_handshake {
 pub struct wsg_authorize_request {
     /// The session asking (the id `wsg_server_disconnect_session` takes).
     pub session_id: u64,
-    /// `WSG_CHANNEL_ACTION_SUBSCRIBE` or `WSG_CHANNEL_ACTION_PUBLISH`.
+    /// `WSG_CHANNEL_ACTION_SUBSCRIBE`, `WSG_CHANNEL_ACTION_PUBLISH` or `WSG_CHANNEL_ACTION_HISTORY`.
     pub action: wsg_channel_action,
     /// The channel, already validated (1 to 128 bytes of `[A-Za-z0-9_.@:-]`).
     pub channel: wsg_str,
@@ -150,7 +152,7 @@ pub type wsg_authenticate_callback = Option<
         answer: *mut wsg_authenticate_answer,
     ) -> wsg_decision,
 >;
-/// Decides a subscribe or publish after the channel rules allowed it; anything but
+/// Decides a subscribe, publish or history read after the channel rules allowed it; anything but
 /// `WSG_DECISION_ALLOW` gives the client the reply error `forbidden`. Time box:
 /// `hooks.timeout_secs` (then `hook_timeout`).
 #[allow(non_camel_case_types)]
@@ -166,7 +168,7 @@ pub type wsg_rpc_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, 
 /// (`handshake_rejected`, `session_opened`, `session_closed`, `message_rejected`, `ban_applied`,
 /// `ban_lifted`, `anomaly`, `config_reloaded`, `revocation_applied`, `broker_connected`,
 /// `broker_disconnected`, `jwks_fetch_failed`, `broker_message_rejected`, `policy_dry_run_denied`,
-/// `api_request`;
+/// `api_request`, `proxy_failed`;
 /// docs/OPERATIONS.md lists their fields);
 /// `event_json` is NUL-terminated, valid only during the callback. Events arrive one at a time,
 /// in order, from the server's one bounded queue (`hooks.event_queue_capacity`): the next waits
@@ -292,6 +294,7 @@ impl Hooks for HostHooks {
                     action: match request.action {
                         ChannelAction::Subscribe => WSG_CHANNEL_ACTION_SUBSCRIBE,
                         ChannelAction::Publish => WSG_CHANNEL_ACTION_PUBLISH,
+                        ChannelAction::History => WSG_CHANNEL_ACTION_HISTORY,
                     },
                     channel: channel.view(),
                     subject: subject.view(),

@@ -36,10 +36,10 @@ pub use bans::{
 pub use boundary::{wsg_str, wsg_string_free};
 pub use config::{wsg_config, wsg_config_check, wsg_config_free, wsg_config_from_file, wsg_config_from_text};
 pub use hooks::{
-    WSG_CHANNEL_ACTION_PUBLISH, WSG_CHANNEL_ACTION_SUBSCRIBE, WSG_DECISION_ALLOW, WSG_DECISION_DENY,
-    wsg_authenticate_answer, wsg_authenticate_answer_set_json, wsg_authenticate_callback, wsg_authorize_callback,
-    wsg_authorize_request, wsg_channel_action, wsg_decision, wsg_event_callback, wsg_handshake, wsg_hooks,
-    wsg_rpc_callback, wsg_user_data_drop_callback,
+    WSG_CHANNEL_ACTION_HISTORY, WSG_CHANNEL_ACTION_PUBLISH, WSG_CHANNEL_ACTION_SUBSCRIBE, WSG_DECISION_ALLOW,
+    WSG_DECISION_DENY, wsg_authenticate_answer, wsg_authenticate_answer_set_json, wsg_authenticate_callback,
+    wsg_authorize_callback, wsg_authorize_request, wsg_channel_action, wsg_decision, wsg_event_callback, wsg_handshake,
+    wsg_hooks, wsg_rpc_callback, wsg_user_data_drop_callback,
 };
 pub use result::*;
 pub use rpc::{

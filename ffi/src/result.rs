@@ -88,6 +88,8 @@ pub const WSG_TOO_MANY_PENDING_HANDSHAKES_PER_IP: wsg_result = 2025;
 /// The cluster's used-jti store (Redis) could not be reached and `cluster.jti_failure = "closed"`;
 /// answered 503.
 pub const WSG_JTI_STORE_UNAVAILABLE: wsg_result = 2026;
+/// A `[proxy]` backend endpoint gave no answer (unreachable, non-2xx, over its concurrency cap).
+pub const WSG_PROXY_UNAVAILABLE: wsg_result = 2030;
 
 /// No token was found in any configured source.
 pub const WSG_TOKEN_MISSING: wsg_result = 3001;
@@ -152,6 +154,14 @@ pub const WSG_REFRESH_MISMATCH: wsg_result = 4014;
 /// The cluster broker is unreachable or did not confirm the publication in time: it reached the
 /// subscribers on this node only (`wsg_server_publish`, or a client's `publish`).
 pub const WSG_BROKER_UNAVAILABLE: wsg_result = 4015;
+/// The channel's rule keeps no history: nothing to recover or read.
+pub const WSG_HISTORY_NOT_KEPT: wsg_result = 4020;
+/// `since.offset` is beyond the channel's latest offset in that epoch.
+pub const WSG_HISTORY_OFFSET_AHEAD: wsg_result = 4021;
+/// A history page's `limit` is below 1 or above 1000.
+pub const WSG_HISTORY_LIMIT_INVALID: wsg_result = 4022;
+/// `since.epoch` is not the channel's current epoch: its history was lost.
+pub const WSG_HISTORY_EPOCH_CHANGED: wsg_result = 4023;
 /// The cluster's presence store (Redis) is unreachable: presence is not answered.
 pub const WSG_PRESENCE_UNAVAILABLE: wsg_result = 4030;
 

@@ -22,6 +22,9 @@ Errors derive from ``WsguardError`` and carry the core's stable ``code`` / ``cod
 ``InvalidArgumentError`` (also a ``ValueError`` and a ``TypeError``, code ``invalid_argument``)
 refuses a wrong argument to ``disconnect``, ``revoke``, ``ban``, ``lift_ban`` or the session
 operations (``send``, ``disconnect_with``, ``subscribe``, ``unsubscribe``, ``sessions``, ``channels``).
+``wsguard.Client`` (module ``wsguard.client``, needs ``pip install wsguard[client]``) is an
+asyncio client of the wire protocol: token from an async ``get_token()``, in-band refresh,
+reconnects driven by the close code, subscriptions with recovery, typed events and errors.
 Core ``tracing`` events are logged to the ``wsguard`` logger (``wsguard.server``,
 ``wsguard.security``, ``wsguard.session``, ...); levels are read at each ``start()``.
 """
@@ -38,16 +41,36 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Mapping, Optio
 from . import _native
 from ._errors import ConfigError, InvalidArgumentError, WsguardError
 from ._native import AuthorizeRequest, HandshakeInfo, Identity, Session
+from .client import (
+    Client,
+    ClientClosedError,
+    ConnectionLostError,
+    HandshakeError,
+    ReplyError,
+    RequestTimeoutError,
+    SendQueueFullError,
+    SessionClosedError,
+    TokenError,
+)
 
 __all__ = [
     "AuthorizeRequest",
+    "Client",
+    "ClientClosedError",
     "ConfigError",
+    "ConnectionLostError",
+    "HandshakeError",
     "HandshakeInfo",
     "Identity",
     "ConfigInput",
     "InvalidArgumentError",
+    "ReplyError",
+    "RequestTimeoutError",
+    "SendQueueFullError",
     "Server",
     "Session",
+    "SessionClosedError",
+    "TokenError",
     "WsguardError",
     "serve",
 ]
@@ -118,7 +141,7 @@ class Server(_native.Server):
         return handler
 
     def authorize(self, handler: Z) -> Z:
-        """Registers the hook asked after the channel rules allowed a subscribe or publish."""
+        """Registers the hook asked once the channel rules allowed a channel action."""
         self._set_authorize_handler(handler)
         return handler
 

@@ -71,7 +71,7 @@ class HandshakeInfo:
 
 @final
 class AuthorizeRequest:
-    """May ``session`` perform ``action`` (``"subscribe"`` or ``"publish"``) on ``channel``?"""
+    """May ``session`` perform ``action`` (``"subscribe"``, ``"publish"`` or ``"history"``) on ``channel``?"""
 
     @property
     def session(self) -> Session: ...

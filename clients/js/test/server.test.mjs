@@ -1,6 +1,5 @@
 // The SDK (built ESM bundle) against a real `wsguard serve` on loopback, with the `ws` package as
 // the injected WebSocket (Node 20 has no global one), so refused handshakes show their status.
-// Tests marked with `needs(...)` need server features still being merged (support.mjs: FEATURES).
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
@@ -8,7 +7,7 @@ import { after, test } from "node:test";
 import WebSocket from "ws";
 
 import { Client, ClientClosedError, CloseError, QueueFullError, ReplyError, TimeoutError } from "../dist/esm/index.js";
-import { WsguardServer, needs, nextEvent, stopAll, waitFor } from "./support.mjs";
+import { WsguardServer, nextEvent, stopAll, waitFor } from "./support.mjs";
 
 after(stopAll);
 
@@ -192,7 +191,7 @@ test("an authentication refusal (401) stops the client: no reconnect, the error 
   assert.deepEqual(refusals.map((e) => e.code), ["token_malformed"], "one attempt, no retry");
 });
 
-test("revocation: the session closes with 4501, the client does not reconnect", needs("api"), async () => {
+test("revocation: the session closes with 4501, the client does not reconnect", async () => {
   const server = await WsguardServer.start({ apiKey: true });
   const client = clientFor(server, "mallory");
   await client.connect();
@@ -217,7 +216,7 @@ history_size = 1000
 history = {}
 `;
 
-test("restart mid-stream with history: a gap, then every message once (live or from history)", needs("history"), async () => {
+test("restart mid-stream with history: a gap, then every message once (live or from history)", async () => {
   const server = await WsguardServer.start({ extra: HISTORY_RULE });
   const sub = clientFor(server, "hsub", { reconnectBaseMs: 100 });
   const pub = clientFor(server, "hpub", { reconnectBaseMs: 100 });
@@ -244,7 +243,7 @@ test("restart mid-stream with history: a gap, then every message once (live or f
   assert.notEqual(sub.position("kept:a").epoch, before.epoch);
 });
 
-test("slow-consumer close (4000), then recovery from the position", needs("history"), async () => {
+test("slow-consumer close (4000), then recovery from the position", async () => {
   const server = await WsguardServer.start({
     extra: HISTORY_RULE,
     limits: [
@@ -287,7 +286,7 @@ test("slow-consumer close (4000), then recovery from the position", needs("histo
   assert.deepEqual(got, Array.from({ length: 400 }, (_, i) => i + 1));
 });
 
-test("presence helpers and join/leave events", needs("presence"), async () => {
+test("presence helpers and join/leave events", async () => {
   const server = await WsguardServer.start({
     extra: `
 [[channels]]

@@ -11,20 +11,6 @@ import path from "node:path";
 
 const REPO = path.resolve(import.meta.dirname, "../../..");
 
-/**
- * Server features a test needs. `history` (issue 21) is still being merged: its tests are written
- * and skipped until the lead sets it to true here (or runs with WSGUARD_FEATURES=history). Presence
- * and the server API are in main.
- */
-const FROM_ENV = new Set((process.env.WSGUARD_FEATURES ?? "").split(/[\s,]+/).filter(Boolean));
-export const FEATURES = {
-  history: FROM_ENV.has("history"),
-  presence: true,
-  api: true,
-};
-/** `{ skip }` for node:test when `feature` is not in the server yet. */
-export const needs = (feature) => ({ skip: FEATURES[feature] ? false : `needs the server's ${feature} (set WSGUARD_FEATURES)` });
-
 /** The binary: $WSGUARD_BIN, else the repo's target/debug/wsguard, else built with cargo. */
 export function wsguardBin() {
   if (process.env.WSGUARD_BIN) return process.env.WSGUARD_BIN;

@@ -132,7 +132,7 @@ impl RemoteKeys {
                     .map_err(|e| problem("auth.jwks_ca_file", format!("cannot read {}: {e}", path.display())))?,
             )),
         };
-        let tls = tls_config(ca.as_ref())?;
+        let tls = tls_config(ca.as_ref(), "auth.jwks_ca_file")?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
@@ -488,20 +488,21 @@ pub(crate) fn parse_max_age(value: &str) -> Option<u64> {
     max_age
 }
 
-fn tls_config(ca: Option<&(PathBuf, Vec<u8>)>) -> Result<rustls::ClientConfig, ConfigError> {
+/// The rustls client configuration of an outbound HTTP client (JWKS fetches, the backend proxy):
+/// ring, TLS 1.2 and 1.3, HTTP/1.1, trusting the PEM file `ca` (read by the caller; problems
+/// reported under `key`) or, without one, the platform's roots.
+pub(crate) fn tls_config(ca: Option<&(PathBuf, Vec<u8>)>, key: &str) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some((path, pem)) => {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<_, _>>()
-                .map_err(|e| problem("auth.jwks_ca_file", format!("{}: {e}", path.display())))?;
+                .map_err(|e| problem(key, format!("{}: {e}", path.display())))?;
             if certs.is_empty() {
-                return Err(problem("auth.jwks_ca_file", format!("{}: no certificate found", path.display())));
+                return Err(problem(key, format!("{}: no certificate found", path.display())));
             }
             for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    problem("auth.jwks_ca_file", format!("{}: unusable certificate: {e}", path.display()))
-                })?;
+                roots.add(cert).map_err(|e| problem(key, format!("{}: unusable certificate: {e}", path.display())))?;
             }
         }
         None => {
@@ -512,7 +513,7 @@ fn tls_config(ca: Option<&(PathBuf, Vec<u8>)>) -> Result<rustls::ClientConfig, C
             if roots.is_empty() {
                 tracing::warn!(
                     target: "wsguard::auth",
-                    "no platform trust roots found: JWKS fetches will fail; install CA certificates or set auth.jwks_ca_file"
+                    "no platform trust roots found: https fetches will fail; install CA certificates or set {key}"
                 );
             }
         }
@@ -520,7 +521,7 @@ fn tls_config(ca: Option<&(PathBuf, Vec<u8>)>) -> Result<rustls::ClientConfig, C
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| problem("auth", e.to_string()))?
+        .map_err(|e| problem(key, e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -9,9 +9,10 @@ mod mint;
 mod revocation;
 mod verify;
 
+pub(crate) use config::check_fetch_url;
 pub use config::{AuthConfig, IssuerConfig, JwtAlgorithm, KeyFamily, TokenSource};
 pub use identity::{Claims, Identity};
-pub(crate) use jwks::JwksRuntime;
+pub(crate) use jwks::{JwksRuntime, tls_config};
 pub use keys::KeyMaterial;
 pub use mint::{MintError, SigningKey, TokenRequest, mint_token};
 pub(crate) use revocation::{JtiCache, JtiRefusal, JtiSpend, RevocationBroadcast, UsedJtis};

@@ -55,6 +55,7 @@ use wire::{Control, ControlEnvelope, Subjects};
 pub(crate) use wire::{RemoteTarget, SessionOp};
 
 use crate::auth::{Revocation, RevocationBroadcast, RevocationList, UsedJtis};
+use crate::history::History;
 use crate::hub::Hub;
 use crate::limits::{BanBroadcast, BanTarget, Bans};
 use crate::observe::{Event, EventSink, Stats};
@@ -357,6 +358,8 @@ pub(crate) struct Cluster {
     timeout: Duration,
     runtime: tokio::runtime::Handle,
     stats: Arc<Stats>,
+    /// Channel history: publications on channels that keep it are offset and stored here.
+    history: Arc<History>,
     /// Taken by `start`.
     receivers: Mutex<Option<(mpsc::UnboundedReceiver<()>, mpsc::UnboundedReceiver<BanTarget>)>>,
 }
@@ -364,6 +367,7 @@ pub(crate) struct Cluster {
 /// What the cluster needs from the node to apply what other nodes send.
 pub(crate) struct NodeParts {
     pub(crate) hub: Arc<Hub>,
+    pub(crate) history: Arc<History>,
     pub(crate) interest: Arc<Interest>,
     pub(crate) revocations: Arc<RevocationList>,
     pub(crate) bans: Arc<Bans>,
@@ -461,6 +465,7 @@ impl Cluster {
             timeout,
             runtime: tokio::runtime::Handle::current(),
             stats: parts.stats,
+            history: parts.history,
             receivers: Mutex::new(Some((hello_rx, lifted_rx))),
         })
     }

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
+use crate::history::Retention;
 use crate::protocol::ServerFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -34,23 +35,44 @@ impl Cluster {
     /// stamp, when the rule asks for one), queues it for this node's subscribers and hands it to
     /// the broker for the other nodes. The stamp is part of the frame, so other nodes deliver it
     /// unchanged and a signed envelope covers it.
+    /// On a channel that keeps history (`retention`), the frame also carries the channel's next
+    /// offset and is stored, in offset order with the fan-out (see the history area).
     pub(crate) fn publish(
         self: &Arc<Self>,
         channel: &str,
         payload: &Value,
         from: Option<&Value>,
         rule: &str,
+        retention: Option<Retention>,
     ) -> Publication {
         self.stats.record_publication(rule);
-        let frame = ServerFrame::Message { channel, payload, from }.encode();
-        self.send_frame(channel, frame)
+        let hub = &self.link.inbound.hub;
+        let (frame, queued) = match retention {
+            None => {
+                let frame = ServerFrame::Message { channel, payload, from, offset: None }.encode();
+                let queued = hub.publish(channel, &frame);
+                (frame, queued)
+            }
+            Some(retention) => self.history.publish(
+                channel,
+                retention,
+                |offset| ServerFrame::Message { channel, payload, from, offset: Some(offset) }.encode(),
+                |frame| (frame.clone(), hub.publish(channel, frame)),
+            ),
+        };
+        self.send_remote(channel, frame, queued)
     }
 
     /// Queues an encoded server frame (a `join` or `leave`) for every subscriber of `channel`, on
     /// this node and, through the broker, on the others: the same path as a publication, so it
-    /// reaches the same sessions in the same order, but not counted as one.
+    /// reaches the same sessions in the same order, but not counted as one (nor kept in history).
     pub(crate) fn send_frame(self: &Arc<Self>, channel: &str, frame: Utf8Bytes) -> Publication {
         let queued = self.link.inbound.hub.publish(channel, &frame);
+        self.send_remote(channel, frame, queued)
+    }
+
+    /// Hands a frame already queued for `queued` sessions of this node to the broker.
+    fn send_remote(self: &Arc<Self>, channel: &str, frame: Utf8Bytes, queued: usize) -> Publication {
         let remote = if self.link.kind == BrokerKind::Memory {
             Remote::Alone
         } else if !self.link.is_connected() {

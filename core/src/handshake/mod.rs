@@ -298,10 +298,11 @@ impl HandshakeGate {
             client_ip,
             origin: origin.clone(),
             user_agent: head.single("user-agent").ok().flatten().map(|v| String::from_utf8_lossy(v).into_owned()),
+            forwarded_headers: request::forwarded_headers(&head, self.hooks.forward_headers(), &self.cookie_name),
         };
         let identity = self
             .hooks
-            .authenticate(info.clone(), identity)
+            .authenticate(info.clone(), identity, None)
             .await
             .map_err(|refusal| refuse(Rejection::new(refusal.code(), refusal.to_string())))?;
         let permit = Arc::clone(&self.capacity)

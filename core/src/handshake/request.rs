@@ -183,9 +183,60 @@ pub(crate) fn offered_subprotocols(head: &RequestHead) -> Vec<String> {
         .collect()
 }
 
+/// The values of the headers named in `proxy.forward_headers`, for the backend proxy: only
+/// visible-ASCII values, each as its own (name, value), and the token's cookie (`cookie_name`)
+/// taken out of every `Cookie` header, so that the token never reaches the backend.
+pub(crate) fn forwarded_headers(head: &RequestHead, names: &[String], cookie_name: &str) -> Vec<(String, String)> {
+    let mut forwarded = Vec::new();
+    for name in names {
+        for value in head.all(name) {
+            let Ok(value) = http::HeaderValue::from_bytes(value) else { continue };
+            let Ok(value) = value.to_str() else { continue };
+            let value = if name == "cookie" {
+                let kept: Vec<&str> = value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|pair| !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(cookie_name))
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                kept.join("; ")
+            } else {
+                value.to_string()
+            };
+            forwarded.push((name.clone(), value));
+        }
+    }
+    forwarded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listed_headers_are_forwarded_and_never_the_token_cookie() {
+        let head = RequestHead::from_parts(
+            "GET",
+            "/ws",
+            None,
+            &[
+                ("Cookie", "theme=dark; wsguard_token=eyJ.x.y; sid=42"),
+                ("cookie", "wsguard_token=eyJ.a.b"),
+                ("X-Request-Id", "r-1"),
+                ("Authorization", "Bearer eyJ.x.y"),
+                ("X-Binary", "caf\u{e9}"),
+            ],
+        );
+        let names = ["cookie".to_string(), "x-request-id".to_string(), "x-binary".to_string()];
+        let forwarded = forwarded_headers(&head, &names, "wsguard_token");
+        // The token cookie is taken out (a header left empty is dropped); a non-ASCII value is skipped.
+        let expected = [("cookie", "theme=dark; sid=42"), ("x-request-id", "r-1")];
+        let expected: Vec<(String, String)> = expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        assert_eq!(forwarded, expected);
+        assert!(forwarded_headers(&head, &[], "wsguard_token").is_empty());
+    }
 
     async fn parse(text: &str) -> (RequestHead, Vec<u8>) {
         let mut bytes = text.as_bytes();

@@ -65,6 +65,10 @@ pub struct HandshakeInfo {
     pub origin: Option<String>,
     /// The `User-Agent` header, when present.
     pub user_agent: Option<String>,
+    /// The handshake headers of `proxy.forward_headers` (name, value), the token's cookie taken
+    /// out; sent to the backend proxy only, never to host hooks.
+    #[serde(skip)]
+    pub(crate) forwarded_headers: Vec<(String, String)>,
 }
 
 /// An action a session asks to perform on a channel.
@@ -75,6 +79,8 @@ pub enum ChannelAction {
     Subscribe,
     /// Send a publication to the channel.
     Publish,
+    /// Read the channel's kept publications (the `history` action).
+    History,
 }
 
 /// The question put to the `authorize` hook.

@@ -80,6 +80,13 @@ pub struct LimitsConfig {
     /// A write to the client that does not complete within this many seconds closes the
     /// session. Default 10.
     pub write_timeout_secs: f64,
+    /// Memory the channel history store may count (every kept frame's bytes plus a fixed
+    /// bookkeeping overhead per publication and per channel; see `wsguard_history_bytes`). Past
+    /// it the oldest kept publications of the whole server go first, then channel logs with
+    /// nothing left (whose subscribers then get `recovered: false`). At least 65536. Restart
+    /// only. Default 67108864 (64 MiB).
+    #[schemars(range(min = 65536))]
+    pub history_memory_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -106,6 +113,7 @@ impl Default for LimitsConfig {
             rpc_timeout_secs: 5.0,
             max_memory_bytes: 2 * 1024 * 1024 * 1024,
             write_timeout_secs: 10.0,
+            history_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }

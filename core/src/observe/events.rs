@@ -183,6 +183,16 @@ pub enum Event {
         /// Why it would have denied.
         reason: &'static str,
     },
+    /// A backend proxy endpoint (`[proxy]`) gave no usable answer; the request failed closed.
+    ProxyFailed {
+        /// `connect`, `subscribe`, `publish` or `rpc`.
+        endpoint: &'static str,
+        /// `overloaded`, `unreachable`, `timeout`, `http_status`, `too_large`, `malformed` or
+        /// `invalid`.
+        result: &'static str,
+        /// Detail for operators (never sent to the client).
+        detail: String,
+    },
 }
 
 /// Fans events out to `tracing` and, through a bounded queue, to the hooks.
@@ -282,5 +292,8 @@ fn trace(event: &Event) {
         Event::PolicyDryRunDenied { session_id, user, action, rule, reason } => tracing::warn!(
             target: "wsguard::security", event = "policy_dry_run_denied", session_id, user, action = ?action, rule, reason
         ),
+        Event::ProxyFailed { endpoint, result, detail } => {
+            tracing::warn!(target: "wsguard::proxy", event = "proxy_failed", endpoint, result, detail)
+        }
     }
 }

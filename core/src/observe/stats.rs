@@ -21,6 +21,8 @@
 //! | `wsguard_policy_dry_run_denials_total` | counter | `rule` |
 //! | `wsguard_hook_duration_seconds` | histogram | `hook` |
 //! | `wsguard_hook_failures_total` | counter | `hook`, `failure` (timeout/panic) |
+//! | `wsguard_proxy_requests_total` | counter | `endpoint` (connect/subscribe/publish/rpc), `result` (ok/overloaded/unreachable/timeout/http_status/too_large/malformed/invalid) |
+//! | `wsguard_proxy_request_duration_seconds` | histogram | `endpoint` |
 //! | `wsguard_bans_active` | gauge | |
 //! | `wsguard_bans_total` | counter | `kind` (ip/user) |
 //! | `wsguard_anomalies_total` | counter | `rule` |
@@ -39,6 +41,9 @@
 //! | `wsguard_jwks_fetches_total` | counter | `issuer`, `result` (ok or the failure reason) |
 //! | `wsguard_jwks_keys` | gauge | `issuer` |
 //! | `wsguard_presence_announcements_total` | counter | `kind` (join/leave) |
+//! | `wsguard_history_bytes` | gauge | |
+//! | `wsguard_history_messages` | gauge | |
+//! | `wsguard_history_recoveries_total` | counter | `result` (recovered/gap) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -139,19 +144,31 @@ struct HookLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyRequestLabels {
+    endpoint: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookFailureLabels {
     hook: &'static str,
     failure: &'static str,
 }
 
 /// Every `action` label value of `wsguard_messages_in_total`.
-const ACTIONS: [&str; 10] = [
+const ACTIONS: [&str; 11] = [
     "subscribe",
     "unsubscribe",
     "publish",
     "ping",
     "rpc",
     "refresh",
+    "history",
     "presence",
     "presence_stats",
     "invalid",
@@ -185,6 +202,8 @@ pub(crate) struct Stats {
     dry_run_denials: Family<RuleLabel, Counter>,
     hook_duration: HistogramFamily<HookLabel>,
     hook_failures: Family<HookFailureLabels, Counter>,
+    proxy_requests: Family<ProxyRequestLabels, Counter>,
+    proxy_duration: HistogramFamily<EndpointLabel>,
     bans_active: Gauge,
     bans_total: Family<KindLabel, Counter>,
     anomalies: Family<RuleLabel, Counter>,
@@ -206,6 +225,9 @@ pub(crate) struct Stats {
     jwks_keys: Family<IssuerLabel, Gauge>,
     broker_rejected: Family<BrokerRejectedLabels, Counter>,
     api_requests: Family<ApiRequestLabels, Counter>,
+    history_bytes: Gauge,
+    history_messages: Gauge,
+    history_recoveries: Family<ResultLabel, Counter>,
     /// `messages_out{kind="reply"}` and `{kind="delivery"}`, resolved once (hot path; and no
     /// family lock is ever held across two lookups).
     replies_out: Counter,
@@ -282,6 +304,8 @@ impl Default for Stats {
             dry_run_denials: Family::default(),
             hook_duration: HistogramFamily::new_with_constructor(latency_histogram),
             hook_failures: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_duration: HistogramFamily::new_with_constructor(latency_histogram),
             bans_active: Gauge::default(),
             bans_total: Family::default(),
             anomalies: Family::default(),
@@ -301,6 +325,9 @@ impl Default for Stats {
             jwks_keys: Family::default(),
             broker_rejected: Family::default(),
             api_requests: Family::default(),
+            history_bytes: Gauge::default(),
+            history_messages: Gauge::default(),
+            history_recoveries: Family::default(),
             handshakes_rejected: AtomicU64::new(0),
             messages_in_total: AtomicU64::new(0),
             messages_rejected_total: AtomicU64::new(0),
@@ -357,6 +384,16 @@ impl Default for Stats {
         );
         registry.register("hook_duration_seconds", "Host hook latency", stats.hook_duration.clone());
         registry.register("hook_failures", "Host hooks that timed out or panicked", stats.hook_failures.clone());
+        registry.register(
+            "proxy_requests",
+            "Backend proxy requests by endpoint and result",
+            stats.proxy_requests.clone(),
+        );
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Backend proxy request latency",
+            stats.proxy_duration.clone(),
+        );
         registry.register("bans_active", "Bans in force", stats.bans_active.clone());
         registry.register("bans", "Bans applied, by kind", stats.bans_total.clone());
         registry.register("anomalies", "Publish-rate anomalies by channel rule", stats.anomalies.clone());
@@ -418,6 +455,21 @@ impl Default for Stats {
             "api_requests",
             "Server API calls, by operation and result (ok or the error code name)",
             stats.api_requests.clone(),
+        );
+        registry.register(
+            "history_bytes",
+            "Bytes the channel history store counts (frames plus bookkeeping; capped by limits.history_memory_bytes)",
+            stats.history_bytes.clone(),
+        );
+        registry.register(
+            "history_messages",
+            "Publications retained in channel history",
+            stats.history_messages.clone(),
+        );
+        registry.register(
+            "history_recoveries",
+            "Subscribes with `since`, by result (recovered, or gap: history lost or trimmed)",
+            stats.history_recoveries.clone(),
         );
         Stats { registry, replies_out, deliveries_out, messages_in_by_action, ..stats }
     }
@@ -514,6 +566,11 @@ impl Stats {
             self.hook_failures.get_or_create(&HookFailureLabels { hook, failure }).inc();
         }
     }
+    /// One backend proxy request: its endpoint, `ok` or the failure label, and how long it took.
+    pub(crate) fn record_proxy_request(&self, endpoint: &'static str, result: &'static str, secs: f64) {
+        self.proxy_requests.get_or_create(&ProxyRequestLabels { endpoint, result }).inc();
+        self.proxy_duration.get_or_create(&EndpointLabel { endpoint }).observe(secs);
+    }
     pub(crate) fn record_ban(&self, kind: &'static str) {
         self.bans_total.get_or_create(&KindLabel { kind }).inc();
     }
@@ -552,6 +609,17 @@ impl Stats {
     /// One server API call; both labels come from fixed sets (operations, code names).
     pub(crate) fn record_api_request(&self, operation: &'static str, result: &'static str) {
         self.api_requests.get_or_create(&ApiRequestLabels { operation, result }).inc();
+    }
+
+    /// What the history store holds now.
+    pub(crate) fn set_history_usage(&self, bytes: u64, messages: u64) {
+        self.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.history_messages.set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    /// A subscribe with `since`: `recovered` or `gap`.
+    pub(crate) fn record_history_recovery(&self, result: &'static str) {
+        self.history_recoveries.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub(crate) fn record_broker_rejected(&self, kind: &'static str, reason: &'static str) {

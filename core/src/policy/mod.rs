@@ -9,6 +9,7 @@ pub(crate) mod pattern;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -18,6 +19,7 @@ pub use config::{ChannelRule, PublisherStamp, Requirement, RpcRule, SlowConsumer
 use crate::auth::Identity;
 use crate::config::problems::{ConfigError, ConfigProblem};
 use crate::error::ErrorCode;
+use crate::history::Retention;
 use crate::hooks::ChannelAction;
 use crate::limits::{KeyedRate, Rate};
 use pattern::{Captures, ChannelPattern};
@@ -57,6 +59,9 @@ pub(crate) struct Rule {
     pattern: ChannelPattern,
     subscribe: Option<Requirement>,
     publish: Option<Requirement>,
+    history_reader: Option<Requirement>,
+    /// What matching channels keep; None without `history_size`.
+    pub(crate) history: Option<Retention>,
     pub(crate) schema: Option<Arc<jsonschema::Validator>>,
     pub(crate) enforce: bool,
     pub(crate) publish_rate: Option<KeyedRate<String>>,
@@ -153,6 +158,11 @@ impl Policy {
                 pattern,
                 subscribe: rule.subscribe.clone(),
                 publish: rule.publish.clone(),
+                history_reader: rule.history.clone(),
+                history: (rule.history_size > 0).then(|| Retention {
+                    size: rule.history_size as usize,
+                    ttl: Duration::from_secs(rule.history_ttl_secs),
+                }),
                 schema,
                 enforce: rule.enforce,
                 publish_rate: rule.publish_per_sec.map(|r| KeyedRate::new(Rate::with_double_burst(r))),
@@ -192,6 +202,7 @@ impl Policy {
         let requirement = match action {
             ChannelAction::Subscribe => rule.subscribe.as_ref(),
             ChannelAction::Publish => rule.publish.as_ref(),
+            ChannelAction::History => rule.history_reader.as_ref(),
         };
         let outcome = match requirement {
             None => Err(DenyReason::ActionNotListed),
@@ -244,6 +255,12 @@ impl Policy {
             .iter()
             .find(|r| r.pattern.matches(channel).is_some())
             .map_or(SlowConsumerPolicy::Disconnect, |r| r.slow_consumer)
+    }
+
+    /// What `channel` keeps: the history of the first rule matching it (the rule that decides
+    /// its subscriptions), whoever publishes.
+    pub(crate) fn retention(&self, channel: &str) -> Option<Retention> {
+        self.rules.iter().find(|r| r.pattern.matches(channel).is_some()).and_then(|r| r.history)
     }
 
     /// The rule ids, in order.

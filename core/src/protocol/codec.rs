@@ -36,7 +36,9 @@ pub fn decode(text: &str, max_payload_depth: u32) -> Result<ClientFrame, ReplyEr
     let frame = parse(text)?;
     let id = frame.id();
     match &frame {
-        ClientFrame::Subscribe { channel, .. } | ClientFrame::Unsubscribe { channel, .. } => {
+        ClientFrame::Subscribe { channel, .. }
+        | ClientFrame::Unsubscribe { channel, .. }
+        | ClientFrame::History { channel, .. } => {
             validate_channel(channel).map_err(|m| ReplyError::new(id, ErrorCode::InvalidChannel, m))?;
         }
         ClientFrame::Publish { channel, payload, .. } => {
@@ -182,6 +184,8 @@ mod tests {
             id: Option<u64>,
             seq: Option<u64>,
             channel: String,
+            #[serde(default)]
+            since: Option<crate::protocol::Since>,
         },
         Unsubscribe {
             id: Option<u64>,
@@ -220,7 +224,7 @@ mod tests {
         let tagged: Tagged = serde_json::from_str(text)
             .map_err(|e| if e.is_syntax() || e.is_eof() { ErrorCode::InvalidJson } else { ErrorCode::InvalidFrame })?;
         Ok(match tagged {
-            Tagged::Subscribe { id, seq, channel } => ClientFrame::Subscribe { id, seq, channel },
+            Tagged::Subscribe { id, seq, channel, since } => ClientFrame::Subscribe { id, seq, channel, since },
             Tagged::Unsubscribe { id, seq, channel } => ClientFrame::Unsubscribe { id, seq, channel },
             Tagged::Publish { id, seq, channel, payload } => ClientFrame::Publish { id, seq, channel, payload },
             Tagged::Ping { id, seq } => ClientFrame::Ping { id, seq },

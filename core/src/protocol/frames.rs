@@ -27,6 +27,8 @@ pub enum ClientFrame {
         seq: Option<u64>,
         /// The channel.
         channel: String,
+        /// Recover what was published after this position (channels with history only).
+        since: Option<Since>,
     },
     /// Stop receiving a channel.
     Unsubscribe {
@@ -63,6 +65,22 @@ pub enum ClientFrame {
         seq: Option<u64>,
         /// The new token.
         token: String,
+    },
+    /// Read a page of a channel's kept publications.
+    History {
+        /// Echoed in the reply.
+        id: Option<u64>,
+        /// Replay counter (see `protocol.require_seq`).
+        seq: Option<u64>,
+        /// The channel.
+        channel: String,
+        /// How many publications at most, as sent (checked by the session: 1 to
+        /// [`MAX_HISTORY_PAGE`]); absent: [`DEFAULT_HISTORY_PAGE`].
+        limit: Option<i64>,
+        /// The cursor: publications after it (oldest first) or before it (newest first).
+        since: Option<Since>,
+        /// Newest first instead of oldest first.
+        is_newest_first: bool,
     },
     /// Call a host RPC handler.
     Rpc {
@@ -103,6 +121,20 @@ pub enum ClientFrame {
 pub const DEFAULT_PRESENCE_LIMIT: usize = 100;
 /// The largest `limit` a `presence` request may ask for.
 pub const MAX_PRESENCE_LIMIT: usize = 1000;
+/// The largest `limit` of a `history` request.
+pub const MAX_HISTORY_PAGE: i64 = 1000;
+/// The `limit` of a `history` request that gives none.
+pub const DEFAULT_HISTORY_PAGE: i64 = 100;
+
+/// A position in a channel's history, as a client states it (`since`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    /// The last offset the client received.
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    pub epoch: String,
+}
 
 /// The actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,20 +145,22 @@ enum Action {
     Ping,
     Refresh,
     Rpc,
+    History,
     Presence,
     PresenceStats,
 }
 
 impl Action {
-    const NAMES: [&'static str; 8] =
-        ["subscribe", "unsubscribe", "publish", "ping", "refresh", "rpc", "presence", "presence_stats"];
-    const ALL: [Action; 8] = [
+    const NAMES: [&'static str; 9] =
+        ["subscribe", "unsubscribe", "publish", "ping", "refresh", "rpc", "history", "presence", "presence_stats"];
+    const ALL: [Action; 9] = [
         Action::Subscribe,
         Action::Unsubscribe,
         Action::Publish,
         Action::Ping,
         Action::Refresh,
         Action::Rpc,
+        Action::History,
         Action::Presence,
         Action::PresenceStats,
     ];
@@ -176,7 +210,11 @@ struct RawFrame {
     #[serde(default, deserialize_with = "present")]
     method: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    limit: Option<u64>,
+    since: Option<Since>,
+    #[serde(default, deserialize_with = "present")]
+    limit: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    newest_first: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     after: Option<String>,
 }
@@ -199,12 +237,14 @@ impl TryFrom<RawFrame> for ClientFrame {
     type Error = FrameError;
 
     fn try_from(raw: RawFrame) -> Result<Self, FrameError> {
-        let RawFrame { action, id, seq, channel, payload, token, method, limit, after } = raw;
+        let RawFrame { action, id, seq, channel, payload, token, method, since, limit, newest_first, after } = raw;
         let Some(action) = action else { return Err(FrameError("missing field `action`".into())) };
         let name = action.name();
         // Whether this action takes a field.
         let takes = |field: &str| match action {
-            Action::Subscribe | Action::Unsubscribe => field == "channel",
+            Action::Subscribe => field == "channel" || field == "since",
+            Action::Unsubscribe => field == "channel",
+            Action::History => matches!(field, "channel" | "since" | "limit" | "newest_first"),
             Action::Publish => field == "channel" || field == "payload",
             Action::Ping => false,
             Action::Refresh => field == "token",
@@ -217,7 +257,9 @@ impl TryFrom<RawFrame> for ClientFrame {
             ("payload", payload.is_some()),
             ("token", token.is_some()),
             ("method", method.is_some()),
+            ("since", since.is_some()),
             ("limit", limit.is_some()),
+            ("newest_first", newest_first.is_some()),
             ("after", after.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(field, is_given)| *is_given && !takes(field)) {
@@ -226,8 +268,16 @@ impl TryFrom<RawFrame> for ClientFrame {
         let missing = |field: &str| FrameError(format!("missing field `{field}` for action `{name}`"));
         Ok(match action {
             Action::Subscribe => {
-                ClientFrame::Subscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))? }
+                ClientFrame::Subscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))?, since }
             }
+            Action::History => ClientFrame::History {
+                id,
+                seq,
+                channel: channel.ok_or_else(|| missing("channel"))?,
+                limit,
+                since,
+                is_newest_first: newest_first.unwrap_or(false),
+            },
             Action::Unsubscribe => {
                 ClientFrame::Unsubscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))? }
             }
@@ -251,7 +301,7 @@ impl TryFrom<RawFrame> for ClientFrame {
                 channel: channel.ok_or_else(|| missing("channel"))?,
                 limit: match limit {
                     None => DEFAULT_PRESENCE_LIMIT,
-                    Some(n) if (1..=MAX_PRESENCE_LIMIT as u64).contains(&n) => n as usize,
+                    Some(n) if (1..=MAX_PRESENCE_LIMIT as i64).contains(&n) => n as usize,
                     Some(_) => {
                         return Err(FrameError(format!("`limit` must be 1 to {MAX_PRESENCE_LIMIT}")));
                     }
@@ -274,6 +324,7 @@ impl ClientFrame {
             | ClientFrame::Publish { id, .. }
             | ClientFrame::Ping { id, .. }
             | ClientFrame::Refresh { id, .. }
+            | ClientFrame::History { id, .. }
             | ClientFrame::Rpc { id, .. }
             | ClientFrame::Presence { id, .. }
             | ClientFrame::PresenceStats { id, .. } => *id,
@@ -289,6 +340,7 @@ impl ClientFrame {
             ClientFrame::Ping { .. } => "ping",
             ClientFrame::Refresh { .. } => "refresh",
             ClientFrame::Rpc { .. } => "rpc",
+            ClientFrame::History { .. } => "history",
             ClientFrame::Presence { .. } => "presence",
             ClientFrame::PresenceStats { .. } => "presence_stats",
         }
@@ -302,6 +354,7 @@ impl ClientFrame {
             | ClientFrame::Publish { seq, .. }
             | ClientFrame::Ping { seq, .. }
             | ClientFrame::Refresh { seq, .. }
+            | ClientFrame::History { seq, .. }
             | ClientFrame::Rpc { seq, .. }
             | ClientFrame::Presence { seq, .. }
             | ClientFrame::PresenceStats { seq, .. } => *seq,
@@ -342,6 +395,25 @@ pub enum ServerFrame<'a> {
         /// `{"sub": ..., "claims": {...}}` or `{"server": true}`. Absent otherwise.
         #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<&'a Value>,
+        /// Its offset in the channel's history; absent on channels without history.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    /// The `ack` of a `subscribe` on a channel with history: the channel's position when the
+    /// subscription started (live publications have greater offsets) and, when the request gave
+    /// `since`, whether what was missed follows (`true`) or a `gap` does (`false`).
+    #[serde(rename = "ack")]
+    SubscribedAt {
+        /// The request's id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The channel's latest offset.
+        offset: u64,
+        /// The channel's epoch.
+        epoch: &'a str,
+        /// Present when the request gave `since`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// Messages on `channel` may have been lost for this subscriber: dropped by the slow-consumer
     /// policy (sent before the next message of that channel, with the count), or missed while
@@ -352,7 +424,8 @@ pub enum ServerFrame<'a> {
         /// How many messages were lost, when known.
         #[serde(skip_serializing_if = "Option::is_none")]
         missed: Option<u64>,
-        /// Why, when not the slow-consumer policy (`broker_reconnected`).
+        /// Why, when not the slow-consumer policy: `broker_reconnected`, or, after a `subscribe`
+        /// with `since` that could not recover, `epoch_changed` or `history_trimmed`.
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<&'static str>,
     },
@@ -449,6 +522,40 @@ impl ServerFrame<'_> {
     }
 }
 
+/// The answer to `history`: `{"type":"history","id":..,"channel":..,"offset":..,"epoch":..,
+/// "publications":[..]}`, where each publication is its `message` frame exactly as it was
+/// delivered (kept encoded, so it is copied here, not serialized again).
+pub fn encode_history_page(
+    id: Option<u64>,
+    channel: &str,
+    offset: u64,
+    epoch: &str,
+    publications: &[(u64, Utf8Bytes)],
+) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        r#type: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        channel: &'a str,
+        offset: u64,
+        epoch: &'a str,
+    }
+    let head = serde_json::to_string(&Head { r#type: "history", id, channel, offset, epoch }).unwrap_or_default();
+    let size = publications.iter().map(|(_, f)| f.len() + 1).sum::<usize>();
+    let mut text = String::with_capacity(head.len() + size + 20);
+    text.push_str(&head[..head.len() - 1]);
+    text.push_str(",\"publications\":[");
+    for (i, (_, frame)) in publications.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(frame.as_str());
+    }
+    text.push_str("]}");
+    Utf8Bytes::from(text)
+}
+
 #[derive(Clone, Copy)]
 enum Short {
     Ack,
@@ -475,6 +582,21 @@ fn short_reply(kind: Short, id: Option<u64>) -> Utf8Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_page_embeds_the_delivered_frames() {
+        let payload = serde_json::json!({"n": 1});
+        let frame = ServerFrame::Message { channel: "c", payload: &payload, from: None, offset: Some(7) }.encode();
+        let page = encode_history_page(Some(3), "c", 9, "e", &[(7, frame)]);
+        let parsed: Value = serde_json::from_str(page.as_str()).expect("JSON");
+        assert_eq!(
+            parsed,
+            serde_json::json!({"type": "history", "id": 3, "channel": "c", "offset": 9, "epoch": "e",
+                "publications": [{"type": "message", "channel": "c", "payload": {"n": 1}, "offset": 7}]})
+        );
+        let empty = encode_history_page(None, "c", 0, "e", &[]);
+        assert_eq!(empty.as_str(), r#"{"type":"history","channel":"c","offset":0,"epoch":"e","publications":[]}"#);
+    }
 
     #[test]
     fn short_replies_are_the_serializers_bytes() {

@@ -12,11 +12,11 @@ use super::reload::ReloadError;
 use crate::auth::Revocation;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
+use crate::history::{Page, Since, SinceError};
 use crate::limits::{BanInfo, BanTarget};
 use crate::observe::{Event, StatsSnapshot};
 use crate::presence::{PresencePage, PresenceStats};
-use crate::protocol::MAX_PRESENCE_LIMIT;
-use crate::protocol::{is_within_depth, validate_channel};
+use crate::protocol::{MAX_HISTORY_PAGE, MAX_PRESENCE_LIMIT, is_within_depth, validate_channel};
 use crate::session::{Disconnect, Signal};
 
 fn presence_unavailable() -> Error {
@@ -100,8 +100,9 @@ impl ServerHandle {
     /// the channel's rule stamps publishers.
     fn publish_checked(&self, channel: &str, payload: &Value) -> crate::cluster::Publication {
         let core = &self.shared.core;
-        let from = core.policy.load().server_stamp(channel);
-        core.cluster.publish(channel, payload, from.as_ref(), "server")
+        let policy = core.policy.load();
+        let from = policy.server_stamp(channel);
+        core.cluster.publish(channel, payload, from.as_ref(), "server", policy.retention(channel))
     }
 
     /// The checks every server-side publication passes before anything is sent.
@@ -174,6 +175,44 @@ impl ServerHandle {
             });
         }
         Ok(())
+    }
+
+    /// Reads a page of `channel`'s kept publications (its rule's `history_size` and
+    /// `history_ttl_secs`): at most `limit` (1 to 1000), oldest first after `since.offset`, or
+    /// newest first before it (`is_newest_first`); without `since`, from the oldest or the newest
+    /// kept. The host is trusted: the rule's `history` requirement does not apply.
+    ///
+    /// Errors: `invalid_channel`, `history_not_kept` (no rule matching the channel keeps
+    /// history), `history_limit_invalid`, `history_offset_ahead`, `history_epoch_changed` (see
+    /// docs/PROTOCOL.md, "History and recovery"), `not_running`.
+    pub fn history(
+        &self,
+        channel: &str,
+        since: Option<&Since>,
+        limit: usize,
+        is_newest_first: bool,
+    ) -> Result<Page, Error> {
+        let core = &self.shared.core;
+        if core.shutdown.is_cancelled() {
+            return Err(Error::NotRunning);
+        }
+        let refused = |code: ErrorCode, message: &str| Error::Refused { code, message: message.into() };
+        validate_channel(channel).map_err(|m| refused(ErrorCode::InvalidChannel, m))?;
+        if !(1..=MAX_HISTORY_PAGE as usize).contains(&limit) {
+            return Err(refused(ErrorCode::HistoryLimitInvalid, "limit must be 1 to 1000"));
+        }
+        if core.policy.load().retention(channel).is_none() {
+            return Err(refused(ErrorCode::HistoryNotKept, "no rule matching this channel keeps history"));
+        }
+        match core.history.page(channel, since, limit, is_newest_first) {
+            Ok(page) => Ok(page.into()),
+            Err(SinceError::Ahead) => {
+                Err(refused(ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset"))
+            }
+            Err(SinceError::EpochChanged) => {
+                Err(refused(ErrorCode::HistoryEpochChanged, "the channel's history was lost since that position"))
+            }
+        }
     }
 
     /// A snapshot of the server's counters (the figures `/metrics` exports).

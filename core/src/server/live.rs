@@ -18,12 +18,14 @@ use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, ConfigProblem, Problems, Settings};
 use crate::error::ErrorCode;
 use crate::handshake::{HandshakeGate, MemoryBudget, TrustedProxies};
+use crate::history::History;
 use crate::hooks::{HookRunner, Hooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, KeyedRate, UserRates};
 use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
 use crate::presence::Presence;
+use crate::proxy::Proxy;
 use crate::session::{Registry, SessionEnv};
 
 /// What survives reloads.
@@ -31,6 +33,7 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<Stats>,
     pub(crate) events: EventSink,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) history: Arc<History>,
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) registry: Arc<Registry>,
@@ -93,16 +96,25 @@ pub(crate) fn compile(config: &Config, material: Option<&KeyMaterial>) -> Result
     let policy = Policy::load(&config.channels, &config.rpc);
     let secrets = crate::cluster::read_secrets(&config.cluster);
     let broker_tls = crate::cluster::load_tls(&config.cluster);
-    match (settings, verifier, tls, policy, secrets, broker_tls) {
-        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(cluster_secrets), Ok(broker_tls)) => {
+    // Read here so that `check_config` reports them; the proxy itself is built with the live part.
+    let proxy = crate::proxy::check_files(&config.proxy);
+    match (settings, verifier, tls, policy, secrets, broker_tls, proxy) {
+        (Ok(settings), Ok(verifier), Ok(tls), Ok(policy), Ok(cluster_secrets), Ok(broker_tls), Ok(())) => {
             Ok(Compiled { settings, verifier, tls, policy, cluster_secrets, broker_tls })
         }
-        (settings, verifier, tls, policy, password, broker_tls) => {
-            let errors: Vec<ConfigError> =
-                [settings.err(), verifier.err(), tls.err(), policy.err(), password.err(), broker_tls.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+        (settings, verifier, tls, policy, password, broker_tls, proxy) => {
+            let errors: Vec<ConfigError> = [
+                settings.err(),
+                verifier.err(),
+                tls.err(),
+                policy.err(),
+                password.err(),
+                broker_tls.err(),
+                proxy.err(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let code = errors.first().map_or(ErrorCode::ConfigInvalid, ConfigError::code);
             Err(ConfigError::new(code, errors.iter().flat_map(|e| e.problems().iter().cloned()).collect()))
         }
@@ -128,6 +140,7 @@ pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Vec<ConfigProb
     check("hooks.event_queue_capacity", old.hooks.event_queue_capacity != new.hooks.event_queue_capacity);
     check("auth.jti_cache_capacity", old.auth.jti_cache_capacity != new.auth.jti_cache_capacity);
     check("cluster", old.cluster != new.cluster);
+    check("limits.history_memory_bytes", old.limits.history_memory_bytes != new.limits.history_memory_bytes);
     problems
 }
 
@@ -149,7 +162,9 @@ pub(crate) fn build_live(
     core.pending_per_ip.set_limit(limits.pending_handshakes_per_ip);
     core.per_user.set_limit(limits.connections_per_user);
     core.stats.set_memory_budget(limits.max_memory_bytes);
-    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats));
+    let proxy = Proxy::build(&config.proxy, Arc::clone(&core.stats), core.events.clone())?;
+    let hooks = HookRunner::new(Arc::clone(&core.hooks), core.has_host_hooks, hook_timeout, Arc::clone(&core.stats))
+        .with_proxy(proxy);
     let jti_cache = config.auth.single_use_jti.then(|| Arc::clone(&core.jti_cache));
     let gate = HandshakeGate {
         path: server.path.clone(),
@@ -177,6 +192,7 @@ pub(crate) fn build_live(
     let clock = governor::clock::DefaultClock::default();
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
+        history: Arc::clone(&core.history),
         cluster: Arc::clone(&core.cluster),
         presence: Arc::clone(&core.presence),
         stats: Arc::clone(&core.stats),

@@ -38,6 +38,7 @@ use crate::cluster::{BrokerKind, Cluster, Interest, NodeParts};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::handshake::{MemoryBudget, UPKEEP_INTERVAL};
+use crate::history::History;
 use crate::hooks::{HookRunner, Hooks, NoHooks};
 use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
@@ -174,6 +175,7 @@ impl ServerBuilder {
         let revocations = Arc::new(RevocationList::new(horizon_secs));
         let bans = Arc::new(Bans::new(settings.abuse.clone(), events.clone(), Arc::clone(&stats)));
         let shutdown = CancellationToken::new();
+        let history = Arc::new(History::in_memory(config.limits.history_memory_bytes, Arc::clone(&stats)));
         let cluster = Cluster::new(
             &settings.cluster,
             &cluster_secrets,
@@ -181,6 +183,7 @@ impl ServerBuilder {
             horizon_secs,
             NodeParts {
                 hub: Arc::clone(&hub),
+                history: Arc::clone(&history),
                 interest,
                 revocations: Arc::clone(&revocations),
                 bans: Arc::clone(&bans),
@@ -200,6 +203,7 @@ impl ServerBuilder {
         let presence = Presence::new(&settings.cluster, Arc::clone(&cluster), Arc::clone(&stats));
         let core = Core {
             hub,
+            history,
             cluster,
             presence,
             registry: Arc::new(Registry::default()),
@@ -460,6 +464,7 @@ async fn upkeep(shared: Arc<Shared>) {
         }
         ticks += 1;
         core.bans.sweep();
+        core.history.sweep();
         if let Some((factor, min_rate)) = core.bans.anomaly_settings() {
             let policy = core.policy.load();
             for rule in policy.rule_ids() {

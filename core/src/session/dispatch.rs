@@ -12,10 +12,13 @@ use super::subscriptions::Origin;
 use super::{Disconnect, Outcome, Session};
 use crate::auth::{Identity, JtiRefusal, TokenError};
 use crate::error::ErrorCode;
+use crate::history::{Joined, Recovery, Retention, SinceError};
 use crate::hooks::{AuthorizeRequest, ChannelAction, Decision, RpcCall, RpcError};
 use crate::observe::Event;
 use crate::policy::{SlowConsumerPolicy, Verdict, check_schema};
-use crate::protocol::{ClientFrame, ReplyError, ServerFrame, decode};
+use crate::protocol::{
+    ClientFrame, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE, ReplyError, ServerFrame, Since, decode, encode_history_page,
+};
 
 /// What an allowed channel action carries on.
 struct Allowed {
@@ -23,6 +26,8 @@ struct Allowed {
     rule_id: Arc<str>,
     /// The publisher stamp (`from`) when the rule asks for one.
     from: Option<serde_json::Value>,
+    /// What the channel keeps (the rule's history), if anything.
+    history: Option<Retention>,
 }
 
 /// A refused frame: the reply plus what the logs and the client need besides.
@@ -127,34 +132,7 @@ impl Session {
         }
         match frame {
             ClientFrame::Ping { .. } => Ok(vec![ServerFrame::Pong { id }.encode()]),
-            ClientFrame::Subscribe { channel, .. } => {
-                if self.subscriptions.lock().contains(&channel) {
-                    return Ok(vec![ServerFrame::Ack { id }.encode()]);
-                }
-                if self.subscriptions.lock().len() >= self.env.limits.max_subscriptions {
-                    return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
-                }
-                let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
-                {
-                    // Checked again under the lock: a server-side subscribe may have come first.
-                    let mut subscriptions = self.subscriptions.lock();
-                    if !subscriptions.contains(&channel) {
-                        if subscriptions.len() >= self.env.limits.max_subscriptions {
-                            return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
-                        }
-                        self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
-                        subscriptions.insert(&channel, Origin::Client);
-                    }
-                }
-                // Acknowledged once the broker delivers the channel here (other nodes' messages).
-                self.env.cluster.subscribed(&channel).await;
-                // A member once acknowledged (a `presence` read after the ack shows the session).
-                let policy = self.env.policy.load_full();
-                if let Some(rule) = policy.presence_rule(&channel) {
-                    self.env.presence.join(&channel, &self.identity, self.id, rule).await;
-                }
-                Ok(vec![ServerFrame::Ack { id }.encode()])
-            }
+            ClientFrame::Subscribe { channel, since, .. } => self.subscribe(id, channel, since).await,
             ClientFrame::Unsubscribe { channel, .. } => {
                 {
                     let mut subscriptions = self.subscriptions.lock();
@@ -169,13 +147,22 @@ impl Session {
             ClientFrame::Publish { channel, payload, .. } => {
                 let allowed =
                     self.authorize(id, &self.identity, ChannelAction::Publish, &channel, Some(&payload)).await?;
-                let publication = self.env.cluster.publish(&channel, &payload, allowed.from.as_ref(), &allowed.rule_id);
+                let publication = self.env.cluster.publish(
+                    &channel,
+                    &payload,
+                    allowed.from.as_ref(),
+                    &allowed.rule_id,
+                    allowed.history,
+                );
                 if let Err(why) = publication.confirmed().await {
                     return Err(refuse(id, why.code(), format!("{why}: delivered to subscribers on this node only")));
                 }
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Rpc { method, payload, .. } => self.rpc(id, method, payload).await,
+            ClientFrame::History { channel, limit, since, is_newest_first, .. } => {
+                self.history(id, &channel, limit, since.as_ref(), is_newest_first).await
+            }
             ClientFrame::Refresh { token, .. } => self.refresh(id, &token).await,
             ClientFrame::Presence { channel, limit, after, .. } => {
                 self.authorize_presence(id, &channel)?;
@@ -275,21 +262,147 @@ impl Session {
                 .map_err(|wait| rate_limited(id, "channel", wait, Some(rule.id.to_string())))?;
         }
         let from = if action == ChannelAction::Publish { rule.stamp(identity) } else { None };
-        let allowed = Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id), from };
+        let allowed =
+            Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id), from, history: rule.history };
         let request = || AuthorizeRequest {
             session_id: self.id,
             identity: Arc::clone(identity),
             action,
             channel: channel.to_string(),
         };
-        match self.env.hooks.authorize(request).await {
+        match self.env.hooks.authorize(request, &self.info, payload).await {
             Ok(Decision::Allow) => Ok(allowed),
             Ok(Decision::Deny) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
             Err(failure) if failure.code() == ErrorCode::HookTimeout => {
                 Err(refuse(id, ErrorCode::HookTimeout, "authorization did not answer in time"))
             }
+            Err(failure) if failure.code() == ErrorCode::ProxyUnavailable => {
+                Err(refuse(id, ErrorCode::ProxyUnavailable, "authorization is unavailable"))
+            }
             Err(_) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
         }
+    }
+
+    /// `subscribe`: authorized, then joined to the fan-out. On a channel with history the join
+    /// runs under the history's ordering lock, after reading what the client missed since
+    /// `since`: the ack, then the missed publications (or a `gap`), go out as replies, before
+    /// anything the outbox receives afterwards.
+    async fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        channel: String,
+        since: Option<Since>,
+    ) -> Result<Vec<Utf8Bytes>, Refusal> {
+        if self.subscriptions.lock().contains(&channel) {
+            // Nothing changes and nothing is checked again; a `since` is not used (the live
+            // subscription has delivered, or announced as a gap, everything since it started).
+            return Ok(vec![self.already_subscribed(id, &channel)]);
+        }
+        if self.subscriptions.lock().len() >= self.env.limits.max_subscriptions {
+            return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
+        }
+        let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
+        if allowed.history.is_none() && since.is_some() {
+            return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history to recover from"));
+        }
+        let joined = {
+            // Checked again under the lock: a server-side subscribe may have come first.
+            let mut subscriptions = self.subscriptions.lock();
+            if subscriptions.contains(&channel) {
+                drop(subscriptions);
+                return Ok(vec![self.already_subscribed(id, &channel)]);
+            }
+            if subscriptions.len() >= self.env.limits.max_subscriptions {
+                return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
+            }
+            let joined = match allowed.history {
+                None => {
+                    self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                    None
+                }
+                Some(_) => Some(
+                    self.env
+                        .history
+                        .join(&channel, since.as_ref(), || {
+                            self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                        })
+                        .map_err(|_| {
+                            refuse(
+                                id,
+                                ErrorCode::HistoryOffsetAhead,
+                                "since.offset is beyond the channel's latest offset",
+                            )
+                        })?,
+                ),
+            };
+            subscriptions.insert(&channel, Origin::Client);
+            joined
+        };
+        // Acknowledged once the broker delivers the channel here (other nodes' messages).
+        self.env.cluster.subscribed(&channel).await;
+        // A member once acknowledged (a `presence` read after the ack shows the session).
+        let policy = self.env.policy.load_full();
+        if let Some(rule) = policy.presence_rule(&channel) {
+            self.env.presence.join(&channel, &self.identity, self.id, rule).await;
+        }
+        let Some(Joined { position, recovery }) = joined else {
+            return Ok(vec![ServerFrame::Ack { id }.encode()]);
+        };
+        let recovered = recovery.as_ref().map(|r| matches!(r, Recovery::Recovered(_)));
+        let mut frames =
+            vec![ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered }.encode()];
+        match recovery {
+            Some(Recovery::Recovered(missed)) => frames.extend(missed),
+            Some(Recovery::Lost(reason)) => {
+                frames.push(ServerFrame::Gap { channel: &channel, missed: None, reason: Some(reason) }.encode());
+            }
+            None => {}
+        }
+        Ok(frames)
+    }
+
+    /// The `ack` of a `subscribe` to a channel the session is already subscribed to: with the
+    /// channel's position when it keeps history.
+    fn already_subscribed(&self, id: Option<u64>, channel: &str) -> Utf8Bytes {
+        match self.env.policy.load().retention(channel) {
+            None => ServerFrame::Ack { id }.encode(),
+            Some(_) => {
+                let position = self.env.history.position(channel);
+                ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered: None }
+                    .encode()
+            }
+        }
+    }
+
+    /// `history`: a page of the channel's kept publications, for identities the rule's `history`
+    /// requirement admits.
+    async fn history(
+        &self,
+        id: Option<u64>,
+        channel: &str,
+        limit: Option<i64>,
+        since: Option<&Since>,
+        is_newest_first: bool,
+    ) -> Result<Vec<Utf8Bytes>, Refusal> {
+        let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+            return Err(refuse(id, ErrorCode::HistoryLimitInvalid, format!("limit must be 1 to {MAX_HISTORY_PAGE}")));
+        }
+        // Said before the permission check: it reveals the configuration (whether the first
+        // matching rule keeps history), nothing about the identity or the channel's content.
+        if self.env.policy.load().retention(channel).is_none() {
+            return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history"));
+        }
+        self.authorize(id, &self.identity, ChannelAction::History, channel, None).await?;
+        let page = self.env.history.page(channel, since, limit as usize, is_newest_first).map_err(|e| match e {
+            SinceError::Ahead => {
+                refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
+            }
+            SinceError::EpochChanged => {
+                refuse(id, ErrorCode::HistoryEpochChanged, "the channel's history was lost since that position")
+            }
+        })?;
+        Ok(vec![encode_history_page(id, channel, page.position.offset, &page.position.epoch, &page.publications)])
     }
 
     async fn rpc(
@@ -307,7 +420,7 @@ impl Session {
             check_schema(schema, object).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
         }
         let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
-        match self.env.hooks.rpc(call, self.env.limits.rpc_timeout).await {
+        match self.env.hooks.rpc(call, &self.info, self.env.limits.rpc_timeout).await {
             Ok(Ok(value)) => Ok(vec![ServerFrame::Result { id, payload: &value }.encode()]),
             // Declared in config but the host registered no handler: a host problem, not the
             // client's, so it must not count as a violation.
@@ -363,7 +476,7 @@ impl Session {
         let identity = self
             .env
             .hooks
-            .authenticate(self.info.clone(), identity)
+            .authenticate(self.info.clone(), identity, Some(self.id))
             .await
             .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.

@@ -28,6 +28,7 @@ use timers::Due;
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier};
 use crate::cluster::Cluster;
+use crate::history::History;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::hub::Hub;
 use crate::limits::{Bans, LimitsSettings, UserRates};
@@ -41,6 +42,7 @@ pub use crate::transport::{Disconnect, Reconnect};
 /// What every session shares.
 pub(crate) struct SessionEnv {
     pub(crate) hub: Arc<Hub>,
+    pub(crate) history: Arc<History>,
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) stats: Arc<Stats>,
