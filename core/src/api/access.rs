@@ -71,10 +71,13 @@ impl Access {
         let Some(presented) = presented else {
             return Err(ApiError::new(ErrorCode::ApiUnauthorized, "missing Authorization: Bearer <key>"));
         };
-        // Every key is compared (no early exit), each in constant time.
+        // Every key is compared (no early exit), each in constant time, as SHA-256 digests so
+        // that neither the comparison nor its length reveals anything about a key.
+        use sha2::Digest;
+        let presented = sha2::Sha256::digest(presented.as_bytes());
         let mut matched: Option<&str> = None;
         for key in &self.keys {
-            if bool::from(key.secret.as_slice().ct_eq(presented.as_bytes())) {
+            if bool::from(sha2::Sha256::digest(&key.secret)[..].ct_eq(&presented[..])) {
                 matched = Some(&key.name);
             }
         }
@@ -87,6 +90,15 @@ impl Access {
     /// Counts one request against the caller's rate; refused with the seconds to wait.
     pub(crate) fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
         self.rates.check_key(&caller.name()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        })
+    }
+
+    /// Counts a failed authentication against the client address's rate (a key cannot be guessed
+    /// faster than the per-caller rate from one address); refused with the seconds to wait.
+    pub(crate) fn admit_failure(&self, client_ip: std::net::IpAddr) -> Result<(), ApiError> {
+        self.rates.check_key(&format!("unauthenticated:{client_ip}")).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
         })

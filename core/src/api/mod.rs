@@ -100,10 +100,15 @@ impl Api {
             headers: parts.headers,
             body: Some(body),
         };
-        let admitted = self.access.authenticate(&call.headers, subject.as_deref()).and_then(|caller| {
-            call.caller = caller;
-            self.access.admit(&call.caller)
-        });
+        let admitted = match self.access.authenticate(&call.headers, subject.as_deref()) {
+            Ok(caller) => {
+                call.caller = caller;
+                self.access.admit(&call.caller)
+            }
+            // Failed authentications count against the client address's rate, so a key cannot
+            // be guessed faster than `api.requests_per_sec` per address.
+            Err(refusal) => Err(self.access.admit_failure(client_ip).err().unwrap_or(refusal)),
+        };
         match admitted {
             Ok(()) => Ok(call),
             Err(error) => Err(Box::new(self.finish(call, Err(error)))),

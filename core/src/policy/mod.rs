@@ -210,7 +210,11 @@ impl Policy {
         };
         match outcome {
             Ok(()) => Verdict::Allow(rule),
-            Err(reason) if rule.enforce => Verdict::Deny { rule: Some(rule), reason },
+            // Reading history reveals what was published before: like presence, a dry-run rule
+            // never opens it.
+            Err(reason) if rule.enforce || action == ChannelAction::History => {
+                Verdict::Deny { rule: Some(rule), reason }
+            }
             Err(reason) => Verdict::DryRunDeny { rule, reason },
         }
     }

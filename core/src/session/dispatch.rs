@@ -473,12 +473,18 @@ impl Session {
             }
         }
         // The same hook as at the handshake: a refreshed identity is enriched the same way.
-        let identity = self
-            .env
-            .hooks
-            .authenticate(self.info.clone(), identity, Some(self.id))
-            .await
-            .map_err(|refusal| refuse(id, refusal.code(), refusal.to_string()))?;
+        let identity =
+            self.env.hooks.authenticate(self.info.clone(), identity, Some(self.id)).await.map_err(|refusal| {
+                // The detail (a hook's deny reason, a backend's failure) is for operators only.
+                tracing::info!(
+                    target: "wsguard::session",
+                    session_id = self.id,
+                    code = refusal.code().name(),
+                    detail = %refusal,
+                    "refresh refused by the authenticate hook or the backend proxy"
+                );
+                refuse(id, refusal.code(), refusal.code().description())
+            })?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
         if let Some(cache) = &self.env.jti_cache {
             cache.use_once(&identity).await.map_err(|refusal| match refusal {
