@@ -211,7 +211,7 @@ error_codes! {
     ApiUnknownEndpoint = 6005, "api_unknown_endpoint", [http_api(404)], "Server API: no endpoint has this path.";
     ApiMethodNotAllowed = 6006, "api_method_not_allowed", [http_api(405)], "Server API: the endpoint exists but not with this method (answered with `Allow`).";
     ApiUnsupportedMediaType = 6007, "api_unsupported_media_type", [http_api(415)], "Server API: a POST without `Content-Type: application/json`.";
-    ApiInvalidParameter = 6008, "api_invalid_parameter", [http_api(400)], "Server API: a parameter is well-typed but out of range (an empty or too long channel list, a repeated channel, a query parameter that does not parse).";
+    ApiInvalidParameter = 6008, "api_invalid_parameter", [http_api(400)], "Server API: a parameter is well-typed but out of range (an empty or too long channel list, a repeated channel; a query parameter that is unknown, repeated, missing or does not parse; `since_offset` without `since_epoch`).";
     ApiReloadUnavailable = 6009, "api_reload_unavailable", [http_api(409)], "Server API: `reload` on a server that has no configuration file to re-read (an embedding host that did not call `ServerBuilder::config_file`); the host reloads through its own `reload` call.";
 
     InvalidArgument = 9004, "invalid_argument", [API, http_api(400)], "A host API argument is out of range or does not parse (exactly one of ip/user, jti/sub/issued_before or session_id/user; a node without a session id, or another node's name without a cluster broker; an IP that is not an address; a NaN or negative ban length; a close code outside the host's range or a reason over 123 bytes; a listing limit outside 1-1000 or a pattern that does not parse; an invalid `authenticate` answer).";
