@@ -381,11 +381,11 @@ fn readable(operation: &Operation, answer: &Value) -> String {
             format!("queued for {} session(s) on the node that took the call\n", answer["delivered"])
         }
         Operation::Disconnect { .. } => {
-            format!("{} session(s) disconnected on node {}\n", answer["disconnected"], answer["node"])
+            format!("{} session(s) disconnected on node {}\n", answer["disconnected"], answer["node"].as_str().unwrap_or(""))
         }
         Operation::Send { .. } | Operation::Subscribe { .. } | Operation::Unsubscribe { .. } => format!(
             "node {}: {} session(s) matched, {} changed{}{}\n",
-            answer["node"],
+            answer["node"].as_str().unwrap_or(""),
             answer["matched"],
             answer["changed"],
             if answer["at_limit"].as_u64().unwrap_or(0) > 0 {
@@ -464,7 +464,7 @@ fn readable(operation: &Operation, answer: &Value) -> String {
 /// A listing page: one line per entry, then the node it describes and the next cursor.
 fn listing(answer: &Value, key: &str, line: impl Fn(&Value) -> String) -> String {
     let mut text: String = answer[key].as_array().into_iter().flatten().map(|e| line(e) + "\n").collect();
-    text.push_str(&format!("(node {}", answer["node"]));
+    text.push_str(&format!("(node {}", answer["node"].as_str().unwrap_or("")));
     if !answer["next_cursor"].is_null() {
         text.push_str(&format!("; more: --cursor {}", answer["next_cursor"]));
     }
