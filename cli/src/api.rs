@@ -381,7 +381,11 @@ fn readable(operation: &Operation, answer: &Value) -> String {
             format!("queued for {} session(s) on the node that took the call\n", answer["delivered"])
         }
         Operation::Disconnect { .. } => {
-            format!("{} session(s) disconnected on node {}\n", answer["disconnected"], answer["node"].as_str().unwrap_or(""))
+            format!(
+                "{} session(s) disconnected on node {}\n",
+                answer["disconnected"],
+                answer["node"].as_str().unwrap_or("")
+            )
         }
         Operation::Send { .. } | Operation::Subscribe { .. } | Operation::Unsubscribe { .. } => format!(
             "node {}: {} session(s) matched, {} changed{}{}\n",
