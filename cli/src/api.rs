@@ -58,14 +58,95 @@ enum Operation {
         #[arg(required = true)]
         channels: Vec<String>,
     },
-    /// Close one session (by id) or every session of a user, with 4001.
+    /// Close one session (by id) or every session of a user, with a close code (4001 by
+    /// default) and a reason.
     Disconnect {
-        /// A session id.
-        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
-        session: Option<u64>,
-        /// A user (`sub`).
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The close code: 4000-4999 except those wsguard sends for its own reasons.
+        #[arg(long)]
+        code: Option<u16>,
+        /// The close reason (at most 123 bytes).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a JSON object to a user's sessions or one session, outside any channel (a `push`).
+    Send {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The payload: a JSON object.
+        payload: String,
+    },
+    /// Subscribe a user's sessions or one session to a channel (no channel rule is asked).
+    Subscribe {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The channel.
+        channel: String,
+    },
+    /// Remove a channel from a user's sessions or one session.
+    Unsubscribe {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The channel.
+        channel: String,
+    },
+    /// List the sessions of the node that takes the call (of one user, with `--user`).
+    Sessions {
+        /// Only this user's sessions.
         #[arg(long)]
         user: Option<String>,
+        /// The previous page's `next_cursor`.
+        #[arg(long)]
+        cursor: Option<u64>,
+        /// Entries per page (1-1000; 100 by default).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// List the channels with subscribers on the node that takes the call.
+    Channels {
+        /// A channel-rule pattern, e.g. `room:{id}`.
+        #[arg(long)]
+        pattern: Option<String>,
+        /// The previous page's `next_cursor`.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Entries per page (1-1000; 100 by default).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Read a channel's kept publications.
+    History {
+        /// The channel.
+        channel: String,
+        /// Entries (1-1000; 100 by default).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Page after this offset (with `--since-epoch`).
+        #[arg(long, requires = "since_epoch")]
+        since_offset: Option<u64>,
+        /// The epoch `--since-offset` belongs to.
+        #[arg(long, requires = "since_offset")]
+        since_epoch: Option<String>,
+        /// Newest first.
+        #[arg(long)]
+        newest_first: bool,
+    },
+    /// List a channel's members (cluster-wide).
+    Presence {
+        /// The channel.
+        channel: String,
+        /// Entries (1-1000; 100 by default).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// The previous page's `next`.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Count a channel's users and sessions (cluster-wide).
+    PresenceStats {
+        /// The channel.
+        channel: String,
     },
     /// Revoke tokens by `jti`, subject, or issue time.
     Revoke {
@@ -108,9 +189,41 @@ enum Operation {
     Reload,
 }
 
+/// Which sessions an operation reaches: a user's, or one session (on a named node).
+#[derive(Args)]
+struct TargetArgs {
+    /// A session id.
+    #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+    session: Option<u64>,
+    /// A user (`sub`): every session of the user, on every node.
+    #[arg(long)]
+    user: Option<String>,
+    /// With `--session`: the node that holds it (`cluster.node_id`).
+    #[arg(long, requires = "session")]
+    node: Option<String>,
+}
+
+impl TargetArgs {
+    fn body(&self) -> Value {
+        without_nulls(json!({"session_id": self.session, "user": self.user, "node": self.node}))
+    }
+}
+
+/// `path?name=value&...`, absent values left out.
+fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    let query = query.finish();
+    if query.is_empty() { path.to_string() } else { format!("{path}?{query}") }
+}
+
 impl Operation {
     /// Method, path and body.
-    fn request(&self) -> Result<(reqwest::Method, &'static str, Option<Value>), String> {
+    fn request(&self) -> Result<(reqwest::Method, String, Option<Value>), String> {
         let object = |text: &str| -> Result<Value, String> {
             match serde_json::from_str::<Value>(text) {
                 Ok(value @ Value::Object(_)) => Ok(value),
@@ -118,7 +231,9 @@ impl Operation {
                 Err(e) => Err(format!("the payload is not JSON: {e}")),
             }
         };
-        let post = |path, body| Ok((reqwest::Method::POST, path, Some(body)));
+        let post = |path: &str, body| Ok((reqwest::Method::POST, path.to_string(), Some(body)));
+        let get = |path: String| Ok((reqwest::Method::GET, path, None));
+        let text = |v: &Option<u64>| v.map(|n| n.to_string());
         match self {
             Operation::Publish { channel, payload } => {
                 post("/api/v1/publish", json!({"channel": channel, "payload": object(payload)?}))
@@ -126,8 +241,51 @@ impl Operation {
             Operation::Broadcast { payload, channels } => {
                 post("/api/v1/broadcast", json!({"channels": channels, "payload": object(payload)?}))
             }
-            Operation::Disconnect { session, user } => {
-                post("/api/v1/disconnect", without_nulls(json!({"session_id": session, "user": user})))
+            Operation::Disconnect { target, code, reason } => {
+                let mut body = target.body();
+                body["code"] = json!(code);
+                body["reason"] = json!(reason);
+                post("/api/v1/disconnect", without_nulls(body))
+            }
+            Operation::Send { target, payload } => {
+                let mut body = target.body();
+                body["payload"] = object(payload)?;
+                post("/api/v1/send", body)
+            }
+            Operation::Subscribe { target, channel } | Operation::Unsubscribe { target, channel } => {
+                let mut body = target.body();
+                body["channel"] = json!(channel);
+                let path = if matches!(self, Operation::Subscribe { .. }) {
+                    "/api/v1/subscribe"
+                } else {
+                    "/api/v1/unsubscribe"
+                };
+                post(path, body)
+            }
+            Operation::Sessions { user, cursor, limit } => get(with_query(
+                "/api/v1/sessions",
+                &[("user", user.clone()), ("cursor", text(cursor)), ("limit", text(limit))],
+            )),
+            Operation::Channels { pattern, cursor, limit } => get(with_query(
+                "/api/v1/channels",
+                &[("pattern", pattern.clone()), ("cursor", cursor.clone()), ("limit", text(limit))],
+            )),
+            Operation::History { channel, limit, since_offset, since_epoch, newest_first } => get(with_query(
+                "/api/v1/history",
+                &[
+                    ("channel", Some(channel.clone())),
+                    ("limit", text(limit)),
+                    ("since_offset", text(since_offset)),
+                    ("since_epoch", since_epoch.clone()),
+                    ("newest_first", newest_first.then(|| "true".to_string())),
+                ],
+            )),
+            Operation::Presence { channel, limit, after } => get(with_query(
+                "/api/v1/presence",
+                &[("channel", Some(channel.clone())), ("limit", text(limit)), ("after", after.clone())],
+            )),
+            Operation::PresenceStats { channel } => {
+                get(with_query("/api/v1/presence_stats", &[("channel", Some(channel.clone()))]))
             }
             Operation::Revoke { jti, sub, issued_before } => {
                 post("/api/v1/revoke", without_nulls(json!({"jti": jti, "sub": sub, "issued_before": issued_before})))
@@ -136,8 +294,8 @@ impl Operation {
                 post("/api/v1/ban", without_nulls(json!({"ip": ip, "user": user, "duration_secs": duration_secs})))
             }
             Operation::Unban { ip, user } => post("/api/v1/unban", without_nulls(json!({"ip": ip, "user": user}))),
-            Operation::Bans => Ok((reqwest::Method::GET, "/api/v1/bans", None)),
-            Operation::Stats => Ok((reqwest::Method::GET, "/api/v1/stats", None)),
+            Operation::Bans => get("/api/v1/bans".into()),
+            Operation::Stats => get("/api/v1/stats".into()),
             Operation::Reload => post("/api/v1/reload", json!({})),
         }
     }
@@ -222,7 +380,58 @@ fn readable(operation: &Operation, answer: &Value) -> String {
         Operation::Publish { .. } | Operation::Broadcast { .. } => {
             format!("queued for {} session(s) on the node that took the call\n", answer["delivered"])
         }
-        Operation::Disconnect { .. } => format!("{} session(s) disconnected\n", answer["disconnected"]),
+        Operation::Disconnect { .. } => {
+            format!(
+                "{} session(s) disconnected on node {}\n",
+                answer["disconnected"],
+                answer["node"].as_str().unwrap_or("")
+            )
+        }
+        Operation::Send { .. } | Operation::Subscribe { .. } | Operation::Unsubscribe { .. } => format!(
+            "node {}: {} session(s) matched, {} changed{}{}\n",
+            answer["node"].as_str().unwrap_or(""),
+            answer["matched"],
+            answer["changed"],
+            if answer["at_limit"].as_u64().unwrap_or(0) > 0 {
+                format!(", {} at limits.max_subscriptions", answer["at_limit"])
+            } else {
+                String::new()
+            },
+            if answer["is_forwarded"] == true { "; forwarded to the other nodes" } else { "" },
+        ),
+        Operation::Sessions { .. } => listing(answer, "sessions", |s| {
+            let subscriptions: Vec<&str> =
+                s["subscriptions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                s["id"],
+                s["user"].as_str().unwrap_or(""),
+                s["client_ip"].as_str().unwrap_or(""),
+                s["connected_at_ms"],
+                subscriptions.join(",")
+            )
+        }),
+        Operation::Channels { .. } => {
+            listing(answer, "channels", |c| format!("{}\t{}", c["channel"].as_str().unwrap_or(""), c["subscribers"]))
+        }
+        Operation::History { .. } => {
+            let mut text = format!("epoch {} offset {}\n", answer["epoch"], answer["offset"]);
+            for p in answer["publications"].as_array().into_iter().flatten() {
+                text.push_str(&format!("{}\t{}\n", p["offset"], p["payload"]));
+            }
+            text
+        }
+        Operation::Presence { .. } => {
+            let mut text = String::new();
+            for m in answer["members"].as_array().into_iter().flatten() {
+                text.push_str(&format!("{}\t{} session(s)\n", m["user"].as_str().unwrap_or(""), m["sessions"]));
+            }
+            if let Some(next) = answer["next"].as_str() {
+                text.push_str(&format!("more: --after {next}\n"));
+            }
+            if text.is_empty() { "no members\n".into() } else { text }
+        }
+        Operation::PresenceStats { .. } => format!("{} user(s), {} session(s)\n", answer["users"], answer["clients"]),
         Operation::Revoke { .. } => "revoked\n".into(),
         Operation::Ban { .. } if answer["changed"] == true => "banned\n".into(),
         Operation::Ban { .. } => "not banned: the target is exempt (abuse.exempt)\n".into(),
@@ -254,6 +463,17 @@ fn readable(operation: &Operation, answer: &Value) -> String {
             None => format!("{answer}\n"),
         },
     }
+}
+
+/// A listing page: one line per entry, then the node it describes and the next cursor.
+fn listing(answer: &Value, key: &str, line: impl Fn(&Value) -> String) -> String {
+    let mut text: String = answer[key].as_array().into_iter().flatten().map(|e| line(e) + "\n").collect();
+    text.push_str(&format!("(node {}", answer["node"].as_str().unwrap_or("")));
+    if !answer["next_cursor"].is_null() {
+        text.push_str(&format!("; more: --cursor {}", answer["next_cursor"]));
+    }
+    text.push_str(")\n");
+    text
 }
 
 fn client(args: &ApiArgs) -> Result<reqwest::Client, String> {

@@ -394,6 +394,28 @@ fn api_subcommands_drive_a_running_server() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("configuration reloaded"), "{stdout}");
 
+    let (ok, stdout, stderr) = api(KEY, &["send", "--user", "alice", r#"{"n":1}"#]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("0 session(s) matched"), "{stdout}");
+    let (ok, _, stderr) = api(KEY, &["send", "--session", "999999", "{}"]);
+    assert!(!ok && stderr.contains("unknown_session") && stderr.contains("404"), "{stderr}");
+    let (ok, stdout, stderr) = api(KEY, &["subscribe", "--user", "alice", "news"]);
+    assert!(ok && stdout.contains("0 changed"), "{stdout}{stderr}");
+    let (ok, _, stderr) = api(KEY, &["disconnect", "--user", "alice", "--code", "4000"]);
+    assert!(!ok && stderr.contains("invalid_argument"), "{stderr}");
+    let (ok, stdout, stderr) = api(KEY, &["sessions", "--limit", "5"]);
+    assert!(ok && stdout.starts_with("(node "), "{stdout}{stderr}");
+    let (ok, stdout, _) = api(KEY, &["--json", "channels", "--pattern", "room:{id}"]);
+    assert!(ok);
+    let page: serde_json::Value = serde_json::from_str(stdout.trim()).expect("--json prints JSON");
+    assert_eq!(page["channels"], serde_json::json!([]));
+    let (ok, _, stderr) = api(KEY, &["sessions", "--limit", "0"]);
+    assert!(!ok && stderr.contains("invalid_argument"), "{stderr}");
+    let (ok, _, stderr) = api(KEY, &["history", "news"]);
+    assert!(!ok && stderr.contains("history_not_kept"), "{stderr}");
+    let (ok, _, stderr) = api(KEY, &["presence-stats", "news"]);
+    assert!(!ok && stderr.contains("presence_not_tracked"), "{stderr}");
+
     let (ok, _, stderr) = api("not-the-key-not-the-key", &["stats"]);
     assert!(!ok);
     assert!(stderr.contains("api_unauthorized") && stderr.contains("401"), "{stderr}");

@@ -491,3 +491,192 @@ impl wsguard::Hooks for Recorder {
         Box::pin(std::future::ready(()))
     }
 }
+
+/// This node's one session of `user`: its id and the node's name, from the listing.
+async fn only_session(api: &Api, user: &str) -> (u64, String) {
+    let page = api.get(&format!("/api/v1/sessions?user={user}")).await.ok().clone();
+    let sessions = page["sessions"].as_array().expect("a list");
+    assert_eq!(sessions.len(), 1, "{page}");
+    assert_eq!(sessions[0]["user"], user);
+    assert_eq!(sessions[0]["client_ip"], "127.0.0.1");
+    (sessions[0]["id"].as_u64().expect("an id"), page["node"].as_str().expect("a node").to_string())
+}
+
+#[tokio::test]
+async fn send_reaches_a_user_or_a_session_and_refusals_send_nothing() {
+    let api = Api::start("").await;
+    let mut alice = api.server.session("alice").await;
+    support::ping(&mut alice, 1).await;
+    let (id, node) = only_session(&api, "alice").await;
+
+    api.post("/api/v1/send", json!({"payload": {}})).await.refused(400, ErrorCode::InvalidArgument);
+    api.post("/api/v1/send", json!({"user": "alice", "node": node, "payload": {}}))
+        .await
+        .refused(400, ErrorCode::InvalidArgument);
+    api.post("/api/v1/send", json!({"session_id": id, "node": "elsewhere", "payload": {}}))
+        .await
+        .refused(400, ErrorCode::InvalidArgument);
+    api.post("/api/v1/send", json!({"session_id": 999_999, "payload": {}}))
+        .await
+        .refused(404, ErrorCode::UnknownSession);
+    api.post("/api/v1/send", json!({"user": "alice", "payload": [1]})).await.refused(400, ErrorCode::ApiBadJson);
+    let big = json!({"user": "alice", "payload": {"text": "x".repeat(70 * 1024)}});
+    api.post("/api/v1/send", big).await.refused(413, ErrorCode::PayloadTooLarge);
+    let deep = (0..100).fold(json!(1), |inner, _| json!({"a": inner}));
+    api.post("/api/v1/send", json!({"user": "alice", "payload": deep})).await.refused(400, ErrorCode::PayloadTooDeep);
+    support::ping(&mut alice, 2).await; // nothing was pushed before the pong
+
+    let applied = api.post("/api/v1/send", json!({"user": "alice", "payload": {"n": 1}})).await;
+    assert_eq!(applied.ok()["changed"], 1);
+    assert_eq!(applied.body["node"], node.as_str());
+    assert_frame(&recv_json(&mut alice).await, &json!({"type": "push", "payload": {"n": 1}}));
+    let applied = api.post("/api/v1/send", json!({"session_id": id, "node": node, "payload": {"n": 2}})).await;
+    assert_eq!(applied.ok()["matched"], 1);
+    assert_frame(&recv_json(&mut alice).await, &json!({"type": "push", "payload": {"n": 2}}));
+}
+
+#[tokio::test]
+async fn server_side_subscriptions_and_listings() {
+    let api = Api::start("").await;
+    let mut alice = api.server.session("alice").await;
+    support::ping(&mut alice, 1).await;
+    let (id, _) = only_session(&api, "alice").await;
+
+    api.post("/api/v1/subscribe", json!({"user": "alice", "channel": "room:*"}))
+        .await
+        .refused(400, ErrorCode::InvalidChannel);
+    api.post("/api/v1/subscribe", json!({"session_id": 999_999, "channel": "room:7"}))
+        .await
+        .refused(404, ErrorCode::UnknownSession);
+    api.post("/api/v1/subscribe", json!({"user": "alice"})).await.refused(400, ErrorCode::ApiBadJson);
+    assert_eq!(api.get("/api/v1/channels").await.ok()["channels"], json!([]), "a refused subscribe subscribes nothing");
+
+    assert_eq!(api.post("/api/v1/subscribe", json!({"user": "alice", "channel": "room:7"})).await.ok()["changed"], 1);
+    assert_frame(&recv_json(&mut alice).await, &json!({"type": "subscribed", "channel": "room:7", "by": "server"}));
+    let listed = api.get("/api/v1/channels?pattern=room:{n}&limit=10").await;
+    assert_eq!(listed.ok()["channels"], json!([{"channel": "room:7", "subscribers": 1}]));
+    assert!(listed.body["node"].is_string());
+    assert_eq!(listed.body["next_cursor"], Value::Null);
+    assert_eq!(api.get("/api/v1/channels?pattern=other:{n}").await.ok()["channels"], json!([]));
+    let sessions = api.get("/api/v1/sessions?limit=1").await;
+    assert_eq!(sessions.ok()["sessions"][0]["subscriptions"], json!(["room:7"]));
+    assert_eq!(sessions.body["next_cursor"], id, "a full page names its cursor");
+    assert_eq!(api.get(&format!("/api/v1/sessions?cursor={id}")).await.ok()["sessions"], json!([]));
+    assert_eq!(
+        api.post("/api/v1/publish", json!({"channel": "room:7", "payload": {"n": 1}})).await.ok()["delivered"],
+        1
+    );
+    next_message(&mut alice, "room:7", json!({"n": 1})).await;
+
+    for bad in ["/api/v1/sessions?limit=0", "/api/v1/sessions?limit=1001", "/api/v1/channels?pattern=room:{"] {
+        api.get(bad).await.refused(400, ErrorCode::InvalidArgument);
+    }
+    for bad in ["/api/v1/sessions?limit=ten", "/api/v1/sessions?cursor=1&cursor=2", "/api/v1/channels?color=red"] {
+        api.get(bad).await.refused(400, ErrorCode::ApiInvalidParameter);
+    }
+    api.post("/api/v1/sessions", json!({})).await.refused(405, ErrorCode::ApiMethodNotAllowed);
+
+    let applied = api.post("/api/v1/unsubscribe", json!({"session_id": id, "channel": "room:7"})).await;
+    assert_eq!(applied.ok()["changed"], 1);
+    assert_frame(
+        &recv_json(&mut alice).await,
+        &json!({"type": "unsubscribed", "channel": "room:7", "reason": "server"}),
+    );
+    assert_eq!(api.get("/api/v1/channels").await.ok()["channels"], json!([]));
+}
+
+#[tokio::test]
+async fn disconnect_with_a_code_and_a_reason() {
+    let api = Api::start("").await;
+    let mut alice = api.server.session("alice").await;
+    support::ping(&mut alice, 1).await;
+    let (id, node) = only_session(&api, "alice").await;
+    for code in [1000, 4000, 4501, 5000] {
+        api.post("/api/v1/disconnect", json!({"user": "alice", "code": code}))
+            .await
+            .refused(400, ErrorCode::InvalidArgument);
+    }
+    api.post("/api/v1/disconnect", json!({"user": "alice", "code": 4321, "reason": "x".repeat(124)}))
+        .await
+        .refused(400, ErrorCode::InvalidArgument);
+    api.post("/api/v1/disconnect", json!({"user": "alice", "code": 70000})).await.refused(400, ErrorCode::ApiBadJson);
+    support::ping(&mut alice, 2).await; // still open
+    let answer =
+        api.post("/api/v1/disconnect", json!({"session_id": id, "node": node, "code": 4321, "reason": "moved"})).await;
+    assert_eq!(answer.ok()["disconnected"], 1);
+    assert_eq!(answer.body["node"], node.as_str());
+    assert_eq!(expect_close(&mut alice).await, 4321);
+}
+
+const READ_RULES: &str = r#"
+[[channels]]
+pattern = "feed:{n}"
+subscribe = {}
+history_size = 100
+[[channels]]
+pattern = "chat:{n}"
+subscribe = {}
+presence = true
+"#;
+
+#[tokio::test]
+async fn history_reads_and_their_refusals() {
+    let api = Api::start(READ_RULES).await;
+    let empty = api.get("/api/v1/history?channel=feed:1").await;
+    assert_eq!(empty.ok()["publications"], json!([]));
+    assert_eq!(empty.body["offset"], 0);
+    let epoch = empty.body["epoch"].as_str().expect("an epoch").to_string();
+    for n in 1..=3 {
+        api.post("/api/v1/publish", json!({"channel": "feed:1", "payload": {"n": n}})).await.ok();
+    }
+    let page = api.get("/api/v1/history?channel=feed:1&limit=2").await;
+    assert_eq!(
+        page.ok()["publications"],
+        json!([{"offset": 1, "payload": {"n": 1}}, {"offset": 2, "payload": {"n": 2}}])
+    );
+    assert_eq!(page.body["offset"], 3);
+    let newest = api.get("/api/v1/history?channel=feed:1&limit=1&newest_first=true").await;
+    assert_eq!(newest.ok()["publications"], json!([{"offset": 3, "payload": {"n": 3}}]));
+    let after = api.get(&format!("/api/v1/history?channel=feed:1&since_offset=2&since_epoch={epoch}")).await;
+    assert_eq!(after.ok()["publications"], json!([{"offset": 3, "payload": {"n": 3}}]));
+
+    api.get("/api/v1/history").await.refused(400, ErrorCode::ApiInvalidParameter);
+    api.get("/api/v1/history?channel=feed:1&since_offset=1").await.refused(400, ErrorCode::ApiInvalidParameter);
+    api.get("/api/v1/history?channel=feed:1&newest_first=maybe").await.refused(400, ErrorCode::ApiInvalidParameter);
+    api.get("/api/v1/history?channel=feed:*").await.refused(400, ErrorCode::InvalidChannel);
+    api.get("/api/v1/history?channel=room:1").await.refused(404, ErrorCode::HistoryNotKept);
+    api.get("/api/v1/history?channel=feed:1&limit=0").await.refused(400, ErrorCode::HistoryLimitInvalid);
+    api.get(&format!("/api/v1/history?channel=feed:1&since_offset=99&since_epoch={epoch}"))
+        .await
+        .refused(400, ErrorCode::HistoryOffsetAhead);
+    api.get("/api/v1/history?channel=feed:1&since_offset=1&since_epoch=stale")
+        .await
+        .refused(409, ErrorCode::HistoryEpochChanged);
+    let metrics = api.server.scrape().await;
+    assert_eq!(metrics.get(r#"wsguard_api_requests_total{operation="history",result="ok"}"#), 4.0);
+}
+
+#[tokio::test]
+async fn presence_reads_and_their_refusals() {
+    let api = Api::start(READ_RULES).await;
+    let mut alice = api.server.session("alice").await;
+    subscribed(&mut alice, "chat:1").await;
+    let page = api.get("/api/v1/presence?channel=chat:1").await;
+    assert_eq!(page.ok()["members"], json!([{"user": "alice", "sessions": 1}]));
+    assert_eq!(page.body["next"], Value::Null);
+    let counts = api.get("/api/v1/presence_stats?channel=chat:1").await;
+    assert_eq!(counts.ok()["users"], 1);
+    assert_eq!(counts.body["clients"], 1);
+
+    api.get("/api/v1/presence?channel=room:1").await.refused(404, ErrorCode::PresenceNotTracked);
+    api.get("/api/v1/presence_stats?channel=room:1").await.refused(404, ErrorCode::PresenceNotTracked);
+    api.get("/api/v1/presence?channel=chat:1&limit=0").await.refused(400, ErrorCode::InvalidArgument);
+    api.get("/api/v1/presence?channel=chat:1&limit=x").await.refused(400, ErrorCode::ApiInvalidParameter);
+    api.get("/api/v1/presence_stats").await.refused(400, ErrorCode::ApiInvalidParameter);
+    api.get("/api/v1/presence_stats?channel=chat:1&after=a").await.refused(400, ErrorCode::ApiInvalidParameter);
+    api.get("/api/v1/presence_stats?channel=a%20b").await.refused(400, ErrorCode::InvalidChannel);
+
+    let stats = api.get("/api/v1/stats").await;
+    assert!(stats.ok()["node"].is_string() && stats.body["sessions_active"] == 1, "{:?}", stats.body);
+    assert_eq!(api.get("/api/v1/bans").await.ok()["node"], stats.body["node"]);
+}

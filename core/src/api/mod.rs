@@ -8,8 +8,8 @@
 //! 2. the router: a path under `/api/v1/` and its method, or 404 / 405;
 //! 3. `Api::begin` (access.rs): the key (constant time) or the client certificate, then the
 //!    caller's request rate;
-//! 4. the handler (routes.rs): `Content-Type`, the body size cap and a strict parse
-//!    (reply.rs), the parameters, then the one `ServerHandle` call;
+//! 4. the handler (routes.rs, sessions.rs, reads.rs): `Content-Type`, the body size cap and a strict parse
+//!    (reply.rs) or the query parameters (query.rs), the parameters, then the one `ServerHandle` call;
 //! 5. `Api::finish`: the answer, an `api_request` event and `wsguard_api_requests_total`, for
 //!    every call, accepted or refused. A refused call changes nothing.
 
@@ -17,8 +17,11 @@ mod access;
 mod config;
 mod listener;
 mod openapi;
+mod query;
+mod reads;
 mod reply;
 mod routes;
+mod sessions;
 mod settings;
 
 use std::net::IpAddr;
@@ -149,6 +152,14 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/publish", route(post(routes::publish), "POST"))
         .route("/api/v1/broadcast", route(post(routes::broadcast), "POST"))
         .route("/api/v1/disconnect", route(post(routes::disconnect), "POST"))
+        .route("/api/v1/send", route(post(sessions::send), "POST"))
+        .route("/api/v1/subscribe", route(post(sessions::subscribe), "POST"))
+        .route("/api/v1/unsubscribe", route(post(sessions::unsubscribe), "POST"))
+        .route("/api/v1/sessions", route(get(sessions::sessions), "GET"))
+        .route("/api/v1/channels", route(get(sessions::channels), "GET"))
+        .route("/api/v1/history", route(get(reads::history), "GET"))
+        .route("/api/v1/presence", route(get(reads::presence), "GET"))
+        .route("/api/v1/presence_stats", route(get(reads::presence_stats), "GET"))
         .route("/api/v1/revoke", route(post(routes::revoke), "POST"))
         .route("/api/v1/ban", route(post(routes::ban), "POST"))
         .route("/api/v1/unban", route(post(routes::unban), "POST"))

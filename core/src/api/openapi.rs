@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{reply, routes};
+use super::{reads, reply, routes, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,14 @@ use super::{reply, routes};
         routes::publish,
         routes::broadcast,
         routes::disconnect,
+        sessions::send,
+        sessions::subscribe,
+        sessions::unsubscribe,
+        sessions::sessions,
+        sessions::channels,
+        reads::history,
+        reads::presence,
+        reads::presence_stats,
         routes::revoke,
         routes::ban,
         routes::unban,

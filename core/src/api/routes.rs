@@ -17,7 +17,7 @@ use super::Api;
 use super::reply::{ApiError, json};
 use crate::config::Config;
 use crate::error::ErrorCode;
-use crate::host::{DisconnectTarget, ban_duration, ban_target, disconnect_target, revocation};
+use crate::host::{ban_duration, ban_target, revocation};
 use crate::limits::BanTarget;
 use crate::observe::StatsSnapshot;
 
@@ -54,17 +54,29 @@ pub(crate) struct Delivered {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DisconnectRequest {
-    /// One session's id (this node's).
+    /// One session's id.
     session_id: Option<u64>,
-    /// Every session of this user (`sub`).
+    /// Every session of this user (`sub`), on every node.
     user: Option<String>,
+    /// With `session_id`: the node that holds the session (`cluster.node_id`); this node when
+    /// absent.
+    node: Option<String>,
+    /// The close code: 4000-4999 except the codes wsguard sends for its own reasons (4000, 4002,
+    /// 4003, 4100, 4501); 4001 when absent.
+    code: Option<u16>,
+    /// The close reason, at most 123 bytes of UTF-8; the reason name `disconnected` when absent.
+    reason: Option<String>,
 }
 
-/// How many sessions were closed.
+/// What a disconnect did.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Disconnected {
-    /// Sessions closed with 4001.
+    /// Sessions on this node that were asked to close.
     disconnected: usize,
+    /// The node this count describes.
+    node: String,
+    /// True when the disconnect was also handed to the cluster broker for the other nodes.
+    is_forwarded: bool,
 }
 
 /// `POST /api/v1/revoke`: exactly one of `jti`, `sub`, `issued_before`.
@@ -101,6 +113,18 @@ pub(crate) struct UnbanRequest {
     user: Option<String>,
 }
 
+/// `GET /api/v1/stats`: the counters of one node.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NodeStats {
+    /// The node these counters describe.
+    node: String,
+    #[serde(flatten)]
+    stats: StatsSnapshot,
+}
+
+/// The close code of a disconnect that names none (`disconnected_by_server`).
+const DEFAULT_CLOSE_CODE: u16 = 4001;
+
 /// `POST /api/v1/reload`: an empty object.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +156,8 @@ pub(crate) struct BanEntry {
 /// `GET /api/v1/bans`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BanList {
+    /// The node this list describes.
+    node: String,
     /// The bans in force on this node.
     bans: Vec<BanEntry>,
 }
@@ -189,18 +215,16 @@ pub(crate) async fn disconnect(State(api): State<Arc<Api>>, request: Request) ->
     };
     let result = async {
         let body: DisconnectRequest = call.body(&api).await?;
-        let disconnected = match disconnect_target(body.session_id, body.user.as_deref())? {
-            DisconnectTarget::Session(id) => {
-                call.target = format!("session={id}");
-                api.handle.disconnect_session(id)?;
-                1
-            }
-            DisconnectTarget::User(user) => {
-                call.target = format!("user={user}");
-                api.handle.disconnect_user(&user)
-            }
-        };
-        Ok(json(StatusCode::OK, &Disconnected { disconnected }))
+        let target = crate::host::target(body.session_id, body.user.as_deref(), body.node.as_deref())?;
+        call.target = super::sessions::target_text(&target);
+        let applied = api.handle.disconnect_with(
+            &target,
+            body.code.unwrap_or(DEFAULT_CLOSE_CODE),
+            body.reason.as_deref().unwrap_or_default(),
+        )?;
+        let answer =
+            Disconnected { disconnected: applied.changed, node: applied.node, is_forwarded: applied.is_forwarded };
+        Ok(json(StatusCode::OK, &answer))
     }
     .await;
     api.finish(call, result)
@@ -284,17 +308,17 @@ pub(crate) async fn bans(State(api): State<Arc<Api>>, request: Request) -> Respo
             BanEntry { ip, user, reason: ban.reason.to_string(), remaining_secs: ban.remaining_secs }
         })
         .collect();
-    api.finish(call, Ok(json(StatusCode::OK, &BanList { bans })))
+    api.finish(call, Ok(json(StatusCode::OK, &BanList { node: api.handle.node_id(), bans })))
 }
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "server",
-    responses((status = 200, body = StatsSnapshot), (status = "4XX", body = super::reply::ErrorBody)))]
+    responses((status = 200, body = NodeStats), (status = "4XX", body = super::reply::ErrorBody)))]
 pub(crate) async fn stats(State(api): State<Arc<Api>>, request: Request) -> Response {
     let call = match api.begin("stats", request) {
         Ok(call) => call,
         Err(response) => return *response,
     };
-    api.finish(call, Ok(json(StatusCode::OK, &api.handle.stats())))
+    api.finish(call, Ok(json(StatusCode::OK, &NodeStats { node: api.handle.node_id(), stats: api.handle.stats() })))
 }
 
 #[utoipa::path(post, path = "/api/v1/reload", request_body = ReloadRequest, tag = "server",

@@ -41,7 +41,7 @@ pub enum Target {
 }
 
 /// What a server-side operation did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Applied {
     /// The node these counts describe (`cluster.node_id`, or the name made up at start).
     pub node: String,
@@ -59,13 +59,14 @@ pub struct Applied {
 }
 
 /// One live session in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SessionInfo {
     /// Session id (node-local).
     pub id: u64,
     /// The user (`sub`).
     pub user: String,
     /// The client's address as the handshake determined it (trusted proxies applied).
+    #[schema(value_type = String)]
     pub client_ip: IpAddr,
     /// When the session opened, in milliseconds since the Unix epoch.
     pub connected_at_ms: u64,
@@ -74,7 +75,7 @@ pub struct SessionInfo {
 }
 
 /// A page of [`ServerHandle::sessions`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SessionPage {
     /// The node this page describes.
     pub node: String,
@@ -85,7 +86,7 @@ pub struct SessionPage {
 }
 
 /// One channel with subscribers in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelInfo {
     /// The channel name.
     pub channel: String,
@@ -94,7 +95,7 @@ pub struct ChannelInfo {
 }
 
 /// A page of [`ServerHandle::channels`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelPage {
     /// The node this page describes.
     pub node: String,
