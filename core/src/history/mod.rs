@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::observe::Stats;
 pub use crate::protocol::Since;
 pub use store::Position;
-pub(crate) use store::{HistoryStore, Query, Retention};
+pub(crate) use store::{HistoryStore, Query, Retention, Slice};
 
 /// Ordering locks: channels share them by hash (a bounded set, nothing to clean up).
 const ORDERING_LOCKS: usize = 64;
