@@ -16,7 +16,8 @@
 //! back) delivers them in offset order, and a subscription confirmed by Redis before a read gets
 //! every publication after what the read saw.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::Script;
@@ -26,6 +27,12 @@ use super::BrokerError;
 use super::redis::RedisStore;
 use crate::history::{Position, Query, Retention, Slice};
 
+/// At most this many channels' next offsets are remembered.
+const MAX_OFFSET_GUESSES: usize = 10_000;
+/// Append locks (see `RedisHistory::append_locks`).
+const APPEND_LOCKS: usize = 64;
+/// Most publications one read returns (Lua numbers are doubles; more than any `history_size`).
+const MAX_READ: usize = 1 << 30;
 /// How many times a publication is encoded again when other nodes took the offset it expected.
 const MAX_APPEND_ATTEMPTS: usize = 32;
 
@@ -101,6 +108,13 @@ return out
 /// The channels' logs in Redis, through the broker's Redis connection.
 pub(crate) struct RedisHistory {
     store: Arc<RedisStore>,
+    /// This node's appends to one channel run one at a time (channels share these by hash): the
+    /// script's offset check then fails only when another node published in between.
+    append_locks: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::hash::RandomState,
+    /// The next offset this node expects per channel (a guess that saves a round trip; the
+    /// script decides). Bounded: cleared when full.
+    next_offsets: Mutex<HashMap<String, u64>>,
     key_root: String,
     append: Script,
     read: Script,
@@ -119,6 +133,9 @@ impl RedisHistory {
     pub(crate) fn new(store: Arc<RedisStore>, channel_prefix: &str) -> Self {
         RedisHistory {
             store,
+            append_locks: (0..APPEND_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: std::hash::RandomState::new(),
+            next_offsets: Mutex::default(),
             key_root: format!("{channel_prefix}:h:"),
             append: Script::new(APPEND),
             read: Script::new(READ),
@@ -131,20 +148,24 @@ impl RedisHistory {
     }
 
     /// Appends a publication: `encode` builds the frame for an offset and `seal` the broker
-    /// envelope of that frame (published on `subject` by the same script). Starts from
-    /// `expected` (the offset this node believes is next) and encodes again when another node
-    /// took it. Returns the offset the publication got.
+    /// envelope of that frame (published on `subject` by the same script), encoding again when
+    /// another node took the offset it expected. Starts from the offset this node expects next. Returns the offset the publication got.
     pub(crate) async fn append(
         &self,
         channel: &str,
         retention: Retention,
-        mut expected: u64,
         subject: &str,
         mut encode: impl FnMut(u64) -> Utf8Bytes,
         mut seal: impl FnMut(&Utf8Bytes) -> Vec<u8>,
     ) -> Result<u64, BrokerError> {
+        use std::hash::BuildHasher;
         let keys = self.keys(channel);
         let ttl = ttl_secs(retention.ttl);
+        let stripe = (self.hasher.hash_one(channel) % APPEND_LOCKS as u64) as usize;
+        let _ordered = self.append_locks[stripe].lock().await;
+        // Read under the lock: the previous append on this node has updated it.
+        let mut expected =
+            self.next_offsets.lock().unwrap_or_else(PoisonError::into_inner).get(channel).copied().unwrap_or(1);
         for _ in 0..MAX_APPEND_ATTEMPTS {
             let frame = encode(expected);
             let envelope = seal(&frame);
@@ -163,13 +184,18 @@ impl RedisHistory {
                 .arg(new_epoch())
                 .arg(subject)
                 .arg(envelope);
-            let (appended, offset, _epoch): (u8, u64, String) = self
-                .store
-                .with_connection("history", |mut connection| async move {
-                    invocation.invoke_async(&mut connection).await
-                })
-                .await?;
+            let (appended, offset, _epoch): (u8, u64, String) =
+                self.store
+                    .with_connection("history", |mut connection| async move {
+                        invocation.invoke_async(&mut connection).await
+                    })
+                    .await?;
             if appended == 1 {
+                let mut next = self.next_offsets.lock().unwrap_or_else(PoisonError::into_inner);
+                if next.len() >= MAX_OFFSET_GUESSES && !next.contains_key(channel) {
+                    next.clear();
+                }
+                next.insert(channel.to_string(), offset + 1);
                 return Ok(offset);
             }
             expected = offset + 1;
@@ -187,7 +213,7 @@ impl RedisHistory {
             .arg(ttl_secs(ttl))
             .arg(query.after.map(|o| o.to_string()).unwrap_or_default())
             .arg(query.before.map(|o| o.to_string()).unwrap_or_default())
-            .arg(query.limit.min(i64::MAX as usize) as u64)
+            .arg(query.limit.min(MAX_READ) as u64)
             .arg(if query.is_newest_first { "1" } else { "0" });
         let values: Vec<redis::Value> = self
             .store

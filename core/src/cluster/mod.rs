@@ -64,8 +64,6 @@ use crate::observe::{Event, EventSink, Stats};
 /// Longest a subscribe waits for the broker to confirm the subscription before it is
 /// acknowledged anyway (a subscription confirmed later may have missed messages in between).
 const SUBSCRIBE_CONFIRM_WAIT: Duration = Duration::from_secs(1);
-/// At most this many channels' next offsets are remembered (see `Cluster::next_offsets`).
-const MAX_OFFSET_GUESSES: usize = 10_000;
 /// At most this many originated control messages are kept for re-sending.
 const MAX_ORIGINATED: usize = 10_000;
 /// First reconnection pause; it doubles up to `cluster.reconnect_max_secs`.
@@ -380,9 +378,6 @@ pub(crate) struct Cluster {
     history: Arc<History>,
     /// Channel history in the broker's Redis (`broker = "redis"`), instead of `history`.
     redis_history: Option<Arc<history::RedisHistory>>,
-    /// The next offset this node expects per channel with Redis history (a guess that saves a
-    /// round trip; the append script decides). Bounded: cleared when full.
-    next_offsets: Mutex<HashMap<String, u64>>,
     /// Taken by `start`.
     receivers: Mutex<Option<(mpsc::UnboundedReceiver<()>, mpsc::UnboundedReceiver<BanTarget>)>>,
 }
@@ -495,7 +490,6 @@ impl Cluster {
             stats: parts.stats,
             history: parts.history,
             redis_history,
-            next_offsets: Mutex::default(),
             receivers: Mutex::new(Some((hello_rx, lifted_rx))),
         })
     }
@@ -799,18 +793,6 @@ impl Cluster {
     ) -> Option<Result<crate::history::Slice, BrokerError>> {
         let history = self.redis_history.as_ref()?;
         Some(history.read(channel, ttl, query).await)
-    }
-
-    fn expected_offset(&self, channel: &str) -> u64 {
-        self.next_offsets.lock().unwrap_or_else(PoisonError::into_inner).get(channel).copied().unwrap_or(1)
-    }
-
-    fn appended(&self, channel: &str, offset: u64) {
-        let mut next = self.next_offsets.lock().unwrap_or_else(PoisonError::into_inner);
-        if next.len() >= MAX_OFFSET_GUESSES && !next.contains_key(channel) {
-            next.clear();
-        }
-        next.insert(channel.to_string(), offset + 1);
     }
 
     /// Flushes released quota entries and unpersisted revocations and bans (called once the

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
 use super::history::RedisHistory;
+use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
 use crate::history::Retention;
 use crate::protocol::ServerFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -86,16 +86,19 @@ impl Cluster {
         let from = from.cloned();
         let append = async move {
             let subject = cluster.link.subjects.channel(&channel);
-            let expected = cluster.expected_offset(&channel);
-            let offset = history
+            history
                 .append(
                     &channel,
                     retention,
-                    expected,
                     &subject,
                     |offset| {
-                        ServerFrame::Message { channel: &channel, payload: &payload, from: from.as_ref(), offset: Some(offset) }
-                            .encode()
+                        ServerFrame::Message {
+                            channel: &channel,
+                            payload: &payload,
+                            from: from.as_ref(),
+                            offset: Some(offset),
+                        }
+                        .encode()
                     },
                     |frame| {
                         let sent_ms = now_ms();
@@ -104,9 +107,8 @@ impl Cluster {
                         })
                     },
                 )
-                .await?;
-            cluster.appended(&channel, offset);
-            Ok(())
+                .await
+                .map(|_| ())
         };
         Publication { queued, remote: Remote::Sent(Arc::clone(self), Box::pin(append)) }
     }

@@ -414,11 +414,9 @@ impl Session {
                 self.subscriptions.lock().remove(channel);
                 self.env.hub.unsubscribe(channel, self.id);
                 Err(match e {
-                    SinceError::Ahead => refuse(
-                        id,
-                        ErrorCode::HistoryOffsetAhead,
-                        "since.offset is beyond the channel's latest offset",
-                    ),
+                    SinceError::Ahead => {
+                        refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
+                    }
                     SinceError::EpochChanged => {
                         refuse(id, ErrorCode::BrokerUnavailable, "the channel's history is unreachable")
                     }
