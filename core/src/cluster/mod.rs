@@ -795,6 +795,22 @@ impl Cluster {
         Some(history.read(channel, ttl, query).await)
     }
 
+    /// [`Cluster::read_history`] for a synchronous caller (the host's `ServerHandle::history`):
+    /// blocks the calling thread on the node's runtime. Refused (as unreachable) when called from
+    /// inside a runtime, where blocking could stall it.
+    pub(crate) fn read_history_blocking(
+        &self,
+        channel: &str,
+        ttl: Duration,
+        query: crate::history::Query,
+    ) -> Option<Result<crate::history::Slice, BrokerError>> {
+        self.redis_history.as_ref()?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Some(Err(BrokerError::TimedOut("history read (blocking read inside a runtime)")));
+        }
+        self.runtime.block_on(self.read_history(channel, ttl, query))
+    }
+
     /// Flushes released quota entries and unpersisted revocations and bans (called once the
     /// sessions have ended).
     pub(crate) async fn stop(&self) {
