@@ -178,16 +178,14 @@ impl Config {
         let cluster = ClusterSettings::compile(&self.cluster, &mut problems);
         crate::presence::validate(&self.channels, &cluster, &mut problems);
         self.api.validate(&mut problems);
-        if self.cluster.broker != crate::cluster::BrokerKind::Memory {
-            // The memory store is per node: offsets would differ between nodes, and a client
-            // recovering on another node would get a wrong replay.
+        if self.cluster.broker == crate::cluster::BrokerKind::Nats {
+            // NATS core pub/sub keeps nothing: without a shared store, offsets would differ
+            // between nodes and a client recovering on another node would get a wrong replay.
+            // With Redis, history lives in the broker's Redis (see docs/CONFIG.md).
             for (i, _) in self.channels.iter().enumerate().filter(|(_, r)| r.history_size > 0) {
                 problems.push(
                     format!("channels[{i}].history_size"),
-                    format!(
-                        "channel history is kept per node and is not available with [cluster] broker = \"{}\" yet",
-                        self.cluster.broker.name()
-                    ),
+                    "channel history needs a store shared by the nodes: use [cluster] broker = \"redis\" (NATS clusters cannot keep history)",
                 );
             }
         }

@@ -18,6 +18,7 @@
 
 mod config;
 mod error;
+mod history;
 mod jti;
 mod nats;
 mod persist;
@@ -257,7 +258,12 @@ impl Link {
             return;
         };
         let (sent_ms, frame) = match opened {
-            Opened::Own => return,
+            Opened::Own(body) => match std::str::from_utf8(body) {
+                // Only history publications with a shared history come back to be delivered: the
+                // others were queued here when published.
+                Ok(frame) if self.is_kept_frame(frame) => (now_ms(), frame),
+                _ => return,
+            },
             Opened::Signed { sent_ms, body, .. } => match std::str::from_utf8(body) {
                 Ok(frame) => (sent_ms, frame),
                 Err(_) => {
@@ -266,7 +272,7 @@ impl Link {
                 }
             },
             Opened::Plain(payload) => match wire::decode_publication(payload) {
-                Some(p) if p.node == &*self.node_id => return,
+                Some(p) if p.node == &*self.node_id && !self.is_kept_frame(p.frame) => return,
                 Some(p) => (p.sent_ms, p.frame),
                 None => {
                     self.stats.record_broker_error("decode");
@@ -280,9 +286,19 @@ impl Link {
         self.inbound.hub.publish(&channel, &frame);
     }
 
+    /// A frame this node published on a channel whose history is in Redis: it carries an
+    /// `offset` (only such publications travel with one when the broker is Redis).
+    fn is_kept_frame(&self, frame: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Offset {
+            offset: Option<u64>,
+        }
+        self.kind == BrokerKind::Redis && serde_json::from_str::<Offset>(frame).is_ok_and(|f| f.offset.is_some())
+    }
+
     fn control(&self, opened: Opened<'_>) {
         let control = match opened {
-            Opened::Own => return,
+            Opened::Own(_) => return,
             Opened::Signed { body, .. } => serde_json::from_slice::<Control>(body).ok(),
             Opened::Plain(payload) => match serde_json::from_slice::<ControlEnvelope>(payload) {
                 Ok(envelope) if envelope.node == *self.node_id => return,
@@ -360,6 +376,8 @@ pub(crate) struct Cluster {
     stats: Arc<Stats>,
     /// Channel history: publications on channels that keep it are offset and stored here.
     history: Arc<History>,
+    /// Channel history in the broker's Redis (`broker = "redis"`), instead of `history`.
+    redis_history: Option<Arc<history::RedisHistory>>,
     /// Taken by `start`.
     receivers: Mutex<Option<(mpsc::UnboundedReceiver<()>, mpsc::UnboundedReceiver<BanTarget>)>>,
 }
@@ -447,6 +465,11 @@ impl Cluster {
                 Arc::clone(&parts.stats),
             ))
         });
+        // The history script PUBLISHes, so it must run on the broker's own Redis.
+        let redis_history = (config.broker == BrokerKind::Redis).then(|| {
+            let store = redis::RedisStore::new(connector(&config.url), timeout, Arc::clone(&parts.stats));
+            Arc::new(history::RedisHistory::new(store, &config.channel_prefix))
+        });
         let tls_check = tls.map(|tls| tls::StartupCheck::new(config, tls));
         parts.stats.set_broker_connected(config.broker == BrokerKind::Memory);
         Arc::new(Cluster {
@@ -466,6 +489,7 @@ impl Cluster {
             runtime: tokio::runtime::Handle::current(),
             stats: parts.stats,
             history: parts.history,
+            redis_history,
             receivers: Mutex::new(Some((hello_rx, lifted_rx))),
         })
     }
@@ -752,6 +776,39 @@ impl Cluster {
         if tokio::time::timeout(SUBSCRIBE_CONFIRM_WAIT, self.link.interest.wait_active(channel)).await.is_err() {
             self.stats.record_broker_error("subscribe");
         }
+    }
+
+    /// Whether channel history is kept in the broker's Redis rather than this node's memory.
+    pub(crate) fn has_shared_history(&self) -> bool {
+        self.redis_history.is_some()
+    }
+
+    /// Reads `channel`'s history in Redis (None without a Redis history; an error when Redis
+    /// cannot be reached).
+    pub(crate) async fn read_history(
+        &self,
+        channel: &str,
+        ttl: Duration,
+        query: crate::history::Query,
+    ) -> Option<Result<crate::history::Slice, BrokerError>> {
+        let history = self.redis_history.as_ref()?;
+        Some(history.read(channel, ttl, query).await)
+    }
+
+    /// [`Cluster::read_history`] for a synchronous caller (the host's `ServerHandle::history`):
+    /// blocks the calling thread on the node's runtime. Refused (as unreachable) when called from
+    /// inside a runtime, where blocking could stall it.
+    pub(crate) fn read_history_blocking(
+        &self,
+        channel: &str,
+        ttl: Duration,
+        query: crate::history::Query,
+    ) -> Option<Result<crate::history::Slice, BrokerError>> {
+        self.redis_history.as_ref()?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Some(Err(BrokerError::TimedOut("history read (blocking read inside a runtime)")));
+        }
+        self.runtime.block_on(self.read_history(channel, ttl, query))
     }
 
     /// Flushes released quota entries and unpersisted revocations and bans (called once the

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::history::RedisHistory;
 use super::{BrokerError, BrokerKind, Cluster, PublishError, now_ms, wire};
 use crate::history::Retention;
 use crate::protocol::ServerFrame;
@@ -47,6 +48,9 @@ impl Cluster {
     ) -> Publication {
         self.stats.record_publication(rule);
         let hub = &self.link.inbound.hub;
+        if let (Some(retention), Some(history)) = (retention, &self.redis_history) {
+            return self.publish_kept(Arc::clone(history), channel, payload, from, retention);
+        }
         let (frame, queued) = match retention {
             None => {
                 let frame = ServerFrame::Message { channel, payload, from, offset: None }.encode();
@@ -61,6 +65,52 @@ impl Cluster {
             ),
         };
         self.send_remote(channel, frame, queued)
+    }
+
+    /// A publication on a channel whose history is in Redis: its offset is taken, the frame stored
+    /// and PUBLISHed by one script (see cluster/history.rs), and every node, this one included,
+    /// delivers it when the broker hands it back, so all deliver in offset order. Nothing is
+    /// queued here: the count returned is this node's subscribers of the channel at publish time.
+    fn publish_kept(
+        self: &Arc<Self>,
+        history: Arc<RedisHistory>,
+        channel: &str,
+        payload: &Value,
+        from: Option<&Value>,
+        retention: Retention,
+    ) -> Publication {
+        let queued = self.link.inbound.hub.subscriber_count(channel);
+        let cluster = Arc::clone(self);
+        let channel = channel.to_string();
+        let payload = payload.clone();
+        let from = from.cloned();
+        let append = async move {
+            let subject = cluster.link.subjects.channel(&channel);
+            history
+                .append(
+                    &channel,
+                    retention,
+                    &subject,
+                    |offset| {
+                        ServerFrame::Message {
+                            channel: &channel,
+                            payload: &payload,
+                            from: from.as_ref(),
+                            offset: Some(offset),
+                        }
+                        .encode()
+                    },
+                    |frame| {
+                        let sent_ms = now_ms();
+                        cluster.link.guard.seal(&subject, sent_ms, frame.as_bytes(), || {
+                            wire::encode_publication(&cluster.link.node_id, sent_ms, frame)
+                        })
+                    },
+                )
+                .await
+                .map(|_| ())
+        };
+        Publication { queued, remote: Remote::Sent(Arc::clone(self), Box::pin(append)) }
     }
 
     /// Queues an encoded server frame (a `join` or `leave`) for every subscriber of `channel`, on

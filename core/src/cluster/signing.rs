@@ -196,8 +196,10 @@ impl RejectionLog {
 /// A message taken from the broker, ready to be decoded by its kind.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Opened<'a> {
-    /// Sent by this node (Redis echoes a node's own publications): ignored.
-    Own,
+    /// Sent by this node (Redis echoes a node's own publications): ignored, except history
+    /// publications with a shared history (delivered when they come back). Its MAC is checked
+    /// when this node has a key (not its sequence: it is this node's own).
+    Own(&'a [u8]),
     /// A signed message: verified when this node has a key.
     Signed { node: &'a str, sent_ms: u64, body: &'a [u8] },
     /// The plain format (only at a node without a key).
@@ -355,14 +357,17 @@ impl Guard {
         if instance.len() != 32 || seq == 0 {
             return Err(malformed(node));
         }
-        if instance == self.instance.as_bytes() {
-            return Ok(Opened::Own);
-        }
-        let Some(keys) = &self.keys else { return Ok(Opened::Signed { node, sent_ms, body }) };
+        let is_own = instance == self.instance.as_bytes();
+        let Some(keys) = &self.keys else {
+            return Ok(if is_own { Opened::Own(body) } else { Opened::Signed { node, sent_ms, body } });
+        };
         // Everything before the MAC line.
         let header = &payload[..payload.len() - body.len() - mac.len() - 1];
         if !keys.verify_hex(&[subject.as_bytes(), b"\n", header, body], mac) {
             return Err(Refused { reason: Rejection::BadSignature, node });
+        }
+        if is_own {
+            return Ok(Opened::Own(body));
         }
         if sent_ms.abs_diff(now_ms) > MAX_SKEW.as_millis() as u64 {
             return Err(Refused { reason: Rejection::Stale, node });
@@ -424,7 +429,7 @@ mod tests {
     fn signed_messages_verify_once_and_only_on_their_subject() {
         let (a, b) = (guard(Some(KEY), "a"), guard(Some(KEY), "b"));
         let sealed = a.seal("wsg:c:news", NOW, b"{\"x\":1}", Vec::new);
-        assert_eq!(a.open("wsg:c:news", &sealed, NOW, false), Ok(Opened::Own));
+        assert_eq!(a.open("wsg:c:news", &sealed, NOW, false), Ok(Opened::Own(b"{\"x\":1}")));
         assert_eq!(
             b.open("wsg:c:news", &sealed, NOW, false),
             Ok(Opened::Signed { node: "a", sent_ms: NOW, body: b"{\"x\":1}" })

@@ -14,8 +14,10 @@
 //! 3. Recovery is exact or refused: a wrong epoch or a range the store no longer holds in full is
 //!    `recovered: false` with a `gap` reason, never a partial replay.
 //!
-//! The store behind it is a [`HistoryStore`]; this node's memory is the one implemented (a
-//! `[cluster]` with a broker refuses history at config time until a shared store exists).
+//! The store behind it is a [`HistoryStore`]: this node's memory. With `[cluster] broker =
+//! "redis"` the logs are in Redis instead (cluster/history.rs), where offsets are assigned and
+//! published atomically, and a subscribe joins first, then reads, and drops the live frames the
+//! read already gave (the outbox's `skip_through`).
 
 mod memory;
 mod store;
@@ -28,7 +30,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::observe::Stats;
 pub use crate::protocol::Since;
 pub use store::Position;
-pub(crate) use store::{HistoryStore, Query, Retention};
+pub(crate) use store::{HistoryStore, Query, Retention, Slice};
 
 /// Ordering locks: channels share them by hash (a bounded set, nothing to clean up).
 const ORDERING_LOCKS: usize = 64;
@@ -114,6 +116,55 @@ pub(crate) const GAP_EPOCH_CHANGED: &str = "epoch_changed";
 /// (trimmed by `history_size`, expired by `history_ttl_secs` or evicted by the memory cap).
 pub(crate) const GAP_HISTORY_TRIMMED: &str = "history_trimmed";
 
+/// The read a recovery from `since` needs: everything after it, oldest first.
+pub(crate) fn recovery_query(since: &Since) -> Query {
+    Query { after: Some(since.offset), before: None, limit: usize::MAX, is_newest_first: false }
+}
+
+/// Step 3 above, from a read made with [`recovery_query`] (by this node's store under the
+/// ordering lock, or from the shared store after the subscription joined): the recovery, or a
+/// refusal when `since` claims an offset the channel never reached in that epoch.
+pub(crate) fn recover(slice: Slice, since: &Since) -> Result<Joined, SinceError> {
+    let position = slice.position;
+    let recovery = if *position.epoch != *since.epoch {
+        Recovery::Lost(GAP_EPOCH_CHANGED)
+    } else if since.offset > position.offset {
+        return Err(SinceError::Ahead);
+    } else if since.offset == position.offset {
+        Recovery::Recovered(Vec::new())
+    } else if slice.oldest.is_some_and(|oldest| oldest <= since.offset + 1) {
+        // Retained entries are contiguous and end at `position.offset`: the read is complete.
+        Recovery::Recovered(slice.publications.into_iter().map(|(_, frame)| frame).collect())
+    } else {
+        Recovery::Lost(GAP_HISTORY_TRIMMED)
+    };
+    Ok(Joined { position, recovery: Some(recovery) })
+}
+
+/// The read of a `history` page: after `since` (oldest first) or before it (newest first).
+pub(crate) fn page_query(since: Option<&Since>, limit: usize, is_newest_first: bool) -> Query {
+    let cursor = since.map(|s| s.offset);
+    if is_newest_first {
+        Query { after: None, before: cursor, limit, is_newest_first }
+    } else {
+        Query { after: cursor, before: None, limit, is_newest_first }
+    }
+}
+
+/// A page from a read made with [`page_query`]; refused when `since` is not a position of the
+/// channel's current epoch.
+pub(crate) fn page_of(slice: Slice, since: Option<&Since>) -> Result<FramePage, SinceError> {
+    if let Some(since) = since {
+        if *slice.position.epoch != *since.epoch {
+            return Err(SinceError::EpochChanged);
+        }
+        if since.offset > slice.position.offset {
+            return Err(SinceError::Ahead);
+        }
+    }
+    Ok(FramePage { position: slice.position, publications: slice.publications })
+}
+
 /// History for the whole server: the store, the ordering locks and the gauges.
 pub(crate) struct History {
     store: Arc<dyn HistoryStore>,
@@ -167,28 +218,22 @@ impl History {
             join();
             return Ok(Joined { position, recovery: None });
         };
-        let query = Query { after: Some(since.offset), before: None, limit: usize::MAX, is_newest_first: false };
-        let slice = self.store.read(channel, query);
-        let position = slice.position;
-        let recovery = if *position.epoch != *since.epoch {
-            Recovery::Lost(GAP_EPOCH_CHANGED)
-        } else if since.offset > position.offset {
-            return Err(SinceError::Ahead);
-        } else if since.offset == position.offset {
-            Recovery::Recovered(Vec::new())
-        } else if slice.oldest.is_some_and(|oldest| oldest <= since.offset + 1) {
-            // Retained entries are contiguous and end at `position.offset`: the read is complete.
-            Recovery::Recovered(slice.publications.into_iter().map(|(_, frame)| frame).collect())
-        } else {
-            Recovery::Lost(GAP_HISTORY_TRIMMED)
-        };
+        let slice = self.store.read(channel, recovery_query(since));
+        let joined = recover(slice, since)?;
         join();
         drop(_ordered);
-        self.stats.record_history_recovery(match recovery {
-            Recovery::Recovered(_) => "recovered",
-            Recovery::Lost(_) => "gap",
-        });
-        Ok(Joined { position, recovery: Some(recovery) })
+        self.record_recovery(&joined);
+        Ok(joined)
+    }
+
+    /// Counts a recovery's outcome (`wsguard_history_recoveries_total`).
+    pub(crate) fn record_recovery(&self, joined: &Joined) {
+        if let Some(recovery) = &joined.recovery {
+            self.stats.record_history_recovery(match recovery {
+                Recovery::Recovered(_) => "recovered",
+                Recovery::Lost(_) => "gap",
+            });
+        }
     }
 
     /// Where `channel` stands now.
@@ -206,22 +251,8 @@ impl History {
         limit: usize,
         is_newest_first: bool,
     ) -> Result<FramePage, SinceError> {
-        let cursor = since.map(|s| s.offset);
-        let query = if is_newest_first {
-            Query { after: None, before: cursor, limit, is_newest_first }
-        } else {
-            Query { after: cursor, before: None, limit, is_newest_first }
-        };
-        let slice = self.store.read(channel, query);
-        if let Some(since) = since {
-            if *slice.position.epoch != *since.epoch {
-                return Err(SinceError::EpochChanged);
-            }
-            if since.offset > slice.position.offset {
-                return Err(SinceError::Ahead);
-            }
-        }
-        Ok(FramePage { position: slice.position, publications: slice.publications })
+        let slice = self.store.read(channel, page_query(since, limit, is_newest_first));
+        page_of(slice, since)
     }
 
     /// Drops expired publications and refreshes the gauges (the server's upkeep).

@@ -94,6 +94,11 @@ impl Hub {
         queued
     }
 
+    /// How many sessions of this node are subscribed to `channel`.
+    pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
+        self.channels.read().unwrap_or_else(PoisonError::into_inner).get(channel).map_or(0, |s| s.len())
+    }
+
     /// Tells every subscriber of every channel that messages may have been lost (`gap` with
     /// `reason`), e.g. after the broker was unreachable.
     pub(crate) fn announce_gap(&self, reason: &'static str) {

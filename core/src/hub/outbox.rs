@@ -27,6 +27,10 @@ struct State {
     queue: VecDeque<Queued>,
     bytes: usize,
     lost: HashMap<Arc<str>, u64>,
+    /// Per channel, the last offset a recovery already gave the client: live frames of that
+    /// channel up to it are duplicates and dropped, until the first one beyond it (shared history,
+    /// where the subscription joins before the history is read).
+    recovered: HashMap<Arc<str>, u64>,
     is_overflowed: bool,
 }
 
@@ -204,6 +208,20 @@ impl Outbox {
         self.inner.state.lock().unwrap_or_else(PoisonError::into_inner).is_overflowed
     }
 
+    /// Drops the live frames of `channel` with an offset up to `offset` (already delivered by a
+    /// recovery), until the first one beyond it; None forgets any such filter for the channel.
+    pub(crate) fn skip_through(&self, channel: &str, offset: Option<u64>) {
+        let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match offset {
+            Some(offset) => {
+                state.recovered.insert(Arc::from(channel), offset);
+            }
+            None => {
+                state.recovered.remove(channel);
+            }
+        }
+    }
+
     /// Moves up to `max` queued frames to the end of `out`, each preceded by a `gap` frame when
     /// its channel lost messages since the last delivery. `out` is the session's reusable write
     /// buffer: once it has grown to a batch, draining allocates nothing (only a `gap` frame, when
@@ -225,6 +243,16 @@ impl Outbox {
             {
                 out.push(ServerFrame::Gap { channel: &item.channel, missed: Some(missed), reason: None }.encode());
             }
+            if !state.recovered.is_empty()
+                && let Some(&through) = state.recovered.get(&item.channel)
+            {
+                match frame_offset(&item.frame) {
+                    Some(offset) if offset <= through => continue,
+                    _ => {
+                        state.recovered.remove(&item.channel);
+                    }
+                }
+            }
             out.push(item.frame);
         }
         if !state.queue.is_empty() {
@@ -242,6 +270,15 @@ impl Outbox {
         let _ = self.drain_into(max, &mut out);
         out
     }
+}
+
+/// The `offset` of a `message` frame (None for other frames or without one).
+fn frame_offset(frame: &Utf8Bytes) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Offset {
+        offset: Option<u64>,
+    }
+    serde_json::from_str::<Offset>(frame.as_str()).ok()?.offset
 }
 
 #[cfg(test)]

@@ -83,8 +83,10 @@ pub struct LimitsConfig {
     /// Memory the channel history store may count (every kept frame's bytes plus a fixed
     /// bookkeeping overhead per publication and per channel; see `wsguard_history_bytes`). Past
     /// it the oldest kept publications of the whole server go first, then channel logs with
-    /// nothing left (whose subscribers then get `recovered: false`). At least 65536. Restart
-    /// only. Default 67108864 (64 MiB).
+    /// nothing left (whose subscribers then get `recovered: false`). A cap on this node's memory
+    /// only: with `[cluster] broker = "redis"` history is kept in Redis and bounded there by each
+    /// rule's `history_size` and `history_ttl_secs`. At least 65536. Restart only. Default
+    /// 67108864 (64 MiB).
     #[schemars(range(min = 65536))]
     pub history_memory_bytes: u64,
 }

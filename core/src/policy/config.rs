@@ -112,8 +112,8 @@ pub struct ChannelRule {
     /// Publications kept per concrete channel matching this rule, so that a subscriber can
     /// recover what it missed (`subscribe` with `since`) and the `history` action can page
     /// through them. Each publication then carries an `offset`. 0 (default): no history, and
-    /// `message` frames are exactly as without this feature. At most 100000. Refused with a
-    /// `[cluster]` broker (the memory store is per node).
+    /// `message` frames are exactly as without this feature. At most 100000. With `[cluster]
+    /// broker = "redis"` kept in the broker's Redis (shared by the nodes); refused with `nats`.
     #[serde(default)]
     #[schemars(range(max = 100000))]
     pub history_size: u32,

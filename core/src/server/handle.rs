@@ -184,7 +184,9 @@ impl ServerHandle {
     ///
     /// Errors: `invalid_channel`, `history_not_kept` (no rule matching the channel keeps
     /// history), `history_limit_invalid`, `history_offset_ahead`, `history_epoch_changed` (see
-    /// docs/PROTOCOL.md, "History and recovery"), `not_running`.
+    /// docs/PROTOCOL.md, "History and recovery"), `not_running`; with `[cluster] broker =
+    /// "redis"` (history in Redis) also `broker_unavailable` when Redis cannot be read, or when
+    /// called from inside a tokio runtime (this call then blocks the calling thread).
     pub fn history(
         &self,
         channel: &str,
@@ -201,10 +203,16 @@ impl ServerHandle {
         if !(1..=MAX_HISTORY_PAGE as usize).contains(&limit) {
             return Err(refused(ErrorCode::HistoryLimitInvalid, "limit must be 1 to 1000"));
         }
-        if core.policy.load().retention(channel).is_none() {
+        let Some(retention) = core.policy.load().retention(channel) else {
             return Err(refused(ErrorCode::HistoryNotKept, "no rule matching this channel keeps history"));
-        }
-        match core.history.page(channel, since, limit, is_newest_first) {
+        };
+        let query = crate::history::page_query(since, limit, is_newest_first);
+        let page = match core.cluster.read_history_blocking(channel, retention.ttl, query) {
+            None => core.history.page(channel, since, limit, is_newest_first),
+            Some(Ok(slice)) => crate::history::page_of(slice, since),
+            Some(Err(_)) => return Err(refused(ErrorCode::BrokerUnavailable, "the channel's history is unreachable")),
+        };
+        match page {
             Ok(page) => Ok(page.into()),
             Err(SinceError::Ahead) => {
                 Err(refused(ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset"))

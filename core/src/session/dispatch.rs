@@ -296,7 +296,7 @@ impl Session {
         if self.subscriptions.lock().contains(&channel) {
             // Nothing changes and nothing is checked again; a `since` is not used (the live
             // subscription has delivered, or announced as a gap, everything since it started).
-            return Ok(vec![self.already_subscribed(id, &channel)]);
+            return Ok(vec![self.already_subscribed(id, &channel).await?]);
         }
         if self.subscriptions.lock().len() >= self.env.limits.max_subscriptions {
             return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
@@ -305,18 +305,23 @@ impl Session {
         if allowed.history.is_none() && since.is_some() {
             return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history to recover from"));
         }
-        let joined = {
+        let joined = 'joined: {
             // Checked again under the lock: a server-side subscribe may have come first.
             let mut subscriptions = self.subscriptions.lock();
             if subscriptions.contains(&channel) {
-                drop(subscriptions);
-                return Ok(vec![self.already_subscribed(id, &channel)]);
+                break 'joined Err(());
             }
             if subscriptions.len() >= self.env.limits.max_subscriptions {
                 return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
             }
+            let is_shared = allowed.history.is_some() && self.env.cluster.has_shared_history();
             let joined = match allowed.history {
                 None => {
+                    self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                    None
+                }
+                // Shared history: joined first, read below once the broker delivers the channel.
+                Some(_) if is_shared => {
                     self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
                     None
                 }
@@ -336,10 +341,17 @@ impl Session {
                 ),
             };
             subscriptions.insert(&channel, Origin::Client);
-            joined
+            Ok(joined)
         };
+        let Ok(joined) = joined else { return Ok(vec![self.already_subscribed(id, &channel).await?]) };
         // Acknowledged once the broker delivers the channel here (other nodes' messages).
         self.env.cluster.subscribed(&channel).await;
+        let joined = match (joined, allowed.history) {
+            (None, Some(retention)) if self.env.cluster.has_shared_history() => {
+                Some(self.join_shared(id, &channel, since.as_ref(), retention).await?)
+            }
+            (joined, _) => joined,
+        };
         // A member once acknowledged (a `presence` read after the ack shows the session).
         let policy = self.env.policy.load_full();
         if let Some(rule) = policy.presence_rule(&channel) {
@@ -361,17 +373,72 @@ impl Session {
         Ok(frames)
     }
 
-    /// The `ack` of a `subscribe` to a channel the session is already subscribed to: with the
-    /// channel's position when it keeps history.
-    fn already_subscribed(&self, id: Option<u64>, channel: &str) -> Utf8Bytes {
-        match self.env.policy.load().retention(channel) {
-            None => ServerFrame::Ack { id }.encode(),
-            Some(_) => {
-                let position = self.env.history.position(channel);
-                ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered: None }
-                    .encode()
+    /// A subscribe on a channel whose history is in Redis, already joined and confirmed by the
+    /// broker: reads the position (and what the client missed since `since`), and has the outbox
+    /// drop the live frames that read already covers. Every publication after the read reaches
+    /// this node (PUBLISH is atomic with the offset, after the subscription), so nothing is
+    /// missed and nothing is given twice. A refused `since` or an unreachable Redis undoes the
+    /// subscription.
+    async fn join_shared(
+        &mut self,
+        id: Option<u64>,
+        channel: &str,
+        since: Option<&Since>,
+        retention: Retention,
+    ) -> Result<Joined, Refusal> {
+        let query = since.map_or(
+            crate::history::Query { after: None, before: None, limit: 0, is_newest_first: false },
+            crate::history::recovery_query,
+        );
+        let read = self.env.cluster.read_history(channel, retention.ttl, query).await;
+        let joined = match (read, since) {
+            (Some(Ok(slice)), Some(since)) => crate::history::recover(slice, since),
+            (Some(Ok(slice)), None) => Ok(Joined { position: slice.position, recovery: None }),
+            (Some(Err(e)), _) => {
+                tracing::debug!(target: "wsguard::history", error = %e, "history read failed");
+                Err(SinceError::EpochChanged)
+            }
+            (None, _) => Err(SinceError::EpochChanged),
+        };
+        match joined {
+            Ok(joined) => {
+                let through = match &joined.recovery {
+                    Some(Recovery::Lost(_)) => None,
+                    _ => Some(joined.position.offset),
+                };
+                self.outbox.skip_through(channel, through);
+                self.env.history.record_recovery(&joined);
+                Ok(joined)
+            }
+            Err(e) => {
+                self.subscriptions.lock().remove(channel);
+                self.env.hub.unsubscribe(channel, self.id);
+                Err(match e {
+                    SinceError::Ahead => {
+                        refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
+                    }
+                    SinceError::EpochChanged => {
+                        refuse(id, ErrorCode::BrokerUnavailable, "the channel's history is unreachable")
+                    }
+                })
             }
         }
+    }
+
+    /// The `ack` of a `subscribe` to a channel the session is already subscribed to: with the
+    /// channel's position when it keeps history.
+    async fn already_subscribed(&self, id: Option<u64>, channel: &str) -> Result<Utf8Bytes, Refusal> {
+        let retention = self.env.policy.load().retention(channel);
+        let Some(retention) = retention else { return Ok(ServerFrame::Ack { id }.encode()) };
+        let nothing = crate::history::Query { after: None, before: None, limit: 0, is_newest_first: false };
+        let position = match self.env.cluster.read_history(channel, retention.ttl, nothing).await {
+            None => self.env.history.position(channel),
+            Some(Ok(slice)) => slice.position,
+            Some(Err(_)) => {
+                return Err(refuse(id, ErrorCode::BrokerUnavailable, "the channel's history is unreachable"));
+            }
+        };
+        Ok(ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered: None }.encode())
     }
 
     /// `history`: a page of the channel's kept publications, for identities the rule's `history`
@@ -390,11 +457,20 @@ impl Session {
         }
         // Said before the permission check: it reveals the configuration (whether the first
         // matching rule keeps history), nothing about the identity or the channel's content.
-        if self.env.policy.load().retention(channel).is_none() {
+        let retention = self.env.policy.load().retention(channel);
+        let Some(retention) = retention else {
             return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history"));
-        }
+        };
         self.authorize(id, &self.identity, ChannelAction::History, channel, None).await?;
-        let page = self.env.history.page(channel, since, limit as usize, is_newest_first).map_err(|e| match e {
+        let query = crate::history::page_query(since, limit as usize, is_newest_first);
+        let page = match self.env.cluster.read_history(channel, retention.ttl, query).await {
+            None => self.env.history.page(channel, since, limit as usize, is_newest_first),
+            Some(Ok(slice)) => crate::history::page_of(slice, since),
+            Some(Err(_)) => {
+                return Err(refuse(id, ErrorCode::BrokerUnavailable, "the channel's history is unreachable"));
+            }
+        };
+        let page = page.map_err(|e| match e {
             SinceError::Ahead => {
                 refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
             }
