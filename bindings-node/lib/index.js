@@ -135,12 +135,13 @@ class Server extends EventEmitter {
 
   /** One page of `channel`'s members (`{ limit?, after? }`); a Promise. */
   presence(channel, options) {
-    return this.#native.presence(channel, options)
+    // The native read resolves with JSON text (a napi task cannot hand back an object).
+    return this.#native.presence(channel, options).then(JSON.parse)
   }
 
   /** `channel`'s presence counts (`{ users, clients }`); a Promise. */
   presenceStats(channel) {
-    return this.#native.presenceStats(channel)
+    return this.#native.presenceStats(channel).then(JSON.parse)
   }
 
   /** Revokes `{ jti }`, `{ sub }` or `{ issuedBefore }` (a Date or seconds since the epoch). */

@@ -361,21 +361,23 @@ impl JsServer {
         result(&env, outcome)
     }
 
-    /// One page of `channel`'s members, cluster-wide: `members` (each `user`, `sessions`, and
-    /// `claims` when the rule lists any) and `next`. Read on a libuv worker thread (it may wait
-    /// for Redis). Rejects with `invalid_channel`, `invalid_argument`, `presence_not_tracked`,
+    /// One page of `channel`'s members, cluster-wide, as JSON text (lib/index.js parses it):
+    /// `members` (each `user`, `sessions`, and `claims` when the rule lists any) and `next`. Read
+    /// on a libuv worker thread (it may wait for Redis). Rejects with `invalid_channel`, `invalid_argument`, `presence_not_tracked`,
     /// `presence_unavailable`, `not_running`.
-    #[napi(ts_return_type = "Promise<Record<string, any>>")]
+    #[napi(ts_return_type = "Promise<string>")]
     pub fn presence(&self, channel: String, options: Option<PresenceOptions>) -> AsyncTask<PresenceRead> {
         let PresenceOptions { limit, after } = options.unwrap_or(PresenceOptions { limit: None, after: None });
-        let limit = limit.map(|n| non_negative(n, "limit"));
-        AsyncTask::new(PresenceRead { channel, page: Some((limit, after)), shared: Arc::clone(&self.shared) })
+        let limit = limit.map(|n| non_negative(n, "limit")).transpose();
+        let query = Some(PresenceQuery::Page { limit, after });
+        AsyncTask::new(PresenceRead { channel, query, shared: Arc::clone(&self.shared) })
     }
 
-    /// `channel`'s presence counts, cluster-wide: `users` and `clients`. As `presence()`.
-    #[napi(ts_return_type = "Promise<Record<string, any>>")]
+    /// `channel`'s presence counts, cluster-wide, as JSON text: `users` and `clients`. As
+    /// `presence()`.
+    #[napi(ts_return_type = "Promise<string>")]
     pub fn presence_stats(&self, channel: String) -> AsyncTask<PresenceRead> {
-        AsyncTask::new(PresenceRead { channel, page: None, shared: Arc::clone(&self.shared) })
+        AsyncTask::new(PresenceRead { channel, query: Some(PresenceQuery::Stats), shared: Arc::clone(&self.shared) })
     }
 
     /// Revokes tokens: matching sessions close at once with 4501 and later handshakes and
@@ -536,35 +538,39 @@ impl Task for Reload {
 /// blocking reads (`host::presence`, `host::presence_stats`) on a libuv worker thread.
 pub struct PresenceRead {
     channel: String,
-    page: Option<(Option<Result<u64, wsguard::Error>>, Option<String>)>,
+    query: Option<PresenceQuery>,
     shared: Arc<Shared>,
 }
 
+/// Which presence read: a page (its limit, still to be checked, and `after`) or the counts.
+enum PresenceQuery {
+    Page { limit: Result<Option<u64>, wsguard::Error>, after: Option<String> },
+    Stats,
+}
+
 impl Task for PresenceRead {
-    type Output = Result<Value, wsguard::Error>;
-    type JsValue = Value;
+    type Output = Result<String, wsguard::Error>;
+    // JSON text: napi's `Task` cannot return a `serde_json::Value`; lib/index.js parses it.
+    type JsValue = String;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
         let Some(handle) = self.shared.handle.get() else { return Ok(Err(wsguard::Error::NotRunning)) };
-        let value = |v: Result<Value, serde_json::Error>| {
-            v.map_err(|e| napi::Error::new(Status::GenericFailure, e.to_string()))
-        };
-        Ok(match self.page.take() {
-            Some((limit, after)) => {
-                match limit.transpose().and_then(|limit| host::presence(handle, &self.channel, limit, after.as_deref()))
-                {
-                    Ok(page) => Ok(value(serde_json::to_value(page))?),
-                    Err(e) => Err(e),
-                }
+        let text = match self.query.take() {
+            None => return Ok(Err(wsguard::Error::NotRunning)),
+            Some(PresenceQuery::Page { limit, after }) => limit
+                .and_then(|limit| host::presence(handle, &self.channel, limit, after.as_deref()))
+                .map(|page| serde_json::to_string(&page)),
+            Some(PresenceQuery::Stats) => {
+                host::presence_stats(handle, &self.channel).map(|stats| serde_json::to_string(&stats))
             }
-            None => match host::presence_stats(handle, &self.channel) {
-                Ok(stats) => Ok(value(serde_json::to_value(stats))?),
-                Err(e) => Err(e),
-            },
-        })
+        };
+        match text {
+            Ok(json) => Ok(Ok(json.map_err(|e| napi::Error::new(Status::GenericFailure, e.to_string()))?)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Value> {
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<String> {
         output.map_err(|e| core_error(&env, &e))
     }
 }
