@@ -96,6 +96,26 @@ export declare class Server {
    */
   channels(options?: ChannelsOptions | undefined | null): any
   /**
+   * One page of `channel`'s kept publications: `offset` and `epoch` (the channel's position)
+   * and `publications` (each `offset`, `payload`). The host is trusted: the rule's `history`
+   * requirement does not apply. Throws `invalid_channel`, `history_not_kept`,
+   * `history_limit_invalid`, `history_offset_ahead`, `history_epoch_changed`,
+   * `invalid_argument` (half a position, a negative number), `not_running`.
+   */
+  history(channel: string, options?: HistoryOptions | undefined | null): any
+  /**
+   * One page of `channel`'s members, cluster-wide, as JSON text (lib/index.js parses it):
+   * `members` (each `user`, `sessions`, and `claims` when the rule lists any) and `next`. Read
+   * on a libuv worker thread (it may wait for Redis). Rejects with `invalid_channel`, `invalid_argument`, `presence_not_tracked`,
+   * `presence_unavailable`, `not_running`.
+   */
+  presence(channel: string, options?: PresenceOptions | undefined | null): Promise<string>
+  /**
+   * `channel`'s presence counts, cluster-wide, as JSON text: `users` and `clients`. As
+   * `presence()`.
+   */
+  presenceStats(channel: string): Promise<string>
+  /**
    * Revokes tokens: matching sessions close at once with 4501 and later handshakes and
    * refreshes with a matching token are refused (`token_revoked`). Throws `invalid_argument`
    * unless exactly one field is given (`issuedBefore` a non-negative number of seconds).
@@ -176,6 +196,26 @@ export interface ConfigProblem {
 export interface DisconnectTarget {
   /** Every session of this user (the token's `sub`). */
   user: string
+}
+
+/** What `history()` reads. */
+export interface HistoryOptions {
+  /** With `sinceEpoch`: the position to read from (the offset of the last publication seen). */
+  sinceOffset?: number
+  /** With `sinceOffset`: the epoch that offset belongs to. */
+  sinceEpoch?: string
+  /** 1 to 1000 (default 100). */
+  limit?: number
+  /** Newest first (before `sinceOffset`, or from the newest kept); default oldest first. */
+  newestFirst?: boolean
+}
+
+/** A page of `presence()`. */
+export interface PresenceOptions {
+  /** 1 to 1000 (default 100). */
+  limit?: number
+  /** The previous page's `next`. */
+  after?: string
 }
 
 /** What `revoke()` revokes; exactly one field. */

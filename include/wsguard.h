@@ -1316,6 +1316,79 @@ wsg_result wsg_server_channels_json(const struct wsg_server *server,
                                     size_t *len_out);
 
 /**
+ * One page of `channel`'s kept publications (its rule's `history_size`, `history_ttl_secs`), as
+ * a JSON object: `offset` and `epoch` (the channel's position when read) and `publications`
+ * (each `offset`, `payload`). `has_since`, `since_offset` and `since_epoch` (NULL unless
+ * `has_since`): a position; oldest first after it, or newest first before it when
+ * `is_newest_first`; without it from the oldest or the newest kept. `limit`: 1 to 1000, 0 for
+ * the default (100). The host is trusted: the rule's `history` requirement does not apply.
+ * `*json_out` is freed with `wsg_string_free`; `*len_out` (which may be NULL) receives its length.
+ *
+ * Errors: `WSG_INVALID_CHANNEL`, `WSG_HISTORY_NOT_KEPT`, `WSG_HISTORY_LIMIT_INVALID`,
+ * `WSG_HISTORY_OFFSET_AHEAD`, `WSG_HISTORY_EPOCH_CHANGED`, `WSG_INVALID_ARGUMENT` (an epoch
+ * without `has_since`, or `has_since` without one), `WSG_NOT_RUNNING`, `WSG_INVALID_UTF8`,
+ * `WSG_NULL_ARGUMENT`. Any thread, including hook callbacks.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `channel` readable for `channel_len` bytes; `since_epoch` NULL
+ * or readable for `since_epoch_len` bytes; `json_out` valid for one write; `len_out` NULL or
+ * valid for one write.
+ */
+wsg_result wsg_server_history_json(const struct wsg_server *server,
+                                   const char *channel,
+                                   size_t channel_len,
+                                   bool has_since,
+                                   uint64_t since_offset,
+                                   const char *since_epoch,
+                                   size_t since_epoch_len,
+                                   uint64_t limit,
+                                   bool is_newest_first,
+                                   char **json_out,
+                                   size_t *len_out);
+
+/**
+ * One page of `channel`'s members, cluster-wide, as a JSON object: `members` (each `user`,
+ * `sessions` and the `claims` its rule's `presence_claims` lists, when any) ordered by user,
+ * and `next` (the `after` of the next page; null on the last). `after` (NULL: the first page);
+ * `limit`: 1 to 1000, 0 for the default (100). The rule's `presence_access` does not apply.
+ * Output as for `wsg_server_history_json`. Blocking (it may wait for Redis).
+ *
+ * Errors: `WSG_INVALID_CHANNEL`, `WSG_INVALID_ARGUMENT` (limit), `WSG_PRESENCE_NOT_TRACKED`,
+ * `WSG_PRESENCE_UNAVAILABLE`, `WSG_NOT_RUNNING`, `WSG_WRONG_THREAD` (called from a hook
+ * callback), `WSG_INVALID_UTF8`, `WSG_NULL_ARGUMENT`. Any thread but the server's own.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `channel` readable for `channel_len` bytes; `after` NULL or
+ * readable for `after_len` bytes; the out-pointers as for `wsg_server_history_json`.
+ */
+wsg_result wsg_server_presence_json(const struct wsg_server *server,
+                                    const char *channel,
+                                    size_t channel_len,
+                                    const char *after,
+                                    size_t after_len,
+                                    uint64_t limit,
+                                    char **json_out,
+                                    size_t *len_out);
+
+/**
+ * `channel`'s presence counts, cluster-wide, as a JSON object: `users` (distinct) and
+ * `clients` (sessions). Output, errors (but `WSG_INVALID_ARGUMENT`) and threads as for
+ * `wsg_server_presence_json`.
+ *
+ * # Safety
+ *
+ * `server` must be a live server; `channel` readable for `channel_len` bytes; the out-pointers
+ * as for `wsg_server_history_json`.
+ */
+wsg_result wsg_server_presence_stats_json(const struct wsg_server *server,
+                                          const char *channel,
+                                          size_t channel_len,
+                                          char **json_out,
+                                          size_t *len_out);
+
+/**
  * Sets the `authenticate` answer in its JSON form, the same answer every host gives (parsed by
  * the core): `true`, `false`, `{"deny": "reason"}` (the reason goes to the logs), or an update
  * `{"roles": [...], "scopes": [...], "claims": {...}}` where each field is optional: `roles` and

@@ -11,11 +11,22 @@ import type {
   CloseOptions,
   ConfigProblem,
   DisconnectTarget,
+  HistoryOptions,
+  PresenceOptions,
   SessionTarget,
   SessionsOptions,
 } from '../index'
 
-export type { ChannelsOptions, CloseOptions, ConfigProblem, DisconnectTarget, SessionTarget, SessionsOptions }
+export type {
+  ChannelsOptions,
+  CloseOptions,
+  ConfigProblem,
+  DisconnectTarget,
+  HistoryOptions,
+  PresenceOptions,
+  SessionTarget,
+  SessionsOptions,
+}
 
 /** A configuration object: the same schema and snake_case keys as the TOML file (docs/CONFIG.md). */
 export type Config = Record<string, unknown>
@@ -41,6 +52,25 @@ export interface ChannelPage {
   node: string
   channels: Array<{ channel: string; subscribers: number }>
   next_cursor: string | null
+}
+
+/** A page of `history()`: the channel's position when read, and its kept publications. */
+export interface HistoryPage {
+  offset: number
+  epoch: string
+  publications: Array<{ offset: number; payload: Record<string, unknown> }>
+}
+
+/** A page of `presence()`: members by user, and the `after` of the next page (null on the last). */
+export interface PresencePage {
+  members: Array<{ user: string; sessions: number; claims?: Record<string, unknown> }>
+  next: string | null
+}
+
+/** `presenceStats()`: distinct users and sessions subscribed, cluster-wide. */
+export interface PresenceStats {
+  users: number
+  clients: number
 }
 
 /** What every error thrown or rejected by `Server` carries (docs/ERROR_CODES.md). */
@@ -216,6 +246,22 @@ export declare class Server extends EventEmitter {
   sessions(options?: SessionsOptions | null): SessionPage
   /** One page of this node's channels with subscribers, in name order. */
   channels(options?: ChannelsOptions | null): ChannelPage
+  /**
+   * One page of `channel`'s kept publications, oldest first (after `sinceOffset`) or newest
+   * first (before it); `sinceOffset` and `sinceEpoch` together or not at all; `limit` 1-1000,
+   * default 100. The rule's `history` requirement does not apply (the host is trusted). Throws
+   * `history_not_kept`, `history_limit_invalid`, `history_offset_ahead`, `history_epoch_changed`,
+   * `invalid_argument`, `invalid_channel`.
+   */
+  history(channel: string, options?: HistoryOptions | null): HistoryPage
+  /**
+   * One page of `channel`'s members, cluster-wide (`limit` 1-1000, default 100; `after`: the
+   * previous page's `next`), read off the JavaScript thread. Rejects with `presence_not_tracked`,
+   * `presence_unavailable`, `invalid_argument`, `invalid_channel`.
+   */
+  presence(channel: string, options?: PresenceOptions | null): Promise<PresencePage>
+  /** `channel`'s presence counts, cluster-wide; rejects as `presence()`. */
+  presenceStats(channel: string): Promise<PresenceStats>
   /**
    * Revokes tokens; matching sessions close with 4501 and later handshakes are refused. Throws
    * `invalid_argument` unless exactly one field is given.

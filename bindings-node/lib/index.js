@@ -128,6 +128,22 @@ class Server extends EventEmitter {
     return this.#native.channels(options)
   }
 
+  /** One page of `channel`'s history (`{ sinceOffset?, sinceEpoch?, limit?, newestFirst? }`). */
+  history(channel, options) {
+    return this.#native.history(channel, options)
+  }
+
+  /** One page of `channel`'s members (`{ limit?, after? }`); a Promise. */
+  presence(channel, options) {
+    // The native read resolves with JSON text (a napi task cannot hand back an object).
+    return this.#native.presence(channel, options).then(JSON.parse)
+  }
+
+  /** `channel`'s presence counts (`{ users, clients }`); a Promise. */
+  presenceStats(channel) {
+    return this.#native.presenceStats(channel).then(JSON.parse)
+  }
+
   /** Revokes `{ jti }`, `{ sub }` or `{ issuedBefore }` (a Date or seconds since the epoch). */
   revoke(target) {
     const issuedBefore = target?.issuedBefore

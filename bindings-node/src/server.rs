@@ -92,6 +92,28 @@ pub struct SessionsOptions {
     pub limit: Option<i64>,
 }
 
+/// What `history()` reads.
+#[napi(object)]
+pub struct HistoryOptions {
+    /// With `sinceEpoch`: the position to read from (the offset of the last publication seen).
+    pub since_offset: Option<i64>,
+    /// With `sinceOffset`: the epoch that offset belongs to.
+    pub since_epoch: Option<String>,
+    /// 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Newest first (before `sinceOffset`, or from the newest kept); default oldest first.
+    pub newest_first: Option<bool>,
+}
+
+/// A page of `presence()`.
+#[napi(object)]
+pub struct PresenceOptions {
+    /// 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// The previous page's `next`.
+    pub after: Option<String>,
+}
+
 /// A page of `channels()`.
 #[napi(object)]
 pub struct ChannelsOptions {
@@ -317,6 +339,47 @@ impl JsServer {
         result(&env, outcome)
     }
 
+    /// One page of `channel`'s kept publications: `offset` and `epoch` (the channel's position)
+    /// and `publications` (each `offset`, `payload`). The host is trusted: the rule's `history`
+    /// requirement does not apply. Throws `invalid_channel`, `history_not_kept`,
+    /// `history_limit_invalid`, `history_offset_ahead`, `history_epoch_changed`,
+    /// `invalid_argument` (half a position, a negative number), `not_running`.
+    #[napi]
+    pub fn history(&self, env: Env, channel: String, options: Option<HistoryOptions>) -> napi::Result<Value> {
+        let HistoryOptions { since_offset, since_epoch, limit, newest_first } = options.unwrap_or(HistoryOptions {
+            since_offset: None,
+            since_epoch: None,
+            limit: None,
+            newest_first: None,
+        });
+        let outcome = (|| {
+            let since_offset = since_offset.map(|n| non_negative(n, "sinceOffset")).transpose()?;
+            let limit = limit.map(|n| non_negative(n, "limit")).transpose()?;
+            let handle = self.core()?;
+            host::history(handle, &channel, since_offset, since_epoch.as_deref(), limit, newest_first.unwrap_or(false))
+        })();
+        result(&env, outcome)
+    }
+
+    /// One page of `channel`'s members, cluster-wide, as JSON text (lib/index.js parses it):
+    /// `members` (each `user`, `sessions`, and `claims` when the rule lists any) and `next`. Read
+    /// on a libuv worker thread (it may wait for Redis). Rejects with `invalid_channel`, `invalid_argument`, `presence_not_tracked`,
+    /// `presence_unavailable`, `not_running`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn presence(&self, channel: String, options: Option<PresenceOptions>) -> AsyncTask<PresenceRead> {
+        let PresenceOptions { limit, after } = options.unwrap_or(PresenceOptions { limit: None, after: None });
+        let limit = limit.map(|n| non_negative(n, "limit")).transpose();
+        let query = Some(PresenceQuery::Page { limit, after });
+        AsyncTask::new(PresenceRead { channel, query, shared: Arc::clone(&self.shared) })
+    }
+
+    /// `channel`'s presence counts, cluster-wide, as JSON text: `users` and `clients`. As
+    /// `presence()`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn presence_stats(&self, channel: String) -> AsyncTask<PresenceRead> {
+        AsyncTask::new(PresenceRead { channel, query: Some(PresenceQuery::Stats), shared: Arc::clone(&self.shared) })
+    }
+
     /// Revokes tokens: matching sessions close at once with 4501 and later handshakes and
     /// refreshes with a matching token are refused (`token_revoked`). Throws `invalid_argument`
     /// unless exactly one field is given (`issuedBefore` a non-negative number of seconds).
@@ -467,6 +530,47 @@ impl Task for Reload {
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<()> {
+        output.map_err(|e| core_error(&env, &e))
+    }
+}
+
+/// `presence()` (`page`: its limit and `after`) and `presenceStats()` (no page): the core's
+/// blocking reads (`host::presence`, `host::presence_stats`) on a libuv worker thread.
+pub struct PresenceRead {
+    channel: String,
+    query: Option<PresenceQuery>,
+    shared: Arc<Shared>,
+}
+
+/// Which presence read: a page (its limit, still to be checked, and `after`) or the counts.
+enum PresenceQuery {
+    Page { limit: Result<Option<u64>, wsguard::Error>, after: Option<String> },
+    Stats,
+}
+
+impl Task for PresenceRead {
+    type Output = Result<String, wsguard::Error>;
+    // JSON text: napi's `Task` cannot return a `serde_json::Value`; lib/index.js parses it.
+    type JsValue = String;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let Some(handle) = self.shared.handle.get() else { return Ok(Err(wsguard::Error::NotRunning)) };
+        let text = match self.query.take() {
+            None => return Ok(Err(wsguard::Error::NotRunning)),
+            Some(PresenceQuery::Page { limit, after }) => limit
+                .and_then(|limit| host::presence(handle, &self.channel, limit, after.as_deref()))
+                .map(|page| serde_json::to_string(&page)),
+            Some(PresenceQuery::Stats) => {
+                host::presence_stats(handle, &self.channel).map(|stats| serde_json::to_string(&stats))
+            }
+        };
+        match text {
+            Ok(json) => Ok(Ok(json.map_err(|e| napi::Error::new(Status::GenericFailure, e.to_string()))?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<String> {
         output.map_err(|e| core_error(&env, &e))
     }
 }

@@ -386,6 +386,48 @@ impl PyServer {
         result(py, py.detach(|| handle.channels(pattern, cursor, limit)))
     }
 
+    /// One page of `channel`'s kept publications: a dict with `offset` and `epoch` (the
+    /// channel's position) and `publications` (each `offset`, `payload`). `since_offset=` and
+    /// `since_epoch=` together name a position (oldest first after it, or newest first before it
+    /// with `newest_first=True`); `limit=` 1-1000 (default 100). The host is trusted: the rule's
+    /// `history` requirement does not apply.
+    #[pyo3(signature = (channel, *, since_offset = None, since_epoch = None, limit = None, newest_first = false))]
+    fn history<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        since_offset: Option<u64>,
+        since_epoch: Option<&str>,
+        limit: Option<u64>,
+        newest_first: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| host::history(&handle, channel, since_offset, since_epoch, limit, newest_first)))
+    }
+
+    /// One page of `channel`'s members, cluster-wide: a dict with `members` (each `user`,
+    /// `sessions`, and `claims` when the rule lists any) and `next` (pass it as `after=`).
+    /// `limit=` 1-1000 (default 100). Blocks on the server's runtime with the GIL released (it
+    /// may wait for Redis); refused in a handler that runs on the server's threads.
+    #[pyo3(signature = (channel, *, limit = None, after = None))]
+    fn presence<'py>(
+        &self,
+        py: Python<'py>,
+        channel: &str,
+        limit: Option<u64>,
+        after: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| host::presence(&handle, channel, limit, after)))
+    }
+
+    /// `channel`'s presence counts, cluster-wide: a dict with `users` and `clients`. Blocking as
+    /// `presence`.
+    fn presence_stats<'py>(&self, py: Python<'py>, channel: &str) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.handle(py)?;
+        result(py, py.detach(|| host::presence_stats(&handle, channel)))
+    }
+
     /// Revokes tokens by `jti`, by subject (`sub`, tokens issued until now) or by time
     /// (`issued_before`, seconds since the epoch): matching sessions close with 4501 and matching
     /// tokens are refused from now on. Not exactly one: `InvalidArgumentError`.

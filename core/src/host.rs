@@ -8,6 +8,9 @@
 //!   of" argument rules of the control operations;
 //! - [`target`], [`close`] and [`page_limit`]: the arguments of the server-side session
 //!   operations and listings;
+//! - [`history`], [`presence`] and [`presence_stats`]: the host's reads of a channel's history
+//!   and presence, with their optional arguments and one result shape (the async presence
+//!   reads waited for on the server's runtime, for hosts without an executor of their own);
 //! - [`refuse_on_server_thread`]: the one check that a blocking call (start, stop) is not made
 //!   from a server's own thread (a hook), where it would deadlock.
 //!
@@ -20,8 +23,10 @@ use std::time::Duration;
 use crate::auth::Revocation;
 use crate::config::Config;
 use crate::error::Error;
+use crate::history::Since;
 use crate::limits::BanTarget;
-use crate::server::{MAX_PAGE_LIMIT, Target};
+use crate::presence::{PresencePage, PresenceStats};
+use crate::server::{MAX_PAGE_LIMIT, ServerHandle, Target};
 use crate::session::Disconnect;
 
 /// A configuration as a host hands it over.
@@ -186,6 +191,74 @@ pub fn page_limit(limit: Option<u64>) -> Result<usize, Error> {
     }
 }
 
+/// A page size as the core's reads take it: `None` is [`DEFAULT_PAGE_LIMIT`]; a number too
+/// large for the platform saturates (and is refused by the read's own range check).
+fn read_limit(limit: Option<u64>) -> usize {
+    limit.map_or(DEFAULT_PAGE_LIMIT, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// A history position from its two parts: both (`since`) or neither (from the oldest or the
+/// newest kept).
+///
+/// Errors: [`Error::InvalidArgument`] for one without the other.
+pub fn history_since(offset: Option<u64>, epoch: Option<&str>) -> Result<Option<Since>, Error> {
+    match (offset, epoch) {
+        (Some(offset), Some(epoch)) => Ok(Some(Since { offset, epoch: epoch.to_owned() })),
+        (None, None) => Ok(None),
+        _ => Err(Error::InvalidArgument("a history position takes both offset and epoch, or neither".into())),
+    }
+}
+
+/// [`ServerHandle::history`] for a host: `since_offset` and `since_epoch` together or not at
+/// all ([`history_since`]), `limit` `None` for [`DEFAULT_PAGE_LIMIT`]. The page as JSON, the
+/// same in every language: `{"offset", "epoch", "publications": [{"offset", "payload"}]}`
+/// (`offset` and `epoch`: the channel's position when the page was read).
+///
+/// Errors: those of [`ServerHandle::history`], and [`Error::InvalidArgument`] for half a
+/// position.
+pub fn history(
+    handle: &ServerHandle,
+    channel: &str,
+    since_offset: Option<u64>,
+    since_epoch: Option<&str>,
+    limit: Option<u64>,
+    is_newest_first: bool,
+) -> Result<serde_json::Value, Error> {
+    let since = history_since(since_offset, since_epoch)?;
+    let page = handle.history(channel, since.as_ref(), read_limit(limit), is_newest_first)?;
+    let publications: Vec<serde_json::Value> =
+        page.publications.into_iter().map(|p| serde_json::json!({"offset": p.offset, "payload": p.payload})).collect();
+    Ok(serde_json::json!({
+        "offset": page.position.offset,
+        "epoch": &*page.position.epoch,
+        "publications": publications,
+    }))
+}
+
+/// [`ServerHandle::presence`] for a host without an async executor: waits on the server's
+/// runtime (for Redis, when the cluster keeps presence there). `limit` `None` is
+/// [`DEFAULT_PAGE_LIMIT`]; `after` is the previous page's `next`. Blocking: call it off the
+/// server's own threads (a hook), where it is refused.
+///
+/// Errors: those of [`ServerHandle::presence`], and [`Error::WrongThread`].
+pub fn presence(
+    handle: &ServerHandle,
+    channel: &str,
+    limit: Option<u64>,
+    after: Option<&str>,
+) -> Result<PresencePage, Error> {
+    refuse_on_server_thread("presence")?;
+    handle.block_on(handle.presence(channel, read_limit(limit), after))
+}
+
+/// [`ServerHandle::presence_stats`] for a host without an async executor, as [`presence`].
+///
+/// Errors: those of [`ServerHandle::presence_stats`], and [`Error::WrongThread`].
+pub fn presence_stats(handle: &ServerHandle, channel: &str) -> Result<PresenceStats, Error> {
+    refuse_on_server_thread("presence_stats")?;
+    handle.block_on(handle.presence_stats(channel))
+}
+
 /// Refuses a blocking call (`operation`: start, stop) made from a thread of a server's runtime
 /// (a hook, an event handler), where it would wait for the very thread it runs on.
 ///
@@ -232,6 +305,12 @@ mod tests {
         assert!(close(4200, &"x".repeat(124)).is_err());
         assert_eq!(page_limit(None).expect("default"), DEFAULT_PAGE_LIMIT);
         assert!(page_limit(Some(0)).is_err() && page_limit(Some(1001)).is_err() && page_limit(Some(1000)).is_ok());
+        assert_eq!(history_since(None, None).expect("neither"), None);
+        assert_eq!(history_since(Some(4), Some("e")).expect("both"), Some(Since { offset: 4, epoch: "e".into() }));
+        for (offset, epoch) in [(Some(4), None), (None, Some("e"))] {
+            assert_eq!(history_since(offset, epoch).expect_err("half").code(), ErrorCode::InvalidArgument);
+        }
+        assert_eq!((read_limit(None), read_limit(Some(7))), (DEFAULT_PAGE_LIMIT, 7));
     }
 
     #[test]

@@ -391,3 +391,40 @@ async fn pages_through_redis_are_in_byte_order_and_stats_count_sessions() {
     let stats = server.handle.presence_stats("chat:4").await.expect("stats");
     assert_eq!((stats.users, stats.clients), (3, 4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_subscribe_and_unsubscribe_join_and_leave() {
+    let server = Setup::new().extra(RULES).start().await;
+    let mut watcher = member(&server, "bob").await;
+    subscribe(&mut watcher, "chat:3").await;
+    let mut alice = member(&server, "alice").await;
+    let handle = &server.handle;
+    let alice_target = wsguard::host::target(None, Some("alice"), None).expect("a user");
+
+    let applied = handle.subscribe(&alice_target, "chat:3").expect("server subscribe");
+    assert_eq!((applied.matched, applied.changed), (1, 1));
+    assert_frame(&recv_json(&mut alice).await, &json!({"type": "subscribed", "channel": "chat:3", "by": "server"}));
+    // The join runs in a task after the call: awaited, not assumed.
+    assert_eq!(recv_json(&mut watcher).await, join("chat:3", "alice"));
+    let members = handle.presence("chat:3", 10, None).await.expect("host presence");
+    let users: Vec<_> = members.members.iter().map(|m| (m.user.clone(), m.sessions)).collect();
+    assert_eq!(users, pairs(&[("alice", 1), ("bob", 1)]));
+    // Alice, subscribed by then, sees her own join, as a client subscriber does.
+    assert_eq!(recv_json(&mut alice).await, join("chat:3", "alice"));
+
+    let applied = handle.unsubscribe(&alice_target, "chat:3").expect("server unsubscribe");
+    assert_eq!((applied.matched, applied.changed), (1, 1));
+    assert_eq!(recv_json(&mut watcher).await, leave("chat:3", "alice"));
+    let stats = handle.presence_stats("chat:3").await.expect("host stats");
+    assert_eq!((stats.users, stats.clients), (1, 1));
+
+    // A server subscribe then the session's end: a member no longer, whichever ran first.
+    handle.subscribe(&alice_target, "chat:3").expect("server subscribe");
+    assert_eq!(recv_json(&mut watcher).await, join("chat:3", "alice"));
+    drop(alice);
+    assert_eq!(recv_json(&mut watcher).await, leave("chat:3", "alice"));
+    assert_eq!(counts(&presence(&mut watcher, "chat:3").await), pairs(&[("bob", 1)]));
+    let metrics = server.scrape().await;
+    assert_eq!(metrics.get(r#"wsguard_presence_announcements_total{kind="join"}"#), 3.0);
+    assert_eq!(metrics.get(r#"wsguard_presence_announcements_total{kind="leave"}"#), 2.0);
+}

@@ -26,6 +26,8 @@ mod bans;
 
 mod sessions;
 
+mod reads;
+
 mod hooks;
 
 mod rpc;
@@ -41,6 +43,7 @@ pub use hooks::{
     wsg_authorize_callback, wsg_authorize_request, wsg_channel_action, wsg_decision, wsg_event_callback, wsg_handshake,
     wsg_hooks, wsg_rpc_callback, wsg_user_data_drop_callback,
 };
+pub use reads::{wsg_server_history_json, wsg_server_presence_json, wsg_server_presence_stats_json};
 pub use result::*;
 pub use rpc::{
     wsg_rpc_call, wsg_rpc_call_fail, wsg_rpc_call_free, wsg_rpc_call_identity_json, wsg_rpc_call_method,

@@ -40,7 +40,11 @@ pub struct wsg_target {
 /// # Safety
 ///
 /// `data` must be NULL or readable for `len` bytes.
-unsafe fn optional_str<'a>(data: *const c_char, len: usize, argument: &str) -> Result<Option<&'a str>, Failure> {
+pub(crate) unsafe fn optional_str<'a>(
+    data: *const c_char,
+    len: usize,
+    argument: &str,
+) -> Result<Option<&'a str>, Failure> {
     if data.is_null() {
         return Ok(None);
     }
@@ -69,7 +73,7 @@ unsafe fn target(target: *const wsg_target) -> Result<Target, Failure> {
 /// # Safety
 ///
 /// `json_out` and `len_out` NULL or valid for one write.
-unsafe fn write_json(
+pub(crate) unsafe fn write_json(
     value: &impl serde::Serialize,
     json_out: *mut *mut c_char,
     len_out: *mut usize,

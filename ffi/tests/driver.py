@@ -367,6 +367,54 @@ async def scenario(run: Run) -> None:
         run.check("disconnect_with_sends_the_code_and_reason",
                   reply.group(1) == "0" and received == (4200, "maintenance window"), (reply.group(0), received))
 
+    async def history_and_presence():
+        hana, _ = await run.open_session("hana")
+        reply = await run.call(hana, {"action": "subscribe", "id": 40, "channel": "feed:1"})
+        run.check("subscribe_to_a_channel_with_history", reply.get("type") in ("ack", "subscribed"), reply)
+        for n in range(3):
+            await run.command(f'publish feed:1 {{"n":{n}}}', r"published (\d+) (\d+)")
+            await run.recv(hana)
+        reply = await run.command("history feed:1 10 - -", r"history (\d+) (\w+) (.*)")
+        page = json.loads(reply.group(3))
+        offsets = [p["offset"] for p in page["publications"]]
+        run.check("history_json_pages_oldest_first",
+                  reply.group(1) == "0" and [p["payload"] for p in page["publications"]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+                  and offsets == sorted(offsets) and page["offset"] == offsets[-1] and page["epoch"], page)
+        epoch = page["epoch"]
+        reply = await run.command(f"history feed:1 10 {offsets[0]} {epoch}", r"history (\d+) (\w+) (.*)")
+        after = json.loads(reply.group(3))
+        run.check("history_json_since_gives_what_followed",
+                  [p["offset"] for p in after["publications"]] == offsets[1:], after)
+        reply = await run.command(f"history feed:1 1 - - newest", r"history (\d+) (\w+) (.*)")
+        newest = json.loads(reply.group(3))
+        run.check("history_json_newest_first_with_a_limit",
+                  [p["offset"] for p in newest["publications"]] == offsets[-1:], newest)
+        for command, code, name in [
+            ("history room:1 10 - -", "4020", "history_json_without_history_is_history_not_kept"),
+            ("history feed:1 1001 - -", "4022", "history_json_limit_too_large_is_history_limit_invalid"),
+            (f"history feed:1 10 {offsets[-1] + 5} {epoch}", "4021", "history_json_future_offset_is_offset_ahead"),
+            ("history feed:1 10 1 other", "4023", "history_json_wrong_epoch_is_epoch_changed"),
+            (f"history feed:1 10 - {epoch}", "9004", "history_json_epoch_without_offset_is_invalid_argument"),
+        ]:
+            reply = await run.command(command, r"history (\d+) (\w+)")
+            run.check(name, reply.group(1) == code, reply.group(0))
+
+        reply = await run.command("presence feed:1 10", r"presence (\d+) (\w+) (.*)")
+        page = json.loads(reply.group(3))
+        run.check("presence_json_lists_members",
+                  reply.group(1) == "0" and page == {"members": [{"user": "hana", "sessions": 1}], "next": None}, page)
+        reply = await run.command("presence_stats feed:1", r"presence_stats (\d+) (\w+) (.*)")
+        run.check("presence_stats_json_counts",
+                  reply.group(1) == "0" and json.loads(reply.group(3)) == {"users": 1, "clients": 1}, reply.group(0))
+        for command, code, name in [
+            ("presence room:1 10", "5030", "presence_json_untracked_is_presence_not_tracked"),
+            ("presence feed:1 1001", "9004", "presence_json_limit_too_large_is_invalid_argument"),
+            ("presence feed:* 10", "4003", "presence_json_bad_channel_is_invalid_channel"),
+        ]:
+            reply = await run.command(command, r"presence (\d+) (\w+)")
+            run.check(name, reply.group(1) == code, reply.group(0))
+        await hana.close()
+
     async def bans():
         reply = await run.command("ban_user frank 60", r"banned (\d+) (\d+)")
         status, body = await run.refusal("frank")
@@ -464,7 +512,8 @@ async def scenario(run: Run) -> None:
         ("authenticate_refusal", authenticate_refusal), ("fixture_authenticate_answers", fixture_authenticate_answers),
         ("fixture_config_errors", fixture_config_errors), ("stats", stats),
         ("disconnects_and_revocations", disconnects_and_revocations), ("bans", bans),
-        ("session_operations", session_operations), ("reloads", reloads),
+        ("session_operations", session_operations), ("history_and_presence", history_and_presence),
+        ("reloads", reloads),
         ("stop_drains", stop_drains),
     ]:
         await run.step(name, body)

@@ -116,6 +116,14 @@ pattern = "room:{id}"
 subscribe = {}
 publish = {}
 
+# History and presence for the host reads (no client may read either: the host is trusted).
+[[channels]]
+pattern = "feed:{id}"
+subscribe = {}
+publish = {}
+history_size = 10
+presence = true
+
 [[rpc]]
 method = "echo"
 [[rpc]]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import os
 from types import TracebackType
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Mapping, Optional, Type, TypeVar, Union
@@ -163,6 +164,17 @@ class Server(_native.Server):
         """Stops the server without blocking the loop (coroutine handlers can finish). Use it
         instead of ``stop()`` in async code: ``stop()`` blocks the loop it is called on."""
         await asyncio.get_running_loop().run_in_executor(None, self.stop, grace_secs)
+
+    async def presence_async(
+        self, channel: str, *, limit: Optional[int] = None, after: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """``presence()`` without blocking the loop (it may wait for the cluster's Redis)."""
+        call = functools.partial(self.presence, channel, limit=limit, after=after)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    async def presence_stats_async(self, channel: str) -> Dict[str, Any]:
+        """``presence_stats()`` without blocking the loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.presence_stats, channel)
 
     def __enter__(self: S) -> S:
         self.start()

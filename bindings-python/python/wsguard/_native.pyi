@@ -132,6 +132,21 @@ class Server:
         self, *, pattern: str | None = None, cursor: str | None = None, limit: int | None = None
     ) -> dict[str, Any]:
         """``pattern`` in the channel-rule syntax (``{name}`` for any one segment)."""
+    def history(
+        self,
+        channel: str,
+        *,
+        since_offset: int | None = None,
+        since_epoch: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> dict[str, Any]:
+        """``{"offset", "epoch", "publications": [{"offset", "payload"}]}``; ``since_offset`` and
+        ``since_epoch`` together or not at all; ``limit`` 1-1000 (default 100)."""
+    def presence(self, channel: str, *, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
+        """``{"members": [{"user", "sessions", "claims"?}], "next"}``; blocking (see ``presence_async``)."""
+    def presence_stats(self, channel: str) -> dict[str, Any]:
+        """``{"users", "clients"}``; blocking (see ``presence_stats_async``)."""
     def revoke(self, jti: str | None = None, sub: str | None = None, issued_before: int | None = None) -> None:
         """Not exactly one of ``jti``, ``sub``, ``issued_before``: ``InvalidArgumentError``."""
     def reload(self, config: Mapping[str, Any] | str | os.PathLike[str]) -> None: ...

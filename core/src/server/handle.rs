@@ -34,6 +34,12 @@ impl ServerHandle {
         ServerHandle { shared }
     }
 
+    /// Runs `future` to completion on the server's runtime from a host thread (not one of the
+    /// runtime's own: see `host::refuse_on_server_thread`).
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.shared.core.cluster.runtime().block_on(future)
+    }
+
     pub(super) fn shared(&self) -> &Shared {
         &self.shared
     }

@@ -16,8 +16,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Shared;
 use super::handle::ServerHandle;
+use crate::auth::Identity;
 use crate::cluster::{NodeSessions, RemoteTarget, SessionOp};
 use crate::error::{Error, ErrorCode};
+use crate::policy::Policy;
 use crate::policy::pattern::ChannelPattern;
 use crate::protocol::{ServerFrame, is_within_depth, validate_channel};
 use crate::session::{Disconnect, Local, Reach};
@@ -122,12 +124,42 @@ impl Shared {
                 core.registry.disconnect(target, Disconnect::ClosedWithCode(*code), reason.as_ref())
             }
             Op::Subscribe(channel) => {
-                let policy = core.policy.load().slow_consumer_for(channel);
+                let policy = core.policy.load_full();
+                let slow_consumer = policy.slow_consumer_for(channel);
+                let is_tracked = policy.presence_rule(channel).is_some();
                 let max = self.live.load().session_env.limits.max_subscriptions;
-                core.registry.subscribe(target, channel, policy, max, &core.hub)
+                let mut added = Vec::new();
+                let reach = core.registry.subscribe(target, channel, slow_consumer, max, &core.hub, |id, identity| {
+                    if is_tracked {
+                        added.push((id, Arc::clone(identity)));
+                    }
+                });
+                for (id, identity) in added {
+                    self.join_presence(channel, id, identity, Arc::clone(&policy));
+                }
+                reach
             }
-            Op::Unsubscribe(channel) => core.registry.unsubscribe(target, channel, &core.hub),
+            Op::Unsubscribe(channel) => core.registry.unsubscribe(target, channel, &core.hub, |id, identity| {
+                // Like a client unsubscribe: a leave (announced when it was the user's last session).
+                core.presence.leave_later(channel, &identity.subject, id);
+            }),
         }
+    }
+
+    /// A server-made subscription joins presence like a client's, in a task (the operation
+    /// itself is synchronous and may be called from any thread; joining may wait for Redis):
+    /// the `join` frame and the membership follow the `subscribed` frame shortly. A session that
+    /// ended or was unsubscribed while the join ran is a member no longer: it leaves again.
+    fn join_presence(&self, channel: &str, id: u64, identity: Arc<Identity>, policy: Arc<Policy>) {
+        let (presence, registry) = (Arc::clone(&self.core.presence), Arc::clone(&self.core.registry));
+        let channel = channel.to_string();
+        self.core.cluster.runtime().spawn(async move {
+            let Some(rule) = policy.presence_rule(&channel) else { return };
+            presence.join(&channel, &identity, id, rule).await;
+            if !registry.is_subscribed(id, &channel) {
+                presence.leave(&channel, &identity.subject, id).await;
+            }
+        });
     }
 
     fn max_message_bytes(&self) -> usize {
@@ -268,7 +300,10 @@ impl ServerHandle {
     /// subscribed session gets a `{"type":"subscribed","channel":...,"by":"server"}` frame
     /// before the channel's messages; the slow-consumer policy is that of the first channel rule
     /// whose pattern matches the channel (`disconnect` when none does). A session already
-    /// subscribed is left as it is.
+    /// subscribed is left as it is. On a channel whose rule has `presence = true` each subscribed
+    /// session joins presence like a client subscribe (with the rule's `join_leave`, a `join` for
+    /// a user's first session), in a task started here: the membership follows shortly after
+    /// this returns, not before.
     ///
     /// Errors: `invalid_channel`, `unknown_session`, `invalid_argument` (a node named without a
     /// cluster broker), `not_running`.
@@ -279,7 +314,8 @@ impl ServerHandle {
     }
 
     /// Removes `channel` from the sessions of `target`, whoever subscribed them; each gets an
-    /// `{"type":"unsubscribed","channel":...,"reason":"server"}` frame.
+    /// `{"type":"unsubscribed","channel":...,"reason":"server"}` frame, and leaves presence like
+    /// a client unsubscribe (a `leave` after the user's last session, with `join_leave`).
     ///
     /// Errors: `invalid_channel`, `unknown_session`, `invalid_argument` (a node named without a
     /// cluster broker), `not_running`.

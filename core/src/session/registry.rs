@@ -192,8 +192,16 @@ impl Registry {
     }
 
     /// Removes `channel` from every session of `target`, whoever made the subscription, and
-    /// queues an `unsubscribed` frame with the reason `server` for each.
-    pub(crate) fn unsubscribe(&self, target: Local<'_>, channel: &str, hub: &Hub) -> Reach {
+    /// queues an `unsubscribed` frame with the reason `server` for each. `on_removed` runs for
+    /// each session unsubscribed now, under its subscriptions' lock (so a session ending at the
+    /// same time never sees the channel as well: presence leaves exactly once).
+    pub(crate) fn unsubscribe(
+        &self,
+        target: Local<'_>,
+        channel: &str,
+        hub: &Hub,
+        mut on_removed: impl FnMut(u64, &Arc<Identity>),
+    ) -> Reach {
         let frame = ServerFrame::Unsubscribed { channel, reason: "server" }.encode();
         let mut reach = Reach::default();
         reach.matched = self.each(target, |entry| {
@@ -202,6 +210,7 @@ impl Registry {
                 hub.unsubscribe(channel, entry.id);
                 // After the hub change: no message of the channel can follow the notice.
                 entry.outbox.push_direct(&frame);
+                on_removed(entry.id, &entry.identity);
                 reach.changed += 1;
             }
         });
@@ -235,7 +244,8 @@ impl Registry {
     /// Subscribes every session of `target` to `channel` as a server-made subscription (see
     /// `Origin::Server`): the `subscribed` frame is queued first, so the client sees it before
     /// the channel's messages. A session already subscribed is left as it is; one holding
-    /// `max_subscriptions` subscriptions is skipped.
+    /// `max_subscriptions` subscriptions is skipped. `on_added` runs for each session subscribed
+    /// now, under its subscriptions' lock.
     pub(crate) fn subscribe(
         &self,
         target: Local<'_>,
@@ -243,6 +253,7 @@ impl Registry {
         policy: SlowConsumerPolicy,
         max_subscriptions: usize,
         hub: &Hub,
+        mut on_added: impl FnMut(u64, &Arc<Identity>),
     ) -> Reach {
         let frame = ServerFrame::Subscribed { channel, by: "server" }.encode();
         let mut reach = Reach::default();
@@ -260,9 +271,19 @@ impl Registry {
             }
             hub.subscribe(channel, entry.id, &entry.outbox, policy);
             subscriptions.insert(channel, Origin::Server);
+            on_added(entry.id, &entry.identity);
             reach.changed += 1;
         });
         reach
+    }
+
+    /// True while session `id` is live and subscribed to `channel`.
+    pub(crate) fn is_subscribed(&self, id: u64, channel: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.get(&id).is_some_and(|e| {
+            let subscriptions = e.subscriptions.lock();
+            !subscriptions.is_closed() && subscriptions.contains(channel)
+        })
     }
 
     /// Replaces a session's identity after an in-band refresh (same subject).
@@ -367,14 +388,15 @@ mod tests {
         }
         sets[1].lock().insert("other", Origin::Client);
         sets[2].lock().close();
-        let reach = registry.subscribe(Local::User("alice"), "news", SlowConsumerPolicy::Disconnect, 1, &hub);
+        let reach =
+            registry.subscribe(Local::User("alice"), "news", SlowConsumerPolicy::Disconnect, 1, &hub, |_, _| {});
         assert_eq!(reach, Reach { matched: 3, changed: 1, at_limit: 1 });
         assert_eq!(outboxes[0].drain(8)[0].as_str(), r#"{"type":"subscribed","channel":"news","by":"server"}"#);
         assert_eq!(hub.publish("news", &Utf8Bytes::from("m")), 1);
         let listed = registry.list(Some("alice"), Some(0), 10);
         assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(registry.list(None, None, 1)[0].subscriptions, ["news"]);
-        let reach = registry.unsubscribe(Local::Session(0), "news", &hub);
+        let reach = registry.unsubscribe(Local::Session(0), "news", &hub, |_, _| {});
         assert_eq!(reach.changed, 1);
         assert_eq!(hub.channel_count(), 0);
         let pushed = registry.send(Local::Session(9), &Utf8Bytes::from("p"), &stats);

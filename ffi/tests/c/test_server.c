@@ -458,6 +458,40 @@ static int handle_command(wsg_server *server, char *line) {
                                      strtoull(rest, NULL, 10), &json, NULL);
         say("channels %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
         wsg_string_free(json);
+    } else if (strcmp(verb, "history") == 0 && arg1 && rest) {
+        /* history CHANNEL LIMIT OFFSET|- EPOCH|- [newest]: one page of the channel's history; an
+         * OFFSET names a position (has_since), an EPOCH is passed even without one (refused). */
+        char *json = NULL;
+        size_t len = 0;
+        char *limit = strtok(rest, " ");
+        char *offset = strtok(NULL, " ");
+        char *epoch = strtok(NULL, " ");
+        char *order = strtok(NULL, " ");
+        bool has_since = offset && strcmp(offset, "-") != 0;
+        bool has_epoch = epoch && strcmp(epoch, "-") != 0;
+        r = wsg_server_history_json(server, arg1, strlen(arg1), has_since,
+                                    has_since ? strtoull(offset, NULL, 10) : 0, has_epoch ? epoch : NULL,
+                                    has_epoch ? strlen(epoch) : 0, limit ? strtoull(limit, NULL, 10) : 0,
+                                    order && strcmp(order, "newest") == 0, &json, &len);
+        check(r == WSG_OK ? (json != NULL && strlen(json) == len) : json == NULL,
+              "history_json_writes_its_result_only_on_success", arg1);
+        say("history %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
+        wsg_string_free(json);
+    } else if (strcmp(verb, "presence") == 0 && arg1 && rest) {
+        /* presence CHANNEL LIMIT [AFTER] */
+        char *json = NULL;
+        char *limit = strtok(rest, " ");
+        char *after = strtok(NULL, " ");
+        r = wsg_server_presence_json(server, arg1, strlen(arg1), after, after ? strlen(after) : 0,
+                                     limit ? strtoull(limit, NULL, 10) : 0, &json, NULL);
+        check(r == WSG_OK ? json != NULL : json == NULL, "presence_json_writes_its_result_only_on_success", arg1);
+        say("presence %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
+        wsg_string_free(json);
+    } else if (strcmp(verb, "presence_stats") == 0 && arg1) {
+        char *json = NULL;
+        r = wsg_server_presence_stats_json(server, arg1, strlen(arg1), &json, NULL);
+        say("presence_stats %u %s %s", r, wsg_result_name(r), r == WSG_OK ? json : "{}");
+        wsg_string_free(json);
     } else if (strcmp(verb, "revoke_sub") == 0 && arg1) {
         r = wsg_server_revoke_sub(server, arg1, strlen(arg1));
         say("revoked %u", r);
