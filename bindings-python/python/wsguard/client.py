@@ -117,6 +117,7 @@ ERROR_CODES: Dict[str, int] = {
     "proxy_header_invalid": 2024,
     "too_many_pending_handshakes_per_ip": 2025,
     "jti_store_unavailable": 2026,
+    "proxy_unavailable": 2030,
     "token_missing": 3001,
     "token_malformed": 3002,
     "token_expired": 3003,

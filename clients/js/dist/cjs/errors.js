@@ -38,6 +38,7 @@ exports.ERROR_CODES = Object.freeze({
     keys_unavailable: 2021,
     too_many_pending_handshakes_per_ip: 2025,
     jti_store_unavailable: 2026,
+    proxy_unavailable: 2030,
     token_missing: 3001,
     token_malformed: 3002,
     token_expired: 3003,
