@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsguard::ErrorCode;
-use wsguard::protocol::{ClientFrame, decode, is_within_depth, validate_channel};
+use wsguard::protocol::{ClientFrame, MAX_PRESENCE_LIMIT, decode, is_within_depth, validate_channel};
 
 fuzz_target!(|data: &[u8]| {
     let text = match std::str::from_utf8(data) {
@@ -44,8 +44,16 @@ fuzz_target!(|data: &[u8]| {
 
 fn check_envelope(frame: &ClientFrame, max_depth: u32) {
     match frame {
-        ClientFrame::Subscribe { channel, .. } | ClientFrame::Unsubscribe { channel, .. } => {
+        ClientFrame::Subscribe { channel, .. }
+        | ClientFrame::Unsubscribe { channel, .. }
+        | ClientFrame::History { channel, .. }
+        | ClientFrame::PresenceStats { channel, .. } => {
             assert_eq!(validate_channel(channel), Ok(()), "accepted channel {channel:?}");
+        }
+        ClientFrame::Presence { channel, limit, after, .. } => {
+            assert_eq!(validate_channel(channel), Ok(()), "accepted channel {channel:?}");
+            assert!((1..=MAX_PRESENCE_LIMIT).contains(limit), "accepted limit {limit}");
+            assert!(after.as_ref().is_none_or(|a| a.len() <= 1024), "accepted a long `after`");
         }
         ClientFrame::Publish { channel, payload, .. } => {
             assert_eq!(validate_channel(channel), Ok(()), "accepted channel {channel:?}");
