@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: Rust, C, Python, Node and the JavaScript client. This is the README's test
-# command and what CI runs. Each language's script installs what it needs from the package
-# registries on a fresh machine.
+# Runs every check and test of the project: Rust, C, Python, Node and the JavaScript client.
+# This is the README's test command and what CI runs. Each language's script installs what it
+# needs from the package registries on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -89,16 +89,18 @@ impl Access {
 
     /// Counts one request against the caller's rate; refused with the seconds to wait.
     pub(crate) fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
-        self.rates.check_key(&caller.name()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-        })
+        self.count(&caller.name())
     }
 
     /// Counts a failed authentication against the client address's rate (a key cannot be guessed
     /// faster than the per-caller rate from one address); refused with the seconds to wait.
     pub(crate) fn admit_failure(&self, client_ip: std::net::IpAddr) -> Result<(), ApiError> {
-        self.rates.check_key(&format!("unauthenticated:{client_ip}")).map_err(|not_until| {
+        self.count(&format!("unauthenticated:{client_ip}"))
+    }
+
+    /// One request against `key`'s rate; refused with the whole seconds to wait.
+    fn count(&self, key: &str) -> Result<(), ApiError> {
+        self.rates.check_key(&key.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
         })
