@@ -23,8 +23,8 @@ ROUNDS=${ROUNDS:-1}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 # shellcheck source=common.sh
 source "$ROOT/bench/common.sh"
-PORT=19700
-TOKEN="$("$B" token --config "$(render_config 19699)" --sub bench --ttl-secs 900 2>/dev/null | tail -n1)"
+PORT=${BENCH_PORT:-19700}
+TOKEN="$("$B" token --config "$(render_config $((PORT - 1)))" --sub bench --ttl-secs 900 2>/dev/null | tail -n1)"
 
 # count <server> <secs> <scenario args...> -> "<ops> <Ir>"
 count() {

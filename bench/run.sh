@@ -58,7 +58,8 @@ mkdir -p "$OUT"
 RAW="$OUT/raw.jsonl"
 # shellcheck source=common.sh
 source "$ROOT/bench/common.sh"
-PORT=19100
+PORT=${BENCH_PORT:-19100} # BENCH_PORT: the first port of a run (its key server and token config take the two below)
+IDP_PORT=$((PORT - 2))
 MINT=()
 if [[ ${KEYS:-hmac} == idp ]]; then
   # The fixture P-256 key as a JWKS, served over plain http (allowed for a loopback jwks_url) with
@@ -72,15 +73,15 @@ b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(point[:32]), "y": b64(point[32:]),
                             "kid": "bench-1", "alg": "ES256", "use": "sig"}]}))
 PY
-  python3 -m http.server 19098 --bind 127.0.0.1 --directory "$WORK/idp" >/dev/null 2>&1 &
+  python3 -m http.server $IDP_PORT --bind 127.0.0.1 --directory "$WORK/idp" >/dev/null 2>&1 &
   HELPER_PIDS+=($!)
-  KEY_SOURCE=$'algorithms = ["ES256"]\njwks_url = "http://127.0.0.1:19098/jwks.json"'
+  KEY_SOURCE=$'algorithms = ["ES256"]\njwks_url = "http://127.0.0.1:'"$IDP_PORT"'/jwks.json"'
   KEY_SOURCE_BEFORE=$'algorithms = ["ES256"]\njwks_file = "'"$WORK/idp/jwks.json"'"'
   MINT=(--private-key-file "$ROOT/tests/fixtures/keys/ec-p256.pem" --kid bench-1)
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/19098) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$IDP_PORT) 2>/dev/null && break; sleep 0.1; done
 fi
-"$WSG" check-config "$(render_config 19099)" >/dev/null
-TOKEN="$("$WSG" token --config "$WORK/wsguard-19099.toml" --sub bench --ttl-secs 900 "${MINT[@]}" | tail -n1)"
+"$WSG" check-config "$(render_config $((PORT - 1)))" >/dev/null
+TOKEN="$("$WSG" token --config "$WORK/wsguard-$((PORT - 1)).toml" --sub bench --ttl-secs 900 "${MINT[@]}" | tail -n1)"
 
 # The TLS scenarios: a self-signed certificate for localhost, trusted by the load generator.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \

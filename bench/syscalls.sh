@@ -21,8 +21,8 @@ WSG="${WSG:-$ROOT/target/release/wsguard}"
 BIN="$ROOT/bench/target/release"
 # shellcheck source=common.sh
 source "$ROOT/bench/common.sh"
-PORT=19750
-TOKEN="$("$WSG" token --config "$(render_config 19749)" --sub bench --ttl-secs 900 | tail -n1)"
+PORT=${BENCH_PORT:-19750}
+TOKEN="$("$WSG" token --config "$(render_config $((PORT - 1)))" --sub bench --ttl-secs 900 | tail -n1)"
 CALLS=(write writev sendto sendmsg read recvfrom recvmsg epoll_wait epoll_ctl futex accept4 setsockopt
   getsockopt getpeername shutdown close mmap munmap madvise brk)
 EVENTS="raw_syscalls:sys_enter,context-switches$(printf ',syscalls:sys_enter_%s' "${CALLS[@]}")"
