@@ -40,11 +40,13 @@ fn setup() -> Setup {
     Setup::new().extra(RULES)
 }
 
-/// Subscribes (with `since` when given) and returns the ack.
-async fn subscribe(ws: &mut Ws, channel: &str, since: Option<(u64, &str)>) -> Value {
+/// Subscribes and returns the ack; with `since`, from that offset of an earlier ack's epoch,
+/// with that ack's `proof` (what a client keeps per channel).
+async fn subscribe(ws: &mut Ws, channel: &str, since: Option<(u64, &Value)>) -> Value {
     let mut frame = json!({"action": "subscribe", "id": 1, "channel": channel});
-    if let Some((offset, epoch)) = since {
-        frame["since"] = json!({"offset": offset, "epoch": epoch});
+    if let Some((offset, ack)) = since {
+        frame["since"] = json!({"offset": offset, "epoch": epoch_of(ack)});
+        frame["proof"] = ack["proof"].clone();
     }
     request(ws, &frame).await
 }
@@ -78,8 +80,9 @@ async fn offsets_are_on_history_channels_only_and_the_ack_gives_the_position() {
     assert_frame(&subscribe(&mut again, "feed:1", None).await, &json!({"offset": 2, "epoch": epoch}));
 
     // Subscribing again changes nothing: the current position, no replay even with `since`.
-    let again_ack = subscribe(&mut ws, "feed:1", Some((0, &epoch))).await;
-    assert_eq!(again_ack, json!({"type": "ack", "id": 1, "offset": 2, "epoch": epoch}));
+    let again_ack = subscribe(&mut ws, "feed:1", Some((0, &ack))).await;
+    assert_frame(&again_ack, &json!({"type": "ack", "id": 1, "offset": 2, "epoch": epoch}));
+    assert!(again_ack.get("recovered").is_none(), "{again_ack}");
     ping(&mut ws, 3).await;
 
     // A channel without history: the frames are exactly as before.
@@ -102,7 +105,8 @@ async fn recovery_under_concurrent_publishing_is_exact() {
     let server =
         setup().limits("outbound_queue_messages = 20000").limits("outbound_queue_bytes = 16777216").start().await;
     let mut ws = server.session("alice").await;
-    let epoch = epoch_of(&subscribe(&mut ws, "feed:1", None).await);
+    let first = subscribe(&mut ws, "feed:1", None).await;
+    let epoch = epoch_of(&first);
 
     let (go_tx, mut go) = tokio::sync::mpsc::unbounded_channel::<()>();
     let published = Arc::new(AtomicU64::new(0));
@@ -134,7 +138,7 @@ async fn recovery_under_concurrent_publishing_is_exact() {
     eventually("thousands of publications while away", || published.load(Ordering::SeqCst) == AWAY).await;
     let mut ws = server.session("alice").await;
     go_tx.send(()).expect("racing phase");
-    let ack = subscribe(&mut ws, "feed:1", Some((last, &epoch))).await;
+    let ack = subscribe(&mut ws, "feed:1", Some((last, &first))).await;
     go_tx.send(()).expect("live phase");
     assert_frame(&ack, &json!({"type": "ack", "recovered": true, "epoch": epoch}));
     let at_join = offset_of(&ack);
@@ -151,12 +155,88 @@ async fn recovery_under_concurrent_publishing_is_exact() {
     assert_eq!(metrics.get(r#"wsguard_history_recoveries_total{result="recovered"}"#), 1.0);
 }
 
+/// A recovery replays only what was published while this identity was subscribed: `since` needs
+/// the `proof` of an earlier ack, for the same `sub`, channel and epoch, from no later than
+/// `since.offset`. Without it the subscription is made from now, with a `gap`; nothing is
+/// replayed, and the publications from before the subscription stay the `history` action's.
+#[tokio::test]
+async fn recovery_replays_only_from_a_proven_position() {
+    let server = setup().start().await;
+    for n in 0..5 {
+        publish(&server, "feed:5", n);
+    }
+    let mut ws = server.session("alice").await;
+    let first = subscribe(&mut ws, "feed:5", None).await;
+    assert_frame(&first, &json!({"offset": 5}));
+    let proof = first["proof"].as_str().expect("proof").to_string();
+    assert!(proof.starts_with("5."), "the proof names where the subscription started: {proof}");
+    let other = subscribe(&mut ws, "feed:6", None).await;
+    for n in 5..8 {
+        publish(&server, "feed:5", n);
+    }
+    for offset in 6..=8 {
+        assert_eq!(offset_of(&recv_json(&mut ws).await), offset);
+    }
+    drop(ws);
+    publish(&server, "feed:5", 8);
+    publish(&server, "feed:5", 9);
+    let epoch = epoch_of(&first);
+    let unproven = |ws_ack: &Value| assert_frame(ws_ack, &json!({"type": "ack", "recovered": false, "offset": 10}));
+    let gap = json!({"type": "gap", "channel": "feed:5", "reason": "position_unproven"});
+    let attempt = |offset: u64, proof: Option<&str>| {
+        let mut frame =
+            json!({"action": "subscribe", "id": 1, "channel": "feed:5", "since": {"offset": offset, "epoch": epoch}});
+        if let Some(proof) = proof {
+            frame["proof"] = json!(proof);
+        }
+        frame
+    };
+    let tag = proof.split_once('.').expect("start.tag").1.to_string();
+    let other_proof = other["proof"].as_str().expect("proof").to_string();
+    let refused: [(&str, u64, Option<String>); 6] = [
+        ("alice", 8, None),                                    // no proof
+        ("bob", 8, Some(proof.clone())),                       // another user's proof
+        ("alice", 2, Some(proof.clone())),                     // from before the subscription started
+        ("alice", 0, Some(format!("0.{tag}"))),                // its start rewritten
+        ("alice", 8, Some(other_proof)),                       // another channel's proof
+        ("alice", 8, Some("5.AAAAAAAAAAAAAAAAAAAAAA".into())), // forged
+    ];
+    for (who, offset, proof) in refused {
+        let mut ws = server.session(who).await;
+        let ack = request(&mut ws, &attempt(offset, proof.as_deref())).await;
+        unproven(&ack);
+        assert_eq!(recv_json(&mut ws).await, gap, "{who} from {offset}: no replay");
+        // Subscribed from now: the next publication is live, the ack's proof starts there.
+        assert!(ack["proof"].as_str().expect("proof").starts_with("10."), "{ack}");
+        ping(&mut ws, 2).await;
+    }
+    // Proven: exactly what was missed, then live.
+    let mut ws = server.session("alice").await;
+    let ack = request(&mut ws, &attempt(8, Some(&proof))).await;
+    assert_frame(&ack, &json!({"type": "ack", "recovered": true, "offset": 10, "epoch": epoch}));
+    assert!(ack["proof"].as_str().expect("proof").starts_with("8."), "from the recovered position: {ack}");
+    assert_eq!(offset_of(&recv_json(&mut ws).await), 9);
+    assert_eq!(offset_of(&recv_json(&mut ws).await), 10);
+    publish(&server, "feed:5", 10);
+    assert_eq!(offset_of(&recv_json(&mut ws).await), 11);
+    // `proof` goes with `since` on `subscribe` only.
+    let alone = json!({"action": "subscribe", "channel": "feed:7", "proof": proof});
+    assert_frame(&request(&mut ws, &alone).await, &json!({"type": "error", "code": "invalid_frame"}));
+    let paging =
+        json!({"action": "history", "channel": "feed:5", "since": {"offset": 8, "epoch": epoch}, "proof": proof});
+    assert_frame(&request(&mut ws, &paging).await, &json!({"type": "error", "code": "invalid_frame"}));
+    let metrics = server.scrape().await;
+    assert_eq!(metrics.get(r#"wsguard_history_recoveries_total{result="gap"}"#), 6.0);
+    assert_eq!(metrics.get(r#"wsguard_history_recoveries_total{result="recovered"}"#), 1.0);
+}
+
 #[tokio::test]
 async fn a_lost_history_is_a_gap_never_a_wrong_replay() {
     // The store is lost with the process: a new server is a new epoch.
     let first = setup().start().await;
     let mut ws = first.session("alice").await;
-    let old_epoch = epoch_of(&subscribe(&mut ws, "feed:1", None).await);
+    let old_ack = subscribe(&mut ws, "feed:1", None).await;
+    let old_epoch = epoch_of(&old_ack);
     for n in 0..5 {
         publish(&first, "feed:1", n);
     }
@@ -165,7 +245,7 @@ async fn a_lost_history_is_a_gap_never_a_wrong_replay() {
     let second = setup().start().await;
     publish(&second, "feed:1", 100);
     let mut ws = second.session("alice").await;
-    let ack = subscribe(&mut ws, "feed:1", Some((5, &old_epoch))).await;
+    let ack = subscribe(&mut ws, "feed:1", Some((5, &old_ack))).await;
     assert_frame(&ack, &json!({"type": "ack", "recovered": false, "offset": 1}));
     assert_ne!(epoch_of(&ack), old_epoch);
     assert_eq!(recv_json(&mut ws).await, json!({"type": "gap", "channel": "feed:1", "reason": "epoch_changed"}));
@@ -181,7 +261,8 @@ async fn expired_publications_cannot_be_recovered() {
     let rule = "[[channels]]\npattern = \"brief:{n}\"\nsubscribe = {}\nhistory = {}\nhistory_size = 10\nhistory_ttl_secs = 1\n";
     let server = Setup::new().extra(rule).start().await;
     let mut ws = server.session("alice").await;
-    let epoch = epoch_of(&subscribe(&mut ws, "brief:1", None).await);
+    let first = subscribe(&mut ws, "brief:1", None).await;
+    let epoch = epoch_of(&first);
     drop(ws);
     for n in 0..3 {
         publish(&server, "brief:1", n);
@@ -192,7 +273,7 @@ async fn expired_publications_cannot_be_recovered() {
     })
     .await;
     let mut ws = server.session("alice").await;
-    let ack = subscribe(&mut ws, "brief:1", Some((0, &epoch))).await;
+    let ack = subscribe(&mut ws, "brief:1", Some((0, &first))).await;
     assert_frame(&ack, &json!({"recovered": false, "offset": 3, "epoch": epoch}));
     assert_eq!(recv_json(&mut ws).await, json!({"type": "gap", "channel": "brief:1", "reason": "history_trimmed"}));
 }
@@ -280,12 +361,13 @@ async fn bad_history_input_gets_a_documented_error_and_changes_nothing() {
     let error = |code: ErrorCode| json!({"type": "error", "code": code.name()});
 
     // `since` ahead of the channel: refused, and not subscribed.
-    let ahead = subscribe(&mut ws, "feed:3", Some((4, &epoch))).await;
+    let since = |channel: &str, offset: u64| json!({"action": "subscribe", "channel": channel, "since": {"offset": offset, "epoch": epoch}});
+    let ahead = request(&mut ws, &since("feed:3", 4)).await;
     assert_frame(&ahead, &error(ErrorCode::HistoryOffsetAhead));
     let unsubscribe = request(&mut ws, &json!({"action": "unsubscribe", "channel": "feed:3"})).await;
     assert_frame(&unsubscribe, &error(ErrorCode::NotSubscribed));
     // `since` on a channel without history: refused, not subscribed.
-    assert_frame(&subscribe(&mut ws, "room:3", Some((0, &epoch))).await, &error(ErrorCode::HistoryNotKept));
+    assert_frame(&request(&mut ws, &since("room:3", 0)).await, &error(ErrorCode::HistoryNotKept));
     let unsubscribe = request(&mut ws, &json!({"action": "unsubscribe", "channel": "room:3"})).await;
     assert_frame(&unsubscribe, &error(ErrorCode::NotSubscribed));
     // Negative offsets and limits, huge limits, unknown fields in `since`.
@@ -354,7 +436,7 @@ async fn a_slow_consumer_cut_off_recovers_what_it_missed() {
     const TOTAL: u64 = 3000;
     let server = setup().limits("outbound_queue_messages = 16").limits("outbound_queue_bytes = 65536").start().await;
     let mut ws = server.session("alice").await;
-    let epoch = epoch_of(&subscribe(&mut ws, "feed:4", None).await);
+    let first = subscribe(&mut ws, "feed:4", None).await;
     flood(&server, "feed:4", TOTAL).await;
     // What arrived before the cut, in order. The server closes with 4000, or the client's unread
     // bytes make the close a reset: either way the session is gone.
@@ -381,7 +463,7 @@ async fn a_slow_consumer_cut_off_recovers_what_it_missed() {
     assert_eq!(metrics.get("wsguard_slow_consumer_disconnects_total"), 1.0, "cut as a slow consumer");
     assert!(last < TOTAL, "it missed some");
     let mut ws = server.session("alice").await;
-    let ack = subscribe(&mut ws, "feed:4", Some((last, &epoch))).await;
+    let ack = subscribe(&mut ws, "feed:4", Some((last, &first))).await;
     assert_frame(&ack, &json!({"recovered": true, "offset": TOTAL}));
     for expected in last + 1..=TOTAL {
         assert_eq!(offset_of(&recv_json(&mut ws).await), expected);
@@ -401,7 +483,7 @@ async fn a_subscriber_dropped_from_by_drop_oldest_recovers_after_the_gap() {
         .start()
         .await;
     let mut ws = server.session("alice").await;
-    let epoch = epoch_of(&subscribe(&mut ws, "lossy:1", None).await);
+    let first = subscribe(&mut ws, "lossy:1", None).await;
     flood(&server, "lossy:1", TOTAL).await;
     // Read everything: messages up to the first gap are contiguous; the newest always arrive.
     let mut contiguous = 0;
@@ -424,7 +506,7 @@ async fn a_subscriber_dropped_from_by_drop_oldest_recovers_after_the_gap() {
     assert!(seen_gap, "drop_oldest dropped some");
     let unsubscribed = request(&mut ws, &json!({"action": "unsubscribe", "id": 4, "channel": "lossy:1"})).await;
     assert_frame(&unsubscribed, &json!({"type": "ack", "id": 4}));
-    let ack = subscribe(&mut ws, "lossy:1", Some((contiguous, &epoch))).await;
+    let ack = subscribe(&mut ws, "lossy:1", Some((contiguous, &first))).await;
     assert_frame(&ack, &json!({"recovered": true, "offset": TOTAL}));
     for expected in contiguous + 1..=TOTAL {
         assert_eq!(offset_of(&recv_json(&mut ws).await), expected);

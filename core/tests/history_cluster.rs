@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 use support::brokers::{Kind, REDIS, broker_or_skip, node, prefix, wait_ready};
-use support::{Setup, Ws, assert_frame, ping, recv_json, request, send_json};
+use support::{Setup, TempDir, Ws, assert_frame, ping, recv_json, request, send_json};
 
 /// `feed:{n}` keeps history; anyone may subscribe, publish and read it.
 const RULES: &str = r#"
@@ -27,8 +27,12 @@ history_size = 10000
 history_ttl_secs = 300
 "#;
 
-fn redis_node(p: &str, id: &str) -> Setup {
-    node(Kind::Redis, &Kind::Redis.shared_url(), p, id, "")
+/// The nodes share a signing key: a subscribe ack's `proof` from one verifies on the other.
+const KEY: &[u8] = b"history-cluster-tests-signing-key-0123456789-abc";
+
+fn redis_node(p: &str, id: &str, dir: &TempDir) -> Setup {
+    let key = dir.write("cluster.key", KEY);
+    node(Kind::Redis, &Kind::Redis.shared_url(), p, id, &format!("signing_key_file = {:?}\n", key.to_string_lossy()))
         .extra(RULES)
         .limits("outbound_queue_messages = 20000")
         .limits("outbound_queue_bytes = 16777216")
@@ -37,10 +41,12 @@ fn redis_node(p: &str, id: &str) -> Setup {
         .limits("user_messages_per_sec = 100000")
 }
 
-async fn subscribe(ws: &mut Ws, channel: &str, since: Option<(u64, &str)>) -> Value {
+/// Subscribes; with `since`, from that offset of an earlier ack's epoch, with its `proof`.
+async fn subscribe(ws: &mut Ws, channel: &str, since: Option<(u64, &Value)>) -> Value {
     let mut frame = json!({"action": "subscribe", "id": 1, "channel": channel});
-    if let Some((offset, epoch)) = since {
-        frame["since"] = json!({"offset": offset, "epoch": epoch});
+    if let Some((offset, ack)) = since {
+        frame["since"] = json!({"offset": offset, "epoch": epoch_of(ack)});
+        frame["proof"] = ack["proof"].clone();
     }
     request(ws, &frame).await
 }
@@ -79,15 +85,16 @@ async fn recovery_on_another_node_after_a_node_kill_is_exact() {
     const AWAY: u64 = 1000; // per publisher while the subscriber is away
     const RACING: u64 = 500; // per publisher from its subscribe on
     let p = prefix(TEST);
-    let a = redis_node(&p, "a").start().await;
-    let b = redis_node(&p, "b").start().await;
+    let dir = TempDir::new();
+    let a = redis_node(&p, "a", &dir).start().await;
+    let b = redis_node(&p, "b", &dir).start().await;
     wait_ready(&a).await;
     wait_ready(&b).await;
 
     let mut on_a = a.session("alice").await;
-    let ack = subscribe(&mut on_a, "feed:1", None).await;
-    assert_frame(&ack, &json!({"type": "ack", "offset": 0}));
-    let epoch = epoch_of(&ack);
+    let joined = subscribe(&mut on_a, "feed:1", None).await;
+    assert_frame(&joined, &json!({"type": "ack", "offset": 0}));
+    let epoch = epoch_of(&joined);
     let mut publishers = [b.session("bob").await, b.session("carol").await];
     publish_many(&mut publishers[0], 0, 0, 10).await;
     for expected in 1..=10 {
@@ -109,7 +116,7 @@ async fn recovery_on_another_node_after_a_node_kill_is_exact() {
         tokio::join!(publish_many(&mut first, 0, 10 + AWAY, RACING), publish_many(&mut second, 1, AWAY, RACING));
     });
     let mut on_b = b.session("alice").await;
-    let ack = subscribe(&mut on_b, "feed:1", Some((last, &epoch))).await;
+    let ack = subscribe(&mut on_b, "feed:1", Some((last, &joined))).await;
     assert_frame(&ack, &json!({"type": "ack", "recovered": true, "epoch": epoch}));
     assert!(offset_of(&ack) >= last + 2 * AWAY, "everything published while away is before the join: {ack}");
     racing.await.expect("racing publishers");
@@ -138,10 +145,12 @@ async fn a_history_lost_in_redis_is_a_gap_never_a_wrong_replay() {
         return;
     }
     let p = prefix(TEST);
-    let a = redis_node(&p, "a").start().await;
+    let dir = TempDir::new();
+    let a = redis_node(&p, "a", &dir).start().await;
     wait_ready(&a).await;
     let mut ws = a.session("alice").await;
-    let epoch = epoch_of(&subscribe(&mut ws, "feed:1", None).await);
+    let first = subscribe(&mut ws, "feed:1", None).await;
+    let epoch = epoch_of(&first);
     let mut publisher = a.session("bob").await;
     publish_many(&mut publisher, 0, 0, 5).await;
     for expected in 1..=5 {
@@ -165,7 +174,7 @@ async fn a_history_lost_in_redis_is_a_gap_never_a_wrong_replay() {
     publish_many(&mut publisher, 0, 100, 1).await;
 
     let mut ws = a.session("alice").await;
-    let ack = subscribe(&mut ws, "feed:1", Some((5, &epoch))).await;
+    let ack = subscribe(&mut ws, "feed:1", Some((5, &first))).await;
     assert_frame(&ack, &json!({"type": "ack", "recovered": false, "offset": 1}));
     assert_ne!(epoch_of(&ack), epoch);
     assert_eq!(recv_json(&mut ws).await, json!({"type": "gap", "channel": "feed:1", "reason": "epoch_changed"}));

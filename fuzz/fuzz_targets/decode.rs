@@ -44,8 +44,11 @@ fuzz_target!(|data: &[u8]| {
 
 fn check_envelope(frame: &ClientFrame, max_depth: u32) {
     match frame {
-        ClientFrame::Subscribe { channel, .. }
-        | ClientFrame::Unsubscribe { channel, .. }
+        ClientFrame::Subscribe { channel, since, proof, .. } => {
+            assert_eq!(validate_channel(channel), Ok(()), "accepted channel {channel:?}");
+            assert!(proof.is_none() || since.is_some(), "accepted a proof without since");
+        }
+        ClientFrame::Unsubscribe { channel, .. }
         | ClientFrame::History { channel, .. }
         | ClientFrame::PresenceStats { channel, .. } => {
             assert_eq!(validate_channel(channel), Ok(()), "accepted channel {channel:?}");

@@ -273,10 +273,13 @@ class ClientClosedError(_ClientSideError):
 
 @dataclass(frozen=True)
 class Position:
-    """A stream position the server gave out: a ``message`` offset and the channel's epoch."""
+    """A stream position the server gave out: a ``message`` offset, the channel's epoch, and the
+    ``proof`` of the subscribe ack it follows (the server replays only from a position it can
+    verify this user was subscribed at; without the proof a recovery is a :class:`Gap`)."""
 
     offset: int
     epoch: str
+    proof: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -1103,6 +1106,8 @@ class Client:
         since = sub.position
         if since is not None:
             frame["since"] = {"offset": since.offset, "epoch": since.epoch}
+            if since.proof is not None:
+                frame["proof"] = since.proof
         future: "asyncio.Future[Dict[str, Any]]" = asyncio.get_running_loop().create_future()
 
         def on_reply(reply: Dict[str, Any]) -> None:
@@ -1131,7 +1136,8 @@ class Client:
 
     def _on_subscribe_ack(self, sub: Subscription, reply: Mapping[str, Any], *, since: Optional[Position], resubscribed: bool) -> None:
         offset, epoch, recovered = reply.get("offset"), reply.get("epoch"), reply.get("recovered")
-        position = Position(offset, epoch) if isinstance(offset, int) and isinstance(epoch, str) else None
+        proof = reply.get("proof") if isinstance(reply.get("proof"), str) else None
+        position = Position(offset, epoch, proof) if isinstance(offset, int) and isinstance(epoch, str) else None
         sub._acked = True
         sub._resyncing = False
         recovered_flag = recovered if isinstance(recovered, bool) and since is not None else None
@@ -1139,6 +1145,9 @@ class Client:
             sub.position = position
         elif position is None:
             sub.position = None
+        elif sub.position is not None:
+            # Recovered: the replayed messages move the offset; the new proof vouches for it.
+            sub.position = Position(sub.position.offset, sub.position.epoch, proof)
         sub._emit(Subscribed(sub.channel, position, recovered_flag, resubscribed))
 
     async def _reader(self, ws: "ClientConnection") -> None:
@@ -1176,7 +1185,7 @@ class Client:
             if message.offset is not None and sub.position is not None:
                 if message.offset <= sub.position.offset:
                     return  # already delivered: a duplicate across a reconnect
-                sub.position = Position(message.offset, sub.position.epoch)
+                sub.position = Position(message.offset, sub.position.epoch, sub.position.proof)
             sub._emit(message)
         elif kind == "gap":
             missed, reason = frame.get("missed"), frame.get("reason")

@@ -284,6 +284,8 @@ test("slow-consumer close (4000), then recovery from the position", async () => 
   await publishing;
   await waitFor(() => got.length === 400, 20_000, "all 400 after recovery");
   assert.deepEqual(got, Array.from({ length: 400 }, (_, i) => i + 1));
+  // The position carries the proof of the recovered subscription (the next recovery needs it).
+  assert.match(sub.position("kept:slow").proof, /^\d+\.[A-Za-z0-9_-]{22}$/);
 });
 
 test("presence helpers and join/leave events", async () => {

@@ -50,6 +50,7 @@ pub(crate) use publish::Publication;
 pub(crate) use quota::{LeaseOutcome, LeaseQuota};
 pub(crate) use redis::RedisStore;
 pub(crate) use settings::ClusterSettings;
+pub(crate) use signing::SigningKeys;
 use signing::{Guard, Opened, Refused, RejectionLog};
 pub(crate) use tls::{BrokerTls, load as load_tls};
 use wire::{Control, ControlEnvelope, Subjects};

@@ -87,6 +87,17 @@ impl SigningKeys {
         }
     }
 
+    /// A key for another purpose, from each key (the current one, the previous one): the MAC of
+    /// `label`. Nothing else is signed with `label` alone, so it reveals nothing of these keys.
+    pub(crate) fn derive(&self, label: &[u8]) -> ([u8; 32], Option<[u8; 32]>) {
+        let derive = |key: &HmacSha256| {
+            let mut mac = key.clone();
+            mac.update(label);
+            <[u8; 32]>::from(mac.finalize().into_bytes())
+        };
+        (derive(&self.current), self.previous.as_ref().map(derive))
+    }
+
     /// The MAC of `parts` (concatenated) with the current key, as lowercase hex.
     pub(crate) fn sign_hex(&self, parts: &[&[u8]]) -> [u8; MAC_HEX] {
         let mut mac = self.current.clone();

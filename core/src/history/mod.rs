@@ -20,6 +20,7 @@
 //! read already gave (the outbox's `skip_through`).
 
 mod memory;
+mod proof;
 mod store;
 
 use std::hash::{BuildHasher, RandomState};
@@ -29,6 +30,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::observe::Stats;
 pub use crate::protocol::Since;
+pub(crate) use proof::PositionProofs;
 pub use store::Position;
 pub(crate) use store::{HistoryStore, Query, Retention, Slice};
 
@@ -112,6 +114,9 @@ impl From<FramePage> for Page {
 /// The `gap` reason when the epoch differs: the channel's history was lost (store restarted,
 /// log evicted whole) since the client's position.
 pub(crate) const GAP_EPOCH_CHANGED: &str = "epoch_changed";
+/// The `gap` reason when `since` came without a `proof` that this identity was subscribed from
+/// that position on (see proof.rs): nothing is replayed.
+pub(crate) const GAP_POSITION_UNPROVEN: &str = "position_unproven";
 /// The `gap` reason when publications after the client's position are no longer retained
 /// (trimmed by `history_size`, expired by `history_ttl_secs` or evicted by the memory cap).
 pub(crate) const GAP_HISTORY_TRIMMED: &str = "history_trimmed";
@@ -171,17 +176,25 @@ pub(crate) struct History {
     locks: Box<[Mutex<()>]>,
     hasher: RandomState,
     stats: Arc<Stats>,
+    proofs: PositionProofs,
 }
 
 impl History {
-    /// A node-local memory store counting at most `capacity_bytes`.
-    pub(crate) fn in_memory(capacity_bytes: u64, stats: Arc<Stats>) -> Self {
+    /// A node-local memory store counting at most `capacity_bytes`; positions proven with
+    /// `proofs`.
+    pub(crate) fn in_memory(capacity_bytes: u64, stats: Arc<Stats>, proofs: PositionProofs) -> Self {
         History {
             store: Arc::new(memory::MemoryStore::new(capacity_bytes)),
             locks: (0..ORDERING_LOCKS).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
             stats,
+            proofs,
         }
+    }
+
+    /// Issues and verifies the `proof` of subscribe acks.
+    pub(crate) fn proofs(&self) -> &PositionProofs {
+        &self.proofs
     }
 
     fn ordering_lock(&self, channel: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -221,14 +234,12 @@ impl History {
         let slice = self.store.read(channel, recovery_query(since));
         let joined = recover(slice, since)?;
         join();
-        drop(_ordered);
-        self.record_recovery(&joined);
         Ok(joined)
     }
 
-    /// Counts a recovery's outcome (`wsguard_history_recoveries_total`).
-    pub(crate) fn record_recovery(&self, joined: &Joined) {
-        if let Some(recovery) = &joined.recovery {
+    /// Counts a recovery's outcome (`wsguard_history_recoveries_total`), when there was one.
+    pub(crate) fn record_recovery(&self, recovery: Option<&Recovery>) {
+        if let Some(recovery) = recovery {
             self.stats.record_history_recovery(match recovery {
                 Recovery::Recovered(_) => "recovered",
                 Recovery::Lost(_) => "gap",
@@ -276,7 +287,7 @@ mod tests {
     const KEEP: Retention = Retention { size: 4, ttl: Duration::from_secs(60) };
 
     fn history() -> History {
-        History::in_memory(u64::MAX, Arc::new(Stats::default()))
+        History::in_memory(u64::MAX, Arc::new(Stats::default()), PositionProofs::random())
     }
 
     fn publish(history: &History, n: u64) {

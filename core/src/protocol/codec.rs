@@ -186,6 +186,8 @@ mod tests {
             channel: String,
             #[serde(default)]
             since: Option<crate::protocol::Since>,
+            #[serde(default)]
+            proof: Option<String>,
         },
         Unsubscribe {
             id: Option<u64>,
@@ -224,7 +226,9 @@ mod tests {
         let tagged: Tagged = serde_json::from_str(text)
             .map_err(|e| if e.is_syntax() || e.is_eof() { ErrorCode::InvalidJson } else { ErrorCode::InvalidFrame })?;
         Ok(match tagged {
-            Tagged::Subscribe { id, seq, channel, since } => ClientFrame::Subscribe { id, seq, channel, since },
+            Tagged::Subscribe { id, seq, channel, since, proof } => {
+                ClientFrame::Subscribe { id, seq, channel, since, proof }
+            }
             Tagged::Unsubscribe { id, seq, channel } => ClientFrame::Unsubscribe { id, seq, channel },
             Tagged::Publish { id, seq, channel, payload } => ClientFrame::Publish { id, seq, channel, payload },
             Tagged::Ping { id, seq } => ClientFrame::Ping { id, seq },

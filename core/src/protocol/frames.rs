@@ -29,6 +29,9 @@ pub enum ClientFrame {
         channel: String,
         /// Recover what was published after this position (channels with history only).
         since: Option<Since>,
+        /// The `proof` of an earlier subscribe `ack` (with `since` only): that this identity was
+        /// subscribed from at most `since.offset` on.
+        proof: Option<String>,
     },
     /// Stop receiving a channel.
     Unsubscribe {
@@ -212,6 +215,8 @@ struct RawFrame {
     #[serde(default, deserialize_with = "present")]
     since: Option<Since>,
     #[serde(default, deserialize_with = "present")]
+    proof: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     limit: Option<i64>,
     #[serde(default, deserialize_with = "present")]
     newest_first: Option<bool>,
@@ -237,12 +242,13 @@ impl TryFrom<RawFrame> for ClientFrame {
     type Error = FrameError;
 
     fn try_from(raw: RawFrame) -> Result<Self, FrameError> {
-        let RawFrame { action, id, seq, channel, payload, token, method, since, limit, newest_first, after } = raw;
+        let RawFrame { action, id, seq, channel, payload, token, method, since, proof, limit, newest_first, after } =
+            raw;
         let Some(action) = action else { return Err(FrameError("missing field `action`".into())) };
         let name = action.name();
         // Whether this action takes a field.
         let takes = |field: &str| match action {
-            Action::Subscribe => field == "channel" || field == "since",
+            Action::Subscribe => matches!(field, "channel" | "since" | "proof"),
             Action::Unsubscribe => field == "channel",
             Action::History => matches!(field, "channel" | "since" | "limit" | "newest_first"),
             Action::Publish => field == "channel" || field == "payload",
@@ -258,6 +264,7 @@ impl TryFrom<RawFrame> for ClientFrame {
             ("token", token.is_some()),
             ("method", method.is_some()),
             ("since", since.is_some()),
+            ("proof", proof.is_some()),
             ("limit", limit.is_some()),
             ("newest_first", newest_first.is_some()),
             ("after", after.is_some()),
@@ -268,7 +275,10 @@ impl TryFrom<RawFrame> for ClientFrame {
         let missing = |field: &str| FrameError(format!("missing field `{field}` for action `{name}`"));
         Ok(match action {
             Action::Subscribe => {
-                ClientFrame::Subscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))?, since }
+                if proof.is_some() && since.is_none() {
+                    return Err(FrameError("field `proof` needs `since` for action `subscribe`".into()));
+                }
+                ClientFrame::Subscribe { id, seq, channel: channel.ok_or_else(|| missing("channel"))?, since, proof }
             }
             Action::History => ClientFrame::History {
                 id,
@@ -414,6 +424,9 @@ pub enum ServerFrame<'a> {
         /// Present when the request gave `since`.
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// Proves this identity was subscribed from here on; a later `subscribe` with `since`
+        /// sends it back (see history/proof.rs).
+        proof: &'a str,
     },
     /// Messages on `channel` may have been lost for this subscriber: dropped by the slow-consumer
     /// policy (sent before the next message of that channel, with the count), or missed while

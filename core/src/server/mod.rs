@@ -175,7 +175,12 @@ impl ServerBuilder {
         let revocations = Arc::new(RevocationList::new(horizon_secs));
         let bans = Arc::new(Bans::new(settings.abuse.clone(), events.clone(), Arc::clone(&stats)));
         let shutdown = CancellationToken::new();
-        let history = Arc::new(History::in_memory(config.limits.history_memory_bytes, Arc::clone(&stats)));
+        // Recovery positions proven across the cluster when its nodes share a signing key.
+        let proofs = cluster_secrets
+            .signing
+            .as_ref()
+            .map_or_else(crate::history::PositionProofs::random, crate::history::PositionProofs::derived);
+        let history = Arc::new(History::in_memory(config.limits.history_memory_bytes, Arc::clone(&stats), proofs));
         let cluster = Cluster::new(
             &settings.cluster,
             &cluster_secrets,

@@ -12,7 +12,7 @@ use super::subscriptions::Origin;
 use super::{Disconnect, Outcome, Session};
 use crate::auth::{Identity, JtiRefusal, TokenError};
 use crate::error::ErrorCode;
-use crate::history::{Joined, Recovery, Retention, SinceError};
+use crate::history::{GAP_POSITION_UNPROVEN, Joined, Recovery, Retention, SinceError};
 use crate::hooks::{AuthorizeRequest, ChannelAction, Decision, RpcCall, RpcError};
 use crate::observe::Event;
 use crate::policy::{SlowConsumerPolicy, Verdict, check_schema};
@@ -132,7 +132,7 @@ impl Session {
         }
         match frame {
             ClientFrame::Ping { .. } => Ok(vec![ServerFrame::Pong { id }.encode()]),
-            ClientFrame::Subscribe { channel, since, .. } => self.subscribe(id, channel, since).await,
+            ClientFrame::Subscribe { channel, since, proof, .. } => self.subscribe(id, channel, since, proof).await,
             ClientFrame::Unsubscribe { channel, .. } => {
                 {
                     let mut subscriptions = self.subscriptions.lock();
@@ -286,12 +286,15 @@ impl Session {
     /// `subscribe`: authorized, then joined to the fan-out. On a channel with history the join
     /// runs under the history's ordering lock, after reading what the client missed since
     /// `since`: the ack, then the missed publications (or a `gap`), go out as replies, before
-    /// anything the outbox receives afterwards.
+    /// anything the outbox receives afterwards. A `since` is used only with a `proof` that this
+    /// identity was subscribed from at most `since.offset` on (history/proof.rs); without one the
+    /// subscription is made from now, with a `gap`.
     async fn subscribe(
         &mut self,
         id: Option<u64>,
         channel: String,
         since: Option<Since>,
+        proof: Option<String>,
     ) -> Result<Vec<Utf8Bytes>, Refusal> {
         if self.subscriptions.lock().contains(&channel) {
             // Nothing changes and nothing is checked again; a `since` is not used (the live
@@ -305,6 +308,13 @@ impl Session {
         if allowed.history.is_none() && since.is_some() {
             return Err(refuse(id, ErrorCode::HistoryNotKept, "this channel keeps no history to recover from"));
         }
+        // Recovery gives back only what was published while this identity was subscribed.
+        let is_unproven = since.as_ref().is_some_and(|since| {
+            let start = proof.as_deref().and_then(|proof| {
+                self.env.history.proofs().verify(proof, &self.identity.subject, &channel, &since.epoch)
+            });
+            !start.is_some_and(|start| start <= since.offset)
+        });
         let joined = 'joined: {
             // Checked again under the lock: a server-side subscribe may have come first.
             let mut subscriptions = self.subscriptions.lock();
@@ -357,12 +367,25 @@ impl Session {
         if let Some(rule) = policy.presence_rule(&channel) {
             self.env.presence.join(&channel, &self.identity, self.id, rule).await;
         }
-        let Some(Joined { position, recovery }) = joined else {
+        let Some(Joined { position, mut recovery }) = joined else {
             return Ok(vec![ServerFrame::Ack { id }.encode()]);
         };
+        // A replay needs the proof; a lost epoch or a trimmed range is a gap all the same.
+        if is_unproven && matches!(recovery, Some(Recovery::Recovered(_))) {
+            recovery = Some(Recovery::Lost(GAP_POSITION_UNPROVEN));
+        }
+        self.env.history.record_recovery(recovery.as_ref());
         let recovered = recovery.as_ref().map(|r| matches!(r, Recovery::Recovered(_)));
-        let mut frames =
-            vec![ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered }.encode()];
+        // The subscription holds everything from the recovered position, or from now.
+        let start = match (&recovery, &since) {
+            (Some(Recovery::Recovered(_)), Some(since)) => since.offset,
+            _ => position.offset,
+        };
+        let proof = self.env.history.proofs().issue(&self.identity.subject, &channel, &position.epoch, start);
+        let mut frames = vec![
+            ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered, proof: &proof }
+                .encode(),
+        ];
         match recovery {
             Some(Recovery::Recovered(missed)) => frames.extend(missed),
             Some(Recovery::Lost(reason)) => {
@@ -407,7 +430,6 @@ impl Session {
                     _ => Some(joined.position.offset),
                 };
                 self.outbox.skip_through(channel, through);
-                self.env.history.record_recovery(&joined);
                 Ok(joined)
             }
             Err(e) => {
@@ -438,7 +460,15 @@ impl Session {
                 return Err(refuse(id, ErrorCode::BrokerUnavailable, "the channel's history is unreachable"));
             }
         };
-        Ok(ServerFrame::SubscribedAt { id, offset: position.offset, epoch: &position.epoch, recovered: None }.encode())
+        let proof = self.env.history.proofs().issue(&self.identity.subject, channel, &position.epoch, position.offset);
+        Ok(ServerFrame::SubscribedAt {
+            id,
+            offset: position.offset,
+            epoch: &position.epoch,
+            recovered: None,
+            proof: &proof,
+        }
+        .encode())
     }
 
     /// `history`: a page of the channel's kept publications, for identities the rule's `history`
