@@ -537,6 +537,8 @@ class Client extends emitter_js_1.Emitter {
         const since = sub.position;
         if (since)
             frame.since = { offset: since.offset, epoch: since.epoch };
+        if (since?.proof !== undefined)
+            frame.proof = since.proof;
         this.#control(frame, (reply) => {
             if (this.#subs.get(sub.channel) !== sub)
                 return;
@@ -557,11 +559,15 @@ class Client extends emitter_js_1.Emitter {
                     this.emit("unsubscribed", { channel: sub.channel, reason: error.codeName, error });
                 return;
             }
+            const proof = typeof reply.proof === "string" ? { proof: reply.proof } : {};
             if (reply.recovered === true && since) {
+                // The recovered messages move the position; the new proof vouches for it.
+                if (sub.position)
+                    Object.assign(sub.position, proof);
                 this.emit("recovered", { channel: sub.channel, offset: Number(reply.offset), epoch: String(reply.epoch) });
             }
             else if (typeof reply.offset === "number" && typeof reply.epoch === "string") {
-                sub.position = { offset: reply.offset, epoch: reply.epoch };
+                sub.position = { offset: reply.offset, epoch: reply.epoch, ...proof };
             }
             const resubscribed = sub.everAcked;
             sub.acked = true;

@@ -5,10 +5,15 @@ import type { ReconnectAction } from "./policy.js";
 export type JsonObject = {
     [key: string]: unknown;
 };
-/** A channel position for recovery: the `offset` of the last message and the channel's `epoch`. */
+/**
+ * A channel position for recovery: the `offset` of the last message, the channel's `epoch`, and
+ * the `proof` of the subscribe ack it follows (the server replays only from a position it can
+ * verify this user was subscribed at; without the proof a recovery is a `gap`).
+ */
 export interface Position {
     offset: number;
     epoch: string;
+    proof?: string;
 }
 /**
  * The part of the WebSocket API the client uses: the browser's `WebSocket`, Node's global one, or

@@ -534,6 +534,8 @@ export class Client extends Emitter {
         const since = sub.position;
         if (since)
             frame.since = { offset: since.offset, epoch: since.epoch };
+        if (since?.proof !== undefined)
+            frame.proof = since.proof;
         this.#control(frame, (reply) => {
             if (this.#subs.get(sub.channel) !== sub)
                 return;
@@ -554,11 +556,15 @@ export class Client extends Emitter {
                     this.emit("unsubscribed", { channel: sub.channel, reason: error.codeName, error });
                 return;
             }
+            const proof = typeof reply.proof === "string" ? { proof: reply.proof } : {};
             if (reply.recovered === true && since) {
+                // The recovered messages move the position; the new proof vouches for it.
+                if (sub.position)
+                    Object.assign(sub.position, proof);
                 this.emit("recovered", { channel: sub.channel, offset: Number(reply.offset), epoch: String(reply.epoch) });
             }
             else if (typeof reply.offset === "number" && typeof reply.epoch === "string") {
-                sub.position = { offset: reply.offset, epoch: reply.epoch };
+                sub.position = { offset: reply.offset, epoch: reply.epoch, ...proof };
             }
             const resubscribed = sub.everAcked;
             sub.acked = true;
