@@ -311,9 +311,8 @@ class Subscribed:
 class Gap:
     """Publications may have been lost: ``missed`` of them (a slow-consumer drop), or an unknown
     number with ``reason`` (``broker_reconnected``, ``epoch_changed``, ``history_trimmed``,
-    ``position_unproven``; or
-    ``history_not_kept`` / ``history_offset_ahead`` when a resubscription's position was refused
-    and the client subscribed without it). On a channel without history a reconnect is not a
+    ``position_unproven``; or ``history_not_kept`` / ``history_offset_ahead`` when a
+    resubscription's position was refused and the client subscribed without it). On a channel without history a reconnect is not a
     ``Gap``: the ``Subscribed(resubscribed=True)`` without a position says the publications in
     between were not recovered."""
 
