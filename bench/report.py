@@ -159,7 +159,7 @@ def cluster_table(order, groups):
         print()
         print(
             f"| {k} | runs | subs | deliveries/s | p50 µs | p99 µs | p99.9 µs | receiving node µs/delivery | ratio to one node "
-            "| publishing node µs/publication | ratio to local publish | broker adds | ack p50 µs | ack p99 µs | missing | errors |"
+            "| publishing node µs/publication | ratio to local publish | broker adds | ack p50 µs | ack p99 µs | lost | errors |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for label in CLUSTER_LABELS:
@@ -175,13 +175,13 @@ def cluster_table(order, groups):
             adds = "—"
             if two and local_publish == local_publish and local_publish:
                 adds = f"{(publish - local_publish) / local_publish:.2f}×"
-            missing = sum(max(r.get("deliveries_expected", 0) - r.get("deliveries", 0), 0) for r in rows)
+            lost = sum(r.get("lost", 0) for r in rows)
             print(
                 f"| {label} | {len(rows)} | {fmt(med(rows, 'subs'), 0)} | {fmt(med(rows, 'ops_per_sec') if label != 'publish-only' else float('nan'))} "
                 f"| {fmt(med(rows, 'p50_us'))} | {fmt(med(rows, 'p99_us'))} | {fmt(med(rows, 'p999_us'))} "
                 f"| {fmt(delivery, 2) if label != 'publish-only' else '—'} | {ratio(delivery, local_delivery) if two else ''} "
                 f"| {pub_cell} | {ratio(publish, local_publish) if two else ''} | {adds} "
-                f"| {fmt(med(rows, 'ack_p50_us'))} | {fmt(med(rows, 'ack_p99_us'))} | {missing} | {sum(r.get('errors', 0) for r in rows)} |"
+                f"| {fmt(med(rows, 'ack_p50_us'))} | {fmt(med(rows, 'ack_p99_us'))} | {lost} | {sum(r.get('errors', 0) for r in rows)} |"
             )
 
 

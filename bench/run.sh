@@ -239,7 +239,13 @@ start_broker() { # redis|nats -> BROKER_PID, BROKER_URL
 stop_broker() {
   kill "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null || true
+  forget_helper "$BROKER_PID"
   BROKER_PID=""
+}
+forget_helper() { # pid: stopped, so no longer one for the exit clean-up to stop
+  local p keep=()
+  for p in "${HELPER_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  HELPER_PIDS=("${keep[@]}")
 }
 
 # start_node <name> [broker] [TOML] -> NODE_PID, NODE_URL: the benchmark config with its admin
@@ -268,7 +274,11 @@ start_node() {
 }
 stop_nodes() {
   local pid
-  for pid in "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  for pid in "${NODE_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget_helper "$pid"
+  done
   NODE_PIDS=()
 }
 

@@ -74,7 +74,12 @@ impl CpuMark {
 /// Counters and histograms the tasks share.
 struct Shared {
     phase: AtomicU8,
+    /// Deliveries that arrived inside the measured window.
     deliveries: AtomicU64,
+    /// Every delivery, warm-up and drain included (against every publication, for lost ones).
+    received: AtomicU64,
+    /// Set once the deliveries in flight after the window have arrived (or were waited for).
+    done: tokio::sync::watch::Sender<bool>,
     errors: AtomicU64,
     latency: Mutex<hdrhistogram::Histogram<u64>>,
     acks: Mutex<hdrhistogram::Histogram<u64>>,
@@ -90,6 +95,8 @@ pub(crate) async fn run(c: Common, a: ClusterArgs) -> String {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(WARMUP),
         deliveries: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        done: tokio::sync::watch::Sender::new(false),
         errors: AtomicU64::new(0),
         latency: Mutex::new(new_hist()),
         acks: Mutex::new(new_hist()),
@@ -129,13 +136,18 @@ pub(crate) async fn run(c: Common, a: ClusterArgs) -> String {
     let pubs = published.load(Ordering::Relaxed) - pubs0;
     let deliveries = shared.deliveries.load(Ordering::Relaxed) - dels0;
     let _ = tokio::time::timeout(Duration::from_secs(2), pub_task).await;
+    // Every publication should reach every subscriber: wait for the last ones, then count.
+    let expected = published.load(Ordering::Relaxed) * subscribed;
+    let drain = Instant::now() + Duration::from_secs(3);
+    while shared.received.load(Ordering::Relaxed) < expected && Instant::now() < drain {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = expected.saturating_sub(shared.received.load(Ordering::Relaxed));
+    shared.done.send_replace(true);
     for t in tasks {
-        t.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
     errors += shared.errors.load(Ordering::Relaxed);
-    // Deliveries missing from the window (a publication every subscriber should have had); the
-    // window's edges move it by at most a publication per subscriber.
-    let expected = pubs * subscribed;
     let per = |us: f64, n: u64| if n > 0 { us / n as f64 } else { f64::NAN };
     let lat = shared.latency.lock().expect("hist").clone();
     let acks = shared.acks.lock().expect("hist").clone();
@@ -156,7 +168,7 @@ pub(crate) async fn run(c: Common, a: ClusterArgs) -> String {
         "ops_per_sec": ops as f64 / secs,
         "publications": pubs,
         "deliveries": deliveries,
-        "deliveries_expected": expected,
+        "lost": lost,
         "p50_us": q(&lat, 0.50),
         "p99_us": q(&lat, 0.99),
         "p999_us": q(&lat, 0.999),
@@ -180,14 +192,17 @@ pub(crate) async fn run(c: Common, a: ClusterArgs) -> String {
 /// Reads deliveries; records each one's end-to-end latency inside the measured window.
 async fn subscriber(mut ws: super::Ws, shared: Arc<Shared>) {
     let mut hist = new_hist();
+    let mut done = shared.done.subscribe();
     loop {
-        let text = match ws.next().await {
+        let next = tokio::select! {
+            next = ws.next() => next,
+            _ = done.wait_for(|done| *done) => break,
+        };
+        let text = match next {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(_)) => continue,
             _ => {
-                if shared.phase.load(Ordering::Relaxed) != STOP {
-                    shared.errors.fetch_add(1, Ordering::Relaxed);
-                }
+                shared.errors.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         };
@@ -195,11 +210,10 @@ async fn subscriber(mut ws: super::Ws, shared: Arc<Shared>) {
         let phase = shared.phase.load(Ordering::Relaxed);
         match payload_t(text.as_str()) {
             Some(t) if text.as_str().contains("\"message\"") => {
+                shared.received.fetch_add(1, Ordering::Relaxed);
                 if phase == MEASURE {
                     shared.deliveries.fetch_add(1, Ordering::Relaxed);
                     let _ = hist.record(now.saturating_sub(t).max(1));
-                } else if phase == STOP {
-                    break;
                 }
             }
             _ => {
