@@ -68,8 +68,9 @@ def main(path):
             order.append(k)
         groups[(k, r["label"])].append(r)
 
-    print("| scenario | server | runs | ops/s | p50 µs | p99 µs | server CPU µs/op | CPU ratio | ops/s ratio | p99 ratio | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if any(not k.startswith(("idle", "wss idle", "cluster", "churn")) for k in order):
+        print("| scenario | server | runs | ops/s | p50 µs | p99 µs | server CPU µs/op | CPU ratio | ops/s ratio | p99 ratio | errors |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     idle_rows = []
     for k in order:
         if k.startswith(("idle", "wss idle")):

@@ -15,8 +15,14 @@
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined pipelined-publish fanout-max
-#                                # fanout-rate handshake handshake-proxy idle client-sdk; "wss"
-#                                # selects the TLS ones)
+#                                # fanout-rate handshake handshake-proxy idle client-sdk
+#                                # cluster-redis cluster-nats churn; "wss" selects the TLS ones,
+#                                # "cluster" both cluster scenarios)
+#   CLUSTER_SUBS=1000 CLUSTER_RATE=20 ONLY=cluster bash bench/run.sh
+#                                # two wsguard nodes through a private redis-server / nats-server
+#                                # (started on a port of this run), against the same script on one node
+#   CHURN_SECS=180 CHURN_WARM=20 CHURN_CONNS=8 ONLY=churn bash bench/run.sh
+#                                # connect, subscribe, receive, close in loops: server RSS growth
 #   ONLY=client-sdk bash bench/run.sh
 #                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
 #                                # same wsguard server: messages per second and their ratio
@@ -213,7 +219,7 @@ fi
 # publish), and the two-node runs, subscribers on node B and the publisher on node A.
 CLUSTER_SUBS=${CLUSTER_SUBS:-1000}
 CLUSTER_RATE=${CLUSTER_RATE:-20}
-BROKER_PORT=$((${BENCH_PORT:-19100} + 900)) # the private broker of this run
+BROKER_PORT=$((${BENCH_PORT:-19100} - 3)) # the private broker of this run (below the key server's port)
 NODE_PIDS=()
 BROKER_PID=""
 WSGUARD_CLUSTER_KEY="$(head -c 48 /dev/urandom | base64 -w0)"
@@ -307,8 +313,12 @@ cluster_case() {
 
 run_cluster() {
   local cases=(one-node publish-only) rep i order
-  want cluster-redis && cases+=(redis)
-  want cluster-nats && cases+=(nats)
+  local broker binary
+  for broker in redis nats; do
+    want "cluster-$broker" || continue
+    binary=$broker-server
+    if command -v "$binary" >/dev/null; then cases+=("$broker"); else echo "cluster-$broker skipped: no $binary on PATH" >&2; fi
+  done
   echo "== cluster: ${CLUSTER_SUBS} subscribers on one node, ${CLUSTER_RATE} publications/s from another (${cases[*]})" >&2
   for rep in $(seq "$REPS"); do
     order=("${cases[@]}")

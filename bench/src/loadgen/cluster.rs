@@ -105,7 +105,8 @@ pub(crate) async fn run(c: Common, a: ClusterArgs) -> String {
     let (mut publisher, pub_errors) = connect_many(&pub_common, 1, 1).await;
     errors += pub_errors;
     let Some(publisher) = publisher.pop() else {
-        return json!({"scenario": "cluster", "label": c.label, "error": "the publisher could not connect"}).to_string();
+        return json!({"scenario": "cluster", "label": c.label, "error": "the publisher could not connect"})
+            .to_string();
     };
     let mut tasks = Vec::new();
     let subscribe = format!("{{\"action\":\"subscribe\",\"id\":1,\"channel\":{}}}", json!(a.channel));
@@ -152,10 +153,17 @@ pub(crate) async fn run(c: Common, a: ClusterArgs) -> String {
     let lat = shared.latency.lock().expect("hist").clone();
     let acks = shared.acks.lock().expect("hist").clone();
     let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    let role = if a.subs == 0 { "publish-only" } else if one_node { "one-node" } else { "two-nodes" };
+    let role = if a.subs == 0 {
+        "publish-only"
+    } else if one_node {
+        "one-node"
+    } else {
+        "two-nodes"
+    };
     // server_cpu_us_per_op is what report.py's main table shows: the receiving node's CPU per
     // delivery (per publication when there is no subscriber).
-    let (ops, op_cpu) = if a.subs == 0 { (pubs, per(pub_cpu_us, pubs)) } else { (deliveries, per(sub_cpu_us, deliveries)) };
+    let (ops, op_cpu) =
+        if a.subs == 0 { (pubs, per(pub_cpu_us, pubs)) } else { (deliveries, per(sub_cpu_us, deliveries)) };
     json!({
         "scenario": "cluster",
         "role": role,
