@@ -168,6 +168,7 @@ def cluster_table(order, groups):
             if not rows:
                 continue
             two = label in ("redis", "nats")
+            has_subs, nan = label != "publish-only", float("nan")
             delivery = med(rows, "sub_cpu_us_per_delivery")
             publish = med(rows, "pub_cpu_us_per_publication")
             # The one-node run's publishing process is the receiving one: its CPU per publication
@@ -178,9 +179,10 @@ def cluster_table(order, groups):
                 adds = f"{(publish - local_publish) / local_publish:.2f}×"
             lost = sum(r.get("lost", 0) for r in rows)
             print(
-                f"| {label} | {len(rows)} | {fmt(med(rows, 'subs'), 0)} | {fmt(med(rows, 'ops_per_sec') if label != 'publish-only' else float('nan'))} "
-                f"| {fmt(med(rows, 'p50_us'))} | {fmt(med(rows, 'p99_us'))} | {fmt(med(rows, 'p999_us'))} "
-                f"| {fmt(delivery, 2) if label != 'publish-only' else '—'} | {ratio(delivery, local_delivery) if two else ''} "
+                f"| {label} | {len(rows)} | {fmt(med(rows, 'subs'), 0)} | {fmt(med(rows, 'ops_per_sec') if has_subs else nan)} "
+                f"| {fmt(med(rows, 'p50_us') if has_subs else nan)} | {fmt(med(rows, 'p99_us') if has_subs else nan)} "
+                f"| {fmt(med(rows, 'p999_us') if has_subs else nan)} "
+                f"| {fmt(delivery, 2) if has_subs else '—'} | {ratio(delivery, local_delivery) if two else ''} "
                 f"| {pub_cell} | {ratio(publish, local_publish) if two else ''} | {adds} "
                 f"| {fmt(med(rows, 'ack_p50_us'))} | {fmt(med(rows, 'ack_p99_us'))} | {lost} | {sum(r.get('errors', 0) for r in rows)} |"
             )
