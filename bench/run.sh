@@ -2,7 +2,7 @@
 # wsguard benchmark: wsguard (full hardened pipeline) side by side with a raw tokio-tungstenite
 # baseline, in one run, on this machine. Not part of the test run; never asserts timings.
 #
-#   bash bench/run.sh            # full run, ~6-8 min on the 2-core machine
+#   bash bench/run.sh            # full run, ~12-14 min on the 2-core machine (180 s of it churn)
 #   bash bench/run.sh --quick    # smoke run, < 2 min (1 repetition, 1 s windows, no 18k idle)
 #   WSG_BEFORE=/path/to/old/wsguard bash bench/run.sh
 #                                # also runs that binary as `wsguard-before`, side by side with the
