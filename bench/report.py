@@ -31,6 +31,10 @@ def plain_key(r):
         return f"handshake c={r['conns']}"
     if s == "idle":
         return f"idle {r['conns']}"
+    if s == "cluster":
+        return f"cluster rate={r['rate']:g}/s"
+    if s == "churn":
+        return f"churn c={r['conns']}"
     return s
 
 
@@ -64,13 +68,16 @@ def main(path):
             order.append(k)
         groups[(k, r["label"])].append(r)
 
-    print("| scenario | server | runs | ops/s | p50 µs | p99 µs | server CPU µs/op | CPU ratio | ops/s ratio | p99 ratio | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if any(not k.startswith(("idle", "wss idle", "cluster", "churn")) for k in order):
+        print("| scenario | server | runs | ops/s | p50 µs | p99 µs | server CPU µs/op | CPU ratio | ops/s ratio | p99 ratio | errors |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     idle_rows = []
     for k in order:
         if k.startswith(("idle", "wss idle")):
             idle_rows.append(k)
             continue
+        if k.startswith(("cluster", "churn")):
+            continue  # their own tables, below
         b = groups.get((k, BASE), [])
         for label in LABELS:
             rows = groups.get((k, label), [])
@@ -128,6 +135,81 @@ def main(path):
                     f"| {fmt(med(rows, 'server_rss_after_kb'), 0)} | {fmt(per, 2)} | {rt} | {fmt(med(rows, 'connect_secs'), 1)} "
                     f"| {sum(r.get('errors', 0) for r in rows)} |"
                 )
+    cluster_table(order, groups)
+    churn_table(order, groups)
+
+
+# The cluster runs' labels (run.sh's cluster_case), in table order.
+CLUSTER_LABELS = ("one-node", "publish-only", "redis", "nats")
+
+
+def cluster_table(order, groups):
+    """Each node's CPU in the cluster runs, against the single-node runs of the same script.
+
+    The receiving node's CPU per delivery is divided by the one-node run's (a local delivery); the
+    publishing node's CPU per publication by the publish-only run's (a local publish, nobody
+    subscribed on that node), and what the broker adds is that difference over the local publish.
+    """
+    for k in order:
+        if not k.startswith("cluster"):
+            continue
+        local = groups.get((k, "one-node"), [])
+        alone = groups.get((k, "publish-only"), [])
+        local_delivery = med(local, "sub_cpu_us_per_delivery")
+        local_publish = med(alone, "pub_cpu_us_per_publication")
+        print()
+        print(
+            f"| {k} | runs | subs | deliveries/s | p50 µs | p99 µs | p99.9 µs | receiving node µs/delivery | ratio to one node "
+            "| publishing node µs/publication | ratio to local publish | broker adds | ack p50 µs | ack p99 µs | lost | errors |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label in CLUSTER_LABELS:
+            rows = groups.get((k, label), [])
+            if not rows:
+                continue
+            two = label in ("redis", "nats")
+            has_subs, nan = label != "publish-only", float("nan")
+            delivery = med(rows, "sub_cpu_us_per_delivery")
+            publish = med(rows, "pub_cpu_us_per_publication")
+            # The one-node run's publishing process is the receiving one: its CPU per publication
+            # includes every delivery, so only the publish-only and two-node runs show that column.
+            pub_cell = fmt(publish, 2) if label != "one-node" else "—"
+            adds = "—"
+            if two and local_publish == local_publish and local_publish:
+                adds = f"{(publish - local_publish) / local_publish:.2f}×"
+            lost = sum(r.get("lost", 0) for r in rows)
+            print(
+                f"| {label} | {len(rows)} | {fmt(med(rows, 'subs'), 0)} | {fmt(med(rows, 'ops_per_sec') if has_subs else nan)} "
+                f"| {fmt(med(rows, 'p50_us') if has_subs else nan)} | {fmt(med(rows, 'p99_us') if has_subs else nan)} "
+                f"| {fmt(med(rows, 'p999_us') if has_subs else nan)} "
+                f"| {fmt(delivery, 2) if has_subs else '—'} | {ratio(delivery, local_delivery) if two else ''} "
+                f"| {pub_cell} | {ratio(publish, local_publish) if two else ''} | {adds} "
+                f"| {fmt(med(rows, 'ack_p50_us'))} | {fmt(med(rows, 'ack_p99_us'))} | {lost} | {sum(r.get('errors', 0) for r in rows)} |"
+            )
+
+
+def churn_table(order, groups):
+    """Connection churn: cycles per second, server CPU per cycle and the server's RSS growth."""
+    for k in order:
+        if not k.startswith("churn"):
+            continue
+        print()
+        print(
+            "| churn | server | runs | cycles | cycles/s | p50 µs | p99 µs | server CPU µs/cycle | RSS start KiB | end KiB "
+            "| after close KiB | growth B/100k cycles | slope B/100k cycles | errors |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label in LABELS:
+            rows = groups.get((k, label), [])
+            if not rows:
+                continue
+            print(
+                f"| {k} | {label} | {len(rows)} | {fmt(med(rows, 'ops'), 0)} | {fmt(med(rows, 'ops_per_sec'))} "
+                f"| {fmt(med(rows, 'p50_us'))} | {fmt(med(rows, 'p99_us'))} | {fmt(med(rows, 'server_cpu_us_per_op'), 2)} "
+                f"| {fmt(med(rows, 'rss_start_kb'), 0)} | {fmt(med(rows, 'rss_end_kb'), 0)} | {fmt(med(rows, 'rss_settled_kb'), 0)} "
+                f"| {fmt(med(rows, 'rss_growth_bytes_per_100k'), 0)} | {fmt(med(rows, 'rss_slope_bytes_per_100k'), 0)} "
+                f"| {sum(r.get('errors', 0) for r in rows)} |"
+            )
 
 
 if __name__ == "__main__":

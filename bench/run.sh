@@ -2,7 +2,7 @@
 # wsguard benchmark: wsguard (full hardened pipeline) side by side with a raw tokio-tungstenite
 # baseline, in one run, on this machine. Not part of the test run; never asserts timings.
 #
-#   bash bench/run.sh            # full run, ~6-8 min on the 2-core machine
+#   bash bench/run.sh            # full run, ~12-14 min on the 2-core machine (180 s of it churn)
 #   bash bench/run.sh --quick    # smoke run, < 2 min (1 repetition, 1 s windows, no 18k idle)
 #   WSG_BEFORE=/path/to/old/wsguard bash bench/run.sh
 #                                # also runs that binary as `wsguard-before`, side by side with the
@@ -15,8 +15,14 @@
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined pipelined-publish fanout-max
-#                                # fanout-rate handshake handshake-proxy idle client-sdk; "wss"
-#                                # selects the TLS ones)
+#                                # fanout-rate handshake handshake-proxy idle client-sdk
+#                                # cluster-redis cluster-nats churn; "wss" selects the TLS ones,
+#                                # "cluster" both cluster scenarios)
+#   CLUSTER_SUBS=1000 CLUSTER_RATE=20 ONLY=cluster bash bench/run.sh
+#                                # two wsguard nodes through a private redis-server / nats-server
+#                                # (started on a port of this run), against the same script on one node
+#   CHURN_SECS=180 CHURN_WARM=20 CHURN_CONNS=8 ONLY=churn bash bench/run.sh
+#                                # connect, subscribe, receive, close in loops: server RSS growth
 #   ONLY=client-sdk bash bench/run.sh
 #                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
 #                                # same wsguard server: messages per second and their ratio
@@ -203,6 +209,142 @@ if want client-sdk; then
   stop_server
   cat "$OUT/client-sdk.jsonl" >&2
 fi
+
+# ---- cluster: two nodes through Redis and through NATS (ONLY=cluster, cluster-redis, cluster-nats)
+# Both wsguard nodes on the server CPU, the private broker (redis-server / nats-server on ports of
+# this run, stopped by PID) and the load generator on the client CPU; each node's CPU is read from
+# its own /proc entries, so the two nodes' figures stay apart. Every repetition runs, in
+# alternating order: the same script on one node (`one-node`: the subscribers and the publisher on
+# one process, the local delivery), the publisher alone on one node (`publish-only`: the local
+# publish), and the two-node runs, subscribers on node B and the publisher on node A.
+CLUSTER_SUBS=${CLUSTER_SUBS:-1000}
+CLUSTER_RATE=${CLUSTER_RATE:-20}
+BROKER_PORT=$((${BENCH_PORT:-19100} - 3)) # the private broker of this run (below the key server's port)
+NODE_PIDS=()
+BROKER_PID=""
+WSGUARD_CLUSTER_KEY="$(head -c 48 /dev/urandom | base64 -w0)"
+export WSGUARD_CLUSTER_KEY
+
+start_broker() { # redis|nats -> BROKER_PID, BROKER_URL
+  case "$1" in
+    redis)
+      taskset -c "$CLIENT_CPU" redis-server --port "$BROKER_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+      BROKER_URL="redis://127.0.0.1:$BROKER_PORT"
+      ;;
+    nats)
+      taskset -c "$CLIENT_CPU" nats-server -a 127.0.0.1 -p "$BROKER_PORT" >"$WORK/nats.log" 2>&1 &
+      BROKER_URL="nats://127.0.0.1:$BROKER_PORT"
+      ;;
+  esac
+  BROKER_PID=$!
+  HELPER_PIDS+=("$BROKER_PID")
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "broker $1 did not start" >&2; cat "$WORK/$1.log" >&2; exit 1
+}
+stop_broker() {
+  kill "$BROKER_PID" 2>/dev/null || true
+  wait "$BROKER_PID" 2>/dev/null || true
+  forget_helper "$BROKER_PID"
+  BROKER_PID=""
+}
+forget_helper() { # pid: stopped, so no longer one for the exit clean-up to stop
+  local p keep=()
+  for p in "${HELPER_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  HELPER_PIDS=("${keep[@]}")
+}
+
+# start_node <name> [broker] [TOML] -> NODE_PID, NODE_URL: the benchmark config with its admin
+# port on (for /readyz), with a broker a [cluster] section (signed broker messages, as
+# recommended), and the TOML text given, appended.
+start_node() {
+  PORT=$((PORT + 1))
+  local config admin=$((PORT + 600))
+  config="$(render_config $PORT)"
+  sed -i "s|^metrics_listen = \"\"|metrics_listen = \"127.0.0.1:$admin\"|" "$config"
+  if [[ -n ${2:-} ]]; then
+    printf '[cluster]\nbroker = "%s"\nurl = "%s"\nnode_id = "bench-%s"\nsigning_key_env = "WSGUARD_CLUSTER_KEY"\n' \
+      "$2" "$BROKER_URL" "$1" >>"$config"
+  fi
+  printf '%s\n' "${3:-}" >>"$config"
+  taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/node-$1.log" 2>&1 &
+  NODE_PID=$!
+  NODE_PIDS+=("$NODE_PID")
+  HELPER_PIDS+=("$NODE_PID")
+  NODE_URL="ws://127.0.0.1:$PORT/ws"
+  for _ in $(seq 150); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" == 200 ]] && return 0
+    sleep 0.1
+  done
+  echo "node $1 not ready; log:" >&2; cat "$WORK/node-$1.log" >&2; exit 1
+}
+stop_nodes() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget_helper "$pid"
+  done
+  NODE_PIDS=()
+}
+
+# cluster_case <one-node|publish-only|redis|nats>: one run of the cluster script.
+cluster_case() {
+  local subs=$CLUSTER_SUBS
+  [[ $1 == publish-only ]] && subs=0
+  local args=(--subs "$subs" --rate "$CLUSTER_RATE" --token "$TOKEN" --label "$1"
+    --warmup-secs "$WARM" --secs "$SECS")
+  case "$1" in
+    one-node | publish-only)
+      start_node single
+      "${LG[@]}" cluster --url "$NODE_URL" --server-pid "$NODE_PID" "${args[@]}" | tee -a "$RAW" >&2
+      ;;
+    redis | nats)
+      start_broker "$1"
+      start_node a "$1"; local pub_url=$NODE_URL pub_pid=$NODE_PID
+      start_node b "$1"
+      "${LG[@]}" cluster --url "$NODE_URL" --server-pid "$NODE_PID" --pub-url "$pub_url" --pub-pid "$pub_pid" \
+        "${args[@]}" | tee -a "$RAW" >&2
+      ;;
+  esac
+  stop_nodes
+  if [[ -n $BROKER_PID ]]; then stop_broker; fi
+}
+
+run_cluster() {
+  local cases=(one-node publish-only) rep i order
+  local broker binary
+  for broker in redis nats; do
+    want "cluster-$broker" || continue
+    binary=$broker-server
+    if command -v "$binary" >/dev/null; then cases+=("$broker"); else echo "cluster-$broker skipped: no $binary on PATH" >&2; fi
+  done
+  echo "== cluster: ${CLUSTER_SUBS} subscribers on one node, ${CLUSTER_RATE} publications/s from another (${cases[*]})" >&2
+  for rep in $(seq "$REPS"); do
+    order=("${cases[@]}")
+    if ! ((rep % 2)); then order=(); for ((i = ${#cases[@]} - 1; i >= 0; i--)); do order+=("${cases[i]}"); done; fi
+    for i in "${order[@]}"; do cluster_case "$i"; done
+  done
+}
+if want cluster-redis || want cluster-nats; then run_cluster; fi
+
+# ---- churn: connect, authenticate, subscribe, receive, close, in loops (ONLY=churn) -------------
+# One wsguard run of CHURN_SECS after CHURN_WARM (the server's RSS is read at the window's start and
+# end and every half second); every cycle uses a new channel `churn:l<loop>c<cycle>`, allowed by a
+# rule appended to the benchmark config (the same payload schema as `bench`).
+run_churn() {
+  local secs warm
+  if ((QUICK)); then secs=${CHURN_SECS:-5}; warm=${CHURN_WARM:-2}; else secs=${CHURN_SECS:-180}; warm=${CHURN_WARM:-20}; fi
+  echo "== churn: ${CHURN_CONNS:-8} loops of connect, subscribe, receive, close for ${secs} s" >&2
+  start_node churn "" "$(printf '[[channels]]\npattern = "churn:{cycle}"\nsubscribe = {}\npublish = {}\nschema_file = "%s"' \
+    "$ROOT/bench/config/payload.schema.json")"
+  "${LG[@]}" churn --url "$NODE_URL" --server-pid "$NODE_PID" --token "$TOKEN" --label wsguard \
+    --conns "${CHURN_CONNS:-8}" --warmup-secs "$warm" --secs "$secs" \
+    --src-addrs 127.0.0.40,127.0.0.41,127.0.0.42,127.0.0.43,127.0.0.44,127.0.0.45,127.0.0.46,127.0.0.47 |
+    tee -a "$RAW" >&2
+  stop_nodes
+}
+if want churn; then run_churn; fi
 
 # Over TLS: wsguard against the TLS baseline (the same tokio-tungstenite baseline behind rustls).
 TLS=1; SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(baseline-tt wsguard)

@@ -9,7 +9,10 @@
 //! `fanout` (N subscribers on one channel, one publisher, max rate with end-to-end flow control or
 //! a fixed rate), `handshake` (connect + authenticate + close, C in parallel), `idle` (hold N
 //! connections; used by `idle-multi`, which spreads connections over several processes and
-//! 127.0.0.x source addresses and reports server RSS per connection).
+//! 127.0.0.x source addresses and reports server RSS per connection), `cluster` (subscribers on
+//! one node, a publisher at a fixed rate on another, each node's CPU; loadgen/cluster.rs) and
+//! `churn` (connect, authenticate, subscribe, receive, close in loops; server RSS growth;
+//! loadgen/churn.rs).
 //!
 //! Timing assertions never belong in a test suite; this is a measuring tool only.
 
@@ -31,6 +34,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+#[path = "../loadgen/churn.rs"]
+mod churn;
+#[path = "../loadgen/cluster.rs"]
+mod cluster;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -202,6 +210,21 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         procs: usize,
     },
+    /// Subscribers on one node, a publisher at a fixed rate on another (or the same): each node's
+    /// CPU per delivery and per publication, end-to-end latency.
+    Cluster {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: cluster::ClusterArgs,
+    },
+    /// Connect, authenticate, subscribe, receive, close, in C loops: server RSS growth per cycle.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: churn::ChurnArgs,
+    },
 }
 
 fn main() {
@@ -214,6 +237,8 @@ fn main() {
         Cmd::Handshake { common, conns } => rt.block_on(handshake(common, conns)),
         Cmd::Idle { common, conns } => rt.block_on(idle(common, conns)),
         Cmd::IdleMulti { common, conns, procs } => idle_multi(common, conns, procs),
+        Cmd::Cluster { common, args } => rt.block_on(cluster::run(common, args)),
+        Cmd::Churn { common, args } => rt.block_on(churn::run(common, args)),
     };
     println!("{out}");
     // Do not wait for lingering client tasks.
