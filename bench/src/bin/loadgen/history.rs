@@ -386,7 +386,8 @@ pub(super) async fn recover(c: Common, ctx: RecoverCtx) -> String {
         return json!({"scenario": "history_recover", "label": c.label, "error": "no connections"}).to_string();
     };
     let mut sub = Subscriber { ws, offset: 0, epoch: String::new() };
-    let mut totals = Totals { rounds: 0, live: new_hist(), recover: new_hist(), sum: Round { errors, ..Round::default() } };
+    let mut totals =
+        Totals { rounds: 0, live: new_hist(), recover: new_hist(), sum: Round { errors, ..Round::default() } };
     let times = (Duration::from_secs_f64(c.warmup_secs), Duration::from_secs_f64(c.secs));
     if let Err(e) = run_rounds(&mut sub, &mut publisher, &ctx, times, &mut totals).await {
         eprintln!("history-recover: {e}");
