@@ -17,15 +17,19 @@ export WSGUARD_HMAC_SECRET
 # The [auth] key source is the template's HMAC secret unless KEY_SOURCE holds TOML lines to put in
 # place of its `hmac_secret_env` line. With a second argument `before` (the config of WSG_BEFORE's
 # older binary): KEY_SOURCE_BEFORE instead of KEY_SOURCE when set, and lines matching the regex
-# WSG_BEFORE_DROP (keys the older binary does not know) left out.
-render_config() { # port [before] -> config path
+# WSG_BEFORE_DROP (keys the older binary does not know) left out. With `history` (the
+# `wsguard-history` server): the keys of bench/config/history.toml in each channel rule, at the
+# template's @HISTORY@ lines (removed otherwise).
+render_config() { # port [before|history] -> config path
   local out="$WORK/wsguard-$1${2:+-$2}.toml"
-  local keys=${KEY_SOURCE:-} drop=""
+  local keys=${KEY_SOURCE:-} drop="" history=""
   if [[ ${2:-} == before ]]; then keys=${KEY_SOURCE_BEFORE:-$keys}; drop=${WSG_BEFORE_DROP:-}; fi
+  if [[ ${2:-} == history ]]; then history="$(grep -v '^#' "$ROOT/bench/config/history.toml")"; fi
   sed -e "s|@PORT@|$1|" -e "s|@SCHEMA@|$ROOT/bench/config/payload.schema.json|" \
     "$ROOT/bench/config/wsguard.toml.in" |
-    KEYS="$keys" DROP="$drop" awk '
+    KEYS="$keys" DROP="$drop" HISTORY="$history" awk '
       ENVIRON["DROP"] != "" && $0 ~ ENVIRON["DROP"] { next }
+      /^@HISTORY@$/ { if (ENVIRON["HISTORY"] != "") print ENVIRON["HISTORY"]; next }
       ENVIRON["KEYS"] != "" && /^hmac_secret_env/ { print ENVIRON["KEYS"]; next }
       { print }' >"$out"
   echo "$out"

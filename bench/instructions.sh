@@ -10,13 +10,19 @@
 #
 #   A=/path/to/old/wsguard B=target/release/wsguard bash bench/instructions.sh echo --conns 50 --window 1
 #   A=... B=... ROUNDS=2 bash bench/instructions.sh fanout --subs 100 --rate 200
+#   A=target/release/wsguard B_CONFIG=history bash bench/instructions.sh echo --conns 50 --window 16 --publish
+#                              # one binary, two configurations: B with channel history on
 #
-# A or B may be "baseline-tt". Prints one line per server and round: label, Ir per op.
+# A or B may be "baseline-tt". A_CONFIG / B_CONFIG: render_config's variant for that server
+# (`history`: bench/config/history.toml; see common.sh). Prints one line per server and round:
+# label, Ir per op.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 A=${A:?set A to a wsguard binary or baseline-tt}
 B=${B:-$ROOT/target/release/wsguard}
+A_CONFIG=${A_CONFIG:-}
+B_CONFIG=${B_CONFIG:-}
 SHORT=${SHORT:-3}
 LONG=${LONG:-8}
 ROUNDS=${ROUNDS:-1}
@@ -26,17 +32,17 @@ source "$ROOT/bench/common.sh"
 PORT=${BENCH_PORT:-19700}
 TOKEN="$("$B" token --config "$(render_config $((PORT - 1)))" --sub bench --ttl-secs 900 2>/dev/null | tail -n1)"
 
-# count <server> <secs> <scenario args...> -> "<ops> <Ir>"
+# count <server> <config variant> <secs> <scenario args...> -> "<ops> <Ir>"
 count() {
-  local server=$1 secs=$2 out ops
-  shift 2
+  local server=$1 variant=$2 secs=$3 out ops
+  shift 3
   PORT=$((PORT + 1))
   out="$WORK/callgrind.$PORT"
   local vg=(taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no)
   if [[ $server == baseline-tt ]]; then
     "${vg[@]}" "$ROOT/bench/target/release/baseline_tt" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
   else
-    "${vg[@]}" "$server" serve --config "$(render_config $PORT)" >"$WORK/server.log" 2>&1 &
+    "${vg[@]}" "$server" serve --config "$(render_config $PORT "$variant")" >"$WORK/server.log" 2>&1 &
   fi
   SPID=$!
   for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
@@ -50,9 +56,10 @@ count() {
 }
 
 for round in $(seq "$ROUNDS"); do
-  for server in "$A" "$B"; do
-    read -r ops1 ir1 < <(count "$server" "$SHORT" "$@")
-    read -r ops2 ir2 < <(count "$server" "$LONG" "$@")
-    python3 -c "print('$round', '$server', round(($ir2 - $ir1) / ($ops2 - $ops1)), 'Ir/op', '($ops1 and $ops2 ops)')"
+  for side in A B; do
+    if [[ $side == A ]]; then server=$A variant=$A_CONFIG; else server=$B variant=$B_CONFIG; fi
+    read -r ops1 ir1 < <(count "$server" "$variant" "$SHORT" "$@")
+    read -r ops2 ir2 < <(count "$server" "$variant" "$LONG" "$@")
+    python3 -c "print('$round', '$server${variant:+ ($variant)}', round(($ir2 - $ir1) / ($ops2 - $ops1)), 'Ir/op', '($ops1 and $ops2 ops)')"
   done
 done

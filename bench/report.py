@@ -2,7 +2,10 @@
 
 Each figure is the median over the repetitions of one (scenario, server) pair; each wsguard figure
 is also given as a ratio to the raw tokio-tungstenite baseline measured in the same run (so is the
-fastwebsockets baseline's, for comparison).
+fastwebsockets baseline's, for comparison). A scenario run without that baseline (the history and
+handshake-proxy ones) gives its ratios to `wsguard` of the same run instead. The history scenarios
+then get their own section: each figure of `wsguard-history` and its ratio to `wsguard`, memory per
+stored publication, and recovery against live delivery.
 """
 
 import json
@@ -13,12 +16,17 @@ from collections import defaultdict
 BASE = "baseline-tt"
 # Servers in table order; `wsguard-before` is present when run.sh was given WSG_BEFORE (an older
 # binary measured side by side with the current one); `wsguard-proxy` (the current binary with a
-# `[proxy] connect` endpoint) in the handshake-proxy scenario only.
-LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard", "wsguard-proxy")
+# `[proxy] connect` endpoint) in the handshake-proxy scenario only; `wsguard-history` (the current
+# binary with channel history on, bench/config/history.toml) in the history scenarios only.
+LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard", "wsguard-proxy", "wsguard-history")
+HISTORY = "wsguard-history"
+# Scenarios with their own tables (not ops, latency and CPU per op).
+OWN_TABLES = ("idle", "history_memory", "history_recover")
 
 
 def key(r):
-    return ("wss " if r.get("tls") else "") + plain_key(r)
+    tag = f"{r['tag']}: " if r.get("tag") else ""
+    return tag + ("wss " if r.get("tls") else "") + plain_key(r)
 
 
 def plain_key(r):
@@ -35,7 +43,16 @@ def plain_key(r):
         return f"cluster rate={r['rate']:g}/s"
     if s == "churn":
         return f"churn c={r['conns']}"
+    if s == "history_memory":
+        return f"history_memory {r['channels']}x{r['per_channel']}"
+    if s == "history_recover":
+        return f"history_recover n={r['messages']} w={r['window']}"
     return s
+
+
+def scenario_of(rows_by_key, k):
+    rows = next((rows for (key_, _), rows in rows_by_key.items() if key_ == k), [])
+    return rows[0]["scenario"] if rows else ""
 
 
 def med(rows, field):
@@ -73,19 +90,22 @@ def main(path):
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     idle_rows = []
     for k in order:
-        if k.startswith(("idle", "wss idle")):
-            idle_rows.append(k)
+        scenario = scenario_of(groups, k)
+        if scenario in OWN_TABLES:
+            if scenario == "idle":
+                idle_rows.append(k)
             continue
         if k.startswith(("cluster", "churn")):
             continue  # their own tables, below
-        b = groups.get((k, BASE), [])
+        base = BASE if groups.get((k, BASE)) else "wsguard"
+        b = groups.get((k, base), [])
         for label in LABELS:
             rows = groups.get((k, label), [])
             if not rows:
                 continue
             ops, p50, p99, cpu = (med(rows, f) for f in ("ops_per_sec", "p50_us", "p99_us", "server_cpu_us_per_op"))
             errs = sum(r.get("errors", 0) for r in rows)
-            if label == BASE:
+            if label == base:
                 rc = ro = rp = ""
             else:
                 rc = ratio(cpu, med(b, "server_cpu_us_per_op"))
@@ -137,6 +157,7 @@ def main(path):
                 )
     cluster_table(order, groups)
     churn_table(order, groups)
+    history_section(groups, order)
 
 
 # The cluster runs' labels (run.sh's cluster_case), in table order.
@@ -210,6 +231,98 @@ def churn_table(order, groups):
                 f"| {fmt(med(rows, 'rss_growth_bytes_per_100k'), 0)} | {fmt(med(rows, 'rss_slope_bytes_per_100k'), 0)} "
                 f"| {sum(r.get('errors', 0) for r in rows)} |"
             )
+
+
+def history_section(groups, order):
+    """Each history figure of `wsguard-history` with its ratio to `wsguard` of the same run."""
+    keys = [k for k in order if any(groups.get((k, label)) for label in (HISTORY,))]
+    if not keys:
+        return
+    print()
+    print(f"History ({HISTORY}: the same configuration with channel history on; ratios to wsguard, history off):")
+    for k in keys:
+        scenario = scenario_of(groups, k)
+        rows, plain = groups.get((k, HISTORY), []), groups.get((k, "wsguard"), [])
+        if scenario in OWN_TABLES or not plain:
+            continue
+        cpu, plain_cpu = med(rows, "server_cpu_us_per_op"), med(plain, "server_cpu_us_per_op")
+        what = "delivery" if scenario.startswith("fanout") else "publish"
+        p50, p99 = med(rows, "p50_us"), med(rows, "p99_us")
+        print(
+            f"- {k}: {fmt(cpu, 2)} µs server CPU per {what} = {ratio(cpu, plain_cpu)} wsguard's ({fmt(plain_cpu, 2)} µs); "
+            f"ops/s {ratio(med(rows, 'ops_per_sec'), med(plain, 'ops_per_sec'))}; "
+            f"p50 {fmt(p50)} µs ({ratio(p50, med(plain, 'p50_us'))}), p99 {fmt(p99)} µs ({ratio(p99, med(plain, 'p99_us'))})"
+        )
+    memory_table(groups, [k for k in keys if scenario_of(groups, k) == "history_memory"])
+    recovery_table(groups, [k for k in keys if scenario_of(groups, k) == "history_recover"])
+
+
+def memory_table(groups, keys):
+    """Server memory per stored publication: RSS growth over the publications history stores, net of
+    the growth of `wsguard` (history off) publishing the same, and the history gauge's own count."""
+    for k in keys:
+        print()
+        print("| history memory | server | runs | published | stored | payload B | RSS growth KiB | RSS B per publication | errors |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        per_pub = {}
+        for label in ("wsguard", HISTORY):
+            rows = groups.get((k, label), [])
+            if not rows:
+                continue
+            for r in rows:
+                r["rss_growth_bytes"] = (r["server_rss_after_kb"] - r["server_rss_before_kb"]) * 1024
+                r["rss_bytes_per_pub"] = r["rss_growth_bytes"] / r["published"] if r.get("published") else float("nan")
+                if r.get("history_messages_after") is not None:
+                    r["stored"] = r["history_messages_after"] - r["history_messages_before"]
+                    r["gauge_bytes"] = r["history_bytes_after"] - r["history_bytes_before"]
+            per_pub[label] = med(rows, "rss_bytes_per_pub")
+            print(
+                f"| {k} | {label} | {len(rows)} | {fmt(med(rows, 'published'), 0)} | {fmt(med(rows, 'stored'), 0)} "
+                f"| {fmt(med(rows, 'payload_bytes_mean'))} | {fmt(med(rows, 'rss_growth_bytes') / 1024, 0)} "
+                f"| {fmt(per_pub[label])} | {sum(r.get('errors', 0) for r in rows)} |"
+            )
+        rows = groups.get((k, HISTORY), [])
+        if not rows:
+            continue
+        payload = med(rows, "payload_bytes_mean")
+        per_stored = med([{"v": r["rss_growth_bytes"] / r["stored"]} for r in rows if r.get("stored")], "v")
+        gauge = med([{"v": r["gauge_bytes"] / r["stored"]} for r in rows if r.get("stored")], "v")
+        print()
+        print(
+            f"{HISTORY} {k}: {fmt(per_stored)} B of server RSS per stored publication "
+            f"({ratio(per_stored, payload)} its {fmt(payload)}-byte payload); wsguard's own growth for the same "
+            f"publications {fmt(per_pub.get('wsguard', float('nan')))} B each"
+        )
+        net = per_stored - per_pub.get("wsguard", float("nan"))
+        print(
+            f"  net of it: {fmt(net)} B per stored publication ({ratio(net, payload)} the payload); "
+            f"wsguard_history_bytes counts {fmt(gauge)} B each (RSS / gauge {ratio(per_stored, gauge)})"
+        )
+
+
+def recovery_table(groups, keys):
+    """Recovering N publications with `since` against receiving the same N live: time and server CPU
+    per message. Live delivery's CPU is the live phase's (publish + delivery) less the publish-only
+    phase's (the same N published with nobody subscribed)."""
+    for k in keys:
+        rows = groups.get((k, HISTORY), [])
+        for r in rows:
+            r["delivery_cpu_us_per_msg"] = r["live_cpu_us_per_msg"] - r["publish_cpu_us_per_msg"]
+        rec_ms, live_ms = med(rows, "recover_ms_p50"), med(rows, "live_ms_p50")
+        rec_cpu, live_cpu = med(rows, "recover_cpu_us_per_msg"), med(rows, "live_cpu_us_per_msg")
+        delivery_cpu, pub_cpu = med(rows, "delivery_cpu_us_per_msg"), med(rows, "publish_cpu_us_per_msg")
+        print()
+        print(
+            "| recovery | server | runs | rounds | recover ms p50 | p99 | live ms p50 | p99 | time ratio "
+            "| CPU µs per recovered | per live delivery | ratio | live incl. publish | publish only | errors |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| {k} | {HISTORY} | {len(rows)} | {fmt(med(rows, 'rounds'), 0)} | {fmt(rec_ms, 2)} | {fmt(med(rows, 'recover_ms_p99'), 2)} "
+            f"| {fmt(live_ms, 2)} | {fmt(med(rows, 'live_ms_p99'), 2)} | {ratio(rec_ms, live_ms)} | {fmt(rec_cpu, 2)} "
+            f"| {fmt(delivery_cpu, 2)} | {ratio(rec_cpu, delivery_cpu)} | {fmt(live_cpu, 2)} | {fmt(pub_cpu, 2)} "
+            f"| {sum(r.get('errors', 0) for r in rows)} |"
+        )
 
 
 if __name__ == "__main__":

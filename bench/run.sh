@@ -26,6 +26,10 @@
 #   ONLY=client-sdk bash bench/run.sh
 #                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
 #                                # same wsguard server: messages per second and their ratio
+#   ONLY=history bash bench/run.sh
+#                                # channel history: wsguard against `wsguard-history` (the same
+#                                # config with bench/config/history.toml): history-publish,
+#                                # history-fanout, history-memory, history-recover
 #
 # Server pinned to core 0, load generator to core 1 (taskset). Every figure is the median of
 # REPS runs; each run starts a fresh server process; the servers alternate order per repetition.
@@ -93,10 +97,13 @@ TOKEN="$("$WSG" token --config "$WORK/wsguard-$((PORT - 1)).toml" --sub bench --
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 TLS=0 # 1: start the servers with TLS and connect over wss://
+METRICS=0 # 1: wsguard servers run their admin listener (the history-memory scenario reads /metrics)
+SERVER_ARGS=() # load generator arguments that depend on the server started (its metrics URL)
 BACKEND_PID="" # the handshake-proxy scenario's backend, stopped with its server
 
-start_server() { # name -> sets SPID, URL
+start_server() { # name -> sets SPID, URL, SERVER_ARGS
   PORT=$((PORT + 1))
+  SERVER_ARGS=()
   local tls_args=() config
   if ((TLS)); then tls_args=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"); fi
   case "$1" in
@@ -106,10 +113,19 @@ start_server() { # name -> sets SPID, URL
     baseline-fws)
       taskset -c "$SERVER_CPU" "$BIN/baseline_fws" --listen "127.0.0.1:$PORT" >"$WORK/$1.log" 2>&1 &
       ;;
-    wsguard | wsguard-before)
-      if [[ $1 == wsguard-before ]]; then config="$(render_config $PORT before)"; else config="$(render_config $PORT)"; fi
+    wsguard | wsguard-before | wsguard-history)
+      # wsguard-history: the current binary with channel history on (bench/config/history.toml).
+      case "$1" in
+        wsguard-before) config="$(render_config $PORT before)" ;;
+        wsguard-history) config="$(render_config $PORT history)" ;;
+        *) config="$(render_config $PORT)" ;;
+      esac
       if ((TLS)); then
         printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem" >>"$config"
+      fi
+      if ((METRICS)); then
+        sed -i "s|^metrics_listen = \"\"|metrics_listen = \"127.0.0.1:$((PORT + 600))\"|" "$config"
+        SERVER_ARGS=(--metrics-url "http://127.0.0.1:$((PORT + 600))/metrics")
       fi
       local binary=$WSG
       [[ $1 == wsguard-before ]] && binary=$WSG_BEFORE
@@ -165,8 +181,8 @@ run_case() {
     fi
     for srv in "${order[@]}"; do
       start_server "$srv"
-      "${LG[@]}" "$@" --url "$URL" --ca-file "$WORK/cert.pem" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
-        --warmup-secs "$WARM" --secs "$SECS" | tee -a "$RAW" >&2
+      "${LG[@]}" "$@" "${SERVER_ARGS[@]}" --url "$URL" --ca-file "$WORK/cert.pem" --token "$TOKEN" --server-pid "$SPID" \
+        --label "$srv" --warmup-secs "$WARM" --secs "$SECS" | tee -a "$RAW" >&2
       stop_server
     done
   done
@@ -196,6 +212,33 @@ if ((BIG_IDLE > 0)) && want idle-big; then
     --src-addrs 127.0.0.21,127.0.0.22,127.0.0.23,127.0.0.24,127.0.0.25,127.0.0.26
   REPS=$SAVE
 fi
+
+# Channel history: wsguard against wsguard-history, the same configuration with history on both
+# channel rules (bench/config/history.toml), in one run (docs/PERFORMANCE.md, "History").
+SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(wsguard wsguard-history)
+if want history-publish; then
+  echo "== history: pipelined publish, history off and on" >&2
+  run_case echo --conns 50 --window 16 --publish --tag history
+fi
+if want history-fanout; then
+  echo "== history: fan-out to 1000 subscribers at 20/s, history off and on" >&2
+  run_case fanout --subs 1000 --rate 20 --tag history
+fi
+if want history-memory; then
+  # 100 channels x 1000 (history_size): RSS growth per stored publication; `wsguard` (history
+  # off) publishes the same messages, the growth history does not account for.
+  echo "== history: memory per stored publication (100 channels x 1000)" >&2
+  METRICS=1
+  run_case history-memory --channels 100 --per-channel 1000 --prefix bench --pad 64 --tag history
+  METRICS=0
+fi
+if want history-recover; then
+  # Only with history: recovering 1000 publications against delivering the same 1000 live.
+  echo "== history: recover 1000 publications with since" >&2
+  SERVERS=(wsguard-history)
+  run_case history-recover --messages 1000 --window 16 --tag history
+fi
+SERVERS=("${SAVE_SERVERS[@]}")
 
 # The JS client SDK's own cost: wsguard-client against the raw `ws` library, both in Node on the
 # client CPU, against the same wsguard server (its own figure and ratio, outside report.py's table).

@@ -10,9 +10,11 @@
 //! a fixed rate), `handshake` (connect + authenticate + close, C in parallel), `idle` (hold N
 //! connections; used by `idle-multi`, which spreads connections over several processes and
 //! 127.0.0.x source addresses and reports server RSS per connection), `cluster` (subscribers on
-//! one node, a publisher at a fixed rate on another, each node's CPU; loadgen/cluster.rs) and
+//! one node, a publisher at a fixed rate on another, each node's CPU; loadgen/cluster.rs),
 //! `churn` (connect, authenticate, subscribe, receive, close in loops; server RSS growth;
-//! loadgen/churn.rs).
+//! loadgen/churn.rs), and the channel-history scenarios of loadgen/history.rs: `history-memory`
+//! (server memory per stored publication) and `history-recover` (recovering missed publications
+//! with `since`, against receiving them live).
 //!
 //! Timing assertions never belong in a test suite; this is a measuring tool only.
 
@@ -39,6 +41,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 mod churn;
 #[path = "../loadgen/cluster.rs"]
 mod cluster;
+#[path = "../loadgen/history.rs"]
+mod history;
 
 type Ws = WebSocketStream<Stream>;
 
@@ -155,6 +159,10 @@ struct Common {
     /// PEM file with the CA (or self-signed) certificate to trust for `wss://` URLs.
     #[arg(long, default_value = "")]
     ca_file: String,
+    /// Tag copied into the JSON output: sets a scenario's rows apart from another scenario's
+    /// with the same arguments (`history` for the history comparisons).
+    #[arg(long, default_value = "")]
+    tag: String,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +232,42 @@ enum Cmd {
         common: Common,
         #[command(flatten)]
         args: churn::ChurnArgs,
+    /// Publish `--per-channel` messages into each of `--channels` channels `<prefix>:<k>` of a
+    /// server with history; report its RSS (and history gauges) before and after.
+    HistoryMemory {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        #[arg(long, default_value_t = 1000)]
+        per_channel: usize,
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+        /// Length of the payload's `pad` string.
+        #[arg(long, default_value_t = 64)]
+        pad: usize,
+        /// Publishing connections.
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        /// Publishes in flight per connection.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// The server's metrics endpoint (`http://ip:port/metrics`) for `wsguard_history_*`.
+        #[arg(long, default_value = "")]
+        metrics_url: String,
+    },
+    /// Rounds of: N publications delivered live, the subscriber leaves, N more, it subscribes
+    /// again with `since`; recovery time and server CPU per message against live delivery.
+    HistoryRecover {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Publishes in flight on the publisher's connection.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        #[arg(long, default_value = "bench")]
+        channel: String,
     },
 }
 
@@ -239,6 +283,14 @@ fn main() {
         Cmd::IdleMulti { common, conns, procs } => idle_multi(common, conns, procs),
         Cmd::Cluster { common, args } => rt.block_on(cluster::run(common, args)),
         Cmd::Churn { common, args } => rt.block_on(churn::run(common, args)),
+        Cmd::HistoryMemory { common, channels, per_channel, prefix, pad, conns, window, metrics_url } => {
+            let load = history::MemoryLoad { channels, per_channel, prefix, pad, conns, window, metrics_url };
+            rt.block_on(history::memory(common, load))
+        }
+        Cmd::HistoryRecover { common, messages, window, channel } => {
+            let ctx = history::RecoverCtx { pid: common.server_pid, channel, messages, window };
+            rt.block_on(history::recover(common, ctx))
+        }
     };
     println!("{out}");
     // Do not wait for lingering client tasks.
@@ -366,6 +418,7 @@ fn report(
     let mut v = json!({
         "scenario": scenario,
         "label": c.label,
+        "tag": c.tag,
         "tls": c.url.starts_with("wss://"),
         "ops": ops,
         "secs": secs,
