@@ -232,6 +232,7 @@ enum Cmd {
         common: Common,
         #[command(flatten)]
         args: churn::ChurnArgs,
+    },
     /// Publish `--per-channel` messages into each of `--channels` channels `<prefix>:<k>` of a
     /// server with history; report its RSS (and history gauges) before and after.
     HistoryMemory {
