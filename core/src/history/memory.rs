@@ -11,9 +11,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::store::{HistoryStore, Position, Query, Retention, Slice, Usage};
 
-/// Counted per retained publication on top of its frame: the entry itself and its share of the
-/// log's queue.
-const ENTRY_OVERHEAD: u64 = std::mem::size_of::<Entry>() as u64;
+/// Counted per retained publication on top of its frame's length: the entry in the log's queue
+/// (counted twice: a queue grows by doubling, so up to half its slots are spare), the frame's
+/// allocation (the allocator's header and rounding, 16 bytes each here) and the shared header
+/// `Bytes` allocates once the stored frame is first read.
+const ENTRY_OVERHEAD: u64 = 2 * std::mem::size_of::<Entry>() as u64 + 32 + 32;
 /// Counted per channel log on top of its name: the log, its map slot and its age-index slot.
 const LOG_OVERHEAD: u64 =
     (std::mem::size_of::<Log>() + 2 * std::mem::size_of::<Arc<str>>() + 3 * std::mem::size_of::<u64>()) as u64;
@@ -154,10 +156,13 @@ impl HistoryStore for MemoryStore {
         let log = state.log(channel);
         log.last_offset += 1;
         let frame = encode(log.last_offset);
-        let cost = entry_cost(&frame);
+        // Kept in an allocation of its exact size: the encoder's buffer grows by doubling, so
+        // sharing it would keep up to twice the counted bytes for as long as history keeps it.
+        let kept = Utf8Bytes::from(frame.as_str().to_owned());
+        let cost = entry_cost(&kept);
         log.entries.push_back(Entry {
             offset: log.last_offset,
-            frame: frame.clone(),
+            frame: kept,
             expires: now + retention.ttl,
             age,
         });
