@@ -26,12 +26,38 @@ struct Queued {
 struct State {
     queue: VecDeque<Queued>,
     bytes: usize,
-    lost: HashMap<Arc<str>, u64>,
+    lost: PerChannel,
     /// Per channel, the last offset a recovery already gave the client: live frames of that
     /// channel up to it are duplicates and dropped, until the first one beyond it (shared history,
     /// where the subscription joins before the history is read).
-    recovered: HashMap<Arc<str>, u64>,
+    recovered: PerChannel,
     is_overflowed: bool,
+}
+
+/// A number per channel, for what most outboxes never need (lost messages, recovery filters):
+/// neither a map nor its hasher's state until the first entry, since every session holds an
+/// outbox for its whole life (docs/PERFORMANCE.md, "Idle memory").
+#[derive(Default)]
+#[allow(clippy::box_collection, reason = "one word while unused, where a map and its hasher take six")]
+struct PerChannel(Option<Box<HashMap<Arc<str>, u64>>>);
+
+impl PerChannel {
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|map| map.is_empty())
+    }
+
+    /// The map, made at the first write.
+    fn map(&mut self) -> &mut HashMap<Arc<str>, u64> {
+        self.0.get_or_insert_default()
+    }
+
+    fn get(&self, channel: &str) -> Option<u64> {
+        self.0.as_ref()?.get(channel).copied()
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<u64> {
+        self.0.as_mut()?.remove(channel)
+    }
 }
 
 struct Inner {
@@ -120,7 +146,7 @@ impl Outbox {
                     if let Some(i) = state.queue.iter().rposition(|q| q.channel == *channel) {
                         let old = std::mem::replace(&mut state.queue[i].frame, frame.clone());
                         state.bytes = state.bytes - old.len() + size;
-                        *state.lost.entry(Arc::clone(channel)).or_insert(0) += 1;
+                        *state.lost.map().entry(Arc::clone(channel)).or_insert(0) += 1;
                         dropped += 1;
                     }
                     // Replacing in place can still leave the byte cap exceeded by a larger
@@ -136,7 +162,7 @@ impl Outbox {
                 }
             }
             if size > self.inner.max_bytes {
-                *state.lost.entry(Arc::clone(channel)).or_insert(0) += 1;
+                *state.lost.map().entry(Arc::clone(channel)).or_insert(0) += 1;
                 self.account(&state, bytes_before);
                 return Push::Lossy(dropped + 1);
             }
@@ -174,7 +200,7 @@ impl Outbox {
                 state.bytes -= old.frame.len();
                 // A direct frame belongs to no channel: no `gap` can announce it.
                 if !old.channel.is_empty() {
-                    *state.lost.entry(old.channel).or_insert(0) += 1;
+                    *state.lost.map().entry(old.channel).or_insert(0) += 1;
                 }
                 dropped += 1;
             }
@@ -214,7 +240,7 @@ impl Outbox {
         let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
         match offset {
             Some(offset) => {
-                state.recovered.insert(Arc::from(channel), offset);
+                state.recovered.map().insert(Arc::from(channel), offset);
             }
             None => {
                 state.recovered.remove(channel);
@@ -244,7 +270,7 @@ impl Outbox {
                 out.push(ServerFrame::Gap { channel: &item.channel, missed: Some(missed), reason: None }.encode());
             }
             if !state.recovered.is_empty()
-                && let Some(&through) = state.recovered.get(&item.channel)
+                && let Some(through) = state.recovered.get(&item.channel)
             {
                 match frame_offset(&item.frame) {
                     Some(offset) if offset <= through => continue,
