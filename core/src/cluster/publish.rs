@@ -37,7 +37,8 @@ impl Cluster {
     /// the broker for the other nodes. The stamp is part of the frame, so other nodes deliver it
     /// unchanged and a signed envelope covers it.
     /// On a channel that keeps history (`retention`), the frame also carries the channel's next
-    /// offset and is stored, in offset order with the fan-out (see the history area).
+    /// offset and is stored, in offset order with the fan-out (see the history area). Without
+    /// history, other nodes or a local subscriber, the frame is not encoded at all.
     pub(crate) fn publish(
         self: &Arc<Self>,
         channel: &str,
@@ -50,6 +51,11 @@ impl Cluster {
         let hub = &self.link.inbound.hub;
         if let (Some(retention), Some(history)) = (retention, &self.redis_history) {
             return self.publish_kept(Arc::clone(history), channel, payload, from, retention);
+        }
+        // No subscriber on this node and no other node: nobody would read the frame, so it is
+        // not encoded (the publication is still counted, and was authorized like any other).
+        if retention.is_none() && self.link.kind == BrokerKind::Memory && hub.subscriber_count(channel) == 0 {
+            return Publication { queued: 0, remote: Remote::Alone };
         }
         let (frame, queued) = match retention {
             None => {

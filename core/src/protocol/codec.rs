@@ -94,30 +94,43 @@ fn check_payload(id: Option<u64>, payload: &Value, max_depth: u32) -> Result<(),
     Ok(())
 }
 
-/// True when the payload object (depth 1) nests at most `max_depth` levels.
+/// True when the payload object (depth 1) nests at most `max_depth` levels: every member's
+/// nesting depth (a scalar is 0, `{}` / `[]` is 1) is below `max_depth`. Iterative, so hostile
+/// input cannot exhaust the stack; a payload of scalars (the common case) allocates nothing.
 pub fn is_within_depth(payload: &Map<String, Value>, max_depth: u32) -> bool {
-    payload.values().all(|v| depth(v) < max_depth)
-}
-
-/// Nesting depth of a value (a scalar is 0, `{}` / `[]` is 1), iterative so hostile input cannot
-/// exhaust the stack.
-fn depth(value: &Value) -> u32 {
-    let mut max = 0;
-    let mut stack = vec![(value, 1u32)];
-    while let Some((v, d)) = stack.pop() {
-        match v {
-            Value::Object(m) => {
-                max = max.max(d);
-                stack.extend(m.values().map(|c| (c, d + 1)));
-            }
-            Value::Array(a) => {
-                max = max.max(d);
-                stack.extend(a.iter().map(|c| (c, d + 1)));
-            }
-            _ => {}
+    if max_depth == 0 {
+        // Even a scalar member (depth 0) is too deep.
+        return payload.is_empty();
+    }
+    // Containers still to look into, with their depth; each was checked when pushed.
+    let mut stack = Vec::new();
+    if !payload.values().all(|member| enter(&mut stack, member, 1, max_depth)) {
+        return false;
+    }
+    while let Some((value, depth)) = stack.pop() {
+        let is_within = match value {
+            Value::Object(m) => m.values().all(|child| enter(&mut stack, child, depth + 1, max_depth)),
+            Value::Array(a) => a.iter().all(|child| enter(&mut stack, child, depth + 1, max_depth)),
+            _ => true,
+        };
+        if !is_within {
+            return false;
         }
     }
-    max
+    true
+}
+
+/// Queues `value`, a container at `depth`, to be looked into; false when it is too deep. A
+/// scalar needs no look and no room.
+fn enter<'a>(stack: &mut Vec<(&'a Value, u32)>, value: &'a Value, depth: u32, max_depth: u32) -> bool {
+    if !matches!(value, Value::Object(_) | Value::Array(_)) {
+        return true;
+    }
+    if depth >= max_depth {
+        return false;
+    }
+    stack.push((value, depth));
+    true
 }
 
 /// Reads `id` from a frame that failed to decode, so the error reply can still be correlated.
@@ -313,6 +326,35 @@ mod tests {
         let deep = format!(r#"{{"roles":{}1{},"action":"ping"}}"#, "[".repeat(200), "]".repeat(200));
         assert_eq!(parse(&deep).map_err(|e| e.code), Err(ErrorCode::InvalidJson));
         assert_eq!(parse_reference(&deep), Err(ErrorCode::InvalidJson));
+    }
+
+    /// The depth rule as defined: a scalar is 0, a container one more than its deepest child.
+    fn depth_reference(value: &Value) -> u32 {
+        match value {
+            Value::Object(m) => 1 + m.values().map(depth_reference).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(depth_reference).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn depth_check_agrees_with_the_definition() {
+        let payloads = [
+            serde_json::json!({}),
+            serde_json::json!({"t": 1, "n": 2, "pad": "x"}),
+            serde_json::json!({"a": {}}),
+            serde_json::json!({"a": []}),
+            serde_json::json!({"a": [1, [2, [3]]], "b": {"c": {"d": {}}}}),
+            serde_json::json!({"a": [[[[[]]]]], "b": 1}),
+            serde_json::json!({"a": [{}, [{"b": [[]]}]]}),
+        ];
+        for payload in payloads {
+            let object = payload.as_object().expect("object");
+            for max_depth in 0..8 {
+                let expected = object.values().all(|v| depth_reference(v) < max_depth);
+                assert_eq!(is_within_depth(object, max_depth), expected, "{payload} at {max_depth}");
+            }
+        }
     }
 
     #[test]

@@ -247,8 +247,8 @@ impl Session {
                 });
             }
         };
-        if let (Some(schema), Some(object)) = (&rule.schema, payload.and_then(|p| p.as_object())) {
-            check_schema(schema, object).map_err(|m| Refusal {
+        if let (Some(schema), Some(payload)) = (&rule.schema, payload.filter(|p| p.is_object())) {
+            check_schema(schema, payload).map_err(|m| Refusal {
                 error: ReplyError::new(id, ErrorCode::PayloadInvalid, m),
                 rule: Some(rule.id.to_string()),
                 retry_after: None,
@@ -522,8 +522,10 @@ impl Session {
             ErrorCode::UnknownMethod => refuse(id, code, "no such method"),
             _ => refuse(id, code, "not allowed to call this method"),
         })?;
-        if let (Some(schema), Some(object)) = (&declared.schema, payload.as_object()) {
-            check_schema(schema, object).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
+        if let Some(schema) = &declared.schema
+            && payload.is_object()
+        {
+            check_schema(schema, &payload).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
         }
         let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
         match self.env.hooks.rpc(call, &self.info, self.env.limits.rpc_timeout).await {
