@@ -15,8 +15,14 @@
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined pipelined-publish fanout-max
-#                                # fanout-rate handshake handshake-proxy idle client-sdk; "wss"
-#                                # selects the TLS ones)
+#                                # fanout-rate api-publish handshake handshake-proxy idle client-sdk;
+#                                # "wss" selects the TLS ones)
+#   ONLY=api-publish bash bench/run.sh
+#                                # API_RATE (default 200) publications per second to 1,000
+#                                # subscribers, made by a backend through the server API
+#                                # (`wsguard serve` with [api]) and by an embedding host
+#                                # (bench/src/bin/host_publisher.rs, the core linked in): server CPU
+#                                # per publication and per delivery, the API's as a ratio to the host's
 #   ONLY=client-sdk bash bench/run.sh
 #                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
 #                                # same wsguard server: messages per second and their ratio
@@ -44,7 +50,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 
 T_START=$SECONDS
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  echo "== building (root: wsguard-cli; bench: loadgen + baselines)" >&2
+  echo "== building (root: wsguard-cli; bench: loadgen, baselines, proxy backend, embedding host)" >&2
   (cd "$ROOT" && cargo build --release -p wsguard-cli --locked -q)
   cargo build --release --manifest-path "$ROOT/bench/Cargo.toml" -q
 fi
@@ -88,9 +94,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 TLS=0 # 1: start the servers with TLS and connect over wss://
 BACKEND_PID="" # the handshake-proxy scenario's backend, stopped with its server
+LG_EXTRA=() # load generator arguments the server started last needs (set by start_server)
+API_RATE=${API_RATE:-200} # api-publish: publications per second, by the API and by the host alike
+WSGUARD_API_KEY="$(head -c 24 /dev/urandom | base64 -w0)"
+export WSGUARD_API_KEY
 
 start_server() { # name -> sets SPID, URL
   PORT=$((PORT + 1))
+  LG_EXTRA=()
   local tls_args=() config
   if ((TLS)); then tls_args=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"); fi
   case "$1" in
@@ -117,6 +128,22 @@ start_server() { # name -> sets SPID, URL
       BACKEND_PID=$!
       printf '[proxy.connect]\nurl = "http://127.0.0.1:%s/connect"\n' $((PORT + 500)) >>"$config"
       taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
+      ;;
+    wsguard-api | wsguard-host)
+      # api-publish: the benchmark config plus a server API on loopback with a key and a request
+      # rate that never refuses. `wsguard serve` is published to by the load generator through the
+      # API; the embedding host serves the same config and publishes by itself at the same rate.
+      config="$(render_config $PORT)"
+      printf '[api]\nlisten = "127.0.0.1:%s"\nkey_env = "WSGUARD_API_KEY"\nrequests_per_sec = 1000000.0\nburst = 1000000\n' \
+        $((PORT + 500)) >>"$config"
+      if [[ $1 == wsguard-api ]]; then
+        taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
+        LG_EXTRA=(--via api --api-url "http://127.0.0.1:$((PORT + 500))" --api-key "$WSGUARD_API_KEY")
+      else
+        taskset -c "$SERVER_CPU" "$BIN/host_publisher" --config "$config" --rate "$API_RATE" --channel bench \
+          >"$WORK/$1.log" 2>&1 &
+        LG_EXTRA=(--via host)
+      fi
       ;;
   esac
   SPID=$!
@@ -159,7 +186,7 @@ run_case() {
     fi
     for srv in "${order[@]}"; do
       start_server "$srv"
-      "${LG[@]}" "$@" --url "$URL" --ca-file "$WORK/cert.pem" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
+      "${LG[@]}" "$@" "${LG_EXTRA[@]}" --url "$URL" --ca-file "$WORK/cert.pem" --token "$TOKEN" --server-pid "$SPID" --label "$srv" \
         --warmup-secs "$WARM" --secs "$SECS" | tee -a "$RAW" >&2
       stop_server
     done
@@ -174,6 +201,14 @@ if want pipelined-publish; then
 fi
 if want fanout-max; then echo "== fan-out, max rate" >&2; run_case fanout --subs 100 --window 8; fi
 if want fanout-rate; then echo "== fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
+if want api-publish; then
+  # A publication to 1,000 subscribers through the server API, against the same publication by
+  # an embedding host (ServerHandle::publish), at the same fixed rate.
+  echo "== api publish: server API against an embedding host (1,000 subscribers, ${API_RATE}/s)" >&2
+  SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(wsguard-api wsguard-host)
+  run_case fanout --subs 1000 --rate "$API_RATE" --src-addrs 127.0.0.40
+  SERVERS=("${SAVE_SERVERS[@]}")
+fi
 if want handshake; then echo "== handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi
 if want handshake-proxy; then
   # The handshake with a [proxy] connect endpoint, against the plain handshake of the same run.
