@@ -206,15 +206,17 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
-/// The first line within [`STEP`] for which `wanted` holds; panics with `what` otherwise.
+/// The first line within [`STEP`] for which `wanted` holds; panics with `what` and the lines seen
+/// otherwise.
 fn wait_line(rx: &Receiver<String>, what: &str, wanted: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + STEP;
+    let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) if wanted(&line) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("{what}: not seen within {STEP:?} ({e})"),
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("{what}: not seen within {STEP:?} ({e}); instead:\n{}", seen.join("\n")),
         }
     }
 }
@@ -236,9 +238,9 @@ impl Shell {
 
     /// Runs `script` to completion within [`STEP`]; returns its stdout, panics on failure.
     fn run(&self, script: &str) -> String {
-        let mut child =
-            self.command(script).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn bash");
-        let (stdout, stderr) = (lines_of(child.stdout.take().expect("stdout")), lines_of(child.stderr.take().expect("stderr")));
+        let mut child = self.command(script).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn bash");
+        let (stdout, stderr) =
+            (lines_of(child.stdout.take().expect("stdout")), lines_of(child.stderr.take().expect("stderr")));
         let deadline = Instant::now() + STEP;
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -372,8 +374,8 @@ fn readme_standalone_quickstart_works_as_written() {
             } else if background.starts_with("wsguard serve") {
                 seen.push("serve");
             }
-            let log = std::fs::File::create(dir.join(format!("background-{}.log", processes.0.len())))
-                .expect("a log file");
+            let log =
+                std::fs::File::create(dir.join(format!("background-{}.log", processes.0.len()))).expect("a log file");
             let child = shell
                 .command(&format!("exec {background}"))
                 .stdout(log.try_clone().expect("log"))
@@ -409,12 +411,13 @@ fn readme_standalone_quickstart_works_as_written() {
             seen.push("connect");
         } else {
             let out = shell.run(&command);
-            let session = session.as_mut().expect("the session is open before the API calls");
-            match words.get(..3).map(|w| w.join(" ")).as_deref() {
+            let api_call = words.get(..3).map(|w| w.join(" "));
+            let session = || session.as_ref().expect("`wsguard connect` comes before the API calls");
+            match api_call.as_deref() {
                 Some("wsguard api publish") => {
                     let (channel, payload) = (&words[3], &words[4]);
                     let payload: serde_json::Value = serde_json::from_str(payload).expect("the payload is JSON");
-                    wait_line(&session.stdout, "the published message at the session", |line| {
+                    wait_line(&session().stdout, "the published message at the session", |line| {
                         serde_json::from_str::<serde_json::Value>(line).is_ok_and(|m| {
                             m["type"] == "message" && m["channel"] == channel.as_str() && m["payload"] == payload
                         })
@@ -433,13 +436,13 @@ fn readme_standalone_quickstart_works_as_written() {
                         protocol.lines().any(|l| l.starts_with(&format!("| {code} | `{name}` |"))),
                         "docs/PROTOCOL.md does not document close code {code} {name}"
                     );
-                    let closed = wait_line(&session.stderr, "the session closed", |l| l.starts_with("closed"));
+                    let closed = wait_line(&session().stderr, "the session closed", |l| l.starts_with("closed"));
                     assert_eq!(closed, format!("closed: {code} {name}"));
                     seen.push("revoke");
                 }
                 _ if words.first().map(String::as_str) == Some("curl") => {
-                    let answer: serde_json::Value =
-                        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("`{command}` answered {out:?}: {e}"));
+                    let answer: serde_json::Value = serde_json::from_str(out.trim())
+                        .unwrap_or_else(|e| panic!("`{command}` answered {out:?}: {e}"));
                     assert!(answer.get("error").is_none() && answer.get("code").is_none(), "{answer}");
                     seen.push("curl");
                 }

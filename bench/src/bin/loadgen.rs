@@ -25,8 +25,6 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use wsguard_bench::api_publisher::ApiPublisher;
-use wsguard_bench::{PAYLOAD_PAD_BYTES, clock_nanos};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
@@ -34,6 +32,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use wsguard_bench::api_publisher::ApiPublisher;
+use wsguard_bench::{PAYLOAD_PAD_BYTES, clock_nanos};
 
 type Ws = WebSocketStream<Stream>;
 
@@ -67,7 +67,10 @@ impl tokio::io::AsyncWrite for Stream {
             Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
         }
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
@@ -594,14 +597,16 @@ async fn fanout(c: Common, subs: usize, publisher: Publisher) -> String {
             let mut sink = None;
             match via {
                 Via::Host => return,
-                Via::Api => match ApiPublisher::connect(&publisher.api_url, &publisher.api_key, &publisher.channel).await {
-                    Ok(client) => api = Some(client),
-                    Err(e) => {
-                        eprintln!("api publisher: {e}");
-                        errs.fetch_add(1, Ordering::Relaxed);
-                        return;
+                Via::Api => {
+                    match ApiPublisher::connect(&publisher.api_url, &publisher.api_key, &publisher.channel).await {
+                        Ok(client) => api = Some(client),
+                        Err(e) => {
+                            eprintln!("api publisher: {e}");
+                            errs.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
                     }
-                },
+                }
                 Via::Ws => {
                     let Some(ws) = ws_publisher else { return };
                     let (ws_sink, mut stream) = ws.split();
@@ -647,8 +652,9 @@ async fn fanout(c: Common, subs: usize, publisher: Publisher) -> String {
                 let payload = format!("{{\"t\":{},\"n\":{k},\"pad\":\"{pad}\"}}", clock_nanos());
                 let sent = match (sink.as_mut(), api.as_mut()) {
                     (Some(sink), _) => {
-                        let frame =
-                            format!("{{\"action\":\"publish\",\"id\":{k},\"channel\":{channel},\"payload\":{payload}}}");
+                        let frame = format!(
+                            "{{\"action\":\"publish\",\"id\":{k},\"channel\":{channel},\"payload\":{payload}}}"
+                        );
                         sink.send(Message::Text(Utf8Bytes::from(frame))).await.map_err(|e| e.to_string())
                     }
                     (None, Some(api)) => api.publish(&payload).await,
