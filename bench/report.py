@@ -17,8 +17,10 @@ BASE = "baseline-tt"
 # Servers in table order; `wsguard-before` is present when run.sh was given WSG_BEFORE (an older
 # binary measured side by side with the current one); `wsguard-proxy` (the current binary with a
 # `[proxy] connect` endpoint) in the handshake-proxy scenario only; `wsguard-history` (the current
-# binary with channel history on, bench/config/history.toml) in the history scenarios only.
-LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard", "wsguard-proxy", "wsguard-history")
+# binary with channel history on, bench/config/history.toml) in the history scenarios only;
+# `wsguard-api` (publications through the server API) and `wsguard-host` (an embedding host
+# publishing) in api-publish only.
+LABELS = (BASE, "baseline-fws", "wsguard-before", "wsguard", "wsguard-proxy", "wsguard-history", "wsguard-api", "wsguard-host")
 HISTORY = "wsguard-history"
 # Scenarios with their own tables (not ops, latency and CPU per op).
 OWN_TABLES = ("idle", "history_memory", "history_recover")
@@ -33,7 +35,7 @@ def plain_key(r):
     s = r["scenario"]
     if s in ("echo", "pipelined", "publish", "pipelined_publish"):
         return f"{s} c={r['conns']} w={r['window']}"
-    if s.startswith("fanout"):
+    if s.startswith("fanout") or s == "api_publish":
         return f"{s} subs={r['subs']}" + (f" rate={r['rate']:g}/s" if r["rate"] else f" w={r['window']}")
     if s == "handshake":
         return f"handshake c={r['conns']}"
@@ -137,6 +139,21 @@ def main(path):
                 f"wsguard-proxy {k}: {fmt(cpu, 2)} µs server CPU per handshake = {ratio(cpu, plain_cpu)} wsguard's "
                 f"plain handshake ({fmt(plain_cpu, 2)} µs); handshakes/s {ratio(med(rows, 'ops_per_sec'), med(plain, 'ops_per_sec'))}, "
                 f"p99 {ratio(med(rows, 'p99_us'), med(plain, 'p99_us'))}"
+            )
+    # A publication through the server API against the same publication by an embedding host
+    # (ServerHandle::publish) of the same run: server CPU per publication and per delivery.
+    for k in order:
+        rows = groups.get((k, "wsguard-api"), [])
+        host = groups.get((k, "wsguard-host"), [])
+        if rows and host:
+            pub, host_pub = med(rows, "server_cpu_us_per_publication"), med(host, "server_cpu_us_per_publication")
+            per, host_per = med(rows, "server_cpu_us_per_op"), med(host, "server_cpu_us_per_op")
+            print()
+            print(
+                f"wsguard-api {k}: {fmt(pub, 1)} µs server CPU per publication = {ratio(pub, host_pub)} the embedding "
+                f"host's ({fmt(host_pub, 1)} µs); per delivery {fmt(per, 2)} µs against {fmt(host_per, 2)} µs "
+                f"({ratio(per, host_per)}); p50 {fmt(med(rows, 'p50_us'))} µs against {fmt(med(host, 'p50_us'))} µs, "
+                f"p99 {ratio(med(rows, 'p99_us'), med(host, 'p99_us'))}"
             )
     if idle_rows:
         print()

@@ -15,14 +15,21 @@
 #                                # from a jwks_file holding the same key
 #   ONLY=idle bash bench/run.sh  # only the scenarios whose name contains one of ONLY's words
 #                                # (space-separated: echo pipelined pipelined-publish fanout-max
-#                                # fanout-rate handshake handshake-proxy idle client-sdk
-#                                # cluster-redis cluster-nats churn; "wss" selects the TLS ones,
-#                                # "cluster" both cluster scenarios)
+#                                # fanout-rate api-publish handshake handshake-proxy idle client-sdk
+#                                # cluster-redis cluster-nats churn history-publish history-fanout
+#                                # history-memory history-recover; "wss" selects the TLS ones,
+#                                # "cluster" both cluster scenarios, "history" the four history ones)
 #   CLUSTER_SUBS=1000 CLUSTER_RATE=20 ONLY=cluster bash bench/run.sh
 #                                # two wsguard nodes through a private redis-server / nats-server
 #                                # (started on a port of this run), against the same script on one node
 #   CHURN_SECS=180 CHURN_WARM=20 CHURN_CONNS=8 ONLY=churn bash bench/run.sh
 #                                # connect, subscribe, receive, close in loops: server RSS growth
+#   ONLY=api-publish bash bench/run.sh
+#                                # API_RATE (default 200) publications per second to 1,000
+#                                # subscribers, made by a backend through the server API
+#                                # (`wsguard serve` with [api]) and by an embedding host
+#                                # (bench/src/bin/host_publisher.rs, the core linked in): server CPU
+#                                # per publication and per delivery, the API's as a ratio to the host's
 #   ONLY=client-sdk bash bench/run.sh
 #                                # the JS client SDK (clients/js) against raw `ws` in Node, on the
 #                                # same wsguard server: messages per second and their ratio
@@ -54,7 +61,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 
 T_START=$SECONDS
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  echo "== building (root: wsguard-cli; bench: loadgen + baselines)" >&2
+  echo "== building (root: wsguard-cli; bench: loadgen, baselines, proxy backend, embedding host)" >&2
   (cd "$ROOT" && cargo build --release -p wsguard-cli --locked -q)
   cargo build --release --manifest-path "$ROOT/bench/Cargo.toml" -q
 fi
@@ -100,6 +107,9 @@ TLS=0 # 1: start the servers with TLS and connect over wss://
 METRICS=0 # 1: wsguard servers run their admin listener (the history-memory scenario reads /metrics)
 SERVER_ARGS=() # load generator arguments that depend on the server started (its metrics URL)
 BACKEND_PID="" # the handshake-proxy scenario's backend, stopped with its server
+API_RATE=${API_RATE:-200} # api-publish: publications per second, by the API and by the host alike
+WSGUARD_API_KEY="$(head -c 24 /dev/urandom | base64 -w0)"
+export WSGUARD_API_KEY
 
 start_server() { # name -> sets SPID, URL, SERVER_ARGS
   PORT=$((PORT + 1))
@@ -139,6 +149,22 @@ start_server() { # name -> sets SPID, URL, SERVER_ARGS
       BACKEND_PID=$!
       printf '[proxy.connect]\nurl = "http://127.0.0.1:%s/connect"\n' $((PORT + 500)) >>"$config"
       taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
+      ;;
+    wsguard-api | wsguard-host)
+      # api-publish: the benchmark config plus a server API on loopback with a key and a request
+      # rate that never refuses. `wsguard serve` is published to by the load generator through the
+      # API; the embedding host serves the same config and publishes by itself at the same rate.
+      config="$(render_config $PORT)"
+      printf '[api]\nlisten = "127.0.0.1:%s"\nkey_env = "WSGUARD_API_KEY"\nrequests_per_sec = 1000000.0\nburst = 1000000\n' \
+        $((PORT + 500)) >>"$config"
+      if [[ $1 == wsguard-api ]]; then
+        taskset -c "$SERVER_CPU" "$WSG" serve --config "$config" >"$WORK/$1.log" 2>&1 &
+        SERVER_ARGS=(--via api --api-url "http://127.0.0.1:$((PORT + 500))" --api-key "$WSGUARD_API_KEY")
+      else
+        taskset -c "$SERVER_CPU" "$BIN/host_publisher" --config "$config" --rate "$API_RATE" --channel bench \
+          >"$WORK/$1.log" 2>&1 &
+        SERVER_ARGS=(--via host)
+      fi
       ;;
   esac
   SPID=$!
@@ -196,6 +222,14 @@ if want pipelined-publish; then
 fi
 if want fanout-max; then echo "== fan-out, max rate" >&2; run_case fanout --subs 100 --window 8; fi
 if want fanout-rate; then echo "== fan-out, fixed rate" >&2; run_case fanout --subs 100 --rate 200; fi
+if want api-publish; then
+  # A publication to 1,000 subscribers through the server API, against the same publication by
+  # an embedding host (ServerHandle::publish), at the same fixed rate.
+  echo "== api publish: server API against an embedding host (1,000 subscribers, ${API_RATE}/s)" >&2
+  SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(wsguard-api wsguard-host)
+  run_case fanout --subs 1000 --rate "$API_RATE" --src-addrs 127.0.0.40
+  SERVERS=("${SAVE_SERVERS[@]}")
+fi
 if want handshake; then echo "== handshake" >&2; run_case handshake --conns 16 --src-addrs "$HS_SRC"; fi
 if want handshake-proxy; then
   # The handshake with a [proxy] connect endpoint, against the plain handshake of the same run.

@@ -1,7 +1,11 @@
-//! What the two raw baselines share: the listening socket and the client frames they understand.
-//! Each baseline keeps its own WebSocket library and connection handling.
+//! What the bench binaries share: the listening socket and the client frames the two raw
+//! baselines understand (each keeps its own WebSocket library and connection handling), and the
+//! fan-out payload's clock and size, common to the load generator and the embedding host.
+
+pub mod api_publisher;
 
 use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -33,4 +37,14 @@ pub fn reply(kind: &str, id: Option<u64>) -> String {
         Some(id) => format!("{{\"type\":\"{kind}\",\"id\":{id}}}"),
         None => format!("{{\"type\":\"{kind}\"}}"),
     }
+}
+
+/// Bytes of the `pad` string in every fan-out publication's payload (`{"t", "n", "pad"}`).
+pub const PAYLOAD_PAD_BYTES: usize = 64;
+
+/// The fan-out payload's `t`: the wall clock in nanoseconds. A clock every process on the machine
+/// shares, so a publication stamped by another process (the embedding host of `api-publish`) is
+/// timed like one stamped by the load generator itself.
+pub fn clock_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }

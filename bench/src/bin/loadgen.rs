@@ -7,7 +7,8 @@
 //! Scenarios (subcommands): `echo` (C connections, a window of W pings in flight each; with
 //! `--publish`, schema-checked publishes to the `bench` channel, each acked, instead of pings),
 //! `fanout` (N subscribers on one channel, one publisher, max rate with end-to-end flow control or
-//! a fixed rate), `handshake` (connect + authenticate + close, C in parallel), `idle` (hold N
+//! a fixed rate; with `--via api` the publisher is a backend calling the server API, with `--via
+//! host` the server process publishes by itself: the `api-publish` scenario), `handshake` (connect + authenticate + close, C in parallel), `idle` (hold N
 //! connections; used by `idle-multi`, which spreads connections over several processes and
 //! 127.0.0.x source addresses and reports server RSS per connection), `cluster` (subscribers on
 //! one node, a publisher at a fixed rate on another, each node's CPU; loadgen/cluster.rs),
@@ -36,6 +37,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use wsguard_bench::api_publisher::ApiPublisher;
+use wsguard_bench::{PAYLOAD_PAD_BYTES, clock_nanos};
 
 #[path = "../loadgen/churn.rs"]
 mod churn;
@@ -76,7 +79,10 @@ impl tokio::io::AsyncWrite for Stream {
             Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
         }
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
@@ -117,8 +123,6 @@ fn tls_connector(ca_file: &str) -> tokio_rustls::TlsConnector {
 
 /// Linux `USER_HZ`: /proc/PID/stat counts CPU time in these ticks (`getconf CLK_TCK`).
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-/// Process-local monotonic epoch; fan-out timestamps in payloads are nanoseconds since it.
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
@@ -165,6 +169,14 @@ struct Common {
     tag: String,
 }
 
+/// Who publishes in the `fanout` scenario.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Via {
+    Ws,
+    Api,
+    Host,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// C connections, W pings in flight on each.
@@ -194,6 +206,17 @@ enum Cmd {
         window: u64,
         #[arg(long, default_value = "bench")]
         channel: String,
+        /// Who publishes: `ws` a WebSocket client of this process; `api` this process through the
+        /// server API (`--api-url`, `--api-key`), at `--rate`; `host` the server process itself
+        /// (an embedding host publishing at `--rate`; nothing is published from here).
+        #[arg(long, value_enum, default_value_t = Via::Ws)]
+        via: Via,
+        /// The server API's base URL (`--via api`), e.g. http://127.0.0.1:9501
+        #[arg(long, default_value = "")]
+        api_url: String,
+        /// The server API key (`--via api`).
+        #[arg(long, default_value = "")]
+        api_key: String,
     },
     /// Connect + authenticate + close, C loops in parallel.
     Handshake {
@@ -273,12 +296,18 @@ enum Cmd {
 }
 
 fn main() {
-    LazyLock::force(&EPOCH);
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let out = match cli.cmd {
         Cmd::Echo { common, conns, window, publish } => rt.block_on(echo(common, conns, window, publish)),
-        Cmd::Fanout { common, subs, rate, window, channel } => rt.block_on(fanout(common, subs, rate, window, channel)),
+        Cmd::Fanout { common, subs, rate, window, channel, via, api_url, api_key } => {
+            if via != Via::Ws && rate <= 0.0 {
+                eprintln!("error: --via api and --via host need a fixed --rate");
+                std::process::exit(2);
+            }
+            let publisher = Publisher { via, rate, window, channel, api_url, api_key };
+            rt.block_on(fanout(common, subs, publisher))
+        }
         Cmd::Handshake { common, conns } => rt.block_on(handshake(common, conns)),
         Cmd::Idle { common, conns } => rt.block_on(idle(common, conns)),
         Cmd::IdleMulti { common, conns, procs } => idle_multi(common, conns, procs),
@@ -482,14 +511,14 @@ fn publish(id: u64) -> Message {
     Message::Text(
         format!(
             "{{\"action\":\"publish\",\"id\":{id},\"channel\":\"bench\",\"payload\":{{\"t\":{},\"n\":{id},\"pad\":\"{}\"}}}}",
-            EPOCH.elapsed().as_nanos() as u64,
-            PAD
+            clock_nanos(),
+            *PAD
         )
         .into(),
     )
 }
 
-const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+static PAD: LazyLock<String> = LazyLock::new(|| "x".repeat(PAYLOAD_PAD_BYTES));
 
 async fn echo_conn(mut ws: Ws, window: usize, publishes: bool, phase: &AtomicU8) -> (Histogram<u64>, u64, u64) {
     let request = if publishes { publish } else { ping };
@@ -548,16 +577,44 @@ fn payload_t(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-async fn fanout(c: Common, subs: usize, rate: f64, window: u64, channel: String) -> String {
-    let (mut sockets, mut errors) = connect_many(&c, subs + 1, 64).await;
-    let Some(publisher) = sockets.pop() else {
+/// The publisher side of `fanout`.
+struct Publisher {
+    via: Via,
+    /// Publications per second; 0 = flow-controlled by `window` (`ws` only).
+    rate: f64,
+    window: u64,
+    channel: String,
+    api_url: String,
+    api_key: String,
+}
+
+/// Subscribes `ws` to `channel`; true once acknowledged. Publications that arrive before the ack
+/// (an embedding host publishes from its start) are skipped.
+async fn subscribe(ws: &mut Ws, channel: &str) -> bool {
+    let frame = format!("{{\"action\":\"subscribe\",\"id\":1,\"channel\":{}}}", json!(channel));
+    if ws.send(Message::text(frame)).await.is_err() {
+        return false;
+    }
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Text(t) if t.as_str().contains("\"ack\"") => return true,
+            Message::Text(t) if t.as_str().contains("\"message\"") => {}
+            Message::Ping(_) | Message::Pong(_) => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+async fn fanout(c: Common, subs: usize, publisher: Publisher) -> String {
+    let extra_conn = usize::from(publisher.via == Via::Ws);
+    let (mut sockets, mut errors) = connect_many(&c, subs + extra_conn, 64).await;
+    let ws_publisher = if extra_conn == 1 { sockets.pop() } else { None };
+    if sockets.is_empty() || (extra_conn == 1 && ws_publisher.is_none()) {
         return json!({"scenario": "fanout", "error": "no connections"}).to_string();
-    };
-    let subscribe = format!("{{\"action\":\"subscribe\",\"id\":1,\"channel\":{}}}", json!(channel));
+    }
     for ws in sockets.iter_mut() {
-        let ok = ws.send(Message::text(subscribe.clone())).await.is_ok()
-            && matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str().contains("\"ack\""));
-        if !ok {
+        if !subscribe(ws, &publisher.channel).await {
             errors += 1;
         }
     }
@@ -587,7 +644,7 @@ async fn fanout(c: Common, subs: usize, rate: f64, window: u64, channel: String)
                         break;
                     }
                 };
-                let now = EPOCH.elapsed().as_nanos() as u64;
+                let now = clock_nanos();
                 match payload_t(text.as_str()) {
                     Some(t) if text.as_str().contains("\"message\"") => {
                         delivered.fetch_add(1, Ordering::Relaxed);
@@ -610,24 +667,44 @@ async fn fanout(c: Common, subs: usize, rate: f64, window: u64, channel: String)
         }));
     }
     let published = Arc::new(AtomicU64::new(0));
+    let (via, rate, window) = (publisher.via, publisher.rate, publisher.window);
     let pub_task = {
         let (phase, delivered, notify, errs, published) =
             (phase.clone(), delivered.clone(), notify.clone(), errs.clone(), published.clone());
-        let channel = json!(channel).to_string();
         tokio::spawn(async move {
-            let (mut sink, mut stream) = publisher.split();
-            // Drain acks (and count anything that is not an ack).
-            let errs2 = errs.clone();
-            tokio::spawn(async move {
-                while let Some(Ok(m)) = stream.next().await {
-                    if let Message::Text(t) = m
-                        && !t.as_str().contains("\"ack\"")
-                    {
-                        errs2.fetch_add(1, Ordering::Relaxed);
+            let mut api = None;
+            let mut sink = None;
+            match via {
+                Via::Host => return,
+                Via::Api => {
+                    match ApiPublisher::connect(&publisher.api_url, &publisher.api_key, &publisher.channel).await {
+                        Ok(client) => api = Some(client),
+                        Err(e) => {
+                            eprintln!("api publisher: {e}");
+                            errs.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
                     }
                 }
-            });
-            let pad = "x".repeat(64);
+                Via::Ws => {
+                    let Some(ws) = ws_publisher else { return };
+                    let (ws_sink, mut stream) = ws.split();
+                    sink = Some(ws_sink);
+                    // Drain acks (and count anything that is not an ack).
+                    let errs2 = errs.clone();
+                    tokio::spawn(async move {
+                        while let Some(Ok(m)) = stream.next().await {
+                            if let Message::Text(t) = m
+                                && !t.as_str().contains("\"ack\"")
+                            {
+                                errs2.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            }
+            let channel = json!(publisher.channel).to_string();
+            let pad = "x".repeat(PAYLOAD_PAD_BYTES);
             let mut ticker = (rate > 0.0).then(|| {
                 let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
                 i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -651,12 +728,21 @@ async fn fanout(c: Common, subs: usize, rate: f64, window: u64, channel: String)
                     }
                 }
                 k += 1;
-                let t = EPOCH.elapsed().as_nanos() as u64;
-                let frame = format!(
-                    "{{\"action\":\"publish\",\"id\":{k},\"channel\":{channel},\"payload\":{{\"t\":{t},\"n\":{k},\"pad\":\"{pad}\"}}}}"
-                );
-                if sink.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() {
-                    errs.fetch_add(1, Ordering::Relaxed);
+                let payload = format!("{{\"t\":{},\"n\":{k},\"pad\":\"{pad}\"}}", clock_nanos());
+                let sent = match (sink.as_mut(), api.as_mut()) {
+                    (Some(sink), _) => {
+                        let frame = format!(
+                            "{{\"action\":\"publish\",\"id\":{k},\"channel\":{channel},\"payload\":{payload}}}"
+                        );
+                        sink.send(Message::Text(Utf8Bytes::from(frame))).await.map_err(|e| e.to_string())
+                    }
+                    (None, Some(api)) => api.publish(&payload).await,
+                    (None, None) => return,
+                };
+                if let Err(e) = sent {
+                    if errs.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("publish failed: {e}");
+                    }
                     return;
                 }
                 published.fetch_add(1, Ordering::Relaxed);
@@ -683,10 +769,26 @@ async fn fanout(c: Common, subs: usize, rate: f64, window: u64, channel: String)
     }
     errors += errs.load(Ordering::Relaxed);
     let hist = total.lock().expect("hist").clone();
-    let scenario = if rate > 0.0 { "fanout_rate" } else { "fanout_max" };
-    let extra = json!({"subs": subs, "rate": rate, "window": window,
-        "publications_per_sec": pubs as f64 / secs});
-    report(&c, scenario, measured.load(Ordering::Relaxed), secs, ticks, &hist, errors, extra)
+    let deliveries = measured.load(Ordering::Relaxed);
+    // Publications in the window as the subscribers saw them: the same count whoever publishes
+    // (an embedding host's publications are not counted here otherwise).
+    let seen = deliveries as f64 / subs.max(1) as f64;
+    let cpu_us = ticks as f64 / CLOCK_TICKS_PER_SEC * 1e6;
+    let scenario = match (via, rate > 0.0) {
+        (Via::Ws, true) => "fanout_rate",
+        (Via::Ws, false) => "fanout_max",
+        (Via::Api | Via::Host, _) => "api_publish",
+    };
+    let via_name = match via {
+        Via::Ws => "ws",
+        Via::Api => "api",
+        Via::Host => "host",
+    };
+    let publications_per_sec = if via == Via::Host { seen / secs } else { pubs as f64 / secs };
+    let extra = json!({"subs": subs, "rate": rate, "window": window, "via": via_name,
+        "publications_per_sec": publications_per_sec,
+        "server_cpu_us_per_publication": if seen > 0.0 { cpu_us / seen } else { f64::NAN }});
+    report(&c, scenario, deliveries, secs, ticks, &hist, errors, extra)
 }
 
 // ---------------------------------------------------------------------------------------------
