@@ -160,12 +160,7 @@ impl HistoryStore for MemoryStore {
         // sharing it would keep up to twice the counted bytes for as long as history keeps it.
         let kept = Utf8Bytes::from(frame.as_str().to_owned());
         let cost = entry_cost(&kept);
-        log.entries.push_back(Entry {
-            offset: log.last_offset,
-            frame: kept,
-            expires: now + retention.ttl,
-            age,
-        });
+        log.entries.push_back(Entry { offset: log.last_offset, frame: kept, expires: now + retention.ttl, age });
         let was_empty = log.entries.len() == 1;
         state.bytes += cost;
         state.messages += 1;

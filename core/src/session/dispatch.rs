@@ -313,7 +313,7 @@ impl Session {
             let start = proof.as_deref().and_then(|proof| {
                 self.env.history.proofs().verify(proof, &self.identity.subject, &channel, &since.epoch)
             });
-            !start.is_some_and(|start| start <= since.offset)
+            start.is_none_or(|start| start > since.offset)
         });
         let joined = 'joined: {
             // Checked again under the lock: a server-side subscribe may have come first.
