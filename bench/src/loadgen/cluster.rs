@@ -20,7 +20,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::{Common, EPOCH, MEASURE, STOP, WARMUP, connect_many, cpu_ticks, new_hist, payload_t, rss_kb};
+use wsguard_bench::clock_nanos;
+
+use super::{Common, MEASURE, STOP, WARMUP, connect_many, cpu_ticks, new_hist, payload_t, rss_kb};
 
 #[derive(Args, Clone)]
 pub(crate) struct ClusterArgs {
@@ -214,7 +216,7 @@ async fn subscriber(mut ws: super::Ws, shared: Arc<Shared>) {
                 break;
             }
         };
-        let now = EPOCH.elapsed().as_nanos() as u64;
+        let now = clock_nanos();
         let phase = shared.phase.load(Ordering::Relaxed);
         match payload_t(text.as_str()) {
             Some(t) if text.as_str().contains("\"message\"") => {
@@ -272,7 +274,7 @@ async fn publish(publisher: super::Ws, a: ClusterArgs, shared: Arc<Shared>, publ
     while shared.phase.load(Ordering::Relaxed) != STOP {
         ticker.tick().await;
         k += 1;
-        let t = EPOCH.elapsed().as_nanos() as u64;
+        let t = clock_nanos();
         let frame = format!(
             "{{\"action\":\"publish\",\"id\":{k},\"channel\":{channel},\"payload\":{{\"t\":{t},\"n\":{k},\"pad\":\"{pad}\"}}}}"
         );

@@ -12,7 +12,9 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{CLOCK_TICKS_PER_SEC, Common, EPOCH, PAD, Ws, connect_many, cpu_ticks, new_hist, rss_kb};
+use wsguard_bench::clock_nanos;
+
+use super::{CLOCK_TICKS_PER_SEC, Common, PAD, Ws, connect_many, cpu_ticks, new_hist, rss_kb};
 
 /// How long one step of a round may take before the run is abandoned (a server that stopped
 /// answering must not hang the benchmark).
@@ -286,8 +288,8 @@ async fn publish_n(ws: &mut Ws, channel: &str, n: usize, window: usize, next_id:
     let frames: Vec<String> = (0..n)
         .map(|_| {
             *next_id += 1;
-            let t = EPOCH.elapsed().as_nanos() as u64;
-            publish_frame(*next_id, channel, &format!("{{\"t\":{t},\"n\":{next_id},\"pad\":\"{PAD}\"}}"))
+            let t = clock_nanos();
+            publish_frame(*next_id, channel, &format!("{{\"t\":{t},\"n\":{next_id},\"pad\":\"{}\"}}", *PAD))
         })
         .collect();
     send_acked(ws, frames, window).await
