@@ -324,7 +324,10 @@ def recovery_table(groups, keys):
     for k in keys:
         rows = groups.get((k, HISTORY), [])
         for r in rows:
-            r["delivery_cpu_us_per_msg"] = r["live_cpu_us_per_msg"] - r["publish_cpu_us_per_msg"]
+            live, publish = r.get("live_cpu_us_per_msg"), r.get("publish_cpu_us_per_msg")
+            # A failed run (errors > 0) has no figures: it is counted, not averaged.
+            if isinstance(live, (int, float)) and isinstance(publish, (int, float)):
+                r["delivery_cpu_us_per_msg"] = live - publish
         rec_ms, live_ms = med(rows, "recover_ms_p50"), med(rows, "live_ms_p50")
         rec_cpu, live_cpu = med(rows, "recover_cpu_us_per_msg"), med(rows, "live_cpu_us_per_msg")
         delivery_cpu, pub_cpu = med(rows, "delivery_cpu_us_per_msg"), med(rows, "publish_cpu_us_per_msg")

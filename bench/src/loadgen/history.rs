@@ -214,11 +214,13 @@ pub(super) async fn memory(c: Common, load: MemoryLoad) -> String {
 // ---------------------------------------------------------------------------------------------
 // history-recover
 
-/// One subscriber's view of the channel: its position and its socket.
+/// One subscriber's view of the channel: its position (with the ack's proof, which a recovery
+/// sends back) and its socket.
 struct Subscriber {
     ws: Ws,
     offset: u64,
     epoch: String,
+    proof: String,
 }
 
 impl Subscriber {
@@ -228,6 +230,7 @@ impl Subscriber {
         let mut frame = json!({"action": "subscribe", "id": 1, "channel": channel});
         if recover {
             frame["since"] = json!({"offset": self.offset, "epoch": self.epoch});
+            frame["proof"] = json!(self.proof);
         }
         self.ws.send(Message::text(frame.to_string())).await.map_err(|e| e.to_string())?;
         let reply = next_text(&mut self.ws).await?;
@@ -238,6 +241,9 @@ impl Subscriber {
         let recovered = ack["recovered"] == Value::Bool(true);
         if !recovered {
             (self.offset, self.epoch) = (offset, epoch.to_owned());
+        }
+        if let Some(proof) = ack["proof"].as_str() {
+            self.proof = proof.to_owned();
         }
         Ok(recovered)
     }
@@ -387,7 +393,7 @@ pub(super) async fn recover(c: Common, ctx: RecoverCtx) -> String {
     let (Some(mut publisher), Some(ws)) = (sockets.pop(), sockets.pop()) else {
         return json!({"scenario": "history_recover", "label": c.label, "error": "no connections"}).to_string();
     };
-    let mut sub = Subscriber { ws, offset: 0, epoch: String::new() };
+    let mut sub = Subscriber { ws, offset: 0, epoch: String::new(), proof: String::new() };
     let mut totals =
         Totals { rounds: 0, live: new_hist(), recover: new_hist(), sum: Round { errors, ..Round::default() } };
     let times = (Duration::from_secs_f64(c.warmup_secs), Duration::from_secs_f64(c.secs));
