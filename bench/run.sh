@@ -235,7 +235,7 @@ if want handshake-proxy; then
   # The handshake with a [proxy] connect endpoint, against the plain handshake of the same run.
   echo "== handshake with a proxy connect endpoint (local backend)" >&2
   SAVE_SERVERS=("${SERVERS[@]}"); SERVERS=(wsguard wsguard-proxy)
-  run_case handshake --conns 16 --src-addrs "$HS_SRC"
+  run_case handshake --conns 16 --src-addrs "$HS_SRC" --tag proxy
   SERVERS=("${SAVE_SERVERS[@]}")
 fi
 if want idle; then echo "== idle 1k" >&2; run_case idle-multi --conns 1000 --procs 1 --src-addrs 127.0.0.20; fi
