@@ -14,23 +14,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use wsguard_bench::clock_nanos;
 
+use super::cluster::cpu_ns;
 use super::{CLOCK_TICKS_PER_SEC, Common, PAD, Ws, connect_many, cpu_ticks, new_hist, rss_kb};
 
 /// How long one step of a round may take before the run is abandoned (a server that stopped
 /// answering must not hang the benchmark).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Server CPU time in nanoseconds (user and system): the sum of the first field of
-/// `/proc/PID/task/*/schedstat` over the server's threads. `/proc/PID/stat` counts 10 ms ticks,
-/// too coarse for the few milliseconds a recovery takes; this is exact. (A thread that exits
-/// takes its time with it; wsguard's threads live as long as the server.)
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
 
 /// `wsguard_history_bytes` and `wsguard_history_messages` from a Prometheus text endpoint
 /// (`http://ip:port/metrics`); `None` without an endpoint or when it does not answer them.
