@@ -340,7 +340,7 @@ where
     }
     drop(pending);
     core.stats.record_handshake(None);
-    let conn = Connection::upgraded(stream, admitted.leftover, live.ws_config).await;
+    let conn = Connection::upgraded(stream, admitted.leftover, live.ws_config);
     let start = SessionStart {
         id: shared.next_session_id.fetch_add(1, Ordering::Relaxed),
         identity: Arc::new(admitted.identity),

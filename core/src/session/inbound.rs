@@ -42,7 +42,14 @@ impl Session {
             }
             match conn.next_buffered().await {
                 Some(next) => incoming = next,
-                None => break,
+                None => {
+                    // The socket ran dry: once the replies are out, an idle connection parks.
+                    let flushed = self.flush_replies(conn).await;
+                    if flushed.is_ok() {
+                        conn.park_if_quiet();
+                    }
+                    return flushed.err();
+                }
             }
         }
         self.flush_replies(conn).await.err()

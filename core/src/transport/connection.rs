@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
-use super::burst::BurstReader;
 use super::gate::ReadGate;
 use super::linger::Linger;
+use super::socket::Socket;
 use super::write::{WriteFrames, finish_delivery};
 use super::{CLOSE_WAIT, Disconnect};
 
@@ -43,7 +43,7 @@ pub(crate) enum Data {
 
 /// One client's WebSocket (see the module docs of `transport` for how it reads and writes).
 pub(crate) struct Connection<S> {
-    ws: WebSocketStream<BurstReader<S>>,
+    socket: Socket<S>,
     reads: ReadGate,
     /// Deliveries (or notices) drained for the next [`Connection::write_deliveries`] or
     /// [`Connection::write_batch`]; one buffer, reused for the connection's life.
@@ -54,6 +54,9 @@ pub(crate) struct Connection<S> {
     needs_flush: bool,
     /// A delivery write was cut off inside a frame ([`finish_delivery`]): no close frame.
     is_mid_frame: bool,
+    /// A data message was read since the socket last ran dry (a connection parks only after a
+    /// drain with none: `socket.rs`).
+    read_data: bool,
 }
 
 impl<S> Connection<S>
@@ -61,17 +64,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// The WebSocket over `stream` once the server's 101 is written; `leftover` is what the
-    /// handshake read past the request head.
-    pub(crate) async fn upgraded(stream: S, leftover: Vec<u8>, config: WebSocketConfig) -> Self {
-        let ws =
-            WebSocketStream::from_partially_read(BurstReader::new(stream), leftover, Role::Server, Some(config)).await;
+    /// handshake read past the request head. It starts parked when that is nothing (`socket.rs`).
+    pub(crate) fn upgraded(stream: S, leftover: Vec<u8>, config: WebSocketConfig) -> Self {
         Connection {
-            ws,
+            socket: Socket::new(stream, leftover, config),
             reads: ReadGate::new(),
             batch: Vec::new(),
             unflushed_replies: 0,
             needs_flush: false,
             is_mid_frame: false,
+            read_data: false,
         }
     }
 
@@ -93,10 +95,23 @@ where
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
-        let polled = std::task::ready!(self.reads.poll_next(cx, &mut self.ws));
+        let socket = &mut self.socket;
+        let polled = std::task::ready!(self.reads.poll_next(cx, |gated| {
+            // Parked: tungstenite is built only once the socket has something.
+            if socket.is_parked() {
+                std::task::ready!(socket.reader().poll_fill(gated));
+            }
+            socket.ws().poll_next_unpin(gated)
+        }));
         Poll::Ready(match polled {
-            Some(Ok(Message::Text(text))) => Inbound::Data(Data::Text(text)),
-            Some(Ok(Message::Binary(bytes))) => Inbound::Data(Data::Binary(bytes)),
+            Some(Ok(Message::Text(text))) => {
+                self.read_data = true;
+                Inbound::Data(Data::Text(text))
+            }
+            Some(Ok(Message::Binary(bytes))) => {
+                self.read_data = true;
+                Inbound::Data(Data::Binary(bytes))
+            }
             // tungstenite queues the pong itself; the next flush sends it.
             Some(Ok(Message::Ping(_))) => {
                 self.needs_flush = true;
@@ -109,9 +124,24 @@ where
         })
     }
 
+    /// After a batch of client messages that ended because the socket ran dry, with its replies
+    /// flushed: parks the connection if only control frames came since the last time the socket
+    /// ran dry (a heartbeat's pong) and tungstenite holds nothing (`socket.rs`).
+    pub(crate) fn park_if_quiet(&mut self) {
+        let quiet = !std::mem::take(&mut self.read_data);
+        if quiet && !self.is_mid_frame {
+            let drained = self.reads.is_armed();
+            if self.socket.park(drained, !self.needs_flush && self.unflushed_replies == 0) {
+                // The socket's waker is still tungstenite's (a proxy it allocated): the next poll
+                // waits on the bare stream with the gate's own, and the proxy is freed.
+                self.reads.mark_due();
+            }
+        }
+    }
+
     /// Hands a reply to tungstenite without flushing it ([`Connection::flush`] sends it).
     pub(crate) async fn feed_reply(&mut self, frame: Utf8Bytes, limit: Duration) -> Result<(), Disconnect> {
-        bounded_write(limit, self.ws.feed(Message::Text(frame))).await?;
+        bounded_write(limit, self.socket.ws().feed(Message::Text(frame))).await?;
         self.unflushed_replies += 1;
         self.needs_flush = true;
         Ok(())
@@ -122,14 +152,14 @@ where
         if !std::mem::take(&mut self.needs_flush) {
             return Ok(0);
         }
-        bounded_write(limit, self.ws.flush()).await?;
+        bounded_write(limit, self.socket.ws().flush()).await?;
         Ok(std::mem::take(&mut self.unflushed_replies))
     }
 
     /// After [`Inbound::Closed`]: drives out tungstenite's answer to the client's Close (after the
     /// replies still queued), within [`CLOSE_WAIT`]. Returns how many replies went with it.
     pub(crate) async fn answer_close(&mut self) -> u64 {
-        let _ = tokio::time::timeout(CLOSE_WAIT, self.ws.flush()).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.socket.ws().flush()).await;
         self.needs_flush = false;
         std::mem::take(&mut self.unflushed_replies)
     }
@@ -140,12 +170,23 @@ where
             Data::Text(text) => Message::Text(text),
             Data::Binary(bytes) => Message::Binary(bytes),
         };
-        bounded_write(limit, self.ws.send(message)).await
+        bounded_write(limit, self.socket.ws().send(message)).await
     }
 
-    /// Sends a heartbeat ping, flushed.
+    /// Sends a heartbeat ping, flushed. A parked connection writes the frame to the stream
+    /// directly, and stays parked.
     pub(crate) async fn ping(&mut self, limit: Duration) -> Result<(), Disconnect> {
-        bounded_write(limit, self.ws.send(Message::Ping(Bytes::new()))).await
+        if self.socket.is_parked() {
+            // FIN + ping, no payload; a server's frames are not masked (RFC 6455 §5.1).
+            const PING: [u8; 2] = [0x89, 0x00];
+            let write = async {
+                let reader = self.socket.reader();
+                tokio::io::AsyncWriteExt::write_all(reader, &PING).await?;
+                tokio::io::AsyncWriteExt::flush(reader).await
+            };
+            return bounded_write(limit, async { write.await.map_err(WsError::Io) }).await;
+        }
+        bounded_write(limit, self.socket.ws().send(Message::Ping(Bytes::new()))).await
     }
 
     /// The buffer the next [`Connection::write_deliveries`] or [`Connection::write_batch`]
@@ -159,7 +200,7 @@ where
         if self.batch.is_empty() {
             return Ok(());
         }
-        bounded_write(limit, WriteFrames::new(&mut self.ws, &mut self.batch)).await
+        bounded_write(limit, WriteFrames::new(&mut self.socket, &mut self.batch)).await
     }
 
     /// Writes the batch (deliveries) with one flush and leaves it empty. Usually done at the first
@@ -174,7 +215,7 @@ where
         limit: Duration,
     ) -> impl Future<Output = Result<(), Disconnect>> + 'a {
         async move {
-            let mut write = WriteFrames::new(&mut self.ws, &mut self.batch);
+            let mut write = WriteFrames::new(&mut self.socket, &mut self.batch);
             // Scoped, so that the first attempt's result is not kept across the await below.
             {
                 let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await;
@@ -194,7 +235,7 @@ where
     /// replaces the disconnect's reason name in the close frame (an operator's reason).
     pub(crate) async fn close(self, disconnect: Disconnect, reason: Option<&str>) -> Option<Linger<S>> {
         let frame = disconnect.close_frame(reason).filter(|_| !self.is_mid_frame)?;
-        let mut ws = self.ws;
+        let mut ws = self.socket.into_ws();
         match tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await {
             Ok(Ok(())) => {
                 let (stream, unread) = ws.into_inner().into_inner();

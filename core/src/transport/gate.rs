@@ -17,11 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
 use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A flag and the task to wake when it is set: the waker a gate polls its waits with.
 struct Shared {
@@ -112,21 +108,31 @@ impl ReadGate {
         ReadGate { shared: Shared::new() }
     }
 
-    /// The next client message; `Pending` without polling the stream when it is not due.
-    pub(super) fn poll_next<S: AsyncRead + AsyncWrite + Unpin>(
+    /// The next client message from `poll` (the stream, polled with the gate's waker); `Pending`
+    /// without calling it when it is not due.
+    pub(super) fn poll_next<T>(
         &self,
         cx: &Context<'_>,
-        ws: &mut WebSocketStream<S>,
-    ) -> Poll<Option<Result<Message, WsError>>> {
-        // Registered before the flag is read, and the flag cleared before the poll: a wake at
-        // any point sets it again and reaches this task.
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
         let polled = self.shared.poll_with(cx, |gated| {
-            if self.shared.is_due.swap(false, Ordering::AcqRel) { ws.poll_next_unpin(gated) } else { Poll::Pending }
+            if self.shared.is_due.swap(false, Ordering::AcqRel) { poll(gated) } else { Poll::Pending }
         });
         if polled.is_ready() {
             self.shared.is_due.store(true, Ordering::Release);
         }
         polled
+    }
+
+    /// Makes the next poll call the stream (after the stream changed under the gate).
+    pub(super) fn mark_due(&self) {
+        self.shared.is_due.store(true, Ordering::Release);
+    }
+
+    /// True when the stream's last poll was `Pending` and nothing woke it since: whatever the
+    /// stream had was read, and its waker is the gate's.
+    pub(super) fn is_armed(&self) -> bool {
+        !self.shared.is_due.load(Ordering::Acquire)
     }
 }
 
@@ -156,7 +162,9 @@ mod tests {
     /// message arrives; after a message the next poll is due (more may be buffered).
     #[tokio::test]
     async fn the_read_gate_polls_the_stream_only_after_a_wake_or_a_message() {
-        use futures_util::SinkExt;
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message;
         use tokio_tungstenite::tungstenite::protocol::Role;
 
         let (server_io, client_io) = tokio::io::duplex(4096);
@@ -167,18 +175,18 @@ mod tests {
         let waker = futures_util::task::waker(Arc::clone(&wakes));
         let cx = Context::from_waker(&waker);
 
-        assert!(reads.poll_next(&cx, &mut server).is_pending(), "nothing sent yet");
+        assert!(reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)).is_pending(), "nothing sent yet");
         assert!(!reads.shared.is_due.load(Ordering::Acquire), "the pending poll left the gate armed");
-        assert!(reads.poll_next(&cx, &mut server).is_pending());
+        assert!(reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)).is_pending());
 
         client.send(Message::text("one")).await.expect("send");
         client.send(Message::text("two")).await.expect("send");
         assert!(wakes.0.load(Ordering::Acquire) >= 1, "the socket woke the task through the gate");
-        let Poll::Ready(Some(Ok(first))) = reads.poll_next(&cx, &mut server) else { panic!("first message") };
+        let Poll::Ready(Some(Ok(first))) = reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)) else { panic!("first message") };
         assert_eq!(first.to_text().ok(), Some("one"));
-        let Poll::Ready(Some(Ok(second))) = reads.poll_next(&cx, &mut server) else { panic!("second message") };
+        let Poll::Ready(Some(Ok(second))) = reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)) else { panic!("second message") };
         assert_eq!(second.to_text().ok(), Some("two"));
-        assert!(reads.poll_next(&cx, &mut server).is_pending());
+        assert!(reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)).is_pending());
     }
 
     /// Counts wake-ups.

@@ -51,6 +51,7 @@ mod connection;
 mod disconnect;
 mod gate;
 mod linger;
+mod socket;
 mod write;
 
 use std::time::Duration;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use super::socket::Socket;
 use super::{CLOSE_WAIT, Disconnect};
 
 /// Writes `frames` in order with one flush, then leaves the buffer empty (also when the write
@@ -24,9 +24,10 @@ use super::{CLOSE_WAIT, Disconnect};
 /// buffer for a plain write. Other streams get the frames through tungstenite, one by one. The
 /// connection is only written to while it is open (the session leaves its loop on the client's
 /// Close and sends its own Close after that, through tungstenite), which is the state check
-/// tungstenite would make.
+/// tungstenite would make. A parked connection (`socket.rs`) stays parked: it has nothing in
+/// tungstenite to flush first.
 pub(super) struct WriteFrames<'a, S> {
-    ws: &'a mut WebSocketStream<S>,
+    ws: &'a mut Socket<S>,
     frames: &'a mut Vec<Utf8Bytes>,
     /// The first frame not written (or, through tungstenite, not handed to it) yet.
     next: usize,
@@ -35,7 +36,7 @@ pub(super) struct WriteFrames<'a, S> {
 }
 
 impl<'a, S> WriteFrames<'a, S> {
-    pub(super) fn new(ws: &'a mut WebSocketStream<S>, frames: &'a mut Vec<Utf8Bytes>) -> Self {
+    pub(super) fn new(ws: &'a mut Socket<S>, frames: &'a mut Vec<Utf8Bytes>) -> Self {
         WriteFrames { ws, frames, next: 0, offset: 0 }
     }
 }
@@ -86,14 +87,15 @@ where
     /// Through tungstenite, frame by frame (`SinkExt::feed`): tungstenite takes a frame once the
     /// previous ones fit its write buffer.
     fn poll_through_tungstenite(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let ws = self.ws.ws();
         loop {
             if self.next == self.frames.len() {
-                return self.ws.poll_flush_unpin(cx);
+                return ws.poll_flush_unpin(cx);
             }
-            ready!(self.ws.poll_ready_unpin(cx))?;
+            ready!(ws.poll_ready_unpin(cx))?;
             let frame = std::mem::take(&mut self.frames[self.next]);
             self.next += 1;
-            self.ws.start_send_unpin(Message::Text(frame))?;
+            ws.start_send_unpin(Message::Text(frame))?;
         }
     }
 
@@ -101,7 +103,7 @@ where
     fn poll_vectored(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         if self.next == 0 && self.offset == 0 {
             // Nothing of ours written yet: whatever tungstenite holds goes first.
-            ready!(self.ws.poll_flush_unpin(cx))?;
+            ready!(self.ws.poll_flush_ws(cx))?;
         }
         let WriteFrames { ws, frames, next, offset } = self;
         while *next < frames.len() {
@@ -137,12 +139,12 @@ where
                     for slice in slices {
                         copy.extend_from_slice(slice);
                     }
-                    Some(Pin::new(&mut *ws.get_mut()).poll_write(cx, &copy))
+                    Some(Pin::new(&mut *ws.reader()).poll_write(cx, &copy))
                 })
             });
             let mut written = match copied.flatten() {
                 Some(polled) => ready!(polled)?,
-                None => ready!(Pin::new(ws.get_mut()).poll_write_vectored(cx, slices))?,
+                None => ready!(Pin::new(ws.reader()).poll_write_vectored(cx, slices))?,
             };
             if written == 0 {
                 return Poll::Ready(Err(WsError::Io(std::io::ErrorKind::WriteZero.into())));
@@ -160,7 +162,7 @@ where
                 }
             }
         }
-        Poll::Ready(ready!(Pin::new(ws.get_mut()).poll_flush(cx)).map_err(WsError::Io))
+        Poll::Ready(ready!(Pin::new(ws.reader()).poll_flush(cx)).map_err(WsError::Io))
     }
 }
 
@@ -172,7 +174,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let result = ready!(if this.ws.get_ref().is_write_vectored() {
+        let result = ready!(if this.ws.reader().get_ref().is_write_vectored() {
             this.poll_vectored(cx)
         } else {
             this.poll_through_tungstenite(cx)
@@ -227,10 +229,10 @@ mod tests {
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
     use tokio_tungstenite::WebSocketStream;
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
     use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-    use super::WriteFrames;
+    use super::{Socket, WriteFrames};
 
     /// A stream that takes at most `chunk` bytes per write, says `Pending` (after waking itself)
     /// every other write, and may refuse vectored writes: every way a write can stop half-way.
@@ -291,19 +293,26 @@ mod tests {
         texts
     }
 
-    async fn written_and_read(chunk: usize, vectored: bool) -> Vec<Message> {
+    /// What the client reads after the server queued `queued` in tungstenite (none: the
+    /// connection stays parked) and wrote `texts()` with [`WriteFrames`].
+    async fn written_and_read(chunk: usize, vectored: bool, queued: Option<&str>) -> Vec<Message> {
         let (server_io, client_io) = tokio::io::duplex(1024);
         let stingy = Stingy { inner: server_io, chunk, vectored, stall: false };
-        let mut server = WebSocketStream::from_raw_socket(stingy, Role::Server, None).await;
+        let mut server = Socket::new(stingy, Vec::new(), WebSocketConfig::default());
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let texts = texts();
-        let expected = texts.len() + 1;
+        let expected = texts.len() + usize::from(queued.is_some());
         let write = async {
-            // Handed to tungstenite and not flushed: it must still go out first.
-            server.feed(Message::text("queued before")).await.expect("feed");
+            if let Some(queued) = queued {
+                // Handed to tungstenite and not flushed: it must still go out first.
+                server.ws().feed(Message::text(queued)).await.expect("feed");
+            }
             let mut frames: Vec<Utf8Bytes> = texts.iter().map(|t| Utf8Bytes::from(t.clone())).collect();
             WriteFrames::new(&mut server, &mut frames).await.expect("write");
             assert!(frames.is_empty(), "the buffer is left empty");
+            if queued.is_none() && vectored {
+                assert!(server.is_parked(), "frames written around tungstenite do not build it");
+            }
         };
         let read = async {
             let mut got = Vec::new();
@@ -321,9 +330,13 @@ mod tests {
         let mut expected = vec![Message::text("queued before")];
         expected.extend(texts().into_iter().map(Message::text));
         for chunk in [3, 7, 64, 5000, 100_000] {
-            assert_eq!(written_and_read(chunk, true).await, expected, "vectored, {chunk} bytes per write");
+            let got = written_and_read(chunk, true, Some("queued before")).await;
+            assert_eq!(got, expected, "vectored, {chunk} bytes per write");
         }
-        assert_eq!(written_and_read(7, false).await, expected, "through tungstenite");
+        assert_eq!(written_and_read(7, false, Some("queued before")).await, expected, "through tungstenite");
+        let parked = written_and_read(7, true, None).await;
+        assert_eq!(parked, expected[1..], "written to a parked connection's stream");
+        assert_eq!(written_and_read(7, false, None).await, expected[1..], "a parked one, through tungstenite");
     }
 
     #[test]
