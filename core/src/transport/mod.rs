@@ -12,6 +12,12 @@
 //! and delivery goes through the code below, so the techniques here were chosen by measurement
 //! (the figures, and what each change bought, are in docs/PERFORMANCE.md; keep them there):
 //!
+//! - **tungstenite only while the connection is in use** (`socket.rs`). An idle connection is
+//!   *parked*: its WebSocket state is taken apart and only the stream is kept (the task waits on
+//!   the bare socket); it is built again when the client sends something or a reply needs it.
+//!   Deliveries and heartbeat pings are written to a parked connection's stream directly. The
+//!   burst reader follows the client's frame boundaries, so a connection parks only where
+//!   tungstenite holds no partial frame or message.
 //! - **A small read buffer, and a burst reader under it** (`burst.rs`). tungstenite keeps its
 //!   read buffer for the connection's life and reads at most its size per call; it is set to
 //!   `SESSION_READ_BUFFER` ([`websocket_config`]). `BurstReader` reads from the socket into
