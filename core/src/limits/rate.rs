@@ -3,11 +3,55 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::Add;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// governor's TSC clock (quanta), one for the process: a `DefaultClock` in every limiter cost each
+/// session 80 bytes (two limiters, each with a 40-byte copy of the clock), and building one
+/// calibrates the TSC. This one is a zero-sized handle on the process's clock, read the same way.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SharedClock;
+
+/// Nanoseconds on [`SharedClock`] since its reference point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Tick(u64);
+
+impl Add<Nanos> for Tick {
+    type Output = Tick;
+
+    fn add(self, other: Nanos) -> Tick {
+        Tick(self.0.saturating_add(other.as_u64()))
+    }
+}
+
+impl Reference for Tick {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_sub(earlier.0))
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        Tick(self.0.saturating_sub(duration.as_u64()))
+    }
+}
+
+impl Clock for SharedClock {
+    type Instant = Tick;
+
+    fn now(&self) -> Tick {
+        static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+        let clock = CLOCK.get_or_init(quanta::Clock::new);
+        Tick(clock.delta_as_nanos(0, clock.raw()))
+    }
+}
+
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, SharedClock, NoOpMiddleware<Tick>>;
 
 /// A token bucket: `per_sec` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,13 +91,12 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
 /// One bucket (per connection): `per_sec` sustained, `burst` at once. The limiter's own clock
 /// tells the wait (a second copy of the clock here cost every session 80 bytes).
 pub(crate) struct DirectRate {
-    limiter: DefaultDirectRateLimiter,
+    limiter: DirectLimiter,
 }
 
 impl DirectRate {
-    /// `clock` is shared: building a clock calibrates the TSC (CPUID), far too costly per session.
-    pub(crate) fn new(rate: Rate, clock: &DefaultClock) -> Self {
-        DirectRate { limiter: DefaultDirectRateLimiter::direct_with_clock(quota(rate), clock.clone()) }
+    pub(crate) fn new(rate: Rate) -> Self {
+        DirectRate { limiter: DirectLimiter::direct_with_clock(quota(rate), SharedClock) }
     }
 
     /// Takes `n` cells at once; on refusal returns how long to wait.
@@ -96,7 +139,6 @@ impl<K: Eq + Hash + Clone> KeyedRate<K> {
 /// keyed limiter hashed the user name and looked the bucket up for every message.
 pub(crate) struct UserRates {
     rate: Rate,
-    clock: DefaultClock,
     buckets: Mutex<HashMap<Box<str>, UserBucket>>,
 }
 
@@ -107,8 +149,8 @@ struct UserBucket {
 }
 
 impl UserRates {
-    pub(crate) fn new(rate: Rate, clock: &DefaultClock) -> Self {
-        UserRates { rate, clock: clock.clone(), buckets: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(rate: Rate) -> Self {
+        UserRates { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// The bucket of `user`, shared with the user's other sessions.
@@ -118,7 +160,7 @@ impl UserRates {
             held.unused_since = None;
             return Arc::clone(&held.rate);
         }
-        let rate = Arc::new(DirectRate::new(self.rate, &self.clock));
+        let rate = Arc::new(DirectRate::new(self.rate));
         buckets.insert(user.into(), UserBucket { rate: Arc::clone(&rate), unused_since: None });
         rate
     }
@@ -158,8 +200,8 @@ mod tests {
         assert!(rate.check(&1).is_ok());
         let wait = rate.check(&1).expect_err("limited");
         assert!(retry_after_secs(wait) >= 1);
-        let direct = DirectRate::new(Rate::new(10.0, 5), &DefaultClock::default());
-        let unlimited = DirectRate::new(Rate::new(1e10, 10), &DefaultClock::default());
+        let direct = DirectRate::new(Rate::new(10.0, 5));
+        let unlimited = DirectRate::new(Rate::new(1e10, 10));
         assert!((0..1000).all(|_| unlimited.check_n(1).is_ok()));
         assert!(direct.check_n(5).is_ok());
         assert!(direct.check_n(1).is_err());
@@ -169,7 +211,7 @@ mod tests {
     #[test]
     fn a_users_sessions_share_one_bucket_kept_until_it_refilled() {
         // One cell per 100 s: nothing refills during the test.
-        let slow = UserRates::new(Rate::new(0.01, 2), &DefaultClock::default());
+        let slow = UserRates::new(Rate::new(0.01, 2));
         let first = slow.bucket("alice");
         let second = slow.bucket("alice");
         assert!(first.check_n(1).is_ok());
@@ -178,7 +220,7 @@ mod tests {
         assert!(slow.bucket("bob").check_n(1).is_ok(), "another user has a bucket of their own");
 
         // Refilled in 2 ms: unused since the first sweep, forgotten by a sweep after that.
-        let rates = UserRates::new(Rate::new(1000.0, 2), &DefaultClock::default());
+        let rates = UserRates::new(Rate::new(1000.0, 2));
         drop((rates.bucket("alice"), rates.bucket("bob")));
         rates.forget_idle();
         assert_eq!(rates.len(), 2);

@@ -29,7 +29,7 @@ use crate::handshake::proxy_header::{self, ProxyHeader, ProxyProtocol};
 use crate::handshake::{Admission, Refused, Rejection, canonical};
 use crate::limits::QuotaSlot;
 use crate::observe::Event;
-use crate::session::{self, SessionStart};
+use crate::session::{self, SessionEnv, SessionStart};
 use crate::transport::Connection;
 
 /// `Retry-After` of a `too_many_pending_handshakes_per_ip` refusal: a handshake takes
@@ -76,22 +76,19 @@ pub(crate) fn spawn(
     let mut tasks = list.tasks.lock().unwrap_or_else(PoisonError::into_inner);
     let slot = tasks.vacant_entry();
     let key = slot.key();
+    let listed = Listed { shared: Arc::clone(&shared), key };
+    let env = Arc::clone(&live.session_env);
     let task = if live.tls.is_some() {
-        tracker.spawn(async move {
-            let _listed = Listed { shared: &shared, key };
-            let Some(peer) = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await else {
-                return;
-            };
-            accept_tls(&shared, &live, tcp, peer, deadline, pending).await;
-        })
+        tracker.spawn(connection_task(listed, env, async move {
+            let peer = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await?;
+            let tls = accept_tls(&shared, &live, tcp, peer, deadline).await?;
+            handshake(&shared, &live, tls, peer, deadline, pending).await
+        }))
     } else {
-        tracker.spawn(async move {
-            let _listed = Listed { shared: &shared, key };
-            let Some(peer) = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await else {
-                return;
-            };
-            upgrade(&shared, &live, tcp, peer, deadline, pending).await;
-        })
+        tracker.spawn(connection_task(listed, env, async move {
+            let peer = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await?;
+            handshake(&shared, &live, tcp, peer, deadline, pending).await
+        }))
     };
     slot.insert(task.abort_handle());
 }
@@ -203,37 +200,39 @@ async fn refuse_after_header(core: &Core, live: &Live, tcp: &mut TcpStream, clie
 }
 
 /// A connection task's place in [`Shared::tasks`], given up when the task ends.
-struct Listed<'a> {
-    shared: &'a Shared,
+struct Listed {
+    shared: Arc<Shared>,
     key: usize,
 }
 
-impl Drop for Listed<'_> {
+impl Drop for Listed {
     fn drop(&mut self) {
         // After the hard stop the list is empty: nothing to remove.
         self.shared.tasks.lock().unwrap_or_else(PoisonError::into_inner).try_remove(self.key);
     }
 }
 
+/// The TLS handshake, within the connection's handshake deadline; `None` when it failed (refused
+/// and recorded here).
 async fn accept_tls(
     shared: &Shared,
     live: &Live,
     tcp: TcpStream,
     peer: SocketAddr,
     deadline: Instant,
-    pending: Pending,
-) {
-    let Some(acceptor) = &live.tls else { return };
-    // Boxed, like the handshake in `upgrade`: freed once the TLS handshake is done.
-    match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(tcp))).await {
-        Ok(Ok(tls)) => upgrade(shared, live, tls, peer, deadline, pending).await,
-        Ok(Err(e)) => reject_silently(&shared.core, peer, ErrorCode::TlsHandshakeFailed, e.to_string()),
-        Err(_) => reject_silently(
-            &shared.core,
-            peer,
-            ErrorCode::HandshakeTimeout,
-            "TLS handshake not completed in time".into(),
-        ),
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = live.tls.as_ref()?;
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            reject_silently(&shared.core, peer, ErrorCode::TlsHandshakeFailed, e.to_string());
+            None
+        }
+        Err(_) => {
+            let detail = "TLS handshake not completed in time".into();
+            reject_silently(&shared.core, peer, ErrorCode::HandshakeTimeout, detail);
+            None
+        }
     }
 }
 
@@ -259,29 +258,25 @@ pub(super) fn record_refusal(core: &Core, refused: &Refused) {
     });
 }
 
-/// The handshake, then the session. The two run one after the other in one place: the handshake's
-/// future is boxed and freed when it ends, and only the session's future stays in this task for
-/// the connection's life. A task's future is sized for its largest state, and a local moved into
-/// an `.await` keeps its slot, so the plain `async` form (`let ws = ..; run(ws, ..).await`) held the
-/// admission's request head buffer and a second copy of the stream (1.2 KiB over TLS) in every idle
-/// connection: 8.4 KiB of future where the session needs about 3 KiB (docs/PERFORMANCE.md, idle
-/// memory).
-fn upgrade<'a, S>(
-    shared: &'a Shared,
-    live: &'a Live,
-    stream: S,
-    peer: SocketAddr,
-    deadline: Instant,
-    pending: Pending,
-) -> impl Future<Output = ()> + 'a
+/// One connection's task: `prelude` (the PROXY header, the TLS handshake, the WebSocket
+/// handshake), then the session; `listed` is dropped when the task ends, however it ends. The
+/// prelude's future is boxed and freed when it ends, and only the session's future stays in the
+/// task for the connection's life: a task's future is sized for its largest state, a local moved
+/// into an `.await` keeps its slot, and an `async` block keeps what it captured for its whole
+/// life, so the plain `async` form (`let conn = ..; run(conn, ..).await`) would hold the
+/// admission's buffers, the accepted socket's arguments and a second copy of the stream in every
+/// idle connection (docs/PERFORMANCE.md, idle memory).
+fn connection_task<S, P>(listed: Listed, env: Arc<SessionEnv>, prelude: P) -> impl Future<Output = ()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + 'a,
+    S: AsyncRead + AsyncWrite + Unpin,
+    P: Future<Output = Option<(Connection<S>, SessionStart)>>,
 {
-    let env = Arc::clone(&live.session_env);
-    Box::pin(handshake(shared, live, stream, peer, deadline, pending)).then(move |admitted| match admitted {
-        Some((conn, start)) => Either::Left(session::run(conn, env, start)),
-        None => Either::Right(std::future::ready(())),
-    })
+    Box::pin(prelude)
+        .then(move |admitted| match admitted {
+            Some((conn, start)) => Either::Left(session::run(conn, env, start)),
+            None => Either::Right(std::future::ready(())),
+        })
+        .map(move |()| drop(listed))
 }
 
 /// The WebSocket handshake on an accepted (and decrypted) stream: the admission gate, then the 101
@@ -340,7 +335,7 @@ where
     }
     drop(pending);
     core.stats.record_handshake(None);
-    let conn = Connection::upgraded(stream, admitted.leftover, live.ws_config);
+    let conn = Connection::upgraded(stream, admitted.leftover, Arc::clone(&live.ws_config));
     let start = SessionStart {
         id: shared.next_session_id.fetch_add(1, Ordering::Relaxed),
         identity: Arc::new(admitted.identity),

@@ -68,7 +68,7 @@ impl Core {
 pub(crate) struct Live {
     pub(crate) gate: HandshakeGate,
     pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) ws_config: Arc<WebSocketConfig>,
     pub(crate) session_env: Arc<SessionEnv>,
     /// `[server]` as compiled.
     pub(crate) server: ServerSettings,
@@ -189,7 +189,6 @@ pub(crate) fn build_live(
         cluster_quota: core.cluster.quota(),
         cluster_state: core.cluster.state_gate(),
     };
-    let clock = governor::clock::DefaultClock::default();
     let session_env = Arc::new(SessionEnv {
         hub: Arc::clone(&core.hub),
         history: Arc::clone(&core.history),
@@ -204,14 +203,13 @@ pub(crate) fn build_live(
         revocations: Arc::clone(&core.revocations),
         jti_cache,
         bans: Arc::clone(&core.bans),
-        user_rates: UserRates::new(limits.user_message_rate, &clock),
+        user_rates: UserRates::new(limits.user_message_rate),
         shutdown: core.shutdown.clone(),
-        clock,
         limits: limits.clone(),
         protocol: config.protocol.clone(),
         leeway_secs: config.auth.leeway_secs,
         session_bound_claims: config.auth.session_bound_claims.clone(),
     });
-    let ws_config = crate::transport::websocket_config(limits.max_frame_bytes, limits.max_message_bytes);
+    let ws_config = Arc::new(crate::transport::websocket_config(limits.max_frame_bytes, limits.max_message_bytes));
     Ok(Live { gate, tls, ws_config, session_env, server: server.clone() })
 }

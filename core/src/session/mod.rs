@@ -56,8 +56,6 @@ pub(crate) struct SessionEnv {
     pub(crate) revocations: Arc<RevocationList>,
     pub(crate) jti_cache: Option<Arc<JtiCache>>,
     pub(crate) user_rates: UserRates,
-    /// One rate-limiter clock for every session (cheap to clone, costly to create).
-    pub(crate) clock: governor::clock::DefaultClock,
     pub(crate) bans: Arc<Bans>,
     pub(crate) shutdown: CancellationToken,
     /// `[limits]` as compiled.

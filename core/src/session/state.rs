@@ -2,7 +2,6 @@
 //! no I/O: its start and end, what a control wake means, an identity change, a violation.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -29,10 +28,10 @@ pub(crate) struct Session {
     pub(super) byte_rate: DirectRate,
     /// The user's bucket, shared with the user's other sessions.
     pub(super) user_rate: Arc<DirectRate>,
-    violations: VecDeque<Instant>,
+    /// The violations within the window; made at the first one (most sessions never have one).
+    violations: Option<Box<VecDeque<Instant>>>,
     pub(super) last_seq: Option<u64>,
     pub(super) info: HandshakeInfo,
-    client_ip: IpAddr,
     pub(super) timers: Timers,
     pub(super) traffic: Traffic,
     /// When the session started (its duration is reported when it ends).
@@ -52,6 +51,7 @@ impl Session {
     /// session, which `dispatch` shares across awaits and must therefore be `Sync`).
     pub(super) fn new(start: SessionStart, env: Arc<SessionEnv>) -> (Session, Box<dyn Send>) {
         let SessionStart { id, identity, client_ip, held, info } = start;
+        debug_assert_eq!(client_ip, info.client_ip, "one client address");
         let limits = &env.limits;
         let session = Session {
             user_rate: env.user_rates.bucket(&identity.subject),
@@ -60,12 +60,11 @@ impl Session {
             identity,
             outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
             subscriptions: SharedSubscriptions::default(),
-            message_rate: DirectRate::new(limits.message_rate, &env.clock),
-            byte_rate: DirectRate::new(limits.byte_rate, &env.clock),
-            violations: VecDeque::new(),
+            message_rate: DirectRate::new(limits.message_rate),
+            byte_rate: DirectRate::new(limits.byte_rate),
+            violations: None,
             last_seq: None,
             info,
-            client_ip,
             traffic: Traffic::default(),
             started: Instant::now(),
             env,
@@ -80,7 +79,7 @@ impl Session {
         let control = env.registry.register(Registration {
             id: self.id,
             identity: &self.identity,
-            client_ip: self.client_ip,
+            client_ip: self.info.client_ip,
             outbox: &self.outbox,
             subscriptions: &self.subscriptions,
         });
@@ -97,7 +96,7 @@ impl Session {
         env.events.emit(Event::SessionOpened {
             session_id: self.id,
             user: self.identity.subject.clone(),
-            client_ip: self.client_ip,
+            client_ip: self.info.client_ip,
         });
         control
     }
@@ -146,12 +145,14 @@ impl Session {
     pub(crate) fn record_violation(&mut self) -> bool {
         let now = Instant::now();
         let window = self.env.limits.violation_window;
-        while self.violations.front().is_some_and(|t| now.duration_since(*t) > window) {
-            self.violations.pop_front();
+        let violations = self.violations.get_or_insert_default();
+        while violations.front().is_some_and(|t| now.duration_since(*t) > window) {
+            violations.pop_front();
         }
-        self.violations.push_back(now);
-        self.env.bans.record_violation(self.client_ip, &self.identity.subject);
-        self.violations.len() > self.env.limits.max_violations
+        violations.push_back(now);
+        let count = violations.len();
+        self.env.bans.record_violation(self.info.client_ip, &self.identity.subject);
+        count > self.env.limits.max_violations
     }
 
     /// Gives every subscription back to the hub and leaves the registry (before the close
@@ -174,7 +175,7 @@ impl Session {
         self.env.events.emit(Event::SessionClosed {
             session_id: self.id,
             user: self.identity.subject.clone(),
-            client_ip: self.client_ip,
+            client_ip: self.info.client_ip,
             close_code: disconnect.code(),
             reason: disconnect.reason(),
             duration_secs,

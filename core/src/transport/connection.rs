@@ -4,12 +4,13 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use tokio::io::{AsyncRead, AsyncWrite};
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
@@ -65,7 +66,7 @@ where
 {
     /// The WebSocket over `stream` once the server's 101 is written; `leftover` is what the
     /// handshake read past the request head. It starts parked when that is nothing (`socket.rs`).
-    pub(crate) fn upgraded(stream: S, leftover: Vec<u8>, config: WebSocketConfig) -> Self {
+    pub(crate) fn upgraded(stream: S, leftover: Vec<u8>, config: Arc<WebSocketConfig>) -> Self {
         Connection {
             socket: Socket::new(stream, leftover, config),
             reads: ReadGate::new(),

@@ -110,11 +110,7 @@ impl ReadGate {
 
     /// The next client message from `poll` (the stream, polled with the gate's waker); `Pending`
     /// without calling it when it is not due.
-    pub(super) fn poll_next<T>(
-        &self,
-        cx: &Context<'_>,
-        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
+    pub(super) fn poll_next<T>(&self, cx: &Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
         let polled = self.shared.poll_with(cx, |gated| {
             if self.shared.is_due.swap(false, Ordering::AcqRel) { poll(gated) } else { Poll::Pending }
         });
@@ -182,9 +178,13 @@ mod tests {
         client.send(Message::text("one")).await.expect("send");
         client.send(Message::text("two")).await.expect("send");
         assert!(wakes.0.load(Ordering::Acquire) >= 1, "the socket woke the task through the gate");
-        let Poll::Ready(Some(Ok(first))) = reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)) else { panic!("first message") };
+        let Poll::Ready(Some(Ok(first))) = reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)) else {
+            panic!("first message")
+        };
         assert_eq!(first.to_text().ok(), Some("one"));
-        let Poll::Ready(Some(Ok(second))) = reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)) else { panic!("second message") };
+        let Poll::Ready(Some(Ok(second))) = reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)) else {
+            panic!("second message")
+        };
         assert_eq!(second.to_text().ok(), Some("two"));
         assert!(reads.poll_next(&cx, |gated| server.poll_next_unpin(gated)).is_pending());
     }

@@ -16,6 +16,7 @@
 //! ([`BurstReader::is_at_message_boundary`]), tungstenite's last read ran out of data (so it
 //! parsed every complete frame), and nothing waits for a flush.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
@@ -28,7 +29,8 @@ use super::burst::BurstReader;
 /// The WebSocket over one client's stream, open or parked (see the module docs).
 pub(super) struct Socket<S> {
     state: State<S>,
-    config: WebSocketConfig,
+    /// The server's, shared by its connections.
+    config: Arc<WebSocketConfig>,
 }
 
 enum State<S> {
@@ -46,12 +48,12 @@ where
 {
     /// The socket of a connection whose handshake read `leftover` past the request head: parked
     /// when that is nothing, open with those bytes in tungstenite's buffer otherwise.
-    pub(super) fn new(stream: S, leftover: Vec<u8>, config: WebSocketConfig) -> Self {
+    pub(super) fn new(stream: S, leftover: Vec<u8>, config: Arc<WebSocketConfig>) -> Self {
         let reader = BurstReader::new(stream, &leftover);
         let state = if leftover.is_empty() {
             State::Parked(reader)
         } else {
-            let built = WebSocketStream::from_partially_read(reader, leftover, Role::Server, Some(config));
+            let built = WebSocketStream::from_partially_read(reader, leftover, Role::Server, Some(*config));
             State::Open(Box::new(ready_now(built)))
         };
         Socket { state, config }
@@ -63,7 +65,7 @@ where
             let State::Parked(reader) = std::mem::replace(&mut self.state, State::Moving) else {
                 unreachable!("checked above")
             };
-            let built = WebSocketStream::from_raw_socket(reader, Role::Server, Some(self.config));
+            let built = WebSocketStream::from_raw_socket(reader, Role::Server, Some(*self.config));
             self.state = State::Open(Box::new(ready_now(built)));
         }
         match &mut self.state {
@@ -109,9 +111,7 @@ where
         if !(read_drained && flushed && ws.get_ref().is_at_message_boundary()) {
             return false;
         }
-        let State::Open(ws) = std::mem::replace(&mut self.state, State::Moving) else {
-            unreachable!("checked above")
-        };
+        let State::Open(ws) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!("checked above") };
         self.state = State::Parked(ws.into_inner());
         true
     }

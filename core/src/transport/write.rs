@@ -298,7 +298,7 @@ mod tests {
     async fn written_and_read(chunk: usize, vectored: bool, queued: Option<&str>) -> Vec<Message> {
         let (server_io, client_io) = tokio::io::duplex(1024);
         let stingy = Stingy { inner: server_io, chunk, vectored, stall: false };
-        let mut server = Socket::new(stingy, Vec::new(), WebSocketConfig::default());
+        let mut server = Socket::new(stingy, Vec::new(), std::sync::Arc::new(WebSocketConfig::default()));
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let texts = texts();
         let expected = texts.len() + usize::from(queued.is_some());
