@@ -510,6 +510,53 @@ async fn server_pings_and_a_polled_client_stays_alive() {
     ping(&mut ws, 1).await;
 }
 
+/// A masked client frame (RFC 6455 §5.2) with `first` as its first byte (FIN and opcode).
+fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+    assert!(payload.len() < 126, "a short frame");
+    let mut frame = vec![first, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    frame
+}
+
+/// An idle connection is parked between heartbeats (tungstenite taken apart, built again when the
+/// client sends): a frame cut in two by a pause, and a fragmented message with a ping between its
+/// fragments and a pause before its end, must still arrive whole, across heartbeats.
+#[tokio::test]
+async fn messages_cut_by_pauses_arrive_whole_across_idle_heartbeats() {
+    use tokio::io::AsyncWriteExt;
+    let server = Setup::new().limits("ping_interval_secs = 0.1").limits("idle_timeout_secs = 5").start().await;
+    let mut ws = server.session("alice").await;
+    let pause = Duration::from_millis(250);
+    // A heartbeat and its pong: nothing but control frames, so the connection parks after it.
+    loop {
+        if let Message::Ping(_) = next_message(&mut ws).await {
+            break;
+        }
+    }
+    futures_util::SinkExt::flush(&mut ws).await.expect("the pong goes out");
+    tokio::time::sleep(pause).await;
+
+    // One frame in two writes, heartbeats in between.
+    let frame = masked_frame(0x81, br#"{"action":"ping","id":2}"#);
+    ws.get_mut().write_all(&frame[..3]).await.expect("write");
+    tokio::time::sleep(pause).await;
+    ws.get_mut().write_all(&frame[3..]).await.expect("write");
+    assert_frame(&recv_json(&mut ws).await, &json!({"type": "pong", "id": 2}));
+    tokio::time::sleep(pause).await;
+
+    // A fragmented message: its first fragment, a ping, a pause, its last fragment.
+    let text = br#"{"action":"ping","id":3}"#;
+    let mut bytes = masked_frame(0x01, &text[..10]);
+    bytes.extend(masked_frame(0x89, b"hb"));
+    ws.get_mut().write_all(&bytes).await.expect("write");
+    tokio::time::sleep(pause).await;
+    ws.get_mut().write_all(&masked_frame(0x80, &text[10..])).await.expect("write");
+    assert_frame(&recv_json(&mut ws).await, &json!({"type": "pong", "id": 3}));
+    ping(&mut ws, 4).await;
+}
+
 // ---- 10. slow consumers -------------------------------------------------------------------------
 
 /// Small outboxes: 4 messages or 16 KiB, so three ~4 KB publications fill one.
