@@ -181,46 +181,66 @@ impl Boundaries {
     }
 
     fn follow(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
+        loop {
             if self.payload_left > 0 {
                 let skipped = usize::try_from(self.payload_left).unwrap_or(usize::MAX).min(bytes.len());
                 self.payload_left -= skipped as u64;
                 bytes = &bytes[skipped..];
+            }
+            if bytes.is_empty() {
+                return;
+            }
+            // The usual case: the whole header in hand, read in place.
+            if self.head_len == 0
+                && let Some((first, payload, used)) = parse_header(bytes)
+            {
+                self.start_frame(first, payload);
+                bytes = &bytes[used..];
                 continue;
             }
+            // A header cut by the end of a read: gathered until it is whole (14 bytes at most).
             self.head[usize::from(self.head_len)] = bytes[0];
             self.head_len += 1;
             bytes = &bytes[1..];
-            if self.head_len < 2 {
-                continue;
+            if let Some((first, payload, _)) = parse_header(&self.head[..usize::from(self.head_len)]) {
+                self.start_frame(first, payload);
+                self.head_len = 0;
             }
-            let extended = match self.head[1] & 0x7f {
-                126 => 2,
-                127 => 8,
-                _ => 0,
-            };
-            let mask = if self.head[1] & 0x80 != 0 { 4 } else { 0 };
-            if usize::from(self.head_len) < 2 + extended + mask {
-                continue;
-            }
-            let payload = match extended {
-                2 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
-                8 => u64::from_be_bytes(self.head[2..10].try_into().unwrap_or_default()),
-                _ => u64::from(self.head[1] & 0x7f),
-            };
-            let (fin, opcode) = (self.head[0] & 0x80 != 0, self.head[0] & 0x0f);
-            match opcode {
-                // Text or binary: a message that continues when FIN is clear.
-                1 | 2 => self.in_fragmented_message = !fin,
-                // A continuation: FIN ends the message.
-                0 if fin => self.in_fragmented_message = false,
-                // Control frames (and continuations without FIN) leave the message as it is.
-                _ => {}
-            }
-            self.payload_left = payload;
-            self.head_len = 0;
         }
     }
+
+    /// A frame whose header (first byte `first`) is complete: `payload` bytes follow.
+    fn start_frame(&mut self, first: u8, payload: u64) {
+        let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
+        match opcode {
+            // Text or binary: a message that continues when FIN is clear.
+            1 | 2 => self.in_fragmented_message = !fin,
+            // A continuation: FIN ends the message.
+            0 if fin => self.in_fragmented_message = false,
+            // Control frames (and continuations without FIN) leave the message as it is.
+            _ => {}
+        }
+        self.payload_left = payload;
+    }
+}
+
+/// A frame header at the start of `bytes`, when it is all there: its first byte (FIN and
+/// opcode), its payload length and its own length.
+fn parse_header(bytes: &[u8]) -> Option<(u8, u64, usize)> {
+    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    let head = bytes.get(..2 + extended + mask)?;
+    let payload = match extended {
+        2 => u64::from(u16::from_be_bytes([head[2], head[3]])),
+        8 => u64::from_be_bytes(head[2..10].try_into().ok()?),
+        _ => u64::from(second & 0x7f),
+    };
+    Some((first, payload, head.len()))
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for BurstReader<S> {
