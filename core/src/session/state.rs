@@ -29,6 +29,7 @@ pub(crate) struct Session {
     /// The user's bucket, shared with the user's other sessions.
     pub(super) user_rate: Arc<DirectRate>,
     /// The violations within the window; made at the first one (most sessions never have one).
+    #[allow(clippy::box_collection, reason = "one word in every session, the queue only after a violation")]
     violations: Option<Box<VecDeque<Instant>>>,
     pub(super) last_seq: Option<u64>,
     pub(super) info: HandshakeInfo,
