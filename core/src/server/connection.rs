@@ -76,16 +76,15 @@ pub(crate) fn spawn(
     let mut tasks = list.tasks.lock().unwrap_or_else(PoisonError::into_inner);
     let slot = tasks.vacant_entry();
     let key = slot.key();
-    let listed = Listed { shared: Arc::clone(&shared), key };
     let env = Arc::clone(&live.session_env);
     let task = if live.tls.is_some() {
-        tracker.spawn(connection_task(listed, env, async move {
+        tracker.spawn(connection_task(Arc::clone(&shared), key, env, async move {
             let peer = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await?;
             let tls = accept_tls(&shared, &live, tcp, peer, deadline).await?;
             handshake(&shared, &live, tls, peer, deadline, pending).await
         }))
     } else {
-        tracker.spawn(connection_task(listed, env, async move {
+        tracker.spawn(connection_task(Arc::clone(&shared), key, env, async move {
             let peer = proxied(&shared.core, &live, &mut tcp, peer, deadline, &mut pending).await?;
             handshake(&shared, &live, tcp, peer, deadline, pending).await
         }))
@@ -259,24 +258,32 @@ pub(super) fn record_refusal(core: &Core, refused: &Refused) {
 }
 
 /// One connection's task: `prelude` (the PROXY header, the TLS handshake, the WebSocket
-/// handshake), then the session; `listed` is dropped when the task ends, however it ends. The
-/// prelude's future is boxed and freed when it ends, and only the session's future stays in the
+/// handshake), then the session; its place in [`Shared::tasks`] (`key`) is given back when the
+/// task ends, however it ends. The prelude's future is boxed and freed when it ends, and only the session's future stays in the
 /// task for the connection's life: a task's future is sized for its largest state, a local moved
 /// into an `.await` keeps its slot, and an `async` block keeps what it captured for its whole
 /// life, so the plain `async` form (`let conn = ..; run(conn, ..).await`) would hold the
 /// admission's buffers, the accepted socket's arguments and a second copy of the stream in every
 /// idle connection (docs/PERFORMANCE.md, idle memory).
-fn connection_task<S, P>(listed: Listed, env: Arc<SessionEnv>, prelude: P) -> impl Future<Output = ()>
+fn connection_task<S, P>(shared: Arc<Shared>, key: usize, env: Arc<SessionEnv>, prelude: P) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     P: Future<Output = Option<(Connection<S>, SessionStart)>>,
 {
-    Box::pin(prelude)
-        .then(move |admitted| match admitted {
-            Some((conn, start)) => Either::Left(session::run(conn, env, start)),
-            None => Either::Right(std::future::ready(())),
-        })
-        .map(move |()| drop(listed))
+    let prelude = async move {
+        // Made at the first poll, not before the spawn: a task dropped unpolled (spawned while
+        // the runtime shuts down, which drops it inside `spawn`, with the list still locked by
+        // the spawner) has no place to give back, and must not take the lock.
+        let listed = Listed { shared, key };
+        (listed, prelude.await)
+    };
+    Box::pin(prelude).then(move |(listed, admitted)| match admitted {
+        Some((conn, start)) => Either::Left(session::run(conn, env, start).map(move |()| drop(listed))),
+        None => {
+            drop(listed);
+            Either::Right(std::future::ready(()))
+        }
+    })
 }
 
 /// The WebSocket handshake on an accepted (and decrypted) stream: the admission gate, then the 101
