@@ -71,6 +71,16 @@ impl<S> BurstReader<S> {
 /// how many bytes that was (0: end of stream). The lingering close's read: it holds no buffer of
 /// its own between polls.
 pub(super) fn poll_discard<S: AsyncRead + Unpin>(stream: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    poll_scratch(stream, cx, |read| read.map(<[u8]>::len))
+}
+
+/// One read from `stream` into this worker thread's scratch buffer (a stack buffer if the scratch
+/// is in use); `take` gets what was read, or the error, before the buffer is reused.
+fn poll_scratch<S: AsyncRead + Unpin, T>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(io::Result<&[u8]>) -> T,
+) -> Poll<T> {
     SCRATCH.with(|scratch| {
         let mut fallback = [0u8; SESSION_READ_BUFFER];
         // Not borrowed elsewhere: a read from the stream never calls back into this code.
@@ -80,7 +90,8 @@ pub(super) fn poll_discard<S: AsyncRead + Unpin>(stream: &mut S, cx: &mut Contex
             Err(_) => &mut fallback[..],
         };
         let mut read = ReadBuf::new(buffer);
-        Pin::new(stream).poll_read(cx, &mut read).map_ok(|()| read.filled().len())
+        let polled = std::task::ready!(Pin::new(stream).poll_read(cx, &mut read));
+        Poll::Ready(take(polled.map(|()| read.filled())))
     })
 }
 
@@ -93,20 +104,10 @@ impl<S: AsyncRead + Unpin> BurstReader<S> {
         if !self.pending.is_empty() || self.held_end.is_some() {
             return Poll::Ready(());
         }
-        SCRATCH.with(|scratch| {
-            let mut fallback = [0u8; SESSION_READ_BUFFER];
-            // Not borrowed elsewhere: a read from the stream never calls back into this code.
-            let mut borrowed = scratch.try_borrow_mut();
-            let buffer = match borrowed.as_deref_mut() {
-                Ok(scratch) => &mut scratch[..],
-                Err(_) => &mut fallback[..],
-            };
-            let mut read = ReadBuf::new(buffer);
-            match std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read)) {
-                Ok(()) if !read.filled().is_empty() => self.pending = BytesMut::from(read.filled()),
-                ended => self.held_end = Some(ended),
-            }
-            Poll::Ready(())
+        let (pending, held_end) = (&mut self.pending, &mut self.held_end);
+        poll_scratch(&mut self.inner, cx, |read| match read {
+            Ok(bytes) if !bytes.is_empty() => *pending = BytesMut::from(bytes),
+            ended => *held_end = Some(ended.map(|_| ())),
         })
     }
 }
