@@ -342,7 +342,8 @@ impl HandshakeGate {
             client_ip,
             leftover,
             response: response.into_bytes(),
-            held: Box::new((permit, ip_slot, user_slot, cluster_lease, memory)),
+            // The cluster lease boxed: most servers have none, and every session holds this tuple.
+            held: Box::new((permit, ip_slot, user_slot, cluster_lease.map(Box::new), memory)),
             info,
         })))
     }

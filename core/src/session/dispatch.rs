@@ -135,7 +135,7 @@ impl Session {
             ClientFrame::Subscribe { channel, since, proof, .. } => self.subscribe(id, channel, since, proof).await,
             ClientFrame::Unsubscribe { channel, .. } => {
                 {
-                    let mut subscriptions = self.subscriptions.lock();
+                    let mut subscriptions = self.link.subscriptions.lock();
                     if subscriptions.remove(&channel).is_none() {
                         return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
                     }
@@ -270,7 +270,7 @@ impl Session {
             action,
             channel: channel.to_string(),
         };
-        match self.env.hooks.authorize(request, &self.info, payload).await {
+        match self.env.hooks.authorize(request, &self.link.info, payload).await {
             Ok(Decision::Allow) => Ok(allowed),
             Ok(Decision::Deny) => Err(refuse(id, ErrorCode::Forbidden, "not allowed on this channel")),
             Err(failure) if failure.code() == ErrorCode::HookTimeout => {
@@ -296,12 +296,12 @@ impl Session {
         since: Option<Since>,
         proof: Option<String>,
     ) -> Result<Vec<Utf8Bytes>, Refusal> {
-        if self.subscriptions.lock().contains(&channel) {
+        if self.link.subscriptions.lock().contains(&channel) {
             // Nothing changes and nothing is checked again; a `since` is not used (the live
             // subscription has delivered, or announced as a gap, everything since it started).
             return Ok(vec![self.already_subscribed(id, &channel).await?]);
         }
-        if self.subscriptions.lock().len() >= self.env.limits.max_subscriptions {
+        if self.link.subscriptions.lock().len() >= self.env.limits.max_subscriptions {
             return Err(refuse(id, ErrorCode::TooManySubscriptions, "subscription limit reached"));
         }
         let allowed = self.authorize(id, &self.identity, ChannelAction::Subscribe, &channel, None).await?;
@@ -317,7 +317,7 @@ impl Session {
         });
         let joined = 'joined: {
             // Checked again under the lock: a server-side subscribe may have come first.
-            let mut subscriptions = self.subscriptions.lock();
+            let mut subscriptions = self.link.subscriptions.lock();
             if subscriptions.contains(&channel) {
                 break 'joined Err(());
             }
@@ -433,7 +433,7 @@ impl Session {
                 Ok(joined)
             }
             Err(e) => {
-                self.subscriptions.lock().remove(channel);
+                self.link.subscriptions.lock().remove(channel);
                 self.env.hub.unsubscribe(channel, self.id);
                 Err(match e {
                     SinceError::Ahead => {
@@ -528,7 +528,7 @@ impl Session {
             check_schema(schema, &payload).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
         }
         let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
-        match self.env.hooks.rpc(call, &self.info, self.env.limits.rpc_timeout).await {
+        match self.env.hooks.rpc(call, &self.link.info, self.env.limits.rpc_timeout).await {
             Ok(Ok(value)) => Ok(vec![ServerFrame::Result { id, payload: &value }.encode()]),
             // Declared in config but the host registered no handler: a host problem, not the
             // client's, so it must not count as a violation.
@@ -543,12 +543,12 @@ impl Session {
     pub(crate) async fn reauthorize(&mut self, identity: &Arc<Identity>) -> Vec<Utf8Bytes> {
         let mut frames = Vec::new();
         // Server-made subscriptions are the trusted host's: no rule or hook re-checks them.
-        let channels = self.subscriptions.lock().client_made();
+        let channels = self.link.subscriptions.lock().client_made();
         for channel in channels {
             if self.authorize(None, identity, ChannelAction::Subscribe, &channel, None).await.is_err() {
                 // Gone already (a server-side unsubscribe while the hook ran): nothing to tell.
                 let is_removed = {
-                    let mut subscriptions = self.subscriptions.lock();
+                    let mut subscriptions = self.link.subscriptions.lock();
                     let is_removed = subscriptions.remove(&channel).is_some();
                     if is_removed {
                         self.env.hub.unsubscribe(&channel, self.id);
@@ -582,7 +582,7 @@ impl Session {
         }
         // The same hook as at the handshake: a refreshed identity is enriched the same way.
         let identity =
-            self.env.hooks.authenticate(self.info.clone(), identity, Some(self.id)).await.map_err(|refusal| {
+            self.env.hooks.authenticate(self.link.info.clone(), identity, Some(self.id)).await.map_err(|refusal| {
                 // The detail (a hook's deny reason, a backend's failure) is for operators only.
                 tracing::info!(
                     target: "wsguard::session",

@@ -100,7 +100,8 @@ where
     // and a field moved from a captured value into a local would hold both slots.
     let (mut session, held) = Session::new(start, env);
     async move {
-        let control = session.open();
+        let link = session.open();
+        let control = &link.control;
         // One timer for every deadline (`Timers`), and one wait for everything from outside the
         // session (its control: shutdown, revocations, reloads, disconnect requests). Both are
         // created once and polled in place; a wait that fires is re-armed with `set`, and the

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::Disconnect;
 use super::subscriptions::{Origin, SharedSubscriptions};
 use crate::auth::Identity;
+use crate::hooks::HandshakeInfo;
 use crate::hub::{Hub, Outbox, Push};
 use crate::observe::Stats;
 use crate::policy::SlowConsumerPolicy;
@@ -103,25 +104,47 @@ impl SessionControl {
     }
 }
 
-struct Entry {
-    id: u64,
-    /// The session's identity, shared (its subject names the user).
-    identity: Arc<Identity>,
-    control: Arc<SessionControl>,
-    client_ip: IpAddr,
-    /// When the session was registered, in milliseconds since the Unix epoch.
-    connected_at_ms: u64,
-    outbox: Outbox,
-    subscriptions: SharedSubscriptions,
+/// What a session shares with the server side, made once per session in one allocation: its
+/// control, its subscriptions, its outbox and its handshake record. The registry holds it next to
+/// the identity, which a refresh replaces.
+pub(crate) struct Link {
+    pub(crate) id: u64,
+    pub(crate) control: SessionControl,
+    /// Changed by the session's task and by server-side subscribes and unsubscribes.
+    pub(crate) subscriptions: SharedSubscriptions,
+    pub(crate) outbox: Outbox,
+    /// What the `authenticate` hook saw at the handshake (the client address among it).
+    pub(crate) info: HandshakeInfo,
+    /// When the session started, in milliseconds since the Unix epoch.
+    pub(crate) connected_at_ms: u64,
 }
 
-/// What a session shows the registry when it registers.
-pub(crate) struct Registration<'a> {
-    pub(crate) id: u64,
-    pub(crate) identity: &'a Arc<Identity>,
-    pub(crate) client_ip: IpAddr,
-    pub(crate) outbox: &'a Outbox,
-    pub(crate) subscriptions: &'a SharedSubscriptions,
+impl Link {
+    pub(crate) fn new(id: u64, outbox: Outbox, info: HandshakeInfo) -> Arc<Link> {
+        Arc::new(Link {
+            id,
+            control: SessionControl::default(),
+            subscriptions: SharedSubscriptions::default(),
+            outbox,
+            info,
+            connected_at_ms: crate::cluster::now_ms(),
+        })
+    }
+}
+
+/// A registered session: two words, so the ordered map's nodes stay small.
+struct Entry {
+    /// The session's identity, shared (its subject names the user).
+    identity: Arc<Identity>,
+    link: Arc<Link>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        &self.link
+    }
 }
 
 /// The sessions a server-side operation reaches on this node.
@@ -161,19 +184,10 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn register(&self, session: Registration<'_>) -> Arc<SessionControl> {
-        let control = Arc::new(SessionControl::default());
-        let entry = Entry {
-            id: session.id,
-            identity: Arc::clone(session.identity),
-            control: Arc::clone(&control),
-            client_ip: session.client_ip,
-            connected_at_ms: crate::cluster::now_ms(),
-            outbox: session.outbox.clone(),
-            subscriptions: session.subscriptions.clone(),
-        };
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(session.id, entry);
-        control
+    /// Registers a session, so it can be reached, signalled and listed until [`Registry::remove`].
+    pub(crate) fn register(&self, identity: &Arc<Identity>, link: &Arc<Link>) {
+        let entry = Entry { identity: Arc::clone(identity), link: Arc::clone(link) };
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(link.id, entry);
     }
 
     /// Runs `f` on every session `target` names (ids in order); how many it ran on.
@@ -234,7 +248,7 @@ impl Registry {
             .map(|(id, e)| Listed {
                 id: *id,
                 user: e.identity.subject.clone(),
-                client_ip: e.client_ip,
+                client_ip: e.info.client_ip,
                 connected_at_ms: e.connected_at_ms,
                 subscriptions: e.subscriptions.lock().names(),
             })
@@ -342,19 +356,23 @@ mod tests {
         })
     }
 
+    fn link(id: u64, outbox: Outbox) -> Arc<Link> {
+        let info = HandshakeInfo {
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            origin: None,
+            user_agent: None,
+            forwarded_headers: Vec::new(),
+        };
+        Link::new(id, outbox, info)
+    }
+
     #[test]
     fn signals_are_taken_once_requests_stay_and_a_refresh_releases_the_old_identity() {
         let registry = Registry::default();
         let old = identity("alice");
-        let outbox = Outbox::new(8, 1024, Arc::new(Stats::default()));
-        let subscriptions = SharedSubscriptions::default();
-        let control = registry.register(Registration {
-            id: 7,
-            identity: &old,
-            client_ip: IpAddr::from([127, 0, 0, 1]),
-            outbox: &outbox,
-            subscriptions: &subscriptions,
-        });
+        let link = link(7, Outbox::new(8, 1024, Arc::new(Stats::default())));
+        registry.register(&old, &link);
+        let control = &link.control;
         assert!(control.wait().now_or_never().is_none());
         registry.signal_all(Signal::Reload);
         registry.signal_all(Signal::Revocation);
@@ -381,23 +399,16 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let hub = Hub::new(Arc::clone(&stats));
         let alice = identity("alice");
-        let outboxes: Vec<Outbox> = (0..3).map(|_| Outbox::new(8, 1024, Arc::clone(&stats))).collect();
-        let sets: Vec<SharedSubscriptions> = (0..3).map(|_| SharedSubscriptions::default()).collect();
-        for id in 0..3 {
-            registry.register(Registration {
-                id: id as u64,
-                identity: &alice,
-                client_ip: IpAddr::from([127, 0, 0, 1]),
-                outbox: &outboxes[id],
-                subscriptions: &sets[id],
-            });
+        let links: Vec<Arc<Link>> = (0..3).map(|id| link(id, Outbox::new(8, 1024, Arc::clone(&stats)))).collect();
+        for link in &links {
+            registry.register(&alice, link);
         }
-        sets[1].lock().insert("other", Origin::Client);
-        sets[2].lock().close();
+        links[1].subscriptions.lock().insert("other", Origin::Client);
+        links[2].subscriptions.lock().close();
         let reach =
             registry.subscribe(Local::User("alice"), "news", SlowConsumerPolicy::Disconnect, 1, &hub, |_, _| {});
         assert_eq!(reach, Reach { matched: 3, changed: 1, at_limit: 1 });
-        assert_eq!(outboxes[0].drain(8)[0].as_str(), r#"{"type":"subscribed","channel":"news","by":"server"}"#);
+        assert_eq!(links[0].outbox.drain(8)[0].as_str(), r#"{"type":"subscribed","channel":"news","by":"server"}"#);
         assert_eq!(hub.publish("news", &Utf8Bytes::from("m")), 1);
         let listed = registry.list(Some("alice"), Some(0), 10);
         assert_eq!(listed.iter().map(|l| l.id).collect::<Vec<_>>(), [1, 2]);

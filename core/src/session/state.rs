@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::registry::{Registration, SessionControl, Signal, Wake};
-use super::subscriptions::SharedSubscriptions;
+use super::registry::{Link, Signal, Wake};
 use super::timers::{Due, Timers};
 use super::{Disconnect, SessionEnv, SessionStart};
 use crate::auth::Identity;
-use crate::hooks::HandshakeInfo;
 use crate::hub::Outbox;
 use crate::limits::DirectRate;
 use crate::observe::Event;
@@ -21,8 +19,9 @@ pub(crate) struct Session {
     pub(crate) id: u64,
     pub(crate) identity: Arc<Identity>,
     pub(crate) outbox: Outbox,
-    /// Shared with the registry (server-side subscribe and unsubscribe, listings).
-    pub(crate) subscriptions: SharedSubscriptions,
+    /// Shared with the registry: the session's control, its subscriptions (server-side subscribe
+    /// and unsubscribe, listings), its outbox and what the handshake saw.
+    pub(crate) link: Arc<Link>,
     pub(crate) env: Arc<SessionEnv>,
     pub(super) message_rate: DirectRate,
     pub(super) byte_rate: DirectRate,
@@ -32,7 +31,6 @@ pub(crate) struct Session {
     #[allow(clippy::box_collection, reason = "one word in every session, the queue only after a violation")]
     violations: Option<Box<VecDeque<Instant>>>,
     pub(super) last_seq: Option<u64>,
-    pub(super) info: HandshakeInfo,
     pub(super) timers: Timers,
     pub(super) traffic: Traffic,
     /// When the session started (its duration is reported when it ends).
@@ -54,18 +52,18 @@ impl Session {
         let SessionStart { id, identity, client_ip, held, info } = start;
         debug_assert_eq!(client_ip, info.client_ip, "one client address");
         let limits = &env.limits;
+        let outbox = Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats));
         let session = Session {
             user_rate: env.user_rates.bucket(&identity.subject),
             timers: Timers::new(&identity, env.leeway_secs, limits.ping_interval),
             id,
             identity,
-            outbox: Outbox::new(limits.outbox_messages, limits.outbox_bytes, Arc::clone(&env.stats)),
-            subscriptions: SharedSubscriptions::default(),
+            link: Link::new(id, outbox.clone(), info),
+            outbox,
             message_rate: DirectRate::new(limits.message_rate),
             byte_rate: DirectRate::new(limits.byte_rate),
             violations: None,
             last_seq: None,
-            info,
             traffic: Traffic::default(),
             started: Instant::now(),
             env,
@@ -74,16 +72,11 @@ impl Session {
     }
 
     /// Registers the session (so it can be disconnected and signalled) and reports it open;
-    /// returns its control.
-    pub(super) fn open(&self) -> Arc<SessionControl> {
+    /// returns its link, whose control the session loop waits on.
+    pub(super) fn open(&self) -> Arc<Link> {
         let env = &self.env;
-        let control = env.registry.register(Registration {
-            id: self.id,
-            identity: &self.identity,
-            client_ip: self.info.client_ip,
-            outbox: &self.outbox,
-            subscriptions: &self.subscriptions,
-        });
+        env.registry.register(&self.identity, &self.link);
+        let control = &self.link.control;
         // A shutdown or a revocation between the handshake's checks and the registration would
         // otherwise be missed: the relay (`server::relay_signals`) only reaches registered
         // sessions. A reload would not matter yet (no subscriptions).
@@ -97,9 +90,9 @@ impl Session {
         env.events.emit(Event::SessionOpened {
             session_id: self.id,
             user: self.identity.subject.clone(),
-            client_ip: self.info.client_ip,
+            client_ip: self.link.info.client_ip,
         });
-        control
+        Arc::clone(&self.link)
     }
 
     /// Whether a wake of the session's control ends it. A shutdown wins over a disconnect
@@ -152,7 +145,7 @@ impl Session {
         }
         violations.push_back(now);
         let count = violations.len();
-        self.env.bans.record_violation(self.info.client_ip, &self.identity.subject);
+        self.env.bans.record_violation(self.link.info.client_ip, &self.identity.subject);
         count > self.env.limits.max_violations
     }
 
@@ -160,7 +153,7 @@ impl Session {
     /// handshake: nothing reaches the session any more).
     pub(super) fn leave(&mut self) {
         // Closed under its lock: a server-side subscribe can no longer add to it.
-        let channels = self.subscriptions.lock().close();
+        let channels = self.link.subscriptions.lock().close();
         for channel in channels {
             self.env.hub.unsubscribe(&channel, self.id);
             self.env.presence.leave_later(&channel, &self.identity.subject, self.id);
@@ -176,7 +169,7 @@ impl Session {
         self.env.events.emit(Event::SessionClosed {
             session_id: self.id,
             user: self.identity.subject.clone(),
-            client_ip: self.info.client_ip,
+            client_ip: self.link.info.client_ip,
             close_code: disconnect.code(),
             reason: disconnect.reason(),
             duration_secs,

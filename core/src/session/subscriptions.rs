@@ -4,8 +4,8 @@
 //! made under its one lock, so the two never disagree and a session that has left can never be
 //! subscribed again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Who made a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,9 @@ pub(crate) enum Origin {
 /// The set itself.
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions {
-    channels: HashMap<String, Origin>,
+    /// Ordered: listings and re-authorization want the names sorted, and an empty ordered map is
+    /// three words where a hash map and its hasher's keys take six (every session holds one).
+    channels: BTreeMap<String, Origin>,
     /// Set when the session left the hub: nothing may be added any more.
     is_closed: bool,
 }
@@ -51,29 +53,24 @@ impl Subscriptions {
 
     /// The channels the client subscribed to itself, sorted (those re-authorization checks).
     pub(crate) fn client_made(&self) -> Vec<String> {
-        let mut channels: Vec<String> =
-            self.channels.iter().filter(|(_, o)| **o == Origin::Client).map(|(c, _)| c.clone()).collect();
-        channels.sort();
-        channels
+        self.channels.iter().filter(|(_, o)| **o == Origin::Client).map(|(c, _)| c.clone()).collect()
     }
 
     /// Every channel, sorted.
     pub(crate) fn names(&self) -> Vec<String> {
-        let mut channels: Vec<String> = self.channels.keys().cloned().collect();
-        channels.sort();
-        channels
+        self.channels.keys().cloned().collect()
     }
 
     /// Closes the set and takes every channel (the session is leaving).
     pub(crate) fn close(&mut self) -> Vec<String> {
         self.is_closed = true;
-        self.channels.drain().map(|(c, _)| c).collect()
+        std::mem::take(&mut self.channels).into_keys().collect()
     }
 }
 
-/// The set as the session and the registry share it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SharedSubscriptions(Arc<Mutex<Subscriptions>>);
+/// The set as the session and the registry share it (in the session's `Link`).
+#[derive(Debug, Default)]
+pub(crate) struct SharedSubscriptions(Mutex<Subscriptions>);
 
 impl SharedSubscriptions {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Subscriptions> {
