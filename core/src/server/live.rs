@@ -26,7 +26,7 @@ use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
 use crate::presence::Presence;
 use crate::proxy::Proxy;
-use crate::session::{Registry, SessionEnv};
+use crate::session::{Alarms, Registry, SessionEnv};
 
 /// What survives reloads.
 pub(crate) struct Core {
@@ -37,6 +37,8 @@ pub(crate) struct Core {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) registry: Arc<Registry>,
+    /// The sessions' timers (`session::Alarms`), served by one task of the server's.
+    pub(crate) alarms: Arc<Alarms>,
     pub(crate) capacity: Arc<Semaphore>,
     pub(crate) per_ip: Arc<ConnectionQuota<std::net::IpAddr>>,
     /// Connections in their handshake per client address (`limits.pending_handshakes_per_ip`).
@@ -198,6 +200,7 @@ pub(crate) fn build_live(
         events: core.events.clone(),
         hooks,
         registry: Arc::clone(&core.registry),
+        alarms: Arc::clone(&core.alarms),
         policy: Arc::clone(&core.policy),
         verifier: Arc::clone(&core.verifier),
         revocations: Arc::clone(&core.revocations),

@@ -44,7 +44,7 @@ use crate::hub::Hub;
 use crate::limits::{Bans, ConnectionQuota, RateBaseline};
 use crate::observe::{Event, EventSink, Stats};
 use crate::presence::Presence;
-use crate::session::{Registry, Signal};
+use crate::session::{Alarms, Registry, Signal};
 use live::{Compiled, Core, Live, build_live, compile};
 
 /// Pause after an accept error (typically EMFILE) so the loop does not spin.
@@ -212,6 +212,7 @@ impl ServerBuilder {
             cluster,
             presence,
             registry: Arc::new(Registry::default()),
+            alarms: Arc::new(Alarms::default()),
             capacity: Arc::new(Semaphore::new(settings.server.max_connections)),
             per_ip: ConnectionQuota::new(settings.limits.connections_per_ip),
             pending_per_ip: ConnectionQuota::new(settings.limits.pending_handshakes_per_ip),
@@ -370,6 +371,7 @@ impl Server {
         tokio::spawn(Arc::clone(&core.presence).run(core.shutdown.clone()));
         let upkeep = tokio::spawn(upkeep(Arc::clone(&shared)));
         let relay = tokio::spawn(relay_signals(Arc::clone(&shared)));
+        tokio::spawn(Arc::clone(&core.alarms).run(core.shutdown.clone()));
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = core.shutdown.cancelled() => break,

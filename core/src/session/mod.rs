@@ -5,6 +5,7 @@
 //! polling and the memory techniques the loop relies on). The session owns its subscriptions and
 //! gives every one of them back to the hub on every exit path.
 
+mod alarms;
 mod dispatch;
 mod inbound;
 mod outbound;
@@ -22,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use alarms::Alarms;
 pub(crate) use registry::{Local, Reach, Registry, Signal};
 pub(crate) use state::Session;
 use timers::Due;
@@ -49,6 +51,8 @@ pub(crate) struct SessionEnv {
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,
     pub(crate) registry: Arc<Registry>,
+    /// Every session's timer.
+    pub(crate) alarms: Arc<Alarms>,
     /// Swapped by reloads; read at every decision.
     pub(crate) policy: Arc<ArcSwap<Policy>>,
     /// Swapped by reloads; verifies in-band refresh tokens.
@@ -102,12 +106,11 @@ where
     async move {
         let link = session.open();
         let control = &link.control;
-        // One timer for every deadline (`Timers`), and one wait for everything from outside the
-        // session (its control: shutdown, revocations, reloads, disconnect requests). Both are
-        // created once and polled in place; a wait that fires is re-armed with `set`, and the
-        // gate told to poll it once so it registers again.
-        let timer = tokio::time::sleep_until(session.next_deadline());
-        tokio::pin!(timer);
+        // One wait for everything from outside the session (its control: shutdown, revocations,
+        // reloads, disconnect requests, and its alarm for every deadline of `Timers`, set in the
+        // server's `Alarms`). Created once and polled in place; when it fires it is re-armed with
+        // `set`, and the gate told to poll it once so it registers again.
+        session.set_alarm();
         let controlled = control.wait();
         tokio::pin!(controlled);
         let gate = Gate::new();
@@ -132,21 +135,20 @@ where
                     {
                         break d;
                     }
-                }
-                () = gate.gated(timer.as_mut()), if is_due => {
-                    match session.due() {
-                        Due::TokenExpiry => break Disconnect::TokenExpired,
-                        Due::Idle => break Disconnect::IdleTimeout,
-                        Due::Ping => {
-                            // Boxed, like every rare write (see the transport's module docs).
-                            if let Err(d) = Box::pin(conn.ping(session.env.limits.write_timeout)).await {
-                                break d;
+                    if wake.has(Signal::Timer) {
+                        match session.due() {
+                            Due::TokenExpiry => break Disconnect::TokenExpired,
+                            Due::Idle => break Disconnect::IdleTimeout,
+                            Due::Ping => {
+                                // Boxed, like every rare write (see the transport's module docs).
+                                if let Err(d) = Box::pin(conn.ping(session.env.limits.write_timeout)).await {
+                                    break d;
+                                }
                             }
+                            Due::Nothing => {}
                         }
-                        Due::Nothing => {}
+                        session.set_alarm();
                     }
-                    timer.as_mut().reset(session.next_deadline());
-                    gate.mark_due();
                 }
                 () = gate.woken(), if !is_due => {}
                 () = poll_fn(|cx| session.outbox.poll_ready(cx)) => {
@@ -162,8 +164,7 @@ where
                         break d;
                     }
                     if session.timers.take_rescheduled() {
-                        timer.as_mut().reset(session.next_deadline());
-                        gate.mark_due();
+                        session.set_alarm();
                     }
                 }
             }

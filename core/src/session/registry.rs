@@ -30,6 +30,8 @@ pub(crate) enum Signal {
     Revocation = 2,
     /// The policy was reloaded: re-authorize the subscriptions.
     Reload = 4,
+    /// The session's alarm is due (`Alarms`): a deadline of its `Timers` may have passed.
+    Timer = 8,
 }
 
 /// What woke a session's control wait.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::alarms::Alarm;
 use super::registry::{Link, Signal, Wake};
 use super::timers::{Due, Timers};
 use super::{Disconnect, SessionEnv, SessionStart};
@@ -32,6 +33,8 @@ pub(crate) struct Session {
     violations: Option<Box<VecDeque<Instant>>>,
     pub(super) last_seq: Option<u64>,
     pub(super) timers: Timers,
+    /// The session's alarm in `env.alarms`, set to the next deadline of `timers`.
+    alarm: Alarm,
     pub(super) traffic: Traffic,
     /// When the session started (its duration is reported when it ends).
     started: Instant,
@@ -56,6 +59,7 @@ impl Session {
         let session = Session {
             user_rate: env.user_rates.bucket(&identity.subject),
             timers: Timers::new(&identity, env.leeway_secs, limits.ping_interval),
+            alarm: Alarm::default(),
             id,
             identity,
             link: Link::new(id, outbox.clone(), info),
@@ -118,9 +122,10 @@ impl Session {
         self.timers.set_expiry(&self.identity, self.env.leeway_secs);
     }
 
-    /// The session timer's next deadline.
-    pub(super) fn next_deadline(&self) -> Instant {
-        self.timers.next_deadline(self.env.limits.idle_timeout)
+    /// Sets the session's alarm to the next deadline of its timers.
+    pub(super) fn set_alarm(&mut self) {
+        let deadline = self.timers.next_deadline(self.env.limits.idle_timeout);
+        self.alarm = self.env.alarms.set(&self.link, self.alarm, deadline);
     }
 
     /// What is due now that the session's timer fired. A due ping is counted as sent: the next
@@ -159,6 +164,7 @@ impl Session {
             self.env.presence.leave_later(&channel, &self.identity.subject, self.id);
         }
         self.env.registry.remove(self.id);
+        self.env.alarms.clear(self.id, std::mem::take(&mut self.alarm));
     }
 
     /// Reports the session closed (after [`Session::leave`], the close handshake and the release
