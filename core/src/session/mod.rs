@@ -38,7 +38,7 @@ use crate::observe::{EventSink, Stats};
 use crate::policy::Policy;
 use crate::presence::Presence;
 use crate::protocol::ProtocolConfig;
-use crate::transport::{Connection, Gate};
+use crate::transport::Connection;
 pub use crate::transport::{Disconnect, Reconnect};
 
 /// What every session shares.
@@ -108,28 +108,23 @@ where
         let control = &link.control;
         // One wait for everything from outside the session (its control: shutdown, revocations,
         // reloads, disconnect requests, and its alarm for every deadline of `Timers`, set in the
-        // server's `Alarms`). Created once and polled in place; when it fires it is re-armed with
-        // `set`, and the gate told to poll it once so it registers again.
+        // server's `Alarms`). Created once and polled in place; with nothing pending a poll is one
+        // atomic operation and the waker's registration.
         session.set_alarm();
         let controlled = control.wait();
         tokio::pin!(controlled);
-        let gate = Gate::new();
 
         let disconnect = loop {
-            let is_due = gate.take_due();
             // Biased: the order is the priority. A shutdown, a disconnect request, an expired token
             // or a revocation wins over a delivery or a client message that is ready at the same
-            // time; in a pass that does not poll them, `gate.woken()` (ahead of deliveries and
-            // reads) sends the loop round to a pass that does.
+            // time.
             tokio::select! {
                 biased;
-                wake = gate.gated(controlled.as_mut()), if is_due => {
+                wake = controlled.as_mut() => {
                     if let Some(d) = session.ends_on(&wake) {
                         break d;
                     }
-                    // Re-armed first: a reload during the re-authorization is seen next time.
-                    controlled.set(control.wait());
-                    gate.mark_due();
+                    // Taken before the re-authorization: a reload during it is seen next time.
                     if wake.has(Signal::Reload)
                         && let Err(d) = session.reauthorize_after_reload(&mut conn).await
                     {
@@ -150,7 +145,6 @@ where
                         session.set_alarm();
                     }
                 }
-                () = gate.woken(), if !is_due => {}
                 () = poll_fn(|cx| session.outbox.poll_ready(cx)) => {
                     if let Err(d) = session.deliver(&mut conn).await {
                         break d;

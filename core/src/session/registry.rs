@@ -49,12 +49,17 @@ impl Wake {
     }
 }
 
-/// Events for one session from outside its task: a request to end it, and the server-wide
-/// signals.
+/// The bit of `SessionControl::signals` that says a request is pending (it stays set).
+const REQUESTED: u8 = 0x80;
+
+/// Events for one session from outside its task: a request to end it, the server-wide signals
+/// and its alarm. The session loop polls its wait in every pass; with nothing pending that is one
+/// atomic read-modify-write and the waker's registration, and no lock.
 #[derive(Debug, Default)]
 pub(crate) struct SessionControl {
     /// The request to end the session, with the operator's close reason when there is one.
     requested: Mutex<Option<(Disconnect, Option<Arc<str>>)>>,
+    /// Bits of [`Signal`], and `REQUESTED`.
     signals: AtomicU8,
     /// The session task, woken by a request or a signal. (A waker, not a `Notify`: the session's
     /// wait is then one word in its future rather than a `Notified` of 88 bytes.)
@@ -74,6 +79,7 @@ impl SessionControl {
         if requested.is_none() {
             *requested = Some((disconnect, reason));
             drop(requested);
+            self.signals.fetch_or(REQUESTED, Ordering::AcqRel);
             self.task.wake();
         }
     }
@@ -89,19 +95,26 @@ impl SessionControl {
         self.task.wake();
     }
 
-    /// Resolves once a request is pending or a signal has arrived (the signals are taken).
+    /// Resolves once a request is pending or a signal has arrived (the signals are taken; a
+    /// request stays).
     pub(crate) fn wait(&self) -> impl std::future::Future<Output = Wake> + '_ {
         std::future::poll_fn(move |cx| {
-            // Registered before the state is read: a request or signal made after the read
-            // wakes this registration.
-            self.task.register(cx.waker());
-            let signals = self.signals.swap(0, Ordering::AcqRel);
-            let requested = self.requested.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(d, _)| *d);
-            if requested.is_some() || signals != 0 {
-                std::task::Poll::Ready(Wake { requested, signals })
-            } else {
-                std::task::Poll::Pending
+            let mut signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
+            if signals == 0 {
+                // Registered, then read again: a request or signal made after the first read
+                // either shows in the second or wakes this registration.
+                self.task.register(cx.waker());
+                signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
+                if signals == 0 {
+                    return std::task::Poll::Pending;
+                }
             }
+            let requested = if signals & REQUESTED == 0 {
+                None
+            } else {
+                self.requested.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(d, _)| *d)
+            };
+            std::task::Poll::Ready(Wake { requested, signals: signals & !REQUESTED })
         })
     }
 }

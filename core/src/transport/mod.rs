@@ -27,9 +27,9 @@
 //!   read buffer of ours.
 //! - **Gated polling** (`gate.rs`). `tokio::select!` polls every branch on every pass of the
 //!   session loop, which passes once or twice per message and per delivery. The socket is polled
-//!   only when it woke the task or its last poll returned a message ([`Connection::next`]); the
-//!   session's rare waits (its control and its one timer) only after one of them woke the task
-//!   ([`Gate`]).
+//!   only when it woke the task or its last poll returned a message ([`Connection::next`]). The
+//!   session's one other wait, its control (requests, signals and its alarm), costs one atomic
+//!   operation per pass when nothing is pending.
 //! - **Batched replies.** The session handles the messages the socket already delivered
 //!   ([`Connection::next_buffered`]) before looking at anything else; their replies are handed to
 //!   tungstenite ([`Connection::feed_reply`]) and go out with one flush ([`Connection::flush`]).
@@ -67,7 +67,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use burst::SESSION_READ_BUFFER;
 pub(crate) use connection::{Connection, Data, Inbound};
 pub use disconnect::{Disconnect, Reconnect};
-pub(crate) use gate::Gate;
 
 /// How long a closing connection has to write its close frame, and to finish a cut-off delivery
 /// frame before it. (What follows the close frame, the lingering close, has its own bounds in
