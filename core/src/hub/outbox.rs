@@ -26,37 +26,51 @@ struct Queued {
 struct State {
     queue: VecDeque<Queued>,
     bytes: usize,
-    lost: PerChannel,
-    /// Per channel, the last offset a recovery already gave the client: live frames of that
-    /// channel up to it are duplicates and dropped, until the first one beyond it (shared history,
-    /// where the subscription joins before the history is read).
-    recovered: PerChannel,
+    per_channel: PerChannel,
     is_overflowed: bool,
 }
 
-/// A number per channel, for what most outboxes never need (lost messages, recovery filters):
-/// neither a map nor its hasher's state until the first entry, since every session holds an
-/// outbox for its whole life (docs/PERFORMANCE.md, "Idle memory").
+/// Numbers per channel that most outboxes never need, made at the first use of either: neither
+/// a map nor its hasher's state until then, since every session holds an outbox for its whole
+/// life (docs/PERFORMANCE.md, "Idle memory").
 #[derive(Default)]
-#[allow(clippy::box_collection, reason = "one word while unused, where a map and its hasher take six")]
-struct PerChannel(Option<Box<HashMap<Arc<str>, u64>>>);
+struct PerChannel(Option<Box<Maps>>);
+
+#[derive(Default)]
+struct Maps {
+    /// Messages lost per channel since its last delivery (announced by a `gap` frame).
+    lost: HashMap<Arc<str>, u64>,
+    /// Per channel, the last offset a recovery already gave the client: live frames of that
+    /// channel up to it are duplicates and dropped, until the first one beyond it (shared history,
+    /// where the subscription joins before the history is read).
+    recovered: HashMap<Arc<str>, u64>,
+}
 
 impl PerChannel {
-    fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|map| map.is_empty())
-    }
-
-    /// The map, made at the first write.
-    fn map(&mut self) -> &mut HashMap<Arc<str>, u64> {
+    fn maps(&mut self) -> &mut Maps {
         self.0.get_or_insert_default()
     }
 
-    fn get(&self, channel: &str) -> Option<u64> {
-        self.0.as_ref()?.get(channel).copied()
+    /// Counts a lost message of `channel`.
+    fn lose(&mut self, channel: Arc<str>) {
+        *self.maps().lost.entry(channel).or_insert(0) += 1;
     }
 
-    fn remove(&mut self, channel: &str) -> Option<u64> {
-        self.0.as_mut()?.remove(channel)
+    /// Takes the count of `channel`'s lost messages.
+    fn take_lost(&mut self, channel: &str) -> Option<u64> {
+        let maps = self.0.as_mut()?;
+        if maps.lost.is_empty() { None } else { maps.lost.remove(channel) }
+    }
+
+    fn recovered_through(&self, channel: &str) -> Option<u64> {
+        let maps = self.0.as_ref()?;
+        if maps.recovered.is_empty() { None } else { maps.recovered.get(channel).copied() }
+    }
+
+    fn forget_recovered(&mut self, channel: &str) {
+        if let Some(maps) = self.0.as_mut() {
+            maps.recovered.remove(channel);
+        }
     }
 }
 
@@ -69,8 +83,9 @@ struct Inner {
     is_signalled: AtomicBool,
     /// The session task, registered by [`Outbox::poll_ready`] and [`Outbox::poll_overflowed`].
     waker: AtomicWaker,
-    max_messages: usize,
     max_bytes: usize,
+    /// `limits.outbound_queue_messages` (a `u32` in the configuration).
+    max_messages: u32,
     /// Keeps `wsguard_outbound_queued_bytes` (the memory-admission estimate) current.
     stats: Arc<Stats>,
 }
@@ -111,7 +126,7 @@ impl Outbox {
                 state: Mutex::new(State::default()),
                 is_signalled: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
-                max_messages: max_messages.max(1),
+                max_messages: u32::try_from(max_messages).unwrap_or(u32::MAX).max(1),
                 max_bytes: max_bytes.max(1),
                 stats,
             }),
@@ -119,7 +134,7 @@ impl Outbox {
     }
 
     fn is_full(&self, state: &State, extra: usize) -> bool {
-        state.queue.len() >= self.inner.max_messages || state.bytes + extra > self.inner.max_bytes
+        state.queue.len() >= self.inner.max_messages as usize || state.bytes + extra > self.inner.max_bytes
     }
 
     pub(crate) fn push(&self, channel: &Arc<str>, frame: &Utf8Bytes, policy: SlowConsumerPolicy) -> Push {
@@ -146,7 +161,7 @@ impl Outbox {
                     if let Some(i) = state.queue.iter().rposition(|q| q.channel == *channel) {
                         let old = std::mem::replace(&mut state.queue[i].frame, frame.clone());
                         state.bytes = state.bytes - old.len() + size;
-                        *state.lost.map().entry(Arc::clone(channel)).or_insert(0) += 1;
+                        state.per_channel.lose(Arc::clone(channel));
                         dropped += 1;
                     }
                     // Replacing in place can still leave the byte cap exceeded by a larger
@@ -162,7 +177,7 @@ impl Outbox {
                 }
             }
             if size > self.inner.max_bytes {
-                *state.lost.map().entry(Arc::clone(channel)).or_insert(0) += 1;
+                state.per_channel.lose(Arc::clone(channel));
                 self.account(&state, bytes_before);
                 return Push::Lossy(dropped + 1);
             }
@@ -193,14 +208,14 @@ impl Outbox {
     fn trim(&self, state: &mut State, extra: usize, room_for_one: bool) -> u64 {
         let mut dropped = 0;
         while !state.queue.is_empty()
-            && ((room_for_one && state.queue.len() >= self.inner.max_messages)
+            && ((room_for_one && state.queue.len() >= self.inner.max_messages as usize)
                 || state.bytes + extra > self.inner.max_bytes)
         {
             if let Some(old) = state.queue.pop_front() {
                 state.bytes -= old.frame.len();
                 // A direct frame belongs to no channel: no `gap` can announce it.
                 if !old.channel.is_empty() {
-                    *state.lost.map().entry(old.channel).or_insert(0) += 1;
+                    state.per_channel.lose(old.channel);
                 }
                 dropped += 1;
             }
@@ -240,10 +255,10 @@ impl Outbox {
         let mut state = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
         match offset {
             Some(offset) => {
-                state.recovered.map().insert(Arc::from(channel), offset);
+                state.per_channel.maps().recovered.insert(Arc::from(channel), offset);
             }
             None => {
-                state.recovered.remove(channel);
+                state.per_channel.forget_recovered(channel);
             }
         }
     }
@@ -264,19 +279,13 @@ impl Outbox {
             let Some(item) = state.queue.pop_front() else { break };
             state.bytes -= item.frame.len();
             // Checked first: hashing the channel name for every delivery showed in the profile.
-            if !state.lost.is_empty()
-                && let Some(missed) = state.lost.remove(&item.channel)
-            {
+            if let Some(missed) = state.per_channel.take_lost(&item.channel) {
                 out.push(ServerFrame::Gap { channel: &item.channel, missed: Some(missed), reason: None }.encode());
             }
-            if !state.recovered.is_empty()
-                && let Some(through) = state.recovered.get(&item.channel)
-            {
+            if let Some(through) = state.per_channel.recovered_through(&item.channel) {
                 match frame_offset(&item.frame) {
                     Some(offset) if offset <= through => continue,
-                    _ => {
-                        state.recovered.remove(&item.channel);
-                    }
+                    _ => state.per_channel.forget_recovered(&item.channel),
                 }
             }
             out.push(item.frame);

@@ -371,7 +371,7 @@ impl Server {
         tokio::spawn(Arc::clone(&core.presence).run(core.shutdown.clone()));
         let upkeep = tokio::spawn(upkeep(Arc::clone(&shared)));
         let relay = tokio::spawn(relay_signals(Arc::clone(&shared)));
-        tokio::spawn(Arc::clone(&core.alarms).run(core.shutdown.clone()));
+        tokio::spawn(Arc::clone(&core.alarms).run(Arc::clone(&core.registry), core.shutdown.clone()));
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = core.shutdown.cancelled() => break,

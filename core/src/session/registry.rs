@@ -346,6 +346,14 @@ impl Registry {
         }
     }
 
+    /// Sends `signal` to each session of `ids` that is still live.
+    pub(crate) fn signal_each(&self, ids: &[u64], signal: Signal) {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in ids.iter().filter_map(|id| sessions.get(id)) {
+            entry.control.signal(signal);
+        }
+    }
+
     /// Ends every session of `user`; returns how many.
     pub(crate) fn disconnect_user(&self, user: &str, disconnect: Disconnect) -> usize {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);

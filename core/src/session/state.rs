@@ -125,7 +125,7 @@ impl Session {
     /// Sets the session's alarm to the next deadline of its timers.
     pub(super) fn set_alarm(&mut self) {
         let deadline = self.timers.next_deadline(self.env.limits.idle_timeout);
-        self.alarm = self.env.alarms.set(&self.link, self.alarm, deadline);
+        self.alarm = self.env.alarms.set(self.id, self.alarm, deadline);
     }
 
     /// What is due now that the session's timer fired. A due ping is counted as sent: the next
