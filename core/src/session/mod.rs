@@ -51,7 +51,7 @@ pub(crate) struct SessionEnv {
     pub(crate) events: EventSink,
     pub(crate) hooks: HookRunner,
     pub(crate) registry: Arc<Registry>,
-    /// Every session's timer.
+    /// The sessions' alarms (each session's next deadline), served by one task of the server's.
     pub(crate) alarms: Arc<Alarms>,
     /// Swapped by reloads; read at every decision.
     pub(crate) policy: Arc<ArcSwap<Policy>>,

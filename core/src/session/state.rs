@@ -128,7 +128,7 @@ impl Session {
         self.alarm = self.env.alarms.set(self.id, self.alarm, deadline);
     }
 
-    /// What is due now that the session's timer fired. A due ping is counted as sent: the next
+    /// What is due now that the session's alarm fired. A due ping is counted as sent: the next
     /// one is due an interval from now.
     pub(super) fn due(&mut self) -> Due {
         let now = Instant::now();

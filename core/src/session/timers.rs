@@ -1,6 +1,6 @@
 //! The session's deadlines: the token's expiry, the idle timeout counted from the last client
-//! message, and the next heartbeat ping. One value, served by one timer in the session loop that
-//! is set to [`Timers::next_deadline`]; when it fires, [`Timers::due`] says which deadline passed.
+//! message, and the next heartbeat ping. One value, served by the session's one alarm (`alarms.rs`)
+//! set to [`Timers::next_deadline`]; when it fires, [`Timers::due`] says which deadline passed.
 //! No I/O and no clock reads beyond `Instant::now()` where a method says so.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Identity, now_secs};
 
-/// What is due when the session's timer fires, in order of precedence.
+/// What is due when the session's alarm fires, in order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Due {
     /// The token expired (after the configured leeway).
@@ -18,8 +18,8 @@ pub(super) enum Due {
     Idle,
     /// Time for the heartbeat ping.
     Ping,
-    /// Nothing: the timer fired for a deadline that has moved since (the idle deadline moves
-    /// with every client message without resetting the timer).
+    /// Nothing: the alarm fired for a deadline that has moved since (the idle deadline moves
+    /// with every client message without setting the alarm again).
     Nothing,
 }
 
@@ -46,8 +46,8 @@ impl Timers {
         self.expires_at.min(self.last_activity + idle_timeout).min(self.next_ping)
     }
 
-    /// What is due at `now`. The idle deadline is not moved per message: the timer fires at the
-    /// old one, nothing is due, and the loop sets the timer again from the last activity.
+    /// What is due at `now`. The idle deadline is not moved per message: the alarm fires at the
+    /// old one, nothing is due, and the loop sets the alarm again from the last activity.
     pub(super) fn due(&self, now: Instant, idle_timeout: Duration) -> Due {
         if self.expires_at <= now {
             Due::TokenExpiry
@@ -76,7 +76,7 @@ impl Timers {
         self.is_rescheduled = true;
     }
 
-    /// True once after [`Timers::set_expiry`]: the session's timer must be set again.
+    /// True once after [`Timers::set_expiry`]: the session's alarm must be set again.
     pub(super) fn take_rescheduled(&mut self) -> bool {
         std::mem::take(&mut self.is_rescheduled)
     }
