@@ -84,7 +84,7 @@ struct Inner {
     /// The session task, registered by [`Outbox::poll_ready`] and [`Outbox::poll_overflowed`].
     waker: AtomicWaker,
     max_bytes: usize,
-    /// `limits.outbound_queue_messages` (a `u32` in the configuration).
+    /// `limits.outbound_queue_messages`.
     max_messages: u32,
     /// Keeps `wsguard_outbound_queued_bytes` (the memory-admission estimate) current.
     stats: Arc<Stats>,
@@ -120,13 +120,13 @@ pub(crate) enum Push {
 }
 
 impl Outbox {
-    pub(crate) fn new(max_messages: usize, max_bytes: usize, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(max_messages: u32, max_bytes: usize, stats: Arc<Stats>) -> Self {
         Outbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 is_signalled: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
-                max_messages: u32::try_from(max_messages).unwrap_or(u32::MAX).max(1),
+                max_messages: max_messages.max(1),
                 max_bytes: max_bytes.max(1),
                 stats,
             }),
@@ -324,7 +324,7 @@ mod tests {
         Arc::from(name)
     }
 
-    fn outbox(messages: usize, bytes: usize) -> Outbox {
+    fn outbox(messages: u32, bytes: usize) -> Outbox {
         Outbox::new(messages, bytes, Arc::new(Stats::default()))
     }
 

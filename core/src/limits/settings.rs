@@ -33,7 +33,7 @@ pub(crate) struct LimitsSettings {
     /// `max_payload_depth`.
     pub(crate) max_payload_depth: u32,
     /// `outbound_queue_messages`.
-    pub(crate) outbox_messages: usize,
+    pub(crate) outbox_messages: u32,
     /// `outbound_queue_bytes`.
     pub(crate) outbox_bytes: usize,
     /// `messages_per_sec` with `message_burst`.
@@ -89,7 +89,7 @@ impl LimitsSettings {
             max_message_bytes: config.max_message_bytes,
             max_subscriptions: config.max_subscriptions as usize,
             max_payload_depth: config.max_payload_depth,
-            outbox_messages: config.outbound_queue_messages as usize,
+            outbox_messages: config.outbound_queue_messages,
             outbox_bytes: config.outbound_queue_bytes,
             message_rate: Rate::new(messages, config.message_burst),
             byte_rate: Rate::new(bytes, bytes_burst),

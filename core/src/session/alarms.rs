@@ -150,39 +150,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_task_wakes_for_an_earlier_alarm_and_signals_registered_sessions() {
-        use std::net::IpAddr;
-
         use futures_util::FutureExt;
 
-        use crate::auth::Identity;
-        use crate::hooks::HandshakeInfo;
         use crate::hub::Outbox;
         use crate::observe::Stats;
         use crate::session::registry::Link;
+        use crate::session::registry::tests::{identity, link};
 
         let registry = Arc::new(Registry::default());
-        let identity = Arc::new(Identity {
-            subject: "alice".into(),
-            roles: Vec::new(),
-            scopes: Vec::new(),
-            expires_at: 0,
-            issued_at: None,
-            token_id: None,
-            claims: Default::default(),
-        });
-        let links: Vec<Arc<Link>> = (1..=2)
-            .map(|id| {
-                let info = HandshakeInfo {
-                    client_ip: IpAddr::from([127, 0, 0, 1]),
-                    origin: None,
-                    user_agent: None,
-                    forwarded_headers: Vec::new(),
-                };
-                let link = Link::new(id, Outbox::new(8, 1024, Arc::new(Stats::default())), info);
-                registry.register(&identity, &link);
-                link
-            })
-            .collect();
+        let alice = identity("alice");
+        let links: Vec<Arc<Link>> =
+            (1..=2).map(|id| link(id, Outbox::new(8, 1024, Arc::new(Stats::default())))).collect();
+        for link in &links {
+            registry.register(&alice, link);
+        }
         let signalled = |link: &Link| link.control.wait().now_or_never().is_some_and(|wake| wake.has(Signal::Timer));
 
         let alarms = Arc::new(Alarms::default());

@@ -327,19 +327,19 @@ impl Session {
             let is_shared = allowed.history.is_some() && self.env.cluster.has_shared_history();
             let joined = match allowed.history {
                 None => {
-                    self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                    self.env.hub.subscribe(&channel, self.id, &self.link.outbox, allowed.slow_consumer);
                     None
                 }
                 // Shared history: joined first, read below once the broker delivers the channel.
                 Some(_) if is_shared => {
-                    self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                    self.env.hub.subscribe(&channel, self.id, &self.link.outbox, allowed.slow_consumer);
                     None
                 }
                 Some(_) => Some(
                     self.env
                         .history
                         .join(&channel, since.as_ref(), || {
-                            self.env.hub.subscribe(&channel, self.id, &self.outbox, allowed.slow_consumer);
+                            self.env.hub.subscribe(&channel, self.id, &self.link.outbox, allowed.slow_consumer);
                         })
                         .map_err(|_| {
                             refuse(
@@ -429,7 +429,7 @@ impl Session {
                     Some(Recovery::Lost(_)) => None,
                     _ => Some(joined.position.offset),
                 };
-                self.outbox.skip_through(channel, through);
+                self.link.outbox.skip_through(channel, through);
                 Ok(joined)
             }
             Err(e) => {

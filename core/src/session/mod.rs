@@ -145,7 +145,7 @@ where
                         session.set_alarm();
                     }
                 }
-                () = poll_fn(|cx| session.outbox.poll_ready(cx)) => {
+                () = poll_fn(|cx| session.link.outbox.poll_ready(cx)) => {
                     if let Err(d) = session.deliver(&mut conn).await {
                         break d;
                     }

@@ -27,7 +27,7 @@ impl Session {
     {
         async move {
             let batch = conn.batch();
-            if self.outbox.drain_into(WRITE_BATCH, batch).is_err() {
+            if self.link.outbox.drain_into(WRITE_BATCH, batch).is_err() {
                 return Err(Disconnect::SlowConsumer);
             }
             let count = batch.len() as u64;
@@ -36,7 +36,7 @@ impl Session {
                 return Ok(());
             }
             self.traffic.messages_out += count;
-            let overflowed = |cx: &mut Context<'_>| self.outbox.poll_overflowed(cx);
+            let overflowed = |cx: &mut Context<'_>| self.link.outbox.poll_overflowed(cx);
             conn.write_deliveries(overflowed, self.env.limits.write_timeout).await?;
             self.env.stats.record_messages_out(true, count);
             Ok(())

@@ -362,12 +362,13 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use futures_util::FutureExt;
 
     use super::*;
 
-    fn identity(subject: &str) -> Arc<Identity> {
+    /// An identity of `subject` (also for the alarms' tests).
+    pub(in crate::session) fn identity(subject: &str) -> Arc<Identity> {
         Arc::new(Identity {
             subject: subject.into(),
             roles: Vec::new(),
@@ -379,7 +380,8 @@ mod tests {
         })
     }
 
-    fn link(id: u64, outbox: Outbox) -> Arc<Link> {
+    /// A session's link from 127.0.0.1 (also for the alarms' tests).
+    pub(in crate::session) fn link(id: u64, outbox: Outbox) -> Arc<Link> {
         let info = HandshakeInfo {
             client_ip: IpAddr::from([127, 0, 0, 1]),
             origin: None,

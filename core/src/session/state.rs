@@ -19,9 +19,8 @@ use crate::observe::Event;
 pub(crate) struct Session {
     pub(crate) id: u64,
     pub(crate) identity: Arc<Identity>,
-    pub(crate) outbox: Outbox,
     /// Shared with the registry: the session's control, its subscriptions (server-side subscribe
-    /// and unsubscribe, listings), its outbox and what the handshake saw.
+    /// and unsubscribe, listings), its outbox (shared with the hub) and what the handshake saw.
     pub(crate) link: Arc<Link>,
     pub(crate) env: Arc<SessionEnv>,
     pub(super) message_rate: DirectRate,
@@ -62,8 +61,7 @@ impl Session {
             alarm: Alarm::default(),
             id,
             identity,
-            link: Link::new(id, outbox.clone(), info),
-            outbox,
+            link: Link::new(id, outbox, info),
             message_rate: DirectRate::new(limits.message_rate),
             byte_rate: DirectRate::new(limits.byte_rate),
             violations: None,
