@@ -30,7 +30,7 @@ use crate::handshake::{Admission, Refused, Rejection, canonical};
 use crate::limits::QuotaSlot;
 use crate::observe::Event;
 use crate::session::{self, SessionEnv, SessionStart};
-use crate::transport::Connection;
+use crate::transport::{Connection, TlsStream};
 
 /// `Retry-After` of a `too_many_pending_handshakes_per_ip` refusal: a handshake takes
 /// milliseconds, so a slot comes free soon.
@@ -219,7 +219,7 @@ async fn accept_tls(
     tcp: TcpStream,
     peer: SocketAddr,
     deadline: Instant,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<TlsStream<TcpStream>> {
     let acceptor = live.tls.as_ref()?;
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(tls),

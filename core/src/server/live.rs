@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::transport::TlsAcceptor;
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::transport::TlsAcceptor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use super::config::TlsConfig;
 use crate::config::problems::{ConfigError, ConfigProblem};

@@ -58,6 +58,7 @@ mod disconnect;
 mod gate;
 mod linger;
 mod socket;
+mod tls;
 mod write;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use burst::SESSION_READ_BUFFER;
 pub(crate) use connection::{Connection, Data, Inbound};
 pub use disconnect::{Disconnect, Reconnect};
+pub(crate) use tls::{TlsAcceptor, TlsStream};
 
 /// How long a closing connection has to write its close frame, and to finish a cut-off delivery
 /// frame before it. (What follows the close frame, the lingering close, has its own bounds in
