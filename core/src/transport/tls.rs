@@ -99,11 +99,13 @@ impl TlsAcceptor {
                 outgoing.clear();
             }
             match outcome {
-                Outcome::Traffic { peer_closed } => {
+                // TLS 1.3 lets the server write after its Finished; the handshake is done only
+                // with the client's, so that a client refusing it fails here, in time.
+                Outcome::Traffic { peer_closed } if !conn.is_handshaking() => {
                     closed |= peer_closed;
                     break;
                 }
-                Outcome::Blocked => {}
+                Outcome::Traffic { .. } | Outcome::Blocked => {}
                 Outcome::Closed => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS closed in its handshake"));
                 }
