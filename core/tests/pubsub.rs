@@ -91,6 +91,35 @@ async fn publication_reaches_the_subscriber_over_tls() {
     assert_frame(&recv_json(&mut a).await, &json!({"type": "message", "channel": "room:1", "payload": {"text": "hi"}}));
 }
 
+/// Messages larger than a TLS record, sent back to back without waiting, cross `wss://` intact
+/// both ways: the server reassembles each from several records and writes each delivery as
+/// several.
+#[tokio::test]
+async fn large_pipelined_publications_cross_tls_intact() {
+    let server = Setup::new().tls().start().await;
+    let (mut a, _) = server.try_wss(&Connect::new().bearer(&server.token("alice"))).await.expect("wss session a");
+    let (mut b, _) = server.try_wss(&Connect::new().bearer(&server.token("bob"))).await.expect("wss session b");
+    assert_frame(
+        &request(&mut a, &json!({"action": "subscribe", "id": 1, "channel": "room:1"})).await,
+        &json!({"type": "ack", "id": 1}),
+    );
+    let texts: Vec<String> =
+        (0..8u32).map(|i| (0..40_000u32).map(|j| char::from(b'a' + ((i * 7 + j) % 26) as u8)).collect()).collect();
+    for (i, text) in texts.iter().enumerate() {
+        send_json(&mut b, &json!({"action": "publish", "id": 10 + i, "channel": "room:1", "payload": {"text": text}}))
+            .await;
+    }
+    for i in 0..texts.len() {
+        assert_frame(&recv_json(&mut b).await, &json!({"type": "ack", "id": 10 + i}));
+    }
+    for text in &texts {
+        assert_frame(
+            &recv_json(&mut a).await,
+            &json!({"type": "message", "channel": "room:1", "payload": {"text": text}}),
+        );
+    }
+}
+
 #[tokio::test]
 async fn subprotocol_token_selects_only_wsguard_v1() {
     let server = Setup::new().start().await;

@@ -44,6 +44,9 @@
 //! - **Small futures.** The delivery write is polled inline (four words); what is rare (a write
 //!   that waits, a ping, notices after a reload, the close handshake) is boxed, so that none of it
 //!   is the largest state of the session's future.
+//! - **TLS without a record buffer per connection** (`tls.rs`). `wss://` runs on rustls's
+//!   unbuffered API: ciphertext is read into, and encrypted into, per-thread scratch buffers, and
+//!   a connection keeps only a record a read cut in two or what its socket did not take yet.
 //! - **A lingering close that keeps only the socket** (`linger.rs`). After the close frame the
 //!   connection is taken apart: tungstenite's buffers and the batch are freed, and only the bare
 //!   stream stays, for the bounded read that lets the client see the close frame and an orderly
