@@ -47,7 +47,7 @@ pub(crate) use error::{BrokerError, PublishError};
 pub(crate) use persist::StateGate;
 use persist::StateStore;
 pub(crate) use publish::Publication;
-pub(crate) use quota::{LeaseOutcome, LeaseQuota};
+pub(crate) use quota::{Lease, LeaseOutcome, LeaseQuota};
 pub(crate) use redis::RedisStore;
 pub(crate) use settings::ClusterSettings;
 pub(crate) use signing::SigningKeys;

@@ -43,10 +43,10 @@ pub use rejection::Rejection;
 pub use token::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 
 use crate::auth::{Identity, JtiCache, JtiRefusal, RevocationList, TokenError, TokenSource, TokenVerifier};
-use crate::cluster::{LeaseOutcome, LeaseQuota, StateGate};
+use crate::cluster::{Lease, LeaseOutcome, LeaseQuota, StateGate};
 use crate::error::ErrorCode;
 use crate::hooks::{HandshakeInfo, HookRunner};
-use crate::limits::{BanTarget, Bans, ConnectionQuota, KeyedRate, retry_after_secs};
+use crate::limits::{BanTarget, Bans, ConnectionQuota, KeyedRate, QuotaSlot, retry_after_secs};
 use crate::observe::Stats;
 
 /// Seconds a client is told to wait when a connection quota is full: sessions are long-lived, so
@@ -97,6 +97,17 @@ pub(crate) struct MemoryBudget {
 
 /// One reserved session estimate, returned on drop.
 pub(crate) struct MemoryReservation(Arc<MemoryBudget>);
+
+/// What an admitted connection holds for its session's life, given back when dropped: the
+/// connection permit, its quota slots, its memory reservation and a cluster quota lease (boxed:
+/// most servers have none, and every session holds this).
+pub(crate) struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: QuotaSlot<IpAddr>,
+    _user_slot: QuotaSlot<String>,
+    _cluster_lease: Option<Box<Lease>>,
+    _memory: MemoryReservation,
+}
 
 impl Drop for MemoryReservation {
     fn drop(&mut self) {
@@ -160,7 +171,7 @@ pub(crate) struct Admitted {
     /// The 101 response to write.
     pub(crate) response: Vec<u8>,
     /// Permit and quota slots, held for the session's lifetime.
-    pub(crate) held: Box<dyn Send>,
+    pub(crate) held: Box<Held>,
     /// What the `authenticate` hook saw (it sees the same again at every refresh).
     pub(crate) info: HandshakeInfo,
 }
@@ -342,8 +353,13 @@ impl HandshakeGate {
             client_ip,
             leftover,
             response: response.into_bytes(),
-            // The cluster lease boxed: most servers have none, and every session holds this tuple.
-            held: Box::new((permit, ip_slot, user_slot, cluster_lease.map(Box::new), memory)),
+            held: Box::new(Held {
+                _permit: permit,
+                _ip_slot: ip_slot,
+                _user_slot: user_slot,
+                _cluster_lease: cluster_lease.map(Box::new),
+                _memory: memory,
+            }),
             info,
         })))
     }

@@ -86,7 +86,7 @@ impl Session {
                 }
                 self.env.stats.record_message_rejected(error.code.name());
                 self.env.events.emit(Event::MessageRejected {
-                    session_id: self.id,
+                    session_id: self.link.id,
                     user: self.identity.subject.clone(),
                     code: error.code.name(),
                     rule,
@@ -139,9 +139,9 @@ impl Session {
                     if subscriptions.remove(&channel).is_none() {
                         return Err(refuse(id, ErrorCode::NotSubscribed, "not subscribed to this channel"));
                     }
-                    self.env.hub.unsubscribe(&channel, self.id);
+                    self.env.hub.unsubscribe(&channel, self.link.id);
                 }
-                self.env.presence.leave(&channel, &self.identity.subject, self.id).await;
+                self.env.presence.leave(&channel, &self.identity.subject, self.link.id).await;
                 Ok(vec![ServerFrame::Ack { id }.encode()])
             }
             ClientFrame::Publish { channel, payload, .. } => {
@@ -227,7 +227,7 @@ impl Session {
             Verdict::DryRunDeny { rule, reason } => {
                 self.env.stats.record_dry_run_denial(&rule.id);
                 self.env.events.emit(Event::PolicyDryRunDenied {
-                    session_id: self.id,
+                    session_id: self.link.id,
                     user: identity.subject.clone(),
                     action,
                     rule: rule.id.to_string(),
@@ -265,7 +265,7 @@ impl Session {
         let allowed =
             Allowed { slow_consumer: rule.slow_consumer, rule_id: Arc::clone(&rule.id), from, history: rule.history };
         let request = || AuthorizeRequest {
-            session_id: self.id,
+            session_id: self.link.id,
             identity: Arc::clone(identity),
             action,
             channel: channel.to_string(),
@@ -327,19 +327,19 @@ impl Session {
             let is_shared = allowed.history.is_some() && self.env.cluster.has_shared_history();
             let joined = match allowed.history {
                 None => {
-                    self.env.hub.subscribe(&channel, self.id, &self.link.outbox, allowed.slow_consumer);
+                    self.env.hub.subscribe(&channel, self.link.id, &self.link.outbox, allowed.slow_consumer);
                     None
                 }
                 // Shared history: joined first, read below once the broker delivers the channel.
                 Some(_) if is_shared => {
-                    self.env.hub.subscribe(&channel, self.id, &self.link.outbox, allowed.slow_consumer);
+                    self.env.hub.subscribe(&channel, self.link.id, &self.link.outbox, allowed.slow_consumer);
                     None
                 }
                 Some(_) => Some(
                     self.env
                         .history
                         .join(&channel, since.as_ref(), || {
-                            self.env.hub.subscribe(&channel, self.id, &self.link.outbox, allowed.slow_consumer);
+                            self.env.hub.subscribe(&channel, self.link.id, &self.link.outbox, allowed.slow_consumer);
                         })
                         .map_err(|_| {
                             refuse(
@@ -365,7 +365,7 @@ impl Session {
         // A member once acknowledged (a `presence` read after the ack shows the session).
         let policy = self.env.policy.load_full();
         if let Some(rule) = policy.presence_rule(&channel) {
-            self.env.presence.join(&channel, &self.identity, self.id, rule).await;
+            self.env.presence.join(&channel, &self.identity, self.link.id, rule).await;
         }
         let Some(Joined { position, mut recovery }) = joined else {
             return Ok(vec![ServerFrame::Ack { id }.encode()]);
@@ -434,7 +434,7 @@ impl Session {
             }
             Err(e) => {
                 self.link.subscriptions.lock().remove(channel);
-                self.env.hub.unsubscribe(channel, self.id);
+                self.env.hub.unsubscribe(channel, self.link.id);
                 Err(match e {
                     SinceError::Ahead => {
                         refuse(id, ErrorCode::HistoryOffsetAhead, "since.offset is beyond the channel's latest offset")
@@ -527,7 +527,7 @@ impl Session {
         {
             check_schema(schema, &payload).map_err(|m| refuse(id, ErrorCode::PayloadInvalid, m))?;
         }
-        let call = RpcCall { session_id: self.id, identity: Arc::clone(&self.identity), method, payload };
+        let call = RpcCall { session_id: self.link.id, identity: Arc::clone(&self.identity), method, payload };
         match self.env.hooks.rpc(call, &self.link.info, self.env.limits.rpc_timeout).await {
             Ok(Ok(value)) => Ok(vec![ServerFrame::Result { id, payload: &value }.encode()]),
             // Declared in config but the host registered no handler: a host problem, not the
@@ -551,12 +551,12 @@ impl Session {
                     let mut subscriptions = self.link.subscriptions.lock();
                     let is_removed = subscriptions.remove(&channel).is_some();
                     if is_removed {
-                        self.env.hub.unsubscribe(&channel, self.id);
+                        self.env.hub.unsubscribe(&channel, self.link.id);
                     }
                     is_removed
                 };
                 if is_removed {
-                    self.env.presence.leave(&channel, &identity.subject, self.id).await;
+                    self.env.presence.leave(&channel, &identity.subject, self.link.id).await;
                     frames.push(ServerFrame::Unsubscribed { channel: &channel, reason: "forbidden" }.encode());
                 }
             }
@@ -582,17 +582,19 @@ impl Session {
         }
         // The same hook as at the handshake: a refreshed identity is enriched the same way.
         let identity =
-            self.env.hooks.authenticate(self.link.info.clone(), identity, Some(self.id)).await.map_err(|refusal| {
-                // The detail (a hook's deny reason, a backend's failure) is for operators only.
-                tracing::info!(
-                    target: "wsguard::session",
-                    session_id = self.id,
-                    code = refusal.code().name(),
-                    detail = %refusal,
-                    "refresh refused by the authenticate hook or the backend proxy"
-                );
-                refuse(id, refusal.code(), refusal.code().description())
-            })?;
+            self.env.hooks.authenticate(self.link.info.clone(), identity, Some(self.link.id)).await.map_err(
+                |refusal| {
+                    // The detail (a hook's deny reason, a backend's failure) is for operators only.
+                    tracing::info!(
+                        target: "wsguard::session",
+                        session_id = self.link.id,
+                        code = refusal.code().name(),
+                        detail = %refusal,
+                        "refresh refused by the authenticate hook or the backend proxy"
+                    );
+                    refuse(id, refusal.code(), refusal.code().description())
+                },
+            )?;
         // Spent last, so a refresh refused for any other reason leaves the token usable.
         if let Some(cache) = &self.env.jti_cache {
             cache.use_once(&identity).await.map_err(|refusal| match refusal {

@@ -15,6 +15,7 @@ mod subscriptions;
 mod timers;
 
 use std::future::{Future, poll_fn};
+use std::mem::ManuallyDrop;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use timers::Due;
 
 use crate::auth::{Identity, JtiCache, RevocationList, TokenVerifier};
 use crate::cluster::Cluster;
+use crate::handshake::Held;
 use crate::history::History;
 use crate::hooks::{HandshakeInfo, HookRunner};
 use crate::hub::Hub;
@@ -78,7 +80,7 @@ pub(crate) struct SessionStart {
     pub(crate) identity: Arc<Identity>,
     pub(crate) client_ip: IpAddr,
     /// Quota slots and the connection permit, released when the session ends.
-    pub(crate) held: Box<dyn Send>,
+    pub(crate) held: Box<Held>,
     /// What the `authenticate` hook saw at the handshake.
     pub(crate) info: HandshakeInfo,
 }
@@ -92,6 +94,21 @@ pub(crate) struct Outcome {
 }
 
 /// Runs one session to its end.
+/// What one pass of the session loop does: what its select found ready. The select only picks
+/// it, and the step runs after the select, so that no branch's output stays in the session's
+/// future through another step's awaits (a delivery's write). The client message is in a
+/// `ManuallyDrop`, which the `Read` step always takes out: a `Step` then has nothing to drop, so
+/// it is not kept past the `match` (a value with drop glue would be, in every connection's task,
+/// for its 40 bytes).
+enum Step {
+    /// The session's control: a request, a signal or its alarm.
+    Control(registry::Wake),
+    /// The outbox holds deliveries.
+    Deliver,
+    /// The client sent something (or its stream ended).
+    Read(ManuallyDrop<crate::transport::Inbound>),
+}
+
 // A function returning an `async move` block rather than an `async fn`: an `async fn` keeps its
 // arguments twice in its future (as captured arguments and as the locals they are moved into),
 // and every idle connection would hold the connection and the start record twice.
@@ -104,23 +121,27 @@ where
     // and a field moved from a captured value into a local would hold both slots.
     let (mut session, held) = Session::new(start, env);
     async move {
-        let link = session.open();
-        let control = &link.control;
         // One wait for everything from outside the session (its control: shutdown, revocations,
         // reloads, disconnect requests, and its alarm for every deadline of `Timers`, set in the
         // server's `Alarms`). Created once and polled in place; with nothing pending a poll is one
         // atomic operation and the waker's registration.
+        let controlled = session.open().wait_owned();
         session.set_alarm();
-        let controlled = control.wait();
         tokio::pin!(controlled);
 
         let disconnect = loop {
             // Biased: the order is the priority. A shutdown, a disconnect request, an expired token
             // or a revocation wins over a delivery or a client message that is ready at the same
             // time.
-            tokio::select! {
+            // The select only picks the step, which runs after it (see `Step`).
+            let step = tokio::select! {
                 biased;
-                wake = controlled.as_mut() => {
+                wake = controlled.as_mut() => Step::Control(wake),
+                () = poll_fn(|cx| session.link.outbox.poll_ready(cx)) => Step::Deliver,
+                incoming = conn.next() => Step::Read(ManuallyDrop::new(incoming)),
+            };
+            match step {
+                Step::Control(wake) => {
                     if let Some(d) = session.ends_on(&wake) {
                         break d;
                     }
@@ -145,16 +166,17 @@ where
                         session.set_alarm();
                     }
                 }
-                () = poll_fn(|cx| session.link.outbox.poll_ready(cx)) => {
+                Step::Deliver => {
                     if let Err(d) = session.deliver(&mut conn).await {
                         break d;
                     }
                 }
-                incoming = conn.next() => {
+                Step::Read(incoming) => {
                     session.timers.record_activity();
                     // Boxed: the message pipeline's future is large, and only a batch of client
                     // messages needs it (one allocation per batch, none per delivery).
-                    if let Some(d) = Box::pin(session.read_batch(&mut conn, incoming)).await {
+                    let batch = session.read_batch(&mut conn, ManuallyDrop::into_inner(incoming));
+                    if let Some(d) = Box::pin(batch).await {
                         break d;
                     }
                     if session.timers.take_rescheduled() {
@@ -165,7 +187,7 @@ where
         };
 
         session.leave();
-        let reason = control.close_reason();
+        let reason = session.link.control.close_reason();
         // Boxed: rare, and inline it would be the largest state of the session's future.
         Box::pin(end(conn, session, held, disconnect, reason)).await;
     }
@@ -177,7 +199,7 @@ where
 async fn end<S>(
     conn: Connection<S>,
     session: Session,
-    held: Box<dyn Send>,
+    held: Box<Held>,
     disconnect: Disconnect,
     reason: Option<Arc<str>>,
 ) where

@@ -97,25 +97,29 @@ impl SessionControl {
 
     /// Resolves once a request is pending or a signal has arrived (the signals are taken; a
     /// request stays).
+    #[cfg(test)]
     pub(crate) fn wait(&self) -> impl std::future::Future<Output = Wake> + '_ {
-        std::future::poll_fn(move |cx| {
-            let mut signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
+        std::future::poll_fn(move |cx| self.poll_wait(cx))
+    }
+
+    /// The poll of a wait on the control ([`Link::wait_owned`]).
+    fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Wake> {
+        let mut signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
+        if signals == 0 {
+            // Registered, then read again: a request or signal made after the first read either
+            // shows in the second or wakes this registration.
+            self.task.register(cx.waker());
+            signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
             if signals == 0 {
-                // Registered, then read again: a request or signal made after the first read
-                // either shows in the second or wakes this registration.
-                self.task.register(cx.waker());
-                signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
-                if signals == 0 {
-                    return std::task::Poll::Pending;
-                }
+                return std::task::Poll::Pending;
             }
-            let requested = if signals & REQUESTED == 0 {
-                None
-            } else {
-                self.requested.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(d, _)| *d)
-            };
-            std::task::Poll::Ready(Wake { requested, signals: signals & !REQUESTED })
-        })
+        }
+        let requested = if signals & REQUESTED == 0 {
+            None
+        } else {
+            self.requested.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|(d, _)| *d)
+        };
+        std::task::Poll::Ready(Wake { requested, signals: signals & !REQUESTED })
     }
 }
 
@@ -135,6 +139,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// A wait on the link's control (see [`SessionControl::poll_wait`]), holding the link (one word in the
+    /// session's future, where a borrow needs the link kept beside it).
+    pub(crate) fn wait_owned(self: Arc<Self>) -> impl std::future::Future<Output = Wake> {
+        std::future::poll_fn(move |cx| self.control.poll_wait(cx))
+    }
+
     pub(crate) fn new(id: u64, outbox: Outbox, info: HandshakeInfo) -> Arc<Link> {
         Arc::new(Link {
             id,

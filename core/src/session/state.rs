@@ -11,13 +11,13 @@ use super::registry::{Link, Signal, Wake};
 use super::timers::{Due, Timers};
 use super::{Disconnect, SessionEnv, SessionStart};
 use crate::auth::Identity;
+use crate::handshake::Held;
 use crate::hub::Outbox;
 use crate::limits::DirectRate;
 use crate::observe::Event;
 
 /// Per-session state; the session loop and the dispatcher work on it.
 pub(crate) struct Session {
-    pub(crate) id: u64,
     pub(crate) identity: Arc<Identity>,
     /// Shared with the registry: the session's control, its subscriptions (server-side subscribe
     /// and unsubscribe, listings), its outbox (shared with the hub) and what the handshake saw.
@@ -35,8 +35,6 @@ pub(crate) struct Session {
     /// The session's alarm in `env.alarms`, set to the next deadline of `timers`.
     alarm: Alarm,
     pub(super) traffic: Traffic,
-    /// When the session started (its duration is reported when it ends).
-    started: Instant,
 }
 
 /// A session's message counts, reported when it closes.
@@ -50,7 +48,7 @@ impl Session {
     /// The state of an admitted connection, starting now, and what the handshake holds for it
     /// (quota slots and the connection permit, released when the session ends; not in the
     /// session, which `dispatch` shares across awaits and must therefore be `Sync`).
-    pub(super) fn new(start: SessionStart, env: Arc<SessionEnv>) -> (Session, Box<dyn Send>) {
+    pub(super) fn new(start: SessionStart, env: Arc<SessionEnv>) -> (Session, Box<Held>) {
         let SessionStart { id, identity, client_ip, held, info } = start;
         debug_assert_eq!(client_ip, info.client_ip, "one client address");
         let limits = &env.limits;
@@ -59,7 +57,6 @@ impl Session {
             user_rate: env.user_rates.bucket(&identity.subject),
             timers: Timers::new(&identity, env.leeway_secs, limits.ping_interval),
             alarm: Alarm::default(),
-            id,
             identity,
             link: Link::new(id, outbox, info),
             message_rate: DirectRate::new(limits.message_rate),
@@ -67,7 +64,6 @@ impl Session {
             violations: None,
             last_seq: None,
             traffic: Traffic::default(),
-            started: Instant::now(),
             env,
         };
         (session, held)
@@ -90,7 +86,7 @@ impl Session {
         }
         env.stats.session_opened();
         env.events.emit(Event::SessionOpened {
-            session_id: self.id,
+            session_id: self.link.id,
             user: self.identity.subject.clone(),
             client_ip: self.link.info.client_ip,
         });
@@ -116,14 +112,14 @@ impl Session {
     /// keep the old one alive), and its expiry is the session's new deadline.
     pub(super) fn set_identity(&mut self, identity: Arc<Identity>) {
         self.identity = identity;
-        self.env.registry.update_identity(self.id, &self.identity);
+        self.env.registry.update_identity(self.link.id, &self.identity);
         self.timers.set_expiry(&self.identity, self.env.leeway_secs);
     }
 
     /// Sets the session's alarm to the next deadline of its timers.
     pub(super) fn set_alarm(&mut self) {
         let deadline = self.timers.next_deadline(self.env.limits.idle_timeout);
-        self.alarm = self.env.alarms.set(self.id, self.alarm, deadline);
+        self.alarm = self.env.alarms.set(self.link.id, self.alarm, deadline);
     }
 
     /// What is due now that the session's alarm fired. A due ping is counted as sent: the next
@@ -158,20 +154,20 @@ impl Session {
         // Closed under its lock: a server-side subscribe can no longer add to it.
         let channels = self.link.subscriptions.lock().close();
         for channel in channels {
-            self.env.hub.unsubscribe(&channel, self.id);
-            self.env.presence.leave_later(&channel, &self.identity.subject, self.id);
+            self.env.hub.unsubscribe(&channel, self.link.id);
+            self.env.presence.leave_later(&channel, &self.identity.subject, self.link.id);
         }
-        self.env.registry.remove(self.id);
-        self.env.alarms.clear(self.id, std::mem::take(&mut self.alarm));
+        self.env.registry.remove(self.link.id);
+        self.env.alarms.clear(self.link.id, std::mem::take(&mut self.alarm));
     }
 
     /// Reports the session closed (after [`Session::leave`], the close handshake and the release
     /// of what the handshake held).
     pub(super) fn report_closed(&self, disconnect: Disconnect) {
-        let duration_secs = self.started.elapsed().as_secs_f64();
+        let duration_secs = self.timers.started().elapsed().as_secs_f64();
         self.env.stats.session_closed(disconnect.code(), disconnect.reason(), duration_secs);
         self.env.events.emit(Event::SessionClosed {
-            session_id: self.id,
+            session_id: self.link.id,
             user: self.identity.subject.clone(),
             client_ip: self.link.info.client_ip,
             close_code: disconnect.code(),

@@ -23,11 +23,14 @@ pub(super) enum Due {
     Nothing,
 }
 
-/// The session's deadlines.
+/// The session's deadlines, in milliseconds since the session started (three words and the
+/// start, where three `Instant`s took twice that in every session's future).
 pub(super) struct Timers {
-    expires_at: Instant,
-    last_activity: Instant,
-    next_ping: Instant,
+    /// When the session started: the origin of the deadlines, and of its reported duration.
+    started: Instant,
+    expires_at_ms: u64,
+    last_activity_ms: u64,
+    next_ping_ms: u64,
     /// The expiry moved since the loop last read the next deadline (an in-band refresh).
     is_rescheduled: bool,
 }
@@ -36,24 +39,42 @@ impl Timers {
     /// The deadlines of a session starting now for `identity` (`limits.leeway_secs`,
     /// `limits.ping_interval`).
     pub(super) fn new(identity: &Identity, leeway_secs: u64, ping_interval: Duration) -> Timers {
-        let expires_at = expiry_deadline(identity, leeway_secs);
-        let now = Instant::now();
-        Timers { expires_at, last_activity: now, next_ping: now + ping_interval, is_rescheduled: false }
+        let started = Instant::now();
+        Timers {
+            started,
+            expires_at_ms: millis(expiry_deadline(identity, leeway_secs).saturating_duration_since(started)),
+            last_activity_ms: 0,
+            next_ping_ms: millis(ping_interval),
+            is_rescheduled: false,
+        }
+    }
+
+    /// When the session started.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// `at` in milliseconds since the start (rounded down).
+    fn since_start(&self, at: Instant) -> u64 {
+        millis(at.saturating_duration_since(self.started))
     }
 
     /// The earliest deadline: the token's expiry, the idle timeout or the next ping.
     pub(super) fn next_deadline(&self, idle_timeout: Duration) -> Instant {
-        self.expires_at.min(self.last_activity + idle_timeout).min(self.next_ping)
+        let idle_at = self.last_activity_ms.saturating_add(millis(idle_timeout));
+        let earliest = self.expires_at_ms.min(idle_at).min(self.next_ping_ms);
+        self.started + Duration::from_millis(earliest)
     }
 
     /// What is due at `now`. The idle deadline is not moved per message: the alarm fires at the
     /// old one, nothing is due, and the loop sets the alarm again from the last activity.
     pub(super) fn due(&self, now: Instant, idle_timeout: Duration) -> Due {
-        if self.expires_at <= now {
+        let now = self.since_start(now);
+        if self.expires_at_ms <= now {
             Due::TokenExpiry
-        } else if self.last_activity + idle_timeout <= now {
+        } else if self.last_activity_ms.saturating_add(millis(idle_timeout)) <= now {
             Due::Idle
-        } else if self.next_ping <= now {
+        } else if self.next_ping_ms <= now {
             Due::Ping
         } else {
             Due::Nothing
@@ -62,17 +83,17 @@ impl Timers {
 
     /// A ping goes out at `now`: the next one is due an interval later.
     pub(super) fn ping_sent(&mut self, now: Instant, ping_interval: Duration) {
-        self.next_ping = now + ping_interval;
+        self.next_ping_ms = self.since_start(now).saturating_add(millis(ping_interval));
     }
 
     /// The client sent something (reads `Instant::now()`).
     pub(super) fn record_activity(&mut self) {
-        self.last_activity = Instant::now();
+        self.last_activity_ms = self.since_start(Instant::now());
     }
 
     /// The session's identity changed (an in-band refresh): its expiry is the new deadline.
     pub(super) fn set_expiry(&mut self, identity: &Identity, leeway_secs: u64) {
-        self.expires_at = expiry_deadline(identity, leeway_secs);
+        self.expires_at_ms = self.since_start(expiry_deadline(identity, leeway_secs));
         self.is_rescheduled = true;
     }
 
@@ -80,6 +101,10 @@ impl Timers {
     pub(super) fn take_rescheduled(&mut self) -> bool {
         std::mem::take(&mut self.is_rescheduled)
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn expiry_deadline(identity: &Identity, leeway_secs: u64) -> Instant {
@@ -109,7 +134,7 @@ mod tests {
     #[test]
     fn the_earliest_deadline_wins_and_the_expiry_takes_precedence() {
         let mut timers = Timers::new(&identity(3600), 0, PING);
-        let start = timers.last_activity;
+        let start = timers.started();
         assert_eq!(timers.next_deadline(IDLE), start + PING);
         assert_eq!(timers.due(start, IDLE), Due::Nothing);
         assert_eq!(timers.due(start + PING, IDLE), Due::Ping);
@@ -127,6 +152,6 @@ mod tests {
         timers.set_expiry(&identity(3600), 0);
         assert!(timers.take_rescheduled());
         assert!(!timers.take_rescheduled(), "taken once");
-        assert_eq!(timers.next_deadline(IDLE), timers.last_activity + PING);
+        assert_eq!(timers.next_deadline(IDLE), timers.started() + PING);
     }
 }
