@@ -13,6 +13,8 @@
 #   A=target/release/wsguard B_CONFIG=history bash bench/instructions.sh echo --conns 50 --window 16 --publish
 #                              # one binary, two configurations: B with channel history on
 #
+#   TLS=1 A=... B=... bash bench/instructions.sh handshake --conns 16   # over wss://
+#
 # A or B may be "baseline-tt". A_CONFIG / B_CONFIG: render_config's variant for that server
 # (`history`: bench/config/history.toml; see common.sh). Prints one line per server and round:
 # label, Ir per op.
@@ -31,6 +33,16 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 source "$ROOT/bench/common.sh"
 PORT=${BENCH_PORT:-19700}
 TOKEN="$("$B" token --config "$(render_config $((PORT - 1)))" --sub bench --ttl-secs 900 2>/dev/null | tail -n1)"
+TLS=${TLS:-0}
+SCHEME=ws
+TLS_ARGS=()
+if ((TLS)); then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+  SCHEME=wss
+  TLS_ARGS=(--ca-file "$WORK/cert.pem")
+fi
 
 # count <server> <config variant> <secs> <scenario args...> -> "<ops> <Ir>"
 count() {
@@ -40,14 +52,19 @@ count() {
   out="$WORK/callgrind.$PORT"
   local vg=(taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no)
   if [[ $server == baseline-tt ]]; then
-    "${vg[@]}" "$ROOT/bench/target/release/baseline_tt" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+    local tls=()
+    if ((TLS)); then tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"); fi
+    "${vg[@]}" "$ROOT/bench/target/release/baseline_tt" --listen "127.0.0.1:$PORT" "${tls[@]}" >"$WORK/server.log" 2>&1 &
   else
-    "${vg[@]}" "$server" serve --config "$(render_config $PORT "$variant")" >"$WORK/server.log" 2>&1 &
+    local config
+    config="$(render_config $PORT "$variant")"
+    if ((TLS)); then printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem" >>"$config"; fi
+    "${vg[@]}" "$server" serve --config "$config" >"$WORK/server.log" 2>&1 &
   fi
   SPID=$!
   for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
   sleep 0.5
-  ops=$(taskset -c 1 "$ROOT/bench/target/release/loadgen" "$@" --url "ws://127.0.0.1:$PORT/ws" --token "$TOKEN" \
+  ops=$(taskset -c 1 "$ROOT/bench/target/release/loadgen" "$@" --url "$SCHEME://127.0.0.1:$PORT/ws" "${TLS_ARGS[@]}" --token "$TOKEN" \
     --server-pid "$SPID" --warmup-secs 0 --secs "$secs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"])')
   kill -TERM "$SPID"
   wait "$SPID" 2>/dev/null || true

@@ -93,7 +93,6 @@ pub(crate) struct Outcome {
     pub(crate) disconnect: Option<Disconnect>,
 }
 
-/// Runs one session to its end.
 /// What one pass of the session loop does: what its select found ready. The select only picks
 /// it, and the step runs after the select, so that no branch's output stays in the session's
 /// future through another step's awaits (a delivery's write). The client message is in a
@@ -109,6 +108,7 @@ enum Step {
     Read(ManuallyDrop<crate::transport::Inbound>),
 }
 
+/// Runs one session to its end.
 // A function returning an `async move` block rather than an `async fn`: an `async fn` keeps its
 // arguments twice in its future (as captured arguments and as the locals they are moved into),
 // and every idle connection would hold the connection and the start record twice.

@@ -95,14 +95,14 @@ impl SessionControl {
         self.task.wake();
     }
 
-    /// Resolves once a request is pending or a signal has arrived (the signals are taken; a
-    /// request stays).
+    /// A wait on the control, for tests (the session waits through [`Link::wait_owned`]).
     #[cfg(test)]
     pub(crate) fn wait(&self) -> impl std::future::Future<Output = Wake> + '_ {
         std::future::poll_fn(move |cx| self.poll_wait(cx))
     }
 
-    /// The poll of a wait on the control ([`Link::wait_owned`]).
+    /// Ready once a request is pending or a signal has arrived (the signals are taken; a request
+    /// stays).
     fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Wake> {
         let mut signals = self.signals.fetch_and(REQUESTED, Ordering::AcqRel);
         if signals == 0 {
@@ -139,8 +139,8 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A wait on the link's control (see [`SessionControl::poll_wait`]), holding the link (one word in the
-    /// session's future, where a borrow needs the link kept beside it).
+    /// A wait on the link's control (see `SessionControl::poll_wait`) that holds the link: one
+    /// word in the session's future, where a borrow would need the link kept beside it.
     pub(crate) fn wait_owned(self: Arc<Self>) -> impl std::future::Future<Output = Wake> {
         std::future::poll_fn(move |cx| self.control.poll_wait(cx))
     }
