@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::transport::TlsAcceptor;
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -27,6 +26,7 @@ use crate::policy::Policy;
 use crate::presence::Presence;
 use crate::proxy::Proxy;
 use crate::session::{Alarms, Registry, SessionEnv};
+use crate::transport::TlsAcceptor;
 
 /// What survives reloads.
 pub(crate) struct Core {

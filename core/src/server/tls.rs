@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::transport::TlsAcceptor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::config::TlsConfig;
 use crate::config::problems::{ConfigError, ConfigProblem};
 use crate::error::ErrorCode;
+use crate::transport::TlsAcceptor;
 
 fn problem(key: &str, message: String) -> ConfigError {
     ConfigError::new(ErrorCode::ConfigFile, vec![ConfigProblem::new(key, message)])

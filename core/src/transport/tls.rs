@@ -29,9 +29,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
+use rustls::ServerConfig;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic};
-use rustls::{ServerConfig, unbuffered::InsufficientSizeError};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError, UnbufferedStatus, WriteTraffic,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Most plaintext in one record (TLS's maximum fragment, 2^14): a write encrypts at most this
@@ -145,6 +147,7 @@ pub(crate) struct TlsStream<IO> {
 
 /// What a read left over: one box, made only when there is something, so that an idle
 /// connection's stream is two words smaller than with both buffers in it.
+#[derive(Default)]
 struct ReadSpill {
     /// The beginning of a record the read cut.
     incoming: Vec<u8>,
@@ -291,9 +294,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     ) -> io::Result<T> {
         let spill = &mut self.read_spill;
         let mut deliver = |data: &[u8]| {
-            let spill =
-                spill.get_or_insert_with(|| Box::new(ReadSpill { incoming: Vec::new(), plaintext: BytesMut::new() }));
-            spill.plaintext.extend_from_slice(data);
+            spill.get_or_insert_default().plaintext.extend_from_slice(data);
         };
         let mut result = None;
         for _ in 0..MAX_DRAIN_TURNS {
@@ -332,7 +333,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         })?;
         let cipher = &cipher[..written];
         if !self.outgoing.is_empty() {
-            // A key update's answer goes first.
+            // What rustls queued before this write (`with_write_traffic`) goes first.
             self.outgoing.extend_from_slice(cipher);
             return match self.poll_send_queued(cx) {
                 Poll::Ready(Err(e)) => Err(e),
@@ -391,7 +392,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     }
 
     /// Reads from the socket and decrypts what arrived; `out` gets the plaintext it has room
-    /// for, `self.plaintext` the rest. Ready when there is something to hand out, or the end.
+    /// for, `self.read_spill` the rest. Ready when there is something to hand out, or the end.
     fn poll_read_records(&mut self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         READ_SCRATCH.with(|scratch| {
             let mut fallback = Vec::new();
@@ -444,7 +445,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
                         return Poll::Ready(Err(io::Error::other("TLS handshake state after the handshake")));
                     }
                 }
-                // What rustls answered (a key update) goes out with the next write at the latest.
+                // What rustls has to send after these records (an alert, say) goes now if the
+                // socket takes it, with the next write or flush otherwise.
                 if let Poll::Ready(Err(e)) = self.poll_send_queued(cx) {
                     return Poll::Ready(Err(e));
                 }
